@@ -1,0 +1,385 @@
+"""The hub: one bus per stream id, packets fanned out to subscribers without copies.
+
+Ingests (RTMP, RTSP pull, WHIP) publish; outputs (LL-HLS, RTMP play, WHEP, the recorder)
+subscribe. The hub keeps the current GOP so a new subscriber starts at once from the last
+keyframe. Every subscriber has a bounded queue: one that falls behind loses its backlog,
+skips to the next keyframe and is counted; it never blocks the publisher or anyone else.
+
+All methods run on the event loop. Blocking ingests (PyAV in a thread) hand packets over
+with loop.call_soon_threadsafe.
+
+Scale-out seam (DESIGN.md §9): `Hub.find` answers for this node only. A locator that also
+answers "elsewhere: node X" sits above it and starts an on-demand relay that publishes into
+this hub like any other ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Track, video_track
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_PACKETS = 600  # ~8 s of 30 fps video + 48 kHz AAC
+MAX_GOP_PACKETS = 3000  # a stream without keyframes must not grow the cache for ever
+MAX_GOP_BYTES = 32 * 1024 * 1024
+STALE_PUBLISHER_S = 5.0  # a publisher silent this long may be taken over
+
+
+class StreamBusy(Exception):
+    """A second publisher tried to take a stream whose publisher is alive."""
+
+
+class Subscription:
+    """One reader of a stream: a bounded queue the publisher never waits on."""
+
+    def __init__(self, stream: Stream, name: str, max_packets: int) -> None:
+        self.stream = stream
+        self.name = name
+        self.max_packets = max_packets
+        self.drops = 0
+        self.created = time.time()
+        self._queue: deque[Item] = deque()
+        self._packets = 0
+        self._skipping = False
+        self._wakeup = asyncio.Event()
+        self.closed = False
+
+    # -- publisher side (sync, never blocks) --
+    def offer(self, item: Item) -> None:
+        if self.closed:
+            return
+        if isinstance(item, Packet):
+            if self._skipping:
+                if not (item.keyframe and self._is_video(item)):
+                    self.drops += 1
+                    return
+                self._skipping = False
+            if self._packets >= self.max_packets:
+                self._fall_behind()
+                if not (item.keyframe and self._is_video(item)):
+                    self.drops += 1
+                    return
+                self._skipping = False
+            self._packets += 1
+        self._queue.append(item)
+        self._wakeup.set()
+
+    def _is_video(self, packet: Packet) -> bool:
+        tracks = self.stream.tracks
+        return packet.track < len(tracks) and tracks[packet.track].is_video
+
+    def _fall_behind(self) -> None:
+        """Drop the backlog, keep markers, resume at the next video keyframe."""
+        kept: deque[Item] = deque(i for i in self._queue if not isinstance(i, Packet))
+        lost = self._packets
+        self.drops += lost
+        self._queue = kept
+        self._packets = 0
+        self._queue.append(Skipped(lost))
+        self._skipping = video_track(self.stream.tracks) is not None
+        self.stream.stats.drops += lost
+        log.info("stream %s: subscriber %s fell behind, skipped %d packets",
+                 self.stream.id, self.name, lost)
+
+    # -- subscriber side --
+    async def get(self) -> Item:
+        """Next item, waiting for one. Raises EOFError once closed and drained."""
+        while not self._queue:
+            if self.closed:
+                raise EOFError(self.name)
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._pop()
+
+    def get_nowait(self) -> Item | None:
+        return self._pop() if self._queue else None
+
+    def _pop(self) -> Item:
+        item = self._queue.popleft()
+        if isinstance(item, Packet):
+            self._packets -= 1
+        return item
+
+    @property
+    def queued(self) -> int:
+        return self._packets
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._wakeup.set()
+            self.stream.unsubscribe(self)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Item:
+        try:
+            return await self.get()
+        except EOFError:
+            raise StopAsyncIteration from None
+
+
+@dataclass
+class StreamStats:
+    """Counters kept on the hot path; rates are derived when someone asks."""
+
+    packets: int = 0
+    bytes: int = 0
+    video_frames: int = 0
+    keyframes: int = 0
+    drops: int = 0
+    gop_seconds: float = 0.0
+    gop_frames: int = 0
+    fps: float = 0.0
+    bitrate_bps: float = 0.0
+    _win_start: float = 0.0
+    _win_bytes: int = 0
+    _win_frames: int = 0
+    _last_key_at: float | None = None
+    _frames_since_key: int = 0
+
+    def count(self, packet: Packet, is_video: bool, timescale: int) -> None:
+        size = len(packet.data)
+        self.packets += 1
+        self.bytes += size
+        self._win_bytes += size
+        if is_video:
+            self.video_frames += 1
+            self._win_frames += 1
+            if packet.keyframe:
+                self.keyframes += 1
+                at = packet.dts / timescale
+                if self._last_key_at is not None and at > self._last_key_at:
+                    self.gop_seconds = at - self._last_key_at
+                    self.gop_frames = self._frames_since_key
+                self._last_key_at = at
+                self._frames_since_key = 0
+            self._frames_since_key += 1
+        now = packet.arrival
+        if not self._win_start:
+            self._win_start = now
+        elif now - self._win_start >= 1.0:
+            span = now - self._win_start
+            self.fps = self._win_frames / span
+            self.bitrate_bps = self._win_bytes * 8 / span
+            self._win_start, self._win_bytes, self._win_frames = now, 0, 0
+
+    def reset_rates(self) -> None:
+        self.fps = self.bitrate_bps = 0.0
+        self._win_start, self._win_bytes, self._win_frames = 0.0, 0, 0
+        self._last_key_at = None
+
+
+class Publication:
+    """The publisher's handle on a stream. Only the live publication may push."""
+
+    def __init__(self, stream: Stream, source: str, on_evict: Callable[[str], None] | None) -> None:
+        self.stream = stream
+        self.source = source
+        self.started = time.time()
+        self.last_packet = time.monotonic()
+        self.alive = True
+        self._on_evict = on_evict
+
+    def push(self, packet: Packet) -> None:
+        if self.alive:
+            self.last_packet = time.monotonic()
+            self.stream.push(packet)
+
+    def set_tracks(self, tracks: tuple[Track, ...]) -> None:
+        """New codec config mid-stream (a new sequence header): subscribers restart."""
+        if self.alive:
+            self.stream.set_tracks(tracks)
+
+    def close(self, reason: str = "publisher left") -> None:
+        if self.alive:
+            self.alive = False
+            self.stream.unpublish(self, reason)
+
+    def evict(self, reason: str) -> None:
+        """Taken over by a newer publisher: tell the ingest to drop its connection."""
+        self.alive = False
+        if self._on_evict is not None:
+            self._on_evict(reason)
+
+
+@dataclass
+class SourceState:
+    """Where a pulled source (RTSP camera) stands: connecting, live or failed: reason."""
+
+    state: str = "idle"
+    reason: str = ""
+    since: float = field(default_factory=time.time)
+    reconnects: int = 0
+
+
+class Stream:
+    """One bus: the live publication (if any), the GOP cache and the subscribers."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.id = stream_id
+        self.tracks: tuple[Track, ...] = ()
+        self.epoch = 0
+        self.publication: Publication | None = None
+        self.subscribers: list[Subscription] = []
+        self.stats = StreamStats()
+        self.source = SourceState()
+        self.last_end_reason = ""
+        self._gop: list[Packet] = []
+        self._gop_bytes = 0
+        self._video_index: int | None = None
+        self._timescales: tuple[int, ...] = ()
+        self.listeners: list[Callable[[Stream], None]] = []
+
+    @property
+    def live(self) -> bool:
+        return self.publication is not None and self.publication.alive
+
+    @property
+    def uptime(self) -> float:
+        return time.time() - self.publication.started if self.live and self.publication else 0.0
+
+    def gop(self) -> list[Packet]:
+        """The packets since the last video keyframe (a copy of the list, not the data)."""
+        return list(self._gop)
+
+    # -- publisher path --
+    def start(self, publication: Publication, tracks: tuple[Track, ...]) -> None:
+        self.publication = publication
+        self.epoch += 1
+        self.stats.reset_rates()
+        self.set_tracks(tracks)
+
+    def set_tracks(self, tracks: tuple[Track, ...]) -> None:
+        self.tracks = tracks
+        video = video_track(tracks)
+        self._video_index = video.index if video else None
+        self._timescales = tuple(t.timescale for t in tracks)
+        self._gop, self._gop_bytes = [], 0
+        marker = StreamStart(tracks, self.epoch)
+        for sub in list(self.subscribers):
+            sub.offer(marker)
+        self._notify()
+
+    def push(self, packet: Packet) -> None:
+        is_video = packet.track == self._video_index
+        if packet.track >= len(self._timescales):
+            return  # a packet for a track that was never announced
+        self.stats.count(packet, is_video, self._timescales[packet.track])
+        self._cache(packet, is_video)
+        for sub in self.subscribers:
+            sub.offer(packet)
+
+    def _cache(self, packet: Packet, is_video: bool) -> None:
+        if is_video and packet.keyframe:
+            self._gop, self._gop_bytes = [packet], len(packet.data)
+            return
+        if self._video_index is None:
+            # audio only: keep about a second so a new listener starts at once
+            if len(self._gop) >= 50:
+                self._gop_bytes -= len(self._gop.pop(0).data)
+        elif not self._gop:
+            return  # no keyframe yet: nothing a subscriber could start from
+        if len(self._gop) >= MAX_GOP_PACKETS or self._gop_bytes >= MAX_GOP_BYTES:
+            self._gop, self._gop_bytes = [], 0
+            return
+        self._gop.append(packet)
+        self._gop_bytes += len(packet.data)
+
+    def unpublish(self, publication: Publication, reason: str) -> None:
+        if self.publication is not publication:
+            return
+        self.publication = None
+        self.last_end_reason = reason
+        self._gop, self._gop_bytes = [], 0
+        self.stats.reset_rates()
+        marker = StreamEnd(reason)
+        for sub in list(self.subscribers):
+            sub.offer(marker)
+        self._notify()
+
+    # -- subscriber path --
+    def subscribe(self, name: str, max_packets: int) -> Subscription:
+        sub = Subscription(self, name, max_packets)
+        if self.live:
+            sub.offer(StreamStart(self.tracks, self.epoch))
+            for packet in self._gop:
+                sub.offer(packet)
+        self.subscribers.append(sub)
+        self._notify()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self.subscribers:
+            self.subscribers.remove(sub)
+            self._notify()
+
+    def _notify(self) -> None:
+        for listener in list(self.listeners):
+            listener(self)
+
+
+class Hub:
+    """All streams of this node by id."""
+
+    def __init__(self, stale_publisher_s: float = STALE_PUBLISHER_S) -> None:
+        self._streams: dict[str, Stream] = {}
+        self.stale_publisher_s = stale_publisher_s
+
+    def find(self, stream_id: str) -> Stream | None:
+        return self._streams.get(stream_id)
+
+    def stream(self, stream_id: str) -> Stream:
+        """The stream with this id, created idle if new (a recorder may wait for it)."""
+        found = self._streams.get(stream_id)
+        if found is None:
+            found = self._streams[stream_id] = Stream(stream_id)
+        return found
+
+    def streams(self) -> list[Stream]:
+        return list(self._streams.values())
+
+    def publish(
+        self,
+        stream_id: str,
+        tracks: tuple[Track, ...],
+        source: str,
+        on_evict: Callable[[str], None] | None = None,
+    ) -> Publication:
+        """Start publishing. Refused while another publisher is alive and sending; a
+        publisher silent for stale_publisher_s (a dead connection not yet noticed) is
+        taken over, and subscribers see a new epoch (a discontinuity)."""
+        stream = self.stream(stream_id)
+        old = stream.publication
+        if old is not None and old.alive:
+            silent = time.monotonic() - old.last_packet
+            if silent < self.stale_publisher_s:
+                raise StreamBusy(
+                    f"stream {stream_id!r} is already being published by {old.source} "
+                    f"(live since {time.strftime('%H:%M:%S', time.localtime(old.started))})"
+                )
+            log.warning("stream %s: publisher %s silent %.1f s, taken over by %s",
+                        stream_id, old.source, silent, source)
+            stream.unpublish(old, f"taken over by {source}")
+            old.evict(f"taken over by {source}")
+        publication = Publication(stream, source, on_evict)
+        stream.start(publication, tracks)
+        return publication
+
+    def subscribe(self, stream_id: str, name: str,
+                  max_packets: int = DEFAULT_QUEUE_PACKETS) -> Subscription:
+        return self.stream(stream_id).subscribe(name, max_packets)
+
+    def drop_idle(self) -> None:
+        """Forget streams with neither publisher nor subscribers."""
+        for sid, stream in list(self._streams.items()):
+            if not stream.live and not stream.subscribers and not stream.listeners:
+                del self._streams[sid]

@@ -1,0 +1,10 @@
+"""Shared test setup. Every module in tests/fixtures/ is loaded as a pytest plugin, so a
+fixture written there (a real S3 server, a real RTSP camera, ...) is usable by every test."""
+
+from pathlib import Path
+
+pytest_plugins = sorted(
+    f"tests.fixtures.{p.stem}"
+    for p in (Path(__file__).parent / "fixtures").glob("*.py")
+    if p.stem != "__init__"
+)
