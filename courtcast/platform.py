@@ -1,0 +1,138 @@
+"""One place wires the system: roles started in order, stopped in reverse.
+
+`courtcast up` runs every role in one process; `courtcast media-server` and
+`courtcast control-room` run one each (plus storage, which every role needs) against an
+external Redis and S3. The code path is the same; only the config differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import Any, Protocol
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from courtcast.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+ROLE_ORDER = ("storage", "media_server", "control_room")
+STOP_BUDGET_S = 4.0  # SIGTERM to exit must stay under 5 s
+
+
+class Role(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+def bind_socket(host: str, port: int, key: str) -> socket.socket:
+    """Bind a listening TCP socket now, so a busy port is a config error at start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"{key}: cannot listen on {host}:{port} ({exc.strerror})") from None
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+class Platform:
+    def __init__(self, config: Config, roles: tuple[str, ...] = ROLE_ORDER) -> None:
+        self.config = config
+        self.role_names = tuple(r for r in ROLE_ORDER if r in roles)
+        self.roles: list[Role] = []
+        self.app = FastAPI(title="courtcast", version="0.1.0")
+        self.metrics = CollectorRegistry()
+        self.started_at = time.time()
+        self._add_process_routes()
+        self._http_sock = bind_socket(config.http.host, config.http.port, "http.port")
+        self._http: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+
+    def _add_process_routes(self) -> None:
+        """Health and metrics: served by every process, whatever roles it runs."""
+
+        @self.app.get("/api/v1/health", tags=["process"])
+        async def health() -> JSONResponse:
+            body = self.health()
+            return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+        @self.app.get("/metrics", tags=["process"])
+        async def metrics() -> Response:
+            return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    @property
+    def http_port(self) -> int:
+        return int(self._http_sock.getsockname()[1])
+
+    async def start(self) -> None:
+        from control_room.role import ControlRoomRole
+        from media_server.role import MediaServerRole
+        from storage.role import StorageRole
+
+        storage = StorageRole(self.config)
+        self.roles.append(storage)
+        await storage.start()
+        if "media_server" in self.role_names:
+            media = MediaServerRole(self.config, storage, self.app)
+            self.roles.append(media)
+            await media.start()
+        if "control_room" in self.role_names:
+            control = ControlRoomRole(self.config, storage, self)
+            self.roles.append(control)
+            await control.start()
+        await self._start_http()
+
+    async def _start_http(self) -> None:
+        cfg = uvicorn.Config(self.app, log_level="warning", lifespan="off",
+                             access_log=False, timeout_graceful_shutdown=1)
+        self._http = uvicorn.Server(cfg)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[self._http_sock]))
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()
+                raise RuntimeError("HTTP server ended during start")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Stop HTTP, then roles in reverse order; each gets a share of the budget."""
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            try:
+                await asyncio.wait_for(self._http_task, 1.5)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._http.force_exit = True
+        self._http_sock.close()
+        for role in reversed(self.roles):
+            try:
+                await asyncio.wait_for(role.stop(), STOP_BUDGET_S / max(1, len(self.roles)))
+            except asyncio.TimeoutError:
+                log.warning("role %s did not stop in time", role.name)
+            except Exception:  # a failing stop must not keep the others running
+                log.exception("role %s failed to stop", role.name)
+        self.roles.clear()
+
+    def health(self) -> dict[str, Any]:
+        roles = {role.name: role.health() for role in self.roles}
+        for name in ROLE_ORDER:
+            roles.setdefault(name, {"state": "not running in this process"})
+        roles["recorder"] = {"state": "not built yet"}
+        running = [roles[r.name]["state"] for r in self.roles]
+        status = "ok" if all(s == "ok" for s in running) else "degraded"
+        return {"status": status, "node": self.config.node.name,
+                "uptime_s": round(time.time() - self.started_at, 1), "roles": roles}

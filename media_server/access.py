@@ -1,0 +1,110 @@
+"""Who may publish and who may watch: enforced by every ingest and every egress.
+
+Publishing needs the stream's key. Watching a public stream needs nothing; a private one
+(arraignment, security camera, a closed hearing) needs a signed-in caller with a role that
+may watch, or a short-lived signed play token made for that stream. Open mode (local
+trials, loopback only) turns the checks off and registers unknown streams on the fly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+
+from courtcast.config import Config
+from courtcast.node_secrets import node_secret
+from media_server.streams import StreamDefinition, StreamRegistry, valid_stream_id
+
+log = logging.getLogger(__name__)
+
+WATCH_PRIVATE_ROLES = frozenset({"admin", "operator"})
+
+
+class AccessDenied(Exception):
+    """Refused; `status` is the HTTP status an egress answers with, the message the reason."""
+
+    def __init__(self, reason: str, status: int = 403) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A signed-in user, as the control room resolved them."""
+
+    name: str
+    role: str
+
+
+class PlayTokens:
+    """Short-lived HMAC tokens that let one stream be played without signing in."""
+
+    def __init__(self, secret: bytes, ttl_s: int) -> None:
+        self._secret = secret
+        self.ttl_s = ttl_s
+
+    @classmethod
+    def for_config(cls, config: Config) -> PlayTokens:
+        """The node's tokens; every node of a cluster needs the same configured secret."""
+        secret = node_secret(config.data_dir, "play-url", config.security.url_signing_secret)
+        return cls(secret, config.security.signed_url_ttl_s)
+
+    def make(self, stream_id: str, now: float | None = None) -> str:
+        expires = int((now or time.time()) + self.ttl_s)
+        return f"{expires}.{self._sign(stream_id, expires)}"
+
+    def check(self, stream_id: str, token: str, now: float | None = None) -> bool:
+        expires_s, _, signature = token.partition(".")
+        if not expires_s.isdigit() or not signature:
+            return False
+        if int(expires_s) < (now or time.time()):
+            return False
+        return hmac.compare_digest(signature, self._sign(stream_id, int(expires_s)))
+
+    def _sign(self, stream_id: str, expires: int) -> str:
+        message = f"play:{stream_id}:{expires}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
+
+
+class AccessPolicy:
+    def __init__(self, registry: StreamRegistry, tokens: PlayTokens, open_mode: bool) -> None:
+        self.registry = registry
+        self.tokens = tokens
+        self.open_mode = open_mode
+
+    async def check_publish(self, stream_id: str, key: str | None, peer: str) -> None:
+        if not valid_stream_id(stream_id):
+            raise AccessDenied(f"stream id {stream_id!r} is not valid", 400)
+        if self.open_mode:
+            if await self.registry.get(stream_id) is None:
+                await self.registry.define(StreamDefinition(id=stream_id, public=True))
+                log.info("open mode: stream %s registered on the fly by %s", stream_id, peer)
+            return
+        definition = await self.registry.get(stream_id)
+        if definition is None:
+            raise AccessDenied(f"stream {stream_id!r} is not registered", 404)
+        if not definition.enabled:
+            raise AccessDenied(f"stream {stream_id!r} is disabled", 403)
+        if not await self.registry.key_matches(stream_id, key):
+            raise AccessDenied(f"wrong or missing key for stream {stream_id!r}", 403)
+
+    async def check_play(
+        self, stream_id: str, token: str | None = None, caller: Caller | None = None
+    ) -> StreamDefinition | None:
+        """Returns the definition (None in open mode for unknown streams)."""
+        definition = await self.registry.get(stream_id)
+        if self.open_mode:
+            return definition
+        if definition is None or not definition.enabled:
+            raise AccessDenied(f"stream {stream_id!r} not found", 404)
+        if definition.is_public:
+            return definition
+        if caller is not None and caller.role in WATCH_PRIVATE_ROLES:
+            return definition
+        if token and self.tokens.check(stream_id, token):
+            return definition
+        # same answer as unknown: a public URL must not even reveal a private stream
+        raise AccessDenied(f"stream {stream_id!r} not found", 404)

@@ -1,0 +1,75 @@
+"""Per-stream statistics as JSON for the API and as Prometheus metrics.
+
+Both read the hub's counters when asked (a scrape, an API call); nothing is updated per
+packet here, so statistics cost the hot path nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from media_server.hub import Hub, Stream
+
+
+def stream_stats(stream: Stream) -> dict[str, Any]:
+    s = stream.stats
+    video = next((t for t in stream.tracks if t.is_video), None)
+    audio = next((t for t in stream.tracks if not t.is_video), None)
+    return {
+        "id": stream.id,
+        "live": stream.live,
+        "publisher": stream.publication.source if stream.live and stream.publication else None,
+        "epoch": stream.epoch,
+        "uptime_s": round(stream.uptime, 1),
+        "video": {"codec": video.codec, "width": video.width, "height": video.height}
+        if video else None,
+        "audio": {"codec": audio.codec, "sample_rate": audio.sample_rate,
+                  "channels": audio.channels} if audio else None,
+        "fps": round(s.fps, 2),
+        "bitrate_kbps": round(s.bitrate_bps / 1000, 1),
+        "gop_s": round(s.gop_seconds, 3),
+        "gop_frames": s.gop_frames,
+        "viewers": len(stream.subscribers),
+        "subscribers": [{"name": sub.name, "queued": sub.queued, "drops": sub.drops}
+                        for sub in stream.subscribers],
+        "packets": s.packets,
+        "bytes": s.bytes,
+        "drops": s.drops,
+        "source": {"state": stream.source.state, "reason": stream.source.reason,
+                   "reconnects": stream.source.reconnects},
+        "last_end_reason": stream.last_end_reason,
+    }
+
+
+class HubCollector(Collector):
+    """Prometheus view of the hub, computed at scrape time."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        label = ["stream"]
+        live = GaugeMetricFamily("courtcast_stream_live", "1 while the stream has a publisher",
+                                 labels=label)
+        viewers = GaugeMetricFamily("courtcast_stream_subscribers", "Subscribers (outputs, viewers)",
+                                    labels=label)
+        bitrate = GaugeMetricFamily("courtcast_stream_bitrate_bps", "Ingest bitrate", labels=label)
+        fps = GaugeMetricFamily("courtcast_stream_fps", "Ingest video frame rate", labels=label)
+        packets = CounterMetricFamily("courtcast_stream_packets", "Packets received", labels=label)
+        bytes_in = CounterMetricFamily("courtcast_stream_bytes", "Bytes received", labels=label)
+        drops = CounterMetricFamily("courtcast_stream_drops",
+                                    "Packets dropped for slow subscribers", labels=label)
+        for stream in self._hub.streams():
+            sid = [stream.id]
+            live.add_metric(sid, 1.0 if stream.live else 0.0)
+            viewers.add_metric(sid, len(stream.subscribers))
+            bitrate.add_metric(sid, stream.stats.bitrate_bps)
+            fps.add_metric(sid, stream.stats.fps)
+            packets.add_metric(sid, stream.stats.packets)
+            bytes_in.add_metric(sid, stream.stats.bytes)
+            drops.add_metric(sid, stream.stats.drops)
+        yield from (live, viewers, bitrate, fps, packets, bytes_in, drops)

@@ -1,0 +1,125 @@
+"""The stream registry: which streams exist, their class, who may read them, their keys.
+
+Kept in Redis (kind "stream") so every media node, the recorder and the control room see
+the same definitions. Keys are stored as SHA-256 digests only; the key itself is shown
+once, when it is made. Source URLs (RTSP cameras) may carry credentials: they are kept
+for the puller but every outward view goes through `public_view`, which redacts them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from storage.state import StateStore
+
+STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+KIND = "stream"
+
+
+class StreamClass(StrEnum):
+    trial = "trial"  # recorded while a trial session is open; public when the session is
+    security = "security"  # recorded 24/7, never public
+    arraignment = "arraignment"  # private, recorded
+    conference = "conference"
+
+
+def valid_stream_id(stream_id: str) -> bool:
+    return bool(STREAM_ID.match(stream_id))
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def redact_url(url: str) -> str:
+    """rtsp://user:pass@host/x -> rtsp://***@host/x (credentials never leave the node)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1***@", url, flags=re.IGNORECASE)
+
+
+@dataclass
+class StreamDefinition:
+    id: str
+    stream_class: StreamClass = StreamClass.trial
+    public: bool = False
+    title: str = ""
+    court: str = ""
+    room: str = ""
+    source_url: str = ""  # pulled (RTSP camera) when set; pushed (RTMP/WHIP) otherwise
+    key_sha256: str = ""
+    enabled: bool = True
+    created: float = field(default_factory=time.time)
+
+    def to_record(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["stream_class"] = str(self.stream_class)
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> StreamDefinition:
+        known = {k: record[k] for k in cls.__dataclass_fields__ if k in record}
+        known["stream_class"] = StreamClass(known.get("stream_class", "trial"))
+        for flag in ("public", "enabled"):
+            if flag in known:
+                known[flag] = _as_bool(known[flag])
+        if "created" in known:
+            known["created"] = float(known["created"])
+        return cls(**known)
+
+    @property
+    def is_public(self) -> bool:
+        """Security and arraignment streams are never public, whatever the flag says."""
+        return self.public and self.stream_class in (StreamClass.trial, StreamClass.conference)
+
+    def public_view(self) -> dict[str, Any]:
+        view = self.to_record()
+        view.pop("key_sha256")
+        view["source_url"] = redact_url(self.source_url) if self.source_url else ""
+        return view
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lower() in ("1", "true", "yes")
+    return bool(value)
+
+
+class StreamRegistry:
+    """Stream definitions in the state store."""
+
+    def __init__(self, state: StateStore) -> None:
+        self._state = state
+
+    async def define(self, definition: StreamDefinition, key: str | None = None) -> str:
+        """Create or replace a stream; returns its publish key (a new one unless given)."""
+        if not valid_stream_id(definition.id):
+            raise ValueError(
+                f"stream id {definition.id!r}: use 1-100 letters, digits, '.', '_' or '-'"
+            )
+        key = key or secrets.token_urlsafe(18)
+        definition.key_sha256 = key_digest(key)
+        await self._state.put_record(KIND, definition.id, definition.to_record())
+        return key
+
+    async def get(self, stream_id: str) -> StreamDefinition | None:
+        record = await self._state.get_record(KIND, stream_id)
+        return StreamDefinition.from_record(record) if record else None
+
+    async def list(self) -> list[StreamDefinition]:
+        records = await self._state.list_records(KIND)
+        return sorted((StreamDefinition.from_record(r) for r in records), key=lambda d: d.id)
+
+    async def delete(self, stream_id: str) -> None:
+        await self._state.delete_record(KIND, stream_id)
+
+    async def key_matches(self, stream_id: str, key: str | None) -> bool:
+        definition = await self.get(stream_id)
+        if definition is None or not key or not definition.key_sha256:
+            return False
+        return hmac.compare_digest(definition.key_sha256, key_digest(key))

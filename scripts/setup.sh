@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what courtcast needs on a Debian machine (run as root, or with sudo available).
+#   scripts/setup.sh venv    Python venv with the pinned dependencies (what `make run` needs)
+#   scripts/setup.sh test    + Debian packages the tests use as real peers
+#   scripts/setup.sh bench   + peers for bench/ (nginx-rtmp)
+# Each step is skipped when already done, so repeated runs cost seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+APT_UPDATED=""
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing Debian packages: ${missing[*]}"
+  if [ -z "$APT_UPDATED" ]; then $SUDO apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+setup_venv() {
+  python3 -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
+    || { echo "courtcast needs Python 3.11 or newer as python3"; exit 1; }
+  python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null \
+    || apt_install python3-venv python3-dev
+  if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+  if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[test]'
+    touch .venv/.installed
+  fi
+}
+
+setup_test() {
+  # ffmpeg: encoder, camera and decoder of the tests; chromium: the browser (Playwright drives
+  # Debian's build, never a downloaded one); GStreamer's RTSP server: a real IP camera.
+  apt_install ffmpeg chromium python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+    gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  command -v npm >/dev/null || apt_install nodejs npm  # fetches hls.js for the player tests
+}
+
+setup_bench() {
+  apt_install nginx libnginx-mod-rtmp
+}
+
+case "${1:-venv}" in
+  venv) setup_venv ;;
+  test) setup_venv; setup_test ;;
+  bench) setup_venv; setup_test; setup_bench ;;
+  *) echo "usage: $0 venv|test|bench"; exit 2 ;;
+esac
