@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE_PACKETS = 600  # ~8 s of 30 fps video + 48 kHz AAC
 MAX_GOP_PACKETS = 3000  # a stream without keyframes must not grow the cache for ever
 MAX_GOP_BYTES = 32 * 1024 * 1024
-STALE_PUBLISHER_S = 5.0  # a publisher silent this long may be taken over
+STALE_PUBLISHER_S = 5.0
+MAX_MARKERS = 8  # a publisher silent this long may be taken over
 
 
 class StreamBusy(Exception):
@@ -58,18 +59,22 @@ class Subscription:
         if isinstance(item, Packet):
             if self._skipping:
                 if not (item.keyframe and self._is_video(item)):
-                    self.drops += 1
+                    self._drop(1)
                     return
                 self._skipping = False
             if self._packets >= self.max_packets:
                 self._fall_behind()
                 if not (item.keyframe and self._is_video(item)):
-                    self.drops += 1
+                    self._drop(1)
                     return
                 self._skipping = False
             self._packets += 1
         self._queue.append(item)
         self._wakeup.set()
+
+    def _drop(self, count: int) -> None:
+        self.drops += count
+        self.stream.stats.drops += count
 
     def _is_video(self, packet: Packet) -> bool:
         tracks = self.stream.tracks
@@ -77,14 +82,15 @@ class Subscription:
 
     def _fall_behind(self) -> None:
         """Drop the backlog, keep markers, resume at the next video keyframe."""
-        kept: deque[Item] = deque(i for i in self._queue if not isinstance(i, Packet))
         lost = self._packets
-        self.drops += lost
-        self._queue = kept
+        earlier = sum(i.count for i in self._queue if isinstance(i, Skipped))
+        markers = [i for i in self._queue if isinstance(i, (StreamStart, StreamEnd))]
+        # a reader that never reads must not grow the queue with markers either
+        self._queue = deque(markers[-MAX_MARKERS:])
+        self._queue.append(Skipped(earlier + lost))
+        self._drop(lost)
         self._packets = 0
-        self._queue.append(Skipped(lost))
         self._skipping = video_track(self.stream.tracks) is not None
-        self.stream.stats.drops += lost
         log.info("stream %s: subscriber %s fell behind, skipped %d packets",
                  self.stream.id, self.name, lost)
 
