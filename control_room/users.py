@@ -68,4 +68,4 @@ class Users:
         return Caller(name=str(sessions["name"]), role=str(sessions["role"]))
 
     async def sign_out(self, token: str) -> None:
-        await self._state.clear_presence("session", token)
+        await self._state.drop_presence("session", token)

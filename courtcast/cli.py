@@ -147,14 +147,25 @@ async def _run_platform(config: Config, roles: tuple[str, ...]) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await platform.start()
-    except ConfigError:
+    except Exception as exc:
         await platform.stop()
+        if isinstance(exc, ConfigError) or is_environment_error(exc):
+            raise ConfigError(str(exc)) from None
         raise
     print_welcome(platform)
     await stop.wait()
     logging.getLogger("courtcast").info("stopping")
     await platform.stop()
     return 0
+
+
+def is_environment_error(exc: Exception) -> bool:
+    """Start-up failures a user fixes in the config or the machine, not bugs."""
+    from storage.objects import StorageUnavailable
+    from storage.redis_server import EmbeddedRedisError
+    from storage.state import StateStoreUnavailable
+
+    return isinstance(exc, (EmbeddedRedisError, StateStoreUnavailable, StorageUnavailable))
 
 
 def print_welcome(platform: Any) -> None:

@@ -14,7 +14,7 @@ import time
 from typing import Any, Protocol
 
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -81,7 +81,10 @@ class Platform:
         return int(self._http_sock.getsockname()[1])
 
     async def start(self) -> None:
+        from control_room.api import session_token
         from control_room.role import ControlRoomRole
+        from control_room.users import Users
+        from media_server.access import Caller
         from media_server.role import MediaServerRole
         from storage.role import StorageRole
 
@@ -89,7 +92,12 @@ class Platform:
         self.roles.append(storage)
         await storage.start()
         if "media_server" in self.role_names:
-            media = MediaServerRole(self.config, storage, self.app)
+            users = Users(storage.state)
+
+            async def resolve_caller(request: Request) -> Caller | None:
+                return await users.caller(session_token(request))
+
+            media = MediaServerRole(self.config, storage, self.app, self.metrics, resolve_caller)
             self.roles.append(media)
             await media.start()
         if "control_room" in self.role_names:

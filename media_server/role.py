@@ -1,0 +1,196 @@
+"""The media-server role: ingests (RTMP, RTSP pull, WHIP, demo rooms) into the hub, and
+egress (LL-HLS, WHEP, RTMP play) out of it, every one of them behind the access policy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+
+from courtcast.config import Config
+from courtcast.platform import bind_socket
+from media_server.access import AccessDenied, AccessPolicy, Caller, PlayTokens
+from media_server.hub import Hub
+from media_server.stats import HubCollector, stream_stats
+from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
+from storage.role import StorageRole
+
+log = logging.getLogger(__name__)
+
+LIVE_KIND = "stream-live"  # presence entries: which node has which stream live, and its stats
+LIVE_TTL_S = 5
+RECONCILE_S = 5.0
+
+CallerResolver = Callable[[Request], Awaitable[Caller | None]]
+
+
+class MediaServerRole:
+    name = "media_server"
+
+    def __init__(self, config: Config, storage: StorageRole, app: FastAPI,
+                 metrics: Any, resolve_caller: CallerResolver) -> None:
+        self.config = config
+        self.storage = storage
+        self.app = app
+        self.metrics = metrics
+        self.resolve_caller = resolve_caller
+        self.hub = Hub()
+        self.registry = StreamRegistry(storage.state)
+        self.tokens = PlayTokens.for_config(config)
+        self.access = AccessPolicy(self.registry, self.tokens, config.security.open)
+        self.rtmp: Any = None
+        self.hls: Any = None
+        self.pulls: dict[str, Any] = {}
+        self.demos: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rtmp_sock = (bind_socket(config.rtmp.host, config.rtmp.port, "rtmp.port")
+                           if config.rtmp.enabled else None)
+
+    @property
+    def rtmp_port(self) -> int:
+        return self.rtmp.port if self.rtmp is not None else 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.metrics.register(HubCollector(self.hub))
+        await self._start_rtmp()
+        self._mount_hls()
+        self._mount_webrtc()
+        if self.config.demo.enabled:
+            await self._start_demo()
+        await self._reconcile_pulls()
+        self._tasks.append(asyncio.create_task(self._publish_live_stats(), name="live-stats"))
+        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="pull-reconcile"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(demo.stop() for demo in self.demos), return_exceptions=True)
+        await asyncio.gather(*(pull.stop() for pull in self.pulls.values()),
+                             return_exceptions=True)
+        if self.hls is not None:
+            await self.hls.close()
+        if self.rtmp is not None:
+            await self.rtmp.stop()
+        elif self._rtmp_sock is not None:
+            self._rtmp_sock.close()
+
+    def health(self) -> dict[str, Any]:
+        streams = self.hub.streams()
+        return {"state": "ok", "streams_live": sum(s.live for s in streams),
+                "subscribers": sum(len(s.subscribers) for s in streams),
+                "rtmp_port": self.rtmp_port}
+
+    def demo_streams(self) -> list[tuple[str, str]]:
+        return [(demo.stream_id, demo.title) for demo in self.demos]
+
+    # -- ingest --------------------------------------------------------------------------
+
+    async def _start_rtmp(self) -> None:
+        if self._rtmp_sock is None:
+            return
+        from media_server.rtmp.server import RtmpRefused, RtmpServer
+
+        async def authorize(stream_id: str, key: str | None, action: str, peer: str) -> None:
+            try:
+                if action == "publish":
+                    await self.access.check_publish(stream_id, key, peer)
+                else:
+                    await self.access.check_play(stream_id, token=key)
+            except AccessDenied as exc:
+                raise RtmpRefused(str(exc)) from None
+
+        self.rtmp = RtmpServer(self.hub, self.config.rtmp.host, 0, authorize=authorize,
+                               sock=self._rtmp_sock)
+        await self.rtmp.start()
+
+    async def _start_demo(self) -> None:
+        from media_server.demo import DemoCourtroom, demo_court_tree
+
+        for room in demo_court_tree()[: self.config.demo.rooms]:
+            await self.registry.define(StreamDefinition(
+                id=room.stream_id, stream_class=StreamClass.trial, public=True,
+                title=room.title, court=room.court, room=room.room))
+            demo = DemoCourtroom(self.hub, room.stream_id, room.title)
+            await demo.start()
+            self.demos.append(demo)
+
+    async def _reconcile_pulls(self) -> None:
+        """Start a puller for every registered stream with a source URL; stop removed ones."""
+        from media_server.rtsp_pull import RtspPull
+
+        wanted = {d.id: d for d in await self.registry.list() if d.source_url and d.enabled}
+        for stream_id in list(self.pulls):
+            if stream_id not in wanted or self.pulls[stream_id].url != wanted[stream_id].source_url:
+                await self.pulls.pop(stream_id).stop()
+        for stream_id, definition in wanted.items():
+            if stream_id not in self.pulls:
+                pull = RtspPull(self.hub, stream_id, definition.source_url)
+                pull.start()
+                self.pulls[stream_id] = pull
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_S)
+            try:
+                await self._reconcile_pulls()
+            except Exception:  # a bad definition must not end the loop for the others
+                log.exception("reconciling pulled streams failed")
+
+    async def _publish_live_stats(self) -> None:
+        """Tell every node (and the CLI) which streams are live here, with their stats."""
+        node = self.config.node.name
+        while True:
+            for stream in self.hub.streams():
+                if stream.live:
+                    info = {**stream_stats(stream), "node": node, "at": time.time()}
+                    with contextlib.suppress(Exception):  # Redis down: health says so
+                        await self.storage.state.touch_presence(LIVE_KIND, stream.id,
+                                                                LIVE_TTL_S, info)
+            self.hub.drop_idle()
+            await asyncio.sleep(1.0)
+
+    # -- egress --------------------------------------------------------------------------
+
+    async def authorize_play(self, request: Request, stream_id: str) -> None:
+        """The check every HTTP egress (LL-HLS, WHEP) makes before serving a byte."""
+        try:
+            caller = await self.resolve_caller(request)
+            await self.access.check_play(stream_id, request.query_params.get("token"), caller)
+        except AccessDenied as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+
+    async def authorize_publish(self, request: Request, stream_id: str,
+                                bearer: str | None) -> None:
+        peer = request.client.host if request.client else "?"
+        try:
+            await self.access.check_publish(stream_id, bearer, f"whip {peer}")
+        except AccessDenied as exc:
+            raise HTTPException(exc.status if exc.status != 403 else 401, str(exc)) from None
+
+    def _mount_hls(self) -> None:
+        from media_server.hls.http import make_hls_router
+        from media_server.hls.output import HlsOutputs
+
+        hls = self.config.hls
+        self.hls = HlsOutputs(self.hub, segment_target_s=hls.segment_target_s,
+                              part_target_s=hls.part_target_s,
+                              window_segments=hls.window_segments,
+                              idle_timeout_s=hls.idle_timeout_s)
+        self.app.include_router(make_hls_router(self.hls, self.authorize_play))
+
+    def _mount_webrtc(self) -> None:
+        try:
+            from media_server.webrtc.http import make_webrtc_router
+        except ImportError:
+            log.info("WebRTC egress not available in this build")
+            return
+        self.app.include_router(make_webrtc_router(
+            self.hub, self.authorize_play, self.authorize_publish, None))
