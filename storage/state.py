@@ -1,0 +1,452 @@
+"""The state store: Redis, through redis-py's asyncio client, with the few shapes the roles
+need (DESIGN.md §6): registry records, presence with a TTL, pub/sub commands, and streams
+of events/alerts/audit capped by age.
+
+Faults. Every command retries ConnectionError/TimeoutError with redis-py's own
+`Retry(ExponentialWithJitterBackoff)`, so a Redis restart is ridden over; only an outage
+longer than the retry budget raises `redis.exceptions.ConnectionError` to the caller. A
+background PING (its own connection, no retries) keeps `health()` current, which is how an
+outage is reported: "degraded" with the error, then "ok" again.
+Retried writes are at-least-once: a write whose reply was lost is sent again. Records,
+presence and indexes are idempotent; an event appended twice shows up twice.
+
+Keys (prefix default "cc:"; a kind may not contain ':'):
+    {p}rec:{kind}:{id}           hash, one registry record
+    {p}ids:{kind}                set of the ids of a kind (listing never SCANs)
+    {p}idx:{kind}:{field}:{val}  set of ids whose indexed field has that encoded value
+    {p}presence:{kind}:{id}      string (JSON info) with a TTL
+    {p}presence-ids:{kind}       set of ids that may be present (pruned on read)
+    {p}chan:{channel}            pub/sub channel (messages are JSON objects)
+    {p}stream:{stream}           stream of events
+
+Encoding: every record field value and every event field value is stored as its JSON text,
+so types round-trip and nesting is allowed: "abc" is stored as "\"abc\"", 42 as "42",
+{"a": [1]} as "{\"a\":[1]}". Secondary indexes use the same text, so a lookup by 42 does
+not match "42". Records read back carry their id under "id".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Literal, Self, TypedDict
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+_SUB_POLL_S = 0.5
+
+
+class Health(TypedDict):
+    state: Literal["ok", "degraded"]
+    error: str
+
+
+class StateStoreUnavailable(RuntimeError):
+    """Redis did not answer within the connect timeout."""
+
+
+# Replace a record and keep its secondary indexes right, atomically (no read-then-write race).
+# KEYS: record hash, id set. ARGV: id, index key prefix, n, n indexed fields, field/value pairs.
+_PUT_LUA = """
+local rec, ids, id, idxp = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local n = tonumber(ARGV[3])
+for i = 4, 3 + n do
+  local old = redis.call('HGET', rec, ARGV[i])
+  if old then redis.call('SREM', idxp .. ARGV[i] .. ':' .. old, id) end
+end
+redis.call('DEL', rec)
+redis.call('HSET', rec, unpack(ARGV, 4 + n))
+for i = 4, 3 + n do
+  local new = redis.call('HGET', rec, ARGV[i])
+  if new then redis.call('SADD', idxp .. ARGV[i] .. ':' .. new, id) end
+end
+redis.call('SADD', ids, id)
+return 1
+"""
+
+# Same arguments as _PUT_LUA without the pairs; returns 1 if the record existed.
+_DELETE_LUA = """
+local rec, ids, id, idxp = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local n = tonumber(ARGV[3])
+for i = 4, 3 + n do
+  local old = redis.call('HGET', rec, ARGV[i])
+  if old then redis.call('SREM', idxp .. ARGV[i] .. ':' .. old, id) end
+end
+redis.call('DEL', rec)
+return redis.call('SREM', ids, id)
+"""
+
+# Ids of a kind that are still present, with their info; expired ones leave the id set.
+# KEYS: presence id set. ARGV: presence key prefix (ends with ':').
+_PRESENT_LUA = """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local info = redis.call('GET', ARGV[1] .. id)
+  if info then
+    out[#out + 1] = id
+    out[#out + 1] = info
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+
+def _encode(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _encode_fields(mapping: Mapping[str, Any]) -> dict[str, str]:
+    return {field: _encode(value) for field, value in mapping.items()}
+
+
+def _decode_fields(raw: Mapping[Any, Any]) -> Record:
+    return {str(field): json.loads(text) for field, text in raw.items()}
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _check_name(what: str, name: str) -> None:
+    if not name or ":" in name:
+        raise ValueError(f"{what} must be non-empty and contain no ':', got {name!r}")
+
+
+class StateStore:
+    """Redis-backed state shared by every role (one per process)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "cc:",
+        indexes: Mapping[str, Iterable[str]] | None = None,
+        retries: int = 12,
+        backoff_base_s: float = 0.05,
+        backoff_cap_s: float = 2.0,
+        socket_timeout_s: float = 5.0,
+        health_interval_s: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._backoff = ExponentialWithJitterBackoff(cap=backoff_cap_s, base=backoff_base_s)
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            retry=Retry(self._backoff, retries),
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+        )
+        # The health probe must see an outage at once, so it never retries.
+        self._probe: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=min(socket_timeout_s, 2.0),
+            socket_connect_timeout=min(socket_timeout_s, 2.0),
+        )
+        self._indexes: dict[str, tuple[str, ...]] = {}
+        for kind, fields in (indexes or {}).items():
+            for field in fields:
+                self.declare_index(kind, field)
+        self._put_script = self._redis.register_script(_PUT_LUA)
+        self._delete_script = self._redis.register_script(_DELETE_LUA)
+        self._present_script = self._redis.register_script(_PRESENT_LUA)
+        self._health: Health = {"state": "degraded", "error": "not connected"}
+        self._health_interval_s = health_interval_s
+        self._watch_task: asyncio.Task[None] | None = None
+        self._subscriptions: set[Subscription] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def raw(self) -> aioredis.Redis:
+        """The underlying client (decode_responses=True, retrying), for what is not here."""
+        return self._redis
+
+    async def connect(self, timeout_s: float = 10.0) -> None:
+        """Wait until Redis answers (bounded), then keep health() current."""
+        deadline = time.monotonic() + timeout_s
+        while not await self._ping():
+            if time.monotonic() > deadline:
+                raise StateStoreUnavailable(
+                    f"Redis at {_redact(self.url)} did not answer within {timeout_s:.0f} s "
+                    f"({self._health['error']}): start it, or fix state.redis_url"
+                )
+            await asyncio.sleep(0.05)
+        if self._watch_task is None:
+            self._watch_task = asyncio.create_task(self._watch(), name="state-health")
+
+    async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            await asyncio.gather(self._watch_task, return_exceptions=True)
+            self._watch_task = None
+        for sub in list(self._subscriptions):
+            await sub.aclose()
+        await self._redis.aclose()
+        await self._probe.aclose()
+        self._health = {"state": "degraded", "error": "closed"}
+
+    def health(self) -> Health:
+        return self._health.copy()
+
+    async def _ping(self) -> bool:
+        try:
+            await self._probe.ping()
+        except (RedisError, OSError) as exc:
+            self._set_health(f"{type(exc).__name__}: {exc}")
+            return False
+        self._set_health("")
+        return True
+
+    def _set_health(self, error: str) -> None:
+        state: Literal["ok", "degraded"] = "degraded" if error else "ok"
+        if state != self._health["state"]:
+            if error:
+                log.warning("state store degraded: %s", error)
+            else:
+                log.info("state store ok again")
+        self._health = {"state": state, "error": error}
+
+    async def _watch(self) -> None:
+        while True:
+            await self._ping()
+            await asyncio.sleep(self._health_interval_s)
+
+    # -- keys ------------------------------------------------------------------------
+
+    def _rec_key(self, kind: str, id: str) -> str:
+        return f"{self.prefix}rec:{kind}:{id}"
+
+    def _ids_key(self, kind: str) -> str:
+        return f"{self.prefix}ids:{kind}"
+
+    def _idx_prefix(self, kind: str) -> str:
+        return f"{self.prefix}idx:{kind}:"
+
+    def _presence_prefix(self, kind: str) -> str:
+        return f"{self.prefix}presence:{kind}:"
+
+    # -- registry --------------------------------------------------------------------
+
+    def declare_index(self, kind: str, field: str) -> None:
+        """Keep an id set per value of `field` for `kind`, for find_records.
+        Declare before the first put_record of that kind (older records are not indexed)."""
+        _check_name("kind", kind)
+        _check_name("indexed field", field)
+        if field not in self._indexes.get(kind, ()):
+            self._indexes[kind] = (*self._indexes.get(kind, ()), field)
+
+    def _record_args(self, kind: str, id: str) -> tuple[list[str], list[str]]:
+        _check_name("kind", kind)
+        if not id:
+            raise ValueError("a record id must be non-empty")
+        fields = self._indexes.get(kind, ())
+        keys = [self._rec_key(kind, id), self._ids_key(kind)]
+        return keys, [id, self._idx_prefix(kind), str(len(fields)), *fields]
+
+    async def put_record(self, kind: str, id: str, mapping: Mapping[str, Any]) -> None:
+        """Create or replace the record `kind`/`id` (fields not in `mapping` are dropped)."""
+        fields = {k: v for k, v in mapping.items() if k != "id"}
+        if mapping.get("id", id) != id:
+            raise ValueError(f"record id {id!r} differs from its 'id' field {mapping['id']!r}")
+        if not fields:
+            raise ValueError(f"record {kind}/{id} needs at least one field besides 'id'")
+        keys, args = self._record_args(kind, id)
+        pairs = [part for item in _encode_fields(fields).items() for part in item]
+        await self._put_script(keys=keys, args=[*args, *pairs])
+
+    async def get_record(self, kind: str, id: str) -> Record | None:
+        _check_name("kind", kind)
+        raw = await self._redis.hgetall(self._rec_key(kind, id))
+        return {**_decode_fields(raw), "id": id} if raw else None
+
+    async def delete_record(self, kind: str, id: str) -> bool:
+        """Remove a record and its index entries; False if there was none."""
+        keys, args = self._record_args(kind, id)
+        return bool(await self._delete_script(keys=keys, args=args))
+
+    async def list_records(self, kind: str) -> list[Record]:
+        """Every record of a kind, sorted by id."""
+        _check_name("kind", kind)
+        ids = await self._redis.smembers(self._ids_key(kind))
+        return await self._fetch_records(kind, sorted(map(str, ids)))
+
+    async def find_records(self, kind: str, field: str, value: Any) -> list[Record]:
+        """Records of `kind` whose indexed `field` equals `value`, sorted by id."""
+        if field not in self._indexes.get(kind, ()):
+            raise ValueError(f"{kind}.{field} is not indexed: declare_index({kind!r}, {field!r})")
+        ids = await self._redis.smembers(f"{self._idx_prefix(kind)}{field}:{_encode(value)}")
+        records = await self._fetch_records(kind, sorted(map(str, ids)))
+        return [r for r in records if r.get(field) == value]
+
+    async def _fetch_records(self, kind: str, ids: list[str]) -> list[Record]:
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for id in ids:
+                pipe.hgetall(self._rec_key(kind, id))
+            raws = await pipe.execute()
+        # A record deleted between the two reads has an empty hash: leave it out.
+        return [{**_decode_fields(raw), "id": id} for id, raw in zip(ids, raws) if raw]
+
+    # -- presence --------------------------------------------------------------------
+
+    async def touch_presence(
+        self, kind: str, id: str, ttl_s: float, info: Mapping[str, Any] | None = None
+    ) -> None:
+        """Say `kind`/`id` is alive for the next `ttl_s` seconds (a heartbeat)."""
+        _check_name("kind", kind)
+        ttl_ms = max(1, int(ttl_s * 1000))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._presence_prefix(kind) + id, _encode(dict(info or {})), px=ttl_ms)
+            pipe.sadd(f"{self.prefix}presence-ids:{kind}", id)
+            await pipe.execute()
+
+    async def drop_presence(self, kind: str, id: str) -> None:
+        """A clean goodbye: absent at once rather than when the TTL runs out."""
+        _check_name("kind", kind)
+        await self._redis.delete(self._presence_prefix(kind) + id)
+
+    async def is_present(self, kind: str, id: str) -> bool:
+        _check_name("kind", kind)
+        return bool(await self._redis.exists(self._presence_prefix(kind) + id))
+
+    async def present(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Every present id of a kind with the info of its last heartbeat."""
+        _check_name("kind", kind)
+        flat = await self._present_script(
+            keys=[f"{self.prefix}presence-ids:{kind}"], args=[self._presence_prefix(kind)]
+        )
+        return {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    # -- pub/sub ---------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: Mapping[str, Any]) -> int:
+        """Send a JSON message; returns how many subscribers got it (none are queued)."""
+        return int(await self._redis.publish(f"{self.prefix}chan:{channel}", _encode(message)))
+
+    def subscribe(self, channel: str) -> Subscription:
+        """Messages of a channel, as an async iterator; see Subscription."""
+        sub = Subscription(self, self._redis.pubsub(), f"{self.prefix}chan:{channel}")
+        self._subscriptions.add(sub)
+        return sub
+
+    # -- streams ---------------------------------------------------------------------
+
+    async def append_event(
+        self, stream: str, event: Mapping[str, Any], max_age_s: float, exact: bool = False
+    ) -> str:
+        """Append an event and drop those older than `max_age_s`; returns its id.
+
+        Trimming is approximate by default (whole stream nodes, ~100 entries, cheap), so a
+        few older events may linger; `exact` trims to the millisecond. The age is measured
+        on this host's clock against the id Redis gives (the server's clock).
+        """
+        if not event:
+            raise ValueError("an event needs at least one field")
+        min_ms = max(0, int((time.time() - max_age_s) * 1000))
+        fields: dict[Any, Any] = _encode_fields(event)  # redis-py's dict type is invariant
+        id = await self._redis.xadd(
+            f"{self.prefix}stream:{stream}", fields, minid=min_ms, approximate=not exact
+        )
+        return str(id)
+
+    async def read_events(
+        self, stream: str, since_id: str | None = None, count: int = 100
+    ) -> list[tuple[str, Record]]:
+        """Up to `count` events after `since_id` (exclusive), oldest first."""
+        start = f"({since_id}" if since_id else "-"
+        entries = await self._redis.xrange(
+            f"{self.prefix}stream:{stream}", min=start, max="+", count=count
+        )
+        return [(str(id), _decode_fields(fields or {})) for id, fields in entries or []]
+
+
+class Subscription:
+    """The messages of one channel, decoded from JSON; use `async with` or aclose().
+
+    A message published while nobody is subscribed is lost (pub/sub queues nothing), so
+    `await start()` (or enter the context) before anything that expects a reply. After a
+    Redis restart the channel is subscribed again, with backoff, for as long as it takes;
+    messages published during the outage are lost.
+    """
+
+    def __init__(self, store: StateStore, pubsub: PubSub, channel_key: str) -> None:
+        self._store = store
+        self._pubsub = pubsub
+        self._key = channel_key
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        if not self._started:
+            await self._pubsub.subscribe(self._key)
+            self._started = True
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._store._subscriptions.discard(self)
+            await self._pubsub.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        failures = 0
+        while not self._closed:
+            try:
+                await self.start()
+                # A bounded wait, so that aclose() from another task ends this loop.
+                msg = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=_SUB_POLL_S
+                )
+            except TRANSIENT as exc:
+                if self._closed:
+                    break
+                failures = min(failures + 1, 16)  # the backoff's 2**n must stay a float
+                log.debug("subscription %s: %s; retrying", self._key, exc)
+                await asyncio.sleep(self._store._backoff.compute(failures))
+                continue
+            failures = 0
+            if msg is not None and msg["type"] == "message":
+                try:
+                    return dict(json.loads(msg["data"]))
+                except (ValueError, TypeError):
+                    log.warning("dropped a non-JSON-object message on %s", self._key)
+        raise StopAsyncIteration
