@@ -69,7 +69,13 @@ async def open_state(config: Config, owner: StorageRole | None = None) -> StateS
         await embedded.start()
         url = embedded.url
     state = StateStore(url)
-    await state.connect()
+    try:
+        await state.connect()
+    except StateStoreUnavailable:
+        await state.close()
+        if embedded is not None:
+            await embedded.stop()
+        raise
     if owner is not None:
         owner.embedded = embedded
     return state

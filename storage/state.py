@@ -330,6 +330,12 @@ class StateStore:
         _check_name("kind", kind)
         await self._redis.delete(self._presence_prefix(kind) + id)
 
+    async def get_presence(self, kind: str, id: str) -> dict[str, Any] | None:
+        """The info of id's last heartbeat, or None once it has expired."""
+        _check_name("kind", kind)
+        raw = await self._redis.get(self._presence_prefix(kind) + id)
+        return json.loads(raw) if raw is not None else None
+
     async def is_present(self, kind: str, id: str) -> bool:
         _check_name("kind", kind)
         return bool(await self._redis.exists(self._presence_prefix(kind) + id))
