@@ -1,0 +1,106 @@
+"""Render the LL-HLS media playlist (RFC 8216bis) from what the segmenter holds.
+
+One playlist serves both kinds of client: low-latency players read the EXT-X-PART and
+EXT-X-PRELOAD-HINT lines and block on reloads; plain HLS players (ffmpeg, hls.js without
+low-latency mode, older devices) ignore those tags and play the complete segments.
+"""
+
+from __future__ import annotations
+
+import time
+
+from media_server.hls.segmenter import Segment, Segmenter
+
+# EXT-X-MAP in a media playlist without EXT-X-I-FRAMES-ONLY needs version 6; nothing else
+# used here needs more (EXT-X-SKIP, which would need 9, is not offered).
+VERSION = 6
+PARTS_KEPT_TARGETS = 3  # EXT-X-PART lines only within this many target durations of the end
+
+
+def target_duration(s: Segmenter) -> int:
+    """EXT-X-TARGETDURATION: every EXTINF rounded to the nearest integer must not exceed it.
+    Segments end at keyframes, so a source GOP longer than the target raises it; it never
+    goes down again while the output lives."""
+    return max(1, round(s.segment_target_s), round(s.max_segment_s))
+
+
+def part_hold_back(s: Segmenter) -> float:
+    """PART-HOLD-BACK: at least three part targets (the spec's SHOULD; it MUST be two)."""
+    return 3 * s.part_target_s
+
+
+def program_date_time(wallclock: float) -> str:
+    seconds, millis = divmod(round(wallclock * 1000), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def render(s: Segmenter, query: str = "") -> str:
+    """The media playlist. query (e.g. "?token=...") is appended to every URI so a signed
+    play token reaches the init, part and segment requests too."""
+    segments = list(s.segments)
+    if s.open is not None and s.open.parts:
+        segments.append(s.open)
+    if not segments:
+        raise LookupError("no segment yet")
+    td = target_duration(s)
+    first = segments[0]
+    lines = [
+        "#EXTM3U",
+        f"#EXT-X-VERSION:{VERSION}",
+        f"#EXT-X-TARGETDURATION:{td}",
+        f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={part_hold_back(s):.3f}",
+        f"#EXT-X-PART-INF:PART-TARGET={s.part_target_s:.3f}",
+        f"#EXT-X-MEDIA-SEQUENCE:{first.msn}",
+        # the first segment's own discontinuity tag is not written (see _segment_lines)
+        f"#EXT-X-DISCONTINUITY-SEQUENCE:{first.discontinuity_sequence}",
+    ]
+    parts_from = _first_with_parts(segments, PARTS_KEPT_TARGETS * td)
+    init_id: int | None = None
+    for k, seg in enumerate(segments):
+        lines += _segment_lines(seg, k == 0, seg.init_id != init_id, k >= parts_from, query)
+        init_id = seg.init_id
+    hint = _preload_hint(s, init_id)
+    if hint is not None:
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-{hint[0]}.{hint[1]}.m4s{query}"')
+    return "\n".join(lines) + "\n"
+
+
+def _first_with_parts(segments: list[Segment], keep_s: float) -> int:
+    """Index of the oldest segment whose parts are still listed."""
+    total = 0.0
+    for k in range(len(segments) - 1, -1, -1):
+        total += segments[k].duration if segments[k].complete else sum(
+            p.duration for p in segments[k].parts)
+        if total > keep_s:
+            return k + 1
+    return 0
+
+
+def _segment_lines(seg: Segment, first: bool, new_map: bool, with_parts: bool,
+                   query: str) -> list[str]:
+    lines = []
+    if seg.discontinuity and not first:
+        lines.append("#EXT-X-DISCONTINUITY")
+    if new_map:
+        lines.append(f'#EXT-X-MAP:URI="init-{seg.init_id}.mp4{query}"')
+    lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(seg.wallclock)}")
+    if with_parts:
+        for part in seg.parts:
+            independent = ",INDEPENDENT=YES" if part.independent else ""
+            lines.append(f'#EXT-X-PART:DURATION={part.duration:.5f},'
+                         f'URI="part-{part.msn}.{part.index}.m4s{query}"{independent}')
+    if seg.complete:
+        lines.append(f"#EXTINF:{seg.duration:.5f},")
+        lines.append(f"seg-{seg.msn}.m4s{query}")
+    return lines
+
+
+def _preload_hint(s: Segmenter, last_init: int | None) -> tuple[int, int] | None:
+    """The part being built, unless it starts a segment the playlist cannot introduce yet
+    (a discontinuity or a new init segment comes with that segment's first part)."""
+    hint = s.next_part()
+    if hint is None or s.open is None:
+        return None
+    if not s.open.parts and (s.open.discontinuity or s.open.init_id != last_init):
+        return None
+    return hint

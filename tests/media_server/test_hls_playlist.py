@@ -1,0 +1,97 @@
+"""The media playlist, tag by tag, for scripted streams."""
+
+from __future__ import annotations
+
+import pytest
+
+from media_server.hls import playlist
+from media_server.hls.segmenter import Segmenter
+from media_server.media import StreamEnd, StreamStart, Track
+from tests.media_server.test_hls_segmenter import AUDIO, T0, VIDEO, av_stream
+
+
+def segmenter_with(*items: object, window: int = 6) -> Segmenter:
+    seg = Segmenter(window_segments=window)
+    for item in items:
+        seg.feed(item)  # type: ignore[arg-type]
+    return seg
+
+
+def test_live_playlist_exact() -> None:
+    seg = segmenter_with(StreamStart((VIDEO, AUDIO), 1), *av_stream(4.6))
+    assert playlist.render(seg, "?token=t1") == "\n".join([
+        "#EXTM3U",
+        "#EXT-X-VERSION:6",
+        "#EXT-X-TARGETDURATION:2",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500",
+        "#EXT-X-PART-INF:PART-TARGET=0.500",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-DISCONTINUITY-SEQUENCE:0",
+        '#EXT-X-MAP:URI="init-0.mp4?token=t1"',
+        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z",
+        '#EXT-X-PART:DURATION=0.50000,URI="part-0.0.m4s?token=t1",INDEPENDENT=YES',
+        '#EXT-X-PART:DURATION=0.50000,URI="part-0.1.m4s?token=t1"',
+        '#EXT-X-PART:DURATION=0.50000,URI="part-0.2.m4s?token=t1"',
+        '#EXT-X-PART:DURATION=0.50000,URI="part-0.3.m4s?token=t1"',
+        "#EXTINF:2.00000,",
+        "seg-0.m4s?token=t1",
+        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z",
+        '#EXT-X-PART:DURATION=0.50000,URI="part-1.0.m4s?token=t1",INDEPENDENT=YES',
+        '#EXT-X-PART:DURATION=0.50000,URI="part-1.1.m4s?token=t1"',
+        '#EXT-X-PART:DURATION=0.50000,URI="part-1.2.m4s?token=t1"',
+        '#EXT-X-PART:DURATION=0.50000,URI="part-1.3.m4s?token=t1"',
+        "#EXTINF:2.00000,",
+        "seg-1.m4s?token=t1",
+        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:24.000Z",
+        '#EXT-X-PART:DURATION=0.50000,URI="part-2.0.m4s?token=t1",INDEPENDENT=YES',
+        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-2.1.m4s?token=t1"',
+        "",
+    ])
+
+
+def test_old_parts_leave_the_playlist_and_segments_slide() -> None:
+    seg = segmenter_with(StreamStart((VIDEO, AUDIO), 1), *av_stream(16.6), window=4)
+    text = playlist.render(seg)
+    assert "#EXT-X-MEDIA-SEQUENCE:4" in text
+    assert text.count("#EXTINF:") == 4
+    # parts only within three target durations (6 s) of the end: segments 6, 7 and 8
+    assert 'URI="part-5.3.m4s"' not in text and 'URI="part-6.0.m4s"' in text
+
+
+def test_discontinuity_new_map_and_sequence() -> None:
+    restarted = (Track(0, "video", "h264", 90000, b"\x01\x4d", 640, 480), AUDIO)
+    seg = segmenter_with(StreamStart((VIDEO, AUDIO), 1), *av_stream(4.2),
+                         StreamEnd("publisher left"), StreamStart(restarted, 2),
+                         *av_stream(4.2), window=3)
+    lines = playlist.render(seg).splitlines()
+    # window: segment 1, segment 2 (the short end of publication 1), segment 3 (new epoch)
+    assert "#EXT-X-DISCONTINUITY-SEQUENCE:0" in lines
+    disc = lines.index("#EXT-X-DISCONTINUITY")
+    assert lines[disc + 1] == '#EXT-X-MAP:URI="init-3.mp4"'
+    assert lines[disc + 2].startswith("#EXT-X-PROGRAM-DATE-TIME:")
+    assert lines.count("#EXT-X-DISCONTINUITY") == 1
+    # two more segments later the discontinuity has slid out of the window
+    for item in av_stream(4.2, start_s=4.2, first_frame=126):
+        seg.feed(item)
+    text = playlist.render(seg)
+    assert "#EXT-X-DISCONTINUITY-SEQUENCE:1" in text and "#EXT-X-DISCONTINUITY\n" not in text
+
+
+def test_target_duration_follows_long_gops_and_stream_end_drops_the_hint() -> None:
+    seg = segmenter_with(StreamStart((VIDEO, AUDIO), 1), *av_stream(8, gop=105))
+    text = playlist.render(seg)
+    assert "#EXT-X-TARGETDURATION:4" in text  # 3.5 s segments round to 4
+    assert "#EXT-X-PRELOAD-HINT" in text
+    seg.feed(StreamEnd("publisher left"))
+    text = playlist.render(seg)
+    assert "#EXT-X-PRELOAD-HINT" not in text and "#EXT-X-ENDLIST" not in text
+
+
+def test_no_playlist_before_the_first_part() -> None:
+    with pytest.raises(LookupError):
+        playlist.render(segmenter_with(StreamStart((VIDEO, AUDIO), 1)))
+
+
+def test_program_date_time_format() -> None:
+    assert playlist.program_date_time(T0 + 0.0456) == "2023-11-14T22:13:20.046Z"
+    assert playlist.program_date_time(T0 + 0.9996) == "2023-11-14T22:13:21.000Z"
