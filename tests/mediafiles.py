@@ -129,3 +129,11 @@ async def publish(
     if close:
         pub.close("clip ended")
     return pub
+
+
+def looped(tracks: tuple[Track, ...], packets: list[Packet], seconds: float,
+           times: int) -> list[Packet]:
+    """The clip repeated `times` times back to back, each copy trimmed to presentation
+    times in [0, seconds) so that every track's dts keeps increasing across copies."""
+    one = [p for p in packets if 0 <= p.pts / tracks[p.track].timescale < seconds]
+    return [q for k in range(times) for q in shifted(one, tracks, k * seconds)]

@@ -1,0 +1,183 @@
+"""LL-HLS outputs: one per watched stream, made on the first request, dropped when idle.
+
+An output subscribes to the hub, runs the segmenter on the event loop (a few microseconds
+per packet, no thread needed) and keeps the window of parts and segments in memory. Nobody
+watching means no output: nothing subscribes, nothing is muxed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from media_server.hls import playlist
+from media_server.hls.segmenter import Segmenter
+from media_server.hub import DEFAULT_QUEUE_PACKETS, Hub, Subscription
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HlsOptions:
+    """Knobs; the first four have the names of courtcast.config.HlsConfig's fields, so
+    `HlsOptions(**config.hls.model_dump())` works."""
+
+    segment_target_s: float = 2.0
+    part_target_s: float = 0.5
+    window_segments: int = 6
+    idle_timeout_s: float = 30.0
+    first_segment_wait_s: float = 4.0  # a first playlist request waits this long for video
+    max_age_s: int = 60  # Cache-Control of init, parts and segments (their names never repeat)
+    prft: bool = True  # wall-clock (prft box) at the start of each segment
+    queue_packets: int = DEFAULT_QUEUE_PACKETS
+
+    @property
+    def block_timeout_s(self) -> float:
+        """How long a blocking request waits: three target durations, as the spec says."""
+        return 3 * self.segment_target_s
+
+
+class HlsOutput:
+    """The LL-HLS rendition of one stream."""
+
+    def __init__(self, hub: Hub, stream_id: str, options: HlsOptions) -> None:
+        self.stream_id = stream_id
+        self.options = options
+        # time-based first number: names (seg-N, part-N.i, init-N) of a later output for
+        # the same stream never repeat an earlier one's, so caches cannot serve stale media
+        self.segmenter = Segmenter(options.segment_target_s, options.part_target_s,
+                                   options.window_segments, first_msn=int(time.time()),
+                                   prft=options.prft, on_change=self._on_change)
+        self.last_request = time.monotonic()
+        self._changed = asyncio.Event()
+        self._rendered: tuple[int, str, str] | None = None  # (version, query, text)
+        self._sub: Subscription = hub.subscribe(stream_id, "hls", options.queue_packets)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"hls {stream_id}")
+
+    async def _run(self) -> None:
+        sub = self._sub
+        while True:
+            try:
+                item = await sub.get()
+            except EOFError:
+                return
+            try:
+                self.segmenter.feed(item)
+                while (more := sub.get_nowait()) is not None:
+                    self.segmenter.feed(more)
+            except Exception:  # a bug must not kill the output: start a new run after it
+                log.exception("hls %s: segmenter failed; starting over at the next keyframe",
+                              self.stream_id)
+                self.segmenter.end_run()
+
+    def _on_change(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def touch(self) -> None:
+        self.last_request = time.monotonic()
+
+    def playlist(self, query: str = "") -> str:
+        """The rendered playlist, rendered once per change (many viewers, one render)."""
+        version = self.segmenter.version
+        cached = self._rendered
+        if cached is not None and cached[0] == version and cached[1] == query:
+            return cached[2]
+        text = playlist.render(self.segmenter, query)
+        self._rendered = (version, query, text)
+        return text
+
+    async def wait_for(self, msn: int, part: int | None, timeout: float) -> bool:
+        """Wait until the playlist holds segment msn (or its part), up to timeout seconds."""
+        return await self._wait(lambda: self.segmenter.has(msn, part), timeout)
+
+    async def wait_first_segment(self, timeout: float) -> bool:
+        return await self._wait(lambda: self.segmenter.last_msn is not None, timeout)
+
+    async def wait_part(self, msn: int, index: int, timeout: float) -> bool:
+        """Wait for a part that is still to come (the preload hint)."""
+        seg = self.segmenter
+        return await self._wait(lambda: seg.part(msn, index) is not None
+                                or not seg.is_future_part(msn, index), timeout)
+
+    async def _wait(self, ready: Callable[[], bool], timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not ready():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self._task.done()
+
+    async def close(self) -> None:
+        self._sub.close()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+class HlsOutputs:
+    """All LL-HLS outputs of this node: get-or-create on request, drop when idle."""
+
+    def __init__(self, hub: Hub, options: HlsOptions | None = None) -> None:
+        self.hub = hub
+        self.options = options or HlsOptions()
+        self._outputs: dict[str, HlsOutput] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def get(self, stream_id: str) -> HlsOutput | None:
+        """The stream's output, made now if the stream is live; None if it is not live and
+        nobody was watching it. Every call counts as a request for the idle timer."""
+        output = self._outputs.get(stream_id)
+        if output is None:
+            stream = self.hub.find(stream_id)
+            if stream is None or not stream.live:
+                return None
+            output = self._outputs[stream_id] = HlsOutput(self.hub, stream_id, self.options)
+            log.info("hls %s: output started", stream_id)
+            self._start_reaper()
+        output.touch()
+        return output
+
+    def __len__(self) -> int:
+        return len(self._outputs)
+
+    def __contains__(self, stream_id: object) -> bool:
+        return stream_id in self._outputs
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="hls idle")
+
+    async def _reap(self) -> None:
+        period = min(5.0, self.options.idle_timeout_s / 3)
+        while self._outputs:
+            await asyncio.sleep(period)
+            await self.drop_idle()
+
+    async def drop_idle(self) -> None:
+        now = time.monotonic()
+        for stream_id, output in list(self._outputs.items()):
+            if now - output.last_request > self.options.idle_timeout_s:
+                del self._outputs[stream_id]
+                await output.close()
+                log.info("hls %s: nobody watching, output stopped", stream_id)
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        outputs, self._outputs = list(self._outputs.values()), {}
+        for output in outputs:
+            await output.close()
