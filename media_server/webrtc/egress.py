@@ -1,0 +1,115 @@
+"""What all WebRTC viewers of one stream share: RTP payloads and the AAC->Opus transcoder.
+
+The hub hands every subscriber the same Packet objects. The RTP payloads of a video frame
+(parameter sets on keyframes, STAP-A/FU-A split) depend only on the frame, so the first
+viewer to send a frame computes them and the others reuse them; each viewer's sender then
+adds only its RTP header and SRTP. Entries are keyed by the Packet object and hold it, so
+an id is never reused while its entry lives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from media_server.hub import Hub
+from media_server.media import Packet
+from media_server.webrtc.audio import AacToOpus
+from media_server.webrtc.h264 import (
+    NAL_AUD,
+    NAL_PPS,
+    NAL_SPS,
+    avcc_nals,
+    nal_type,
+)
+from media_server.webrtc.packetize import MAX_PAYLOAD, h264_payloads
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_CACHE_FRAMES = 512  # ~17 s of 30 fps video: viewers further apart recompute
+
+
+def frame_nals(packet: Packet, parameter_sets: tuple[bytes, ...],
+               length_size: int = 4) -> list[bytes | memoryview]:
+    """The NAL units to send for one frame: keyframes start with SPS/PPS (from avcC when
+    the frame does not carry its own), access unit delimiters are dropped."""
+    nals = [n for n in avcc_nals(packet.data, length_size) if nal_type(n) != NAL_AUD]
+    if packet.keyframe:
+        inband = {nal_type(n) for n in nals}
+        if NAL_SPS not in inband or NAL_PPS not in inband:
+            nals = [*parameter_sets, *(n for n in nals if nal_type(n) not in (NAL_SPS, NAL_PPS))]
+    return nals
+
+
+@dataclass
+class PayloadCacheStats:
+    computed: int = 0
+    reused: int = 0
+
+
+class VideoPayloadCache:
+    """RTP payloads per video frame, computed once for all viewers of a stream."""
+
+    def __init__(self, max_frames: int = PAYLOAD_CACHE_FRAMES,
+                 max_payload: int = MAX_PAYLOAD) -> None:
+        self.max_frames = max_frames
+        self.max_payload = max_payload
+        self.stats = PayloadCacheStats()
+        self._entries: OrderedDict[int, tuple[Packet, list[bytes]]] = OrderedDict()
+
+    def payloads(self, packet: Packet, parameter_sets: tuple[bytes, ...],
+                 length_size: int = 4) -> list[bytes]:
+        key = id(packet)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is packet:
+            self.stats.reused += 1
+            return hit[1]
+        payloads = h264_payloads(frame_nals(packet, parameter_sets, length_size),
+                                 self.max_payload)
+        self.stats.computed += 1
+        self._entries[key] = (packet, payloads)
+        if len(self._entries) > self.max_frames:
+            self._entries.popitem(last=False)
+        return payloads
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class StreamEgress:
+    """Shared per-stream state of the WebRTC egress, alive while it has viewers."""
+
+    def __init__(self, hub: Hub, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.video = VideoPayloadCache()
+        self.audio = AacToOpus(hub, stream_id)
+        self.viewers = 0
+
+    def close(self) -> None:
+        self.audio.stop()
+        self.video.clear()
+
+
+class EgressRegistry:
+    """StreamEgress per stream id, made on the first viewer, dropped after the last."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._egress: dict[str, StreamEgress] = {}
+
+    def acquire(self, stream_id: str) -> StreamEgress:
+        egress = self._egress.get(stream_id)
+        if egress is None:
+            egress = self._egress[stream_id] = StreamEgress(self.hub, stream_id)
+        egress.viewers += 1
+        return egress
+
+    def release(self, egress: StreamEgress) -> None:
+        egress.viewers -= 1
+        if egress.viewers <= 0 and self._egress.get(egress.stream_id) is egress:
+            del self._egress[egress.stream_id]
+            egress.close()
+
+    def get(self, stream_id: str) -> StreamEgress | None:
+        return self._egress.get(stream_id)

@@ -1,0 +1,136 @@
+"""The HTTP side of WHIP (RFC 9725) and WHEP: POST an offer, get 201 + answer + Location,
+DELETE the Location to end. Non-trickle: the answer carries every candidate, so PATCH
+answers 405 (RFC 9725 4.3.1: neither trickle ICE nor ICE restart is supported).
+
+Errors are JSON {"detail": reason}, as FastAPI's own. Who may publish or play is not decided here: the control room passes hooks that raise
+fastapi.HTTPException to refuse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+
+from media_server.hub import Hub
+from media_server.webrtc.errors import SignalingError
+from media_server.webrtc.ice import IceConfig
+from media_server.webrtc.sdp import MAX_OFFER_BYTES
+from media_server.webrtc.service import WebRTCOptions, WebRTCService
+
+log = logging.getLogger(__name__)
+
+AuthorizePlay = Callable[[Request, str], Awaitable[None]]
+AuthorizePublish = Callable[[Request, str, str | None], Awaitable[None]]
+
+SDP = "application/sdp"
+SESSION_METHODS = "DELETE"
+
+
+def make_webrtc_router(hub: Hub, authorize_play: AuthorizePlay,
+                       authorize_publish: AuthorizePublish,
+                       ice_config: IceConfig | None = None,
+                       options: WebRTCOptions | None = None) -> APIRouter:
+    """WHIP and WHEP endpoints over hub. The service is at router.webrtc (stats, tests) and
+    its sessions are closed on the app's shutdown."""
+    service = WebRTCService(hub, ice_config or IceConfig(), options or WebRTCOptions())
+    router = APIRouter(tags=["webrtc"], on_shutdown=[service.close])
+    router.webrtc = service  # type: ignore[attr-defined]
+    _add_whep(router, service, authorize_play)
+    _add_whip(router, service, authorize_publish)
+    return router
+
+
+def _add_whep(router: APIRouter, service: WebRTCService, authorize: AuthorizePlay) -> None:
+    @router.post("/whep/{stream_id}", status_code=201, response_class=Response)
+    async def whep_offer(stream_id: str, request: Request) -> Response:
+        await authorize(request, stream_id)
+        offer = await _read_offer(request)
+        viewer = request.client.host if request.client else ""
+        try:
+            session, answer = await service.whep.open(stream_id, offer, viewer)
+        except SignalingError as exc:
+            return _refuse(exc)
+        return _created(answer, session.location)
+
+    @router.delete("/whep/{stream_id}/{session_id}")
+    async def whep_end(stream_id: str, session_id: str) -> Response:
+        session = service.whep.find(stream_id, session_id)
+        if session is None:
+            return JSONResponse({"detail": "no such WHEP session"}, status_code=404)
+        await session.close("ended by the viewer (DELETE)")
+        return Response(status_code=200)
+
+    @router.patch("/whep/{stream_id}/{session_id}")
+    async def whep_patch(stream_id: str, session_id: str) -> Response:
+        return _no_patch()
+
+    @router.options("/whep/{stream_id}")
+    async def whep_options(stream_id: str) -> Response:
+        return Response(status_code=204, headers={"Accept-Post": SDP, "Allow": "OPTIONS, POST"})
+
+
+def _add_whip(router: APIRouter, service: WebRTCService, authorize: AuthorizePublish) -> None:
+    @router.post("/whip/{stream_id}", status_code=201, response_class=Response)
+    async def whip_offer(stream_id: str, request: Request) -> Response:
+        await authorize(request, stream_id, bearer_token(request))
+        offer = await _read_offer(request)
+        source = f"WHIP from {request.client.host}" if request.client else "WHIP"
+        try:
+            session, answer = await service.whip.open(stream_id, offer, source)
+        except SignalingError as exc:
+            return _refuse(exc)
+        return _created(answer, session.location)
+
+    @router.delete("/whip/{stream_id}/{session_id}")
+    async def whip_end(stream_id: str, session_id: str, request: Request) -> Response:
+        session = service.whip.find(stream_id, session_id)
+        if session is None:
+            return JSONResponse({"detail": "no such WHIP session"}, status_code=404)
+        await session.close("ended by the publisher (DELETE)")
+        return Response(status_code=200)
+
+    @router.patch("/whip/{stream_id}/{session_id}")
+    async def whip_patch(stream_id: str, session_id: str) -> Response:
+        return _no_patch()
+
+    @router.options("/whip/{stream_id}")
+    async def whip_options(stream_id: str) -> Response:
+        return Response(status_code=204, headers={"Accept-Post": SDP, "Allow": "OPTIONS, POST"})
+
+
+def bearer_token(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def _read_offer(request: Request) -> str:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != SDP:
+        raise HTTPException(415, f"send the SDP offer as Content-Type: {SDP} "
+                                 f"(got {content_type or 'none'!r})")
+    body = await request.body()
+    if len(body) > MAX_OFFER_BYTES:
+        raise HTTPException(413, f"SDP offer larger than {MAX_OFFER_BYTES} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPException(400, "the SDP offer is not UTF-8 text") from exc
+
+
+def _created(answer: str, location: str) -> Response:
+    return Response(answer, status_code=201, media_type=SDP,
+                    headers={"Location": location, "Access-Control-Expose-Headers": "Location"})
+
+
+def _refuse(exc: SignalingError) -> Response:
+    return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+
+
+def _no_patch() -> Response:
+    return JSONResponse(
+        {"detail": "trickle ICE and ICE restarts are not supported: the answer already "
+                   "carries every candidate"}, status_code=405, headers={"Allow": SESSION_METHODS})

@@ -1,0 +1,164 @@
+"""WHEP: a browser (or any WebRTC client) plays a hub stream, H.264 forwarded unchanged.
+
+The transceivers carrying the stream are made, with their codec preferences, BEFORE the
+offer is applied: aiortc then answers H.264 for video (otherwise it may pick VP8 and send
+H.264 bytes as VP8, which a browser decodes to nothing, silently).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiortc import RTCRtpSender, RTCRtpTransceiver
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
+from media_server.hub import Hub
+from media_server.media import Track, video_track
+from media_server.webrtc.egress import EgressRegistry, StreamEgress
+from media_server.webrtc.errors import SignalingError
+from media_server.webrtc.ice import IceConfig, new_peer_connection
+from media_server.webrtc.sdp import (
+    Offer,
+    SdpError,
+    check_webrtc,
+    codec_names,
+    offers_h264,
+    offers_opus,
+    parse_offer,
+)
+from media_server.webrtc.session import PeerSession
+from media_server.webrtc.tracks import FeedTrack, ViewerFeed, use_prepacketized
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ViewerPlan:
+    """What this viewer gets: video (H.264 as is) and/or audio (Opus)."""
+
+    video: bool
+    audio: bool
+
+
+def plan_viewer(stream_id: str, tracks: tuple[Track, ...], offer: Offer) -> ViewerPlan:
+    """Match a stream's tracks to what the offer can receive, or say why not."""
+    video = video_track(tracks)
+    audio = next((t for t in tracks if not t.is_video), None)
+    for m in offer.media:
+        if m.port and m.kind in ("audio", "video") and m.direction not in ("recvonly", "sendrecv"):
+            raise SignalingError(400, f"a WHEP offer receives media, but its {m.kind} section "
+                                      f"is {m.direction}; make the transceiver recvonly")
+    offered_video = offer.of_kind("video")
+    offered_audio = offer.of_kind("audio")
+    if video is not None and video.codec != "h264" and offered_video:
+        raise SignalingError(406, f"stream {stream_id!r} carries {video.codec.upper()} video, "
+                                  "which is forwarded to WebRTC viewers only as H.264; "
+                                  f"watch it over HLS: /live/{stream_id}/index.m3u8")
+    want_video = video is not None and bool(offered_video)
+    if want_video and not any(offers_h264(m) for m in offered_video):
+        raise SignalingError(406, "the offer has no H.264 (packetization-mode=1, baseline "
+                                  f"profile) but only {codec_names(offered_video[0])}; "
+                                  f"stream {stream_id!r} is forwarded as H.264, never "
+                                  "transcoded: use a browser with H.264 WebRTC support")
+    want_audio = audio is not None and any(offers_opus(m) for m in offered_audio)
+    if not want_video and not want_audio:
+        has = ", ".join(f"{t.kind} {t.codec}" for t in tracks) or "no tracks yet"
+        raise SignalingError(406, f"nothing in the offer can play stream {stream_id!r} "
+                                  f"({has}); offer H.264 video and/or Opus audio")
+    return ViewerPlan(want_video, want_audio)
+
+
+def preferred(kind: str, mime: str) -> list[RTCRtpCodecCapability]:
+    """aiortc's capabilities of this codec, plus RTX so lost packets are resent."""
+    codecs = RTCRtpSender.getCapabilities(kind).codecs
+    return [c for c in codecs if c.mimeType.lower() in (mime, f"{kind}/rtx")]
+
+
+class WhepSession(PeerSession):
+    kind = "whep"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.feed: ViewerFeed | None = None
+        self.egress: StreamEgress | None = None
+        self._registry: EgressRegistry | None = None
+
+    def attach(self, feed: ViewerFeed, egress: StreamEgress, registry: EgressRegistry) -> None:
+        self.feed, self.egress, self._registry = feed, egress, registry
+
+    def add_track(self, track: FeedTrack, mime: str, shared: bool) -> RTCRtpTransceiver:
+        transceiver = self.pc.addTransceiver(track, direction="sendonly")
+        transceiver.setCodecPreferences(preferred(track.kind, mime))
+        if shared:
+            use_prepacketized(transceiver.sender)
+        return transceiver
+
+    def release(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
+        if self.egress is not None and self._registry is not None:
+            self._registry.release(self.egress)
+            self.egress = None
+
+
+class WhepEndpoint:
+    """Opens and ends WHEP sessions over a hub."""
+
+    def __init__(self, hub: Hub, ice: IceConfig, *, shared_packetization: bool = True,
+                 request_keyframe: Callable[[str], None] | None = None) -> None:
+        self.hub = hub
+        self.ice = ice
+        self.shared = shared_packetization
+        self.request_keyframe = request_keyframe
+        self.egresses = EgressRegistry(hub)
+        self.sessions: dict[str, WhepSession] = {}
+
+    async def open(self, stream_id: str, offer_sdp: str, viewer: str = "") -> tuple[WhepSession, str]:
+        try:
+            offer = parse_offer(offer_sdp)
+            check_webrtc(offer)
+        except SdpError as exc:
+            raise SignalingError(400, f"bad SDP offer: {exc}") from exc
+        stream = self.hub.find(stream_id)
+        if stream is None or not stream.live:
+            raise SignalingError(404, f"stream {stream_id!r} is not live")
+        plan = plan_viewer(stream_id, stream.tracks, offer)
+        session = WhepSession(stream_id, new_peer_connection(self.ice), self.ice, self._closed)
+        ok = False
+        try:
+            self._wire(session, plan, viewer)
+            answer = await session.negotiate(offer_sdp)
+            ok = True
+        finally:
+            if not ok:
+                await session.close("negotiation failed")
+        self.sessions[session.id] = session
+        return session, answer
+
+    def _wire(self, session: WhepSession, plan: ViewerPlan, viewer: str) -> None:
+        egress = self.egresses.acquire(session.stream_id)
+        feed = ViewerFeed(self.hub, egress, video=plan.video, audio=plan.audio,
+                          shared=self.shared, name=f"whep {session.id} {viewer}".strip(),
+                          request_keyframe=self.request_keyframe,
+                          on_ended=lambda reason: session.close_soon(reason))
+        session.attach(feed, egress, self.egresses)
+        if feed.video_track is not None:
+            session.add_track(feed.video_track, "video/h264", self.shared)
+        if feed.audio_track is not None:
+            session.add_track(feed.audio_track, "audio/opus", self.shared)
+
+    def _closed(self, session: PeerSession) -> None:
+        self.sessions.pop(session.id, None)
+
+    def find(self, stream_id: str, session_id: str) -> WhepSession | None:
+        session = self.sessions.get(session_id)
+        return session if session is not None and session.stream_id == stream_id else None
+
+    def viewers(self, stream_id: str) -> int:
+        return sum(1 for s in self.sessions.values() if s.stream_id == stream_id)
+
+    async def close_all(self) -> None:
+        for session in list(self.sessions.values()):
+            await session.close("server shutting down")
