@@ -1,0 +1,134 @@
+"""Headless Chromium plays the live stream with hls.js, in low-latency mode and without.
+
+hls.js comes from the npm registry at test time (never committed), cached outside the
+repository; the same command fetches it ahead of time:
+
+    npm pack hls.js@1.7.4 --pack-destination ~/.cache/courtcast-tests
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, HTMLResponse
+
+from media_server.hls.output import HlsOptions
+from tests.mediafiles import make_clip
+from tests.media_server.test_hls_http import CLIP_S, LiveServer
+
+HLSJS_VERSION = "1.7.4"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
+
+PLAYER = """<!doctype html>
+<video id="v" muted playsinline></video>
+<script src="/test/hls.min.js"></script>
+<script>
+  window.errors = [];
+  const video = document.getElementById("v");
+  const hls = new Hls({lowLatencyMode: LOW_LATENCY});
+  hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) window.errors.push(d.details); });
+  hls.loadSource("/live/court-1/index.m3u8");
+  hls.attachMedia(video);
+  hls.on(Hls.Events.MANIFEST_PARSED, () => video.play());
+  window.hls = hls;
+</script>
+"""
+
+
+def npm_cache_dir() -> Path:
+    return Path(os.environ.get("COURTCAST_TEST_CACHE", Path.home() / ".cache/courtcast-tests"))
+
+
+@pytest.fixture(scope="session")
+def hlsjs() -> Path:
+    """dist/hls.min.js of the pinned hls.js, fetched once with `npm pack` and cached."""
+    cache = npm_cache_dir()
+    script = cache / f"hls.js-{HLSJS_VERSION}.min.js"
+    if script.exists():
+        return script
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed: cannot fetch hls.js")
+    cache.mkdir(parents=True, exist_ok=True)
+    tarball = cache / f"hls.js-{HLSJS_VERSION}.tgz"
+    if not tarball.exists():
+        done = subprocess.run([npm, "pack", f"hls.js@{HLSJS_VERSION}", "--pack-destination",
+                               str(cache), "--silent"], capture_output=True, text=True,
+                              timeout=120)
+        if done.returncode != 0 or not tarball.exists():
+            pytest.skip(f"npm pack hls.js failed: {done.stderr.strip()[-300:]}")
+    with tarfile.open(tarball) as tar:
+        member = tar.extractfile("package/dist/hls.min.js")
+        assert member is not None
+        script.write_bytes(member.read())
+    return script
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, hlsjs: Path) -> Iterator[LiveServer]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed")
+    pytest.importorskip("playwright")
+    extra = APIRouter()
+
+    @extra.get("/test/hls.min.js")
+    async def script() -> FileResponse:
+        return FileResponse(hlsjs, media_type="text/javascript")
+
+    @extra.get("/test/player-{mode}.html")
+    async def player(mode: str) -> HTMLResponse:
+        return HTMLResponse(PLAYER.replace("LOW_LATENCY", "true" if mode == "ll" else "false"))
+
+    # B-frames as OBS sends them by default
+    clip = make_clip(tmp_path_factory.mktemp("clips"), seconds=CLIP_S, fps=25, gop=25,
+                     bframes=2)
+    server = LiveServer(clip, HlsOptions(), extra)
+    server.publish_forever("court-1")
+    try:
+        server.wait_ready("court-1")
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("mode", ["ll", "plain"])
+def test_hlsjs_plays_the_stream(live: LiveServer, mode: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    requests: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(f"{live.url}/test/player-{mode}.html")
+            page.wait_for_function("document.getElementById('v').currentTime > 0.5",
+                                   timeout=20_000)
+            first = page.evaluate("document.getElementById('v').currentTime")
+            time.sleep(1.0)
+            state = page.evaluate("""() => { const v = document.getElementById('v');
+                return {width: v.videoWidth, height: v.videoHeight, time: v.currentTime,
+                        errors: window.errors, latency: window.hls.latency}; }""")
+        finally:
+            browser.close()
+    assert state["errors"] == []
+    assert (state["width"], state["height"]) == (320, 240)
+    assert state["time"] > first + 0.5  # playing, not stalled
+    blocking = [u for u in requests if "_HLS_msn=" in u]
+    parts = [u for u in requests if "/part-" in u]
+    if mode == "ll":
+        assert blocking and parts
+    else:  # whole segments only (hls.js still uses blocking reloads the server offers)
+        assert not parts and any("/seg-" in u for u in requests)
+    print(f"hls.js {mode}: latency {state['latency']:.2f} s behind the live edge")
