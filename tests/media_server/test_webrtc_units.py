@@ -1,0 +1,320 @@
+"""Pure parts of the WebRTC package: H.264 bytes, RTP payloads, SDP offers, the WHIP
+assembler, timelines, the shared payload cache, AAC->Opus. No network, no browser."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aiortc.codecs.h264 import h264_depayload
+
+from media_server.hub import Hub
+from media_server.media import Packet, Track
+from media_server.webrtc.audio import OPUS_FRAME, AacOpusCodec, opus_head
+from media_server.webrtc.clip import load_clip, make_test_clip
+from media_server.webrtc.depacketize import H264Assembler
+from media_server.webrtc.egress import StreamEgress, VideoPayloadCache, frame_nals
+from media_server.webrtc.errors import SignalingError
+from media_server.webrtc.h264 import (
+    H264Error,
+    annexb_nals,
+    avcc_nals,
+    build_avcc_config,
+    nal_type,
+    parse_avcc_config,
+    profile_level_id,
+    sps_dimensions,
+    to_annexb,
+    to_avcc,
+)
+from media_server.webrtc.packetize import FU_A, STAP_A, h264_payloads
+from media_server.webrtc.sdp import SdpError, offers_h264, parse_offer
+from media_server.webrtc.tracks import EncodedFrame, Timeline, ViewerFeed
+from media_server.webrtc.whep import plan_viewer
+from media_server.webrtc.whip import plan_publish
+
+# avcC records captured from ffmpeg/libx264 (constrained baseline 640x360, high 1280x720)
+AVCC_BASELINE_360 = bytes.fromhex(
+    "0142c01effe100196742c01eda0280bfe5c0440000030004000003"
+    "00f23c58ba8001000468ce3c80")
+AVCC_HIGH_720 = bytes.fromhex(
+    "0164001fffe1001a6764001facd9405005bb0110000003001000000303c0f183196001000668ebe3cb22c0fdf8f800")
+
+SPS = parse_avcc_config(AVCC_BASELINE_360).sps[0]
+PPS = parse_avcc_config(AVCC_BASELINE_360).pps[0]
+IDR = bytes([0x65]) + bytes(range(256)) * 20  # 5 KB slice: needs FU-A
+P_SLICE = bytes([0x41]) + b"\x11" * 300
+
+CHROME_LIKE_OFFER = """v=0
+o=- 1 2 IN IP4 127.0.0.1
+s=-
+t=0 0
+a=group:BUNDLE 0 1
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103
+c=IN IP4 0.0.0.0
+a=ice-ufrag:abcd
+a=ice-pwd:abcdefghijklmnopqrstuvwx
+a=fingerprint:sha-256 00:11
+a=setup:actpass
+a=mid:0
+a=recvonly
+a=rtpmap:96 VP8/90000
+a=rtpmap:97 rtx/90000
+a=fmtp:97 apt=96
+a=rtpmap:102 H264/90000
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f
+a=rtpmap:103 rtx/90000
+a=fmtp:103 apt=102
+m=audio 9 UDP/TLS/RTP/SAVPF 111
+c=IN IP4 0.0.0.0
+a=ice-ufrag:abcd
+a=ice-pwd:abcdefghijklmnopqrstuvwx
+a=fingerprint:sha-256 00:11
+a=setup:actpass
+a=mid:1
+a=recvonly
+a=rtpmap:111 opus/48000/2
+"""
+
+
+def h264_track(config: bytes = AVCC_BASELINE_360) -> Track:
+    return Track(0, "video", "h264", 90000, config, 640, 360)
+
+
+# -- H.264 bytes --
+
+def test_avcc_and_annexb_round_trip() -> None:
+    nals = [SPS, PPS, IDR]
+    assert [bytes(n) for n in avcc_nals(to_avcc(nals))] == nals
+    assert annexb_nals(to_annexb(nals)) == nals
+    three_byte = b"\x00\x00\x01" + SPS + b"\x00\x00\x01" + PPS + b"\x00\x00\x00\x01" + P_SLICE
+    assert annexb_nals(three_byte) == [SPS, PPS, P_SLICE]
+
+
+def test_avcc_overrun_is_an_error() -> None:
+    with pytest.raises(H264Error, match="overruns"):
+        avcc_nals(b"\x00\x00\x01\x00" + b"\x65" * 10)
+    with pytest.raises(H264Error, match="trailing"):
+        avcc_nals(b"\x00\x00\x00\x02\x65\x00\x01")
+
+
+def test_avcc_config_parse_build_and_sps_facts() -> None:
+    config = parse_avcc_config(AVCC_BASELINE_360)
+    assert config.length_size == 4 and len(config.sps) == 1 and len(config.pps) == 1
+    assert build_avcc_config(config.sps, config.pps) == AVCC_BASELINE_360
+    assert sps_dimensions(config.sps[0]) == (640, 360)
+    assert profile_level_id(config.sps[0]) == "42c01e"
+    high = parse_avcc_config(AVCC_HIGH_720)
+    assert sps_dimensions(high.sps[0]) == (1280, 720)
+    with pytest.raises(H264Error):
+        parse_avcc_config(b"\x02\x00")
+    with pytest.raises(H264Error):
+        parse_avcc_config(AVCC_BASELINE_360[:12])
+
+
+# -- RTP payloads --
+
+def reassemble(payloads: list[bytes]) -> bytes:
+    return b"".join(h264_depayload(p) for p in payloads)
+
+
+def test_payloads_aggregate_small_units_and_fragment_large_ones() -> None:
+    payloads = h264_payloads([SPS, PPS, IDR], max_payload=1200)
+    assert payloads[0][0] & 0x1F == STAP_A
+    assert all(p[0] & 0x1F == FU_A for p in payloads[1:])
+    assert max(len(p) for p in payloads) <= 1200
+    sizes = [len(p) for p in payloads[1:]]
+    assert max(sizes) - min(sizes) <= 1, "fragments are evenly sized"
+    assert annexb_nals(reassemble(payloads)) == [SPS, PPS, IDR]
+
+
+def test_payload_of_a_single_small_unit_is_the_unit() -> None:
+    assert h264_payloads([P_SLICE]) == [P_SLICE]
+
+
+def test_keyframes_carry_parameter_sets_from_the_config() -> None:
+    key = Packet(0, 0, 0, True, to_avcc([IDR]))
+    delta = Packet(0, 1, 1, False, to_avcc([b"\x09\x10", P_SLICE]))  # AUD is dropped
+    params = (SPS, PPS)
+    assert [bytes(n) for n in frame_nals(key, params)] == [SPS, PPS, IDR]
+    assert [bytes(n) for n in frame_nals(delta, params)] == [P_SLICE]
+    inband = Packet(0, 0, 0, True, to_avcc([SPS, PPS, IDR]))
+    assert [bytes(n) for n in frame_nals(inband, (b"\x67old", b"\x68old"))] == [SPS, PPS, IDR]
+
+
+def test_payload_cache_computes_once_for_all_viewers() -> None:
+    cache = VideoPayloadCache(max_frames=2)
+    packets = [Packet(0, i, i, i == 0, to_avcc([IDR if i == 0 else P_SLICE])) for i in range(3)]
+    first = [cache.payloads(p, (SPS, PPS)) for p in packets]
+    again = cache.payloads(packets[2], (SPS, PPS))
+    assert again is first[2]
+    assert cache.stats.computed == 3 and cache.stats.reused == 1
+    cache.payloads(packets[0], (SPS, PPS))  # evicted (max 2): recomputed
+    assert cache.stats.computed == 4
+
+
+# -- SDP offers --
+
+@pytest.mark.parametrize("body,reason", [
+    ("", "must start with 'v=0'"),
+    ("hello", "must start with 'v=0'"),
+    ("v=0\nthis is not sdp", "not an SDP line"),
+    ("v=0\no=- 1 1 IN IP4 0.0.0.0\n", "no media"),
+    ("v=0\nm=video\n", "malformed m= line"),
+])
+def test_bad_offers_say_why(body: str, reason: str) -> None:
+    with pytest.raises(SdpError, match=reason):
+        parse_offer(body)
+
+
+def test_offer_codecs_and_ssrcs() -> None:
+    offer = parse_offer(CHROME_LIKE_OFFER + "a=ssrc-group:FID 11 12\na=ssrc:11 cname:x\n")
+    video, audio = offer.of_kind("video")[0], offer.of_kind("audio")[0]
+    assert video.direction == "recvonly" and video.has_ice and video.has_fingerprint
+    assert offers_h264(video)
+    assert [c.name for c in audio.codecs] == ["opus"]
+    assert audio.media_ssrc == 11  # the ssrc lines followed the audio m= line
+    vp8_only = CHROME_LIKE_OFFER.replace("a=rtpmap:102 H264/90000", "a=rtpmap:102 VP9/90000")
+    assert not offers_h264(parse_offer(vp8_only).of_kind("video")[0])
+
+
+def test_viewer_plan_refuses_what_a_browser_cannot_play() -> None:
+    offer = parse_offer(CHROME_LIKE_OFFER)
+    aac = Track(1, "audio", "aac", 48000, b"\x11\x90", sample_rate=48000, channels=2)
+    assert plan_viewer("c", (h264_track(), aac), offer).video
+    hevc = Track(0, "video", "h265", 90000, b"")
+    with pytest.raises(SignalingError, match="H265") as refused:
+        plan_viewer("c", (hevc, aac), offer)
+    assert refused.value.status == 406
+    no_h264 = parse_offer(CHROME_LIKE_OFFER.replace("H264/90000", "VP9/90000"))
+    with pytest.raises(SignalingError, match="no H.264") as refused:
+        plan_viewer("c", (h264_track(), aac), no_h264)
+    assert refused.value.status == 406
+    sending = parse_offer(CHROME_LIKE_OFFER.replace("a=recvonly", "a=sendonly"))
+    with pytest.raises(SignalingError, match="recvonly"):
+        plan_viewer("c", (h264_track(),), sending)
+
+
+def test_publish_plan_wants_sendonly_h264_and_opus() -> None:
+    offer = parse_offer(CHROME_LIKE_OFFER.replace("a=recvonly", "a=sendonly"))
+    assert plan_publish(offer) == (True, True)
+    with pytest.raises(SignalingError, match="sendonly"):
+        plan_publish(parse_offer(CHROME_LIKE_OFFER))
+    vp8 = CHROME_LIKE_OFFER.replace("a=recvonly", "a=sendonly").replace("H264/", "VP9/")
+    with pytest.raises(SignalingError, match="publish H.264"):
+        plan_publish(parse_offer(vp8))
+
+
+# -- WHIP assembly --
+
+def test_assembler_waits_for_parameter_sets_and_a_keyframe() -> None:
+    asm = H264Assembler()
+    assert asm.push(to_annexb([P_SLICE])) is None
+    first = asm.push(to_annexb([b"\x09\xf0", SPS, PPS, IDR]))
+    assert first is not None and first.keyframe and first.config == AVCC_BASELINE_360
+    assert (first.width, first.height) == (640, 360)
+    assert [bytes(n) for n in avcc_nals(first.data)] == [IDR]
+    delta = asm.push(to_annexb([P_SLICE]))
+    assert delta is not None and not delta.keyframe and delta.config is None
+    again = asm.push(to_annexb([SPS, PPS, IDR]))
+    assert again is not None and again.config is None, "same SPS/PPS: no new config"
+    high_sps = parse_avcc_config(AVCC_HIGH_720).sps[0]
+    changed = asm.push(to_annexb([high_sps, PPS, IDR]))
+    assert changed is not None and changed.config is not None and changed.width == 1280
+    asm.lost()
+    assert asm.push(to_annexb([P_SLICE])) is None
+    assert asm.dropped == 2
+
+
+def test_opus_head() -> None:
+    head = opus_head(2)
+    assert head[:8] == b"OpusHead" and head[9] == 2 and len(head) == 19
+
+
+# -- timelines and the viewer feed --
+
+def test_timeline_stays_continuous_over_restarts() -> None:
+    line = Timeline(3000)
+    assert [line.map(t) for t in (9000, 12000)] == [0, 3000]
+    line.restart()
+    assert line.map(500) == 6000  # a new publication starts right after
+    assert line.map(500) == 9000  # never repeats or goes back
+
+
+async def test_viewer_starts_from_the_cached_gop_squeezed_to_the_live_edge() -> None:
+    hub = Hub()
+    pub = hub.publish("c", (h264_track(),), "test")
+    for i in range(4):
+        pub.push(Packet(0, i * 3000, i * 3000, i == 1, to_avcc([IDR if i == 1 else P_SLICE])))
+    egress = StreamEgress(hub, "c")
+    feed = ViewerFeed(hub, egress, video=True, audio=False, name="t")
+    assert feed.video_track is not None
+    feed.start()
+    got = [await feed.video_track.recv() for _ in range(3)]
+    assert all(isinstance(f, EncodedFrame) for f in got)
+    assert [f.timestamp for f in got] == [0, 1, 2]  # type: ignore[attr-defined]
+    pub.push(Packet(0, 4 * 3000, 4 * 3000, False, to_avcc([P_SLICE])))
+    live = await feed.video_track.recv()
+    assert live.timestamp == 2 + 3000  # type: ignore[attr-defined]
+    assert got[0].payloads[0][0] & 0x1F == STAP_A  # type: ignore[attr-defined]
+    feed.close()
+    assert not hub.stream("c").subscribers
+
+
+async def test_viewer_without_cached_keyframe_asks_for_one_and_waits() -> None:
+    hub = Hub()
+    asked: list[str] = []
+    pub = hub.publish("c", (h264_track(),), "test")
+    feed = ViewerFeed(hub, StreamEgress(hub, "c"), video=True, audio=False,
+                      request_keyframe=asked.append)
+    assert feed.video_track is not None
+    feed.start()
+    await _until(lambda: bool(hub.stream("c").subscribers))
+    pub.push(Packet(0, 0, 0, False, to_avcc([P_SLICE])))
+    pub.push(Packet(0, 3000, 3000, True, to_avcc([IDR])))
+    frame = await feed.video_track.recv()
+    assert asked == ["c"] and feed.stats.waited_for_key == 1
+    assert frame.timestamp == 0  # type: ignore[attr-defined]
+    feed.close()
+
+
+async def test_h265_publication_ends_the_viewer() -> None:
+    hub = Hub()
+    pub = hub.publish("c", (h264_track(),), "test")
+    ended: list[str] = []
+    feed = ViewerFeed(hub, StreamEgress(hub, "c"), video=True, audio=False,
+                      on_ended=ended.append)
+    feed.start()
+    await _until(lambda: bool(hub.stream("c").subscribers))
+    pub.set_tracks((Track(0, "video", "h265", 90000, b""),))
+    await _until(lambda: bool(ended))
+    assert "H265" in ended[0]
+
+
+async def _until(check: Callable[[], bool], timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+# -- AAC -> Opus --
+
+def test_aac_to_opus_costs_little(tmp_path: Path) -> None:
+    clip = load_clip(make_test_clip(tmp_path / "tone.mp4", seconds=3, width=160, height=90))
+    aac = next(t for t in clip.tracks if t.codec == "aac")
+    packets = [p for p in clip.packets if p.track == aac.index]
+    codec = AacOpusCodec(aac)
+    start = time.process_time()
+    frames = codec.transcode(packets)
+    cpu = time.process_time() - start
+    seconds = len(packets) * 1024 / aac.sample_rate
+    assert len(frames) >= int(seconds * 50) - 3  # 20 ms frames, minus codec delay
+    assert [b.timestamp - a.timestamp for a, b in zip(frames, frames[1:])] == \
+        [OPUS_FRAME] * (len(frames) - 1)
+    print(f"\nAAC->Opus: {cpu * 1000 / seconds:.1f} ms CPU per audio second "
+          f"({len(frames)} Opus frames from {len(packets)} AAC frames)")
+    assert cpu / seconds < 0.2
