@@ -194,7 +194,8 @@ class TrackRun:
     Sample durations come from the next sample's dts; the last sample uses next_dts (the
     dts of the packet that follows the run) if known, else the previous sample's duration,
     else default_duration. dts_offset is added to every dts (a writer that rebases a
-    timeline after a discontinuity); packets are not copied or changed.
+    timeline after a discontinuity); packets are not copied or changed. keyframe_prefix
+    (see `parameter_sets`) is written before every keyframe's data.
     """
 
     track: Track
@@ -202,6 +203,20 @@ class TrackRun:
     next_dts: int | None = None
     dts_offset: int = 0
     default_duration: int = 0
+    keyframe_prefix: bytes = b""
+
+    def data(self) -> list[bytes]:
+        """The sample bytes in mdat order."""
+        prefix = self.keyframe_prefix
+        if not prefix:
+            return [p.data for p in self.packets]
+        return [d for p in self.packets for d in ((prefix, p.data) if p.keyframe else (p.data,))]
+
+    def sizes(self) -> list[int]:
+        extra = len(self.keyframe_prefix)
+        if not extra:
+            return [len(p.data) for p in self.packets]
+        return [len(p.data) + extra if p.keyframe else len(p.data) for p in self.packets]
 
 
 @functools.lru_cache(maxsize=512)
@@ -211,7 +226,7 @@ def _trun_table(count: int) -> struct.Struct:
 
 def _durations(packets: Sequence[Packet], next_dts: int | None, default: int) -> list[int]:
     dts = [p.dts for p in packets]
-    durations = [b - a for a, b in zip(dts, dts[1:])]
+    durations = [b - a for a, b in zip(dts, dts[1:], strict=False)]
     if next_dts is not None:
         durations.append(next_dts - dts[-1])
     else:
@@ -223,13 +238,13 @@ def _trun_entries(run: TrackRun) -> bytes:
     packets = run.packets
     durations = _durations(packets, run.next_dts, run.default_duration or
                            guess_duration(run.track))
+    sizes = run.sizes()
     if run.track.is_video:
-        values = [v for p, d in zip(packets, durations)
-                  for v in (d, len(p.data), SYNC_SAMPLE if p.keyframe else NON_SYNC_SAMPLE,
-                            p.pts - p.dts)]
+        values = [v for p, d, n in zip(packets, durations, sizes, strict=True)
+                  for v in (d, n, SYNC_SAMPLE if p.keyframe else NON_SYNC_SAMPLE, p.pts - p.dts)]
     else:
-        values = [v for p, d in zip(packets, durations)
-                  for v in (d, len(p.data), SYNC_SAMPLE, p.pts - p.dts)]
+        values = [v for p, d, n in zip(packets, durations, sizes, strict=True)
+                  for v in (d, n, SYNC_SAMPLE, p.pts - p.dts)]
     return _trun_table(len(packets)).pack(*values)
 
 
@@ -268,12 +283,14 @@ def fragment(
     moof_size = 8 + 16 + sum(_TRAF_FIXED + 16 * len(r.packets) for r in runs)
     offset = moof_size + 8  # first byte of the first run's data, from the start of moof
     trafs: list[bytes] = []
+    data: list[bytes] = []
     for run in runs:
         trafs.append(_traf(run, offset))
-        offset += sum(len(p.data) for p in run.packets)
+        run_data = run.data()
+        offset += sum(len(d) for d in run_data)
+        data += run_data
     mfhd = full_box(b"mfhd", 0, 0, struct.pack(">I", sequence_number & 0xFFFFFFFF))
     moof = box(b"moof", mfhd, *trafs)
-    data = [p.data for r in runs for p in r.packets]
     mdat_header = struct.pack(">I4s", 8 + sum(len(d) for d in data), b"mdat")
     head = [] if prft_wallclock is None else [prft(runs[0], prft_wallclock)]
     return b"".join([*head, moof, mdat_header, *data])
@@ -290,6 +307,52 @@ def _traf(run: TrackRun, data_offset: int) -> bytes:
     trun = full_box(b"trun", 1, _TRUN_FLAGS, struct.pack(">Ii", count, data_offset),
                     _trun_entries(run))
     return box(b"traf", tfhd, tfdt, trun)
+
+
+def parameter_sets(track: Track) -> bytes:
+    """The codec config's parameter sets (SPS/PPS, or VPS/SPS/PPS) as 4-byte length-prefixed
+    NAL units, to put in front of keyframes.
+
+    A player that ignores a changed init segment (FFmpeg's HLS demuxer skips a second moov)
+    still switches to new parameters after a publisher restart when keyframes carry them.
+    Empty for audio or an unreadable config.
+    """
+    try:
+        if track.codec == "h264":
+            nals = _avcc_nal_units(track.config)
+        elif track.codec == "h265":
+            nals = _hvcc_nal_units(track.config)
+        else:
+            return b""
+    except (IndexError, struct.error):
+        return b""
+    return b"".join(struct.pack(">I", len(n)) + n for n in nals)
+
+
+def _avcc_nal_units(avcc: bytes) -> list[bytes]:
+    nals, pos = [], 5
+    for _ in range(2):  # SPS, then PPS
+        count = avcc[pos] & (0x1F if pos == 5 else 0xFF)
+        pos += 1
+        for _ in range(count):
+            (size,) = struct.unpack_from(">H", avcc, pos)
+            nals.append(avcc[pos + 2:pos + 2 + size])
+            pos += 2 + size
+    return nals
+
+
+def _hvcc_nal_units(hvcc: bytes) -> list[bytes]:
+    nals, pos = [], 23
+    for _ in range(hvcc[22]):  # arrays: VPS, SPS, PPS, maybe SEI
+        nal_type = hvcc[pos] & 0x3F
+        (count,) = struct.unpack_from(">H", hvcc, pos + 1)
+        pos += 3
+        for _ in range(count):
+            (size,) = struct.unpack_from(">H", hvcc, pos)
+            if nal_type in (32, 33, 34):  # VPS, SPS, PPS; not the (large) encoder SEI
+                nals.append(hvcc[pos + 2:pos + 2 + size])
+            pos += 2 + size
+    return nals
 
 
 def ntp_timestamp(wallclock: float) -> int:

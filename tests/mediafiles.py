@@ -17,12 +17,14 @@ import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import av
+from av.audio.stream import AudioStream
+from av.video.stream import VideoStream
 
 from media_server.hub import Hub, Publication
-from media_server.media import Packet, Track
+from media_server.media import Codec, Packet, Track
 
 VIDEO_ENCODERS = {"h264": "libx264", "h265": "libx265"}
 AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus"}
@@ -86,13 +88,18 @@ def load_clip(path: Path) -> tuple[tuple[Track, ...], list[Packet]]:
 def _track(i: int, stream: av.stream.Stream) -> Track:
     time_base = stream.time_base
     assert time_base is not None and time_base.numerator == 1, time_base
-    ctx = stream.codec_context
-    codec = {"hevc": "h265"}.get(ctx.name, ctx.name)
-    if stream.type == "video":
-        return Track(i, "video", codec, time_base.denominator, bytes(ctx.extradata or b""),
-                     width=ctx.width, height=ctx.height)
-    return Track(i, "audio", codec, time_base.denominator, bytes(ctx.extradata or b""),
-                 sample_rate=ctx.sample_rate, channels=ctx.channels)
+    name = {"hevc": "h265"}.get(stream.codec_context.name, stream.codec_context.name)
+    assert name in ("h264", "h265", "aac", "opus"), f"no media model codec for {name}"
+    codec = cast(Codec, name)
+    config = bytes(stream.codec_context.extradata or b"")
+    if isinstance(stream, VideoStream):
+        video = stream.codec_context
+        return Track(i, "video", codec, time_base.denominator, config,
+                     width=video.width, height=video.height)
+    assert isinstance(stream, AudioStream)
+    audio = stream.codec_context
+    return Track(i, "audio", codec, time_base.denominator, config,
+                 sample_rate=audio.sample_rate, channels=audio.channels)
 
 
 def shifted(packets: list[Packet], tracks: tuple[Track, ...], seconds: float) -> list[Packet]:

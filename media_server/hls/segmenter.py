@@ -14,6 +14,8 @@ what it holds. Rules:
   clients see monotonic timestamps; the run starts with a discontinuity and, if the codec
   config changed, a new init segment.
 - Packets whose dts does not increase on their track are dropped and counted.
+- Keyframes carry the parameter sets in-band too, so players that keep the first init
+  segment (FFmpeg) still follow a resolution change after a restart.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ class Segmenter:
         self._timeline_end = 0.0
         self._lead = -1
         self._lead_ts = 1
+        self._keyframe_prefix = b""
         self._run: _Run | None = None
         self._pending: list[list[Packet]] = []
         self._last_dts: list[int | None] = []
@@ -158,6 +161,7 @@ class Segmenter:
         self.tracks = start.tracks
         self.live = True
         self._lead, self._lead_ts = lead.index, lead.timescale
+        self._keyframe_prefix = fmp4.parameter_sets(lead)
         self._part_units = self.part_target_s * lead.timescale
         self._seg_units = self.segment_target_s * lead.timescale
         self._gap_units = MAX_LEAD_GAP_S * lead.timescale
@@ -255,8 +259,8 @@ class Segmenter:
         if end_dts is None:
             end_dts = lead_packets[-1].dts + _last_duration(lead_packets, lead_track)
         cut = None if all_in else (end_dts + run.offsets[self._lead]) / self._lead_ts
-        runs = [TrackRun(lead_track, lead_packets, end_dts,
-                         run.offsets[self._lead])]
+        runs = [TrackRun(lead_track, lead_packets, end_dts, run.offsets[self._lead],
+                         keyframe_prefix=self._keyframe_prefix)]
         for i, pending in enumerate(self._pending):
             if i != self._lead and pending:
                 runs.append(self._take_until(i, pending, cut))

@@ -8,6 +8,7 @@ import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import av
 import pytest
@@ -122,8 +123,8 @@ def remux(tracks: tuple[Track, ...], packets: list[Packet], part_s: float = 0.5)
     pending: list[Packet] = []
     limit = part_s
     for p in [*packets, None]:
-        t = None if p is None else (p.dts + offsets[p.track]) / tracks[p.track].timescale
-        if p is None or t >= limit:
+        t = float("inf") if p is None else (p.dts + offsets[p.track]) / tracks[p.track].timescale
+        if t >= limit:
             runs = []
             for track in tracks:
                 mine = [q for q in pending if q.track == track.index]
@@ -149,7 +150,8 @@ def ffprobe_streams(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("video,audio,bframes", [("h264", "aac", 0), ("h264", "opus", 2),
                                                  ("h265", "aac", 2)])
-def test_remuxed_clip_decodes(tmp_path: Path, video: str, audio: str, bframes: int) -> None:
+def test_remuxed_clip_decodes(tmp_path: Path, video: Literal["h264", "h265"],
+                              audio: Literal["aac", "opus"], bframes: int) -> None:
     clip = make_clip(tmp_path, seconds=3, fps=25, gop=25, bframes=bframes, video=video,
                      audio=audio)
     tracks, packets = load_clip(clip)
@@ -176,3 +178,24 @@ def test_b_frames_come_out_in_presentation_order(tmp_path: Path) -> None:
     with av.open(str(out)) as container:
         frame_pts = [f.pts for f in container.decode(video=0)]
     assert frame_pts == sorted(p.pts + offset for p in packets)
+
+
+@pytest.mark.parametrize("video,types", [("h264", [7, 8]), ("h265", [32, 33, 34])])
+def test_parameter_sets_go_in_front_of_keyframes(tmp_path: Path, video: Literal["h264", "h265"],
+                                                 types: list[int]) -> None:
+    tracks, _ = load_clip(make_clip(tmp_path, seconds=1, video=video, audio=None))
+    prefix = fmp4.parameter_sets(tracks[0])
+    nal_types, pos = [], 0
+    while pos < len(prefix):
+        (size,) = struct.unpack_from(">I", prefix, pos)
+        header = prefix[pos + 4]
+        nal_types.append(header & 0x1F if video == "h264" else (header >> 1) & 0x3F)
+        pos += 4 + size
+    assert nal_types == types
+    assert fmp4.parameter_sets(AUDIO) == b"" and fmp4.parameter_sets(VIDEO) == b""
+    frames = [Packet(0, 0, 0, True, b"K" * 5), Packet(0, 1, 1, False, b"P" * 3)]
+    frag = fmp4.fragment(1, [TrackRun(tracks[0], frames, keyframe_prefix=prefix)])
+    trun = find(frag, "moof/traf/trun")
+    sizes = [struct.unpack_from(">I", trun, 12 + 16 * i + 4)[0] for i in range(2)]
+    assert sizes == [len(prefix) + 5, 3]
+    assert find(frag, "mdat") == prefix + b"K" * 5 + b"P" * 3

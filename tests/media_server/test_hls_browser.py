@@ -21,8 +21,8 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 
 from media_server.hls.output import HlsOptions
-from tests.mediafiles import make_clip
 from tests.media_server.test_hls_http import CLIP_S, LiveServer
+from tests.mediafiles import make_clip
 
 HLSJS_VERSION = "1.7.4"
 CHROMIUM = "/usr/bin/chromium"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from media_server.hls import playlist
 from media_server.hls.segmenter import Segmenter
 from media_server.media import StreamEnd, StreamStart, Track
 from tests.media_server.test_hls_segmenter import AUDIO, T0, VIDEO, av_stream
+from tests.mediafiles import load_clip, make_clip
 
 
 def segmenter_with(*items: object, window: int = 6) -> Segmenter:
@@ -95,3 +100,27 @@ def test_no_playlist_before_the_first_part() -> None:
 def test_program_date_time_format() -> None:
     assert playlist.program_date_time(T0 + 0.0456) == "2023-11-14T22:13:20.046Z"
     assert playlist.program_date_time(T0 + 0.9996) == "2023-11-14T22:13:21.000Z"
+
+
+def test_a_plain_client_plays_across_a_publisher_restart(tmp_path: Path) -> None:
+    """ffprobe (FFmpeg's HLS demuxer, no LL-HLS) reads the playlist across a restart with a
+    new resolution: every frame of both publications decodes, timestamps keep rising."""
+    seg = Segmenter(window_segments=10)
+    for epoch, size in enumerate(((320, 240), (640, 360)), start=1):
+        tracks, packets = load_clip(make_clip(tmp_path, seconds=3, fps=25, gop=25, size=size))
+        for item in (StreamStart(tracks, epoch), *packets, StreamEnd("publisher left")):
+            seg.feed(item)
+    (tmp_path / "index.m3u8").write_text(playlist.render(seg) + "#EXT-X-ENDLIST\n")
+    for init_id, data in seg.inits.items():
+        (tmp_path / f"init-{init_id}.mp4").write_bytes(data)
+    for s in seg.segments:
+        (tmp_path / f"seg-{s.msn}.m4s").write_bytes(s.data())
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "frame=media_type,pts_time,width,height",
+         "-of", "json", str(tmp_path / "index.m3u8")],
+        capture_output=True, text=True, timeout=60, check=True)
+    video = [f for f in json.loads(out.stdout)["frames"] if f["media_type"] == "video"]
+    sizes = [(f["width"], f["height"]) for f in video]
+    assert sizes == [(320, 240)] * 75 + [(640, 360)] * 75
+    times = [float(f["pts_time"]) for f in video]
+    assert times == sorted(times) and times[-1] == pytest.approx(6.0 - 0.04, abs=0.05)

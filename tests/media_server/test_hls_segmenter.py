@@ -3,10 +3,12 @@ timestamp validation, audio-only streams, the window and blocking-reload queries
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
-from media_server.hls.segmenter import Segmenter
-from media_server.media import Packet, Skipped, StreamEnd, StreamStart, Track
+from media_server.hls.segmenter import Part, Segment, Segmenter
+from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Track
 
 VIDEO = Track(0, "video", "h264", 90000, b"\x01\x64\x00\x1f\xff\xe1\x00\x00", 320, 240)
 AUDIO = Track(1, "audio", "aac", 48000, bytes([0x11, 0x90]), sample_rate=48000, channels=2)
@@ -33,15 +35,19 @@ def av_stream(seconds: float, fps: float = 30, gop: int = 60, audio: bool = True
     return [p for _, p in out]
 
 
-def feed(seg: Segmenter, items: list) -> Segmenter:
+def feed(seg: Segmenter, items: Sequence[Item]) -> Segmenter:
     for item in items:
         seg.feed(item)
     return seg
 
 
-def all_parts(seg: Segmenter) -> list:
-    segments = list(seg.segments) + ([seg.open] if seg.open else [])
-    return [p for s in segments for p in s.parts]
+def timeline(seg: Segmenter) -> list[Segment]:
+    """Complete segments and the open one."""
+    return [*seg.segments, *([seg.open] if seg.open else [])]
+
+
+def all_parts(seg: Segmenter) -> list[Part]:
+    return [p for s in timeline(seg) for p in s.parts]
 
 
 def test_segments_cut_at_keyframes_once_target_reached() -> None:
@@ -92,7 +98,7 @@ def test_same_start_announced_again_changes_nothing() -> None:
     seg = feed(Segmenter(), [StreamStart((VIDEO, AUDIO), 1), *av_stream(3)])
     version = seg.version
     seg.feed(StreamStart((VIDEO, AUDIO), 1))
-    assert seg.version == version and not seg.open.discontinuity
+    assert seg.version == version and not timeline(seg)[-1].discontinuity
 
 
 def test_non_monotonic_dts_is_dropped() -> None:
@@ -127,7 +133,7 @@ def test_skipped_packets_end_the_segment_with_a_discontinuity() -> None:
     seg = Segmenter(window_segments=10)
     feed(seg, [StreamStart((VIDEO, AUDIO), 1), *av_stream(3)])
     feed(seg, [Skipped(200), *av_stream(3, start_s=10)])
-    segs = list(seg.segments) + [seg.open]
+    segs = timeline(seg)
     assert [s.discontinuity for s in segs] == [False, False, True, False]
     assert segs[1].duration == pytest.approx(1.0)  # ended early, at the skip
     assert segs[2].start == pytest.approx(3.0)  # no 7 s hole on the timeline
@@ -138,7 +144,7 @@ def test_a_big_timestamp_jump_starts_a_new_run() -> None:
     seg = feed(Segmenter(window_segments=10),
                [StreamStart((VIDEO,), 1), *av_stream(3, audio=False),
                 *av_stream(3, audio=False, start_s=100)])
-    segs = list(seg.segments) + [seg.open]
+    segs = timeline(seg)
     assert [s.discontinuity for s in segs] == [False, False, True, False]
     assert segs[2].start == pytest.approx(3.0)
 
