@@ -10,15 +10,15 @@ import pytest
 
 from media_server.hls import playlist
 from media_server.hls.segmenter import Segmenter
-from media_server.media import StreamEnd, StreamStart, Track
+from media_server.media import Item, StreamEnd, StreamStart, Track
 from tests.media_server.test_hls_segmenter import AUDIO, T0, VIDEO, av_stream
 from tests.mediafiles import load_clip, make_clip
 
 
-def segmenter_with(*items: object, window: int = 6) -> Segmenter:
+def segmenter_with(*items: Item, window: int = 6) -> Segmenter:
     seg = Segmenter(window_segments=window)
     for item in items:
-        seg.feed(item)  # type: ignore[arg-type]
+        seg.feed(item)
     return seg
 
 
@@ -108,7 +108,8 @@ def test_a_plain_client_plays_across_a_publisher_restart(tmp_path: Path) -> None
     seg = Segmenter(window_segments=10)
     for epoch, size in enumerate(((320, 240), (640, 360)), start=1):
         tracks, packets = load_clip(make_clip(tmp_path, seconds=3, fps=25, gop=25, size=size))
-        for item in (StreamStart(tracks, epoch), *packets, StreamEnd("publisher left")):
+        items: list[Item] = [StreamStart(tracks, epoch), *packets, StreamEnd("publisher left")]
+        for item in items:
             seg.feed(item)
     (tmp_path / "index.m3u8").write_text(playlist.render(seg) + "#EXT-X-ENDLIST\n")
     for init_id, data in seg.inits.items():
