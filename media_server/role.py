@@ -177,13 +177,9 @@ class MediaServerRole:
 
     def _mount_hls(self) -> None:
         from media_server.hls.http import make_hls_router
-        from media_server.hls.output import HlsOutputs
+        from media_server.hls.output import HlsOptions, HlsOutputs
 
-        hls = self.config.hls
-        self.hls = HlsOutputs(self.hub, segment_target_s=hls.segment_target_s,
-                              part_target_s=hls.part_target_s,
-                              window_segments=hls.window_segments,
-                              idle_timeout_s=hls.idle_timeout_s)
+        self.hls = HlsOutputs(self.hub, HlsOptions(**self.config.hls.model_dump()))
         self.app.include_router(make_hls_router(self.hls, self.authorize_play))
 
     def _mount_webrtc(self) -> None:

@@ -59,7 +59,7 @@ def hlsjs() -> Path:
         return script
     npm = shutil.which("npm")
     if npm is None:
-        pytest.skip("npm is not installed: cannot fetch hls.js")
+        pytest.fail("npm is not installed: cannot fetch hls.js (make test installs it)")
     cache.mkdir(parents=True, exist_ok=True)
     tarball = cache / f"hls.js-{HLSJS_VERSION}.tgz"
     if not tarball.exists():
@@ -67,7 +67,7 @@ def hlsjs() -> Path:
                                str(cache), "--silent"], capture_output=True, text=True,
                               timeout=120)
         if done.returncode != 0 or not tarball.exists():
-            pytest.skip(f"npm pack hls.js failed: {done.stderr.strip()[-300:]}")
+            pytest.fail(f"npm pack hls.js failed: {done.stderr.strip()[-300:]}")
     with tarfile.open(tarball) as tar:
         member = tar.extractfile("package/dist/hls.min.js")
         assert member is not None
