@@ -78,7 +78,7 @@ def hlsjs() -> Path:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, hlsjs: Path) -> Iterator[LiveServer]:
     if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed")
+        pytest.fail("Chromium is not installed (make test installs it)")
     pytest.importorskip("playwright")
     extra = APIRouter()
 
