@@ -1,0 +1,159 @@
+"""One RTMP publication: FLV tags in, tracks and packets out to the hub.
+
+Pure of I/O: the server hands it message timestamps and payloads, it hands the hub's
+Publication tracks (set_tracks) and packets (push). Tracks are announced when every track
+onMetaData promised has its sequence header, or at the first coded frame, whichever comes
+first; a later or changed sequence header re-announces (subscribers restart).
+Timestamps: each track unwraps its own 32-bit RTMP clock, so dts is exactly what the
+publisher sent (FLV tag time in ms) and pts = dts + composition time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from media_server.hub import Publication
+from media_server.media import Packet, Track
+from media_server.rtmp import flv
+
+log = logging.getLogger(__name__)
+
+_WRAP = 1 << 32
+_HALF = 1 << 31
+
+
+class _Source:
+    """What we know of one incoming track: its config and its clock."""
+
+    __slots__ = ("codec", "config", "track", "index", "last_raw", "dts")
+
+    def __init__(self, codec: str, config: bytes, track: Track) -> None:
+        self.codec, self.config, self.track = codec, config, track
+        self.index = -1
+        self.last_raw: int | None = None
+        self.dts = 0
+
+    def unwrap(self, raw: int) -> int:
+        """32-bit RTMP time -> unbounded dts; a step over half the range is a step back."""
+        if self.last_raw is None:
+            self.last_raw = self.dts = raw
+            return raw
+        delta = (raw - self.last_raw) % _WRAP
+        if delta >= _HALF:
+            delta -= _WRAP
+        self.last_raw = raw
+        self.dts += delta
+        return self.dts
+
+
+class Ingest:
+    def __init__(self, publication: Publication, name: str) -> None:
+        self.publication = publication
+        self.name = name
+        self.video: _Source | None = None
+        self.audio: _Source | None = None
+        self.order: list[str] = []  # kinds in track-index order, fixed once announced
+        self.announced = False
+        self.expect: set[str] = set()
+        self.metadata: dict[str, Any] = {}
+        self.frames_without_config = 0
+        self.audio_problem: str | None = None
+
+    @property
+    def tracks(self) -> tuple[Track, ...]:
+        return tuple(s.track for s in self._sources())
+
+    def _sources(self) -> list[_Source]:
+        out = []
+        for kind in self.order:
+            src = self.video if kind == "video" else self.audio
+            if src is not None:
+                out.append(src)
+        return out
+
+    # -- messages --
+
+    def on_metadata(self, values: list[Any]) -> None:
+        if values and values[0] == "@setDataFrame":
+            values = values[1:]
+        if len(values) < 2 or values[0] != "onMetaData" or not isinstance(values[1], dict):
+            return
+        self.metadata = dict(values[1])
+        self.expect = {kind for kind, key in (("video", "videocodecid"),
+                                              ("audio", "audiocodecid"))
+                       if self.metadata.get(key) not in (None, 0, 0.0, "")}
+        if not self.announced and self._all_expected():
+            self._announce()
+
+    def on_video(self, timestamp: int, payload: bytes | bytearray, arrival: float) -> None:
+        tag = flv.parse_video(payload)
+        if tag.kind == flv.FRAME:
+            src = self.video
+            if src is None or src.codec != tag.codec:
+                self.frames_without_config += 1  # undecodable without its SPS/PPS
+                return
+            if not self.announced:
+                self._announce()
+            if len(tag.data):
+                dts = src.unwrap(timestamp)
+                self.publication.push(Packet(src.index, dts, dts + tag.cto, tag.keyframe,
+                                             bytes(tag.data), arrival))
+        elif tag.kind == flv.SEQUENCE_HEADER:
+            config = bytes(tag.data)
+            if self.video is None or self.video.config != config:
+                self._configured("video", tag.codec, config,
+                                 flv.video_track(0, tag.codec, config))
+
+    def on_audio(self, timestamp: int, payload: bytes | bytearray, arrival: float) -> None:
+        if self.audio_problem is not None:
+            return
+        try:
+            tag = flv.parse_audio(payload)
+            if tag.kind == flv.SEQUENCE_HEADER:
+                config = bytes(tag.data)
+                if self.audio is None or self.audio.config != config:
+                    self._configured("audio", "aac", config, flv.audio_track(0, config))
+                return
+        except flv.FlvError as exc:
+            # audio we cannot carry must not cost the court its picture: keep the video
+            self.audio_problem = str(exc)
+            log.warning("rtmp %s: audio dropped: %s", self.name, exc)
+            return
+        src = self.audio
+        if tag.kind != flv.FRAME or src is None or not len(tag.data):
+            return
+        if not self.announced:
+            self._announce()
+        dts = src.unwrap(timestamp)
+        self.publication.push(Packet(src.index, dts, dts, True, bytes(tag.data), arrival))
+
+    # -- tracks --
+
+    def _configured(self, kind: str, codec: str, config: bytes, track: Track) -> None:
+        src = self.video if kind == "video" else self.audio
+        if src is None:
+            src = _Source(codec, config, track)
+            if kind == "video":
+                self.video = src
+            else:
+                self.audio = src
+        else:
+            src.codec, src.config, src.track = codec, config, track
+        if self.announced or self._all_expected():
+            self._announce()
+
+    def _all_expected(self) -> bool:
+        have = {k for k, s in (("video", self.video), ("audio", self.audio)) if s is not None}
+        return bool(self.expect) and self.expect <= have
+
+    def _announce(self) -> None:
+        for kind, src in (("video", self.video), ("audio", self.audio)):
+            if src is not None and kind not in self.order:
+                self.order.append(kind)
+        for index, src in enumerate(self._sources()):
+            src.index = index
+            src.track = replace(src.track, index=index)
+        self.announced = True
+        self.publication.set_tracks(self.tracks)
