@@ -1,0 +1,302 @@
+"""Publishing: ffmpeg pushes RTMP and the hub must get exactly the timestamps ffmpeg's own
+FLV muxer writes for the same input; keys, refusals and busy streams; and the ingest state
+machine (track announcement, 32-bit wrap) from bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+from pathlib import Path
+
+import pytest
+
+from media_server.hub import Hub
+from media_server.media import Packet, StreamEnd, StreamStart, Track
+from media_server.rtmp import amf0
+from media_server.rtmp.chunk import (
+    ACKNOWLEDGEMENT,
+    COMMAND_AMF0,
+    SET_CHUNK_SIZE,
+    SET_PEER_BANDWIDTH,
+    USER_CONTROL,
+    VIDEO,
+    WINDOW_ACK_SIZE,
+    ChunkReader,
+)
+from media_server.rtmp.publish import Ingest
+from media_server.rtmp.server import RtmpLimits, RtmpRefused, RtmpServer, split_query_key
+from tests.fixtures.rtmp import FfmpegRunner, RawRtmpClient, drain, push_args, wait_for
+from tests.media_server.test_rtmp_flv import ASC_48K_MONO, AVCC_320, HVCC_720
+
+Stamps = dict[str, list[tuple[int, int, bool, int]]]
+
+
+async def reference_stamps(ffmpeg: FfmpegRunner, source: Path, tmp: Path) -> Stamps:
+    """Per kind: (dts, pts, keyframe, size) as ffmpeg's FLV muxer writes them, via ffprobe."""
+    out = tmp / "reference.flv"
+    rc, _, err = await ffmpeg.run("-loglevel", "error", "-y", "-i", str(source), "-c", "copy",
+                                  "-f", "flv", str(out))
+    assert rc == 0, err
+    rc, text, err = await ffmpeg.run("-v", "error", "-show_entries",
+                                     "packet=stream_index,dts,pts,flags,size:stream=index,"
+                                     "codec_type", "-of", "json", str(out), tool="ffprobe")
+    assert rc == 0, err
+    info = json.loads(text)
+    kinds = {s["index"]: s["codec_type"] for s in info["streams"]}
+    stamps: Stamps = {"video": [], "audio": []}
+    for p in info["packets"]:
+        stamps[kinds[p["stream_index"]]].append(
+            (int(p["dts"]), int(p["pts"]), "K" in p["flags"], int(p["size"])))
+    return stamps
+
+
+def hub_stamps(items: list, tracks: tuple[Track, ...]) -> Stamps:
+    stamps: Stamps = {"video": [], "audio": []}
+    for item in items:
+        if isinstance(item, Packet):
+            kind = tracks[item.track].kind
+            stamps[kind].append((item.dts, item.pts, item.keyframe or kind == "audio",
+                                 len(item.data)))
+    return stamps
+
+
+def rebase(stamps: Stamps, offset: int) -> Stamps:
+    return {k: [(d + offset, p + offset, key, n) for d, p, key, n in v]
+            for k, v in stamps.items()}
+
+
+@pytest.mark.parametrize("clip", ["bf", "nobf"])
+async def test_timestamps_match_ffmpeg_flv_exactly(
+        clip: str, rtmp_server: RtmpServer, rtmp_media: dict[str, Path],
+        rtmp_ffmpeg: FfmpegRunner, tmp_path: Path) -> None:
+    source = rtmp_media[clip]
+    sub = rtmp_server.hub.subscribe("cam1", "test", max_packets=100_000)
+    url = f"rtmp://127.0.0.1:{rtmp_server.port}/live/cam1?key=k"
+    rc, _, err = await rtmp_ffmpeg.run(*push_args(source, url))
+    assert rc == 0, err
+    await wait_for(lambda: any(isinstance(i, StreamEnd) for i in list(sub._queue)))
+    items = drain(sub)
+    starts = [i for i in items if isinstance(i, StreamStart) and i.tracks]
+    assert len(starts) == 1, "tracks announced once, before the first packet"
+    tracks = starts[0].tracks
+    video, audio = tracks
+    assert (video.kind, video.codec, video.width, video.height, video.index) == (
+        "video", "h264", 320, 240, 0)
+    assert video.config[0] == 1 and video.timescale == 1000
+    assert (audio.kind, audio.codec, audio.sample_rate, audio.channels) == ("audio", "aac",
+                                                                             48000, 1)
+    got = hub_stamps(items, tracks)
+    want = await reference_stamps(rtmp_ffmpeg, source, tmp_path)
+    seconds = 20 if clip == "bf" else 4
+    assert len(got["video"]) == 30 * seconds and len(got["audio"]) == len(want["audio"])
+    assert len(got["audio"]) > seconds * 46
+    offset = want["video"][0][0] - got["video"][0][0]
+    assert abs(offset) <= 1000
+    assert rebase(got, offset) == want
+    if clip == "bf":
+        assert any(p != d for d, p, _, _ in got["video"]), "B-frames give pts != dts"
+
+
+@pytest.mark.parametrize("how", ["stream name", "tcUrl", "app"])
+async def test_key_found_in_stream_name_tcurl_or_app(
+        how: str, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner) -> None:
+    calls: list[tuple[str, str | None, str]] = []
+
+    async def authorize(stream_id: str, key: str | None, action: str, peer: str) -> None:
+        calls.append((stream_id, key, action))
+        assert peer.startswith("127.0.0.1:")
+
+    server = RtmpServer(Hub(), "127.0.0.1", 0, authorize)
+    await server.start()
+    base = f"rtmp://127.0.0.1:{server.port}/live"
+    try:
+        extra = {"stream name": [], "tcUrl": ["-rtmp_tcurl", f"{base}?key=S3CRET"],
+                 "app": ["-rtmp_app", "live?key=S3CRET", "-rtmp_playpath", "court7"]}[how]
+        url = f"{base}/court7?key=S3CRET" if how == "stream name" else f"{base}/court7"
+        args = push_args(rtmp_media["nobf"], url)
+        rc, _, err = await rtmp_ffmpeg.run(*args[:-1], *extra, args[-1])
+        assert rc == 0, err
+    finally:
+        await server.stop()
+    assert calls == [("court7", "S3CRET", "publish")]
+
+
+def test_split_query_key() -> None:
+    assert split_query_key("cam?key=a%2Fb&x=1") == ("cam", "a/b")
+    assert split_query_key("cam") == ("cam", None)
+    assert split_query_key("live?token=1") == ("live", None)
+
+
+async def refusing(stream_id: str, key: str | None, action: str, peer: str) -> None:
+    if key != "good":
+        raise RtmpRefused(f"wrong or missing key for stream {stream_id!r}")
+
+
+async def test_refused_key_fails_with_reason_and_others_keep_flowing(
+        rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner,
+        caplog: pytest.LogCaptureFixture) -> None:
+    server = RtmpServer(Hub(), "127.0.0.1", 0, refusing)
+    await server.start()
+    base = f"rtmp://127.0.0.1:{server.port}/live"
+    try:
+        sub = server.hub.subscribe("ok", "test", max_packets=100_000)
+        good = await rtmp_ffmpeg.start(*push_args(rtmp_media["nobf"], f"{base}/ok?key=good",
+                                                  realtime=True, loop=True))
+        await wait_for(lambda: sub.queued > 20)
+        with caplog.at_level(logging.INFO, logger="media_server.rtmp"):
+            rc, _, err = await rtmp_ffmpeg.run(*push_args(rtmp_media["nobf"],
+                                                          f"{base}/secret?key=bad"))
+        assert rc != 0
+        assert "wrong or missing key for stream 'secret'" in err
+        assert "publish 'secret' refused: wrong or missing key" in caplog.text
+        assert server.stats.refused == 1
+        before = sub.queued
+        await wait_for(lambda: sub.queued > before + 10)
+        assert good.returncode is None and server.hub.find("ok").live  # type: ignore[union-attr]
+        assert server.hub.find("secret") is None
+    finally:
+        await server.stop()
+
+
+async def test_second_publisher_is_refused_as_busy(
+        rtmp_server: RtmpServer, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner) -> None:
+    url = f"rtmp://127.0.0.1:{rtmp_server.port}/live/room1"
+    sub = rtmp_server.hub.subscribe("room1", "test", max_packets=100_000)
+    first = await rtmp_ffmpeg.start(*push_args(rtmp_media["nobf"], url, realtime=True,
+                                               loop=True))
+    await wait_for(lambda: sub.queued > 20)
+    rc, _, err = await rtmp_ffmpeg.run(*push_args(rtmp_media["nobf"], url))
+    assert rc != 0 and "already being published" in err
+    before = sub.queued
+    await wait_for(lambda: sub.queued > before + 10)
+    assert first.returncode is None
+    assert rtmp_server.stats.publishing == 1 and rtmp_server.stats.refused == 1
+    await rtmp_ffmpeg.stop(first)
+    await wait_for(lambda: rtmp_server.stats.publishing == 0)
+    assert not rtmp_server.hub.find("room1").live  # type: ignore[union-attr]
+
+
+async def test_unknown_app_is_rejected(rtmp_server: RtmpServer, rtmp_media: dict[str, Path],
+                                       rtmp_ffmpeg: FfmpegRunner) -> None:
+    url = f"rtmp://127.0.0.1:{rtmp_server.port}/vod/x"
+    rc, _, err = await rtmp_ffmpeg.run(*push_args(rtmp_media["nobf"], url))
+    assert rc != 0 and "unknown application 'vod'" in err
+
+
+# -- the ingest state machine, from bytes --
+
+def video_seq(config: bytes = AVCC_320) -> bytes:
+    return b"\x17\x00\x00\x00\x00" + config
+
+
+def frame(key: bool, cto: int = 0) -> bytes:
+    return bytes((0x17 if key else 0x27, 1)) + (cto & 0xFFFFFF).to_bytes(3, "big") + b"\0\0\0\1x"
+
+
+def ingest() -> tuple[Ingest, list]:
+    hub = Hub()
+    sub = hub.subscribe("s", "test", max_packets=100_000)
+    return Ingest(hub.publish("s", (), "test"), "test"), sub
+
+
+def test_timestamps_unwrap_across_32_bits() -> None:
+    ing, sub = ingest()
+    ing.on_video(0, video_seq(), 0.0)
+    for ts in (0xFFFFFF00, 0xFFFFFFDF, 0x1E, 0x5D):
+        ing.on_video(ts, frame(ts == 0xFFFFFF00, 33), 0.0)
+    dts = [(i.dts, i.pts) for i in drain(sub) if isinstance(i, Packet)]
+    base = 0xFFFFFF00
+    assert dts == [(base, base + 33), (base + 0xDF, base + 0xDF + 33),
+                   (base + 0x11E, base + 0x11E + 33), (base + 0x15D, base + 0x15D + 33)]
+
+
+def test_tracks_announced_when_metadata_promises_are_kept() -> None:
+    ing, sub = ingest()
+    ing.on_metadata(["@setDataFrame", "onMetaData", {"videocodecid": 7.0, "audiocodecid": 10.0}])
+    ing.on_video(0, video_seq(), 0.0)
+    assert not ing.announced
+    ing.on_audio(0, b"\xaf\x00" + ASC_48K_MONO, 0.0)
+    assert ing.announced
+    assert [t.kind for t in ing.tracks] == ["video", "audio"]
+    ing.on_video(0, video_seq(), 0.0)  # the same header again: no restart
+    starts = [i for i in drain(sub) if isinstance(i, StreamStart)]
+    assert [len(s.tracks) for s in starts] == [0, 2]
+
+
+def test_changed_sequence_header_restarts_subscribers() -> None:
+    ing, sub = ingest()
+    ing.on_video(0, video_seq(), 0.0)
+    ing.on_video(0, frame(True), 0.0)
+    ing.on_video(40, b"\x1c\x00\x00\x00\x00" + HVCC_720, 0.0)
+    starts = [i for i in drain(sub) if isinstance(i, StreamStart)]
+    assert [(s.tracks[0].codec, s.tracks[0].width) for s in starts if s.tracks] == [
+        ("h264", 320), ("h265", 1280)]
+
+
+def test_frames_before_any_sequence_header_are_dropped() -> None:
+    ing, sub = ingest()
+    ing.on_video(0, frame(True), 0.0)
+    assert ing.frames_without_config == 1 and not ing.announced
+    assert not [i for i in drain(sub) if isinstance(i, Packet)]
+
+
+def test_unsupported_audio_keeps_the_video(caplog: pytest.LogCaptureFixture) -> None:
+    ing, sub = ingest()
+    ing.on_video(0, video_seq(), 0.0)
+    with caplog.at_level(logging.WARNING):
+        ing.on_audio(0, b"\x2f\xff\xfb", 0.0)
+        ing.on_audio(20, b"\x2f\xff\xfb", 0.0)
+    ing.on_video(0, frame(True), 0.0)
+    assert caplog.text.count("audio dropped: unsupported audio codec MP3: send AAC") == 1
+    assert [i.track for i in drain(sub) if isinstance(i, Packet)] == [0]
+
+
+async def test_idle_connection_is_dropped() -> None:
+    server = RtmpServer(Hub(), "127.0.0.1", 0, limits=RtmpLimits(idle_timeout=0.3))
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"\x03" + bytes(1536))
+        assert len(await reader.readexactly(1 + 2 * 1536)) == 3073
+        writer.write(bytes(1536))
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        writer.close()
+    finally:
+        await server.stop()
+
+
+async def test_acknowledgements_ping_and_connect_answer(rtmp_server: RtmpServer) -> None:
+    client = await RawRtmpClient.connect(rtmp_server.port)
+    try:
+        await client.handshake()
+        client.command(0, "connect", 1.0, {"app": "live", "tcUrl": "rtmp://h/live"})
+        client.writer.write(client.chunks.message(2, WINDOW_ACK_SIZE, 0, 0,
+                                                  struct.pack(">I", 3000)))
+        client.writer.write(client.chunks.message(2, USER_CONTROL, 0, 0,
+                                                  struct.pack(">HI", 6, 1234)))
+        client.command(0, "createStream", 2.0, None)
+        client.command(1, "publish", 0.0, None, "acked", "live")
+        client.writer.write(client.chunks.message(6, VIDEO, 1, 0, b"\x17\x00\x00\x00\x00"
+                                                  + AVCC_320))
+        for i in range(3):
+            client.writer.write(client.chunks.message(6, VIDEO, 1, 33 * i, bytes(1500),
+                                                      b"\x17\x01\x00\x00\x00"))
+        reader, got = ChunkReader(), []
+        while not any(m.type_id == ACKNOWLEDGEMENT for m in got):
+            got += reader.feed(await asyncio.wait_for(client.reader.read(65536), 5))
+    finally:
+        await client.close()
+    kinds = [m.type_id for m in got]
+    assert kinds[:3] == [WINDOW_ACK_SIZE, SET_PEER_BANDWIDTH, SET_CHUNK_SIZE]
+    commands = [amf0.decode(m.payload) for m in got if m.type_id == COMMAND_AMF0]
+    assert commands[0][0] == "_result" and commands[0][3]["code"] == (
+        "NetConnection.Connect.Success")
+    assert ["_result", 2.0, None, 1.0] in commands
+    assert any(c[0] == "onStatus" and c[3]["code"] == "NetStream.Publish.Start"
+               for c in commands)
+    pong = [m.payload for m in got if m.type_id == USER_CONTROL and m.payload[:2] == b"\0\7"]
+    assert pong == [struct.pack(">HI", 7, 1234)]
+    ack = next(m for m in got if m.type_id == ACKNOWLEDGEMENT)
+    assert struct.unpack(">I", ack.payload)[0] >= 3000
