@@ -40,7 +40,6 @@ def server_response(c0c1: bytes, uptime_ms: int) -> bytes:
     if len(c0c1) != C0C1_SIZE:
         raise HandshakeError(f"handshake C0+C1 of {len(c0c1)} bytes, expected {C0C1_SIZE}")
     check_c0(c0c1[0])
-    c1 = c0c1[1:]
     s1 = struct.pack(">II", uptime_ms & 0xFFFFFFFF, 0) + os.urandom(PACKET_SIZE - 8)
-    s2 = c1[:4] + struct.pack(">I", uptime_ms & 0xFFFFFFFF) + c1[8:]
-    return bytes((VERSION,)) + s1 + s2
+    # S2 echoes C1 whole: librtmp (OBS) compares all 1536 bytes, others only the random part
+    return bytes((VERSION,)) + s1 + c0c1[1:]
