@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 
-from storage.objects import ObjectInfo, ObjectNotFound
+from storage.objects import ObjectInfo, ObjectNotFound, StorageUnavailable
 from storage.objects_disk import DiskObjectStore
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -91,6 +91,8 @@ def make_objects_router(store: DiskObjectStore) -> APIRouter:
             first = await anext(body, b"")
         except ObjectNotFound as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from exc
+        except StorageUnavailable as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from exc
         headers = {"Content-Length": str(end - start), **_headers(info)}
         if span is not None:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
