@@ -3,6 +3,7 @@ that stops reading is dropped without slowing anyone; PlayOut from hub items."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -134,3 +135,14 @@ def test_other_timescales_are_converted_and_opus_is_left_out() -> None:
     out.handle(Packet(0, 93_000, 93_000, False, b"p"))
     assert media(sent) == [("v", 0, 0), ("v", 0, 1), ("v", 33, 1)]
     assert flv.parse_video(sent[2][2]).cto == 33
+
+
+async def test_player_waiting_before_the_publisher_gets_the_stream(
+        rtmp_server: RtmpServer, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner) -> None:
+    url = f"rtmp://127.0.0.1:{rtmp_server.port}/live/later"
+    player = await rtmp_ffmpeg.start("-v", "error", "-i", url, "-frames:v", "15", "-f", "null",
+                                     "-")
+    await wait_for(lambda: rtmp_server.stats.playing == 1)
+    await rtmp_ffmpeg.start(*push_args(rtmp_media["nobf"], url, realtime=True, loop=True))
+    _, err = await asyncio.wait_for(player.communicate(), 20)
+    assert player.returncode == 0 and not err.strip(), err

@@ -76,8 +76,10 @@ async def test_timestamps_match_ffmpeg_flv_exactly(
     url = f"rtmp://127.0.0.1:{rtmp_server.port}/live/cam1?key=k"
     rc, _, err = await rtmp_ffmpeg.run(*push_args(source, url))
     assert rc == 0, err
-    await wait_for(lambda: any(isinstance(i, StreamEnd) for i in list(sub._queue)))
+    stream = rtmp_server.hub.stream("cam1")
+    await wait_for(lambda: not stream.live)  # StreamEnd is queued when the publication ends
     items = drain(sub)
+    assert isinstance(items[-1], StreamEnd)
     starts = [i for i in items if isinstance(i, StreamStart) and i.tracks]
     assert len(starts) == 1, "tracks announced once, before the first packet"
     tracks = starts[0].tracks
