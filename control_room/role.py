@@ -12,6 +12,8 @@ from control_room.api import build_api_router
 from control_room.users import Users
 from media_server.access import PlayTokens
 from courtcast.config import Config
+from storage.objects_disk import DiskObjectStore
+from storage.objects_http import make_objects_router
 from storage.role import StorageRole
 
 if TYPE_CHECKING:
@@ -30,6 +32,9 @@ class ControlRoomRole:
 
     async def start(self) -> None:
         self.platform.app.include_router(build_api_router(self))
+        if isinstance(self.storage.objects, DiskObjectStore):
+            # S3 serves its own presigned URLs; the disk store's signed URLs are served here
+            self.platform.app.include_router(make_objects_router(self.storage.objects))
 
     async def stop(self) -> None:
         return None
