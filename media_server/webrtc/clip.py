@@ -9,11 +9,12 @@ import subprocess
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import av
 
 from media_server.hub import Hub, Publication
-from media_server.media import Packet, Track
+from media_server.media import Codec, Packet, Track
 
 
 def make_test_clip(path: Path, *, seconds: float = 4.0, width: int = 640, height: int = 360,
@@ -50,7 +51,8 @@ def load_clip(path: Path) -> Clip:
         tracks = tuple(_track(i, s) for i, s in enumerate(streams))
         index = {s.index: i for i, s in enumerate(streams)}
         packets = [
-            Packet(index[p.stream.index], int(p.dts), int(p.pts), bool(p.is_keyframe), bytes(p))
+            Packet(index[p.stream.index], p.dts, p.pts if p.pts is not None else p.dts,
+                   bool(p.is_keyframe), bytes(p))
             for p in container.demux(streams) if p.size and p.dts is not None
         ]
     # one period for all tracks, so audio and video stay in step loop after loop
@@ -58,14 +60,20 @@ def load_clip(path: Path) -> Clip:
     return Clip(tracks, packets, tuple(round(period_s * t.timescale) for t in tracks))
 
 
+CODECS: dict[str, Codec] = {"h264": "h264", "hevc": "h265", "aac": "aac", "opus": "opus"}
+
+
 def _track(index: int, stream: av.stream.Stream) -> Track:
-    ctx = stream.codec_context
-    timescale = stream.time_base.denominator if stream.time_base.numerator == 1 else 90000
-    codec = {"hevc": "h265"}.get(ctx.name, ctx.name)
+    ctx: Any = stream.codec_context
+    base = stream.time_base
+    timescale = base.denominator if base is not None and base.numerator == 1 else 90000
+    codec = CODECS.get(ctx.name)
+    if codec is None:
+        raise ValueError(f"{ctx.name} is not a codec the hub carries ({', '.join(CODECS)})")
+    config = bytes(ctx.extradata or b"")
     if stream.type == "video":
-        return Track(index, "video", codec, timescale, bytes(ctx.extradata or b""),
-                     width=ctx.width, height=ctx.height)
-    return Track(index, "audio", codec, timescale, bytes(ctx.extradata or b""),
+        return Track(index, "video", codec, timescale, config, width=ctx.width, height=ctx.height)
+    return Track(index, "audio", codec, timescale, config,
                  sample_rate=ctx.sample_rate, channels=ctx.channels)
 
 

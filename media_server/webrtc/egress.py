@@ -34,7 +34,8 @@ def frame_nals(packet: Packet, parameter_sets: tuple[bytes, ...],
                length_size: int = 4) -> list[bytes | memoryview]:
     """The NAL units to send for one frame: keyframes start with SPS/PPS (from avcC when
     the frame does not carry its own), access unit delimiters are dropped."""
-    nals = [n for n in avcc_nals(packet.data, length_size) if nal_type(n) != NAL_AUD]
+    nals: list[bytes | memoryview] = [
+        n for n in avcc_nals(packet.data, length_size) if nal_type(n) != NAL_AUD]
     if packet.keyframe:
         inband = {nal_type(n) for n in nals}
         if NAL_SPS not in inband or NAL_PPS not in inband:

@@ -2,7 +2,8 @@
 DELETE the Location to end. Non-trickle: the answer carries every candidate, so PATCH
 answers 405 (RFC 9725 4.3.1: neither trickle ICE nor ICE restart is supported).
 
-Errors are JSON {"detail": reason}, as FastAPI's own. Who may publish or play is not decided here: the control room passes hooks that raise
+Errors are JSON {"detail": reason}, as FastAPI's own. Who may publish or play is not
+decided here: the control room passes hooks that raise
 fastapi.HTTPException to refuse.
 """
 

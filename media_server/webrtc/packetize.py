@@ -15,7 +15,8 @@ STAP_A = 24
 FU_A = 28
 
 
-def h264_payloads(nals: Sequence[bytes | memoryview], max_payload: int = MAX_PAYLOAD) -> list[bytes]:
+def h264_payloads(nals: Sequence[bytes | memoryview],
+                  max_payload: int = MAX_PAYLOAD) -> list[bytes]:
     """The RTP payloads carrying these NAL units of one access unit."""
     payloads: list[bytes] = []
     group: list[bytes | memoryview] = []

@@ -42,6 +42,20 @@ VIDEO_STEP = 3000  # one 30 fps frame: the gap left where a timeline restarts
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_RATE)
 AUDIO_TIME_BASE = fractions.Fraction(1, OPUS_RATE)
 MAX_QUEUED = 300  # items waiting for a sender that stopped asking: drop, resync on a key
+B_FRAMES = ("the stream has B-frames (frames out of presentation order), which browsers "
+            "do not decode over WebRTC: set the encoder to bframes=0 (zerolatency) or "
+            "watch it over HLS")
+
+
+def reorders(packets: list[Packet], track: int) -> bool:
+    """Does this video come in decode order != presentation order (B-frames)?"""
+    last = None
+    for p in packets:
+        if p.track == track:
+            if last is not None and p.pts < last and not p.keyframe:
+                return True
+            last = p.pts
+    return False
 
 
 @dataclass(slots=True)
@@ -162,6 +176,7 @@ class ViewerFeed:
         self._await_key = True
         self._burst: list[int] = []
         self._skip_audio = 0
+        self._last_pts = -(1 << 62)
 
     # -- lifecycle --
     def start(self) -> None:
@@ -207,7 +222,7 @@ class ViewerFeed:
         if not frames and self.video_track is not None:
             self._ask_keyframe()
         if frames:
-            newest = frames[-1].pts * VIDEO_RATE // video.timescale
+            newest = frames[-1].dts * VIDEO_RATE // video.timescale
             self._burst = [newest - (len(frames) - 1 - i) for i in range(len(frames))]
 
     def _ask_keyframe(self) -> None:
@@ -246,11 +261,16 @@ class ViewerFeed:
         self._audio = audio if self.audio_track is not None else None
         self._set_transcoding(self._audio is not None and self._audio.codec == "aac")
         self._await_key = True
+        self._last_pts = -(1 << 62)
         self._video_out.restart()
         self._audio_out.restart()
 
     def _on_video(self, packet: Packet) -> None:
         assert self._video is not None and self.video_track is not None
+        if packet.pts < self._last_pts and not packet.keyframe:
+            self._fail(B_FRAMES)
+            return
+        self._last_pts = packet.pts
         if self._await_key:
             if not packet.keyframe:
                 self.stats.waited_for_key += 1
@@ -258,8 +278,8 @@ class ViewerFeed:
             self._await_key = False
         if self._burst:
             ts = self._burst.pop(0)
-        else:
-            ts = packet.pts * VIDEO_RATE // self._video.timescale
+        else:  # decode order: RTP timestamps must not go back
+            ts = packet.dts * VIDEO_RATE // self._video.timescale
         out = self._video_out.map(ts)
         try:
             item = self._video_item(packet, out)

@@ -15,7 +15,7 @@ from aiortc import RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from media_server.hub import Hub
-from media_server.media import Track, video_track
+from media_server.media import Packet, Track, video_track
 from media_server.webrtc.egress import EgressRegistry, StreamEgress
 from media_server.webrtc.errors import SignalingError
 from media_server.webrtc.ice import IceConfig, new_peer_connection
@@ -29,7 +29,13 @@ from media_server.webrtc.sdp import (
     parse_offer,
 )
 from media_server.webrtc.session import PeerSession
-from media_server.webrtc.tracks import FeedTrack, ViewerFeed, use_prepacketized
+from media_server.webrtc.tracks import (
+    B_FRAMES,
+    FeedTrack,
+    ViewerFeed,
+    reorders,
+    use_prepacketized,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +48,12 @@ class ViewerPlan:
     audio: bool
 
 
-def plan_viewer(stream_id: str, tracks: tuple[Track, ...], offer: Offer) -> ViewerPlan:
+def plan_viewer(stream_id: str, tracks: tuple[Track, ...], offer: Offer,
+                gop: list[Packet] | None = None) -> ViewerPlan:
     """Match a stream's tracks to what the offer can receive, or say why not."""
     video = video_track(tracks)
     audio = next((t for t in tracks if not t.is_video), None)
+    gop = gop or []
     for m in offer.media:
         if m.port and m.kind in ("audio", "video") and m.direction not in ("recvonly", "sendrecv"):
             raise SignalingError(400, f"a WHEP offer receives media, but its {m.kind} section "
@@ -62,6 +70,8 @@ def plan_viewer(stream_id: str, tracks: tuple[Track, ...], offer: Offer) -> View
                                   f"profile) but only {codec_names(offered_video[0])}; "
                                   f"stream {stream_id!r} is forwarded as H.264, never "
                                   "transcoded: use a browser with H.264 WebRTC support")
+    if want_video and video is not None and reorders(gop, video.index):
+        raise SignalingError(406, f"stream {stream_id!r}: {B_FRAMES}")
     want_audio = audio is not None and any(offers_opus(m) for m in offered_audio)
     if not want_video and not want_audio:
         has = ", ".join(f"{t.kind} {t.codec}" for t in tracks) or "no tracks yet"
@@ -115,7 +125,8 @@ class WhepEndpoint:
         self.egresses = EgressRegistry(hub)
         self.sessions: dict[str, WhepSession] = {}
 
-    async def open(self, stream_id: str, offer_sdp: str, viewer: str = "") -> tuple[WhepSession, str]:
+    async def open(self, stream_id: str, offer_sdp: str,
+                   viewer: str = "") -> tuple[WhepSession, str]:
         try:
             offer = parse_offer(offer_sdp)
             check_webrtc(offer)
@@ -124,7 +135,7 @@ class WhepEndpoint:
         stream = self.hub.find(stream_id)
         if stream is None or not stream.live:
             raise SignalingError(404, f"stream {stream_id!r} is not live")
-        plan = plan_viewer(stream_id, stream.tracks, offer)
+        plan = plan_viewer(stream_id, stream.tracks, offer, stream.gop())
         session = WhepSession(stream_id, new_peer_connection(self.ice), self.ice, self._closed)
         ok = False
         try:

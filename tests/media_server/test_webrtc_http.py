@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import uvicorn
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
@@ -145,7 +145,7 @@ async def open_viewer(base: str, stream_id: str, *, kinds: tuple[str, ...] = ("v
     for kind in kinds:
         transceiver = pc.addTransceiver(kind, direction="recvonly")
         if kind == "video" and video_mime:
-            caps = RTCRtpReceiver.getCapabilities("video").codecs
+            caps = RTCRtpSender.getCapabilities("video").codecs
             transceiver.setCodecPreferences([c for c in caps if c.mimeType == video_mime])
     bind_candidate_addresses(pc, ["127.0.0.1"])
     await pc.setLocalDescription(await pc.createOffer())

@@ -23,12 +23,17 @@ from media_server.webrtc.h264 import (
     annexb_nals,
     avcc_nals,
     build_avcc_config,
-    nal_type,
     parse_avcc_config,
     profile_level_id,
     sps_dimensions,
     to_annexb,
     to_avcc,
+)
+from media_server.webrtc.ice import (
+    IceConfig,
+    IceServer,
+    bind_candidate_addresses,
+    new_peer_connection,
 )
 from media_server.webrtc.packetize import FU_A, STAP_A, h264_payloads
 from media_server.webrtc.sdp import SdpError, offers_h264, parse_offer
@@ -198,6 +203,17 @@ def test_viewer_plan_refuses_what_a_browser_cannot_play() -> None:
         plan_viewer("c", (h264_track(),), sending)
 
 
+def test_b_frames_are_refused_with_a_reason() -> None:
+    offer = parse_offer(CHROME_LIKE_OFFER)
+    in_order = [Packet(0, i, i, i == 0, b"") for i in range(3)]
+    reordered = [Packet(0, 0, 0, True, b""), Packet(0, 1, 3, False, b""),
+                 Packet(0, 2, 1, False, b""), Packet(0, 3, 2, False, b"")]
+    assert plan_viewer("c", (h264_track(),), offer, in_order).video
+    with pytest.raises(SignalingError, match="B-frames") as refused:
+        plan_viewer("c", (h264_track(),), offer, reordered)
+    assert refused.value.status == 406
+
+
 def test_publish_plan_wants_sendonly_h264_and_opus() -> None:
     offer = parse_offer(CHROME_LIKE_OFFER.replace("a=recvonly", "a=sendonly"))
     assert plan_publish(offer) == (True, True)
@@ -227,6 +243,29 @@ def test_assembler_waits_for_parameter_sets_and_a_keyframe() -> None:
     asm.lost()
     assert asm.push(to_annexb([P_SLICE])) is None
     assert asm.dropped == 2
+
+
+def test_ice_config_uses_no_public_stun_unless_told() -> None:
+    closed = IceConfig(host_addresses=["10.1.2.3"])
+    assert closed.rtc_configuration().iceServers == []
+    assert closed.candidate_addresses() == ["10.1.2.3", "127.0.0.1"]
+    assert IceConfig(host_addresses=["10.1.2.3"], include_loopback=False) \
+        .candidate_addresses() == ["10.1.2.3"]
+    relayed = IceConfig(servers=[IceServer(urls=["turn:10.0.0.9:3478"], username="u",
+                                           credential="p")])
+    (server,) = relayed.rtc_configuration().iceServers or []
+    assert server.urls == ["turn:10.0.0.9:3478"] and server.credential == "p"
+
+
+async def test_candidates_come_from_the_configured_addresses() -> None:
+    pc = new_peer_connection(IceConfig())
+    pc.addTransceiver("video", direction="recvonly")
+    bind_candidate_addresses(pc, ["127.0.0.1"])
+    await pc.setLocalDescription(await pc.createOffer())
+    candidates = [line for line in pc.localDescription.sdp.splitlines()
+                  if line.startswith("a=candidate")]
+    await pc.close()
+    assert candidates and all(" 127.0.0.1 " in c and "typ host" in c for c in candidates)
 
 
 def test_opus_head() -> None:
@@ -279,6 +318,20 @@ async def test_viewer_without_cached_keyframe_asks_for_one_and_waits() -> None:
     assert asked == ["c"] and feed.stats.waited_for_key == 1
     assert frame.timestamp == 0  # type: ignore[attr-defined]
     feed.close()
+
+
+async def test_b_frames_arriving_later_end_the_viewer() -> None:
+    hub = Hub()
+    pub = hub.publish("c", (h264_track(),), "test")
+    ended: list[str] = []
+    feed = ViewerFeed(hub, StreamEgress(hub, "c"), video=True, audio=False,
+                      on_ended=ended.append)
+    feed.start()
+    await _until(lambda: bool(hub.stream("c").subscribers))
+    for dts, pts in ((0, 0), (3000, 9000), (6000, 3000)):
+        pub.push(Packet(0, dts, pts, dts == 0, to_avcc([IDR if dts == 0 else P_SLICE])))
+    await _until(lambda: bool(ended))
+    assert "B-frames" in ended[0]
 
 
 async def test_h265_publication_ends_the_viewer() -> None:
