@@ -221,6 +221,35 @@ async def test_per_viewer_pass_through_mode_also_plays(webrtc_clips: dict[str, P
         await asyncio.to_thread(server.stop)
 
 
+async def test_rtmp_publisher_plays_over_whep(webrtc_server: LiveServer,
+                                              webrtc_clips: dict[str, Path]) -> None:
+    """ffmpeg -> RTMP (millisecond timestamps, AVCC) -> hub -> WHEP: same bytes, decodable."""
+    from media_server.rtmp.server import RtmpServer
+
+    async def start_rtmp() -> RtmpServer:
+        server = RtmpServer(webrtc_server.hub, "127.0.0.1", 0)
+        await server.start()
+        return server
+
+    rtmp = webrtc_server.call(start_rtmp())
+    ffmpeg = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+        "-i", str(webrtc_clips["court1"]), "-c", "copy", "-f", "flv",
+        f"rtmp://127.0.0.1:{rtmp.port}/live/rtmp1")
+    try:
+        await _until(lambda: (s := webrtc_server.hub.find("rtmp1")) is not None and s.live, 10)
+        viewer = await open_viewer(webrtc_server.url, "rtmp1")
+        assert viewer.response.status_code == 201, viewer.response.text
+        video = await frames(viewer.track("video"), 20)
+        audio = await frames(viewer.track("audio"), 10)
+        assert video[-1].width == 640 and audio[-1].sample_rate == 48000
+        await viewer.close()
+    finally:
+        ffmpeg.kill()
+        await ffmpeg.wait()
+        webrtc_server.call(rtmp.stop())
+
+
 @pytest.mark.parametrize("stream_id,body,headers,status,reason", [
     ("nosuch", None, SDP, 404, "not live"),
     ("court1", "this is not SDP", SDP, 400, "must start with 'v=0'"),
