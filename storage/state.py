@@ -176,6 +176,7 @@ class StateStore:
         self._health: Health = {"state": "degraded", "error": "not connected"}
         self._health_interval_s = health_interval_s
         self._watch_task: asyncio.Task[None] | None = None
+        self._closing = False
         self._subscriptions: set[Subscription] = set()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -199,9 +200,15 @@ class StateStore:
             self._watch_task = asyncio.create_task(self._watch(), name="state-health")
 
     async def close(self) -> None:
+        self._closing = True
         if self._watch_task is not None:
-            self._watch_task.cancel()
-            await asyncio.gather(self._watch_task, return_exceptions=True)
+            # redis-py may swallow a cancel that lands inside a command (seen with ping,
+            # when close() runs in another task): cancel again until it ends (bounded).
+            for _ in range(20):
+                self._watch_task.cancel()
+                await asyncio.wait({self._watch_task}, timeout=0.05)
+                if self._watch_task.done():
+                    break
             self._watch_task = None
         for sub in list(self._subscriptions):
             await sub.aclose()
@@ -231,7 +238,7 @@ class StateStore:
         self._health = {"state": state, "error": error}
 
     async def _watch(self) -> None:
-        while True:
+        while not self._closing:
             await self._ping()
             await asyncio.sleep(self._health_interval_s)
 

@@ -376,3 +376,16 @@ async def test_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
 async def test_one_server_per_data_dir(server: EmbeddedRedis) -> None:
     with pytest.raises(EmbeddedRedisError, match="another courtcast"):
         await EmbeddedRedis(server.data_dir).start()
+
+
+async def test_close_from_another_task_right_after_connect_is_prompt(
+    server: EmbeddedRedis,
+) -> None:
+    """A shutdown racing the first health ping (close() in wait_for, as the platform stops
+    roles) must not hang: redis-py can swallow the cancel of an in-flight command."""
+    for _ in range(5):
+        st = StateStore(server.url)
+        await st.connect()
+        started = time.monotonic()
+        await asyncio.wait_for(st.close(), 2.0)
+        assert time.monotonic() - started < 0.5
