@@ -48,37 +48,40 @@ ENCODE_LEAD_S = 2.0  # the first loop is encoded this far ahead of playback, not
 
 @dataclass(frozen=True, slots=True)
 class DemoRoom:
-    id: str
-    name: str
+    """One simulated courtroom and where it sits in the demo court tree (courts are
+    linked by court_id / parent)."""
+
     stream_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class DemoCourt:
-    id: str
-    name: str
+    room: str  # the room's name
+    court: str  # its court's name
+    court_id: str
     level: str  # "high" | "intermediate" | "basic"
-    parent: str | None
-    rooms: tuple[DemoRoom, ...]
+    parent: str | None  # court_id of the court above, None at the top
+
+    @property
+    def title(self) -> str:
+        """What the picture shows and listings call it."""
+        return f"{self.court.removeprefix('Demo ')} - {self.room}"
 
 
-def demo_court_tree() -> list[DemoCourt]:
-    """Three levels, four rooms: enough for a wall, a portal and a tour."""
+_HIGH = ("Demo Province High People's Court", "demo-high", "high", None)
+_CITY = ("Demo City Intermediate People's Court", "demo-city", "intermediate", "demo-high")
+_EAST = ("Demo East District People's Court", "demo-east", "basic", "demo-city")
+
+
+def demo_court_tree() -> list[DemoRoom]:
+    """Three court levels, four rooms: enough for a wall, a portal and a tour."""
     return [
-        DemoCourt("demo-high", "Demo Province High People's Court", "high", None,
-                  (DemoRoom("demo-high-r1", "Courtroom 1", "demo-high-1"),)),
-        DemoCourt("demo-city", "Demo City Intermediate People's Court", "intermediate",
-                  "demo-high", (DemoRoom("demo-city-r3", "Courtroom 3", "demo-city-3"),)),
-        DemoCourt("demo-east", "Demo East District People's Court", "basic", "demo-city",
-                  (DemoRoom("demo-east-r1", "Courtroom 1", "demo-east-1"),
-                   DemoRoom("demo-east-r2", "Courtroom 2", "demo-east-2"))),
+        DemoRoom("demo-high-1", "Courtroom 1", *_HIGH),
+        DemoRoom("demo-city-3", "Courtroom 3", *_CITY),
+        DemoRoom("demo-east-1", "Courtroom 1", *_EAST),
+        DemoRoom("demo-east-2", "Courtroom 2", *_EAST),
     ]
 
 
 def demo_titles() -> dict[str, str]:
     """stream id -> the title burned into its picture."""
-    return {room.stream_id: f"{court.name.removeprefix('Demo ')} - {room.name}"
-            for court in demo_court_tree() for room in court.rooms}
+    return {room.stream_id: room.title for room in demo_court_tree()}
 
 
 # -- a 5x7 block font: rows as 5-bit numbers, most significant bit on the left --

@@ -288,6 +288,7 @@ class RtspPull:
         self.backoff = backoff or Backoff()
         self.stable_s = stable_s
         self.is_file = "://" not in url or url.startswith("file://")
+        self._source_url = url
         self._url = url.removeprefix("file://")
         self.safe_url = redact_url(url)
         self._secrets = _secrets_of(url)
@@ -306,6 +307,12 @@ class RtspPull:
 
     def __repr__(self) -> str:
         return f"<RtspPull {self.stream_id} {self.safe_url} {self.transport} {self.state.state}>"
+
+    @property
+    def url(self) -> str:
+        """The source URL as given, credentials included: compare it, never log it (use
+        safe_url)."""
+        return self._source_url
 
     @property
     def state(self) -> SourceState:
@@ -588,14 +595,16 @@ class _Pacer:
 
 def _next_loop(readers: dict[int, _TrackReader]) -> None:
     """Shift every track by the file's length so the next loop continues the timeline."""
-    seen = [r for r in readers.values() if r.first_dts is not None and r.last_dts is not None]
-    if not seen:
-        raise SourceError("the file holds no packets")
     # first_dts was taken in the first loop (offset 0); rounding up keeps every track's
     # next dts past its own last one, and one span for all keeps audio and video in sync
-    end = max((r.last_dts - r.offset + r.step) / r.timescale for r in seen)  # type: ignore[operator]
-    start = min(r.first_dts / r.timescale for r in seen)  # type: ignore[operator]
-    span = end - start
+    ends, starts = [], []
+    for r in readers.values():
+        if r.first_dts is not None and r.last_dts is not None:
+            ends.append((r.last_dts - r.offset + r.step) / r.timescale)
+            starts.append(r.first_dts / r.timescale)
+    if not ends:
+        raise SourceError("the file holds no packets")
+    span = max(ends) - min(starts)
     for reader in readers.values():
         reader.offset += math.ceil(span * reader.timescale)
 

@@ -107,13 +107,14 @@ async def test_picture_shows_the_wall_clock_seconds(tmp_path: Path) -> None:
 
 
 def test_court_tree_has_three_levels_and_unique_streams() -> None:
-    courts = demo_court_tree()
-    assert [c.level for c in courts] == ["high", "intermediate", "basic"]
-    ids = {c.id for c in courts}
-    assert all(c.parent is None or c.parent in ids for c in courts)
-    streams = [r.stream_id for c in courts for r in c.rooms]
-    assert 3 <= len(streams) <= 4 and len(set(streams)) == len(streams)
-    assert set(demo_titles()) == set(streams)
+    rooms = demo_court_tree()
+    assert [r.level for r in rooms] == ["high", "intermediate", "basic", "basic"]
+    courts = {r.court_id: r for r in rooms}
+    assert all(r.parent is None or r.parent in courts for r in rooms)
+    assert courts["demo-east"].parent == "demo-city" and courts["demo-city"].parent == "demo-high"
+    streams = [r.stream_id for r in rooms]
+    assert len(set(streams)) == len(streams) == 4 and set(demo_titles()) == set(streams)
+    assert demo_titles()["demo-city-3"] == "City Intermediate People's Court - Courtroom 3"
 
 
 def test_text_mask_and_bad_sizes() -> None:
