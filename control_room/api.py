@@ -4,8 +4,8 @@ Live statistics come from the `stream-live` presence entries every media node re
 Redis, so this API answers the same whichever node (or how many) it runs on.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI must see the dependency closures
+# (current_caller, require) in the route annotations at definition time.
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -43,7 +43,7 @@ def session_token(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE)
 
 
-def build_api_router(role: ControlRoomRole) -> APIRouter:
+def build_api_router(role: "ControlRoomRole") -> APIRouter:
     router = APIRouter(prefix="/api/v1")
     users = role.users
     registry = StreamRegistry(role.storage.state)

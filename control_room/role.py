@@ -39,5 +39,5 @@ class ControlRoomRole:
     async def stop(self) -> None:
         return None
 
-    def health(self) -> dict[str, Any]:
+    async def health(self) -> dict[str, Any]:
         return {"state": "ok"}

@@ -33,7 +33,7 @@ class Role(Protocol):
 
     async def stop(self) -> None: ...
 
-    def health(self) -> dict[str, Any]: ...
+    async def health(self) -> dict[str, Any]: ...
 
 
 def bind_socket(host: str, port: int, key: str) -> socket.socket:
@@ -60,7 +60,16 @@ class Platform:
         self.metrics = CollectorRegistry()
         self.started_at = time.time()
         self._add_process_routes()
+        # every listening socket is bound before any role starts: a busy port is a config
+        # error reported before anything runs
         self._http_sock = bind_socket(config.http.host, config.http.port, "http.port")
+        self.rtmp_sock: socket.socket | None = None
+        if "media_server" in self.role_names and config.rtmp.enabled:
+            try:
+                self.rtmp_sock = bind_socket(config.rtmp.host, config.rtmp.port, "rtmp.port")
+            except ConfigError:
+                self._http_sock.close()
+                raise
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
 
@@ -69,7 +78,7 @@ class Platform:
 
         @self.app.get("/api/v1/health", tags=["process"])
         async def health() -> JSONResponse:
-            body = self.health()
+            body = await self.health()
             return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
         @self.app.get("/metrics", tags=["process"])
@@ -97,7 +106,8 @@ class Platform:
             async def resolve_caller(request: Request) -> Caller | None:
                 return await users.caller(session_token(request))
 
-            media = MediaServerRole(self.config, storage, self.app, self.metrics, resolve_caller)
+            media = MediaServerRole(self.config, storage, self.app, self.metrics,
+                                    resolve_caller, self.rtmp_sock)
             self.roles.append(media)
             await media.start()
         if "control_room" in self.role_names:
@@ -126,6 +136,8 @@ class Platform:
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 self._http.force_exit = True
         self._http_sock.close()
+        if self.rtmp_sock is not None and not any(r.name == "media_server" for r in self.roles):
+            self.rtmp_sock.close()  # never handed to a started role
         for role in reversed(self.roles):
             try:
                 await asyncio.wait_for(role.stop(), STOP_BUDGET_S / max(1, len(self.roles)))
@@ -135,8 +147,8 @@ class Platform:
                 log.exception("role %s failed to stop", role.name)
         self.roles.clear()
 
-    def health(self) -> dict[str, Any]:
-        roles = {role.name: role.health() for role in self.roles}
+    async def health(self) -> dict[str, Any]:
+        roles = {role.name: await role.health() for role in self.roles}
         for name in ROLE_ORDER:
             roles.setdefault(name, {"state": "not running in this process"})
         roles["recorder"] = {"state": "not built yet"}

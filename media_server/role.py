@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,7 +14,6 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 
 from courtcast.config import Config
-from courtcast.platform import bind_socket
 from media_server.access import AccessDenied, AccessPolicy, Caller, PlayTokens
 from media_server.hub import Hub
 from media_server.stats import HubCollector, stream_stats
@@ -33,7 +33,8 @@ class MediaServerRole:
     name = "media_server"
 
     def __init__(self, config: Config, storage: StorageRole, app: FastAPI,
-                 metrics: Any, resolve_caller: CallerResolver) -> None:
+                 metrics: Any, resolve_caller: CallerResolver,
+                 rtmp_sock: socket.socket | None) -> None:
         self.config = config
         self.storage = storage
         self.app = app
@@ -48,8 +49,7 @@ class MediaServerRole:
         self.pulls: dict[str, Any] = {}
         self.demos: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._rtmp_sock = (bind_socket(config.rtmp.host, config.rtmp.port, "rtmp.port")
-                           if config.rtmp.enabled else None)
+        self._rtmp_sock = rtmp_sock  # bound by the platform before anything started
 
     @property
     def rtmp_port(self) -> int:
@@ -82,7 +82,7 @@ class MediaServerRole:
         elif self._rtmp_sock is not None:
             self._rtmp_sock.close()
 
-    def health(self) -> dict[str, Any]:
+    async def health(self) -> dict[str, Any]:
         streams = self.hub.streams()
         return {"state": "ok", "streams_live": sum(s.live for s in streams),
                 "subscribers": sum(len(s.subscribers) for s in streams),

@@ -48,9 +48,9 @@ class StorageRole:
             await self.embedded.stop()
             self.embedded = None
 
-    def health(self) -> dict[str, Any]:
+    async def health(self) -> dict[str, Any]:
         state = self._state.health() if self._state else {"state": "starting"}
-        objects = self._objects.health() if self._objects else {"state": "starting"}
+        objects = await self._objects.health() if self._objects else {"state": "starting"}
         overall = "ok" if state["state"] == objects["state"] == "ok" else "degraded"
         backend = "embedded" if self.embedded else "external"
         return {"state": overall, "redis": {**state, "kind": backend},

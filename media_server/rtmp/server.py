@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -107,12 +108,14 @@ def split_query_key(text: str) -> tuple[str, str | None]:
 class RtmpServer:
     def __init__(self, hub: Hub, host: str = "0.0.0.0", port: int = 1935,
                  authorize: Authorize | None = None, *, app: str = "live",
-                 limits: RtmpLimits | None = None) -> None:
+                 limits: RtmpLimits | None = None, sock: socket.socket | None = None) -> None:
         """authorize(stream_id, key, "publish" | "play", peer) raises RtmpRefused to refuse;
-        None lets everyone in (open mode, local trials only)."""
+        None lets everyone in (open mode, local trials only). sock: an already bound
+        listening socket (the platform binds early so a busy port is a config error)."""
         self.hub = hub
         self.host = host
         self._port = port
+        self._sock = sock
         self.authorize = authorize
         self.app = app
         self.limits = limits or RtmpLimits()
@@ -129,7 +132,10 @@ class RtmpServer:
         return self._port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self._port)
+        if self._sock is not None:
+            self._server = await asyncio.start_server(self._accept, sock=self._sock)
+        else:
+            self._server = await asyncio.start_server(self._accept, self.host, self._port)
         log.info("RTMP listening on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
@@ -138,7 +144,7 @@ class RtmpServer:
         closing = [c.close("server shutting down") for c in list(self._connections)]
         tasks = [t for t in closing if t is not None]
         if tasks:
-            await asyncio.wait(tasks, timeout=5)
+            await asyncio.wait(tasks, timeout=1)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
