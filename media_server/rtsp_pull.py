@@ -92,12 +92,12 @@ class _InterruptClock:
     """
 
     def __init__(self) -> None:
-        self._threads: set[int] = set()
+        self._threads: set[threading.Thread] = set()  # objects, not idents: never reused
         self._jump = 0.0
 
     def monotonic(self) -> float:
         now = time.monotonic()
-        if self._threads and threading.get_ident() in self._threads:
+        if self._threads and threading.current_thread() in self._threads:
             self._jump += 1e6  # keeps growing: a timeout restarted after the stop also fires
             return now + self._jump
         return now
@@ -105,12 +105,11 @@ class _InterruptClock:
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
 
-    def interrupt(self, ident: int | None) -> None:
-        if ident is not None:
-            self._threads.add(ident)
+    def interrupt(self, thread: threading.Thread) -> None:
+        self._threads.add(thread)
 
-    def release(self, ident: int | None) -> None:
-        self._threads.discard(ident or 0)
+    def release(self, thread: threading.Thread) -> None:
+        self._threads.discard(thread)
 
 
 _INTERRUPTS = _InterruptClock()
@@ -334,11 +333,13 @@ class RtspPull:
         self._stopping.set()
         thread = self._thread
         if thread is not None:
-            _INTERRUPTS.interrupt(thread.ident)
+            _INTERRUPTS.interrupt(thread)
             deadline = time.monotonic() + STOP_GRACE_S
             while thread.is_alive() and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
-            if thread.is_alive():
+            if not thread.is_alive():
+                _INTERRUPTS.release(thread)  # in case it ended before being marked
+            else:
                 log.warning("stream %s: puller of %s still blocked; it ends within %.0f s",
                             self.stream_id, self.safe_url, self.timeout_s * 2)
         self._outbox.clear()
@@ -416,7 +417,7 @@ class RtspPull:
             while not self._stopping.is_set():
                 self._attempt()
         finally:
-            _INTERRUPTS.release(threading.get_ident())
+            _INTERRUPTS.release(threading.current_thread())
 
     def _attempt(self) -> None:
         self._session += 1
