@@ -3,28 +3,27 @@ DELETE the Location to end. Non-trickle: the answer carries every candidate, so 
 answers 405 (RFC 9725 4.3.1: neither trickle ICE nor ICE restart is supported).
 
 Errors are JSON {"detail": reason}, as FastAPI's own. Who may publish or play is not
-decided here: the control room passes hooks that raise
-fastapi.HTTPException to refuse.
+decided here: the control room passes hooks that raise fastapi.HTTPException to refuse.
+The one exception: an arraignment room's seat token (Bearer) opens that seat's own
+publish and the other seat's play, without the hooks.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 from media_server.hub import Hub
+from media_server.webrtc.arraignment_http import add_arraignment_routes
+from media_server.webrtc.auth import AuthorizePlay, AuthorizePublish, bearer_token
 from media_server.webrtc.errors import SignalingError
 from media_server.webrtc.ice import IceConfig
 from media_server.webrtc.sdp import MAX_OFFER_BYTES
 from media_server.webrtc.service import WebRTCOptions, WebRTCService
 
 log = logging.getLogger(__name__)
-
-AuthorizePlay = Callable[[Request, str], Awaitable[None]]
-AuthorizePublish = Callable[[Request, str, str | None], Awaitable[None]]
 
 SDP = "application/sdp"
 SESSION_METHODS = "DELETE"
@@ -41,13 +40,15 @@ def make_webrtc_router(hub: Hub, authorize_play: AuthorizePlay,
     router.webrtc = service  # type: ignore[attr-defined]
     _add_whep(router, service, authorize_play)
     _add_whip(router, service, authorize_publish)
+    add_arraignment_routes(router, service)
     return router
 
 
 def _add_whep(router: APIRouter, service: WebRTCService, authorize: AuthorizePlay) -> None:
     @router.post("/whep/{stream_id}", status_code=201, response_class=Response)
     async def whep_offer(stream_id: str, request: Request) -> Response:
-        await authorize(request, stream_id)
+        if not service.rooms.may_play(stream_id, bearer_token(request)):
+            await authorize(request, stream_id)
         offer = await _read_offer(request)
         viewer = request.client.host if request.client else ""
         try:
@@ -76,7 +77,9 @@ def _add_whep(router: APIRouter, service: WebRTCService, authorize: AuthorizePla
 def _add_whip(router: APIRouter, service: WebRTCService, authorize: AuthorizePublish) -> None:
     @router.post("/whip/{stream_id}", status_code=201, response_class=Response)
     async def whip_offer(stream_id: str, request: Request) -> Response:
-        await authorize(request, stream_id, bearer_token(request))
+        bearer = bearer_token(request)
+        if not service.rooms.may_publish(stream_id, bearer):
+            await authorize(request, stream_id, bearer)
         offer = await _read_offer(request)
         source = f"WHIP from {request.client.host}" if request.client else "WHIP"
         try:
@@ -100,12 +103,6 @@ def _add_whip(router: APIRouter, service: WebRTCService, authorize: AuthorizePub
     @router.options("/whip/{stream_id}")
     async def whip_options(stream_id: str) -> Response:
         return Response(status_code=204, headers={"Accept-Post": SDP, "Allow": "OPTIONS, POST"})
-
-
-def bearer_token(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 async def _read_offer(request: Request) -> str:

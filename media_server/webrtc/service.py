@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from media_server.hub import Hub
+from media_server.webrtc.arraignment import ArraignmentRooms
 from media_server.webrtc.ice import IceConfig
 from media_server.webrtc.whep import WhepEndpoint
 from media_server.webrtc.whip import WhipEndpoint
@@ -27,6 +28,7 @@ class WebRTCService:
         self.hub = hub
         self.ice = ice
         self.options = options
+        self.rooms = ArraignmentRooms()
         self.whip = WhipEndpoint(hub, ice, keyframe_interval_s=options.whip_keyframe_interval_s)
         self.whep = WhepEndpoint(hub, ice, shared_packetization=options.shared_packetization,
                                  request_keyframe=self.whip.request_keyframe)

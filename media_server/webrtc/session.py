@@ -93,6 +93,10 @@ class PeerSession:
         self._timeout.cancel()
         log.info("%s session %s of %s ended: %s", self.kind.upper(), self.id,
                  self.stream_id, reason)
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()  # keyframe clocks and the like end with the session
         self.release()
         await self.pc.close()
         self._on_closed(self)

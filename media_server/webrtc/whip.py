@@ -283,6 +283,11 @@ class WhipEndpoint:
             if session.stream_id == stream_id and not session.closed:
                 session.request_keyframe()
 
+    async def close_stream(self, stream_id: str, reason: str) -> None:
+        for session in list(self.sessions.values()):
+            if session.stream_id == stream_id:
+                await session.close(reason)
+
     async def close_all(self) -> None:
         for session in list(self.sessions.values()):
             await session.close("server shutting down")

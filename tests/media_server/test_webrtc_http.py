@@ -95,7 +95,8 @@ class LiveServer:
 
 
 async def authorize_play(request: Request, stream_id: str) -> None:
-    if stream_id == PRIVATE:
+    """As the control room would: private streams (a closed hearing, arraignments) refused."""
+    if stream_id == PRIVATE or stream_id.startswith("arraignment-"):
         raise HTTPException(403, f"stream {stream_id!r} is private: sign in first")
 
 
