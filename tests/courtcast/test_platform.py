@@ -1,0 +1,152 @@
+"""The whole platform in one process, as `courtcast up` runs it, fed by the ffmpeg CLI over
+RTMP and read back over LL-HLS by ffmpeg: media checked by decoding it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from courtcast.config import load_config
+from courtcast.platform import Platform
+from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
+from tests.mediafiles import make_clip
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
+    config = load_config(overrides={"node.data_dir": str(tmp_path / "data"),
+                                    "http.port": 0, "rtmp.port": 0}, environ={})
+    node = Platform(config)
+    await node.start()
+    yield node
+    await node.stop()
+
+
+def media_role(node: Platform) -> Any:
+    return next(r for r in node.roles if r.name == "media_server")
+
+
+def base_url(node: Platform) -> str:
+    return f"http://127.0.0.1:{node.http_port}"
+
+
+async def define(node: Platform, stream_id: str, **fields: Any) -> str:
+    registry = StreamRegistry(node.roles[0].state)  # type: ignore[attr-defined]
+    return await registry.define(StreamDefinition(id=stream_id, **fields))
+
+
+async def run(*cmd: str, timeout: float = 60) -> tuple[int, str]:
+    """Run a command; it is killed (and reaped) if it overruns or the caller is cancelled."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def push(clip: Path, url: str) -> tuple[int, str]:
+    return await run("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
+                     "-i", str(clip), "-c", "copy", "-f", "flv", url)
+
+
+async def cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel a run()/push() task; run() kills and reaps its process."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def probe(path: Path) -> dict[str, Any]:
+    code, out = await run("ffprobe", "-v", "error", "-count_frames", "-show_streams",
+                          "-show_format", "-of", "json", str(path))
+    assert code == 0, out
+    return json.loads(out)
+
+
+async def wait_live(node: Platform, stream_id: str, timeout: float = 10) -> None:
+    hub = media_role(node).hub
+    for _ in range(int(timeout / 0.05)):
+        stream = hub.find(stream_id)
+        if stream is not None and stream.live and stream.tracks:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{stream_id} never went live")
+
+
+async def test_rtmp_in_ll_hls_out_decodes_like_the_source(platform: Platform,
+                                                          tmp_path: Path) -> None:
+    seconds, fps = 6, 25
+    clip = make_clip(tmp_path, seconds=seconds, fps=fps, gop=2 * fps, bframes=2,
+                     size=(640, 360))
+    key = await define(platform, "court-a", public=True)
+    rtmp = f"rtmp://127.0.0.1:{media_role(platform).rtmp_port}/live/court-a?key={key}"
+    publisher = asyncio.create_task(push(clip, rtmp))
+    await wait_live(platform, "court-a")
+    playlist = f"{base_url(platform)}/live/court-a/index.m3u8"
+    out = tmp_path / "from-hls.mp4"
+    # read the whole window from its first segment; give up 4 reloads after the last one
+    reader = asyncio.create_task(run(
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-live_start_index", "0",
+        "-m3u8_hold_counters", "4", "-i", playlist, "-c", "copy", "-y", str(out), timeout=60))
+    code, log = await publisher
+    assert code == 0, log
+    code, log = await reader
+    assert code == 0, log
+    info = await probe(out)
+    video = next(s for s in info["streams"] if s["codec_type"] == "video")
+    audio = next(s for s in info["streams"] if s["codec_type"] == "audio")
+    assert (video["width"], video["height"]) == (640, 360)
+    assert abs(int(video["nb_read_frames"]) - seconds * fps) <= 1
+    assert audio["codec_name"] == "aac"
+    assert abs(float(video["start_time"]) - float(audio["start_time"])) <= 1 / fps
+
+
+async def test_private_stream_needs_a_signed_in_operator_or_a_token(
+        platform: Platform, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path, seconds=8, fps=25, gop=25)
+    key = await define(platform, "hall-cam", stream_class=StreamClass.security, public=True)
+    port = media_role(platform).rtmp_port
+    wrong = await push(clip, f"rtmp://127.0.0.1:{port}/live/hall-cam?key=not-the-key")
+    assert wrong[0] != 0
+    publisher = asyncio.create_task(push(clip, f"rtmp://127.0.0.1:{port}/live/hall-cam?key={key}"))
+    await wait_live(platform, "hall-cam")
+    base = base_url(platform)
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        anonymous = await http.get("/live/hall-cam/index.m3u8")
+        assert anonymous.status_code == 404  # a public URL never reveals a private stream
+        listed = await http.get("/api/v1/streams")
+        assert "hall-cam" not in [s["id"] for s in listed.json()]
+        forged = await http.get("/live/hall-cam/index.m3u8?token=9999999999.deadbeef")
+        assert forged.status_code == 404
+        no_login = await http.get("/api/v1/streams/hall-cam/play-url")
+        assert no_login.status_code == 401
+
+    users = platform.roles[-1].users  # type: ignore[attr-defined]
+    await users.add("olga", "operator", "correct horse battery")
+    await users.add("tom", "technician", "correct horse battery")
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        await http.post("/api/v1/login", json={"name": "tom", "password": "correct horse battery"})
+        assert (await http.get("/api/v1/streams/hall-cam/play-url")).status_code == 403
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        login = await http.post("/api/v1/login",
+                                json={"name": "olga", "password": "correct horse battery"})
+        assert login.status_code == 200
+        as_operator = await http.get("/live/hall-cam/index.m3u8")
+        assert as_operator.status_code == 200 and "#EXTM3U" in as_operator.text
+        url = (await http.get("/api/v1/streams/hall-cam/play-url")).json()["hls"]
+    # the token alone (no cookie) plays, and reaches every segment the playlist names
+    code, log = await run("ffprobe", "-v", "error", "-show_streams", "-of", "json", base + url)
+    assert code == 0, log
+    assert '"codec_name": "h264"' in log
+    await cancel(publisher)
