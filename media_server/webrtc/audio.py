@@ -77,11 +77,19 @@ class AacOpusCodec:
                 log.debug("AAC frame not decodable, skipped: %s", exc)
                 continue
             for frame in frames:
-                frame.pts = None  # the resampler and encoder count samples themselves
-                for chunk in self._resampler.resample(frame):
-                    for encoded in self._encoder.encode(chunk):
-                        out.append(OpusFrame(bytes(encoded), self._next_ts))
-                        self._next_ts += OPUS_FRAME
+                out.extend(self._encode(frame))
+        return out
+
+    def _encode(self, frame: av.AudioFrame) -> list[OpusFrame]:
+        out: list[OpusFrame] = []
+        frame.pts = None  # the resampler and encoder count samples themselves
+        try:
+            for chunk in self._resampler.resample(frame):
+                for encoded in self._encoder.encode(chunk):
+                    out.append(OpusFrame(bytes(encoded), self._next_ts or 0))
+                    self._next_ts = (self._next_ts or 0) + OPUS_FRAME
+        except av.FFmpegError as exc:  # e.g. the channel layout changed mid-stream
+            log.warning("stream audio could not be made Opus, frame skipped: %s", exc)
         return out
 
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiortc import RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from media_server.hub import Hub
@@ -89,8 +89,9 @@ def preferred(kind: str, mime: str) -> list[RTCRtpCodecCapability]:
 class WhepSession(PeerSession):
     kind = "whep"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, stream_id: str, pc: RTCPeerConnection, ice: IceConfig,
+                 on_closed: Callable[[PeerSession], None]) -> None:
+        super().__init__(stream_id, pc, ice, on_closed)
         self.feed: ViewerFeed | None = None
         self.egress: StreamEgress | None = None
         self._registry: EgressRegistry | None = None

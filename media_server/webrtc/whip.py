@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from aiortc import RTCRtpReceiver, RTCRtpTransceiver
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.jitterbuffer import JitterFrame
 
 from media_server.hub import Hub, Publication, StreamBusy
@@ -158,8 +158,9 @@ class WhipIngest:
 class WhipSession(PeerSession):
     kind = "whip"
 
-    def __init__(self, *args: object, keyframe_interval_s: float = 2.0, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, stream_id: str, pc: RTCPeerConnection, ice: IceConfig,
+                 on_closed: Callable[[PeerSession], None], keyframe_interval_s: float) -> None:
+        super().__init__(stream_id, pc, ice, on_closed)
         self.ingest: WhipIngest | None = None
         self.keyframe_interval_s = keyframe_interval_s
         self.keyframe_requests = 0
@@ -235,7 +236,8 @@ class WhipEndpoint:
         self.keyframe_interval_s = keyframe_interval_s
         self.sessions: dict[str, WhipSession] = {}
 
-    async def open(self, stream_id: str, offer_sdp: str, source: str) -> tuple[WhipSession, str]:
+    async def open(self, stream_id: str, offer_sdp: str,
+                   source: str) -> tuple[WhipSession, str]:
         try:
             offer = parse_offer(offer_sdp)
             check_webrtc(offer)
