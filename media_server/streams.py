@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from media_server.rtsp_pull import redact_url
 from storage.state import StateStore
 
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -36,11 +37,6 @@ def valid_stream_id(stream_id: str) -> bool:
 
 def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def redact_url(url: str) -> str:
-    """rtsp://user:pass@host/x -> rtsp://***@host/x (credentials never leave the node)."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1***@", url, flags=re.IGNORECASE)
 
 
 @dataclass
