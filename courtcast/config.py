@@ -86,6 +86,23 @@ class HlsConfig(_Model):
     idle_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class IceServerConfig(_Model):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class WebRtcConfig(_Model):
+    # no public STUN by default: court networks are closed; add STUN/TURN here if needed
+    ice_servers: list[IceServerConfig] = []
+    # host candidates to offer; None: every interface address of the machine
+    host_addresses: list[str] | None = None
+    include_loopback: bool = True
+    connect_timeout_s: float = Field(default=20.0, gt=0)
+    # RTP payloads of a frame computed once per stream, shared by all its viewers
+    shared_packetization: bool = True
+
+
 class SecurityConfig(_Model):
     # open: no publish/play checks, any stream id may publish; loopback binds only
     open: bool = False
@@ -110,6 +127,7 @@ class Config(_Model):
     state: StateConfig = StateConfig()
     objects: ObjectsConfig = ObjectsConfig()
     hls: HlsConfig = HlsConfig()
+    webrtc: WebRtcConfig = WebRtcConfig()
     security: SecurityConfig = SecurityConfig()
     demo: DemoConfig = DemoConfig()
     recorder: RecorderConfig = RecorderConfig()

@@ -183,10 +183,15 @@ class MediaServerRole:
         self.app.include_router(make_hls_router(self.hls, self.authorize_play))
 
     def _mount_webrtc(self) -> None:
-        try:
-            from media_server.webrtc.http import make_webrtc_router
-        except ImportError:
-            log.info("WebRTC egress not available in this build")
-            return
+        from media_server.webrtc.http import make_webrtc_router
+        from media_server.webrtc.ice import IceConfig, IceServer
+        from media_server.webrtc.service import WebRTCOptions
+
+        cfg = self.config.webrtc
+        ice = IceConfig(servers=[IceServer(**s.model_dump()) for s in cfg.ice_servers],
+                        host_addresses=cfg.host_addresses,
+                        include_loopback=cfg.include_loopback,
+                        connect_timeout_s=cfg.connect_timeout_s)
+        options = WebRTCOptions(shared_packetization=cfg.shared_packetization)
         self.app.include_router(make_webrtc_router(
-            self.hub, self.authorize_play, self.authorize_publish, None))
+            self.hub, self.authorize_play, self.authorize_publish, ice, options))

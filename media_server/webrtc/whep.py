@@ -7,14 +7,16 @@ H.264 bytes as VP8, which a browser decodes to nothing, silently).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from media_server.hub import Hub
+from media_server.hub import Hub, Stream
 from media_server.media import Packet, Track, video_track
 from media_server.webrtc.egress import EgressRegistry, StreamEgress
 from media_server.webrtc.errors import SignalingError
@@ -38,6 +40,8 @@ from media_server.webrtc.tracks import (
 )
 
 log = logging.getLogger(__name__)
+
+TRACKS_WAIT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,14 @@ class WhepSession(PeerSession):
             self.egress = None
 
 
+async def _tracks_known(stream: Stream, timeout_s: float = TRACKS_WAIT_S) -> None:
+    """A publisher announces its tracks a moment after it starts (RTMP: at the sequence
+    headers); a viewer arriving in between waits for them rather than being refused."""
+    deadline = time.monotonic() + timeout_s
+    while stream.live and not stream.tracks and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
 class WhepEndpoint:
     """Opens and ends WHEP sessions over a hub."""
 
@@ -136,6 +148,7 @@ class WhepEndpoint:
         stream = self.hub.find(stream_id)
         if stream is None or not stream.live:
             raise SignalingError(404, f"stream {stream_id!r} is not live")
+        await _tracks_known(stream)
         plan = plan_viewer(stream_id, stream.tracks, offer, stream.gop())
         session = WhepSession(stream_id, new_peer_connection(self.ice), self.ice, self._closed)
         ok = False
