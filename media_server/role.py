@@ -17,6 +17,7 @@ from courtcast.config import Config
 from media_server.access import AccessDenied, AccessPolicy, Caller, PlayTokens
 from media_server.hub import Hub
 from media_server.stats import HubCollector, stream_stats
+from media_server.streams import CHANGES as STREAM_CHANGES
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
 from storage.role import StorageRole
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 LIVE_KIND = "stream-live"  # presence entries: which node has which stream live, and its stats
 LIVE_TTL_S = 5
-RECONCILE_S = 5.0
+RECONCILE_S = 10.0
 
 CallerResolver = Callable[[Request], Awaitable[Caller | None]]
 
@@ -137,12 +138,28 @@ class MediaServerRole:
                 self.pulls[stream_id] = pull
 
     async def _reconcile_loop(self) -> None:
-        while True:
-            await asyncio.sleep(RECONCILE_S)
-            try:
-                await self._reconcile_pulls()
-            except Exception:  # a bad definition must not end the loop for the others
-                log.exception("reconciling pulled streams failed")
+        """Reconcile at once when a definition changes (pub/sub), and every RECONCILE_S
+        anyway, since pub/sub drops what is published while Redis is away."""
+        changed = asyncio.Event()
+
+        async def listen() -> None:
+            async with self.storage.state.subscribe(STREAM_CHANGES) as changes:
+                async for _ in changes:
+                    changed.set()
+
+        listener = asyncio.create_task(listen(), name="stream-changes")
+        try:
+            while True:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), RECONCILE_S)
+                changed.clear()
+                try:
+                    await self._reconcile_pulls()
+                except Exception:  # a bad definition must not end the loop for the others
+                    log.exception("reconciling pulled streams failed")
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
 
     async def _publish_live_stats(self) -> None:
         """Tell every node (and the CLI) which streams are live here, with their stats."""

@@ -22,6 +22,7 @@ from storage.state import StateStore
 
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 KIND = "stream"
+CHANGES = "streams"  # pub/sub channel: a definition was made, changed or deleted
 
 
 class StreamClass(StrEnum):
@@ -101,6 +102,7 @@ class StreamRegistry:
         key = key or secrets.token_urlsafe(18)
         definition.key_sha256 = key_digest(key)
         await self._state.put_record(KIND, definition.id, definition.to_record())
+        await self._state.publish(CHANGES, {"id": definition.id, "change": "defined"})
         return key
 
     async def get(self, stream_id: str) -> StreamDefinition | None:
@@ -113,6 +115,7 @@ class StreamRegistry:
 
     async def delete(self, stream_id: str) -> None:
         await self._state.delete_record(KIND, stream_id)
+        await self._state.publish(CHANGES, {"id": stream_id, "change": "deleted"})
 
     async def key_matches(self, stream_id: str, key: str | None) -> bool:
         definition = await self.get(stream_id)
