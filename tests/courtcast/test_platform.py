@@ -20,12 +20,17 @@ from tests.mediafiles import make_clip
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
+async def start_platform(tmp_path: Path, **overrides: Any) -> Platform:
     config = load_config(overrides={"node.data_dir": str(tmp_path / "data"),
-                                    "http.port": 0, "rtmp.port": 0}, environ={})
+                                    "http.port": 0, "rtmp.port": 0, **overrides}, environ={})
     node = Platform(config)
     await node.start()
+    return node
+
+
+@pytest.fixture
+async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
+    node = await start_platform(tmp_path)
     yield node
     await node.stop()
 
@@ -150,3 +155,73 @@ async def test_private_stream_needs_a_signed_in_operator_or_a_token(
     assert code == 0, log
     assert '"codec_name": "h264"' in log
     await cancel(publisher)
+
+
+async def record_hls(url: str, out: Path, seconds: float) -> dict[str, Any]:
+    code, log = await run("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
+                          "-i", url, "-t", str(seconds), "-c", "copy", "-y", str(out))
+    assert code == 0, log
+    return await probe(out)
+
+
+def stream_info(info: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(s for s in info["streams"] if s["codec_type"] == kind)
+
+
+async def test_demo_courtrooms_are_live_public_and_decode(tmp_path: Path) -> None:
+    node = await start_platform(tmp_path, **{"demo.enabled": True, "demo.rooms": 2})
+    try:
+        demos = media_role(node).demo_streams()
+        assert len(demos) == 2
+        stream_id = demos[0][0]
+        await wait_live(node, stream_id)
+        info = await record_hls(f"{base_url(node)}/live/{stream_id}/index.m3u8",
+                                tmp_path / "demo.mp4", 3)
+        video = stream_info(info, "video")
+        assert (video["width"], video["height"]) == (1280, 720)
+        assert int(video["nb_read_frames"]) >= 3 * 25 - 1
+        assert stream_info(info, "audio")["codec_name"] == "aac"
+        async with httpx.AsyncClient(base_url=base_url(node)) as http:
+            for _ in range(40):  # live stats reach Redis within about a second
+                listed = {s["id"]: s for s in (await http.get("/api/v1/streams")).json()}
+                if (listed.get(stream_id) or {}).get("stats"):
+                    break
+                await asyncio.sleep(0.1)
+        assert listed[stream_id]["public"] and listed[stream_id]["stats"]["live"]
+        assert listed[stream_id]["stats"]["video"]["width"] == 1280
+    finally:
+        await node.stop()
+
+
+async def test_rtsp_camera_is_pulled_to_ll_hls_and_comes_back_after_a_reboot(
+        platform: Platform, tmp_path: Path, rtsp_camera: Any) -> None:
+    camera = await asyncio.to_thread(rtsp_camera, user="clerk", password="s3cret:pw")
+    await define(platform, "court-cam", source_url=camera.url, public=True)
+    await wait_live(platform, "court-cam", timeout=15)
+    async with httpx.AsyncClient(base_url=base_url(platform), timeout=10) as http:
+        shown = (await http.get("/api/v1/streams/court-cam")).json()
+        assert "s3cret" not in json.dumps(shown) and shown["source_url"].startswith("rtsp://***@")
+    playlist = f"{base_url(platform)}/live/court-cam/index.m3u8"
+    info = await record_hls(playlist, tmp_path / "cam.mp4", 2)
+    assert (stream_info(info, "video")["width"], stream_info(info, "video")["height"]) == (640, 360)
+
+    stream = media_role(platform).hub.find("court-cam")
+    epoch = stream.epoch
+    await asyncio.to_thread(camera.kill)
+    for _ in range(100):
+        if not stream.live:
+            break
+        await asyncio.sleep(0.1)
+    assert not stream.live and stream.source.state == "failed"
+    await asyncio.to_thread(camera.start)
+    await wait_live(platform, "court-cam", timeout=30)  # back by itself, no operator
+    assert stream.epoch > epoch
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(100):
+            text = (await http.get(playlist)).text
+            if "#EXT-X-DISCONTINUITY" in text:
+                break
+            await asyncio.sleep(0.1)
+    assert "#EXT-X-DISCONTINUITY" in text
+    info = await record_hls(playlist, tmp_path / "cam-after.mp4", 2)
+    assert stream_info(info, "video")["codec_name"] == "h264"
