@@ -131,7 +131,7 @@ class BitReader:
 
     def bits(self, count: int) -> int:
         if self.pos + count > self._bits:
-            raise BitstreamError("parameter set ends early")
+            raise BitstreamError("truncated: the bits end early")
         self.pos += count
         return (self._value >> (self._bits - self.pos)) & ((1 << count) - 1)
 

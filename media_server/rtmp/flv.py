@@ -12,6 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from media_server.bitstream import (
+    BitReader,
+    BitstreamError,
+    nal_type,
+    parse_avcc_record,
+    parse_h264_sps,
+    parse_h265_sps,
+    parse_hvcc_record,
+)
 from media_server.media import Packet, Track
 from media_server.rtmp import amf0
 from media_server.rtmp.errors import RtmpProtocolError
@@ -29,7 +38,6 @@ _AUDIO_NAMES = {0: "linear PCM", 1: "ADPCM", 2: "MP3", 3: "linear PCM LE",
                 8: "G.711 mu-law", 11: "Speex", 14: "MP3 8k", 15: "device specific"}
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025,
               8000, 7350)
-_MAX_SPS = 4096
 
 
 class FlvError(RtmpProtocolError):
@@ -146,10 +154,7 @@ def _enhanced_audio(view: memoryview) -> AudioTag:
 
 def video_track(index: int, codec: str, config: bytes) -> Track:
     """A video Track from a sequence header; FlvError if the record is unusable."""
-    if codec == "h264":
-        width, height = _avc_size(config)
-    else:
-        width, height = _hevc_size(config)
+    width, height = _video_size(codec, config)
     return Track(index=index, kind="video", codec=codec,  # type: ignore[arg-type]
                  timescale=1000, config=config, width=width, height=height)
 
@@ -162,125 +167,27 @@ def audio_track(index: int, config: bytes) -> Track:
 
 # -- codec configuration records --
 
-class _Bits:
-    """MSB-first bit reader over an RBSP; reading past the end is a FlvError."""
-
-    __slots__ = ("value", "nbits", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.value = int.from_bytes(data, "big")
-        self.nbits = len(data) * 8
-        self.pos = 0
-
-    def u(self, n: int) -> int:
-        if self.pos + n > self.nbits:
-            raise FlvError("parameter set truncated")
-        self.pos += n
-        return (self.value >> (self.nbits - self.pos)) & ((1 << n) - 1)
-
-    def ue(self) -> int:
-        zeros = 0
-        while not self.u(1):
-            zeros += 1
-            if zeros > 31:
-                raise FlvError("parameter set has an oversized Exp-Golomb code")
-        return (1 << zeros) - 1 + self.u(zeros)
-
-    def se(self) -> int:
-        k = self.ue()
-        return (k + 1) // 2 if k & 1 else -(k // 2)
+def _video_size(codec: str, config: bytes) -> tuple[int, int]:
+    """Picture size from the SPS inside an avcC / hvcC sequence header."""
+    try:
+        if codec == "h264":
+            nals, length_size = parse_avcc_record(config)
+        else:
+            nals, length_size = parse_hvcc_record(config)
+        if length_size != 4:
+            raise UnsupportedCodec(
+                f"{codec.upper()} with {length_size}-byte NAL lengths is not supported: "
+                "use 4-byte lengths (every common encoder does)")
+        sps = next((n for n in nals if nal_type(n, codec) == _SPS_TYPE[codec]), None)
+        if sps is None:
+            raise FlvError(f"{codec} sequence header carries no SPS")
+        info = parse_h264_sps(sps) if codec == "h264" else parse_h265_sps(sps)
+    except BitstreamError as exc:
+        raise FlvError(f"{codec} sequence header: {exc}") from None
+    return _checked_size(info.width, info.height)
 
 
-def _rbsp(nal: bytes) -> bytes:
-    """Drop emulation-prevention bytes (00 00 03 -> 00 00)."""
-    out = bytearray()
-    zeros = 0
-    for byte in nal[:_MAX_SPS]:
-        if zeros >= 2 and byte == 3:
-            zeros = 0
-            continue
-        out.append(byte)
-        zeros = zeros + 1 if byte == 0 else 0
-    return bytes(out)
-
-
-def _avc_size(config: bytes) -> tuple[int, int]:
-    if len(config) < 8 or config[0] != 1:
-        raise FlvError("AVC sequence header is not an avcC record (version 1)")
-    nal_length = (config[4] & 3) + 1
-    if nal_length != 4:
-        raise UnsupportedCodec(f"H.264 with {nal_length}-byte NAL lengths is not supported: "
-                               f"use 4-byte lengths (every common encoder does)")
-    if not config[5] & 0x1F:
-        raise FlvError("avcC record carries no SPS")
-    sps_len = int.from_bytes(config[6:8], "big")
-    sps = config[8:8 + sps_len]
-    if len(sps) != sps_len or sps_len < 4:
-        raise FlvError("avcC record: SPS truncated")
-    return _h264_sps_size(_rbsp(sps[1:]))
-
-
-_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
-
-
-def _h264_sps_size(rbsp: bytes) -> tuple[int, int]:
-    b = _Bits(rbsp)
-    profile = b.u(8)
-    b.u(16)  # constraint flags, level
-    b.ue()  # sps id
-    chroma, separate = 1, 0
-    if profile in _HIGH_PROFILES:
-        chroma = b.ue()
-        if chroma > 3:
-            raise FlvError(f"H.264 SPS: invalid chroma_format_idc {chroma}")
-        if chroma == 3:
-            separate = b.u(1)
-        b.ue()
-        b.ue()  # bit depths
-        b.u(1)
-        if b.u(1):  # scaling matrices present
-            for i in range(12 if chroma == 3 else 8):
-                if b.u(1):
-                    _skip_scaling_list(b, 16 if i < 6 else 64)
-    b.ue()  # log2_max_frame_num
-    _skip_poc(b)
-    b.ue()
-    b.u(1)  # max refs, gaps allowed
-    width_mbs, height_units = b.ue() + 1, b.ue() + 1
-    frame_mbs_only = b.u(1)
-    if not frame_mbs_only:
-        b.u(1)
-    b.u(1)
-    crop = (b.ue(), b.ue(), b.ue(), b.ue()) if b.u(1) else (0, 0, 0, 0)
-    array_type = 0 if separate else chroma
-    unit_x = 1 if array_type in (0, 3) else 2
-    unit_y = (2 if array_type == 1 else 1) * (2 - frame_mbs_only)
-    width = width_mbs * 16 - unit_x * (crop[0] + crop[1])
-    height = (2 - frame_mbs_only) * height_units * 16 - unit_y * (crop[2] + crop[3])
-    return _checked_size(width, height)
-
-
-def _skip_scaling_list(b: _Bits, size: int) -> None:
-    last = nxt = 8
-    for _ in range(size):
-        if nxt:
-            nxt = (last + b.se() + 256) % 256
-        last = nxt or last
-
-
-def _skip_poc(b: _Bits) -> None:
-    poc_type = b.ue()
-    if poc_type == 0:
-        b.ue()
-    elif poc_type == 1:
-        b.u(1)
-        b.se()
-        b.se()
-        cycle = b.ue()
-        if cycle > 255:
-            raise FlvError("H.264 SPS: num_ref_frames_in_pic_order_cnt_cycle over 255")
-        for _ in range(cycle):
-            b.se()
+_SPS_TYPE = {"h264": 7, "h265": 33}
 
 
 def _checked_size(width: int, height: int) -> tuple[int, int]:
@@ -289,85 +196,29 @@ def _checked_size(width: int, height: int) -> tuple[int, int]:
     return width, height
 
 
-def _hevc_size(config: bytes) -> tuple[int, int]:
-    if len(config) < 23 or config[0] > 1:
-        raise FlvError("HEVC sequence header is not an hvcC record")
-    nal_length = (config[21] & 3) + 1
-    if nal_length != 4:
-        raise UnsupportedCodec(f"H.265 with {nal_length}-byte NAL lengths is not supported: "
-                               f"use 4-byte lengths")
-    pos = 23
-    for _ in range(config[22]):
-        if pos + 3 > len(config):
-            break
-        nal_type, count = config[pos] & 0x3F, int.from_bytes(config[pos + 1:pos + 3], "big")
-        pos += 3
-        for _ in range(count):
-            size = int.from_bytes(config[pos:pos + 2], "big")
-            nal = config[pos + 2:pos + 2 + size]
-            if len(nal) != size or pos + 2 > len(config):
-                raise FlvError("hvcC record: NAL unit truncated")
-            if nal_type == 33:
-                return _hevc_sps_size(_rbsp(nal[2:]))
-            pos += 2 + size
-    raise FlvError("hvcC record carries no SPS")
-
-
-def _hevc_sps_size(rbsp: bytes) -> tuple[int, int]:
-    b = _Bits(rbsp)
-    b.u(4)
-    sub_layers = b.u(3)
-    b.u(1)
-    _skip_profile_tier_level(b, sub_layers)
-    b.ue()  # sps id
-    chroma = b.ue()
-    if chroma > 3:
-        raise FlvError(f"H.265 SPS: invalid chroma_format_idc {chroma}")
-    separate = b.u(1) if chroma == 3 else 0
-    width, height = b.ue(), b.ue()
-    if b.u(1):  # conformance window
-        left, right, top, bottom = b.ue(), b.ue(), b.ue(), b.ue()
-        array_type = 0 if separate else chroma
-        sub_w = 2 if array_type in (1, 2) else 1
-        sub_h = 2 if array_type == 1 else 1
-        width -= sub_w * (left + right)
-        height -= sub_h * (top + bottom)
-    return _checked_size(width, height)
-
-
-def _skip_profile_tier_level(b: _Bits, sub_layers: int) -> None:
-    b.u(32)
-    b.u(32)
-    b.u(32)  # general profile, tier, flags, level: 96 bits
-    flags = [(b.u(1), b.u(1)) for _ in range(sub_layers)]
-    if sub_layers:
-        for _ in range(sub_layers, 8):
-            b.u(2)
-    for profile_present, level_present in flags:
-        if profile_present:
-            b.u(32)
-            b.u(32)
-            b.u(24)
-        if level_present:
-            b.u(8)
-
-
 def parse_asc(config: bytes) -> tuple[int, int]:
     """(sample rate, channels) of an AudioSpecificConfig; channels 0 = given by a PCE."""
-    b = _Bits(bytes(config[:16]))
-    object_type = b.u(5)
+    try:
+        return _asc(config)
+    except BitstreamError as exc:
+        raise FlvError(f"AudioSpecificConfig: {exc}") from None
+
+
+def _asc(config: bytes) -> tuple[int, int]:
+    b = BitReader(bytes(config[:16]))
+    object_type = b.bits(5)
     if object_type == 31:
-        object_type = 32 + b.u(6)
+        object_type = 32 + b.bits(6)
     if object_type == 0:
         raise FlvError("AudioSpecificConfig: audio object type 0 is invalid")
-    index = b.u(4)
+    index = b.bits(4)
     if index == 15:
-        rate = b.u(24)
+        rate = b.bits(24)
     elif index < len(_AAC_RATES):
         rate = _AAC_RATES[index]
     else:
         raise FlvError(f"AudioSpecificConfig: reserved sampling frequency index {index}")
-    channels = b.u(4)
+    channels = b.bits(4)
     if not 0 < rate <= 192000:
         raise FlvError(f"AudioSpecificConfig: impossible sample rate {rate}")
     return rate, channels
