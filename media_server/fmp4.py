@@ -16,6 +16,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from media_server.bitstream import BitstreamError, nal_type, parse_avcc_record, parse_hvcc_record
 from media_server.media import Packet, Track
 
 NTP_UNIX_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP epoch) to 1970-01-01
@@ -315,44 +316,20 @@ def parameter_sets(track: Track) -> bytes:
 
     A player that ignores a changed init segment (FFmpeg's HLS demuxer skips a second moov)
     still switches to new parameters after a publisher restart when keyframes carry them.
-    Empty for audio or an unreadable config.
+    Empty for audio or an unreadable config. Not the encoder's SEI an hvcC may also carry:
+    it is large and no decoder needs it again.
     """
     try:
         if track.codec == "h264":
-            nals = _avcc_nal_units(track.config)
+            nals, _ = parse_avcc_record(track.config)
         elif track.codec == "h265":
-            nals = _hvcc_nal_units(track.config)
+            nals = [n for n in parse_hvcc_record(track.config)[0]
+                    if nal_type(n, "h265") in (32, 33, 34)]  # VPS, SPS, PPS
         else:
             return b""
-    except (IndexError, struct.error):
+    except BitstreamError:
         return b""
     return b"".join(struct.pack(">I", len(n)) + n for n in nals)
-
-
-def _avcc_nal_units(avcc: bytes) -> list[bytes]:
-    nals, pos = [], 5
-    for _ in range(2):  # SPS, then PPS
-        count = avcc[pos] & (0x1F if pos == 5 else 0xFF)
-        pos += 1
-        for _ in range(count):
-            (size,) = struct.unpack_from(">H", avcc, pos)
-            nals.append(avcc[pos + 2:pos + 2 + size])
-            pos += 2 + size
-    return nals
-
-
-def _hvcc_nal_units(hvcc: bytes) -> list[bytes]:
-    nals, pos = [], 23
-    for _ in range(hvcc[22]):  # arrays: VPS, SPS, PPS, maybe SEI
-        nal_type = hvcc[pos] & 0x3F
-        (count,) = struct.unpack_from(">H", hvcc, pos + 1)
-        pos += 3
-        for _ in range(count):
-            (size,) = struct.unpack_from(">H", hvcc, pos)
-            if nal_type in (32, 33, 34):  # VPS, SPS, PPS; not the (large) encoder SEI
-                nals.append(hvcc[pos + 2:pos + 2 + size])
-            pos += 2 + size
-    return nals
 
 
 def ntp_timestamp(wallclock: float) -> int:
