@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import abc
 import builtins
+import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 PutData = bytes | bytearray | memoryview | Path | AsyncIterable[bytes]
 
@@ -110,6 +114,24 @@ class ObjectStore(abc.ABC):
     """Async object storage. Blocking I/O never runs on the event loop."""
 
     backend: str
+    _error: str | None = None  # what the last failed operation saw; None while healthy
+    _since: float | None = None  # when the store became degraded
+
+    @property
+    @abc.abstractmethod
+    def label(self) -> str:
+        """Where the objects are, for logs (never with credentials)."""
+
+    def _set_degraded(self, error: str) -> None:
+        if self._error is None:
+            log.warning("object store %s degraded: %s", self.label, error)
+            self._since = time.time()
+        self._error = error
+
+    def _set_ok(self) -> None:
+        if self._error is not None:
+            log.info("object store %s recovered", self.label)
+        self._error, self._since = None, None
 
     @abc.abstractmethod
     async def put(

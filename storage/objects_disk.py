@@ -157,8 +157,6 @@ class DiskObjectStore(ObjectStore):
         self.root.mkdir(parents=True, exist_ok=True)
         self._secret = signing_secret
         self.public_base_url = public_base_url.rstrip("/")
-        self._error: str | None = None
-        self._since: float | None = None
 
     # --- paths and health -------------------------------------------------------------
 
@@ -179,16 +177,9 @@ class DiskObjectStore(ObjectStore):
         self._set_ok()
         return result
 
-    def _set_degraded(self, error: str) -> None:
-        if self._error is None:
-            log.warning("object store at %s degraded: %s", self.root, error)
-            self._since = time.time()
-        self._error = error
-
-    def _set_ok(self) -> None:
-        if self._error is not None:
-            log.info("object store at %s recovered", self.root)
-        self._error, self._since = None, None
+    @property
+    def label(self) -> str:
+        return str(self.root)
 
     async def health(self, probe: bool = False) -> dict[str, Any]:
         free: int | None = None

@@ -256,8 +256,6 @@ class S3ObjectStore(ObjectStore):
         )
         self._bucket_ready = False
         self._bucket_lock = asyncio.Lock()
-        self._error: str | None = None
-        self._since: float | None = None
 
     # --- retries and health -------------------------------------------------------------
 
@@ -294,16 +292,9 @@ class S3ObjectStore(ObjectStore):
         else:
             self._set_ok()
 
-    def _set_degraded(self, error: str) -> None:
-        if self._error is None:
-            log.warning("S3 object store %s degraded: %s", self.endpoint, error)
-            self._since = time.time()
-        self._error = error
-
-    def _set_ok(self) -> None:
-        if self._error is not None:
-            log.info("S3 object store %s recovered", self.endpoint)
-        self._error, self._since = None, None
+    @property
+    def label(self) -> str:
+        return f"S3 {self.endpoint}"
 
     async def health(self, probe: bool = False) -> dict[str, Any]:
         if probe:
