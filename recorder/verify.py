@@ -1,0 +1,153 @@
+"""Verify a recording from its stored objects and the public key alone.
+
+Recomputes the SHA-256 of every init and segment object, checks each against the manifest
+and the chain of entry hashes, looks for objects the manifest does not list, and checks
+the Ed25519 signature of the manifest (once the recording is closed). Reports OK, or the
+first bad object and why: changed, missing, reordered, extra, bad signature, broken chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from recorder.manifest import Manifest, object_prefix
+from recorder.signing import SignatureError, verify_signature
+from storage.objects import ObjectNotFound, ObjectStore
+
+MEDIA_NAME = re.compile(r"^(seg-\d+\.m4s|init(-\d+)?\.mp4)$")
+
+
+@dataclass
+class Problem:
+    object: str
+    why: str  # changed | missing | reordered | extra | bad signature | broken chain | ...
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    recording_id: str
+    ok: bool = True
+    signed: bool = False
+    state: str = ""
+    segments: int = 0
+    duration_s: float = 0.0
+    gaps: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    def fail(self, obj: str, why: str, detail: str = "") -> None:
+        self.ok = False
+        self.problems.append(Problem(obj, why, detail))
+
+    @property
+    def first(self) -> Problem | None:
+        return self.problems[0] if self.problems else None
+
+    def summary(self) -> str:
+        if self.ok:
+            signed = "signed" if self.signed else "not signed yet (recording open)"
+            return (f"OK: recording {self.recording_id}, {self.segments} segments, "
+                    f"{self.duration_s:.1f} s, {self.gaps} gaps, {signed}")
+        p = self.problems[0]
+        more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
+        detail = f": {p.detail}" if p.detail else ""
+        return f"NOT OK: {p.object} {p.why}{detail}{more}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.summary()}
+
+
+async def _sha256(store: ObjectStore, key: str) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        async for chunk in store.stream(key):
+            digest.update(chunk)
+    except ObjectNotFound:
+        return None
+    return digest.hexdigest()
+
+
+async def verify_recording(store: ObjectStore, recording_id: str,
+                           public_key: Ed25519PublicKey) -> VerifyReport:
+    report = VerifyReport(recording_id)
+    prefix = object_prefix(recording_id)
+    try:
+        raw = await store.get(f"{prefix}manifest.json")
+    except ObjectNotFound:
+        report.fail("manifest.json", "missing")
+        return report
+    try:
+        manifest = Manifest.from_bytes(raw)
+    except ValueError as exc:
+        report.fail("manifest.json", "unreadable", str(exc))
+        return report
+    report.state, report.segments = manifest.state, len(manifest.segments)
+    report.duration_s, report.gaps = round(manifest.duration, 3), len(manifest.gaps)
+    await _check_signature(store, prefix, raw, manifest, public_key, report)
+    await _check_inits(store, prefix, manifest, report)
+    await _check_segments(store, prefix, manifest, report)
+    await _check_extra(store, prefix, manifest, report)
+    return report
+
+
+async def _check_signature(store: ObjectStore, prefix: str, raw: bytes, manifest: Manifest,
+                           public_key: Ed25519PublicKey, report: VerifyReport) -> None:
+    try:
+        sig = await store.get(f"{prefix}manifest.sig")
+    except ObjectNotFound:
+        if manifest.state == "closed":
+            report.fail("manifest.sig", "missing", "a closed recording must be signed")
+        return
+    try:
+        verify_signature(public_key, raw, sig)
+    except SignatureError as exc:
+        report.fail("manifest.json", "bad signature", str(exc))
+        return
+    report.signed = True
+
+
+async def _check_inits(store: ObjectStore, prefix: str, manifest: Manifest,
+                       report: VerifyReport) -> None:
+    for init in manifest.inits:
+        digest = await _sha256(store, prefix + init.name)
+        if digest is None:
+            report.fail(init.name, "missing")
+        elif digest != init.sha256:
+            report.fail(init.name, "changed", "its SHA-256 differs from the manifest's")
+
+
+async def _check_segments(store: ObjectStore, prefix: str, manifest: Manifest,
+                          report: VerifyReport) -> None:
+    by_hash = {s.sha256: s.seq for s in manifest.segments}
+    expected_prev = manifest.genesis()
+    for seq_expected, entry in enumerate(manifest.segments):
+        if entry.prev != expected_prev or entry.seq != seq_expected:
+            report.fail(entry.name, "broken chain",
+                        "the manifest entry does not follow the one before it")
+        expected_prev = entry.entry_hash()
+        digest = await _sha256(store, prefix + entry.name)
+        if digest is None:
+            report.fail(entry.name, "missing")
+        elif digest != entry.sha256:
+            other = by_hash.get(digest)
+            if other is not None:
+                report.fail(entry.name, "reordered", f"it holds the content of seg-{other}.m4s")
+            else:
+                report.fail(entry.name, "changed", "its SHA-256 differs from the manifest's")
+
+
+async def _check_extra(store: ObjectStore, prefix: str, manifest: Manifest,
+                       report: VerifyReport) -> None:
+    listed = {s.name for s in manifest.segments} | {i.name for i in manifest.inits}
+    for info in await store.list(prefix):
+        name = info.key.removeprefix(prefix)
+        if name in ("manifest.json", "manifest.sig") or name in listed:
+            continue
+        if MEDIA_NAME.match(name) and manifest.state != "closed":
+            continue  # an open recording's next segment, uploaded before its checkpoint
+        report.fail(name, "extra", "an object the manifest does not list")
