@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Track, video_track
@@ -384,8 +384,12 @@ class Hub:
                   max_packets: int = DEFAULT_QUEUE_PACKETS) -> Subscription:
         return self.stream(stream_id).subscribe(name, max_packets)
 
-    def drop_idle(self) -> None:
-        """Forget streams with neither publisher nor subscribers."""
+    def drop_idle(self, keep: Iterable[str] = ()) -> None:
+        """Forget streams with neither publisher nor subscribers, except those in keep
+        (pulled cameras: their source state must survive while they are down)."""
+        kept = set(keep)
         for sid, stream in list(self._streams.items()):
+            if sid in kept:
+                continue
             if not stream.live and not stream.subscribers and not stream.listeners:
                 del self._streams[sid]

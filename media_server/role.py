@@ -162,16 +162,18 @@ class MediaServerRole:
             await asyncio.gather(listener, return_exceptions=True)
 
     async def _publish_live_stats(self) -> None:
-        """Tell every node (and the CLI) which streams are live here, with their stats."""
+        """Tell every node (and the CLI) which streams are live here, with their stats, and
+        how the cameras this node pulls are doing."""
         node = self.config.node.name
         while True:
             for stream in self.hub.streams():
-                if stream.live:
+                # pulled streams too while down: their state (failed: why) is the news
+                if stream.live or stream.id in self.pulls:
                     info = {**stream_stats(stream), "node": node, "at": time.time()}
                     with contextlib.suppress(Exception):  # Redis down: health says so
                         await self.storage.state.touch_presence(LIVE_KIND, stream.id,
                                                                 LIVE_TTL_S, info)
-            self.hub.drop_idle()
+            self.hub.drop_idle(keep=self.pulls.keys())
             await asyncio.sleep(1.0)
 
     # -- egress --------------------------------------------------------------------------

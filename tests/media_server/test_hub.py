@@ -148,3 +148,14 @@ async def test_stats_measure_fps_bitrate_and_gop() -> None:
     assert stats.fps == pytest.approx(25, rel=0.05)
     assert stats.bitrate_bps == pytest.approx(25 * 5000 * 8, rel=0.05)
     assert stats.gop_seconds == pytest.approx(2.0) and stats.gop_frames == 50
+
+
+async def test_drop_idle_forgets_idle_streams_but_keeps_pulled_ones() -> None:
+    hub = Hub()
+    hub.stream("camera").source.state = "failed"
+    hub.stream("nobody")
+    pub = hub.publish("live", TRACKS, "test")
+    hub.drop_idle(keep=["camera"])
+    assert hub.find("nobody") is None
+    assert hub.find("camera").source.state == "failed"  # type: ignore[union-attr]
+    assert hub.find("live") is pub.stream
