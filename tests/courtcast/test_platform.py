@@ -213,6 +213,14 @@ async def test_rtsp_camera_is_pulled_to_ll_hls_and_comes_back_after_a_reboot(
             break
         await asyncio.sleep(0.1)
     assert not stream.live and stream.source.state == "failed"
+    async with httpx.AsyncClient(base_url=base_url(platform), timeout=10) as http:
+        for _ in range(50):  # the API shows why the camera is down (stats refresh each second)
+            stats = (await http.get("/api/v1/streams/court-cam")).json()["stats"] or {}
+            if stats.get("source", {}).get("state") == "failed":
+                break
+            await asyncio.sleep(0.1)
+    assert stats["source"]["state"] == "failed" and stats["source"]["reason"]
+    assert "s3cret" not in json.dumps(stats)
     await asyncio.to_thread(camera.start)
     await wait_live(platform, "court-cam", timeout=30)  # back by itself, no operator
     assert stream.epoch > epoch
