@@ -31,6 +31,7 @@ from av.frame import Frame
 
 from media_server.hub import Hub, Subscription
 from media_server.media import Packet, Skipped, StreamEnd, StreamStart, Track, video_track
+from media_server.webrtc import fastsend
 from media_server.webrtc.audio import OPUS_FRAME, OPUS_RATE, OpusFrame
 from media_server.webrtc.egress import StreamEgress, frame_nals
 from media_server.webrtc.h264 import H264Error, parse_avcc_config, to_annexb
@@ -82,6 +83,7 @@ def use_prepacketized(sender: RTCRtpSender) -> None:
     if not hasattr(sender, attr):
         raise RuntimeError("aiortc internals changed: RTCRtpSender has no __encoder")
     setattr(sender, attr, PrepacketizedEncoder())
+    fastsend.install(sender)
 
 
 class Timeline:

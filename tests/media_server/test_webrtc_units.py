@@ -371,3 +371,50 @@ def test_aac_to_opus_costs_little(tmp_path: Path) -> None:
     print(f"\nAAC->Opus: {cpu * 1000 / seconds:.1f} ms CPU per audio second "
           f"({len(frames)} Opus frames from {len(packets)} AAC frames)")
     assert cpu / seconds < 0.2
+
+
+class FakeDtls:
+    """Collects what a sender hands to SRTP."""
+
+    state = "new"
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def _send_rtp(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+async def test_lean_send_loop_writes_what_aiortc_parses_and_resends_over_rtx() -> None:
+    from aiortc import RTCRtpSender
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import RtpPacket, unwrap_rtx
+
+    from media_server.webrtc import fastsend
+    dtls = FakeDtls()
+    sender = RTCRtpSender("video", dtls)  # type: ignore[arg-type]
+    fastsend.install(sender)
+    ext_map = getattr(sender, fastsend.P + "rtp_header_extensions_map")
+    ext_map.configure(RTCRtpParameters(headerExtensions=[
+        RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+        RTCRtpHeaderExtensionParameters(
+            id=2, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time")]))
+    setattr(sender, fastsend.P + "mid", "0")
+    history: dict[int, object] = getattr(sender, fastsend.P + "rtp_history")
+    payloads = [b"\x7c\x85" + b"a" * 50, b"\x7c\x05" + b"b" * 50, b"\x7c\x45" + b"c" * 7]
+    after = await fastsend._send_frame(sender, 102, payloads, 123456, 65534, history)
+    assert after == 1, "sequence numbers wrap at 16 bits"
+    packets = [RtpPacket.parse(d, ext_map) for d in dtls.sent]
+    assert [p.sequence_number for p in packets] == [65534, 65535, 0]
+    assert [p.marker for p in packets] == [0, 0, 1]
+    assert {(p.timestamp, p.ssrc, p.payload_type, p.extensions.mid) for p in packets} == {
+        (123456, sender._ssrc, 102, "0")}
+    assert [p.payload for p in packets] == payloads
+    assert packets[0].extensions.abs_send_time is not None
+    setattr(sender, fastsend.P + "rtx_payload_type", 103)
+    await sender._retransmit(65535)
+    rtx = RtpPacket.parse(dtls.sent[-1], ext_map)
+    assert rtx.payload_type == 103 and rtx.ssrc == sender._rtx_ssrc
+    assert unwrap_rtx(rtx, 102, sender._ssrc).payload == payloads[1]
+    await sender._retransmit(7)  # not in the history: nothing sent
+    assert len(dtls.sent) == 4
