@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,8 @@ from courtcast.config import Config, ConfigError, load_config
 
 EXIT_USAGE = 2
 NOT_BUILT = {
-    "recorder": "the recorder role is not built yet (issue: full-process trial recording)",
     "devices": "device enrolment is not built yet (issue: device agents)",
     "agent": "the device agent is not built yet (issue: device agents)",
-    "sessions": "trial sessions are not built yet (issue: full-process trial recording)",
-    "recordings": "recordings are not built yet (issue: full-process trial recording)",
 }
 
 
@@ -60,19 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--open", action="store_true",
                     help="no publish/play checks (local trials, loopback only)")
     up.add_argument("--record-all", action="store_true", help="record every live stream")
-    up.set_defaults(func=cmd_up, roles=("storage", "media_server", "control_room"))
+    up.set_defaults(func=cmd_up, roles=("storage", "media_server", "recorder", "control_room"))
 
-    for name, roles in (("media-server", ("storage", "media_server")),
-                        ("control-room", ("storage", "control_room"))):
+    # the recorder records the hub of its own process (no relay between nodes yet), so it
+    # runs with the media server; alone it serves, verifies and exports recordings
+    for name, roles in (("media-server", ("storage", "media_server", "recorder")),
+                        ("control-room", ("storage", "control_room")),
+                        ("recorder", ("storage", "recorder"))):
         role = sub.add_parser(name, help=f"run the {name} role alone (cluster)")
         _state_args(role)
         role.add_argument("--http-port", type=int)
         role.add_argument("--rtmp-port", type=int)
         role.set_defaults(func=cmd_up, roles=roles, demo=False, open=False, record_all=False)
-
-    rec = sub.add_parser("recorder", help="run the recorder role alone (cluster)")
-    _state_args(rec)
-    rec.set_defaults(func=not_built("recorder"))
 
     users = sub.add_parser("users", help="manage users").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -98,11 +95,66 @@ def build_parser() -> argparse.ArgumentParser:
     define.add_argument("--source", default="", help="rtsp:// URL to pull (an IP camera)")
     define.set_defaults(func=cmd_streams_add)
 
-    for name in ("devices", "agent", "sessions", "recordings"):
+    _session_commands(sub)
+    _recording_commands(sub)
+    for name in ("devices", "agent"):
         stub = sub.add_parser(name, help=f"{name} (not built yet)")
         stub.add_argument("rest", nargs=argparse.REMAINDER)
         stub.set_defaults(func=not_built(name))
     return parser
+
+
+def _session_commands(sub: Any) -> None:
+    sessions = sub.add_parser("sessions", help="trial sessions").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    opening = sessions.add_parser("open", help="open a session: every stream of the room "
+                                  "is recorded until it closes")
+    _state_args(opening)
+    opening.add_argument("--room", required=True)
+    opening.add_argument("--case", required=True, help="case number")
+    opening.add_argument("--title", default="")
+    opening.add_argument("--public", action="store_true", help="a public trial")
+    opening.set_defaults(func=cmd_sessions, verb="open")
+    for verb, text in (("close", "close a session (its recordings are closed and signed)"),
+                       ("recess", "recess: recording pauses, with the reason logged"),
+                       ("resume", "resume after a recess")):
+        cmd = sessions.add_parser(verb, help=text)
+        _state_args(cmd)
+        cmd.add_argument("session_id")
+        if verb == "recess":
+            cmd.add_argument("--reason", required=True)
+        cmd.set_defaults(func=cmd_sessions, verb=verb)
+    lst = sessions.add_parser("list", help="sessions, newest first")
+    _state_args(lst)
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_sessions, verb="list")
+
+
+def _recording_commands(sub: Any) -> None:
+    recordings = sub.add_parser("recordings", help="recordings").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    lst = recordings.add_parser("list", help="recordings, newest first (from the index)")
+    _state_args(lst)
+    for field in ("court", "room", "case", "date", "stream", "session"):
+        lst.add_argument(f"--{field}", default="")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_recordings_list)
+    verify = recordings.add_parser("verify", help="recompute every hash, check the chain "
+                                   "and the signature (exit 1 when not OK)")
+    _state_args(verify)
+    verify.add_argument("recording_id")
+    verify.add_argument("--public-key", type=Path,
+                        help="PEM public key (default: this node's signing key)")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=cmd_recordings_verify)
+    export = recordings.add_parser("export", help="remux a stretch into one MP4 (+ .sig)")
+    _state_args(export)
+    export.add_argument("recording_id")
+    export.add_argument("--from", dest="start", required=True,
+                        help="ISO 8601 time, UNIX seconds, or +SECONDS from the start")
+    export.add_argument("--to", dest="end", required=True)
+    export.add_argument("-o", "--output", type=Path, required=True)
+    export.set_defaults(func=cmd_recordings_export)
 
 
 def _state_args(parser: argparse.ArgumentParser) -> None:
@@ -253,6 +305,157 @@ def cmd_streams_add(args: argparse.Namespace) -> int:
         return 0
 
     return _with_state(args, work)
+
+
+# -- sessions and recordings ----------------------------------------------------------------
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from recorder.sessions import SessionError, TrialSessions
+
+    async def work(state: Any) -> int:
+        sessions = TrialSessions(state)
+        who = getpass.getuser()
+        try:
+            if args.verb == "list":
+                return _print_sessions(await sessions.list(), args.json)
+            if args.verb == "open":
+                session = await sessions.open(args.room, args.case, args.title, args.public,
+                                              who)
+                print(f"session {session.id} open in room {session.room} "
+                      f"(case {session.case_number}); recording {', '.join(session.streams)}")
+            elif args.verb == "recess":
+                await sessions.recess(args.session_id, args.reason, who)
+                print(f"session {args.session_id} in recess: {args.reason}")
+            elif args.verb == "resume":
+                await sessions.resume(args.session_id, who)
+                print(f"session {args.session_id} resumed")
+            else:
+                await sessions.close(args.session_id, who)
+                print(f"session {args.session_id} closed; its recordings are being signed")
+        except SessionError as exc:
+            raise UsageError(str(exc)) from None
+        return 0
+
+    return _with_state(args, work)
+
+
+def _print_sessions(sessions: list[Any], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps([s.to_record() for s in sessions], indent=2))
+        return 0
+    print(f"{'SESSION':20} {'STATE':7} {'ROOM':16} {'CASE':24} {'OPENED (UTC)':20}")
+    for s in sessions:
+        opened = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.opened_at))
+        print(f"{s.id:20} {s.state:7} {s.room:16} {s.case_number:24} {opened:20}")
+    return 0
+
+
+def cmd_recordings_list(args: argparse.Namespace) -> int:
+    from recorder.index import RecordingIndex
+
+    async def work(state: Any) -> int:
+        rows = await RecordingIndex(state).search(
+            court=args.court, room=args.room, case_number=args.case, date=args.date,
+            stream=args.stream, session=args.session)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'RECORDING':44} {'STATE':9} {'CASE':20} {'ROOM':12} {'START (UTC)':20} "
+              f"{'SECONDS':>8} {'GAPS':>4}")
+        for r in rows:
+            opened = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(r["opened_at"])))
+            print(f"{r['id']:44} {r['state']:9} {r['case_number'] or '-':20} "
+                  f"{r['room'] or '-':12} {opened:20} {r['duration']:>8.1f} {r['gaps']:>4}")
+        return 0
+
+    return _with_state(args, work)
+
+
+def _public_key(args: argparse.Namespace, config: Config) -> Any:
+    from recorder.signing import KEY_FILE, SignatureError, Signer, load_public_pem
+
+    try:
+        if args.public_key is not None:
+            return load_public_pem(args.public_key.read_bytes())
+        path = config.data_dir / "secrets" / KEY_FILE
+        return Signer.from_pem(path.read_bytes()).public
+    except FileNotFoundError as exc:
+        raise UsageError(f"no public key at {exc.filename}: pass --public-key FILE "
+                         "(GET /api/v1/recordings/signing-key)") from None
+    except SignatureError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _with_objects(args: argparse.Namespace, work: Callable[[Config, Any], Awaitable[int]]) -> int:
+    config = config_from(args)
+
+    async def run() -> int:
+        from storage.role import build_object_store
+
+        store = build_object_store(config)
+        try:
+            return await work(config, store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def cmd_recordings_verify(args: argparse.Namespace) -> int:
+    from recorder.verify import verify_recording
+
+    async def work(config: Config, store: Any) -> int:
+        report = await verify_recording(store, args.recording_id, _public_key(args, config))
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+        return 0 if report.ok else 1
+
+    return _with_objects(args, work)
+
+
+def cmd_recordings_export(args: argparse.Namespace) -> int:
+    from recorder.export import ExportError, export_clip
+    from recorder.manifest import Manifest, object_prefix
+    from recorder.playback import TimeError, parse_time
+    from recorder.signing import Signer
+    from storage.objects import ObjectNotFound
+
+    async def work(config: Config, store: Any) -> int:
+        try:
+            raw = await store.get(f"{object_prefix(args.recording_id)}manifest.json")
+        except ObjectNotFound:
+            raise UsageError(f"no recording {args.recording_id}") from None
+        manifest = Manifest.from_bytes(raw)
+        try:
+            start = parse_time(args.start, manifest.opened_at)
+            end = parse_time(args.end, manifest.opened_at)
+            result = await export_clip(store, manifest, start, end, args.output,
+                                       Signer.for_data_dir(config.data_dir), _progress_bar)
+        except (TimeError, ExportError) as exc:
+            raise UsageError(str(exc)) from None
+        print(file=sys.stderr)
+        await _audit_export(args, result)
+        print(f"exported {result.duration_s:.1f} s from "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(result.start))} UTC to "
+              f"{result.path} ({result.bytes} bytes); signature {result.signature_path}")
+        return 0
+
+    return _with_objects(args, work)
+
+
+def _progress_bar(done: float) -> None:
+    filled = int(done * 30)
+    print(f"\rexporting [{'#' * filled}{'.' * (30 - filled)}] {done * 100:5.1f} %",
+          end="", file=sys.stderr, flush=True)
+
+
+async def _audit_export(args: argparse.Namespace, result: Any) -> None:
+    from recorder.index import audit
+    from storage.role import open_state_for_cli
+
+    async with open_state_for_cli(config_from(args)) as state:
+        await audit(state, "export", getpass.getuser(), recording=args.recording_id,
+                    start=result.start, end=result.end, sha256=result.sha256, via="cli",
+                    output=str(result.path))
 
 
 if __name__ == "__main__":

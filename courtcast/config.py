@@ -117,7 +117,18 @@ class DemoConfig(_Model):
 
 
 class RecorderConfig(_Model):
+    # record every live stream continuously (NVR-style), whatever its class
     record_all: bool = False
+    # keyframe-aligned segments: the first keyframe at or after this many seconds
+    segment_target_s: float = Field(default=4.0, ge=2.0, le=6.0)
+    # parts are spooled as they close: what a kill -9 can lose at most
+    part_target_s: float = Field(default=0.5, ge=0.1, le=1.0)
+    # segments wait here while the object store is away; default <data_dir>/spool
+    spool_dir: Path | None = None
+    spool_limit_mb: int = Field(default=2048, ge=16)
+    # days a recording of a class is kept; a class not listed is never deleted automatically
+    # (trial and arraignment recordings are evidence)
+    retention_days: dict[Literal["security", "conference"], int] = {"security": 30}
 
 
 class Config(_Model):
@@ -150,6 +161,10 @@ class Config(_Model):
     @property
     def objects_dir(self) -> Path:
         return self.objects.path or self.node.data_dir / "objects"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.recorder.spool_dir or self.node.data_dir / "spool"
 
     @property
     def public_url(self) -> str:

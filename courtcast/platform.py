@@ -22,7 +22,7 @@ from courtcast.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
-ROLE_ORDER = ("storage", "media_server", "control_room")
+ROLE_ORDER = ("storage", "media_server", "recorder", "control_room")
 STOP_BUDGET_S = 4.0  # SIGTERM to exit must stay under 5 s
 
 
@@ -100,6 +100,7 @@ class Platform:
         storage = StorageRole(self.config)
         self.roles.append(storage)
         await storage.start()
+        media: MediaServerRole | None = None
         if "media_server" in self.role_names:
             users = Users(storage.state)
 
@@ -110,6 +111,15 @@ class Platform:
                                     resolve_caller, self.rtmp_sock)
             self.roles.append(media)
             await media.start()
+        if "recorder" in self.role_names:
+            from recorder.role import RecorderRole
+
+            # the recorder subscribes to this process's hub (a relay from other nodes is
+            # not built yet); without a media server it still serves recordings
+            hub = media.hub if media is not None else None
+            recorder = RecorderRole(self.config, storage, self.app, hub)
+            self.roles.append(recorder)
+            await recorder.start()
         if "control_room" in self.role_names:
             control = ControlRoomRole(self.config, storage, self)
             self.roles.append(control)
@@ -151,7 +161,6 @@ class Platform:
         roles = {role.name: await role.health() for role in self.roles}
         for name in ROLE_ORDER:
             roles.setdefault(name, {"state": "not running in this process"})
-        roles["recorder"] = {"state": "not built yet"}
         running = [roles[r.name]["state"] for r in self.roles]
         status = "ok" if all(s == "ok" for s in running) else "degraded"
         return {"status": status, "node": self.config.node.name,

@@ -34,7 +34,7 @@ class RecordingIndex:
         record = {
             "stream": manifest.stream, "session": manifest.session, "court": manifest.court,
             "room": manifest.room, "case_number": manifest.case_number,
-            "stream_class": manifest.stream_class, "state": manifest.state,
+            "stream_class": manifest.stream_class, "public": manifest.public, "state": manifest.state,
             "date": day_of(manifest.opened_at), "opened_at": manifest.opened_at,
             "closed_at": manifest.closed_at, "segments": len(manifest.segments),
             "duration": round(manifest.duration, 3), "gaps": len(manifest.gaps),

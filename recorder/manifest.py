@@ -92,6 +92,7 @@ class Manifest:
     room: str = ""
     case_number: str = ""
     stream_class: str = ""
+    public: bool = False  # a public trial: its replay may be watched by anyone
     opened_at: float = 0.0
     closed_at: float | None = None
     state: str = "recording"  # "recording" | "closed"

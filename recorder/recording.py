@@ -125,6 +125,7 @@ class Recording:
         if self._s.paused:
             return
         self._end_run()
+        self._collect()  # the segment the recess ends is spooled before the gap opens
         self._s.paused = True
         self._open_gap(self._s.wallclock_end or time.time(), GapCause.recess, reason)
 

@@ -153,5 +153,5 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_roles_not_built_yet_say_so() -> None:
-    result = run(["recorder", "--data-dir", "/tmp/x"])
-    assert "recorder role is not built yet" in one_line_error(result)
+    result = run(["agent", "run", "--data-dir", "/tmp/x"])
+    assert "device agent is not built yet" in one_line_error(result)

@@ -1,0 +1,218 @@
+"""HTTP API of the recorder: recordings (list, manifest, verify, HLS playback, export) and
+trial sessions (open, recess, resume, close).
+
+Who may do what: clerks and admins open and close sessions and export; staff (admin,
+clerk, operator) list, play and verify every recording; anyone may play the recording of
+a public trial, and fetch the signing key. `security.open` (local trials) allows all.
+Exports are audited.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the dependency annotations.
+import base64
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse, PlainTextResponse, Response
+from pydantic import BaseModel
+from starlette.background import BackgroundTask
+
+from media_server.access import Caller
+from recorder.export import ExportError, export_clip
+from recorder.index import audit
+from recorder.manifest import Manifest, object_prefix
+from recorder.playback import TimeError, parse_time, render, select
+from recorder.sessions import SessionError, TrialSession
+from recorder.signing import public_pem
+from recorder.verify import verify_recording
+from storage.objects import ObjectNotFound
+
+if TYPE_CHECKING:
+    from recorder.role import RecorderRole
+
+STAFF = ("admin", "clerk", "operator")
+CLERKS = ("admin", "clerk")
+MEDIA_NAME = re.compile(r"^(seg-\d+\.m4s|init(-\d+)?\.mp4)$")
+
+
+class SessionIn(BaseModel):
+    room: str
+    case_number: str
+    title: str = ""
+    public: bool = False
+
+
+class RecessIn(BaseModel):
+    reason: str
+
+
+def make_recorder_router(role: "RecorderRole") -> APIRouter:
+    router = APIRouter(prefix="/api/v1")
+    state, objects = role.storage.state, role.storage.objects
+    open_mode = role.config.security.open
+
+    async def current_caller(request: Request) -> Caller | None:
+        from control_room.api import session_token
+        from control_room.users import Users
+
+        return await Users(state).caller(session_token(request))
+
+    def allowed(caller: Caller | None, roles: tuple[str, ...]) -> bool:
+        return open_mode or (caller is not None and caller.role in roles)
+
+    def require(*roles: str) -> Any:
+        async def guard(caller: Annotated[Caller | None, Depends(current_caller)]) -> Caller | None:
+            if not allowed(caller, roles):
+                raise HTTPException(401 if caller is None else 403,
+                                    "sign in first" if caller is None
+                                    else f"role {caller.role} may not do this")
+            return caller
+        return Depends(guard)
+
+    async def readable(rid: str, caller: Caller | None) -> dict[str, Any]:
+        """The index record, if this caller may play it (public trials: anyone)."""
+        record = await role.index.get(rid)
+        if record is None:
+            raise HTTPException(404, f"no recording {rid}")
+        if not allowed(caller, STAFF) and not record.get("public"):
+            raise HTTPException(401 if caller is None else 403,
+                                "this recording is not public: sign in first")
+        return record
+
+    async def manifest_of(rid: str) -> Manifest:
+        try:
+            return Manifest.from_bytes(await objects.get(f"{object_prefix(rid)}manifest.json"))
+        except ObjectNotFound:
+            raise HTTPException(404, f"recording {rid} has no manifest yet") from None
+
+    Anyone = Annotated[Caller | None, Depends(current_caller)]
+
+    # -- recordings ---------------------------------------------------------------------
+
+    @router.get("/recordings/signing-key", tags=["recordings"])
+    async def signing_key() -> PlainTextResponse:
+        return PlainTextResponse(public_pem(role.signer.public),
+                                 headers={"X-Key-Id": role.signer.key_id})
+
+    @router.get("/recordings", tags=["recordings"])
+    async def list_recordings(caller: Anyone, court: str = "", room: str = "",
+                              case_number: str = "", date: str = "", stream: str = "",
+                              session: str = "") -> dict[str, Any]:
+        try:
+            found = await role.index.search(court=court, room=room, case_number=case_number,
+                                            date=date, stream=stream, session=session)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if not allowed(caller, STAFF):
+            found = [r for r in found if r.get("public")]
+        return {"recordings": found}
+
+    @router.get("/recordings/{rid}", tags=["recordings"])
+    async def get_recording(rid: str, caller: Anyone) -> dict[str, Any]:
+        record = await readable(rid, caller)
+        return {**record, "manifest": (await manifest_of(rid)).to_dict()}
+
+    @router.get("/recordings/{rid}/verify", tags=["recordings"])
+    async def verify(rid: str, caller: Annotated[Caller | None, require(*STAFF)]) -> dict[str, Any]:
+        return (await verify_recording(objects, rid, role.signer.public)).to_dict()
+
+    @router.get("/recordings/{rid}/index.m3u8", tags=["recordings"])
+    async def playlist(rid: str, request: Request, caller: Anyone,
+                       start: Annotated[str | None, Query(alias="from")] = None,
+                       end: Annotated[str | None, Query(alias="to")] = None) -> Response:
+        await readable(rid, caller)
+        manifest = await manifest_of(rid)
+        try:
+            lo = parse_time(start, manifest.opened_at) if start else None
+            hi = parse_time(end, manifest.opened_at) if end else None
+        except TimeError as exc:
+            raise HTTPException(400, str(exc)) from None
+        token = request.query_params.get("token")
+        text = render(manifest, select(manifest, lo, hi), f"token={token}" if token else "")
+        return Response(text, media_type="application/vnd.apple.mpegurl",
+                        headers={"Cache-Control": "no-cache"})
+
+    @router.get("/recordings/{rid}/export.mp4", tags=["recordings"])
+    async def export(rid: str, caller: Annotated[Caller | None, require(*CLERKS)],
+                     start: Annotated[str, Query(alias="from")],
+                     end: Annotated[str, Query(alias="to")]) -> FileResponse:
+        manifest = await manifest_of(rid)
+        tmp = tempfile.TemporaryDirectory(prefix="courtcast-export-")
+        out = Path(tmp.name) / f"{rid}.mp4"
+        try:
+            result = await export_clip(objects, manifest, parse_time(start, manifest.opened_at),
+                                       parse_time(end, manifest.opened_at), out, role.signer)
+        except (TimeError, ExportError) as exc:
+            tmp.cleanup()
+            raise HTTPException(400, str(exc)) from None
+        await audit(state, "export", caller.name if caller else "open-mode", recording=rid,
+                    start=result.start, end=result.end, sha256=result.sha256, via="http")
+        signature = base64.b64encode(result.signature_path.read_bytes()).decode()
+        return FileResponse(out, media_type="video/mp4", filename=out.name,
+                            headers={"X-Courtcast-Signature": signature},
+                            background=BackgroundTask(tmp.cleanup))
+
+    @router.get("/recordings/{rid}/{name}", tags=["recordings"])
+    async def media(rid: str, name: str, caller: Anyone) -> Response:
+        if not MEDIA_NAME.match(name):
+            raise HTTPException(404, f"no object {name} in a recording")
+        await readable(rid, caller)
+        try:
+            data = await objects.get(f"{object_prefix(rid)}{name}")
+        except ObjectNotFound:
+            raise HTTPException(404, f"recording {rid} has no {name}") from None
+        return Response(data, media_type="video/mp4",
+                        headers={"Cache-Control": "max-age=86400, immutable"})
+
+    # -- trial sessions -----------------------------------------------------------------
+
+    def view(session: TrialSession) -> dict[str, Any]:
+        return session.to_record()
+
+    async def acting(work: Any) -> dict[str, Any]:
+        try:
+            return view(await work)
+        except SessionError as exc:
+            raise HTTPException(409 if "already" in str(exc) or "cannot" in str(exc)
+                                else 404 if str(exc).startswith("no session") else 400,
+                                str(exc)) from None
+
+    @router.post("/sessions", tags=["sessions"], status_code=201)
+    async def open_session(body: SessionIn,
+                           caller: Annotated[Caller | None, require(*CLERKS)]) -> dict[str, Any]:
+        who = caller.name if caller else "open-mode"
+        return await acting(role.sessions.open(body.room, body.case_number, body.title,
+                                               body.public, who))
+
+    @router.get("/sessions", tags=["sessions"])
+    async def list_sessions(caller: Annotated[Caller | None, require(*STAFF)],
+                            state_: Annotated[str | None, Query(alias="state")] = None
+                            ) -> dict[str, Any]:
+        return {"sessions": [view(s) for s in await role.sessions.list(state_)]}
+
+    @router.get("/sessions/{sid}", tags=["sessions"])
+    async def get_session(sid: str, caller: Annotated[Caller | None, require(*STAFF)]
+                          ) -> dict[str, Any]:
+        body = await acting(role.sessions.get(sid))
+        body["recordings"] = await role.index.search(session=sid)
+        return body
+
+    @router.post("/sessions/{sid}/recess", tags=["sessions"])
+    async def recess(sid: str, body: RecessIn,
+                     caller: Annotated[Caller | None, require(*CLERKS)]) -> dict[str, Any]:
+        return await acting(role.sessions.recess(sid, body.reason,
+                                                 caller.name if caller else "open-mode"))
+
+    @router.post("/sessions/{sid}/resume", tags=["sessions"])
+    async def resume(sid: str, caller: Annotated[Caller | None, require(*CLERKS)]
+                     ) -> dict[str, Any]:
+        return await acting(role.sessions.resume(sid, caller.name if caller else "open-mode"))
+
+    @router.post("/sessions/{sid}/close", tags=["sessions"])
+    async def close(sid: str, caller: Annotated[Caller | None, require(*CLERKS)]
+                    ) -> dict[str, Any]:
+        return await acting(role.sessions.close(sid, caller.name if caller else "open-mode"))
+
+    return router

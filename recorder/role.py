@@ -1,0 +1,219 @@
+"""The recorder role: decides which streams are recorded, runs their Recordings, resumes
+the ones a killed process left open, and serves recordings over HTTP.
+
+What is recorded (reconciled on every session or stream change, and every few seconds):
+- every stream of the room of an open trial session (paused with a recess gap during a
+  recess, closed and signed when the session closes);
+- every stream of class `security`, continuously;
+- with recorder.record_all, every live stream of this node's hub, continuously.
+
+It needs the hub of the media server in the same process (DESIGN.md §9: recording a
+stream of another node needs the on-demand relay, not built yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI
+
+from courtcast.config import Config
+from media_server.hub import Hub
+from media_server.streams import CHANGES as STREAM_CHANGES
+from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
+from recorder.index import RecordingIndex
+from recorder.manifest import Manifest
+from recorder.recording import RecorderOptions, Recording, load_manifest
+from recorder.sessions import CHANGES as SESSION_CHANGES
+from recorder.sessions import TrialSession, TrialSessions, room_streams
+from recorder.signing import Signer
+from storage.role import StorageRole
+
+log = logging.getLogger(__name__)
+
+RECONCILE_S = 2.0
+CONTINUOUS = ""  # the session id of a continuous (not session) recording
+
+
+@dataclass(frozen=True)
+class Wanted:
+    stream: StreamDefinition
+    session: TrialSession | None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.stream.id, self.session.id if self.session else CONTINUOUS
+
+
+def new_recording_id(stream_id: str, now: float) -> str:
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stream_id}-{stamp}-{secrets.token_hex(2)}"
+
+
+class RecorderRole:
+    name = "recorder"
+
+    def __init__(self, config: Config, storage: StorageRole, app: FastAPI | None,
+                 hub: Hub | None) -> None:
+        self.config = config
+        self.storage = storage
+        self.app = app
+        self.hub = hub
+        self.signer = Signer.for_data_dir(config.data_dir)
+        self.index = RecordingIndex(storage.state)
+        self.sessions = TrialSessions(storage.state)
+        self.registry = StreamRegistry(storage.state)
+        cfg = config.recorder
+        self.options = RecorderOptions(cfg.segment_target_s, cfg.part_target_s,
+                                       config.spool_dir, cfg.spool_limit_mb << 20,
+                                       config.node.name)
+        self.active: dict[tuple[str, str], Recording] = {}
+        self._closing: set[asyncio.Task[Any]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.app is not None:
+            from recorder.http import make_recorder_router
+
+            self.app.include_router(make_recorder_router(self))
+        if self.hub is None:
+            log.warning("recorder: no media server in this process, nothing to record")
+            return
+        await self._resume_open()
+        await self.reconcile()
+        self._tasks.append(asyncio.create_task(self._loop(), name="recorder-reconcile"))
+        for channel in (SESSION_CHANGES, STREAM_CHANGES):
+            self._tasks.append(asyncio.create_task(self._listen(channel), name=channel))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # the process stops, the recordings do not end: a restart resumes them with a gap
+        await asyncio.gather(*(r.stop(0.3) for r in self.active.values()),
+                             return_exceptions=True)
+        self.active.clear()
+        for task in self._closing:
+            task.cancel()
+
+    async def health(self) -> dict[str, Any]:
+        outage = any(r.outage_since is not None for r in self.active.values())
+        return {"state": "degraded" if outage else "ok", "recording": len(self.active),
+                "spooling": outage, "signing_key_id": self.signer.key_id}
+
+    # -- what to record -----------------------------------------------------------------
+
+    async def wanted(self) -> dict[tuple[str, str], Wanted]:
+        definitions = await self.registry.list()
+        wanted: dict[tuple[str, str], Wanted] = {}
+        for session in await self.sessions.active():
+            for definition in room_streams(definitions, session.room):
+                w = Wanted(definition, session)
+                wanted[w.key] = w
+        by_id = {d.id: d for d in definitions}
+        continuous = [d for d in definitions if d.enabled and d.stream_class ==
+                      StreamClass.security]
+        if self.config.recorder.record_all and self.hub is not None:
+            live = {s.id for s in self.hub.streams() if s.live}
+            recorded = {sid for sid, sess in self.active if sess == CONTINUOUS}
+            continuous += [by_id.get(sid) or StreamDefinition(id=sid)
+                           for sid in sorted(live | recorded)]
+        for definition in continuous:
+            w = Wanted(definition, None)
+            wanted[w.key] = w
+        return wanted
+
+    async def reconcile(self) -> None:
+        async with self._lock:
+            wanted = await self.wanted()
+            for key, recording in list(self.active.items()):
+                if key not in wanted:
+                    self._close_later(self.active.pop(key))
+            for key, w in wanted.items():
+                recording = self.active.get(key)
+                if recording is None:
+                    recording = self.active[key] = await self._start(w)
+                if w.session is not None and w.session.state == "recess":
+                    recording.pause(w.session.reason)
+                else:
+                    recording.resume()
+
+    async def _start(self, w: Wanted) -> Recording:
+        now = time.time()
+        d, s = w.stream, w.session
+        manifest = Manifest(
+            recording_id=new_recording_id(d.id, now), stream=d.id,
+            session=s.id if s else "", court=(s.court if s else "") or d.court,
+            room=(s.room if s else "") or d.room, case_number=s.case_number if s else "",
+            stream_class=str(d.stream_class), opened_at=round(now, 6),
+            public=bool(s is not None and s.public and d.stream_class == StreamClass.trial))
+        recording = Recording(self.hub_or_fail(), self.storage.objects, self.index,
+                              self.signer, manifest, self.options)
+        await recording.start()
+        log.info("recording %s started (%s)", manifest.recording_id,
+                 f"session {s.id}" if s else "continuous")
+        return recording
+
+    def hub_or_fail(self) -> Hub:
+        if self.hub is None:
+            raise RuntimeError("the recorder needs a media server in the same process")
+        return self.hub
+
+    def _close_later(self, recording: Recording) -> None:
+        """Close (upload, sign) without holding up the reconcile of other streams."""
+        task = asyncio.create_task(recording.close(), name=f"close {recording.id}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def wait_closed(self, timeout_s: float = 30.0) -> None:
+        """Wait for recordings being closed (tests, and the CLI waiting for signatures)."""
+        if self._closing:
+            await asyncio.wait_for(asyncio.gather(*self._closing, return_exceptions=True),
+                                   timeout_s)
+
+    async def _resume_open(self) -> None:
+        """Recordings this node had open when it stopped (or was killed) go on, each with a
+        recorder-restart gap; reconcile then closes those no longer wanted."""
+        for record in await self.index.search(state="recording", node=self.options.node):
+            try:
+                manifest = await load_manifest(self.storage.objects, self.options.spool_dir,
+                                               record["id"])
+            except (LookupError, ValueError) as exc:
+                log.error("recording %s cannot be resumed: %s", record["id"], exc)
+                continue
+            recording = Recording(self.hub_or_fail(), self.storage.objects, self.index,
+                                  self.signer, manifest, self.options)
+            await recording.start(resumed=True)
+            self.active[(manifest.stream, manifest.session)] = recording
+            log.info("recording %s resumed after a restart", manifest.recording_id)
+
+    # -- loops --------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), RECONCILE_S)
+            self._changed.clear()
+            try:
+                await self.reconcile()
+            except Exception:  # Redis away or a bad definition: the next round retries
+                log.exception("recorder: reconcile failed")
+
+    async def _listen(self, channel: str) -> None:
+        async with self.storage.state.subscribe(channel) as changes:
+            async for _ in changes:
+                self._changed.set()
+
+    def find(self, recording_id: str) -> Recording | None:
+        return next((r for r in self.active.values() if r.id == recording_id), None)

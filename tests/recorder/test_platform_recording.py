@@ -1,0 +1,148 @@
+"""Recording in the whole platform, as `courtcast up` runs it: ffmpeg publishes over RTMP,
+a trial session is opened, recessed, resumed and closed over the API; the recording plays
+back over HLS and exports with the CLI, both checked by decoding them with ffprobe."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from courtcast.platform import Platform
+from recorder.export import verify_export
+from recorder.signing import load_public_pem
+from tests.courtcast.test_platform import (define, media_role, probe, push, run, start_platform,
+                                          wait_live)
+from tests.mediafiles import make_clip
+from tests.recorder.conftest import ffprobe
+
+pytestmark = pytest.mark.timeout(120)
+FPS = 25
+
+
+def recorder_role(node: Platform) -> Any:
+    return next(r for r in node.roles if r.name == "recorder")
+
+
+async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess, awaited (the node under test shares this event loop)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "courtcast.cli", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
+
+
+async def test_session_recorded_played_back_exported_and_verified(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path, seconds=12, fps=FPS, gop=FPS, size=(320, 240))
+    node = await start_platform(tmp_path, **{"security.open": True,
+                                             "recorder.segment_target_s": 2.0})
+    data_dir = str(tmp_path / "data")
+    try:
+        base = f"http://127.0.0.1:{node.http_port}/api/v1"
+        key = await define(node, "r1-judge", room="r1", court="c1")
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            opened = await http.post("/sessions", json={"room": "r1", "case_number": "A-7",
+                                                        "title": "A v B", "public": True})
+            assert opened.status_code == 201, opened.text
+            sid = opened.json()["id"]
+            rtmp = f"rtmp://127.0.0.1:{media_role(node).rtmp_port}/live/r1-judge?key={key}"
+            publisher = asyncio.create_task(push(clip, rtmp))
+            await wait_live(node, "r1-judge")
+            await asyncio.sleep(4)
+            recess = await http.post(f"/sessions/{sid}/recess", json={"reason": "witness"})
+            assert recess.status_code == 200, recess.text
+            await asyncio.sleep(2)
+            assert (await http.post(f"/sessions/{sid}/resume")).status_code == 200
+            code, out = await publisher
+            assert code == 0, out
+            assert (await http.post(f"/sessions/{sid}/close")).status_code == 200
+            await asyncio.sleep(0.5)  # the role reconciles on the change
+            await recorder_role(node).wait_closed()
+            found = (await http.get("/recordings", params={"case_number": "A-7"})).json()
+            [record] = found["recordings"]
+            rid = record["id"]
+            assert record["state"] == "closed" and record["room"] == "r1"
+            manifest = (await http.get(f"/recordings/{rid}")).json()["manifest"]
+            causes = [g["cause"] for g in manifest["gaps"]]
+            assert causes.count("recess") == 1, causes
+            recess_gap = next(g for g in manifest["gaps"] if g["cause"] == "recess")
+            assert recess_gap["reason"] == "witness"
+            assert 1.9 <= recess_gap["end"] - recess_gap["start"] <= 3.5
+            verified = (await http.get(f"/recordings/{rid}/verify")).json()
+            assert verified["ok"] and verified["signed"], verified
+            pem = (await http.get("/recordings/signing-key")).text
+        recorded = sum(s["duration"] for s in manifest["segments"])
+        assert 8.0 <= recorded <= 11.0, recorded
+        # HLS VOD playback decodes to the recorded duration
+        info = await probe(f"{base}/recordings/{rid}/index.m3u8")  # type: ignore[arg-type]
+        video = next(s for s in info["streams"] if s["codec_type"] == "video")
+        assert abs(int(video["nb_read_frames"]) / FPS - recorded) <= 1.0
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            playlist = (await http.get(f"/recordings/{rid}/index.m3u8")).text
+        assert "#EXT-X-DISCONTINUITY" in playlist and playlist.rstrip().endswith("ENDLIST")
+        assert playlist.count("#EXT-X-PROGRAM-DATE-TIME") == len(manifest["segments"])
+        # CLI on the running node: list, verify, export of 4 s
+        listed = await cli("recordings", "list", "--data-dir", data_dir, "--case", "A-7", "--json")
+        assert [r["id"] for r in json.loads(listed.stdout)] == [rid], listed.stderr
+        ok = await cli("recordings", "verify", rid, "--data-dir", data_dir)
+        assert ok.returncode == 0 and ok.stdout.startswith("OK"), ok.stdout + ok.stderr
+        first = manifest["segments"][0]["start"]
+        out = tmp_path / "clip.mp4"
+        exported = await cli("recordings", "export", rid, "--data-dir", data_dir, "--from",
+                       str(first + 0.5), "--to", str(first + 4.5), "-o", str(out))
+        assert exported.returncode == 0, exported.stderr
+        assert "100.0 %" in exported.stderr
+        info = ffprobe(out)
+        seconds = float(info["format"]["duration"])
+        assert 4.0 <= seconds <= 4.5 + 0.1, seconds  # from the keyframe at or before --from
+        statement = verify_export(load_public_pem(pem), out,
+                                  Path(str(out) + ".sig").read_bytes())
+        assert statement["recording_id"] == rid
+        state = node.roles[0].state  # type: ignore[attr-defined]
+        audit = [e for _, e in await state.read_events("audit")]
+        assert any(e["action"] == "export" and e["recording"] == rid for e in audit)
+    finally:
+        await node.stop()
+
+
+async def test_record_all_resumes_after_a_restart_with_a_gap(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path, seconds=20, fps=FPS, gop=FPS)
+    overrides = {"security.open": True, "recorder.record_all": True,
+                 "recorder.segment_target_s": 2.0}
+    node = await start_platform(tmp_path, **overrides)
+    port = media_role(node).rtmp_port
+    publisher = asyncio.create_task(push(clip, f"rtmp://127.0.0.1:{port}/live/cam-9"))
+    try:
+        await wait_live(node, "cam-9")
+        await asyncio.sleep(4)
+        rid = next(iter(recorder_role(node).active.values())).id
+    finally:
+        await node.stop()
+    stopped = time.time()
+    await asyncio.wait_for(publisher, 10)  # ffmpeg ends when the server goes
+    node = await start_platform(tmp_path, **overrides, **{"rtmp.port": port})
+    try:
+        publisher = asyncio.create_task(push(clip, f"rtmp://127.0.0.1:{port}/live/cam-9"))
+        await wait_live(node, "cam-9")
+        await asyncio.sleep(4)
+        recording = recorder_role(node).find(rid)
+        assert recording is not None, "the open recording was not resumed"
+        manifest = await recording.close()
+        restart = [g for g in manifest.gaps if g.cause == "recorder-restart"]
+        # the gap spans the stop (segment wall-clocks follow media time: ffmpeg -re runs a
+        # few ms ahead of real time)
+        assert len(restart) == 1, manifest.gaps
+        assert restart[0].start <= stopped + 0.1 and restart[0].end >= stopped
+        report = await cli("recordings", "verify", rid, "--data-dir", str(tmp_path / "data"))
+        assert report.returncode == 0, report.stdout
+    finally:
+        await node.stop()
+    await asyncio.wait_for(publisher, 10)
