@@ -187,13 +187,25 @@ class StreamStats:
 class Publication:
     """The publisher's handle on a stream. Only the live publication may push."""
 
-    def __init__(self, stream: Stream, source: str, on_evict: Callable[[str], None] | None) -> None:
+    def __init__(self, stream: Stream, source: str, on_evict: Callable[[str], None] | None,
+                 on_keyframe_request: Callable[[], None] | None = None) -> None:
         self.stream = stream
         self.source = source
         self.started = time.time()
         self.last_packet = time.monotonic()
         self.alive = True
+        self.keyframe_requests = 0
         self._on_evict = on_evict
+        self._on_keyframe_request = on_keyframe_request
+
+    def request_keyframe(self) -> bool:
+        """Ask the ingest for a keyframe now (WHIP: RTCP PLI). False when it cannot be
+        asked (RTMP, files: the next keyframe comes when the encoder sends it)."""
+        if not self.alive or self._on_keyframe_request is None:
+            return False
+        self.keyframe_requests += 1
+        self._on_keyframe_request()
+        return True
 
     def push(self, packet: Packet) -> None:
         if self.alive:
@@ -256,6 +268,11 @@ class Stream:
     def gop(self) -> list[Packet]:
         """The packets since the last video keyframe (a copy of the list, not the data)."""
         return list(self._gop)
+
+    def request_keyframe(self) -> bool:
+        """Any subscriber (viewer, recorder) asks the live ingest for a keyframe; False
+        when nobody publishes or the ingest cannot be asked."""
+        return self.publication is not None and self.publication.request_keyframe()
 
     # -- publisher path --
     def start(self, publication: Publication, tracks: tuple[Track, ...]) -> None:
@@ -359,10 +376,12 @@ class Hub:
         tracks: tuple[Track, ...],
         source: str,
         on_evict: Callable[[str], None] | None = None,
+        on_keyframe_request: Callable[[], None] | None = None,
     ) -> Publication:
         """Start publishing. Refused while another publisher is alive and sending; a
         publisher silent for stale_publisher_s (a dead connection not yet noticed) is
-        taken over, and subscribers see a new epoch (a discontinuity)."""
+        taken over, and subscribers see a new epoch (a discontinuity).
+        on_keyframe_request: how this ingest makes its source send a keyframe, if it can."""
         stream = self.stream(stream_id)
         old = stream.publication
         if old is not None and old.alive:
@@ -376,7 +395,7 @@ class Hub:
                         stream_id, old.source, silent, source)
             stream.unpublish(old, f"taken over by {source}")
             old.evict(f"taken over by {source}")
-        publication = Publication(stream, source, on_evict)
+        publication = Publication(stream, source, on_evict, on_keyframe_request)
         stream.start(publication, tracks)
         return publication
 

@@ -1,5 +1,5 @@
-"""The WebRTC egress and ingest of one media node, wired together: WHEP viewers ask the
-WHIP publisher of their stream for a keyframe when the hub has none cached."""
+"""The WebRTC egress and ingest of one media node. WHEP viewers ask the hub for a keyframe
+when it has none cached; a WHIP ingest answers with a PLI to its publisher."""
 
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ class WebRTCService:
         self.options = options
         self.rooms = ArraignmentRooms()
         self.whip = WhipEndpoint(hub, ice, keyframe_interval_s=options.whip_keyframe_interval_s)
-        self.whep = WhepEndpoint(hub, ice, shared_packetization=options.shared_packetization,
-                                 request_keyframe=self.whip.request_keyframe)
+        self.whep = WhepEndpoint(hub, ice, shared_packetization=options.shared_packetization)
 
     async def close(self) -> None:
         await self.whep.close_all()

@@ -134,7 +134,7 @@ class WhepEndpoint:
         self.hub = hub
         self.ice = ice
         self.shared = shared_packetization
-        self.request_keyframe = request_keyframe
+        self.request_keyframe = request_keyframe or self._hub_keyframe
         self.egresses = EgressRegistry(hub)
         self.sessions: dict[str, WhepSession] = {}
 
@@ -173,6 +173,12 @@ class WhepEndpoint:
             session.add_track(feed.video_track, "video/h264", self.shared)
         if feed.audio_track is not None:
             session.add_track(feed.audio_track, "audio/opus", self.shared)
+
+    def _hub_keyframe(self, stream_id: str) -> None:
+        """Whatever the ingest: the hub passes the request on if it can be asked."""
+        stream = self.hub.find(stream_id)
+        if stream is not None:
+            stream.request_keyframe()
 
     def _closed(self, session: PeerSession) -> None:
         self.sessions.pop(session.id, None)

@@ -7,7 +7,8 @@ once the first keyframe brings SPS/PPS (the hub's tracks need the avcC).
 
 Browsers send a keyframe only when asked. HLS segments and recordings can only start on
 keyframes and a joining viewer needs one, so the session asks (RTCP PLI) every
-keyframe_interval_s, and at once when a viewer joins a stream with no cached GOP.
+keyframe_interval_s, and at once when any subscriber asks the hub
+(Stream.request_keyframe: a viewer joining a stream with no cached GOP, a recorder).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class WhipIngest:
     """One publisher's frames into the hub, tracks aligned on arrival time."""
 
     def __init__(self, hub: Hub, stream_id: str, source: str, *, video: bool, audio: bool,
-                 on_evict: Callable[[str], None]) -> None:
+                 on_evict: Callable[[str], None],
+                 on_keyframe_request: Callable[[], None] | None = None) -> None:
         self.hub = hub
         self.stream_id = stream_id
         self.source = source
@@ -88,6 +90,7 @@ class WhipIngest:
         self.error = ""
         self.frames = 0
         self._on_evict = on_evict
+        self._on_keyframe_request = on_keyframe_request
         self._origin: float | None = None
         self._offsets: dict[int, int] = {}
 
@@ -139,8 +142,10 @@ class WhipIngest:
             self.publication.set_tracks(tracks)  # new SPS/PPS: subscribers restart
             return
         try:
-            self.publication = self.hub.publish(self.stream_id, tracks, self.source,
-                                                 on_evict=self._on_evict)
+            self.publication = self.hub.publish(
+                self.stream_id, tracks, self.source, on_evict=self._on_evict,
+                on_keyframe_request=self._on_keyframe_request if self.video_index is not None
+                else None)
         except StreamBusy as exc:
             self.error = str(exc)
             self._on_evict(str(exc))
@@ -248,7 +253,8 @@ class WhipEndpoint:
         session = WhipSession(stream_id, new_peer_connection(self.ice), self.ice, self._closed,
                               keyframe_interval_s=self.keyframe_interval_s)
         ingest = WhipIngest(self.hub, stream_id, source, video=video, audio=audio,
-                            on_evict=lambda reason: session.close_soon(reason))
+                            on_evict=lambda reason: session.close_soon(reason),
+                            on_keyframe_request=session.request_keyframe)
         ok = False
         try:
             session.wire(ingest, offer)
@@ -279,11 +285,6 @@ class WhipEndpoint:
     def find(self, stream_id: str, session_id: str) -> WhipSession | None:
         session = self.sessions.get(session_id)
         return session if session is not None and session.stream_id == stream_id else None
-
-    def request_keyframe(self, stream_id: str) -> None:
-        for session in self.sessions.values():
-            if session.stream_id == stream_id and not session.closed:
-                session.request_keyframe()
 
     async def close_stream(self, stream_id: str, reason: str) -> None:
         for session in list(self.sessions.values()):

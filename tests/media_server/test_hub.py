@@ -159,3 +159,16 @@ async def test_drop_idle_forgets_idle_streams_but_keeps_pulled_ones() -> None:
     assert hub.find("nobody") is None
     assert hub.find("camera").source.state == "failed"  # type: ignore[union-attr]
     assert hub.find("live") is pub.stream
+
+
+async def test_subscribers_ask_the_live_ingest_for_a_keyframe() -> None:
+    hub = Hub()
+    asked: list[str] = []
+    assert not hub.stream("cam").request_keyframe(), "nobody publishes yet"
+    pub = hub.publish("cam", TRACKS, "whip", on_keyframe_request=lambda: asked.append("pli"))
+    assert hub.stream("cam").request_keyframe() and asked == ["pli"]
+    assert pub.keyframe_requests == 1
+    pub.close()
+    assert not hub.stream("cam").request_keyframe() and asked == ["pli"]
+    hub.publish("rtmp-cam", TRACKS, "rtmp")
+    assert not hub.stream("rtmp-cam").request_keyframe(), "an ingest that cannot be asked"

@@ -418,3 +418,21 @@ async def test_lean_send_loop_writes_what_aiortc_parses_and_resends_over_rtx() -
     assert unwrap_rtx(rtx, 102, sender._ssrc).payload == payloads[1]
     await sender._retransmit(7)  # not in the history: nothing sent
     assert len(dtls.sent) == 4
+
+
+async def test_keyframe_requests_reach_a_whip_publisher_through_the_hub() -> None:
+    from media_server.webrtc.depacketize import VideoFrame
+    from media_server.webrtc.whep import WhepEndpoint
+    from media_server.webrtc.whip import WhipIngest
+    hub = Hub()
+    asked: list[str] = []
+    ingest = WhipIngest(hub, "cam", "whip test", video=True, audio=False,
+                        on_evict=lambda reason: None,
+                        on_keyframe_request=lambda: asked.append("pli"))
+    ingest._start(VideoFrame(b"", True, h264_track().config, 64, 64))
+    assert hub.stream("cam").live
+    WhepEndpoint(hub, IceConfig()).request_keyframe("cam")  # what a joining viewer calls
+    assert asked == ["pli"]
+    ingest.close("done")
+    WhepEndpoint(hub, IceConfig()).request_keyframe("cam")
+    assert asked == ["pli"], "no publisher, nobody asked"
