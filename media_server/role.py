@@ -201,6 +201,32 @@ class MediaServerRole:
         self.hls = HlsOutputs(self.hub, HlsOptions(**self.config.hls.model_dump()))
         self.app.include_router(make_hls_router(self.hls, self.authorize_play))
 
+    async def audit(self, action: str, who: str, details: dict[str, Any]) -> None:
+        """One line of the audit trail (DESIGN.md §7); the recorder's writer, one format."""
+        from recorder.index import audit
+
+        await audit(self.storage.state, action, who, **details)
+
+    async def define_private_streams(self, definitions: list[StreamDefinition]) -> None:
+        """Arraignment seats: private streams the recorder records. Their publish keys are
+        not used (seats publish with their seat token)."""
+        for definition in definitions:
+            await self.registry.define(definition)
+
+    def _room_hooks(self) -> Any:
+        from media_server.webrtc.arraignment import StateRoomStore
+        from media_server.webrtc.arraignment_http import RoomHooks
+
+        async def caller(request: Request) -> Caller | None:
+            found = await self.resolve_caller(request)
+            if found is None and self.config.security.open:  # loopback trials: no sign-in
+                return Caller("open-mode", "admin")
+            return found
+
+        return RoomHooks(resolve_caller=caller, audit=self.audit,
+                         define_streams=self.define_private_streams,
+                         store=StateRoomStore(self.storage.state))
+
     def _mount_webrtc(self) -> None:
         from media_server.webrtc.http import make_webrtc_router
         from media_server.webrtc.ice import IceConfig, IceServer
@@ -213,4 +239,5 @@ class MediaServerRole:
                         connect_timeout_s=cfg.connect_timeout_s)
         options = WebRTCOptions(shared_packetization=cfg.shared_packetization)
         self.app.include_router(make_webrtc_router(
-            self.hub, self.authorize_play, self.authorize_publish, ice, options))
+            self.hub, self.authorize_play, self.authorize_publish, ice, options,
+            self._room_hooks()))

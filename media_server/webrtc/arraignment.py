@@ -1,13 +1,15 @@
-"""Remote arraignment rooms: a courtroom and a detention centre see and hear each other.
+"""Remote arraignment rooms: a courtroom and a detention centre (optionally a lawyer and an
+interpreter) see and hear each other.
 
-A room has two seats. Each seat publishes its camera over WHIP to its own private stream
-and plays the other seat's stream over WHEP. A clerk creates the room and hands each side
-a one-time join code; joining spends the code and gives the seat a token, which is the
-Bearer credential for that seat's WHIP publish and WHEP play (and nothing else). Anyone
-else reaches the room's streams only through the node's normal play authorization
-(operators); public URLs never do, since the control room registers them as private.
+Each seat publishes its camera over WHIP to its own private stream
+`arraignment-{room}-{seat}` and plays the other seats over WHEP. An admin or operator
+creates the room and hands each seat a one-time join code; joining spends the code and
+gives the seat a token, the Bearer credential for that seat's WHIP publish and its WHEP
+play of the other seats (and nothing else). Anyone else reaches the room's streams only
+through the node's play authorization (operators watching from the command centre).
 
-Single node, in memory: a restart ends every room (the clerk issues new codes).
+Rooms live in a RoomStore: the state store (Redis) in production, so a restart or another
+node sees the same rooms; memory for tests. Codes and tokens are kept as SHA-256 digests.
 """
 
 from __future__ import annotations
@@ -17,13 +19,19 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
-Side = Literal["court", "detention"]
-SIDES: tuple[Side, Side] = ("court", "detention")
+from storage.state import StateStore
+
+SEATS: tuple[str, ...] = ("court", "detention", "lawyer", "interpreter")
+REQUIRED_SEATS = ("court", "detention")
+DEFAULT_LABELS = {"court": "Courtroom", "detention": "Detention centre", "lawyer": "Lawyer",
+                  "interpreter": "Interpreter"}
 ROOM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+STREAM_PREFIX = "arraignment-"
 CODE_DIGITS = 8
+RECORD_KIND = "arraignment-room"
 
 
 class RoomError(Exception):
@@ -35,32 +43,49 @@ class RoomError(Exception):
         self.reason = reason
 
 
-def room_stream(room_id: str, side: Side) -> str:
-    return f"arraignment-{room_id}-{side}"
+def room_stream(room_id: str, seat: str) -> str:
+    return f"{STREAM_PREFIX}{room_id}-{seat}"
 
 
-def other(side: Side) -> Side:
-    return "detention" if side == "court" else "court"
+def parse_room_stream(stream_id: str) -> tuple[str, str] | None:
+    """(room, seat) of a room stream id, None for any other stream."""
+    if not stream_id.startswith(STREAM_PREFIX):
+        return None
+    for seat in SEATS:
+        suffix = f"-{seat}"
+        room_id = stream_id[len(STREAM_PREFIX):-len(suffix)]
+        if stream_id.endswith(suffix) and ROOM_ID.match(room_id):
+            return room_id, seat
+    return None
 
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _new_code() -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
+
+
 @dataclass
 class Seat:
-    side: Side
+    seat: str
     label: str
     code_digest: str = ""  # the unspent join code, hashed; "" once spent
     token_digest: str = ""  # the joined seat's token, hashed; "" when empty
     joined_at: float = 0.0
 
+    @property
+    def side(self) -> str:  # the name the page and older callers use
+        return self.seat
+
 
 @dataclass
 class Room:
     id: str
-    seats: dict[Side, Seat] = field(default_factory=dict)
+    seats: dict[str, Seat] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    created_by: str = ""
 
     def seat_of(self, token: str | None) -> Seat | None:
         if not token:
@@ -71,98 +96,189 @@ class Room:
                 return seat
         return None
 
+    def primary_other(self, seat: str) -> str:
+        """Whom a seat mainly watches: court and detention each other, the rest the court."""
+        return "detention" if seat == "court" else "court"
+
+    def to_record(self) -> dict[str, Any]:
+        return {"created": self.created, "created_by": self.created_by,
+                "seats": {name: asdict(s) for name, s in self.seats.items()}}
+
+    @classmethod
+    def from_record(cls, room_id: str, record: dict[str, Any]) -> Room:
+        seats = {name: Seat(**s) for name, s in record.get("seats", {}).items()}
+        return cls(room_id, seats, float(record.get("created", 0.0)),
+                   str(record.get("created_by", "")))
+
+    def public_view(self) -> dict[str, Any]:
+        """What the control API lists: no digests, only whether codes/seats are in use."""
+        return {"room": self.id, "created": self.created, "created_by": self.created_by,
+                "seats": {name: {"label": s.label, "stream": room_stream(self.id, name),
+                                 "code_pending": bool(s.code_digest),
+                                 "joined": bool(s.token_digest), "joined_at": s.joined_at}
+                          for name, s in self.seats.items()}}
+
 
 @dataclass(frozen=True)
 class Joined:
-    """What a seat gets on joining: its token and the two stream ids."""
+    """What a seat gets on joining: its token, its stream and the streams it plays."""
 
     room: str
-    side: Side
+    side: str
     label: str
     other_label: str
     token: str
     publish: str
     play: str
+    plays: tuple[str, ...]
+
+
+class RoomStore(Protocol):
+    async def get(self, room_id: str) -> dict[str, Any] | None: ...
+    async def put(self, room_id: str, record: dict[str, Any]) -> None: ...
+    async def delete(self, room_id: str) -> bool: ...
+    async def list(self) -> list[tuple[str, dict[str, Any]]]: ...
+
+
+class MemoryRoomStore:
+    """Rooms of one process (tests, single-node trials): lost on restart."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, dict[str, Any]] = {}
+
+    async def get(self, room_id: str) -> dict[str, Any] | None:
+        return self._records.get(room_id)
+
+    async def put(self, room_id: str, record: dict[str, Any]) -> None:
+        self._records[room_id] = record
+
+    async def delete(self, room_id: str) -> bool:
+        return self._records.pop(room_id, None) is not None
+
+    async def list(self) -> list[tuple[str, dict[str, Any]]]:
+        return sorted(self._records.items())
+
+
+class StateRoomStore:
+    """Rooms as state-store records (kind "arraignment-room"): survive restarts, shared by
+    every node. Read-modify-write per change: two clerks changing one room at the same
+    instant may lose one change (a join code re-issued twice), never a secret."""
+
+    def __init__(self, state: StateStore) -> None:
+        self._state = state
+
+    async def get(self, room_id: str) -> dict[str, Any] | None:
+        return await self._state.get_record(RECORD_KIND, room_id)
+
+    async def put(self, room_id: str, record: dict[str, Any]) -> None:
+        await self._state.put_record(RECORD_KIND, room_id, record)
+
+    async def delete(self, room_id: str) -> bool:
+        return await self._state.delete_record(RECORD_KIND, room_id)
+
+    async def list(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(r["id"], r) for r in await self._state.list_records(RECORD_KIND)]
 
 
 class ArraignmentRooms:
-    def __init__(self) -> None:
-        self._rooms: dict[str, Room] = {}
+    def __init__(self, store: RoomStore | None = None) -> None:
+        self.store: RoomStore = store or MemoryRoomStore()
 
-    def create(self, room_id: str, court_label: str = "Courtroom",
-               detention_label: str = "Detention centre") -> dict[Side, str]:
-        """Open a room; returns the one-time join code of each side (shown once)."""
+    async def create(self, room_id: str, labels: dict[str, str] | None = None,
+                     created_by: str = "") -> dict[str, str]:
+        """Open a room with court, detention and any optional seats named in labels;
+        returns each seat's one-time join code (shown once, stored hashed)."""
         if not ROOM_ID.match(room_id):
             raise RoomError(400, f"room id {room_id!r}: use letters, digits, '-' and '_'")
-        if room_id in self._rooms:
+        wanted = {**{s: DEFAULT_LABELS[s] for s in REQUIRED_SEATS}, **(labels or {})}
+        unknown = set(wanted) - set(SEATS)
+        if unknown:
+            raise RoomError(400, f"unknown seats {sorted(unknown)}; seats are {list(SEATS)}")
+        if await self.store.get(room_id) is not None:
             raise RoomError(409, f"room {room_id!r} already exists")
-        room = Room(room_id)
-        codes: dict[Side, str] = {}
-        for side, label in zip(SIDES, (court_label, detention_label), strict=True):
-            codes[side] = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
-            room.seats[side] = Seat(side, label, code_digest=_digest(codes[side]))
-        self._rooms[room_id] = room
+        room = Room(room_id, created_by=created_by)
+        codes: dict[str, str] = {}
+        for seat in (s for s in SEATS if s in wanted):
+            codes[seat] = _new_code()
+            label = wanted[seat] or DEFAULT_LABELS[seat]
+            room.seats[seat] = Seat(seat, label, code_digest=_digest(codes[seat]))
+        await self.store.put(room_id, room.to_record())
         return codes
 
-    def reissue(self, room_id: str, side: Side) -> str:
-        """A new join code for one side (the old seat token stops working)."""
-        seat = self._room(room_id).seats[side]
-        code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
-        seat.code_digest, seat.token_digest = _digest(code), ""
+    async def reissue(self, room_id: str, seat: str) -> str:
+        """A new join code for one seat (its current token stops working)."""
+        room = await self.get(room_id)
+        if seat not in room.seats:
+            raise RoomError(404, f"room {room_id!r} has no {seat!r} seat")
+        code = _new_code()
+        room.seats[seat].code_digest, room.seats[seat].token_digest = _digest(code), ""
+        await self.store.put(room_id, room.to_record())
         return code
 
-    def join(self, room_id: str, code: str) -> Joined:
-        room = self._room(room_id)
+    async def join(self, room_id: str, code: str) -> Joined:
+        room = await self.get(room_id)
         digest = _digest(code.strip())
         for seat in room.seats.values():
             if seat.code_digest and hmac.compare_digest(seat.code_digest, digest):
                 token = secrets.token_urlsafe(24)
                 seat.code_digest, seat.token_digest = "", _digest(token)
                 seat.joined_at = time.time()
-                return Joined(room_id, seat.side, seat.label, room.seats[other(seat.side)].label,
-                              token, room_stream(room_id, seat.side),
-                              room_stream(room_id, other(seat.side)))
+                await self.store.put(room_id, room.to_record())
+                return self._joined(room, seat, token)
         raise RoomError(403, "this join code is not valid for the room: it was mistyped or has "
                              "been used already; ask the clerk for a new one")
 
-    def leave(self, room_id: str, token: str | None) -> Seat:
-        seat = self._room(room_id).seat_of(token)
+    def _joined(self, room: Room, seat: Seat, token: str) -> Joined:
+        main = room.primary_other(seat.seat)
+        others = (main, *(s for s in room.seats if s not in (seat.seat, main)))
+        return Joined(room.id, seat.seat, seat.label, room.seats[main].label, token,
+                      room_stream(room.id, seat.seat), room_stream(room.id, main),
+                      tuple(room_stream(room.id, s) for s in others))
+
+    async def leave(self, room_id: str, token: str | None) -> Seat:
+        room = await self.get(room_id)
+        seat = room.seat_of(token)
         if seat is None:
             raise RoomError(403, "not a seat of this room")
         seat.token_digest = ""
+        await self.store.put(room_id, room.to_record())
         return seat
 
-    def close(self, room_id: str) -> None:
-        self._rooms.pop(room_id, None)
+    async def close(self, room_id: str) -> bool:
+        return await self.store.delete(room_id)
 
-    def may_publish(self, stream_id: str, token: str | None) -> bool:
-        seat = self._seat_for(stream_id, token)
-        return seat is not None and room_stream(self._room_of(stream_id), seat.side) == stream_id
+    async def list(self) -> list[Room]:
+        return [Room.from_record(rid, rec) for rid, rec in await self.store.list()]
 
-    def may_play(self, stream_id: str, token: str | None) -> bool:
-        seat = self._seat_for(stream_id, token)
-        if seat is None:
-            return False
-        return room_stream(self._room_of(stream_id), other(seat.side)) == stream_id
+    async def get(self, room_id: str) -> Room:
+        record = await self.store.get(room_id) if ROOM_ID.match(room_id) else None
+        if record is None:
+            raise RoomError(404, f"no arraignment room {room_id!r} is open")
+        return Room.from_record(room_id, record)
+
+    async def may_publish(self, stream_id: str, token: str | None) -> bool:
+        """A seat token publishes its own seat's stream only."""
+        found = await self._seat_for(stream_id, token)
+        return found is not None and found[1].seat == found[0]
+
+    async def may_play(self, stream_id: str, token: str | None) -> bool:
+        """A seat token plays every other seat of its room, never its own stream."""
+        found = await self._seat_for(stream_id, token)
+        return found is not None and found[1].seat != found[0]
 
     def is_room_stream(self, stream_id: str) -> bool:
-        return bool(self._room_of(stream_id))
+        return parse_room_stream(stream_id) is not None
 
-    def _seat_for(self, stream_id: str, token: str | None) -> Seat | None:
-        room = self._rooms.get(self._room_of(stream_id))
-        return room.seat_of(token) if room is not None else None
-
-    def _room_of(self, stream_id: str) -> str:
-        for side in SIDES:
-            suffix = f"-{side}"
-            if stream_id.startswith("arraignment-") and stream_id.endswith(suffix):
-                room_id = stream_id[len("arraignment-"):-len(suffix)]
-                if room_id in self._rooms:
-                    return room_id
-        return ""
-
-    def _room(self, room_id: str) -> Room:
-        room = self._rooms.get(room_id)
-        if room is None:
-            raise RoomError(404, f"no arraignment room {room_id!r} is open")
-        return room
+    async def _seat_for(self, stream_id: str, token: str | None) -> tuple[str, Seat] | None:
+        """(the stream's seat, the token's seat) when both belong to the same room."""
+        parsed = parse_room_stream(stream_id)
+        if parsed is None or not token:
+            return None
+        record = await self.store.get(parsed[0])
+        if record is None:
+            return None
+        room = Room.from_record(parsed[0], record)
+        seat = room.seat_of(token)
+        if seat is None or parsed[1] not in room.seats:
+            return None
+        return parsed[1], seat

@@ -5,7 +5,8 @@ answers 405 (RFC 9725 4.3.1: neither trickle ICE nor ICE restart is supported).
 Errors are JSON {"detail": reason}, as FastAPI's own. Who may publish or play is not
 decided here: the control room passes hooks that raise fastapi.HTTPException to refuse.
 The one exception: an arraignment room's seat token (Bearer) opens that seat's own
-publish and the other seat's play, without the hooks.
+publish and the other seats' play, without the hooks. Anyone else playing a seat (the
+command centre) goes through the hooks and is audited.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 from media_server.hub import Hub
-from media_server.webrtc.arraignment_http import add_arraignment_routes
+from media_server.webrtc.arraignment_http import RoomHooks, add_arraignment_routes, audit_watch
 from media_server.webrtc.auth import AuthorizePlay, AuthorizePublish, bearer_token
 from media_server.webrtc.errors import SignalingError
 from media_server.webrtc.ice import IceConfig
@@ -32,10 +33,13 @@ SESSION_METHODS = "DELETE"
 def make_webrtc_router(hub: Hub, authorize_play: AuthorizePlay,
                        authorize_publish: AuthorizePublish,
                        ice_config: IceConfig | None = None,
-                       options: WebRTCOptions | None = None) -> APIRouter:
-    """WHIP and WHEP endpoints over hub. The service is at router.webrtc (stats, tests) and
-    its sessions are closed on the app's shutdown."""
-    service = WebRTCService(hub, ice_config or IceConfig(), options or WebRTCOptions())
+                       options: WebRTCOptions | None = None,
+                       room_hooks: RoomHooks | None = None) -> APIRouter:
+    """WHIP and WHEP endpoints over hub, and arraignment rooms (room_hooks: caller, audit,
+    stream registry, room store). The service is at router.webrtc (stats, tests) and its
+    sessions are closed on the app's shutdown."""
+    service = WebRTCService(hub, ice_config or IceConfig(), options or WebRTCOptions(),
+                            room_hooks)
     router = APIRouter(tags=["webrtc"], on_shutdown=[service.close])
     router.webrtc = service  # type: ignore[attr-defined]
     _add_whep(router, service, authorize_play)
@@ -47,8 +51,9 @@ def make_webrtc_router(hub: Hub, authorize_play: AuthorizePlay,
 def _add_whep(router: APIRouter, service: WebRTCService, authorize: AuthorizePlay) -> None:
     @router.post("/whep/{stream_id}", status_code=201, response_class=Response)
     async def whep_offer(stream_id: str, request: Request) -> Response:
-        if not service.rooms.may_play(stream_id, bearer_token(request)):
+        if not await service.rooms.may_play(stream_id, bearer_token(request)):
             await authorize(request, stream_id)
+            await audit_watch(service, request, stream_id)
         offer = await _read_offer(request)
         viewer = request.client.host if request.client else ""
         try:
@@ -78,7 +83,7 @@ def _add_whip(router: APIRouter, service: WebRTCService, authorize: AuthorizePub
     @router.post("/whip/{stream_id}", status_code=201, response_class=Response)
     async def whip_offer(stream_id: str, request: Request) -> Response:
         bearer = bearer_token(request)
-        if not service.rooms.may_publish(stream_id, bearer):
+        if not await service.rooms.may_publish(stream_id, bearer):
             await authorize(request, stream_id, bearer)
         offer = await _read_offer(request)
         source = f"WHIP from {request.client.host}" if request.client else "WHIP"

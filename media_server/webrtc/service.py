@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from media_server.hub import Hub
 from media_server.webrtc.arraignment import ArraignmentRooms
+from media_server.webrtc.arraignment_http import RoomHooks
 from media_server.webrtc.ice import IceConfig
 from media_server.webrtc.whep import WhepEndpoint
 from media_server.webrtc.whip import WhipEndpoint
@@ -24,11 +25,13 @@ class WebRTCOptions(BaseModel):
 
 
 class WebRTCService:
-    def __init__(self, hub: Hub, ice: IceConfig, options: WebRTCOptions) -> None:
+    def __init__(self, hub: Hub, ice: IceConfig, options: WebRTCOptions,
+                 room_hooks: RoomHooks | None = None) -> None:
         self.hub = hub
         self.ice = ice
         self.options = options
-        self.rooms = ArraignmentRooms()
+        self.room_hooks = room_hooks or RoomHooks()
+        self.rooms = ArraignmentRooms(self.room_hooks.store)
         self.whip = WhipEndpoint(hub, ice, keyframe_interval_s=options.whip_keyframe_interval_s)
         self.whep = WhepEndpoint(hub, ice, shared_packetization=options.shared_packetization)
 

@@ -12,36 +12,92 @@ from typing import Any
 import httpx
 import pytest
 
-from media_server.webrtc.arraignment import ArraignmentRooms, RoomError, room_stream
+from media_server.webrtc.arraignment import (
+    ArraignmentRooms,
+    RoomError,
+    StateRoomStore,
+    parse_room_stream,
+    room_stream,
+)
+from storage.redis_server import EmbeddedRedis
+from storage.state import StateStore
 from tests.media_server.test_webrtc_http import LiveServer, webrtc_clips  # noqa: F401
 
 
-def test_join_codes_are_one_time_and_tokens_open_only_their_seat() -> None:
+async def test_join_codes_are_one_time_and_tokens_open_only_their_seat() -> None:
     rooms = ArraignmentRooms()
-    codes = rooms.create("r1", "Court 3", "Zhengzhou detention centre")
+    codes = await rooms.create("r1", {"court": "Court 3",
+                                      "detention": "Zhengzhou detention centre"})
     assert set(codes) == {"court", "detention"} and codes["court"] != codes["detention"]
-    court = rooms.join("r1", codes["court"])
+    court = await rooms.join("r1", codes["court"])
     assert (court.side, court.publish, court.play) == (
         "court", "arraignment-r1-court", "arraignment-r1-detention")
     assert court.other_label == "Zhengzhou detention centre"
     with pytest.raises(RoomError, match="used already") as spent:
-        rooms.join("r1", codes["court"])
+        await rooms.join("r1", codes["court"])
     assert spent.value.status == 403
-    assert rooms.may_publish(court.publish, court.token)
-    assert rooms.may_play(court.play, court.token)
-    assert not rooms.may_publish(court.play, court.token), "cannot publish as the other side"
-    assert not rooms.may_play(court.publish, court.token)
-    assert not rooms.may_play(court.play, "forged") and not rooms.may_play(court.play, None)
-    assert not rooms.may_play("arraignment-nosuch-court", court.token)
-    rooms.leave("r1", court.token)
-    assert not rooms.may_publish(court.publish, court.token), "leaving revokes the token"
-    again = rooms.join("r1", rooms.reissue("r1", "court"))
-    assert rooms.may_publish(again.publish, again.token)
+    assert await rooms.may_publish(court.publish, court.token)
+    assert await rooms.may_play(court.play, court.token)
+    assert not await rooms.may_publish(court.play, court.token), "not as the other side"
+    assert not await rooms.may_play(court.publish, court.token)
+    assert not await rooms.may_play(court.play, "forged")
+    assert not await rooms.may_play(court.play, None)
+    assert not await rooms.may_play("arraignment-nosuch-court", court.token)
+    await rooms.leave("r1", court.token)
+    assert not await rooms.may_publish(court.publish, court.token), "leaving revokes it"
+    again = await rooms.join("r1", await rooms.reissue("r1", "court"))
+    assert await rooms.may_publish(again.publish, again.token)
     with pytest.raises(RoomError) as unknown:
-        rooms.join("nosuch", "123")
+        await rooms.join("nosuch", "123")
     assert unknown.value.status == 404
     with pytest.raises(RoomError):
-        rooms.create("bad id!")
+        await rooms.create("bad id!")
+
+
+async def test_optional_seats_play_every_other_seat() -> None:
+    rooms = ArraignmentRooms()
+    codes = await rooms.create("r2", {"lawyer": "Defence lawyer", "interpreter": ""})
+    assert set(codes) == {"court", "detention", "lawyer", "interpreter"}
+    lawyer = await rooms.join("r2", codes["lawyer"])
+    assert lawyer.play == room_stream("r2", "court") and lawyer.label == "Defence lawyer"
+    assert set(lawyer.plays) == {room_stream("r2", s) for s in ("court", "detention",
+                                                                 "interpreter")}
+    for stream in lawyer.plays:
+        assert await rooms.may_play(stream, lawyer.token)
+    assert await rooms.may_publish(room_stream("r2", "lawyer"), lawyer.token)
+    assert parse_room_stream("arraignment-a-court-detention") == ("a-court", "detention")
+    assert parse_room_stream("court1") is None
+    with pytest.raises(RoomError, match="unknown seats"):
+        await rooms.create("r3", {"judge": "x"})
+
+
+async def test_rooms_survive_a_restart_in_the_state_store(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    await server.start()
+    try:
+        first = StateStore(server.url)
+        await first.connect()
+        codes = await ArraignmentRooms(StateRoomStore(first)).create("r9")
+        court = await ArraignmentRooms(StateRoomStore(first)).join("r9", codes["court"])
+        await first.close()
+        again = StateStore(server.url)  # a new process: nothing in memory
+        await again.connect()
+        try:
+            rooms = ArraignmentRooms(StateRoomStore(again))
+            assert [r.id for r in await rooms.list()] == ["r9"]
+            assert await rooms.may_publish(court.publish, court.token)
+            with pytest.raises(RoomError, match="used already"):
+                await rooms.join("r9", codes["court"])
+            detention = await rooms.join("r9", codes["detention"])
+            assert await rooms.may_play(court.publish, detention.token)
+            record = await again.get_record("arraignment-room", "r9")
+            assert record is not None and codes["court"] not in str(record)
+            assert court.token not in str(record), "secrets are kept hashed"
+            assert await rooms.close("r9") and await rooms.list() == []
+        finally:
+            await again.close()
+    finally:
+        await server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +133,7 @@ def test_courtroom_and_detention_centre_see_each_other(chromium_browser: Any,
     rooms = server.service.rooms
 
     async def create() -> dict[str, str]:
-        codes = rooms.create("r7", "Courtroom 3", "Detention centre")
-        return {"court": codes["court"], "detention": codes["detention"]}
+        return await rooms.create("r7", {"court": "Courtroom 3"})
 
     codes = server.call(create())
     court = open_room(chromium_browser, server, "r7")
@@ -115,3 +170,108 @@ def test_courtroom_and_detention_centre_see_each_other(chromium_browser: Any,
     detention.click("#leave")
     court.close()
     detention.close()
+
+
+async def test_control_api_registers_private_streams_and_audits_every_step(
+        tmp_path: Path) -> None:
+    from fastapi import FastAPI, HTTPException, Request
+
+    from media_server.access import Caller
+    from media_server.hub import Hub
+    from media_server.streams import StreamClass, StreamRegistry
+    from media_server.webrtc import make_webrtc_router
+    from media_server.webrtc.arraignment_http import RoomHooks
+    from recorder.index import audit
+
+    server = EmbeddedRedis(tmp_path / "redis")
+    await server.start()
+    state = StateStore(server.url)
+    await state.connect()
+    registry = StreamRegistry(state)
+
+    async def caller(request: Request) -> Caller | None:
+        name, _, role = request.headers.get("x-user", "").partition("/")
+        return Caller(name, role) if name else None
+
+    async def authorize_play(request: Request, stream_id: str) -> None:
+        found = await caller(request)
+        if found is None or found.role != "operator":
+            raise HTTPException(404, f"stream {stream_id!r} not found")
+
+    async def authorize_publish(request: Request, stream_id: str, key: str | None) -> None:
+        raise HTTPException(401, "no key")
+
+    async def define(definitions: list[Any]) -> None:
+        for d in definitions:
+            await registry.define(d)
+
+    async def write_audit(action: str, who: str, details: dict[str, Any]) -> None:
+        await audit(state, action, who, **details)
+
+    hooks = RoomHooks(resolve_caller=caller, store=StateRoomStore(state), audit=write_audit,
+                      define_streams=define)
+    app = FastAPI()
+    app.include_router(make_webrtc_router(Hub(), authorize_play, authorize_publish,
+                                          room_hooks=hooks))
+    operator = {"x-user": "olga/operator"}
+    sdp = {"Content-Type": "application/sdp"}
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://test") as client:
+            body = {"room": "a1", "seats": {"court": "Court 5", "lawyer": "Defence"}}
+            assert (await client.post("/api/v1/arraignments", json=body)).status_code == 401
+            clerk = await client.post("/api/v1/arraignments", json=body,
+                                      headers={"x-user": "vic/viewer"})
+            assert clerk.status_code == 403 and "may not manage" in clerk.json()["detail"]
+            made = await client.post("/api/v1/arraignments", json=body, headers=operator)
+            assert made.status_code == 201, made.text
+            codes = made.json()["codes"]
+            assert set(codes) == {"court", "detention", "lawyer"}
+            again = await client.post("/api/v1/arraignments", json=body, headers=operator)
+            assert again.status_code == 409
+            for seat in codes:
+                d = await registry.get(room_stream("a1", seat))
+                assert d is not None and d.stream_class == StreamClass.arraignment
+                assert not d.is_public and d.room == "a1"
+
+            wrong = await client.post("/arraignment/a1/join", json={"code": "00000000"})
+            assert wrong.status_code == 403 and "not valid" in wrong.json()["detail"]
+            court = (await client.post("/arraignment/a1/join",
+                                       json={"code": codes["court"]})).json()
+            stranger = await client.post(f"/whep/{room_stream('a1', 'court')}",
+                                         content="v=0\n", headers=sdp)
+            assert stranger.status_code == 404, "a private seat stays hidden from the public"
+            watch = await client.post(f"/whep/{room_stream('a1', 'court')}",
+                                      content="v=0\n", headers={**sdp, **operator})
+            assert watch.status_code == 400, "let through (then the bad SDP is refused)"
+            listed = (await client.get("/api/v1/arraignments", headers=operator)).json()
+            seats = listed[0]["seats"]
+            assert seats["court"]["joined"] and seats["detention"]["code_pending"]
+            assert "code_digest" not in str(listed) and codes["court"] not in str(listed)
+            left = await client.post("/arraignment/a1/leave",
+                                     headers={"Authorization": f"Bearer {court['token']}"})
+            assert left.json() == {"left": "court"}
+            code = await client.post("/api/v1/arraignments/a1/seats/lawyer/code",
+                                     headers=operator)
+            assert code.status_code == 200 and code.json()["code"] != codes["lawyer"]
+            closed = await client.delete("/api/v1/arraignments/a1", headers=operator)
+            assert closed.json() == {"closed": "a1"}
+            assert (await client.post("/arraignment/a1/join",
+                                      json={"code": codes["detention"]})).status_code == 404
+
+        events = [e for _, e in await state.read_events("audit")]
+        assert [(e["action"], e["who"]) for e in events] == [
+            ("arraignment.create", "olga"),
+            ("arraignment.join-refused", "peer 127.0.0.1"),
+            ("arraignment.join", "seat court"),
+            ("arraignment.watch", "olga"),
+            ("arraignment.leave", "seat court"),
+            ("arraignment.reissue", "olga"),
+            ("arraignment.close", "olga"),
+            ("arraignment.join-refused", "peer 127.0.0.1"),
+        ]
+        assert all(e["room"] == "a1" and e["at"] > 0 for e in events)
+        assert events[3]["seat"] == "court" and events[3]["stream"] == "arraignment-a1-court"
+    finally:
+        await state.close()
+        await server.stop()
