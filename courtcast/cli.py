@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     define.add_argument("--public", action="store_true")
     define.add_argument("--title", default="")
     define.add_argument("--source", default="", help="rtsp:// URL to pull (an IP camera)")
+    define.add_argument("--court", default="")
+    define.add_argument("--room", default="", help="the courtroom (sessions record its streams)")
     define.set_defaults(func=cmd_streams_add)
 
     _session_commands(sub)
@@ -296,7 +298,8 @@ def cmd_streams_add(args: argparse.Namespace) -> int:
     async def work(state: Any) -> int:
         definition = StreamDefinition(id=args.stream_id, stream_class=StreamClass(args.stream_class),
                                       public=args.public, title=args.title,
-                                      source_url=args.source)
+                                      source_url=args.source, court=args.court,
+                                      room=args.room)
         try:
             key = await StreamRegistry(state).define(definition)
         except ValueError as exc:
