@@ -35,7 +35,7 @@ from storage.objects import ObjectNotFound, ObjectStore, StorageError
 log = logging.getLogger(__name__)
 
 QUEUE_PACKETS = 3000  # ~40 s of 30 fps + AAC: a slow store must not make the hub skip us
-RETRY_MAX_S = 5.0
+RETRY_MAX_S = 2.0
 
 
 @dataclass
