@@ -22,7 +22,7 @@ from media_server.webrtc.auth import AuthorizePlay, AuthorizePublish, bearer_tok
 from media_server.webrtc.errors import SignalingError
 from media_server.webrtc.ice import IceConfig
 from media_server.webrtc.sdp import MAX_OFFER_BYTES
-from media_server.webrtc.service import WebRTCOptions, WebRTCService
+from media_server.webrtc.service import RETRY_AFTER_S, WebRTCOptions, WebRTCService
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def _add_whep(router: APIRouter, service: WebRTCService, authorize: AuthorizePla
         offer = await _read_offer(request)
         viewer = request.client.host if request.client else ""
         try:
-            session, answer = await service.whep.open(stream_id, offer, viewer)
+            with service.slot("whep", stream_id):
+                session, answer = await service.whep.open(stream_id, offer, viewer)
         except SignalingError as exc:
             return _refuse(exc)
         return _created(answer, session.location)
@@ -88,7 +89,8 @@ def _add_whip(router: APIRouter, service: WebRTCService, authorize: AuthorizePub
         offer = await _read_offer(request)
         source = f"WHIP from {request.client.host}" if request.client else "WHIP"
         try:
-            session, answer = await service.whip.open(stream_id, offer, source)
+            with service.slot("whip", stream_id):
+                session, answer = await service.whip.open(stream_id, offer, source)
         except SignalingError as exc:
             return _refuse(exc)
         return _created(answer, session.location)
@@ -130,7 +132,8 @@ def _created(answer: str, location: str) -> Response:
 
 
 def _refuse(exc: SignalingError) -> Response:
-    return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+    return JSONResponse({"detail": exc.reason}, status_code=exc.status, headers=headers)
 
 
 def _no_patch() -> Response:

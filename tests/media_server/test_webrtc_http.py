@@ -222,6 +222,33 @@ async def test_per_viewer_pass_through_mode_also_plays(webrtc_clips: dict[str, P
         await asyncio.to_thread(server.stop)
 
 
+async def test_session_limit_is_503_with_a_reason_and_frees_on_hang_up(
+        webrtc_clips: dict[str, Path]) -> None:
+    server = await asyncio.to_thread(
+        lambda: LiveServer({"court1": webrtc_clips["court1"]},
+                           options=WebRTCOptions(max_sessions=2)).start())
+    try:
+        first = await open_viewer(server.url, "court1", kinds=("video",))
+        second = await open_viewer(server.url, "court1", kinds=("video",))
+        assert first.response.status_code == second.response.status_code == 201
+        third = await open_viewer(server.url, "court1", kinds=("video",))
+        assert third.response.status_code == 503
+        assert third.response.headers["retry-after"] == "10"
+        detail = third.response.json()["detail"]
+        assert "limit of 2 WebRTC sessions" in detail and "/live/court1/index.m3u8" in detail
+        await third.close()
+        await first.close()  # hang up without DELETE: the session ends with its connection
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            await client.delete(first.response.headers["location"])
+        again = await open_viewer(server.url, "court1", kinds=("video",))
+        assert again.response.status_code == 201, again.response.text
+        await frames(again.track("video"), 5)
+        for viewer in (second, again):
+            await viewer.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
 async def test_rtmp_publisher_plays_over_whep(webrtc_server: LiveServer,
                                               webrtc_clips: dict[str, Path]) -> None:
     """ffmpeg -> RTMP (millisecond timestamps, AVCC) -> hub -> WHEP: same bytes, decodable."""
