@@ -129,6 +129,10 @@ class RecorderConfig(_Model):
     # days a recording of a class is kept; a class not listed is never deleted automatically
     # (trial and arraignment recordings are evidence)
     retention_days: dict[Literal["security", "conference"], int] = {"security": 30}
+    # continuous (security, record-all) recordings are cut into recordings of this length,
+    # so retention can delete old ones
+    rotate_s: float = Field(default=3600.0, ge=60.0)
+    retention_check_s: float = Field(default=3600.0, ge=1.0)
 
 
 class Config(_Model):

@@ -15,7 +15,8 @@ from recorder.manifest import Manifest
 from storage.state import Record, StateStore
 
 KIND = "recording"
-INDEXED = ("court", "room", "case_number", "date", "stream", "session", "state", "node")
+INDEXED = ("court", "room", "case_number", "date", "stream", "session", "state", "node",
+           "stream_class")
 AUDIT_STREAM = "audit"
 AUDIT_MAX_AGE_S = 10 * 365 * 86400  # evidence: the audit trail outlives the recordings
 
@@ -34,7 +35,8 @@ class RecordingIndex:
         record = {
             "stream": manifest.stream, "session": manifest.session, "court": manifest.court,
             "room": manifest.room, "case_number": manifest.case_number,
-            "stream_class": manifest.stream_class, "public": manifest.public, "state": manifest.state,
+            "stream_class": manifest.stream_class, "public": manifest.public,
+            "state": manifest.state,
             "date": day_of(manifest.opened_at), "opened_at": manifest.opened_at,
             "closed_at": manifest.closed_at, "segments": len(manifest.segments),
             "duration": round(manifest.duration, 3), "gaps": len(manifest.gaps),

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_PACKETS = 3000  # ~40 s of 30 fps + AAC: a slow store must not make the hub skip us
 RETRY_MAX_S = 2.0
+SPOOL_ALERT = 0.8  # share of the spool limit that raises an alert
 
 
 @dataclass
@@ -45,6 +46,11 @@ class RecorderOptions:
     spool_dir: Path = Path("spool")
     spool_limit_bytes: int = 2 << 30
     node: str = "node-1"
+
+
+def spool_usage(root: Path) -> int:
+    """Bytes in the whole spool (every recording's): few files, as uploads empty it."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
 
 
 def codec_string(track: Track) -> str:
@@ -95,6 +101,7 @@ class Recording:
                                    window_segments=8, first_msn=0, prft=True)
         self.upload_latencies: deque[float] = deque(maxlen=10000)
         self.outage_since: float | None = None
+        self.spool_alert = False
         self._s = _State()
         self._jobs: deque[_Job] = deque()
         self._job_added = asyncio.Event()
@@ -275,7 +282,12 @@ class Recording:
             meta = self._open_meta(seq)
         meta["duration"] = seg.duration
         self._s.wallclock_end = seg.wallclock + seg.duration
-        if self.spool.size_bytes() > self.options.spool_limit_bytes:
+        used = spool_usage(self.options.spool_dir)
+        self.spool_alert = used > SPOOL_ALERT * self.options.spool_limit_bytes
+        if self.spool_alert:
+            log.warning("spool %s is %d %% full", self.options.spool_dir,
+                        100 * used // self.options.spool_limit_bytes)
+        if used > self.options.spool_limit_bytes:
             log.error("recording %s: spool full (%d bytes), segment %d dropped", self.id,
                       self.options.spool_limit_bytes, seq)
             self.spool.drop_open(seq)

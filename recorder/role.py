@@ -93,6 +93,7 @@ class RecorderRole:
         await self._resume_open()
         await self.reconcile()
         self._tasks.append(asyncio.create_task(self._loop(), name="recorder-reconcile"))
+        self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         for channel in (SESSION_CHANGES, STREAM_CHANGES):
             self._tasks.append(asyncio.create_task(self._listen(channel), name=channel))
 
@@ -109,8 +110,10 @@ class RecorderRole:
 
     async def health(self) -> dict[str, Any]:
         outage = any(r.outage_since is not None for r in self.active.values())
-        return {"state": "degraded" if outage else "ok", "recording": len(self.active),
-                "spooling": outage, "signing_key_id": self.signer.key_id}
+        full = any(r.spool_alert for r in self.active.values())
+        return {"state": "degraded" if outage or full else "ok", "recording": len(self.active),
+                "spooling": outage, "spool_over_80_percent": full,
+                "signing_key_id": self.signer.key_id}
 
     # -- what to record -----------------------------------------------------------------
 
@@ -138,7 +141,7 @@ class RecorderRole:
         async with self._lock:
             wanted = await self.wanted()
             for key, recording in list(self.active.items()):
-                if key not in wanted:
+                if key not in wanted or self._due_for_rotation(key, recording):
                     self._close_later(self.active.pop(key))
             for key, w in wanted.items():
                 recording = self.active.get(key)
@@ -164,6 +167,24 @@ class RecorderRole:
         log.info("recording %s started (%s)", manifest.recording_id,
                  f"session {s.id}" if s else "continuous")
         return recording
+
+    def _due_for_rotation(self, key: tuple[str, str], recording: Recording) -> bool:
+        """A continuous recording ends after rotate_s and the next one starts at once (from
+        the hub's GOP cache, so nothing falls between them)."""
+        age = time.time() - recording.manifest.opened_at
+        return key[1] == CONTINUOUS and age >= self.config.recorder.rotate_s
+
+    async def _retention_loop(self) -> None:
+        from recorder.retention import apply_retention, disk_pressure_alert
+
+        days: dict[str, int] = dict(self.config.recorder.retention_days)
+        while True:
+            try:
+                await apply_retention(self.storage.objects, self.index, days)
+                await disk_pressure_alert(self.index, self.config.data_dir)
+            except Exception:  # storage or Redis away: the next round retries
+                log.exception("recorder: retention round failed")
+            await asyncio.sleep(self.config.recorder.retention_check_s)
 
     def hub_or_fail(self) -> Hub:
         if self.hub is None:
