@@ -1,0 +1,508 @@
+"""RTMP in, HLS out: courtcast (LL-HLS) against nginx-rtmp (HLS), same machine, same run.
+
+For each N: a fresh `courtcast up --open` and a fresh nginx (libnginx-mod-rtmp, hls on,
+2 s fragments) run side by side; N ffmpeg publishers push a pre-encoded 720p 2 Mbit/s
+clip (2 s GOP, AAC, `-re -stream_loop -1 -c copy`) into each. Readers in two other
+processes play every stream: LL-HLS blocking reloads + parts from courtcast (an output
+only runs while someone reads it), playlist polls (1 s) + segments from nginx.
+After warm-up, server CPU (utime + stime of the process tree from /proc: courtcast and
+its embedded Redis; nginx master and workers) is read over a steady window.
+
+Latency: stream s0 of each server is published through a relay (bench/rtmp_tap.py) that
+notes when its first video frame left ffmpeg; with -re, a frame of media time t left at
+t0 + t. Readers note when each part (courtcast) or segment (nginx, polled every 50 ms)
+arrives and the media time of its first video sample. See bench/RESULTS.md.
+
+    .venv/bin/python bench/ingest_hls.py --n 1,10,25,50 --seconds 20 [--profile 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.procs import Procs, cpu_s, free_port, machine_busy, rss_mb, tree  # noqa: E402
+from bench.rtmp_tap import RtmpTap  # noqa: E402
+
+PY = sys.executable
+GOP_S = 2.0
+NGINX_PTS_DELAY_S = 63000 / 90000  # ngx_rtmp_mpegts.c adds NGX_RTMP_HLS_DELAY to PTS
+NGINX_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+WARMUP_S = 4.0
+HLSJS_HOLD_SEGMENTS = 3  # hls.js liveSyncDurationCount default
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- the clip --
+
+def make_clip(path: Path, seconds: int) -> Path:
+    """720p30 H.264 2 Mbit/s, 2 s GOP (no B-frames), AAC 128k: encoded once."""
+    subprocess.run([
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+        "-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-g", "60", "-keyint_min", "60",
+        "-sc_threshold", "0", "-b:v", "2M", "-maxrate", "2M", "-bufsize", "2M",
+        "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-ac", "2", str(path)],
+        check=True, timeout=300)
+    return path
+
+
+def publisher_cmd(clip: Path, url: str) -> list[str]:
+    return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
+            "-stream_loop", "-1", "-i", str(clip), "-c", "copy", "-f", "flv", url]
+
+
+# -- the servers --
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[Any]
+    http_port: int
+    rtmp_port: int
+    playlist: str  # path template with {id}
+
+    def pids(self) -> list[int]:
+        return tree(self.proc.pid)
+
+
+def start_courtcast(procs: Procs, work: Path) -> Server:
+    http, rtmp = free_port(), free_port()
+    cmd = [str(ROOT / ".venv/bin/courtcast"), "up", "--open", "--data-dir", str(work / "cc"),
+           "--http-port", str(http), "--rtmp-port", str(rtmp)]
+    out = open(work / "courtcast.log", "wb")
+    proc = procs.start(cmd, signal.SIGTERM, stdout=out, stderr=subprocess.STDOUT)
+    server = Server("courtcast", proc, http, rtmp, "/live/{id}/index.m3u8")
+    wait_http(server, "/api/v1/health")
+    return server
+
+
+NGINX_CONF = """load_module {module};
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+error_log {work}/nginx-error.log warn;
+pid {work}/nginx.pid;
+events {{ worker_connections 4096; }}
+rtmp {{
+  server {{
+    listen 127.0.0.1:{rtmp};
+    chunk_size 4096;
+    application live {{
+      live on;
+      hls on;
+      hls_path {work}/hls;
+      hls_fragment 2s;
+    }}
+  }}
+}}
+http {{
+  access_log off;
+  client_body_temp_path {work}/tmp;
+  proxy_temp_path {work}/tmp;
+  fastcgi_temp_path {work}/tmp;
+  uwsgi_temp_path {work}/tmp;
+  scgi_temp_path {work}/tmp;
+  server {{
+    listen 127.0.0.1:{http};
+    location /hls/ {{
+      alias {work}/hls/;
+      types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; text/html html; }}
+      add_header Cache-Control no-cache;
+    }}
+  }}
+}}
+"""
+
+
+def start_nginx(procs: Procs, work: Path) -> Server:
+    http, rtmp = free_port(), free_port()
+    for sub in ("hls", "tmp"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(module=NGINX_MODULE, work=work, rtmp=rtmp, http=http))
+    out = open(work / "nginx.log", "wb")
+    proc = procs.start(["nginx", "-c", str(conf), "-p", str(work)], signal.SIGQUIT,
+                       stdout=out, stderr=subprocess.STDOUT)
+    server = Server("nginx-rtmp", proc, http, rtmp, "/hls/{id}.m3u8")
+    wait_http(server, "/hls/")
+    return server
+
+
+def wait_http(server: Server, path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{path}", timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{server.name} did not answer on port {server.http_port}")
+
+
+# -- readers --
+
+class ReaderProc:
+    """bench/hls_reader.py in its own process, driven over stdin/stdout."""
+
+    def __init__(self, procs: Procs, spec: dict[str, Any], log_path: Path) -> None:
+        self.proc = procs.start([PY, str(ROOT / "bench/hls_reader.py"), json.dumps(spec)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=open(log_path, "wb"), text=True)
+
+    def command(self, cmd: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+
+    def report(self, timeout: float = 20.0) -> dict[str, Any]:
+        self.command("report")
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise RuntimeError("reader did not report")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"reader exited with {self.proc.poll()}")
+        return dict(json.loads(line))
+
+
+def reader_spec(server: Server, kind: str, n: int) -> dict[str, Any]:
+    return {"port": server.http_port, "kind": kind, "path": server.playlist,
+            "streams": [f"s{i}" for i in range(n)], "latency": ["s0"],
+            "poll_s": 1.0, "latency_poll_s": 0.05}
+
+
+# -- one N --
+
+@dataclass
+class Side:
+    """What one server did at one N."""
+
+    cpu_ms_per_stream_s: float = 0.0
+    idle_cpu_ms_per_s: float = 0.0
+    rss_idle_mb: float = 0.0
+    rss_mb: float = 0.0
+    rss_mb_per_stream: float = 0.0
+    media_per_stream_s: list[float] = field(default_factory=list)  # min, max
+    mbit_per_stream: float = 0.0
+    reader_errors: int = 0
+    latency: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    n: int
+    seconds: float
+    machine_busy_pct: float = 0.0
+    publisher_ms_per_stream_s: float = 0.0
+    ours: Side = field(default_factory=Side)
+    nginx: Side = field(default_factory=Side)
+
+    @property
+    def ratio(self) -> float:
+        theirs = self.nginx.cpu_ms_per_stream_s
+        return self.ours.cpu_ms_per_stream_s / theirs if theirs else float("inf")
+
+
+def run_n(n: int, args: argparse.Namespace, clip: Path, work: Path) -> Row:
+    procs = Procs()
+    taps: list[RtmpTap] = []
+    try:
+        return _run_n(n, args, clip, work, procs, taps)
+    finally:
+        log(f"N={n}: stopping publishers, readers and servers")
+        for tap in taps:
+            tap.close()
+        procs.stop_all()
+
+
+def _run_n(n: int, args: argparse.Namespace, clip: Path, work: Path, procs: Procs,
+           taps: list[RtmpTap]) -> Row:
+    row = Row(n, args.seconds)
+    log(f"N={n}: starting courtcast and nginx-rtmp")
+    servers = {"ours": start_courtcast(procs, work), "nginx": start_nginx(procs, work)}
+    idle(servers, row)
+    readers = {"ours": ReaderProc(procs, reader_spec(servers["ours"], "ll", n),
+                                  work / "reader-ours.log"),
+               "nginx": ReaderProc(procs, reader_spec(servers["nginx"], "poll", n),
+                                   work / "reader-nginx.log")}
+    taps += [RtmpTap(servers["ours"].rtmp_port), RtmpTap(servers["nginx"].rtmp_port)]
+    publishers = start_publishers(procs, clip, n, servers, taps)
+    warm_up(readers, n, args.warmup_timeout)
+    measure(row, servers, readers, publishers, taps, args.seconds)
+    if args.profile == n:
+        profile(servers["ours"], args.seconds, args.profile_out)
+    return row
+
+
+def idle(servers: dict[str, Server], row: Row) -> None:
+    """CPU and RSS of the servers with nothing to do: the baseline."""
+    time.sleep(2.0)
+    before = {k: cpu_s(s.pids()) for k, s in servers.items()}
+    time.sleep(3.0)
+    for key, server in servers.items():
+        side: Side = getattr(row, key)
+        side.idle_cpu_ms_per_s = (cpu_s(server.pids()) - before[key]) / 3.0 * 1000
+        side.rss_idle_mb = rss_mb(server.pids())
+
+
+def start_publishers(procs: Procs, clip: Path, n: int, servers: dict[str, Server],
+                     taps: list[RtmpTap]) -> list[subprocess.Popen[Any]]:
+    """N per server, starts spread over one GOP; s0 goes through the latency tap."""
+    log(f"N={n}: starting {2 * n} publishers")
+    out = []
+    for i in range(n):
+        for (key, server), tap in zip(servers.items(), taps):
+            port = tap.port if i == 0 else server.rtmp_port
+            url = f"rtmp://127.0.0.1:{port}/live/s{i}"
+            out.append(procs.start(publisher_cmd(clip, url), stdin=subprocess.DEVNULL))
+        time.sleep(GOP_S / n)
+    return out
+
+
+def warm_up(readers: dict[str, ReaderProc], n: int, timeout: float) -> None:
+    """Until every stream has delivered media to its reader, then WARMUP_S more."""
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = {k: sum(1 for c in r.report().values() if c["media"] == 0)
+                   for k, r in readers.items()}
+        if not any(waiting.values()):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"N={n}: streams without media after {timeout:.0f} s: {waiting}")
+        time.sleep(1.0)
+    log(f"N={n}: every stream plays on both servers; warming up {WARMUP_S:.0f} s")
+    time.sleep(WARMUP_S)
+
+
+def measure(row: Row, servers: dict[str, Server], readers: dict[str, ReaderProc],
+            publishers: list[subprocess.Popen[Any]], taps: list[RtmpTap],
+            seconds: float) -> None:
+    for r in readers.values():
+        r.command("mark")
+    pids = {k: s.pids() for k, s in servers.items()}
+    pub_pids = [p.pid for p in publishers]
+    cpu0 = {k: cpu_s(p) for k, p in pids.items()}
+    pub0, busy0, t0 = cpu_s(pub_pids), machine_busy(), time.monotonic()
+    log(f"N={row.n}: measuring {seconds:.0f} s")
+    time.sleep(seconds)
+    cpu1 = {k: cpu_s(p) for k, p in pids.items()}
+    pub1, busy1, span = cpu_s(pub_pids), machine_busy(), time.monotonic() - t0
+    dead = [p.args[-1] for p in publishers if p.poll() is not None]
+    if dead:
+        raise RuntimeError(f"publishers ended during the window: {dead[:3]}")
+    row.machine_busy_pct = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) * 100
+    row.publisher_ms_per_stream_s = (pub1 - pub0) / span / len(publishers) * 1000
+    for key, server in servers.items():
+        side: Side = getattr(row, key)
+        side.cpu_ms_per_stream_s = (cpu1[key] - cpu0[key]) / span / row.n * 1000
+        side.rss_mb = rss_mb(server.pids())
+        side.rss_mb_per_stream = (side.rss_mb - side.rss_idle_mb) / row.n
+        delivered(side, readers[key].report(), span)
+    playlists = {k: fetch_text(s, s.playlist.format(id="s0")) for k, s in servers.items()}
+    row.ours.latency = latency_ours(row.ours.latency, taps[0], playlists["ours"])
+    row.nginx.latency = latency_nginx(row.nginx.latency, taps[1], playlists["nginx"])
+
+
+def delivered(side: Side, report: dict[str, Any], span: float) -> None:
+    """What the readers got: proof that HLS was produced for every stream."""
+    rates = [c["media"] / span for c in report.values()]
+    side.media_per_stream_s = [round(min(rates), 2), round(max(rates), 2)]
+    side.mbit_per_stream = sum(c["bytes"] for c in report.values()) * 8 / span / len(report) / 1e6
+    side.reader_errors = sum(c["errors"] for c in report.values())
+    side.latency = {"records": report["s0"]["records"]}
+
+
+def fetch_text(server: Server, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{path}", timeout=10) as r:
+        return str(r.read().decode())
+
+
+# -- latency --
+
+def tag_value(text: str, tag: str, key: str | None = None) -> float:
+    line = next(ln for ln in text.splitlines() if ln.startswith(tag + ":"))
+    value = line.split(":", 1)[1]
+    if key is not None:
+        value = next(kv.split("=")[1] for kv in value.split(",") if kv.startswith(key + "="))
+    return float(value)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    values = sorted(values)
+    return {"mean": statistics.fmean(values), "p50": values[len(values) // 2],
+            "p95": values[min(len(values) - 1, int(len(values) * 0.95))],
+            "max": values[-1], "count": len(values)}
+
+
+def latency_ours(data: dict[str, Any], tap: RtmpTap, playlist: str) -> dict[str, Any]:
+    """Part arrival at the reader vs the moment its first frame left the publisher."""
+    assert tap.first_video is not None, "the latency publisher sent no video"
+    t0, d0 = tap.first_video
+    recs = [r for r in data["records"] if r["media"] is not None]
+    if not recs:
+        return {"error": "no parts received"}
+    # the output's timeline starts at a keyframe of the source (0 at the first GOP it got):
+    # its PDT says which one
+    out0 = recs[0]["pdt"] - recs[0]["media"]
+    offset = round((out0 - t0) / GOP_S) * GOP_S
+    ages = [r["t"] - (t0 + r["media"] + offset) for r in recs]
+    hold = tag_value(playlist, "#EXT-X-SERVER-CONTROL", "PART-HOLD-BACK")
+    return player_estimate(ages, [r["dur"] for r in recs], hold, {
+        "ingest_to_pdt_s": summary([r["pdt"] - (t0 + r["media"] + offset) for r in recs]),
+        "first_frame_rtmp_ms": d0})
+
+
+def latency_nginx(data: dict[str, Any], tap: RtmpTap, playlist: str) -> dict[str, Any]:
+    """Segment arrival at the reader (50 ms polls) vs its first frame leaving ffmpeg."""
+    assert tap.first_video is not None, "the latency publisher sent no video"
+    t0, d0 = tap.first_video
+    recs = [r for r in data["records"] if r["media"] is not None]
+    if not recs:
+        return {"error": "no segments received"}
+    ages = [r["t"] - (t0 + r["media"] - NGINX_PTS_DELAY_S - d0 / 1000) for r in recs]
+    hold = HLSJS_HOLD_SEGMENTS * tag_value(playlist, "#EXT-X-TARGETDURATION")
+    return player_estimate(ages, [r["dur"] for r in recs], hold, {"first_frame_rtmp_ms": d0})
+
+
+def player_estimate(ages: list[float], durations: list[float], hold: float,
+                    extra: dict[str, Any]) -> dict[str, Any]:
+    """edge: how long after its last frame left the publisher a part/segment was in the
+    reader's hands. A player holding `hold` behind the newest media plays a frame
+    hold + edge + (0..duration, where it joined the sawtooth) after it was sent."""
+    edges = [a - d for a, d in zip(ages, durations)]
+    dur = statistics.fmean(durations)
+    edge = statistics.fmean(edges)
+    return {"first_frame_age_s": summary(ages), "edge_s": summary(edges), "duration_s": dur,
+            "hold_back_s": hold, "player_s": hold + edge + dur / 2,
+            "player_range_s": [hold + edge, hold + edge + dur], **extra}
+
+
+# -- profile --
+
+def profile(server: Server, seconds: float, out: Path) -> None:
+    spy = Path(PY).parent / "py-spy"
+    if not spy.exists():
+        log("py-spy is not installed in the venv (pip install py-spy): no profile")
+        return
+    log(f"profiling courtcast (pid {server.proc.pid}) for {seconds:.0f} s with py-spy")
+    subprocess.run([str(spy), "record", "--pid", str(server.proc.pid), "--duration",
+                    str(int(seconds)), "--rate", "200", "--format", "raw", "--nonblocking",
+                    "-o", str(out)], check=True, timeout=seconds + 60,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log(f"raw profile in {out}; summary: python bench/profile_summary.py {out}")
+
+
+# -- report --
+
+def print_tables(rows: list[Row]) -> None:
+    print("\nCPU and memory (server process trees; ms CPU per stream-second)")
+    print(f"{'N':>4} {'ours ms':>8} {'nginx ms':>9} {'ratio':>6} {'ours MB/str':>12} "
+          f"{'nginx MB/str':>13} {'ours idle ms/s':>15} {'busy %':>7} {'pub ms':>7}")
+    for r in rows:
+        print(f"{r.n:>4} {r.ours.cpu_ms_per_stream_s:>8.2f} {r.nginx.cpu_ms_per_stream_s:>9.2f} "
+              f"{r.ratio:>6.2f} {r.ours.rss_mb_per_stream:>12.2f} "
+              f"{r.nginx.rss_mb_per_stream:>13.2f} {r.ours.idle_cpu_ms_per_s:>15.1f} "
+              f"{r.machine_busy_pct:>7.0f} {r.publisher_ms_per_stream_s:>7.2f}")
+    print("\nDelivery (readers): parts|segments per stream-second min-max, Mbit/s per stream")
+    for r in rows:
+        print(f"{r.n:>4} ours {r.ours.media_per_stream_s} {r.ours.mbit_per_stream:.2f} Mbit/s "
+              f"errors {r.ours.reader_errors} | nginx {r.nginx.media_per_stream_s} "
+              f"{r.nginx.mbit_per_stream:.2f} Mbit/s errors {r.nginx.reader_errors}")
+    print("\nLatency of s0 (seconds): edge p50/p95, at the player (estimate, range)")
+    for r in rows:
+        print(f"{r.n:>4} LL-HLS {fmt_latency(r.ours.latency)} | nginx HLS "
+              f"{fmt_latency(r.nginx.latency)}")
+
+
+def fmt_latency(lat: dict[str, Any]) -> str:
+    if "edge_s" not in lat:
+        return lat.get("error", "?")
+    e, lo, hi = lat["edge_s"], *lat["player_range_s"]
+    return (f"edge {e['p50']:.2f}/{e['p95']:.2f}, player ~{lat['player_s']:.2f} "
+            f"({lo:.2f}-{hi:.2f})")
+
+
+# -- main --
+
+def main() -> None:
+    args = parse_args()
+    counts = [int(n) for n in args.n.split(",")]
+    budget = len(counts) * (90 + args.warmup_timeout + args.seconds) + 120
+    if args.profile in counts:
+        budget += args.seconds + 60
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGALRM, _interrupt)
+    signal.alarm(int(budget))
+    log(f"{os.cpu_count()} CPUs; N in {counts}; {args.seconds:.0f} s windows; "
+        f"at most {budget / 60:.0f} min")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="ingest-hls-") as tmp:
+        clip = make_clip(Path(tmp) / "clip.mp4", args.clip_seconds)
+        for n in counts:
+            work = Path(tmp) / f"n{n}"
+            work.mkdir()
+            rows.append(run_n(n, args, clip, work))
+            print_tables(rows[-1:])
+            if (problem := saturated(rows[-1])) is not None:
+                log(f"N={n}: {problem}: the machine is saturated, stopping here")
+                break
+    print_tables(rows)
+    if args.json:
+        args.json.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows],
+                                        indent=1))
+
+
+def saturated(row: Row) -> str | None:
+    """A sign that the machine no longer keeps up: a stream short of media, late media."""
+    for name, side, expected in (("courtcast", row.ours, 2.0), ("nginx", row.nginx, 0.5)):
+        if not side.media_per_stream_s or side.media_per_stream_s[0] < 0.85 * expected:
+            return f"{name} readers got {side.media_per_stream_s} per stream-second"
+    edge = row.ours.latency.get("edge_s", {}).get("p95", 0.0)
+    return f"LL-HLS edge p95 {edge:.2f} s" if edge > 1.0 else None
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", default="1,10,25", help="publishers per server, comma-separated")
+    p.add_argument("--seconds", type=float, default=20.0, help="measurement window")
+    p.add_argument("--clip-seconds", type=int, default=30)
+    p.add_argument("--warmup-timeout", type=float, default=40.0)
+    p.add_argument("--profile", type=int, default=0, help="py-spy courtcast at this N")
+    p.add_argument("--profile-out", type=Path, default=Path("/tmp/ingest_hls_profile.txt"))
+    p.add_argument("--json", type=Path, help="write the rows (and latency records) here")
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    main()

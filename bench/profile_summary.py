@@ -1,0 +1,63 @@
+"""Summarise a py-spy raw profile (`py-spy record --format raw`): the functions with the
+most samples on top of the stack (self) and anywhere in it (total), in % of all samples.
+
+    .venv/bin/python bench/profile_summary.py /tmp/ingest_hls_profile.txt [--top 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+from pathlib import Path
+
+FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::\d+)?\)$")
+TRIM = ("site-packages/", "lib/python3.11/", "/work/main/")
+
+
+def short(frame: str) -> str:
+    """'feed (/work/main/media_server/rtmp/chunk.py:80)' -> 'media_server/rtmp/chunk.py:feed'."""
+    m = FRAME.match(frame.strip())
+    if m is None:
+        return frame.strip()
+    path = m["file"]
+    for marker in TRIM:
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{path}:{m['func']}"
+
+
+def load(path: Path) -> tuple[Counter[str], Counter[str], int]:
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [short(f) for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        samples += n
+        own[frames[-1]] += n
+        for name in set(frames):
+            total[name] += n
+    return own, total, samples
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("profile", type=Path)
+    p.add_argument("--top", type=int, default=25)
+    args = p.parse_args()
+    own, total, samples = load(args.profile)
+    print(f"{samples} samples")
+    for title, counter in (("self", own), ("total (inclusive)", total)):
+        print(f"\n{title}:")
+        for name, n in counter.most_common(args.top):
+            print(f"{n / samples * 100:6.1f}%  {name}")
+
+
+if __name__ == "__main__":
+    main()
