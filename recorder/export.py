@@ -1,7 +1,7 @@
 """Export a stretch of a recording as one MP4: remuxed by ffmpeg (-c copy), never re-encoded.
 
-The clip starts at the keyframe at or before `from` (the start of the segment holding it)
-and ends at `to`. It comes with a signature file: a signed statement of what it is (which
+The clip is cut from the keyframe at or before `from` (ffmpeg's input seek, stream copy);
+the MP4's edit list starts presentation at `from` exactly, and it ends at `to`. It comes with a signature file: a signed statement of what it is (which
 recording, which stretch, the export's SHA-256), so that anyone holding the public key can
 check that an exported file is what the court's system produced.
 """
@@ -35,7 +35,7 @@ class ExportError(Exception):
 @dataclass
 class ExportResult:
     path: Path
-    start: float  # wall-clock of the first frame (a keyframe at or before `from`)
+    start: float  # wall-clock where presentation starts (`from`, or the first segment)
     end: float
     duration_s: float
     sha256: str
@@ -65,7 +65,8 @@ async def export_clip(store: ObjectStore, manifest: Manifest, start: float, end:
         raise ExportError("the codecs changed inside this stretch; export the parts before "
                           "and after the change separately")
     prefix = object_prefix(manifest.recording_id)
-    media_s = _media_time(manifest, end) - segments[0].media_start
+    skip_s = max(0.0, _media_time(manifest, start) - segments[0].media_start)
+    media_s = _media_time(manifest, end) - segments[0].media_start - skip_s
     with tempfile.TemporaryDirectory(prefix="courtcast-export-") as tmp:
         joined = Path(tmp) / "joined.mp4"
         with open(joined, "wb") as f:
@@ -73,9 +74,9 @@ async def export_clip(store: ObjectStore, manifest: Manifest, start: float, end:
             for seg in segments:
                 async for chunk in store.stream(prefix + seg.name):
                     f.write(chunk)
-        await _remux(joined, out, media_s, progress)
+        await _remux(joined, out, skip_s, media_s, progress)
     data_sha = _file_sha256(out)
-    first = segments[0].start
+    first = max(start, segments[0].start)
     statement = {"kind": "courtcast-export/1", "recording_id": manifest.recording_id,
                  "stream": manifest.stream, "case_number": manifest.case_number,
                  "from": round(first, 6), "to": round(min(end, segments[-1].end), 6),
@@ -88,10 +89,11 @@ async def export_clip(store: ObjectStore, manifest: Manifest, start: float, end:
                         sig_path)
 
 
-async def _remux(source: Path, out: Path, media_s: float, progress: Progress | None) -> None:
+async def _remux(source: Path, out: Path, skip_s: float, media_s: float,
+                 progress: Progress | None) -> None:
     proc = await asyncio.create_subprocess_exec(
         "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-nostats",
-        "-progress", "pipe:1", "-i", str(source), "-t", f"{media_s:.3f}", "-map", "0",
+        "-progress", "pipe:1", "-ss", f"{skip_s:.3f}", "-i", str(source), "-t", f"{media_s:.3f}", "-map", "0",
         "-c", "copy", "-movflags", "+faststart", "-y", str(out),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
