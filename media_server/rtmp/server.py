@@ -257,21 +257,37 @@ class _Connection:
         self.stats.bytes_in += len(await self.reader.readexactly(handshake.PACKET_SIZE))
 
     async def _read_loop(self) -> None:
-        while True:
-            timeout = self._read_timeout()
-            async with asyncio.timeout(timeout):
+        # one deadline for the connection, pushed back lazily: a timer per read (~100 reads
+        # a second per publisher) cost more than parsing the chunks
+        async with asyncio.timeout(None) as deadline:
+            while True:
+                self._push_deadline(deadline)
                 data = await self.reader.read(READ_SIZE)
-            if not data:
-                return
-            self.stats.bytes_in += len(data)
-            self.received += len(data)
-            arrival = time.time()
-            for msg in self.chunks_in.feed(data):
-                if msg.type_id == VIDEO or msg.type_id == AUDIO:
-                    self._media(msg.type_id, msg.timestamp, msg.payload, arrival)
-                else:
-                    await self._message(msg, arrival)
-            self._acknowledge()
+                if not data:
+                    return
+                self.stats.bytes_in += len(data)
+                self.received += len(data)
+                arrival = time.time()
+                for msg in self.chunks_in.feed(data):
+                    if msg.type_id == VIDEO or msg.type_id == AUDIO:
+                        self._media(msg.type_id, msg.timestamp, msg.payload, arrival)
+                    else:
+                        deadline.reschedule(None)  # the read timeout is for reads only
+                        await self._message(msg, arrival)
+                self._acknowledge()
+
+    def _push_deadline(self, deadline: asyncio.Timeout) -> None:
+        """Time out a read after the phase's timeout without data (less up to 1/8 of it,
+        at most 1 s: the deadline only moves when it would move by more than that)."""
+        timeout = self._read_timeout()
+        if timeout is None:
+            if deadline.when() is not None:
+                deadline.reschedule(None)
+            return
+        wanted = asyncio.get_running_loop().time() + timeout
+        when = deadline.when()
+        if when is None or wanted < when or wanted - when > min(1.0, timeout / 8):
+            deadline.reschedule(wanted)
 
     def _read_timeout(self) -> float | None:
         if self.ingest is not None:
