@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -33,6 +33,11 @@ def canonical(value: Any) -> bytes:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def plain(entry: Any) -> dict[str, Any]:
+    """A flat dataclass as a dict (asdict deep-copies, too slow to run per checkpoint)."""
+    return {name: getattr(entry, name) for name in entry.__dataclass_fields__}
 
 
 def segment_key(recording_id: str, seq: int) -> str:
@@ -64,7 +69,7 @@ class SegmentEntry:
     prev: str  # entry_hash of the previous entry (the header hash for the first)
 
     def entry_hash(self) -> str:
-        return sha256_hex(canonical(asdict(self)))
+        return sha256_hex(canonical(plain(self)))
 
     @property
     def name(self) -> str:
@@ -113,7 +118,12 @@ class Manifest:
         return sha256_hex(canonical(self.header()))
 
     def last_hash(self) -> str:
-        return self.segments[-1].entry_hash() if self.segments else self.genesis()
+        if not self.segments:
+            return self.genesis()
+        cached = getattr(self, "_last", None)
+        if cached is None or cached[0] is not self.segments[-1]:
+            cached = self._last = (self.segments[-1], self.segments[-1].entry_hash())
+        return cached[1]
 
     def append(self, *, start: float, duration: float, data_sha256: str, size: int,
                init: str, media_start: float, discontinuity: bool) -> SegmentEntry:
@@ -148,7 +158,9 @@ class Manifest:
     # -- (de)serialising ----------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        body = asdict(self)
+        body = plain(self)
+        for name in ("inits", "segments", "gaps"):
+            body[name] = [plain(e) for e in body[name]]
         body["format"] = FORMAT
         return body
 

@@ -29,7 +29,7 @@ from media_server.media import Packet, Skipped, StreamEnd, StreamStart, Track
 from recorder.index import RecordingIndex
 from recorder.manifest import Gap, GapCause, InitEntry, Manifest, object_prefix, sha256_hex
 from recorder.signing import Signer
-from recorder.spool import PendingSegment, Spool
+from recorder.spool import PendingSegment, Spool, SpoolMeter
 from storage.objects import ObjectNotFound, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,7 @@ class RecorderOptions:
     spool_dir: Path = Path("spool")
     spool_limit_bytes: int = 2 << 30
     node: str = "node-1"
-
-
-def spool_usage(root: Path) -> int:
-    """Bytes in the whole spool (every recording's): few files, as uploads empty it."""
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+    meter: SpoolMeter = field(default_factory=SpoolMeter)  # shared by the node's recordings
 
 
 def codec_string(track: Track) -> str:
@@ -68,6 +64,8 @@ class _Job:
     path: Path
     init: InitEntry | None = None
     segment: PendingSegment | None = None
+    queued: float = field(default_factory=time.monotonic)
+    checkpoint: bool = False  # write the manifest (the first one, when nothing else is due)
 
 
 @dataclass
@@ -96,7 +94,7 @@ class Recording:
         self.manifest = manifest
         self.options = options
         self.id = manifest.recording_id
-        self.spool = Spool(options.spool_dir, self.id)
+        self.spool = Spool(options.spool_dir, self.id, options.meter)
         self.segmenter = Segmenter(options.segment_target_s, options.part_target_s,
                                    window_segments=8, first_msn=0, prft=True)
         self.upload_latencies: deque[float] = deque(maxlen=10000)
@@ -125,7 +123,10 @@ class Recording:
         self._sub = self.hub.subscribe(self.manifest.stream, f"recorder {self.id}", QUEUE_PACKETS)
         self._uploader = asyncio.create_task(self._upload_loop(), name=f"upload {self.id}")
         self._reader = asyncio.create_task(self._read_loop(), name=f"record {self.id}")
-        await self._checkpoint()
+        # through the upload queue: a store that is away must not hold up the start
+        self._queue(_Job("", Path(), checkpoint=True))
+        with contextlib.suppress(Exception):  # the index is a catalogue; checkpoints refresh it
+            await self.index.put(self.manifest, self.options.node)
 
     def pause(self, reason: str) -> None:
         """Recess: stop writing media; a gap with cause recess until resume()."""
@@ -268,7 +269,7 @@ class Recording:
             self.spool.open_segment(seq, self._segment_meta(seg))
         done = self._s.parts_spooled.get(seq, 0)
         for part in seg.parts[done:]:
-            self.spool.put_part(seq, part.index, part.data, part.duration)
+            self.spool.put_part(seq, part.data, part.duration)
         self._s.parts_spooled[seq] = len(seg.parts)
         self._s.wallclock_end = seg.wallclock + sum(p.duration for p in seg.parts)
 
@@ -276,13 +277,10 @@ class Recording:
         new = seg.msn not in self._s.seq_of_msn
         seq = self._seq(seg)
         self._s.parts_spooled.pop(seq, None)
-        if new:
-            meta = self._segment_meta(seg)
-        else:
-            meta = self._open_meta(seq)
+        meta = self._segment_meta(seg) if new else self.spool.open_meta(seq)
         meta["duration"] = seg.duration
         self._s.wallclock_end = seg.wallclock + seg.duration
-        used = spool_usage(self.options.spool_dir)
+        used = self.options.meter.used
         self.spool_alert = used > SPOOL_ALERT * self.options.spool_limit_bytes
         if self.spool_alert:
             log.warning("spool %s is %d %% full", self.options.spool_dir,
@@ -296,10 +294,6 @@ class Recording:
         pending = self.spool.put_segment(seq, seg.data(), meta)
         self._queue(_Job(f"{object_prefix(self.id)}seg-{seq}.m4s", pending.path,
                          segment=pending))
-
-    def _open_meta(self, seq: int) -> dict[str, Any]:
-        import json
-        return dict(json.loads((self.spool.dir / f"open-{seq}" / "segment.json").read_bytes()))
 
     def _init_name(self, seg: Segment) -> str:
         data = self.segmenter.inits.get(seg.init_id) or init_segment(self.segmenter.tracks)
@@ -340,10 +334,13 @@ class Recording:
             self._jobs.popleft()
 
     async def _upload(self, job: _Job) -> None:
+        if job.checkpoint:
+            await self._checkpoint()
+            return
         data = job.path.read_bytes()
-        began = time.monotonic()
         await self._put_retrying(job.key, data, "video/mp4")
-        self.upload_latencies.append(time.monotonic() - began)
+        if job.segment is not None:  # segment closed -> durable in the object store
+            self.upload_latencies.append(time.monotonic() - job.queued)
         if job.init is not None:
             self.manifest.inits.append(job.init)
             job.path.unlink(missing_ok=True)
@@ -378,7 +375,9 @@ class Recording:
 
     async def _checkpoint(self) -> None:
         data = self.manifest.to_bytes()
-        self.spool.save_manifest(data)
+        if self.outage_since is not None or self.spool.has_manifest:
+            # the store may not have it: a restart during the outage resumes from this copy
+            self.spool.save_manifest(data)
         await self._put_retrying(f"{object_prefix(self.id)}manifest.json", data,
                                  "application/json")
         with contextlib.suppress(Exception):  # the index is a catalogue; the next one fixes it
