@@ -57,7 +57,8 @@ def start_s3(root: Path) -> tuple[Any, Any]:
     """A SeaweedFS like the tests' (the fixture's generator, driven by hand)."""
     from tests.fixtures import s3
 
-    gen = s3.s3_server.__pytest_wrapped__.obj(_TmpFactory(root))  # type: ignore[attr-defined]
+    fixture = s3.s3_server._get_wrapped_function()  # type: ignore[attr-defined]
+    gen = fixture(_TmpFactory(root))
     return next(gen), gen
 
 

@@ -146,3 +146,39 @@ async def test_record_all_resumes_after_a_restart_with_a_gap(tmp_path: Path) -> 
     finally:
         await node.stop()
     await asyncio.wait_for(publisher, 10)
+
+
+async def test_private_recordings_need_a_signed_in_clerk(tmp_path: Path) -> None:
+    from control_room.users import Users
+
+    node = await start_platform(tmp_path)
+    try:
+        state = node.roles[0].state  # type: ignore[attr-defined]
+        await Users(state).add("clerk1", "clerk", "pw-123456789")
+        await define(node, "r2-cam", room="r2")
+        base = f"http://127.0.0.1:{node.http_port}/api/v1"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as anon:
+            assert "BEGIN PUBLIC KEY" in (await anon.get("/recordings/signing-key")).text
+            refused = await anon.post("/sessions", json={"room": "r2", "case_number": "P-1"})
+            assert refused.status_code == 401
+        async with httpx.AsyncClient(base_url=base, timeout=30) as clerk:
+            token = (await clerk.post("/login", json={"name": "clerk1",
+                                                      "password": "pw-123456789"})).json()
+            clerk.headers["authorization"] = f"Bearer {token['token']}"
+            opened = await clerk.post("/sessions", json={"room": "r2", "case_number": "P-1"})
+            assert opened.status_code == 201, opened.text
+            for _ in range(50):
+                found = (await clerk.get("/recordings", params={"room": "r2"})).json()
+                if found["recordings"]:
+                    break
+                await asyncio.sleep(0.1)
+            [record] = found["recordings"]
+            assert (await clerk.get(f"/recordings/{record['id']}/index.m3u8")).status_code == 200
+        async with httpx.AsyncClient(base_url=base, timeout=30) as anon:
+            assert (await anon.get("/recordings", params={"room": "r2"})).json() == {
+                "recordings": []}
+            denied = await anon.get(f"/recordings/{record['id']}/index.m3u8")
+            assert denied.status_code == 401
+            assert (await anon.get(f"/recordings/{record['id']}/verify")).status_code == 401
+    finally:
+        await node.stop()
