@@ -30,6 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from bench.procs import Procs, cpu_s, free_port, machine_busy, rss_mb, tree  # n
 from bench.rtmp_tap import RtmpTap  # noqa: E402
 
 PY = sys.executable
+COURTCAST = ROOT / ".venv/bin/courtcast"
 GOP_S = 2.0
 NGINX_PTS_DELAY_S = 63000 / 90000  # ngx_rtmp_mpegts.c adds NGX_RTMP_HLS_DELAY to PTS
 NGINX_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
@@ -88,7 +90,7 @@ class Server:
 
 def start_courtcast(procs: Procs, work: Path) -> Server:
     http, rtmp = free_port(), free_port()
-    cmd = [str(ROOT / ".venv/bin/courtcast"), "up", "--open", "--data-dir", str(work / "cc"),
+    cmd = [str(COURTCAST), "up", "--open", "--data-dir", str(work / "cc"),
            "--http-port", str(http), "--rtmp-port", str(rtmp)]
     out = open(work / "courtcast.log", "wb")
     proc = procs.start(cmd, signal.SIGTERM, stdout=out, stderr=subprocess.STDOUT)
@@ -223,6 +225,8 @@ class Row:
     publisher_ms_per_stream_s: float = 0.0
     ours: Side = field(default_factory=Side)
     nginx: Side = field(default_factory=Side)
+    browser: dict[str, Any] = field(default_factory=dict)
+    saturated: str = ""  # why this N is past what the machine keeps up with
 
     @property
     def ratio(self) -> float:
@@ -255,7 +259,9 @@ def _run_n(n: int, args: argparse.Namespace, clip: Path, work: Path, procs: Proc
     taps += [RtmpTap(servers["ours"].rtmp_port), RtmpTap(servers["nginx"].rtmp_port)]
     publishers = start_publishers(procs, clip, n, servers, taps)
     warm_up(readers, n, args.warmup_timeout)
-    measure(row, servers, readers, publishers, taps, args.seconds)
+    clocks = measure(row, servers, readers, publishers, taps, args.seconds)
+    if args.browser == n:
+        row.browser = browser(servers, readers, clocks, args.seconds)
     if args.profile == n:
         profile(servers["ours"], args.seconds, args.profile_out)
     return row
@@ -303,7 +309,7 @@ def warm_up(readers: dict[str, ReaderProc], n: int, timeout: float) -> None:
 
 def measure(row: Row, servers: dict[str, Server], readers: dict[str, ReaderProc],
             publishers: list[subprocess.Popen[Any]], taps: list[RtmpTap],
-            seconds: float) -> None:
+            seconds: float) -> dict[str, Clock]:
     for r in readers.values():
         r.command("mark")
     pids = {k: s.pids() for k, s in servers.items()}
@@ -326,8 +332,17 @@ def measure(row: Row, servers: dict[str, Server], readers: dict[str, ReaderProc]
         side.rss_mb_per_stream = (side.rss_mb - side.rss_idle_mb) / row.n
         delivered(side, readers[key].report(), span)
     playlists = {k: fetch_text(s, s.playlist.format(id="s0")) for k, s in servers.items()}
-    row.ours.latency = latency_ours(row.ours.latency, taps[0], playlists["ours"])
-    row.nginx.latency = latency_nginx(row.nginx.latency, taps[1], playlists["nginx"])
+    recs = {k: media_records(getattr(row, k).latency) for k in servers}
+    if not recs["ours"] or not recs["nginx"]:
+        raise RuntimeError("the latency stream delivered nothing in the window")
+    clocks = {"ours": clock_ours(recs["ours"], taps[0]), "nginx": clock_nginx(taps[1])}
+    row.ours.latency = latency_ours(recs["ours"], clocks["ours"], playlists["ours"])
+    row.nginx.latency = latency_nginx(recs["nginx"], clocks["nginx"], playlists["nginx"])
+    return clocks
+
+
+def media_records(latency: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in latency.get("records", []) if r["media"] is not None]
 
 
 def delivered(side: Side, report: dict[str, Any], span: float) -> None:
@@ -361,34 +376,39 @@ def summary(values: list[float]) -> dict[str, float]:
             "max": values[-1], "count": len(values)}
 
 
-def latency_ours(data: dict[str, Any], tap: RtmpTap, playlist: str) -> dict[str, Any]:
-    """Part arrival at the reader vs the moment its first frame left the publisher."""
+Clock = Callable[[float], float]  # media time of a frame -> when it left the publisher
+
+
+def clock_ours(recs: list[dict[str, Any]], tap: RtmpTap) -> Clock:
+    """The output's timeline starts at a keyframe of the source (0 at the first GOP it got
+    from the hub); the PDT of a part says which GOP that was."""
     assert tap.first_video is not None, "the latency publisher sent no video"
-    t0, d0 = tap.first_video
-    recs = [r for r in data["records"] if r["media"] is not None]
-    if not recs:
-        return {"error": "no parts received"}
-    # the output's timeline starts at a keyframe of the source (0 at the first GOP it got):
-    # its PDT says which one
+    t0 = tap.first_video[0]
     out0 = recs[0]["pdt"] - recs[0]["media"]
     offset = round((out0 - t0) / GOP_S) * GOP_S
-    ages = [r["t"] - (t0 + r["media"] + offset) for r in recs]
-    hold = tag_value(playlist, "#EXT-X-SERVER-CONTROL", "PART-HOLD-BACK")
-    return player_estimate(ages, [r["dur"] for r in recs], hold, {
-        "ingest_to_pdt_s": summary([r["pdt"] - (t0 + r["media"] + offset) for r in recs]),
-        "first_frame_rtmp_ms": d0})
+    return lambda media: t0 + media + offset
 
 
-def latency_nginx(data: dict[str, Any], tap: RtmpTap, playlist: str) -> dict[str, Any]:
-    """Segment arrival at the reader (50 ms polls) vs its first frame leaving ffmpeg."""
+def clock_nginx(tap: RtmpTap) -> Clock:
+    """nginx-rtmp's PTS is the RTMP time plus a constant delay."""
     assert tap.first_video is not None, "the latency publisher sent no video"
     t0, d0 = tap.first_video
-    recs = [r for r in data["records"] if r["media"] is not None]
-    if not recs:
-        return {"error": "no segments received"}
-    ages = [r["t"] - (t0 + r["media"] - NGINX_PTS_DELAY_S - d0 / 1000) for r in recs]
+    return lambda media: t0 + media - NGINX_PTS_DELAY_S - d0 / 1000
+
+
+def latency_ours(recs: list[dict[str, Any]], clock: Clock, playlist: str) -> dict[str, Any]:
+    """Part arrival at the reader vs the moment its first frame left the publisher."""
+    ages = [r["t"] - clock(r["media"]) for r in recs]
+    hold = tag_value(playlist, "#EXT-X-SERVER-CONTROL", "PART-HOLD-BACK")
+    return player_estimate(ages, [r["dur"] for r in recs], hold, {
+        "ingest_to_pdt_s": summary([r["pdt"] - clock(r["media"]) for r in recs])})
+
+
+def latency_nginx(recs: list[dict[str, Any]], clock: Clock, playlist: str) -> dict[str, Any]:
+    """Segment arrival at the reader (50 ms polls) vs its first frame leaving ffmpeg."""
+    ages = [r["t"] - clock(r["media"]) for r in recs]
     hold = HLSJS_HOLD_SEGMENTS * tag_value(playlist, "#EXT-X-TARGETDURATION")
-    return player_estimate(ages, [r["dur"] for r in recs], hold, {"first_frame_rtmp_ms": d0})
+    return player_estimate(ages, [r["dur"] for r in recs], hold, {})
 
 
 def player_estimate(ages: list[float], durations: list[float], hold: float,
@@ -402,6 +422,43 @@ def player_estimate(ages: list[float], durations: list[float], hold: float,
     return {"first_frame_age_s": summary(ages), "edge_s": summary(edges), "duration_s": dur,
             "hold_back_s": hold, "player_s": hold + edge + dur / 2,
             "player_range_s": [hold + edge, hold + edge + dur], **extra}
+
+
+# -- a real player --
+
+def browser(servers: dict[str, Server], readers: dict[str, ReaderProc],
+            clocks: dict[str, Clock], seconds: float) -> dict[str, Any]:
+    """hls.js in Chromium on s0 of both servers: when did the frame on screen leave ffmpeg."""
+    from bench.hls_browser import play
+
+    log(f"playing s0 of both servers with hls.js in Chromium ({15 + seconds:.0f} s)")
+    urls = {k: f"http://127.0.0.1:{s.http_port}{s.playlist.format(id='s0')}"
+            for k, s in servers.items()}
+    samples = play(urls, 15.0, int(seconds))
+    media = {"ours": ours_media_by_uri(media_records(readers["ours"].report()["s0"])),
+             "nginx": {r["uri"]: r["media"]
+                       for r in media_records(readers["nginx"].report()["s0"])}}
+    return {player: {k: screen_latency(got[k], media[k], clocks[k]) for k in servers}
+            for player, got in samples.items()}
+
+
+def ours_media_by_uri(recs: list[dict[str, Any]]) -> dict[str, float]:
+    out = {f"part-{r['msn']}.{r['idx']}.m4s": r["media"] for r in recs}
+    out.update({f"seg-{r['msn']}.m4s": r["media"] for r in recs if r["idx"] == 0})
+    return out
+
+
+def screen_latency(samples: list[dict[str, Any]], media: dict[str, float],
+                   clock: Clock) -> dict[str, Any]:
+    found = [s for s in samples if s["uri"] in media and s["into"] is not None]
+    if not found:
+        return {"error": f"no sample maps to a known part/segment: {samples[-1:]}"}
+    values = [s["now"] - (clock(media[s["uri"]]) + s["into"]) for s in found]
+    return {"latency_s": summary(values), "samples": len(samples), "mapped": len(found),
+            "hlsjs_latency_s": statistics.fmean(s["hls_latency"] or 0.0 for s in found),
+            "hlsjs_target_s": found[-1]["target"],
+            "frames_decoded": samples[-1]["frames"] - samples[0]["frames"],
+            "errors": samples[-1]["errors"]}
 
 
 # -- profile --
@@ -426,10 +483,15 @@ def print_tables(rows: list[Row]) -> None:
     print(f"{'N':>4} {'ours ms':>8} {'nginx ms':>9} {'ratio':>6} {'ours MB/str':>12} "
           f"{'nginx MB/str':>13} {'ours idle ms/s':>15} {'busy %':>7} {'pub ms':>7}")
     for r in rows:
-        print(f"{r.n:>4} {r.ours.cpu_ms_per_stream_s:>8.2f} {r.nginx.cpu_ms_per_stream_s:>9.2f} "
-              f"{r.ratio:>6.2f} {r.ours.rss_mb_per_stream:>12.2f} "
-              f"{r.nginx.rss_mb_per_stream:>13.2f} {r.ours.idle_cpu_ms_per_s:>15.1f} "
+        mark = "*" if r.saturated else " "
+        print(f"{r.n:>3}{mark} {r.ours.cpu_ms_per_stream_s:>8.2f} "
+              f"{r.nginx.cpu_ms_per_stream_s:>9.2f} {r.ratio:>6.2f} "
+              f"{r.ours.rss_mb_per_stream:>12.2f} {r.nginx.rss_mb_per_stream:>13.2f} {r.ours.idle_cpu_ms_per_s:>15.1f} "
               f"{r.machine_busy_pct:>7.0f} {r.publisher_ms_per_stream_s:>7.2f}")
+    for r in rows:
+        if r.saturated:
+            print(f"  * N={r.n} saturated ({r.saturated}): courtcast did not keep up, so its "
+                  "CPU figure is what it got, not what it needed")
     print("\nDelivery (readers): parts|segments per stream-second min-max, Mbit/s per stream")
     for r in rows:
         print(f"{r.n:>4} ours {r.ours.media_per_stream_s} {r.ours.mbit_per_stream:.2f} Mbit/s "
@@ -439,6 +501,10 @@ def print_tables(rows: list[Row]) -> None:
     for r in rows:
         print(f"{r.n:>4} LL-HLS {fmt_latency(r.ours.latency)} | nginx HLS "
               f"{fmt_latency(r.nginx.latency)}")
+    for r in rows:
+        for player, lat in r.browser.items():
+            print(f"{r.n:>4} hls.js ({player}) in Chromium, publisher to screen: LL-HLS "
+                  f"{fmt_screen(lat['ours'])} | nginx HLS {fmt_screen(lat['nginx'])}")
 
 
 def fmt_latency(lat: dict[str, Any]) -> str:
@@ -449,13 +515,25 @@ def fmt_latency(lat: dict[str, Any]) -> str:
             f"({lo:.2f}-{hi:.2f})")
 
 
+def fmt_screen(lat: dict[str, Any]) -> str:
+    if "latency_s" not in lat:
+        return lat.get("error", "?")
+    v = lat["latency_s"]
+    return (f"{v['mean']:.2f} (p50 {v['p50']:.2f}, max {v['max']:.2f}; "
+            f"{lat['frames_decoded']} frames decoded)")
+
+
 # -- main --
 
 def main() -> None:
+    global COURTCAST
     args = parse_args()
+    COURTCAST = args.courtcast
     counts = [int(n) for n in args.n.split(",")]
     budget = len(counts) * (90 + args.warmup_timeout + args.seconds) + 120
     if args.profile in counts:
+        budget += args.seconds + 60
+    if args.browser in counts:
         budget += args.seconds + 60
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGALRM, _interrupt)
@@ -470,8 +548,9 @@ def main() -> None:
             work.mkdir()
             rows.append(run_n(n, args, clip, work))
             print_tables(rows[-1:])
-            if (problem := saturated(rows[-1])) is not None:
-                log(f"N={n}: {problem}: the machine is saturated, stopping here")
+            rows[-1].saturated = saturated(rows[-1]) or ""
+            if rows[-1].saturated:
+                log(f"N={n}: {rows[-1].saturated}: the machine is saturated, stopping here")
                 break
     print_tables(rows)
     if args.json:
@@ -498,8 +577,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=20.0, help="measurement window")
     p.add_argument("--clip-seconds", type=int, default=30)
     p.add_argument("--warmup-timeout", type=float, default=40.0)
+    p.add_argument("--browser", type=int, default=0,
+                   help="at this N, also play s0 with hls.js in headless Chromium")
     p.add_argument("--profile", type=int, default=0, help="py-spy courtcast at this N")
     p.add_argument("--profile-out", type=Path, default=Path("/tmp/ingest_hls_profile.txt"))
+    p.add_argument("--courtcast", type=Path, default=COURTCAST,
+                   help="the courtcast command to run (e.g. from another venv)")
     p.add_argument("--json", type=Path, help="write the rows (and latency records) here")
     return p.parse_args()
 

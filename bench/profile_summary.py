@@ -27,6 +27,30 @@ def short(frame: str) -> str:
     return f"{path}:{m['func']}"
 
 
+# where a sample's time goes: the first rule (in this order) whose frame is on the stack
+GROUPS = (
+    ("LL-HLS HTTP: authorize_play (a Redis GET per request)",
+     "role.py:MediaServerRole.authorize_play"),
+    ("LL-HLS HTTP: our route handlers", "media_server/hls/http.py:"),
+    ("LL-HLS HTTP: uvicorn + FastAPI/Starlette", "uvicorn/protocols/http/"),
+    ("LL-HLS segmenter + fMP4 (hub -> parts)", "media_server/hls/output.py:HlsOutput._run"),
+    ("RTMP ingest: read loop, chunks, FLV, hub push",
+     "media_server/rtmp/server.py:_Connection.run"),
+    ("live stats -> Redis presence (1/s per stream)",
+     "media_server/role.py:MediaServerRole._publish_live_stats"),
+    ("socket reads (recv, in loop callbacks)",
+     "selector_events.py:_SelectorSocketTransport._read_ready"),
+    ("epoll", "selectors.py:EpollSelector.select"),
+)
+
+
+def group(frames: list[str]) -> str:
+    for name, marker in GROUPS:
+        if any(marker in f for f in frames):
+            return name
+    return "other (event loop, Redis client, timers...)"
+
+
 def load(path: Path) -> tuple[Counter[str], Counter[str], int]:
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
@@ -43,6 +67,7 @@ def load(path: Path) -> tuple[Counter[str], Counter[str], int]:
         own[frames[-1]] += n
         for name in set(frames):
             total[name] += n
+        total["group: " + group(frames)] += n
     return own, total, samples
 
 
@@ -52,7 +77,12 @@ def main() -> None:
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args()
     own, total, samples = load(args.profile)
-    print(f"{samples} samples")
+    print(f"{samples} samples\n\ngroups:")
+    groups = [(k, v) for k, v in total.most_common() if k.startswith("group: ")]
+    for name, n in groups:
+        print(f"{n / samples * 100:6.1f}%  {name[7:]}")
+    for name, _ in groups:
+        del total[name]
     for title, counter in (("self", own), ("total (inclusive)", total)):
         print(f"\n{title}:")
         for name, n in counter.most_common(args.top):
