@@ -133,7 +133,7 @@ def test_courtroom_and_detention_centre_see_each_other(chromium_browser: Any,
     rooms = server.service.rooms
 
     async def create() -> dict[str, str]:
-        return await rooms.create("r7", {"court": "Courtroom 3"})
+        return await rooms.create("r7", {"court": "Courtroom 3", "lawyer": "Defence"})
 
     codes = server.call(create())
     court = open_room(chromium_browser, server, "r7")
@@ -146,6 +146,8 @@ def test_courtroom_and_detention_centre_see_each_other(chromium_browser: Any,
     for page in (court, detention):
         page.wait_for_function("window.arraignment.playing === true", timeout=15_000)
         page.wait_for_function("document.getElementById('remote').videoWidth > 0", timeout=10_000)
+    for page in (court, detention):  # a tile waits for the lawyer, who has not joined
+        assert page.evaluate("document.querySelectorAll('main figure').length") == 3
     first = {p: remote_frames(p) for p in (court, detention)}
     time.sleep(1.0)
     for page in (court, detention):
