@@ -196,7 +196,14 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     async def get_session(sid: str, caller: Annotated[Caller | None, require(*STAFF)]
                           ) -> dict[str, Any]:
         body = await acting(role.sessions.get(sid))
-        body["recordings"] = await role.index.search(session=sid)
+        recordings = await role.index.search(session=sid)
+        body["recordings"] = recordings
+        # every camera of the courtroom on one clock: each playlist carries program
+        # date-times, so players aligned on them (or seeking with ?from=) show one moment
+        body["playback"] = [{"stream": r["stream"], "recording": r["id"],
+                             "playlist": f"/api/v1/recordings/{r['id']}/index.m3u8",
+                             "opened_at": r["opened_at"], "closed_at": r["closed_at"]}
+                            for r in sorted(recordings, key=lambda r: r["stream"])]
         return body
 
     @router.post("/sessions/{sid}/recess", tags=["sessions"])

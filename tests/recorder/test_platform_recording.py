@@ -89,6 +89,15 @@ async def test_session_recorded_played_back_exported_and_verified(tmp_path: Path
             playlist = (await http.get(f"/recordings/{rid}/index.m3u8")).text
         assert "#EXT-X-DISCONTINUITY" in playlist and playlist.rstrip().endswith("ENDLIST")
         assert playlist.count("#EXT-X-PROGRAM-DATE-TIME") == len(manifest["segments"])
+        # seek by wall-clock: only the segments around [from, to)
+        segs = manifest["segments"]
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            part = (await http.get(f"/recordings/{rid}/index.m3u8", params={
+                "from": str(segs[1]["start"] + 0.1), "to": str(segs[2]["start"] + 0.1)})).text
+            session = (await http.get(f"/sessions/{sid}")).json()
+        assert [line for line in part.splitlines() if line.startswith("seg-")] == [
+            f"seg-{segs[1]['seq']}.m4s", f"seg-{segs[2]['seq']}.m4s"]
+        assert session["playback"][0]["playlist"].endswith(f"{rid}/index.m3u8")
         # CLI on the running node: list, verify, export of 2.5 s (before the recess)
         listed = await cli("recordings", "list", "--data-dir", data_dir, "--case", "A-7", "--json")
         assert [r["id"] for r in json.loads(listed.stdout)] == [rid], listed.stderr

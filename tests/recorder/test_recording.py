@@ -74,6 +74,7 @@ async def test_records_segments_manifest_and_signature(
     assert found[0]["state"] == "closed" and found[0]["segments"] == len(manifest.segments)
 
 
+@pytest.mark.parametrize("objects", ["disk"], indirect=True)  # S3: test_sixty_seconds
 async def test_publisher_lost_is_one_gap_and_a_discontinuity(
         tmp_path: Path, objects: ObjectStore, index: RecordingIndex, signer: Signer,
         options: RecorderOptions) -> None:
