@@ -157,16 +157,32 @@ class Manifest:
 
     # -- (de)serialising ----------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, segments: bool = True) -> dict[str, Any]:
         body = plain(self)
         for name in ("inits", "segments", "gaps"):
-            body[name] = [plain(e) for e in body[name]]
+            body[name] = [plain(e) for e in body[name]] if segments or name != "segments" else []
         body["format"] = FORMAT
         return body
 
     def to_bytes(self) -> bytes:
-        """The stored form (indented for people; the signature covers these exact bytes)."""
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True).encode() + b"\n"
+        """The stored form: compact JSON, sorted keys, a segment per line (the signature
+        covers these exact bytes).
+
+        Checkpoints rewrite it every few seconds for hours, so each segment entry is
+        serialised once and cached; only the rest is serialised again.
+        """
+        body = self.to_dict(segments=False)
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        # a string value cannot hold this literal unescaped, so it is the segments key
+        marker = '"segments":[]'
+        assert text.count(marker) == 1
+        cache: list[str] = self.__dict__.setdefault("_segment_json", [])
+        if len(cache) > len(self.segments):
+            cache.clear()
+        cache.extend(json.dumps(plain(e), sort_keys=True, separators=(",", ":"))
+                     for e in self.segments[len(cache):])
+        entries = ",\n".join(cache)
+        return text.replace(marker, f'"segments":[\n{entries}]').encode() + b"\n"
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
