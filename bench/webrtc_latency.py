@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.webrtc_viewers import free_port  # noqa: E402
+from bench.webrtc_viewers import free_port
 
 W, H, FPS = 1280, 720, 30
 BITS, BLOCK = 40, 32  # barcode: 40 blocks of 32x32 px along the top
@@ -181,7 +181,7 @@ async def whep_view(client: httpx.AsyncClient, seconds: float) -> dict[str, list
     t0 = time.monotonic()
     try:
         while time.monotonic() - t0 < seconds:
-            frame = await asyncio.wait_for(receiver.track.recv(), 10)
+            frame: Any = await asyncio.wait_for(receiver.track.recv(), 10)
             now = time.time()
             stamp = read_stamp(frame.to_ndarray(format="gray"))
             if time.monotonic() - t0 < WARMUP_S:

@@ -23,9 +23,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from tests.media_server.test_webrtc_browser import PAGE  # noqa: E402
-from tests.media_server.test_webrtc_http import LiveServer  # noqa: E402
+from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.media_server.test_webrtc_browser import PAGE
+from tests.media_server.test_webrtc_http import LiveServer
 
 SWITCH = """async () => {
   const r = await whepPlay('/whep/switch');
@@ -42,7 +42,7 @@ SWITCH = """async () => {
 
 
 def switch_times(server: LiveServer, runs: int) -> list[dict[str, Any]]:
-    import playwright.sync_api as sync_api
+    from playwright import sync_api
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                      args=CHROMIUM_ARGS, timeout=30_000)
@@ -73,7 +73,7 @@ def main() -> None:
             server.stop()
     frames = sorted(r["frame"] for r in results if r.get("status") == 201)
     answers = sorted(r["answer"] for r in results if r.get("status") == 201)
-    p95 = frames[max(0, int(round(0.95 * len(frames))) - 1)]
+    p95 = frames[max(0, round(0.95 * len(frames)) - 1)]
     print(json.dumps({"runs": len(results), "ok": len(frames),
                       "post_to_frame_ms": {"p50": statistics.median(frames), "p95": p95,
                                            "min": frames[0], "max": frames[-1]},

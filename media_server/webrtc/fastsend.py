@@ -20,8 +20,8 @@ from typing import Any
 
 from aioice.ice import StunProtocol
 from aiortc import RTCRtpSender, clock
-from aiortc.rtcdtlstransport import State
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import random_sequence_number
 from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions, RtpPacket, wrap_rtx
@@ -41,7 +41,8 @@ def install(sender: RTCRtpSender) -> None:
     if missing:
         raise RuntimeError(f"aiortc internals changed: RTCRtpSender lacks {missing}")
     sender._run_rtp = lambda codec: run_rtp(sender, codec)  # type: ignore[method-assign]
-    sender._retransmit = lambda seq: retransmit(sender, seq)  # type: ignore[method-assign]
+    sender._retransmit = (  # type: ignore[method-assign,assignment]
+        lambda sequence_number: retransmit(sender, sequence_number))
 
 
 def _extension_block(sender: RTCRtpSender) -> bytes:
@@ -67,11 +68,11 @@ async def run_rtp(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> None:
             if frame is None:
                 continue
             timestamp = uint32_add(origin, frame.timestamp)
-            seq = await _send_frame(sender, codec.payloadType, frame.payloads, timestamp,
-                                    seq, history)
+            seq = await _send_frame(sender, codec.payloadType or 0, frame.payloads,
+                                    timestamp, seq, history)
     except (asyncio.CancelledError, ConnectionError, MediaStreamError):
         pass
-    except Exception:  # noqa: BLE001  aiortc's loop must set rtp_exited whatever happens
+    except Exception:
         log.exception("RTP send loop failed")
     _finish(sender)
 

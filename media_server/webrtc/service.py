@@ -16,7 +16,6 @@ from media_server.webrtc.ice import IceConfig
 from media_server.webrtc.whep import WhepEndpoint
 from media_server.webrtc.whip import WhipEndpoint
 
-
 # All sessions share one event loop (one core): measured ~15 ms CPU per second per 2 Mbit/s
 # viewer (bench/webrtc_viewers.py), so past ~60 every viewer's video would stutter.
 MAX_SESSIONS = 60
