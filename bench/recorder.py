@@ -148,7 +148,12 @@ async def bench(args: argparse.Namespace, root: Path, s3_server: Any) -> None:
     index, signer = RecordingIndex(state), Signer.for_data_dir(root / "data")
     clip = make_clip(root, seconds=CLIP_S, fps=25, gop=25, size=(640, 360))
     tracks, one = load_clip(clip)
-    store = make_store(args.store, root, s3_server)
+    try:
+        store = make_store(args.store, root, s3_server)
+    except BaseException:
+        await state.close()
+        await redis.stop()
+        raise
     print(f"store: {args.store}; clip 640x360 25 fps H.264 + AAC, "
           f"{sum(len(p.data) for p in one) * 8 / CLIP_S / 1000:.0f} kbit/s")
     print(f"{'streams':>7} {'media s':>8} {'cpu ms/stream-s':>16} {'streams/core':>13} "
