@@ -33,17 +33,24 @@ PAGE = """<!doctype html>
   const [config, source] = JSON.parse(decodeURIComponent(location.hash.slice(1)));
   const hls = new Hls(config);
   window.errors = [];
-  hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) window.errors.push(d.details); });
+  window.stalls = 0;
+  hls.on(Hls.Events.ERROR, (e, d) => { window.errors.push((d.fatal ? "fatal " : "") + d.details); });
+  video.addEventListener("waiting", () => { window.stalls += 1; });
   hls.loadSource(source);
   hls.attachMedia(video);
   hls.on(Hls.Events.MANIFEST_PARSED, () => video.play());
+  const ahead = () => {
+    const b = video.buffered;
+    return b.length ? b.end(b.length - 1) - video.currentTime : 0;
+  };
   window.sample = () => {
     const f = hls.streamController.currentFrag;
     // the newest LL-HLS segment is still open: its fragment has no URI yet, only an sn
     const uri = f ? (f.relurl || (f.sn !== undefined ? "seg-" + f.sn + ".m4s" : null)) : null;
     return {now: Date.now() / 1000, uri: uri,
             into: f ? video.currentTime - f.start : null,
-            frames: video.getVideoPlaybackQuality().totalVideoFrames,
+            frames: video.getVideoPlaybackQuality().totalVideoFrames, stalls: window.stalls,
+            rate: video.playbackRate, buffer: ahead(),
             hls_latency: hls.latency, target: hls.targetLatency, errors: window.errors};
   };
 </script>

@@ -458,7 +458,10 @@ def screen_latency(samples: list[dict[str, Any]], media: dict[str, float],
             "hlsjs_latency_s": statistics.fmean(s["hls_latency"] or 0.0 for s in found),
             "hlsjs_target_s": found[-1]["target"],
             "frames_decoded": samples[-1]["frames"] - samples[0]["frames"],
-            "errors": samples[-1]["errors"]}
+            "stalls": samples[-1]["stalls"], "errors": samples[-1]["errors"],
+            "series_s": [round(v, 2) for v in values],
+            "buffer_ahead_s": statistics.fmean(s["buffer"] for s in found),
+            "rates": sorted({s["rate"] for s in found})}
 
 
 # -- profile --
@@ -520,7 +523,7 @@ def fmt_screen(lat: dict[str, Any]) -> str:
         return lat.get("error", "?")
     v = lat["latency_s"]
     return (f"{v['mean']:.2f} (p50 {v['p50']:.2f}, max {v['max']:.2f}; "
-            f"{lat['frames_decoded']} frames decoded)")
+            f"{lat['frames_decoded']} frames decoded, {lat['stalls']} stalls)")
 
 
 # -- main --
