@@ -34,7 +34,9 @@ PAGE = """<!doctype html>
   const hls = new Hls(config);
   window.errors = [];
   window.stalls = 0;
-  hls.on(Hls.Events.ERROR, (e, d) => { window.errors.push((d.fatal ? "fatal " : "") + d.details); });
+  hls.on(Hls.Events.ERROR, (e, d) => {
+    window.errors.push((d.fatal ? "fatal " : "") + d.details);
+  });
   video.addEventListener("waiting", () => { window.stalls += 1; });
   hls.loadSource(source);
   hls.attachMedia(video);
