@@ -490,7 +490,8 @@ def print_tables(rows: list[Row]) -> None:
         print(f"{r.n:>3}{mark} {r.ours.cpu_ms_per_stream_s:>8.2f} "
               f"{r.nginx.cpu_ms_per_stream_s:>9.2f} {r.ratio:>6.2f} "
               f"{r.ours.rss_mb_per_stream:>12.2f} {r.nginx.rss_mb_per_stream:>13.2f} "
-              f"{r.ours.idle_cpu_ms_per_s:>15.1f} {r.machine_busy_pct:>7.0f} {r.publisher_ms_per_stream_s:>7.2f}")
+              f"{r.ours.idle_cpu_ms_per_s:>15.1f} {r.machine_busy_pct:>7.0f} "
+              f"{r.publisher_ms_per_stream_s:>7.2f}")
     for r in rows:
         if r.saturated:
             print(f"  * N={r.n} saturated ({r.saturated}): courtcast did not keep up, so its "
