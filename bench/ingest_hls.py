@@ -13,7 +13,12 @@ notes when its first video frame left ffmpeg; with -re, a frame of media time t 
 t0 + t. Readers note when each part (courtcast) or segment (nginx, polled every 50 ms)
 arrives and the media time of its first video sample. See bench/RESULTS.md.
 
-    .venv/bin/python bench/ingest_hls.py --n 1,10,25,50 --seconds 20 [--profile 25]
+    .venv/bin/python bench/ingest_hls.py --n 1,10,25,40 --seconds 20 \
+        [--browser 10] [--profile 25 --profile-out FILE] [--json FILE]
+
+--browser N also plays s0 of both servers with hls.js in headless Chromium at that N
+(bench/hls_browser.py); --profile N records courtcast with py-spy after the window at
+that N (summarise with bench/profile_summary.py). Results: bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -539,7 +544,8 @@ def main() -> None:
         budget += args.seconds + 60
     if args.browser in counts:
         budget += args.seconds + 60
-    signal.signal(signal.SIGTERM, _interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored
+        signal.signal(sig, _interrupt)
     signal.signal(signal.SIGALRM, _interrupt)
     signal.alarm(int(budget))
     log(f"{os.cpu_count()} CPUs; N in {counts}; {args.seconds:.0f} s windows; "
