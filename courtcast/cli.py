@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from courtcast.cli_agent import add_agent_commands
 from courtcast.config import Config, ConfigError, load_config
 
 EXIT_USAGE = 2
 NOT_BUILT = {
     "devices": "device enrolment is not built yet (issue: device agents)",
-    "agent": "the device agent is not built yet (issue: device agents)",
 }
 
 
@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _session_commands(sub)
     _recording_commands(sub)
-    for name in ("devices", "agent"):
+    add_agent_commands(sub)
+    for name in ("devices",):
         stub = sub.add_parser(name, help=f"{name} (not built yet)")
         stub.add_argument("rest", nargs=argparse.REMAINDER)
         stub.set_defaults(func=not_built(name))
