@@ -1,0 +1,115 @@
+"""The agent's config file: who it is (credentials from enrolment), where it sends media and
+what it pulls. Written once by `courtcast agent enroll` with 0600 permissions (it holds the
+device secret and the stream keys), read by `courtcast agent run`.
+
+Every model forbids unknown keys; errors are one line naming the key, in the same form as
+the platform config (courtcast.config.ConfigError).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from courtcast.config import ConfigError, _describe
+from device_agents.protocol import SourceKind
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StreamConfig(_Model):
+    """One stream the agent publishes: its id on the platform and its RTMP key."""
+
+    stream_id: str
+    key: str
+
+
+class SourceConfig(_Model):
+    """A camera (or file, test pattern, local device) and the streams made from it."""
+
+    kind: SourceKind
+    url: str  # rtsp://user:pass@cam/..., a file path, "test:" or /dev/videoN
+    sub_url: str | None = None  # the camera's second (smaller) stream, RTSP only
+    main: StreamConfig
+    sub: StreamConfig | None = None
+    onvif_url: str | None = None  # http://cam/onvif/device_service, for PTZ presets
+
+
+class SpoolConfig(_Model):
+    dir: Path = Path("./spool")
+    max_bytes: int = Field(default=20 << 30, gt=0)
+    segment_s: float = Field(default=2.0, ge=1.0, le=4.0)
+
+
+class AgentConfig(_Model):
+    server: str = Field(pattern=r"^https?://")  # the control plane's HTTP base URL
+    rtmp_url: str = Field(pattern=r"^rtmp://")  # rtmp://host:port/live
+    device_id: str
+    device_secret: str
+    court: str
+    room: str
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    model: str = ""
+    sources: dict[str, SourceConfig] = {}
+    spool: SpoolConfig = SpoolConfig()
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """Read and validate; ConfigError (one line) on any problem."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"agent config {path}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"agent config {path}: cannot be read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"agent config {path}{where}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"agent config {path}: the top level must be a mapping")
+    return parse_agent_config(data, path)
+
+
+def parse_agent_config(data: dict[str, Any], path: Path | None = None) -> AgentConfig:
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, {}).replace("config file", "agent config", 1)
+                          ) from None
+
+
+def write_agent_config(path: Path, config: AgentConfig, *, exclusive: bool = True) -> None:
+    """Write atomically with mode 0600 from the start (never a moment world-readable).
+    exclusive: refuse to replace an existing file (FileExistsError)."""
+    if exclusive and path.exists():
+        raise FileExistsError(str(path))
+    data = config.model_dump(mode="json", exclude_none=True)
+    text = "# courtcast device agent: holds secrets, keep it 0600\n" + yaml.safe_dump(
+        data, sort_keys=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp: 0600
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        if exclusive:
+            os.link(tmp, path)  # fails if someone created the file meanwhile
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,137 @@
+"""Publisher: one output stream of the agent hub pushed to the media server over RTMP,
+for ever: it waits for the source, connects, sends from the cached keyframe on, and when
+the link dies (EOF, reset, or nothing drained for write_timeout_s) it reconnects with a
+growing wait and starts again from the next keyframe. A refused key is retried slowly.
+
+It reads through a bounded hub subscription: a slow uplink makes the subscription skip
+to the next keyframe; the source and the ring never wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from device_agents.rtmp_client import LinkDown, PublishRefused, RtmpPublishSession
+from media_server.hub import Hub, Stream
+from media_server.media import Item, StreamEnd
+from media_server.rtmp.play import PlayOut
+from media_server.rtsp_pull import Backoff
+
+log = logging.getLogger(__name__)
+
+QUEUE_PACKETS = 400  # ~8 s at 25 fps + audio: beyond that the uplink cannot keep up
+STABLE_S = 20.0  # published this long: the next failure retries from the first wait
+
+
+class Publisher:
+    def __init__(self, hub: Hub, stream_id: str, rtmp_url: str, key: str, *,
+                 write_timeout_s: float = 5.0, backoff: Backoff | None = None,
+                 refused_backoff: Backoff | None = None) -> None:
+        self.hub, self.stream_id = hub, stream_id
+        self.rtmp_url, self.key = rtmp_url, key
+        self.write_timeout_s = write_timeout_s
+        self.backoff = backoff or Backoff(first_s=0.5, cap_s=15.0)
+        self.refused_backoff = refused_backoff or Backoff(first_s=15.0, cap_s=120.0)
+        self.state = "stopped"
+        self.problem = ""  # why it is not publishing now, for the heartbeat
+        self.reconnects = 0
+        self.sessions = 0  # sessions that reached "publishing"
+        self.dropped = 0  # packets the uplink was too slow for
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def publishing(self) -> bool:
+        return self.state == "publishing"
+
+    @property
+    def enabled(self) -> bool:
+        return self._task is not None
+
+    def start(self) -> None:
+        if self._task is None:
+            self.state = "waiting for the source"
+            self._task = asyncio.create_task(self._run(), name=f"publish {self.stream_id}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.state, self.problem = "stopped", ""
+
+    def _set(self, state: str, problem: str = "") -> None:
+        if state != self.state or problem != self.problem:
+            log.info("publish %s: %s%s", self.stream_id, state, f": {problem}" if problem else "")
+        self.state, self.problem = state, problem
+
+    async def _run(self) -> None:
+        stream = self.hub.stream(self.stream_id)
+
+        def wake(_: Stream) -> None:
+            self._wake.set()  # the source went live (or away): look again
+
+        stream.listeners.append(wake)
+        try:
+            while True:
+                while not (stream.live and stream.tracks):
+                    self._set("waiting for the source")
+                    self._wake.clear()
+                    await self._wake.wait()
+                wait = await self._session()
+                self.reconnects += 1
+                await asyncio.sleep(wait)
+        finally:
+            stream.listeners.remove(wake)
+
+    async def _session(self) -> float:
+        """Publish until something ends it; how long to wait before the next try."""
+        name = f"{self.stream_id}?key={self.key}"
+        session = RtmpPublishSession(self.rtmp_url, name, timeout_s=self.write_timeout_s)
+        self._set("connecting", self.problem)
+        started = asyncio.get_running_loop().time()
+        try:
+            await session.open()
+            self.refused_backoff.reset()
+            self.sessions += 1
+            self._set("publishing")
+            reason = await self._pump(session)
+            self._set("reconnecting", reason)
+        except PublishRefused as exc:
+            self._set("refused", f"publish refused: {exc}")
+            await session.close()
+            return self.refused_backoff.next()
+        except LinkDown as exc:
+            self._set("reconnecting", f"uplink down: {exc}")
+        finally:
+            await session.close()
+        if asyncio.get_running_loop().time() - started > STABLE_S:
+            self.backoff.reset()
+        return self.backoff.next() if not self.problem.startswith("source") else 0.0
+
+    async def _pump(self, session: RtmpPublishSession) -> str:
+        """Hub items -> FLV messages until the link or the source ends."""
+        sub = self.hub.stream(self.stream_id).subscribe(f"publish {self.stream_id}",
+                                                        QUEUE_PACKETS)
+        out = PlayOut(session.send)
+        session.on_lost = sub.close  # a link dying while the source is quiet ends the wait
+        try:
+            while True:
+                try:
+                    item: Item | None = await sub.get()
+                except EOFError:
+                    raise LinkDown(session.closed_reason or "closed") from None
+                while item is not None:
+                    if isinstance(item, StreamEnd):
+                        return f"source ended: {item.reason}"
+                    out.handle(item)
+                    item = sub.get_nowait()
+                await session.drain(self.write_timeout_s)
+        except LinkDown as exc:
+            return f"uplink down: {exc}"
+        finally:
+            self.dropped += sub.drops
+            sub.close()

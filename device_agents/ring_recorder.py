@@ -1,0 +1,122 @@
+"""Records one output stream of the agent hub into the ring, all the time, whatever the
+uplink does: hub items -> the recorder's Segmenter (keyframe-aligned fMP4, wall-clock in
+prft) -> closed segments written in a worker thread, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from device_agents.ring import Ring
+from media_server.fmp4 import init_segment
+from media_server.hls.segmenter import Segment, Segmenter
+from media_server.hub import Hub, Subscription
+from media_server.media import Item
+
+log = logging.getLogger(__name__)
+
+QUEUE_PACKETS = 3000  # a slow disk must not make the hub skip us for a while
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    init: bytes
+    segment: Segment
+
+
+class RingRecorder:
+    def __init__(self, hub: Hub, ring: Ring, stream_id: str, segment_s: float = 2.0) -> None:
+        self.hub, self.ring, self.stream_id = hub, ring, stream_id
+        # parts as long as segments: one moof per segment, the ring needs no LL-HLS parts
+        self.segmenter = Segmenter(segment_s, part_target_s=segment_s * 4, window_segments=4,
+                                   prft=True)
+        self.segments = 0
+        self.errors = 0
+        self._seen = -1
+        self._writes: deque[_Write] = deque()
+        self._wrote = asyncio.Event()
+        self._sub: Subscription | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._sub = self.hub.stream(self.stream_id).subscribe(f"ring {self.stream_id}",
+                                                              QUEUE_PACKETS)
+        self._reader = asyncio.create_task(self._read(self._sub), name=f"ring {self.stream_id}")
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ring w {self.stream_id}")
+
+    async def stop(self, timeout_s: float = 2.0) -> None:
+        """Close the open segment and write what is queued (within timeout_s)."""
+        if self._sub is not None:
+            self._sub.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self.segmenter.end_run()
+        self._collect()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self._writes:
+                    self._wrote.clear()
+                    await self._wrote.wait()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+    async def _read(self, sub: Subscription) -> None:
+        while True:
+            try:
+                item: Item | None = await sub.get()
+            except EOFError:
+                return
+            version = self.segmenter.version
+            while item is not None:
+                self._feed(item)
+                item = sub.get_nowait()
+            if self.segmenter.version != version:
+                self._collect()
+
+    def _feed(self, item: Item) -> None:
+        try:
+            self.segmenter.feed(item)
+        except Exception:  # one bad packet must not stop local recording
+            log.exception("ring %s: segmenter failed; a new run starts at the next keyframe",
+                          self.stream_id)
+            self.segmenter.end_run()
+
+    def _collect(self) -> None:
+        """Queue the segments closed since the last look, with the init each needs."""
+        seg = self.segmenter
+        for done in seg.segments:
+            if done.msn > self._seen:
+                self._seen = done.msn
+                init = seg.inits.get(done.init_id) or init_segment(seg.tracks)
+                self._writes.append(_Write(init, done))
+                self._wrote.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            while not self._writes:
+                self._wrote.clear()
+                await self._wrote.wait()
+            job = self._writes[0]
+            try:
+                await asyncio.to_thread(self._store, job)
+                self.segments += 1
+            except OSError as exc:  # a full or failing disk: keep trying the next ones
+                self.errors += 1
+                log.error("ring %s: cannot write a segment: %s", self.stream_id, exc)
+            self._writes.popleft()
+            self._wrote.set()
+
+    def _store(self, job: _Write) -> None:
+        seg = job.segment
+        name = self.ring.add_init(self.stream_id, job.init)
+        self.ring.add_segment(self.stream_id, name, seg.wallclock, seg.duration, seg.start,
+                              seg.data())
