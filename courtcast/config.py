@@ -135,6 +135,13 @@ class RecorderConfig(_Model):
     retention_check_s: float = Field(default=3600.0, ge=1.0)
 
 
+class DevicesConfig(_Model):
+    # agents send a heartbeat this often; a device is offline after 3 missed ones
+    heartbeat_s: float = Field(default=5.0, ge=0.1, le=300.0)
+    # a device clock off by more than this (seconds, either way) is an alert
+    clock_offset_alert_s: float = Field(default=1.0, gt=0.0)
+
+
 class Config(_Model):
     node: NodeConfig = NodeConfig()
     http: HttpConfig = HttpConfig()
@@ -146,6 +153,7 @@ class Config(_Model):
     security: SecurityConfig = SecurityConfig()
     demo: DemoConfig = DemoConfig()
     recorder: RecorderConfig = RecorderConfig()
+    devices: DevicesConfig = DevicesConfig()
 
     @model_validator(mode="after")
     def _open_is_local_only(self) -> Config:

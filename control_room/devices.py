@@ -1,0 +1,431 @@
+"""Devices (agents on courtroom hardware): enrolment, credentials, disable/revoke, liveness.
+
+Kept in Redis through the StateStore (DESIGN.md §6):
+    record  enrol-token/{sha256(token)}   court, room, class, expiry (the token itself never)
+    key     {p}enrol-spent:{sha256}       SET NX by the one enrolment that spends it
+    record  device/{id}                   identity, sources, stream ids, secret's sha256
+    record  court/{name}, room/{court}/{room}
+    presence device/{id}                  the latest Heartbeat (TTL: 3 heartbeats + a little)
+    hash    {p}device-liveness            id -> never-seen | online | offline (CAS in Lua, so
+                                          every control-room process may run the loop)
+    hash    {p}device-seen                id -> last heartbeat time (outlives the presence)
+    hash    {p}device-clock               id -> "1" while its clock offset is over the limit
+    hash    {p}device-sources             id -> JSON {source: state} of the last heartbeat
+Transitions go to the "device-events" stream and the "devices" pub/sub channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from device_agents.protocol import (
+    EnrolRequest,
+    EnrolResponse,
+    Heartbeat,
+    SourceStreams,
+    StreamCredential,
+    stream_id_for,
+)
+from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
+from storage.state import StateStore
+
+log = logging.getLogger(__name__)
+
+KIND = "device"
+TOKEN_KIND = "enrol-token"
+PRESENCE_KIND = "device"
+EVENTS = "device-events"
+EVENTS_MAX_AGE_S = 90 * 86400
+CHANNEL = "devices"  # pub/sub: a device's state changed
+ALERTS = "alerts"  # the alerts stream the recorder writes too
+ALERTS_MAX_AGE_S = 90 * 86400
+
+Liveness = Literal["never-seen", "online", "offline"]
+
+# Online again (from never-seen or offline): 1 if this call made the transition.
+# KEYS: liveness hash. ARGV: id.
+_ONLINE_LUA = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old == 'online' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], 'online')
+return 1
+"""
+
+# Offline when online and the presence key has expired: 1 if this call made the transition.
+# KEYS: liveness hash, presence key. ARGV: id.
+_OFFLINE_LUA = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'online' then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], 'offline')
+return 1
+"""
+
+# Set a hash field, returning what it held before ("" for nothing).
+_SWAP_LUA = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return old or ''
+"""
+
+
+class DeviceAuthError(Exception):
+    """A device credential was refused; `reason` is what the agent is told."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EnrolError(Exception):
+    """An enrolment token was refused; `status` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class DeviceNotFound(KeyError):
+    pass
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass
+class Device:
+    id: str
+    court: str
+    room: str
+    model: str = ""
+    agent_version: str = ""
+    sources: list[dict[str, Any]] = field(default_factory=list)  # SourceInfo dumps
+    streams: list[str] = field(default_factory=list)
+    stream_class: str = "trial"
+    enabled: bool = True
+    revoked: bool = False
+    created: float = field(default_factory=time.time)
+    secret_sha256: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Device:
+        return cls(**{k: record[k] for k in cls.__dataclass_fields__ if k in record})
+
+    def public_view(self) -> dict[str, Any]:
+        view = self.to_record()
+        view.pop("secret_sha256")
+        return view
+
+
+class DeviceRegistry:
+    """Devices in the state store (one per process or per request: it holds no state)."""
+
+    def __init__(self, state: StateStore) -> None:
+        self._state = state
+        self._streams = StreamRegistry(state)
+        redis = state.raw
+        self._online = redis.register_script(_ONLINE_LUA)
+        self._offline = redis.register_script(_OFFLINE_LUA)
+        self._swap = redis.register_script(_SWAP_LUA)
+
+    # -- keys --
+
+    def _key(self, name: str) -> str:
+        return f"{self._state.prefix}{name}"
+
+    def _presence_key(self, device_id: str) -> str:
+        return f"{self._state.prefix}presence:{PRESENCE_KIND}:{device_id}"
+
+    # -- enrolment --
+
+    async def make_enrol_token(self, court: str, room: str, stream_class: str = "trial",
+                               ttl_s: float = 86400, who: str = "") -> str:
+        """A one-time token for a device of this courtroom; only its sha256 is kept."""
+        court, room = court.strip(), room.strip()
+        if not court or not room or ":" in court + room or "/" in court + room:
+            raise ValueError("court and room must be non-empty, without ':' or '/'")
+        StreamClass(stream_class)  # ValueError names a wrong class
+        await self._ensure_place(court, room)
+        token = secrets.token_urlsafe(24)
+        now = time.time()
+        await self._state.put_record(TOKEN_KIND, digest(token), {
+            "court": court, "room": room, "stream_class": stream_class,
+            "created": now, "expires_at": now + ttl_s, "who": who})
+        return token
+
+    async def token_expiry(self, token: str) -> float:
+        record = await self._state.get_record(TOKEN_KIND, digest(token))
+        return float(record["expires_at"]) if record else 0.0
+
+    async def _ensure_place(self, court: str, room: str) -> None:
+        if await self._state.get_record("court", court) is None:
+            await self._state.put_record("court", court, {"name": court, "created": time.time()})
+        room_id = f"{court}/{room}"
+        if await self._state.get_record("room", room_id) is None:
+            await self._state.put_record("room", room_id, {"name": room, "court": court,
+                                                           "created": time.time()})
+
+    async def enroll(self, req: EnrolRequest, rtmp_url: str,
+                     heartbeat_s: float = 5.0) -> EnrolResponse:
+        """Spend the token (exactly once, even under concurrent calls) and make the device
+        with its credentials and one stream (+ sub) per source; keys are returned once."""
+        sha = digest(req.token)
+        grant = await self._state.get_record(TOKEN_KIND, sha)
+        if grant is None:
+            raise EnrolError(401, "enrolment token unknown: ask a technician for a new one")
+        if time.time() > float(grant["expires_at"]):
+            raise EnrolError(410, "enrolment token expired: ask a technician for a new one")
+        device_id = f"dev-{secrets.token_hex(4)}"
+        # the atomic spend: one SET NX wins, every other caller sees the key taken
+        spent = await self._state.raw.set(self._key(f"enrol-spent:{sha}"), device_id, nx=True)
+        if not spent:
+            raise EnrolError(409, "enrolment token already used: ask a technician for a new one")
+        return await self._create(device_id, req, grant, rtmp_url, heartbeat_s)
+
+    async def _create(self, device_id: str, req: EnrolRequest, grant: dict[str, Any],
+                      rtmp_url: str, heartbeat_s: float) -> EnrolResponse:
+        court, room = str(grant["court"]), str(grant["room"])
+        stream_class = StreamClass(str(grant["stream_class"]))
+        streams: dict[str, SourceStreams] = {}
+        for source in req.sources:
+            main = await self._define(court, room, source.name, False, stream_class)
+            sub = await self._define(court, room, source.name, True, stream_class) \
+                if source.has_sub else None
+            streams[source.name] = SourceStreams(main=main, sub=sub)
+        secret = secrets.token_urlsafe(32)
+        ids = [c.stream_id for s in streams.values() for c in (s.main, s.sub) if c is not None]
+        device = Device(id=device_id, court=court, room=room, model=req.model,
+                        agent_version=req.agent_version,
+                        sources=[s.model_dump() for s in req.sources], streams=ids,
+                        stream_class=str(stream_class), secret_sha256=digest(secret))
+        await self._state.put_record(KIND, device_id, device.to_record())
+        await self._state.raw.hset(self._key("device-liveness"), device_id, "never-seen")
+        await self.event(device, "enrolled", model=req.model, streams=ids)
+        return EnrolResponse(device_id=device_id, device_secret=secret, court=court, room=room,
+                             rtmp_url=rtmp_url, heartbeat_s=heartbeat_s, streams=streams)
+
+    async def _define(self, court: str, room: str, source: str, sub: bool,
+                      stream_class: StreamClass) -> StreamCredential:
+        stream_id = stream_id_for(court, room, source, sub)
+        title = f"{court} {room} {source}" + (" (sub)" if sub else "")
+        key = await self._streams.define(StreamDefinition(
+            id=stream_id, stream_class=stream_class, title=title, court=court, room=room))
+        return StreamCredential(stream_id=stream_id, key=key)
+
+    # -- credentials --
+
+    async def get(self, device_id: str) -> Device:
+        record = await self._state.get_record(KIND, device_id) if device_id else None
+        if record is None:
+            raise DeviceNotFound(device_id)
+        return Device.from_record(record)
+
+    async def authenticate(self, authorization: str | None) -> Device:
+        """The device of a `Bearer {id}.{secret}` header; DeviceAuthError says why not."""
+        scheme, _, credential = (authorization or "").partition(" ")
+        device_id, _, secret = credential.strip().partition(".")
+        if scheme.lower() != "bearer" or not device_id or not secret:
+            raise DeviceAuthError("unknown device")
+        try:
+            device = await self.get(device_id)
+        except DeviceNotFound:
+            hmac.compare_digest(digest(secret), "0" * 64)  # same work as a real check
+            raise DeviceAuthError("unknown device") from None
+        if not hmac.compare_digest(device.secret_sha256, digest(secret)):
+            raise DeviceAuthError("wrong credentials")
+        if device.revoked:
+            raise DeviceAuthError("device revoked")
+        if not device.enabled:
+            raise DeviceAuthError("device disabled")
+        return device
+
+    # -- disable, enable, revoke --
+
+    async def disable(self, device_id: str, who: str = "") -> Device:
+        return await self._set(device_id, "disabled", who, enabled=False)
+
+    async def enable(self, device_id: str, who: str = "") -> Device:
+        device = await self.get(device_id)
+        if device.revoked:
+            raise ValueError(f"device {device_id} is revoked: enrol it again with a new token")
+        return await self._set(device_id, "enabled", who, enabled=True)
+
+    async def revoke(self, device_id: str, who: str = "") -> Device:
+        return await self._set(device_id, "revoked", who, revoked=True)
+
+    async def _set(self, device_id: str, what: str, who: str, **flags: bool) -> Device:
+        device = await self.get(device_id)
+        for name, value in flags.items():
+            setattr(device, name, value)
+        await self._state.put_record(KIND, device_id, device.to_record())
+        usable = device.enabled and not device.revoked
+        await self._set_streams(device, usable)
+        # the agent's websocket (on whichever process holds it) is told to close
+        if not usable:
+            await self._state.publish(command_channel(device_id),
+                                      {"type": "refuse", "reason": f"device {what}"})
+        await self.event(device, what, who=who)
+        return device
+
+    async def _set_streams(self, device: Device, enabled: bool) -> None:
+        """Flip the device's stream definitions, keeping their key digests (so enable
+        restores the same keys); each write publishes a "streams" change."""
+        for stream_id in device.streams:
+            definition = await self._streams.get(stream_id)
+            if definition is None or definition.enabled == enabled:
+                continue
+            definition.enabled = enabled
+            await self._state.put_record("stream", stream_id, definition.to_record())
+            await self._state.publish("streams", {"id": stream_id, "change": "defined"})
+
+    # -- liveness and health --
+
+    def presence_ttl_s(self, heartbeat_s: float) -> float:
+        """Present until 3 heartbeats are missed (plus a little for the network)."""
+        return 3 * heartbeat_s + min(1.0, heartbeat_s / 2)
+
+    async def heartbeat(self, device: Device, beat: Heartbeat, heartbeat_s: float,
+                        clock_limit_s: float) -> None:
+        """Store the latest heartbeat; events for online, sources and clock changes."""
+        now = time.time()
+        info = {**beat.model_dump(), "received_at": now}
+        await self._state.touch_presence(PRESENCE_KIND, device.id,
+                                         self.presence_ttl_s(heartbeat_s), info)
+        await self._state.raw.hset(self._key("device-seen"), device.id, str(now))
+        redis_keys = [self._key("device-liveness")]
+        if await self._online(keys=redis_keys, args=[device.id]):
+            await self.event(device, "online", agent_version=beat.agent_version)
+        if beat.agent_version and beat.agent_version != device.agent_version:
+            device.agent_version = beat.agent_version
+            await self._state.put_record(KIND, device.id, device.to_record())
+        await self._source_events(device, beat)
+        await self._clock_events(device, beat.clock_offset_s, clock_limit_s)
+
+    async def _source_events(self, device: Device, beat: Heartbeat) -> None:
+        key = self._key("device-sources")
+        raw = await self._state.raw.hget(key, device.id)
+        before: dict[str, str] = json.loads(raw) if raw else {}
+        now = {s.name: s.state for s in beat.sources}
+        if now == before:
+            return
+        await self._state.raw.hset(key, device.id, json.dumps(now))
+        for source in beat.sources:
+            old = before.get(source.name)
+            if source.state in ("up", "down") and source.state != old and \
+                    (old is not None or source.state == "down"):
+                await self.event(device, f"source-{source.state}", source=source.name,
+                                 reason=source.reason)
+
+    async def _clock_events(self, device: Device, offset: float | None, limit: float) -> None:
+        if offset is None:
+            return
+        over = abs(offset) > limit
+        was_over = await self._swap(keys=[self._key("device-clock")],
+                                    args=[device.id, "1" if over else "0"]) == "1"
+        if over == was_over:
+            return  # one alert per excursion
+        if over:
+            message = (f"device {device.id} ({device.court} {device.room}): clock off by "
+                       f"{offset:+.3f} s (limit {limit} s); recordings' wall-clock is wrong")
+            await self.event(device, "clock-offset", offset_s=offset, limit_s=limit)
+            await self._state.append_event(ALERTS, {
+                "kind": "clock-offset", "at": time.time(), "device": device.id,
+                "court": device.court, "room": device.room, "offset_s": offset,
+                "message": message}, ALERTS_MAX_AGE_S)
+        else:
+            await self.event(device, "clock-ok", offset_s=offset)
+
+    async def mark_offline_if_silent(self) -> list[str]:
+        """Devices online whose presence expired become offline (atomically, so several
+        control-room processes running this make one transition); returns their ids."""
+        states = await self._state.raw.hgetall(self._key("device-liveness"))
+        gone = []
+        for device_id, state in states.items():
+            if state != "online":
+                continue
+            keys = [self._key("device-liveness"), self._presence_key(device_id)]
+            if await self._offline(keys=keys, args=[device_id]):
+                gone.append(device_id)
+                try:
+                    device = await self.get(device_id)
+                except DeviceNotFound:
+                    continue
+                await self.event(device, "offline", reason="3 heartbeats missed")
+        return gone
+
+    async def liveness(self, device_id: str) -> Liveness:
+        state = await self._state.raw.hget(self._key("device-liveness"), device_id)
+        return state if state in ("online", "offline") else "never-seen"  # type: ignore[return-value]
+
+    # -- events --
+
+    async def event(self, device: Device, event: str, **details: Any) -> None:
+        body = {"device": device.id, "court": device.court, "room": device.room,
+                "event": event, "at": time.time(), **details}
+        await self._state.append_event(EVENTS, body, EVENTS_MAX_AGE_S)
+        await self._state.publish(CHANNEL, body)
+        log.info("device %s (%s %s): %s", device.id, device.court, device.room, event)
+
+    async def events(self, device_id: str | None = None, count: int = 500) -> list[dict[str, Any]]:
+        """The latest events (oldest first), of one device or all."""
+        entries = await self._state.raw.xrevrange(self._key(f"stream:{EVENTS}"), count=count)
+        out = [{k: json.loads(v) for k, v in fields.items()} for _, fields in entries]
+        return [e for e in reversed(out) if device_id is None or e.get("device") == device_id]
+
+    # -- the technicians' view --
+
+    async def list(self) -> list[dict[str, Any]]:
+        """Every device with its state, last seen and the health of its last heartbeat."""
+        records = await self._state.list_records(KIND)
+        present = await self._state.present(PRESENCE_KIND)
+        redis = self._state.raw
+        liveness = await redis.hgetall(self._key("device-liveness"))
+        seen = await redis.hgetall(self._key("device-seen"))
+        rows = [self._row(Device.from_record(r), present.get(r["id"]), liveness.get(r["id"]),
+                          seen.get(r["id"])) for r in records]
+        return sorted(rows, key=lambda r: (r["court"], r["room"], r["id"]))
+
+    async def view(self, device_id: str) -> dict[str, Any]:
+        device = await self.get(device_id)
+        redis = self._state.raw
+        return self._row(device, await self._state.get_presence(PRESENCE_KIND, device_id),
+                         await redis.hget(self._key("device-liveness"), device_id),
+                         await redis.hget(self._key("device-seen"), device_id))
+
+    @staticmethod
+    def _row(device: Device, beat: dict[str, Any] | None, liveness: str | None,
+             seen: str | None) -> dict[str, Any]:
+        state = "revoked" if device.revoked else "disabled" if not device.enabled else (
+            liveness if liveness in ("online", "offline") else "never-seen")
+        health = {s["name"]: s for s in (beat or {}).get("sources", [])}
+        sources = [{**src, **{k: v for k, v in health.get(src["name"], {}).items()
+                              if k != "name"}} for src in device.sources]
+        for src in sources:
+            src.setdefault("state", "unknown")
+        return {**device.public_view(), "state": state, "sources": sources,
+                "last_seen": float(seen) if seen else None,
+                "clock_offset_s": (beat or {}).get("clock_offset_s"),
+                "spool_bytes": (beat or {}).get("spool_bytes"),
+                "spool_limit_bytes": (beat or {}).get("spool_limit_bytes"),
+                "backfill_pending": (beat or {}).get("backfill_pending")}
+
+
+def command_channel(device_id: str) -> str:
+    """Pub/sub channel to whichever process holds the device's websocket."""
+    return f"device-cmd:{device_id}"
+
+
+def result_channel(command_id: str) -> str:
+    """Pub/sub channel the asker of one command waits on."""
+    return f"device-result:{command_id}"

@@ -1,0 +1,202 @@
+"""Devices over HTTP (/api/v1/devices...): enrolment tokens, enrolment, the technicians'
+list, disable/enable/revoke, commands (snapshots stored and served), and the /devices page.
+
+Every change and every command goes to the audit stream with who asked.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must see the dependency closures
+# (current_caller, require) in the route annotations at definition time.
+import base64
+import binascii
+import re
+from importlib import resources
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from control_room.agent_link import CommandTimeout, CommandUndelivered
+from control_room.api import session_token
+from control_room.devices import DeviceNotFound, EnrolError
+from device_agents.protocol import ENROLL_PATH, CommandName, EnrolRequest, EnrolResponse
+from media_server.access import Caller
+from media_server.streams import StreamClass
+from recorder.index import audit
+from storage.objects import ObjectNotFound
+
+if TYPE_CHECKING:
+    from control_room.role import ControlRoomRole
+
+MANAGERS = ("admin", "technician")
+COMMANDERS = ("admin", "technician", "operator")
+STAFF = ("admin", "operator", "technician", "clerk")
+SNAPSHOT_NAME = re.compile(r"^(cmd-[0-9a-f]{12})\.jpg$")
+
+
+class EnrolTokenIn(BaseModel):
+    court: str = Field(min_length=1, max_length=64)
+    room: str = Field(min_length=1, max_length=64)
+    stream_class: StreamClass = StreamClass.trial
+    ttl_s: int = Field(default=86400, ge=60, le=30 * 86400)
+
+
+class CommandIn(BaseModel):
+    name: CommandName
+    args: dict[str, Any] = {}
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
+def snapshot_key(device_id: str, command_id: str) -> str:
+    return f"snapshots/{device_id}/{command_id}.jpg"
+
+
+def build_devices_router(role: "ControlRoomRole") -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["devices"])
+    registry, state = role.devices, role.storage.state
+
+    async def current_caller(request: Request) -> Caller | None:
+        return await role.users.caller(session_token(request))
+
+    def require(*roles: str) -> Any:
+        async def guard(caller: Annotated[Caller | None, Depends(current_caller)]) -> Caller:
+            if caller is None:
+                raise HTTPException(401, "sign in first")
+            if caller.role not in roles:
+                raise HTTPException(403, f"role {caller.role} may not do this")
+            return caller
+        return Depends(guard)
+
+    Manager = Annotated[Caller, require(*MANAGERS)]
+    Commander = Annotated[Caller, require(*COMMANDERS)]
+    Staff = Annotated[Caller, require(*STAFF)]
+
+    @router.post("/devices/enrol-tokens", status_code=201)
+    async def make_token(body: EnrolTokenIn,
+                         caller: Manager) -> dict[str, Any]:
+        try:
+            token = await registry.make_enrol_token(body.court, body.room,
+                                                    str(body.stream_class), body.ttl_s,
+                                                    caller.name)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        await audit(state, "device.enrol-token", caller.name, court=body.court,
+                    room=body.room, stream_class=str(body.stream_class))
+        return {"token": token, "expires_at": await registry.token_expiry(token),
+                "court": body.court, "room": body.room}
+
+    @router.post(ENROLL_PATH.removeprefix("/api/v1"))
+    async def enroll(body: EnrolRequest, request: Request) -> EnrolResponse:
+        rtmp_url = f"rtmp://{request.url.hostname}:{role.rtmp_port()}/live"
+        try:
+            answer = await registry.enroll(body, rtmp_url, role.config.devices.heartbeat_s)
+        except EnrolError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        except ValueError as exc:  # a source name that makes no valid stream id
+            raise HTTPException(422, str(exc)) from None
+        peer = request.client.host if request.client else "?"
+        await audit(state, "device.enrolled", f"device {answer.device_id}", peer=peer,
+                    court=answer.court, room=answer.room, model=body.model)
+        return answer
+
+    @router.get("/devices")
+    async def list_devices(_: Staff) -> list[dict[str, Any]]:
+        return await registry.list()
+
+    @router.get("/devices/{device_id}")
+    async def get_device(device_id: str, _: Staff) -> dict[str, Any]:
+        try:
+            view = await registry.view(device_id)
+        except DeviceNotFound:
+            raise HTTPException(404, f"device {device_id!r} not found") from None
+        return {**view, "events": (await registry.events(device_id))[-50:]}
+
+    for verb in ("disable", "enable", "revoke"):
+        _add_state_route(router, role, verb, Manager)
+
+    @router.post("/devices/{device_id}/commands")
+    async def command(device_id: str, body: CommandIn,
+                      caller: Commander) -> dict[str, Any]:
+        return await _run_command(role, device_id, body, caller)
+
+    @router.get("/devices/{device_id}/snapshots/{name}")
+    async def snapshot(device_id: str, name: str, _: Staff) -> Response:
+        match = SNAPSHOT_NAME.match(name)
+        if match is None:
+            raise HTTPException(404, "no such snapshot")
+        try:
+            data = await role.storage.objects.get(snapshot_key(device_id, match.group(1)))
+        except ObjectNotFound:
+            raise HTTPException(404, "no such snapshot") from None
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private"})
+
+    return router
+
+
+def _add_state_route(router: APIRouter, role: "ControlRoomRole", verb: str,
+                     guard: Any) -> None:
+    registry, state = role.devices, role.storage.state
+
+    async def change(device_id: str, caller: guard) -> dict[str, Any]:  # type: ignore[valid-type]
+        try:
+            await getattr(registry, verb)(device_id, caller.name)
+        except DeviceNotFound:
+            raise HTTPException(404, f"device {device_id!r} not found") from None
+        except ValueError as exc:  # enable after revoke
+            raise HTTPException(409, str(exc)) from None
+        await audit(state, f"device.{verb}", caller.name, device=device_id)
+        return await registry.view(device_id)
+
+    router.add_api_route(f"/devices/{{device_id}}/{verb}", change, methods=["POST"],
+                         name=f"device_{verb}")
+
+
+async def _run_command(role: "ControlRoomRole", device_id: str, body: CommandIn,
+                       caller: Caller) -> dict[str, Any]:
+    state = role.storage.state
+    try:
+        cmd, result = await role.agent_link.command(device_id, body.name, body.args,
+                                                    body.timeout_s)
+    except DeviceNotFound:
+        raise HTTPException(404, f"device {device_id!r} not found") from None
+    except CommandUndelivered as exc:
+        await audit(state, "device.command", caller.name, device=device_id, name=body.name,
+                    args=body.args, outcome="not connected")
+        raise HTTPException(409, str(exc)) from None
+    except CommandTimeout as exc:
+        await audit(state, "device.command", caller.name, device=device_id, name=body.name,
+                    args=body.args, outcome="timeout")
+        raise HTTPException(504, str(exc)) from None
+    answer: dict[str, Any] = {"id": cmd.id, "ok": result.ok, "error": result.error}
+    if body.name == "snapshot" and result.ok:
+        answer.update(await _store_snapshot(role, device_id, cmd.id, result.data))
+    else:
+        answer["data"] = result.data
+    await audit(state, "device.command", caller.name, device=device_id, command=cmd.id,
+                name=body.name, args=body.args, ok=answer["ok"], error=answer["error"])
+    return answer
+
+
+async def _store_snapshot(role: "ControlRoomRole", device_id: str, command_id: str,
+                          data: dict[str, Any]) -> dict[str, Any]:
+    try:
+        jpeg = base64.b64decode(str(data.get("jpeg_b64", "")), validate=True)
+    except (binascii.Error, ValueError):
+        jpeg = b""
+    if not jpeg.startswith(b"\xff\xd8"):
+        return {"ok": False, "error": "the device's snapshot is not a JPEG"}
+    await role.storage.objects.put(snapshot_key(device_id, command_id), jpeg,
+                                   content_type="image/jpeg")
+    return {"width": data.get("width"), "height": data.get("height"), "bytes": len(jpeg),
+            "url": f"/api/v1/devices/{device_id}/snapshots/{command_id}.jpg"}
+
+
+def build_pages_router() -> APIRouter:
+    router = APIRouter()
+    page = resources.files("control_room").joinpath("pages/devices.html").read_text()
+
+    @router.get("/devices", response_class=HTMLResponse, include_in_schema=False)
+    async def devices_page() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    return router
