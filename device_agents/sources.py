@@ -146,7 +146,7 @@ def feed_health(feed: Feed | None) -> tuple[str, str, int]:
 
 def source_health(name: str, feed: Feed | None, out: Stream | None, publishing: bool,
                   active: str, publish_problem: str) -> SourceHealth:
-    """One source's health: its active feed's state, the output stream's rates."""
+    """One source's health: its active feed's state and rates (out: the feed's stream)."""
     state, reason, reconnects = feed_health(feed)
     if state == "up" and publish_problem:
         reason = publish_problem  # the camera is fine, the uplink or the server is not
