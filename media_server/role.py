@@ -137,6 +137,21 @@ class MediaServerRole:
                 pull.start()
                 self.pulls[stream_id] = pull
 
+    async def _drop_disabled_publishers(self) -> None:
+        """A publisher on a stream that was disabled (a device disabled or revoked) is
+        disconnected at once; publish checks refuse it when it comes back."""
+        if self.config.security.open:
+            return
+        for stream in self.hub.streams():
+            publication = stream.publication
+            if publication is None or not publication.alive:
+                continue
+            definition = await self.registry.get(stream.id)
+            if definition is not None and not definition.enabled:
+                log.info("stream %s disabled: disconnecting %s", stream.id, publication.source)
+                stream.unpublish(publication, "stream disabled")
+                publication.evict("stream disabled")
+
     async def _reconcile_loop(self) -> None:
         """Reconcile at once when a definition changes (pub/sub), and every RECONCILE_S
         anyway, since pub/sub drops what is published while Redis is away."""
@@ -155,6 +170,7 @@ class MediaServerRole:
                 changed.clear()
                 try:
                     await self._reconcile_pulls()
+                    await self._drop_disabled_publishers()
                 except Exception:  # a bad definition must not end the loop for the others
                     log.exception("reconciling pulled streams failed")
         finally:

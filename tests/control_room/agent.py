@@ -41,6 +41,7 @@ class FakeAgent:
         self.commands: list[Command] = []
         self.sources = [SourceHealth(name=name, state="up", publishing=True, fps=25.0)
                         for name in enrolled.streams]
+        self.last_beat = 0.0  # time.monotonic() of the last heartbeat sent
         self._reader: asyncio.Task[None] | None = None
         self._beats: asyncio.Task[None] | None = None
 
@@ -73,6 +74,7 @@ class FakeAgent:
                          spool_bytes=1 << 20, spool_limit_bytes=1 << 30,
                          clock_offset_s=clock_offset_s)
         await self.ws.send(beat.model_dump_json())
+        self.last_beat = time.monotonic()
         return await asyncio.wait_for(self.acks.get(), 5)
 
     def start_heartbeats(self, interval_s: float) -> None:
@@ -92,8 +94,7 @@ class FakeAgent:
         """Wait until the server closes the websocket: its close code and reason."""
         assert self.ws is not None
         await asyncio.wait_for(self.ws.wait_closed(), timeout)
-        close = self.ws.close_rcvd
-        return (close.code, close.reason) if close else (None, "")
+        return self.ws.close_code, self.ws.close_reason or ""
 
     async def close(self) -> None:
         await self.stop_heartbeats()
@@ -109,7 +110,6 @@ async def refused(base_ws: str, authorization: str) -> tuple[int | None, str]:
                                   additional_headers={"Authorization": authorization}) as ws:
         with contextlib.suppress(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
-        close = ws.close_rcvd
-        return (close.code, close.reason) if close else (None, "")
+    return ws.close_code, ws.close_reason or ""
 
 
