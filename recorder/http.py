@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 STAFF = ("admin", "clerk", "operator")
 CLERKS = ("admin", "clerk")
-MEDIA_NAME = re.compile(r"^(seg-\d+\.m4s|init(-\d+)?\.mp4)$")
+MEDIA_NAME = re.compile(r"^(seg-\d+\.m4s|init(-\d+|-bf\d+)?\.mp4)$")  # -bf: backfill
 
 
 class SessionIn(BaseModel):

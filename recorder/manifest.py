@@ -7,6 +7,13 @@ inits), so an entry cannot be moved to another recording or reordered without br
 
 Hashes are over canonical JSON (sorted keys, no spaces), so anyone can recompute them with
 a few lines in any language. Pure code, no I/O.
+
+Backfill (a device agent uploading what it recorded locally during a WAN cut): such a
+segment is appended to the chain like any other (next seq, prev = the hash of the entry
+before it in the list), so the chain keeps its order of arrival while the entry's `start`
+lies back in the gap it fills; `backfilled: true` says so, and the gap gets
+`filled_by: "backfill"`. Both fields are left out of the JSON (and of the entry hash) while
+they hold their defaults, so manifests written before they existed verify unchanged.
 """
 
 from __future__ import annotations
@@ -40,6 +47,42 @@ def plain(entry: Any) -> dict[str, Any]:
     return {name: getattr(entry, name) for name in entry.__dataclass_fields__}
 
 
+# fields added after format 1 was in use: written only when set (hashes and bytes unchanged)
+OPTIONAL_DEFAULTS: dict[str, Any] = {"backfilled": False, "filled_by": ""}
+
+
+def stored(entry: Any) -> dict[str, Any]:
+    """An entry as written and hashed: plain() without optional fields at their default."""
+    body = plain(entry)
+    for name, default in OPTIONAL_DEFAULTS.items():
+        if name in body and body[name] == default:
+            del body[name]
+    return body
+
+
+FILL_TOLERANCE_S = 1.0  # ~ a GOP at each end of a gap (see Manifest.fill_gaps)
+FILL_HOLE_S = 0.25  # a hole this short between backfilled segments still counts as covered
+
+
+def overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    """Seconds that [a0, a1) and [b0, b1) share."""
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def covers(spans: list[tuple[float, float]], lo: float, hi: float) -> bool:
+    """Whether the sorted spans cover [lo, hi], holes up to FILL_HOLE_S allowed."""
+    reached = lo
+    for a, b in spans:
+        if reached >= hi:
+            break
+        if b <= reached:
+            continue
+        if a > reached + FILL_HOLE_S:
+            return False
+        reached = b
+    return reached >= hi
+
+
 def segment_key(recording_id: str, seq: int) -> str:
     return f"recordings/{recording_id}/seg-{seq}.m4s"
 
@@ -67,9 +110,10 @@ class SegmentEntry:
     media_start: float  # seconds on the recording's media timeline (tfdt)
     discontinuity: bool
     prev: str  # entry_hash of the previous entry (the header hash for the first)
+    backfilled: bool = False  # uploaded later by the device agent, its start lies in a gap
 
     def entry_hash(self) -> str:
-        return sha256_hex(canonical(plain(self)))
+        return sha256_hex(canonical(stored(self)))
 
     @property
     def name(self) -> str:
@@ -86,6 +130,11 @@ class Gap:
     end: float
     cause: str
     reason: str = ""
+    filled_by: str = ""  # "backfill": the device agent uploaded what this gap missed
+
+    @property
+    def filled(self) -> bool:
+        return bool(self.filled_by)
 
 
 @dataclass
@@ -126,27 +175,64 @@ class Manifest:
         return cached[1]
 
     def append(self, *, start: float, duration: float, data_sha256: str, size: int,
-               init: str, media_start: float, discontinuity: bool) -> SegmentEntry:
-        entry = SegmentEntry(seq=self.next_seq, start=round(start, 6),
+               init: str, media_start: float, discontinuity: bool,
+               backfilled: bool = False, seq: int | None = None) -> SegmentEntry:
+        """The next entry of the chain; seq: the object's number when the writer chose it
+        (unique; a backfilled segment may hold a number above the live one being written)."""
+        entry = SegmentEntry(seq=self.next_seq if seq is None else seq, start=round(start, 6),
                              duration=round(duration, 6), bytes=size, sha256=data_sha256,
                              init=init, media_start=round(media_start, 6),
-                             discontinuity=discontinuity, prev=self.last_hash())
+                             discontinuity=discontinuity, prev=self.last_hash(),
+                             backfilled=backfilled)
         self.segments.append(entry)
         return entry
 
     @property
     def next_seq(self) -> int:
-        return self.segments[-1].seq + 1 if self.segments else 0
+        return max(s.seq for s in self.segments) + 1 if self.segments else 0
+
+    def _last_live(self) -> SegmentEntry | None:
+        """The newest segment the recorder wrote (backfilled ones sit on the agent's own
+        media timeline, back in a gap)."""
+        return next((s for s in reversed(self.segments) if not s.backfilled), None)
 
     @property
     def media_end(self) -> float:
         """Where the media timeline stands (seconds), so a resumed writer continues it."""
-        last = self.segments[-1] if self.segments else None
+        last = self._last_live()
         return last.media_start + last.duration if last else 0.0
 
     @property
     def wallclock_end(self) -> float | None:
-        return self.segments[-1].end if self.segments else None
+        last = self._last_live()
+        return last.end if last else None
+
+    def open_gaps(self) -> list[Gap]:
+        """Gaps nothing has filled yet."""
+        return [g for g in self.gaps if not g.filled]
+
+    def fillable_gaps(self) -> list[Gap]:
+        """Gaps a device agent's local recording may fill: not a recess (nothing is to be
+        recorded then), not filled yet, not empty."""
+        return [g for g in self.open_gaps()
+                if g.cause != GapCause.recess and g.end - g.start > 0]
+
+    def fill_gaps(self, tolerance_s: float = FILL_TOLERANCE_S) -> list[Gap]:
+        """Mark the gaps the backfilled segments now cover as filled; returns them.
+
+        Covered: every moment of [start + tolerance, end - tolerance] lies in a backfilled
+        segment (holes up to FILL_HOLE_S allowed), and at least one overlaps the gap. The
+        tolerance absorbs the clocks: live segments carry the server's arrival time, the
+        agent's segments the agent's capture time, and edges fall on keyframes."""
+        spans = sorted((s.start, s.end) for s in self.segments if s.backfilled)
+        filled = []
+        for gap in self.fillable_gaps():
+            if not any(overlap(a, b, gap.start, gap.end) > 0 for a, b in spans):
+                continue
+            if covers(spans, gap.start + tolerance_s, gap.end - tolerance_s):
+                gap.filled_by = "backfill"
+                filled.append(gap)
+        return filled
 
     @property
     def duration(self) -> float:
@@ -160,7 +246,7 @@ class Manifest:
     def to_dict(self, segments: bool = True) -> dict[str, Any]:
         body = plain(self)
         for name in ("inits", "segments", "gaps"):
-            body[name] = [plain(e) for e in body[name]] if segments or name != "segments" else []
+            body[name] = [stored(e) for e in body[name]] if segments or name != "segments" else []
         body["format"] = FORMAT
         return body
 
@@ -179,7 +265,7 @@ class Manifest:
         cache: list[str] = self.__dict__.setdefault("_segment_json", [])
         if len(cache) > len(self.segments):
             cache.clear()
-        cache.extend(json.dumps(plain(e), sort_keys=True, separators=(",", ":"))
+        cache.extend(json.dumps(stored(e), sort_keys=True, separators=(",", ":"))
                      for e in self.segments[len(cache):])
         entries = ",\n".join(cache)
         return text.replace(marker, f'"segments":[\n{entries}]').encode() + b"\n"

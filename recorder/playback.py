@@ -3,6 +3,10 @@
 Every segment carries its program date-time, so a player shows (and several players of one
 session align on) the courtroom's clock; gaps are discontinuities; a closed recording is
 VOD (ENDLIST), an open one an EVENT playlist that grows.
+
+Segments play in wall-clock order, not in the manifest's order: a backfilled segment (sent
+later by a device agent) is listed in the chain after the live ones, but plays in its gap,
+with a discontinuity on each side and the EXT-X-MAP of the agent's init.
 """
 
 from __future__ import annotations
@@ -56,9 +60,11 @@ def render(manifest: Manifest, segments: list[SegmentEntry], query: str = "") ->
              "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-INDEPENDENT-SEGMENTS",
              f"#EXT-X-PLAYLIST-TYPE:{'VOD' if closed else 'EVENT'}"]
     init = None
-    for n, seg in enumerate(segments):
-        if n and seg.discontinuity:
+    prev: SegmentEntry | None = None
+    for seg in sorted(segments, key=lambda s: s.start):  # stable: live order kept
+        if prev is not None and _discontinuous(prev, seg):
             lines.append("#EXT-X-DISCONTINUITY")
+        prev = seg
         if seg.init != init:
             lines.append(f'#EXT-X-MAP:URI="{seg.init}{suffix}"')
             init = seg.init
@@ -68,3 +74,13 @@ def render(manifest: Manifest, segments: list[SegmentEntry], query: str = "") ->
     if closed:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
+
+
+def _discontinuous(prev: SegmentEntry, seg: SegmentEntry) -> bool:
+    """Whether seg does not continue prev's media timeline: a discontinuity the recorder
+    wrote, a switch between live and backfilled media, or backfilled runs that do not join
+    (each agent run has its own timeline)."""
+    if seg.discontinuity or prev.backfilled != seg.backfilled:
+        return True
+    joined = abs(prev.media_start + prev.duration - seg.media_start) <= 0.05
+    return seg.backfilled and (prev.init != seg.init or not joined)

@@ -66,6 +66,7 @@ class _Job:
     segment: PendingSegment | None = None
     queued: float = field(default_factory=time.monotonic)
     checkpoint: bool = False  # write the manifest (the first one, when nothing else is due)
+    done: asyncio.Future[None] | None = None  # set once uploaded and in the manifest (backfill)
 
 
 @dataclass
@@ -80,6 +81,10 @@ class _State:
     force_discontinuity: bool = False
     paused: bool = False
     wallclock_end: float | None = None
+
+
+class RecordingClosing(Exception):
+    """The recording is being closed; what comes now goes to the closed manifest."""
 
 
 class Recording:
@@ -100,6 +105,7 @@ class Recording:
         self.upload_latencies: deque[float] = deque(maxlen=10000)
         self.outage_since: float | None = None
         self.spool_alert = False
+        self.closing = False  # close() began: nothing may be queued any more (backfill)
         self._s = _State()
         self._jobs: deque[_Job] = deque()
         self._job_added = asyncio.Event()
@@ -142,6 +148,7 @@ class Recording:
 
     async def close(self, timeout_s: float = 30.0) -> Manifest:
         """End the recording: flush, upload everything, write and sign the manifest."""
+        self.closing = True
         await self._stop_reading()
         self._end_run()
         self._collect()
@@ -332,6 +339,8 @@ class Recording:
             job = self._jobs[0]
             await self._upload(job)
             self._jobs.popleft()
+            if job.done is not None and not job.done.done():
+                job.done.set_result(None)
 
     async def _upload(self, job: _Job) -> None:
         if job.checkpoint:
@@ -346,10 +355,16 @@ class Recording:
             job.path.unlink(missing_ok=True)
         if job.segment is not None:
             meta = job.segment.meta
+            backfilled = bool(meta.get("backfilled"))
+            # seq from the job: a backfilled segment may take a seq while the live one
+            # before it is still open (recorder/backfill.py)
             self.manifest.append(start=meta["start"], duration=meta["duration"],
                                  data_sha256=sha256_hex(data), size=len(data),
                                  init=meta["init"], media_start=meta["media_start"],
-                                 discontinuity=meta["discontinuity"])
+                                 discontinuity=meta["discontinuity"], seq=job.segment.seq,
+                                 backfilled=backfilled)
+            if backfilled:
+                self.manifest.fill_gaps()  # before the checkpoint, so it says so at once
             await self._checkpoint()
             self.spool.done(job.segment)
 
@@ -387,6 +402,46 @@ class Recording:
         while self._jobs:
             await asyncio.sleep(0.02)
 
+    # -- backfill (recorder/backfill.py decides what is accepted) ------------------------
+
+    def queued_sha256(self) -> set[str]:
+        """Content hashes of backfill uploads queued but not yet in the manifest."""
+        metas = [j.segment.meta for j in self._jobs if j.segment is not None]
+        return {m["sha256"] for m in metas if m.get("sha256")}
+
+    def queued_inits(self) -> list[InitEntry]:
+        return [j.init for j in self._jobs if j.init is not None]
+
+    async def add_init(self, entry: InitEntry, data: bytes) -> None:
+        """An init segment from a device agent: uploaded and listed in queue order."""
+        if self.closing:
+            raise RecordingClosing(self.id)
+        path = self.spool.put_init(entry.name, data)
+        await self._queue_and_wait(_Job(f"{object_prefix(self.id)}{entry.name}", path,
+                                        init=entry))
+
+    async def add_segment(self, data: bytes, meta: dict[str, Any]) -> int:
+        """A segment from a device agent (meta: start, duration, init, media_start,
+        discontinuity, backfilled, sha256). It takes the next free seq now, while the live
+        segment being written keeps the one it has: seqs stay unique and match the object
+        names, and the chain follows the order of upload. Returns the seq once the segment
+        is in the object store and the manifest."""
+        if self.closing:
+            raise RecordingClosing(self.id)
+        seq = self._s.next_seq
+        self._s.next_seq += 1
+        pending = self.spool.put_segment(seq, data, meta)
+        await self._queue_and_wait(_Job(f"{object_prefix(self.id)}seg-{seq}.m4s",
+                                        pending.path, segment=pending))
+        return seq
+
+    async def _queue_and_wait(self, job: _Job) -> None:
+        if self.closing:  # the uploader may be gone: the caller uses the closed path
+            raise RecordingClosing(self.id)
+        job.done = asyncio.get_running_loop().create_future()
+        self._queue(job)
+        await job.done
+
     # -- crash recovery -----------------------------------------------------------------
 
     def _recover(self) -> None:
@@ -399,11 +454,13 @@ class Recording:
                 entry = InitEntry(name, sha256_hex(data), len(data), [])
                 self._queue(_Job(f"{object_prefix(self.id)}{name}", path, init=entry))
         ends = [self.manifest.wallclock_end or self.manifest.opened_at]
+        listed = {s.seq for s in self.manifest.segments}
         for pending in self.spool.pending_segments():
-            if pending.seq >= self.manifest.next_seq:
+            if pending.seq not in listed:
                 self._queue(_Job(f"{object_prefix(self.id)}seg-{pending.seq}.m4s",
                                  pending.path, segment=pending))
-                ends.append(pending.meta["start"] + pending.meta["duration"])
+                if not pending.meta.get("backfilled"):  # those lie back in a gap
+                    ends.append(pending.meta["start"] + pending.meta["duration"])
                 self._s.next_seq = max(self._s.next_seq, pending.seq + 1)
             else:
                 self.spool.done(pending)  # uploaded and in the manifest already
@@ -419,7 +476,7 @@ class Recording:
             self._s.next_seq = max(self._s.next_seq, left.seq + 1)
         media_end = self.manifest.media_end + sum(
             j.segment.meta["duration"] for j in self._jobs if j.segment is not None
-            and j.segment.seq >= self.manifest.next_seq)
+            and j.segment.seq not in listed and not j.segment.meta.get("backfilled"))
         # continue the media timeline where the last run ended, so that the recording
         # plays (and exports) as one fMP4 timeline; the segmenter has no public knob yet
         self.segmenter._timeline_end = media_end

@@ -4,6 +4,10 @@ Recomputes the SHA-256 of every init and segment object, checks each against the
 and the chain of entry hashes, looks for objects the manifest does not list, and checks
 the Ed25519 signature of the manifest (once the recording is closed). Reports OK, or the
 first bad object and why: changed, missing, reordered, extra, bad signature, broken chain.
+
+An OK report also says whether the recording is complete: "complete, no gaps" when every
+gap was filled by backfill (a device agent uploading what it recorded during a WAN cut),
+else the gaps left, each with its time and cause.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from recorder.manifest import Manifest, object_prefix
+from recorder.manifest import Gap, Manifest, object_prefix, overlap
+from recorder.playback import program_date_time
 from recorder.signing import SignatureError, verify_signature
 from storage.objects import ObjectNotFound, ObjectStore
 
-MEDIA_NAME = re.compile(r"^(seg-\d+\.m4s|init(-\d+)?\.mp4)$")
+MEDIA_NAME = re.compile(r"^(seg-\d+\.m4s|init(-\d+|-bf\d+)?\.mp4)$")
 
 
 @dataclass
@@ -37,7 +42,10 @@ class VerifyReport:
     state: str = ""
     segments: int = 0
     duration_s: float = 0.0
-    gaps: int = 0
+    gaps: int = 0  # every gap the manifest lists, filled or not
+    filled_gaps: int = 0  # of those, filled by backfill
+    backfilled_segments: int = 0
+    remaining_gaps: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
     def fail(self, obj: str, why: str, detail: str = "") -> None:
@@ -52,14 +60,34 @@ class VerifyReport:
         if self.ok:
             signed = "signed" if self.signed else "not signed yet (recording open)"
             return (f"OK: recording {self.recording_id}, {self.segments} segments, "
-                    f"{self.duration_s:.1f} s, {self.gaps} gaps, {signed}")
+                    f"{self.duration_s:.1f} s, {self.completeness()}, {signed}")
         p = self.problems[0]
         more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
         detail = f": {p.detail}" if p.detail else ""
         return f"NOT OK: {p.object} {p.why}{detail}{more}"
 
+    def completeness(self) -> str:
+        filled = (f" ({self.filled_gaps} filled by backfill, {self.backfilled_segments} "
+                  "segments)") if self.filled_gaps else ""
+        if not self.remaining_gaps:
+            return f"complete, no gaps{filled}"
+        listed = "; ".join(f"{g['from']} to {g['to']} {g['cause']}"
+                           + (f" ({g['reason']})" if g["reason"] else "")
+                           for g in self.remaining_gaps)
+        n = len(self.remaining_gaps)
+        return f"{n} gap{'s' if n > 1 else ''} left: {listed}{filled}"
+
+    @property
+    def complete(self) -> bool:
+        return self.ok and not self.remaining_gaps
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "summary": self.summary()}
+        return {**asdict(self), "complete": self.complete, "summary": self.summary()}
+
+
+def _gap_out(gap: Gap) -> dict[str, Any]:
+    return {"start": gap.start, "end": gap.end, "from": program_date_time(gap.start),
+            "to": program_date_time(gap.end), "cause": gap.cause, "reason": gap.reason}
 
 
 async def _sha256(store: ObjectStore, key: str) -> str | None:
@@ -88,6 +116,9 @@ async def verify_recording(store: ObjectStore, recording_id: str,
         return report
     report.state, report.segments = manifest.state, len(manifest.segments)
     report.duration_s, report.gaps = round(manifest.duration, 3), len(manifest.gaps)
+    report.filled_gaps = sum(1 for g in manifest.gaps if g.filled)
+    report.backfilled_segments = sum(1 for s in manifest.segments if s.backfilled)
+    report.remaining_gaps = [_gap_out(g) for g in manifest.open_gaps()]
     await _check_signature(store, prefix, raw, manifest, public_key, report)
     await _check_inits(store, prefix, manifest, report)
     await _check_segments(store, prefix, manifest, report)
@@ -125,10 +156,20 @@ async def _check_segments(store: ObjectStore, prefix: str, manifest: Manifest,
                           report: VerifyReport) -> None:
     by_hash = {s.sha256: s.seq for s in manifest.segments}
     expected_prev = manifest.genesis()
-    for seq_expected, entry in enumerate(manifest.segments):
-        if entry.prev != expected_prev or entry.seq != seq_expected:
+    seen: set[int] = set()
+    last_live = -1
+    for entry in manifest.segments:
+        # the recorder numbers its segments in order; a backfilled one takes the next free
+        # number when it arrives, so it may come before a live one with a lower number
+        in_order = entry.backfilled or entry.seq > last_live
+        if entry.prev != expected_prev or entry.seq in seen or not in_order:
             report.fail(entry.name, "broken chain",
                         "the manifest entry does not follow the one before it")
+        if entry.backfilled and not any(overlap(entry.start, entry.end, g.start, g.end) > 0
+                                        for g in manifest.gaps):
+            report.fail(entry.name, "misplaced", "a backfilled segment outside every gap")
+        seen.add(entry.seq)
+        last_live = last_live if entry.backfilled else entry.seq
         expected_prev = entry.entry_hash()
         digest = await _sha256(store, prefix + entry.name)
         if digest is None:
