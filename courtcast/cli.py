@@ -22,9 +22,6 @@ from courtcast.cli_agent import add_agent_commands
 from courtcast.config import Config, ConfigError, load_config
 
 EXIT_USAGE = 2
-NOT_BUILT = {
-    "devices": "device enrolment is not built yet (issue: device agents)",
-}
 
 
 class UsageError(Exception):
@@ -100,10 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _session_commands(sub)
     _recording_commands(sub)
     add_agent_commands(sub)
-    for name in ("devices",):
-        stub = sub.add_parser(name, help=f"{name} (not built yet)")
-        stub.add_argument("rest", nargs=argparse.REMAINDER)
-        stub.set_defaults(func=not_built(name))
+    _device_commands(sub)
     return parser
 
 
@@ -131,6 +125,24 @@ def _session_commands(sub: Any) -> None:
     _state_args(lst)
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_sessions, verb="list")
+
+
+def _device_commands(sub: Any) -> None:
+    devices = sub.add_parser("devices", help="device agents").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    token = devices.add_parser("enrol-token", help="print a one-time enrolment token for a "
+                               "courtroom (creates the court and room if new)")
+    _state_args(token)
+    token.add_argument("--court", required=True)
+    token.add_argument("--room", required=True)
+    token.add_argument("--class", dest="stream_class", default="trial",
+                       choices=["trial", "security", "arraignment", "conference"])
+    token.add_argument("--ttl-s", type=int, default=86400, help="valid this long (seconds)")
+    token.set_defaults(func=cmd_devices_enrol_token)
+    lst = devices.add_parser("list", help="devices with their state and sources")
+    _state_args(lst)
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_devices_list)
 
 
 def _recording_commands(sub: Any) -> None:
@@ -176,12 +188,6 @@ def config_from(args: argparse.Namespace) -> Config:
         if getattr(args, attr, False):
             overrides[key] = True
     return load_config(args.config, overrides)
-
-
-def not_built(name: str) -> Callable[[argparse.Namespace], int]:
-    def refuse(_: argparse.Namespace) -> int:
-        raise UsageError(NOT_BUILT[name])
-    return refuse
 
 
 # -- up ------------------------------------------------------------------------------------
@@ -285,7 +291,7 @@ def cmd_streams_list(args: argparse.Namespace) -> int:
             stats = row["stats"] or {}
             video = stats.get("video") or {}
             size = f"{video.get('codec', '')} {video.get('width', '')}x{video.get('height', '')}"
-            print(f"{row['id']:24} {row['stream_class']:12} {str(row['public']):6} "
+            print(f"{row['id']:24} {row['stream_class']:12} {row['public']!s:6} "
                   f"{'yes' if stats.get('live') else 'no':5} {size if video else '-':16} "
                   f"{stats.get('bitrate_kbps', 0):>8}")
         return 0
@@ -306,6 +312,49 @@ def cmd_streams_add(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         print(f"stream {args.stream_id} registered; publish key: {key}")
+        return 0
+
+    return _with_state(args, work)
+
+
+def cmd_devices_enrol_token(args: argparse.Namespace) -> int:
+    from control_room.devices import DeviceRegistry
+    from recorder.index import audit
+
+    if args.ttl_s < 60:
+        raise UsageError("--ttl-s: at least 60 seconds")
+
+    async def work(state: Any) -> int:
+        who = getpass.getuser()
+        try:
+            token = await DeviceRegistry(state).make_enrol_token(
+                args.court, args.room, args.stream_class, args.ttl_s, who)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        await audit(state, "device.enrol-token", who, court=args.court, room=args.room,
+                    stream_class=args.stream_class, via="cli")
+        print(token)
+        return 0
+
+    return _with_state(args, work)
+
+
+def cmd_devices_list(args: argparse.Namespace) -> int:
+    from control_room.devices import DeviceRegistry
+
+    async def work(state: Any) -> int:
+        rows = await DeviceRegistry(state).list()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'COURT':16} {'ROOM':12} {'DEVICE':12} {'MODEL':20} {'STATE':10} "
+              f"{'LAST SEEN (UTC)':19} SOURCES")
+        for r in rows:
+            seen = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["last_seen"])) \
+                if r["last_seen"] else "never"
+            sources = ", ".join(f"{s['name']}:{s['state']}" for s in r["sources"]) or "-"
+            print(f"{r['court']:16} {r['room']:12} {r['id']:12} {r['model'] or '-':20} "
+                  f"{r['state']:10} {seen:19} {sources}")
         return 0
 
     return _with_state(args, work)
