@@ -117,6 +117,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def _post_enrol(server: str, request: EnrolRequest) -> EnrolResponse:
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # errors stay one line
     url = server.rstrip("/") + ENROLL_PATH
     if not url.startswith(("http://", "https://")):
         raise _usage(f"--server {server!r}: expected http://HOST:PORT")

@@ -32,7 +32,7 @@ class Publisher:
         self.hub, self.stream_id = hub, stream_id
         self.rtmp_url, self.key = rtmp_url, key
         self.write_timeout_s = write_timeout_s
-        self.backoff = backoff or Backoff(first_s=0.5, cap_s=15.0)
+        self.backoff = backoff or Backoff(first_s=0.5, cap_s=5.0)  # a link back is used soon
         self.refused_backoff = refused_backoff or Backoff(first_s=15.0, cap_s=120.0)
         self.state = "stopped"
         self.problem = ""  # why it is not publishing now, for the heartbeat

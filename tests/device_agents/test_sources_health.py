@@ -1,0 +1,56 @@
+"""A camera with the wrong password, and one that is not there: each source is down with
+a reason a technician can act on, keeps retrying, and nothing else is disturbed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device_agents.agent import Agent
+from device_agents.sources import classify
+from tests.device_agents.helpers import agent_config, source, until
+from tests.fixtures.rtsp_camera import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_wrong_password_and_unreachable_camera_are_down_with_reasons(
+        tmp_path: Path, rtsp_camera: Any) -> None:
+    camera = await asyncio.to_thread(rtsp_camera, user="admin", password="Hunter2pw")
+    wrong = camera.url.replace("admin:Hunter2pw@", "admin:Wrong7pw@")
+    nowhere = f"rtsp://127.0.0.1:{free_port()}/cam"
+    config = agent_config(tmp_path, free_port(), {
+        "locked": source("rtsp", wrong, ("c-r-locked", "k1")),
+        "gone": source("rtsp", nowhere, ("c-r-gone", "k2")),
+        "fine": source("rtsp", camera.url, ("c-r-fine", "k3")),
+    })
+    agent = Agent(config, link=False)
+    await agent.start()
+    try:
+        await until(lambda: agent.units["locked"].health().state == "down", 15)
+        await until(lambda: agent.units["gone"].health().reconnects >= 2, 15,
+                    "the unreachable camera is retried")
+        await until(lambda: agent.units["fine"].health().state == "up", 15)
+        beat = agent.heartbeat()
+    finally:
+        await agent.stop()
+    health = {s.name: s for s in beat.sources}
+    assert health["locked"].reason == "wrong credentials"
+    assert "Hunter2pw" not in beat.model_dump_json() and "Wrong7pw" not in beat.model_dump_json()
+    assert health["gone"].state == "down" and health["gone"].reason.startswith("unreachable")
+    # the good camera is up; nobody listens on its RTMP port, and it says so
+    assert health["fine"].state == "up" and "uplink down" in health["fine"].reason
+    assert beat.spool_limit_bytes == 1 << 30
+
+
+def test_reasons_are_classified() -> None:
+    assert classify("unauthorized: check the user name and password in the source URL") \
+        == "wrong credentials"
+    assert classify("no H.264/H.265 video track (video found: mjpeg)") \
+        == "unsupported codec mjpeg"
+    assert classify("connection refused: is the camera up, and is the port right?") \
+        .startswith("unreachable")
+    assert classify("no answer within 5 s (timeout)").startswith("unreachable")
