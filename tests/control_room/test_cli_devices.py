@@ -20,7 +20,8 @@ COURTCAST = [sys.executable, "-m", "courtcast.cli"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*COURTCAST, *args], capture_output=True, text=True, timeout=30)
+    return subprocess.run([*COURTCAST, *args], capture_output=True, text=True, timeout=30,
+                          check=False)
 
 
 async def test_enrol_token_then_list(tmp_path: Path) -> None:

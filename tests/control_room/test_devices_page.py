@@ -1,0 +1,111 @@
+"""The technicians' /devices page in Debian's Chromium: sign in, see a device's row (court,
+room, model, sources, state badge) change as its agent heartbeats, make an enrolment token,
+disable and revoke. The platform and the agent run in a thread of their own (Playwright's
+sync API refuses a running asyncio loop in the test's thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from courtcast.platform import Platform
+from device_agents.protocol import SourceInfo
+from tests.control_room.agent import FakeAgent
+from tests.control_room.conftest import (
+    HEARTBEAT_S,
+    PASSWORD,
+    base_url,
+    connect_agent,
+    enrol,
+    signed_in,
+    start_platform,
+)
+
+pytestmark = pytest.mark.timeout(90)
+T = TypeVar("T")
+
+
+class Background:
+    """An asyncio loop in a thread: the platform under test and its agent live there."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def background() -> Iterator[Background]:
+    bg = Background()
+    yield bg
+    bg.close()
+
+
+def test_devices_page_shows_devices_and_acts_on_them(chromium_browser: Any,
+                                                     background: Background,
+                                                     tmp_path: Path) -> None:
+    node: Platform = background.run(start_platform(tmp_path / "data"))
+    agents: list[FakeAgent] = []
+
+    async def setup() -> str:
+        admin = await signed_in(node, "tess", "technician")
+        enrolled = await enrol(node, admin, court="Kaifeng Basic", room="Tribunal 2",
+                               sources=[SourceInfo(name="bench", kind="rtsp", has_sub=True)],
+                               model="Uniview IPC3614")
+        await admin.aclose()
+        agent = await connect_agent(node, enrolled, agents)
+        agent.start_heartbeats(HEARTBEAT_S)
+        return enrolled.device_id
+
+    try:
+        device_id = background.run(setup())
+        page = chromium_browser.new_page()
+        page.goto(f"{base_url(node)}/devices")
+        page.get_by_text("Sign in to see the devices.").wait_for()
+        page.get_by_label("User").fill("tess")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+
+        row = page.locator(f"tr[data-device='{device_id}']")
+        badge = row.locator("td").nth(4).locator(".badge")
+        badge.filter(has_text="online").wait_for(timeout=10_000)
+        text = row.inner_text()
+        for seen in ("Kaifeng Basic", "Tribunal 2", device_id, "Uniview IPC3614", "bench",
+                     "up", "0.1.0", "s ago"):
+            assert seen in text, (seen, text)
+        assert page.get_by_text("Signed in as tess (technician)").is_visible()
+
+        page.get_by_label("Court").fill("Kaifeng Basic")
+        page.get_by_label("Room").fill("Tribunal 3")
+        page.get_by_role("button", name="Make enrolment token").click()
+        token = page.locator("#token")
+        token.filter(has_text="Enrolment token for Kaifeng Basic Tribunal 3").wait_for()
+        assert len(token.inner_text().rsplit(": ", 1)[1].strip()) >= 32
+
+        row.get_by_role("button", name="Disable").click()
+        badge.filter(has_text="disabled").wait_for(timeout=5_000)
+        row.get_by_role("button", name="Enable").wait_for()
+        page.on("dialog", lambda dialog: dialog.accept())
+        row.get_by_role("button", name="Revoke").click()
+        badge.filter(has_text="revoked").wait_for(timeout=5_000)
+        assert row.get_by_role("button").count() == 0  # nothing left to do with it
+        assert page.locator("#error").inner_text() == ""
+    finally:
+        async def teardown() -> None:
+            for agent in agents:
+                await agent.close()
+            await node.stop()
+        background.run(teardown())
