@@ -69,11 +69,28 @@ class PlayTokens:
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
 
 
+# LL-HLS players ask several times a second per stream; a definition is read from Redis at
+# most once per this many seconds per stream. A change (disable, private) applies within it.
+PLAY_CACHE_S = 1.0
+
+
 class AccessPolicy:
     def __init__(self, registry: StreamRegistry, tokens: PlayTokens, open_mode: bool) -> None:
         self.registry = registry
         self.tokens = tokens
         self.open_mode = open_mode
+        self._play_cache: dict[str, tuple[float, StreamDefinition | None]] = {}
+
+    async def _definition_for_play(self, stream_id: str) -> StreamDefinition | None:
+        now = time.monotonic()
+        cached = self._play_cache.get(stream_id)
+        if cached is not None and now - cached[0] < PLAY_CACHE_S:
+            return cached[1]
+        definition = await self.registry.get(stream_id)
+        if len(self._play_cache) > 10_000:  # unknown ids asked by anyone must not grow it
+            self._play_cache.clear()
+        self._play_cache[stream_id] = (now, definition)
+        return definition
 
     async def check_publish(self, stream_id: str, key: str | None, peer: str) -> None:
         if not valid_stream_id(stream_id):
@@ -95,7 +112,7 @@ class AccessPolicy:
         self, stream_id: str, token: str | None = None, caller: Caller | None = None
     ) -> StreamDefinition | None:
         """Returns the definition (None in open mode for unknown streams)."""
-        definition = await self.registry.get(stream_id)
+        definition = await self._definition_for_play(stream_id)
         if self.open_mode:
             return definition
         if definition is None or not definition.enabled:
