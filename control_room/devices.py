@@ -23,7 +23,7 @@ import logging
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from device_agents.protocol import (
     EnrolRequest,
@@ -33,6 +33,8 @@ from device_agents.protocol import (
     StreamCredential,
     stream_id_for,
 )
+from media_server.streams import CHANGES as STREAM_CHANGES
+from media_server.streams import KIND as STREAM_KIND
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
 from storage.state import StateStore
 
@@ -46,8 +48,6 @@ EVENTS_MAX_AGE_S = 90 * 86400
 CHANNEL = "devices"  # pub/sub: a device's state changed
 ALERTS = "alerts"  # the alerts stream the recorder writes too
 ALERTS_MAX_AGE_S = 90 * 86400
-
-Liveness = Literal["never-seen", "online", "offline"]
 
 # Online again (from never-seen or offline): 1 if this call made the transition.
 # KEYS: liveness hash. ARGV: id.
@@ -146,6 +146,14 @@ class DeviceRegistry:
 
     def _presence_key(self, device_id: str) -> str:
         return f"{self._state.prefix}presence:{PRESENCE_KIND}:{device_id}"
+
+    async def _hash(self, name: str) -> dict[str, str]:
+        raw = await self._state.raw.hgetall(self._key(name))
+        return {str(k): str(v) for k, v in (raw or {}).items()}
+
+    async def _hget(self, name: str, field: str) -> str | None:
+        value = await self._state.raw.hget(self._key(name), field)
+        return None if value is None else str(value)
 
     # -- enrolment --
 
@@ -286,8 +294,9 @@ class DeviceRegistry:
             if definition is None or definition.enabled == enabled:
                 continue
             definition.enabled = enabled
-            await self._state.put_record("stream", stream_id, definition.to_record())
-            await self._state.publish("streams", {"id": stream_id, "change": "defined"})
+            # written as is (not define(): that would make a new key)
+            await self._state.put_record(STREAM_KIND, stream_id, definition.to_record())
+            await self._state.publish(STREAM_CHANGES, {"id": stream_id, "change": "defined"})
 
     # -- liveness and health --
 
@@ -313,13 +322,12 @@ class DeviceRegistry:
         await self._clock_events(device, beat.clock_offset_s, clock_limit_s)
 
     async def _source_events(self, device: Device, beat: Heartbeat) -> None:
-        key = self._key("device-sources")
-        raw = await self._state.raw.hget(key, device.id)
+        raw = await self._hget("device-sources", device.id)
         before: dict[str, str] = json.loads(raw) if raw else {}
         now = {s.name: s.state for s in beat.sources}
         if now == before:
             return
-        await self._state.raw.hset(key, device.id, json.dumps(now))
+        await self._state.raw.hset(self._key("device-sources"), device.id, json.dumps(now))
         for source in beat.sources:
             old = before.get(source.name)
             if source.state in ("up", "down") and source.state != old and \
@@ -349,8 +357,8 @@ class DeviceRegistry:
     async def mark_offline_if_silent(self) -> list[str]:
         """Devices online whose presence expired become offline (atomically, so several
         control-room processes running this make one transition); returns their ids."""
-        states = await self._state.raw.hgetall(self._key("device-liveness"))
-        gone = []
+        states = await self._hash("device-liveness")
+        gone: list[str] = []
         for device_id, state in states.items():
             if state != "online":
                 continue
@@ -364,10 +372,6 @@ class DeviceRegistry:
                 await self.event(device, "offline", reason="3 heartbeats missed")
         return gone
 
-    async def liveness(self, device_id: str) -> Liveness:
-        state = await self._state.raw.hget(self._key("device-liveness"), device_id)
-        return state if state in ("online", "offline") else "never-seen"  # type: ignore[return-value]
-
     # -- events --
 
     async def event(self, device: Device, event: str, **details: Any) -> None:
@@ -380,7 +384,8 @@ class DeviceRegistry:
     async def events(self, device_id: str | None = None, count: int = 500) -> list[dict[str, Any]]:
         """The latest events (oldest first), of one device or all."""
         entries = await self._state.raw.xrevrange(self._key(f"stream:{EVENTS}"), count=count)
-        out = [{k: json.loads(v) for k, v in fields.items()} for _, fields in entries]
+        out = [{str(k): json.loads(v) for k, v in (fields or {}).items()}
+               for _, fields in entries or []]
         return [e for e in reversed(out) if device_id is None or e.get("device") == device_id]
 
     # -- the technicians' view --
@@ -389,19 +394,17 @@ class DeviceRegistry:
         """Every device with its state, last seen and the health of its last heartbeat."""
         records = await self._state.list_records(KIND)
         present = await self._state.present(PRESENCE_KIND)
-        redis = self._state.raw
-        liveness = await redis.hgetall(self._key("device-liveness"))
-        seen = await redis.hgetall(self._key("device-seen"))
+        liveness = await self._hash("device-liveness")
+        seen = await self._hash("device-seen")
         rows = [self._row(Device.from_record(r), present.get(r["id"]), liveness.get(r["id"]),
                           seen.get(r["id"])) for r in records]
         return sorted(rows, key=lambda r: (r["court"], r["room"], r["id"]))
 
     async def view(self, device_id: str) -> dict[str, Any]:
         device = await self.get(device_id)
-        redis = self._state.raw
         return self._row(device, await self._state.get_presence(PRESENCE_KIND, device_id),
-                         await redis.hget(self._key("device-liveness"), device_id),
-                         await redis.hget(self._key("device-seen"), device_id))
+                         await self._hget("device-liveness", device_id),
+                         await self._hget("device-seen", device_id))
 
     @staticmethod
     def _row(device: Device, beat: dict[str, Any] | None, liveness: str | None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +16,14 @@ from control_room.devices import DeviceRegistry
 from courtcast.platform import Platform
 from device_agents.protocol import WS_CLOSE_REFUSED, SourceHealth, bearer
 from tests.control_room.agent import FakeAgent, refused
-from tests.control_room.conftest import HEARTBEAT_S, connect_agent, control, enrol
+from tests.control_room.conftest import (
+    HEARTBEAT_S,
+    connect_agent,
+    control,
+    enrol,
+    signed_in,
+    start_platform,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -154,3 +162,24 @@ async def test_a_newer_connection_takes_over(platform: Platform, admin: httpx.As
     code, reason = await old.closed()
     assert code == 4409 and "newer connection" in reason
     await new.heartbeat()
+
+
+async def test_stop_with_agents_connected_is_prompt(tmp_path: Path) -> None:
+    node = await start_platform(tmp_path / "data")
+    agents: list[FakeAgent] = []
+    try:
+        admin = await signed_in(node, "ada", "admin")
+        enrolled = await enrol(node, admin)
+        await admin.aclose()
+        agent = await connect_agent(node, enrolled, agents)
+        agent.start_heartbeats(HEARTBEAT_S)
+        await asyncio.sleep(HEARTBEAT_S)
+    finally:
+        started = time.monotonic()
+        await node.stop()
+        took = time.monotonic() - started
+    code, _ = await agents[0].closed()
+    await agents[0].close()
+    assert code in (1001, 1012), code  # going away / service restart: the agent reconnects
+    print(f"platform stop with an agent connected: {took:.2f} s (close code {code})")
+    assert took < 4.0, took

@@ -98,7 +98,7 @@ async def test_snapshot_is_stored_and_served_to_staff(
     stored = await control(platform).storage.objects.get(
         f"snapshots/{enrolled.device_id}/{command_id}.jpg")
     assert stored == served.content
-    with av.open(io.BytesIO(served.content)) as container:
+    with av.open(io.BytesIO(served.content), "r") as container:
         frame = next(container.decode(video=0))
     assert (frame.width, frame.height) == (320, 180)
     async with httpx.AsyncClient(base_url=str(admin.base_url)) as anonymous:
