@@ -1,8 +1,8 @@
 """PTZ presets over ONVIF, for cameras that have them.
 
-Uses onvif-zeep-async when it is installed (`pip install onvif-zeep-async==4.3.0`); it is
-not a dependency yet because no ONVIF camera was available to test against. The endpoint
-is `http://user:pass@host[:port]` (the camera's ONVIF device service).
+Uses onvif-zeep-async (pinned in pyproject), imported only when a PTZ command comes so
+an agent without PTZ cameras does not load zeep. Not yet tested against a real ONVIF camera
+(none here). The endpoint is `http://user:pass@host[:port]` (the camera's device service).
 """
 
 from __future__ import annotations
