@@ -194,12 +194,27 @@ class DeviceRegistry:
             raise EnrolError(401, "enrolment token unknown: ask a technician for a new one")
         if time.time() > float(grant["expires_at"]):
             raise EnrolError(410, "enrolment token expired: ask a technician for a new one")
+        spent_key = self._key(f"enrol-spent:{sha}")
+        used = EnrolError(409, "enrolment token already used: ask a technician for a new one")
+        if await self._state.raw.exists(spent_key):
+            raise used  # said first; the SET NX below is what decides
+        await self._check_streams_free(req, str(grant["court"]), str(grant["room"]))
         device_id = f"dev-{secrets.token_hex(4)}"
         # the atomic spend: one SET NX wins, every other caller sees the key taken
-        spent = await self._state.raw.set(self._key(f"enrol-spent:{sha}"), device_id, nx=True)
-        if not spent:
-            raise EnrolError(409, "enrolment token already used: ask a technician for a new one")
+        if not await self._state.raw.set(spent_key, device_id, nx=True):
+            raise used
         return await self._create(device_id, req, grant, rtmp_url, heartbeat_s)
+
+    async def _check_streams_free(self, req: EnrolRequest, court: str, room: str) -> None:
+        """A live stream of another device (or one defined by hand) keeps its key: a new
+        device must not take it over silently (before the spend, so the token stays good)."""
+        for source in req.sources:
+            for sub in (False, True) if source.has_sub else (False,):
+                stream_id = stream_id_for(court, room, source.name, sub)
+                existing = await self._streams.get(stream_id)
+                if existing is not None and existing.enabled:
+                    raise EnrolError(409, f"stream {stream_id} is already in use: revoke the "
+                                     "device that has it, or name the source differently")
 
     async def _create(self, device_id: str, req: EnrolRequest, grant: dict[str, Any],
                       rtmp_url: str, heartbeat_s: float) -> EnrolResponse:

@@ -120,3 +120,23 @@ async def test_who_may_make_tokens(platform: Platform) -> None:
     finally:
         await operator.aclose()
         await tech.aclose()
+
+
+async def test_a_stream_in_use_is_not_taken_over(platform: Platform,
+                                                  admin: httpx.AsyncClient) -> None:
+    first = await enrol(platform, admin, court="C", room="R")
+    made = await admin.post("/api/v1/devices/enrol-tokens", json={"court": "C", "room": "R"})
+    token = made.json()["token"]
+    body = {"token": token, "sources": [{"name": "bench", "kind": "test"}]}
+    async with httpx.AsyncClient(base_url=base_url(platform), timeout=10) as http:
+        taken = await http.post(ENROLL_PATH, json=body)
+        assert taken.status_code == 409
+        assert taken.json()["detail"].startswith("stream c-r-bench is already in use")
+        # the replaced camera's device is revoked: its stream ids are free again
+        await admin.post(f"/api/v1/devices/{first.device_id}/revoke")
+        replaced = await http.post(ENROLL_PATH, json=body)  # the same token: not spent
+        assert replaced.status_code == 200, replaced.text
+    key = replaced.json()["streams"]["bench"]["main"]["key"]
+    streams = StreamRegistry(platform.roles[0].state)  # type: ignore[attr-defined]
+    assert await streams.key_matches("c-r-bench", key)
+    assert not await streams.key_matches("c-r-bench", first.streams["bench"].main.key)
