@@ -152,6 +152,6 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     assert pids_using(tmp_path / "d") == []
 
 
-def test_roles_not_built_yet_say_so() -> None:
-    result = run(["agent", "run", "--data-dir", "/tmp/x"])
-    assert "device agent is not built yet" in one_line_error(result)
+def test_agent_without_its_config_says_so(tmp_path: Path) -> None:
+    result = run(["agent", "run", "--config", str(tmp_path / "nope.yaml")])
+    assert one_line_error(result) == f"courtcast: agent config {tmp_path / 'nope.yaml'}: not found"
