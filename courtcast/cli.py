@@ -238,6 +238,9 @@ def print_welcome(platform: Any) -> None:
         lines.append(f"  publish: rtmp://{config.rtmp.host}:{media.rtmp_port}/live/STREAM?key=KEY")
         for stream_id, title in media.demo_streams():
             lines.append(f"  demo {title}: ffplay {base}/live/{stream_id}/index.m3u8")
+    if any(r.name == "control_room" for r in platform.roles):
+        lines.append(f"  technicians: {base}/devices  (sign in: courtcast users add NAME "
+                     "--role technician)")
     lines.append("  stop with Ctrl-C")
     print("\n".join(lines), flush=True)
 
