@@ -9,10 +9,11 @@ import logging
 import time
 from pathlib import Path
 
+from device_agents.backfill import Backfill
 from device_agents.commands import run_command
 from device_agents.config import AgentConfig, load_agent_config
 from device_agents.link import ControlLink
-from device_agents.protocol import Command, CommandResult, Heartbeat
+from device_agents.protocol import Command, CommandResult, Heartbeat, bearer
 from device_agents.ring import Ring
 from device_agents.unit import SourceUnit
 from media_server.hub import Hub
@@ -31,10 +32,22 @@ class Agent:
         self.ring = Ring(config.spool.dir, config.spool.max_bytes)
         self.units: dict[str, SourceUnit] = {}
         self.link: ControlLink | None = None
+        self.backfill: Backfill | None = None
         if link:
             self.link = ControlLink(config.server, config.device_id, config.device_secret,
                                     config.heartbeat_s, self.heartbeat, self.handle)
+            # store-and-forward: runs every ~10 s, and at once when a publisher reconnects
+            self.backfill = Backfill(self.ring, config.server,
+                                     bearer(config.device_id, config.device_secret),
+                                     self._stream_ids(), sessions=self._publish_sessions)
         self.started_at = 0.0
+
+    def _stream_ids(self) -> list[str]:
+        return [s.stream_id for src in self.config.sources.values()
+                for s in (src.main, src.sub) if s is not None]
+
+    def _publish_sessions(self) -> int:
+        return sum(p.sessions for u in self.units.values() for p in u.publishers.values())
 
     def _unit(self, name: str) -> SourceUnit:
         cfg = self.config
@@ -47,10 +60,14 @@ class Agent:
         await asyncio.gather(*(unit.start() for unit in self.units.values()))
         if self.link is not None:
             self.link.start()
+        if self.backfill is not None:
+            self.backfill.start()
         log.info("agent %s up: %d sources, spool %s", self.config.device_id, len(self.units),
                  self.config.spool.dir)
 
     async def stop(self) -> None:
+        if self.backfill is not None:
+            await self.backfill.stop()
         if self.link is not None:
             await self.link.stop()
         await asyncio.gather(*(unit.stop() for unit in self.units.values()))
@@ -61,7 +78,8 @@ class Agent:
             sent_at=time.time(), agent_version=AGENT_VERSION,
             sources=[unit.health() for unit in self.units.values()],
             spool_bytes=self.ring.size_bytes(), spool_limit_bytes=self.config.spool.max_bytes,
-            clock_offset_s=self.link.clock.value if self.link is not None else None)
+            clock_offset_s=self.link.clock.value if self.link is not None else None,
+            backfill_pending=self.backfill.pending if self.backfill is not None else 0)
 
     async def handle(self, command: Command) -> CommandResult:
         return await run_command(self, command)
