@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
+from control_room.auth import SESSION_COOKIE, caller_guards, session_token
 from media_server.access import Caller, PlayTokens
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
 
 if TYPE_CHECKING:
     from control_room.role import ControlRoomRole
 
-SESSION_COOKIE = "cc_session"
 LIVE_KIND = "stream-live"
 
 
@@ -36,29 +36,12 @@ class StreamIn(BaseModel):
     source_url: str = ""
 
 
-def session_token(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.cookies.get(SESSION_COOKIE)
-
-
 def build_api_router(role: "ControlRoomRole") -> APIRouter:
     router = APIRouter(prefix="/api/v1")
     users = role.users
     registry = StreamRegistry(role.storage.state)
 
-    async def current_caller(request: Request) -> Caller | None:
-        return await users.caller(session_token(request))
-
-    def require(*roles: str) -> Any:
-        async def guard(caller: Annotated[Caller | None, Depends(current_caller)]) -> Caller:
-            if caller is None:
-                raise HTTPException(401, "sign in first")
-            if caller.role not in roles:
-                raise HTTPException(403, f"role {caller.role} may not do this")
-            return caller
-        return Depends(guard)
+    current_caller, require = caller_guards(users)
 
     @router.post("/login", tags=["users"])
     async def login(body: SignIn, response: Response) -> dict[str, str]:
@@ -107,7 +90,7 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
 
     @router.post("/streams", tags=["streams"], status_code=201)
     async def define_stream(
-        body: StreamIn, _: Caller = require("admin", "technician"),
+        body: StreamIn, _: Annotated[Caller, require("admin", "technician")],
     ) -> dict[str, Any]:
         definition = StreamDefinition(**body.model_dump())
         key = await registry.define(definition)
@@ -115,7 +98,7 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
 
     @router.get("/streams/{stream_id}/play-url", tags=["streams"])
     async def play_url(
-        stream_id: str, _: Caller = require("admin", "operator"),
+        stream_id: str, _: Annotated[Caller, require("admin", "operator")],
     ) -> dict[str, str]:
         if await registry.get(stream_id) is None:
             raise HTTPException(404, f"stream {stream_id!r} not found")

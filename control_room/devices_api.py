@@ -12,12 +12,12 @@ import re
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from control_room.agent_link import CommandTimeout, CommandUndelivered
-from control_room.api import session_token
+from control_room.auth import caller_guards
 from control_room.devices import DeviceNotFound, EnrolError
 from device_agents.protocol import ENROLL_PATH, CommandName, EnrolRequest, EnrolResponse
 from media_server.access import Caller
@@ -55,17 +55,7 @@ def build_devices_router(role: "ControlRoomRole") -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["devices"])
     registry, state = role.devices, role.storage.state
 
-    async def current_caller(request: Request) -> Caller | None:
-        return await role.users.caller(session_token(request))
-
-    def require(*roles: str) -> Any:
-        async def guard(caller: Annotated[Caller | None, Depends(current_caller)]) -> Caller:
-            if caller is None:
-                raise HTTPException(401, "sign in first")
-            if caller.role not in roles:
-                raise HTTPException(403, f"role {caller.role} may not do this")
-            return caller
-        return Depends(guard)
+    _, require = caller_guards(role.users)
 
     Manager = Annotated[Caller, require(*MANAGERS)]
     Commander = Annotated[Caller, require(*COMMANDERS)]

@@ -41,7 +41,7 @@ def _usage(message: str) -> Exception:
 
 
 def source_kind(url: str) -> str:
-    if url.startswith("rtsp://") or url.startswith("rtsps://"):
+    if url.startswith(("rtsp://", "rtsps://")):
         return "rtsp"
     if url == "test:" or url.startswith("test:"):
         return "test"

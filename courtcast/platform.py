@@ -90,7 +90,7 @@ class Platform:
         return int(self._http_sock.getsockname()[1])
 
     async def start(self) -> None:
-        from control_room.api import session_token
+        from control_room.auth import session_token
         from control_room.role import ControlRoomRole
         from control_room.users import Users
         from media_server.access import Caller
@@ -143,7 +143,7 @@ class Platform:
             self._http.should_exit = True
             try:
                 await asyncio.wait_for(self._http_task, 1.5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._http.force_exit = True
         self._http_sock.close()
         if self.rtmp_sock is not None and not any(r.name == "media_server" for r in self.roles):
@@ -151,7 +151,7 @@ class Platform:
         for role in reversed(self.roles):
             try:
                 await asyncio.wait_for(role.stop(), STOP_BUDGET_S / max(1, len(self.roles)))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("role %s did not stop in time", role.name)
             except Exception:  # a failing stop must not keep the others running
                 log.exception("role %s failed to stop", role.name)

@@ -54,7 +54,7 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     open_mode = role.config.security.open
 
     async def current_caller(request: Request) -> Caller | None:
-        from control_room.api import session_token
+        from control_room.auth import session_token
         from control_room.users import Users
 
         return await Users(state).caller(session_token(request))
