@@ -80,6 +80,7 @@ class Backfill:
         self.uploaded = 0  # segments stored by the server, this run
         self.bytes_uploaded = 0
         self.duplicates = 0
+        self.upload_s = 0.0  # time spent in segment uploads that were stored (throughput)
         self.last_error = ""
         self._done = self._load_state()
         self._init_names: dict[tuple[str, str, str], str] = {}  # (rec, stream, file) -> name
@@ -177,6 +178,7 @@ class Backfill:
         init = await self._init(rid, stream, entry.init)
         if init is None:
             return False
+        began = time.monotonic()
         response = await self._request(
             "PUT", BACKFILL_SEGMENT_PATH.format(recording_id=rid), content=data,
             params={"stream": stream, "start": entry.start, "duration": entry.duration,
@@ -192,6 +194,7 @@ class Backfill:
         if result == "stored":
             self.uploaded += 1
             self.bytes_uploaded += len(data)
+            self.upload_s += time.monotonic() - began
         elif result == "duplicate":
             self.duplicates += 1
         return result == "stored"
