@@ -112,8 +112,8 @@ async def newest_segment(http: httpx.AsyncClient, url: str) -> tuple[int, str, s
 async def decoded_frames(http: httpx.AsyncClient, url: str, init: str, segment: str) -> int:
     base = url.rsplit("/", 1)[0] + "/"
     data = (await http.get(base + init)).content + (await http.get(base + segment)).content
-    with av.open(io.BytesIO(data)) as container:
-        return sum(1 for _ in container.decode(video=0))
+    with av.open(io.BytesIO(data), "r") as container:
+        return len(list(container.decode(video=0)))
 
 
 async def enrol(node: Platform, folder: Path, camera_url: str, server: str,

@@ -125,8 +125,9 @@ async def test_wan_cut_live_resumes_and_backfill_closes_the_gap(
         await until(lambda: all(g.filled for g in recording.manifest.gaps), 60,
                     "gap filled by backfill")
         backfill_done_s = time.monotonic() - restored
-        assert agent.backfill is not None
-        await until(lambda: agent.backfill.pending == 0, 15, "nothing pending")
+        uploader = agent.backfill
+        assert uploader is not None
+        await until(lambda: uploader.pending == 0, 15, "nothing pending")
         await role.sessions.close(session.id)
         await asyncio.sleep(0.5)
         await role.wait_closed()
@@ -139,10 +140,10 @@ async def test_wan_cut_live_resumes_and_backfill_closes_the_gap(
         # nothing uploaded twice: every backfilled entry once, no duplicate answers
         manifest = Manifest.from_bytes(await objects.get(f"recordings/{rid}/manifest.json"))
         backfilled = [s for s in manifest.segments if s.backfilled]
-        assert len({s.sha256 for s in backfilled}) == len(backfilled) == agent.backfill.uploaded
-        assert agent.backfill.duplicates == 0
+        assert len({s.sha256 for s in backfilled}) == len(backfilled) == uploader.uploaded
+        assert uploader.duplicates == 0
         sent = [json.loads(line) for line in
-                agent.backfill.state_path.read_text().splitlines()]
+                uploader.state_path.read_text().splitlines()]
         stored = [(r["recording"], r["sha256"]) for r in sent if r["result"] == "stored"]
         assert len(stored) == len(set(stored)) == len(backfilled)
         covered = sum(min(s.end, gaps[0].end) - max(s.start, gaps[0].start) for s in backfilled)

@@ -108,8 +108,8 @@ async def put_segment(http: httpx.AsyncClient, rid: str, stream: str, seg: Segme
                           headers={"X-Content-SHA256": sha or hashlib.sha256(data).hexdigest()})
 
 
-async def record_with_gap(node: Platform, tmp_path: Path, stream: str,
-                          key: str) -> tuple[str, asyncio.Task[tuple[int, str]]]:
+async def record_with_gap(node: Platform, tmp_path: Path, stream: str, key: str,
+                          away_s: float = 3.0) -> tuple[str, asyncio.Task[tuple[int, str]]]:
     """Publish 6 s, open the session while live, lose the publisher ~3 s, publish again:
     the open recording's id (a publisher-lost gap in it) and the second publisher, still
     publishing for a while (close the session before it ends: no trailing gap)."""
@@ -129,7 +129,7 @@ async def record_with_gap(node: Platform, tmp_path: Path, stream: str,
         await asyncio.sleep(0.05)
     [recording] = role.active.values()
     assert (await first)[0] == 0
-    await asyncio.sleep(3)
+    await asyncio.sleep(away_s)
     second = asyncio.create_task(push(make_clip(tmp_path, seconds=14, fps=FPS, gop=FPS), rtmp))
     PUSHES.append(second)
     for _ in range(200):  # the gap is closed once the second publication's segment starts
@@ -271,14 +271,18 @@ async def test_agent_uploader_fills_from_its_ring_once(tmp_path: Path) -> None:
         device = await enrol_device(node, "r1")
         stream = device.streams["cam"].main.stream_id
         rid, publisher = await record_with_gap(node, tmp_path, stream,
-                                               device.streams["cam"].main.key)
+                                               device.streams["cam"].main.key, away_s=5.0)
         live = recorder_role(node).find(rid)
         assert live is not None
         [gap] = [g for g in live.manifest.gaps if g.cause == "publisher-lost"]
         made = agent_segments(make_clip(tmp_path, seconds=4, fps=FPS, gop=FPS, bframes=2),
                               gap.start - 8.0, gap.end - gap.start + 12.0)
-        middle = (gap.start + gap.end) / 2
-        early = [s for s in made.segments if s.wallclock + s.duration < middle]
+        # the ring when the first uploader runs: up to the first segment in the gap (one
+        # 2 s segment cannot cover a 5 s gap)
+        first_in = next(n for n, s in enumerate(made.segments)
+                        if min(s.wallclock + s.duration, gap.end) - max(s.wallclock, gap.start)
+                        >= 0.1)
+        early = made.segments[:first_in + 1]
         auth = bearer(device.device_id, device.device_secret)
         first = await upload_from_ring(tmp_path, node, auth, stream, made.init, early)
         assert first.uploaded >= 1 and first.pending == 0 and not gap.filled
