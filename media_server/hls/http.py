@@ -3,14 +3,24 @@
 Every route first awaits `authorize(request, stream_id)`, the control room's hook that
 decides public vs private (it raises an HTTPException to refuse). The playlist URIs carry
 the request's own query string (e.g. a signed `?token=`), so child requests pass it too.
+
+The routes are plain Starlette routes with raw ASGI endpoints, not FastAPI routes: an
+LL-HLS player makes about four requests a second per stream, and FastAPI's dependency
+solving and Response objects cost several times what serving bytes from memory does.
+Paths, methods (GET only), headers and errors are the same: an HTTPException raised here
+reaches the app's exception handlers exactly as it did from a FastAPI route. The price is
+that /live is not in the OpenAPI document.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from media_server.hls.output import HlsOutput, HlsOutputs
 
@@ -19,6 +29,32 @@ INIT_TYPE = "video/mp4"
 SEGMENT_TYPE = "video/iso.segment"
 
 Authorize = Callable[[Request, str], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+Handler = Callable[[Request, dict[str, Any]], Awaitable[tuple[bytes, Headers]]]
+
+
+class _Endpoint:
+    """The ASGI app of one /live route: the handler returns (body, headers without
+    content-length); the response goes out as Starlette's Response would send it."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: Handler) -> None:
+        self._handle = handle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "GET":  # as FastAPI answered: no HEAD either
+            raise HTTPException(405, headers={"Allow": "GET"})
+        request = Request(scope, receive, send)
+        body, head = await self._handle(request, scope["path_params"])
+        # header order as Starlette's Response: ours, then content-length, content-type
+        headers = [head[0], (b"content-length", str(len(body)).encode()), head[1]]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _headers(cache_control: str, media_type: str) -> Headers:
+    return [(b"cache-control", cache_control.encode()), (b"content-type", media_type.encode())]
 
 
 def make_hls_router(outputs: HlsOutputs, authorize: Authorize) -> APIRouter:
@@ -26,6 +62,9 @@ def make_hls_router(outputs: HlsOutputs, authorize: Authorize) -> APIRouter:
     router = APIRouter(tags=["live"])
     options = outputs.options
     media_cache = f"max-age={options.max_age_s}"
+    playlist_headers = _headers("no-cache", PLAYLIST_TYPE)
+    init_headers = _headers(media_cache, INIT_TYPE)
+    segment_headers = _headers(media_cache, SEGMENT_TYPE)
 
     def live_output(stream_id: str) -> HlsOutput:
         output = outputs.get(stream_id)
@@ -33,8 +72,8 @@ def make_hls_router(outputs: HlsOutputs, authorize: Authorize) -> APIRouter:
             raise HTTPException(404, f"stream {stream_id!r} is not live")
         return output
 
-    @router.get("/live/{stream_id}/index.m3u8")
-    async def media_playlist(request: Request, stream_id: str) -> Response:
+    async def media_playlist(request: Request, params: dict[str, Any]) -> tuple[bytes, Headers]:
+        stream_id: str = params["stream_id"]
         await authorize(request, stream_id)
         msn, part = blocking_request(request)
         output = live_output(stream_id)
@@ -53,30 +92,29 @@ def make_hls_router(outputs: HlsOutputs, authorize: Authorize) -> APIRouter:
             if not await output.wait_for(msn, part, options.block_timeout_s):
                 raise HTTPException(503, "the requested segment or part did not appear in time",
                                     headers={"Retry-After": "1"})
-        text = output.playlist(child_query(request))
-        return Response(text, media_type=PLAYLIST_TYPE, headers={"Cache-Control": "no-cache"})
+        return output.playlist_bytes(child_query(request)), playlist_headers
 
-    @router.get("/live/{stream_id}/init-{init_id:int}.mp4")
-    async def init_segment(request: Request, stream_id: str, init_id: int) -> Response:
-        await authorize(request, stream_id)
-        data = live_output(stream_id).segmenter.inits.get(init_id)
+    async def init_segment(request: Request, params: dict[str, Any]) -> tuple[bytes, Headers]:
+        await authorize(request, params["stream_id"])
+        init_id: int = params["init_id"]
+        data = live_output(params["stream_id"]).segmenter.inits.get(init_id)
         if data is None:
             raise HTTPException(404, f"no init segment {init_id}")
-        return Response(data, media_type=INIT_TYPE, headers={"Cache-Control": media_cache})
+        return data, init_headers
 
-    @router.get("/live/{stream_id}/seg-{msn:int}.m4s")
-    async def segment(request: Request, stream_id: str, msn: int) -> Response:
-        await authorize(request, stream_id)
-        found = live_output(stream_id).segmenter.segment(msn)
+    async def segment(request: Request, params: dict[str, Any]) -> tuple[bytes, Headers]:
+        await authorize(request, params["stream_id"])
+        msn: int = params["msn"]
+        found = live_output(params["stream_id"]).segmenter.segment(msn)
         if found is None:
             raise HTTPException(404, f"segment {msn} is not in the live window")
-        return Response(found.data(), media_type=SEGMENT_TYPE,
-                        headers={"Cache-Control": media_cache})
+        return found.data(), segment_headers
 
-    @router.get("/live/{stream_id}/part-{msn:int}.{index:int}.m4s")
-    async def part(request: Request, stream_id: str, msn: int, index: int) -> Response:
-        await authorize(request, stream_id)
-        output = live_output(stream_id)
+    async def part(request: Request, params: dict[str, Any]) -> tuple[bytes, Headers]:
+        await authorize(request, params["stream_id"])
+        msn: int = params["msn"]
+        index: int = params["index"]
+        output = live_output(params["stream_id"])
         found = output.segmenter.part(msn, index)
         if found is None and output.segmenter.is_future_part(msn, index):
             # the preload hint: answer as soon as the part exists
@@ -84,9 +122,14 @@ def make_hls_router(outputs: HlsOutputs, authorize: Authorize) -> APIRouter:
             found = output.segmenter.part(msn, index)
         if found is None:
             raise HTTPException(404, f"part {msn}.{index} is not in the live window")
-        return Response(found.data, media_type=SEGMENT_TYPE,
-                        headers={"Cache-Control": media_cache})
+        return found.data, segment_headers
 
+    for path, handle in (("/live/{stream_id}/index.m3u8", media_playlist),
+                         ("/live/{stream_id}/init-{init_id:int}.mp4", init_segment),
+                         ("/live/{stream_id}/seg-{msn:int}.m4s", segment),
+                         ("/live/{stream_id}/part-{msn:int}.{index:int}.m4s", part)):
+        # any method: the endpoint answers 405 itself (Starlette would allow HEAD)
+        router.routes.append(Route(path, _Endpoint(handle)))
     return router
 
 

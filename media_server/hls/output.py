@@ -54,7 +54,7 @@ class HlsOutput:
                                    prft=options.prft, on_change=self._on_change)
         self.last_request = time.monotonic()
         self._changed = asyncio.Event()
-        self._rendered: tuple[int, str, str] | None = None  # (version, query, text)
+        self._rendered: tuple[int, str, str, bytes] | None = None  # version, query, text
         self._sub: Subscription = hub.subscribe(stream_id, "hls", options.queue_packets)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"hls {stream_id}")
 
@@ -83,13 +83,19 @@ class HlsOutput:
 
     def playlist(self, query: str = "") -> str:
         """The rendered playlist, rendered once per change (many viewers, one render)."""
+        return self._render(query)[2]
+
+    def playlist_bytes(self, query: str = "") -> bytes:
+        """The playlist as the HTTP body (UTF-8), encoded once per render."""
+        return self._render(query)[3]
+
+    def _render(self, query: str) -> tuple[int, str, str, bytes]:
         version = self.segmenter.version
         cached = self._rendered
-        if cached is not None and cached[0] == version and cached[1] == query:
-            return cached[2]
-        text = playlist.render(self.segmenter, query)
-        self._rendered = (version, query, text)
-        return text
+        if cached is None or cached[0] != version or cached[1] != query:
+            text = playlist.render(self.segmenter, query)
+            cached = self._rendered = (version, query, text, text.encode())
+        return cached
 
     async def wait_for(self, msn: int, part: int | None, timeout: float) -> bool:
         """Wait until the playlist holds segment msn (or its part), up to timeout seconds."""
