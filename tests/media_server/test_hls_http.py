@@ -224,3 +224,12 @@ def test_authorize_guards_every_route_and_the_token_reaches_child_uris(
         assert httpx.get(f"{live.url}/live/private-1/{name}?token=ok").status_code == 200
     assert [c for c in live.calls if c[1] == "private-1"] == [(n, "private-1") for n in names
                                                               for _ in range(2)]
+
+
+def test_only_get_is_allowed(live: LiveServer) -> None:
+    """The routes are raw ASGI endpoints now; they answer other methods as FastAPI did."""
+    for method in ("HEAD", "POST", "OPTIONS"):
+        r = httpx.request(method, f"{live.url}/live/court-1/index.m3u8", timeout=10)
+        assert r.status_code == 405 and r.headers["allow"] == "GET", method
+    r = httpx.get(f"{live.url}/live/court-1/other.txt", timeout=10)
+    assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
