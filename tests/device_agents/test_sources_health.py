@@ -4,6 +4,7 @@ a reason a technician can act on, keeps retrying, and nothing else is disturbed.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,25 @@ async def test_wrong_password_and_unreachable_camera_are_down_with_reasons(
     # the good camera is up; nobody listens on its RTMP port, and it says so
     assert health["fine"].state == "up" and "uplink down" in health["fine"].reason
     assert beat.spool_limit_bytes == 1 << 30
+
+
+async def test_a_source_in_an_unsupported_codec_is_down_and_says_which(tmp_path: Path) -> None:
+    # MPEG-4 Part 2, as older cameras and encoders send: courtcast never transcodes, so the
+    # technician must be told to switch the camera to H.264/H.265
+    clip = tmp_path / "old.mp4"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x240:rate=25", "-t", "2", "-c:v", "mpeg4", str(clip)],
+                   check=True, timeout=60)
+    config = agent_config(tmp_path, free_port(), {
+        "old": source("file", str(clip), ("c-r-old", "k1"))})
+    agent = Agent(config, link=False)
+    await agent.start()
+    try:
+        await until(lambda: agent.units["old"].health().state == "down", 20)
+        health = agent.heartbeat().sources[0]
+    finally:
+        await agent.stop()
+    assert health.reason == "unsupported codec mpeg4", health
 
 
 def test_reasons_are_classified() -> None:
