@@ -13,6 +13,7 @@ import logging
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -132,10 +133,12 @@ class RtmpServer:
         return self._port
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
         if self._sock is not None:
-            self._server = await asyncio.start_server(self._accept, sock=self._sock)
+            self._server = await loop.create_server(lambda: _Connection(self), sock=self._sock)
         else:
-            self._server = await asyncio.start_server(self._accept, self.host, self._port)
+            self._server = await loop.create_server(lambda: _Connection(self), self.host,
+                                                    self._port)
         log.info("RTMP listening on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
@@ -152,30 +155,34 @@ class RtmpServer:
     def uptime_ms(self) -> int:
         return int((time.monotonic() - self._started) * 1000)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Connection(self, reader, writer)
+    def _accept(self, conn: _Connection) -> bool:
+        """Count a new connection in; False (and closed) when over the limit."""
         if len(self._connections) >= self.limits.max_connections:
             log.warning("rtmp %s: refused, %d connections open", conn.peer, len(self._connections))
             self.stats.refused += 1
-            writer.close()
-            return
+            return False
         self._connections.add(conn)
         self.stats.connections_total += 1
         self.stats.connections_open += 1
-        try:
-            await conn.run()
-        finally:
-            self._connections.discard(conn)
-            self.stats.connections_open -= 1
+        return True
+
+    def _forget(self, conn: _Connection) -> None:
+        self._connections.discard(conn)
+        self.stats.connections_open -= 1
 
 
-class _Connection:
-    def __init__(self, server: RtmpServer, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+class _Connection(asyncio.Protocol):
+    """One RTMP connection: an asyncio Protocol, so media is parsed in data_received with
+    no task wake-up, future or StreamReader copy per read (~100 reads a second per
+    publisher). Everything else (handshake, commands, control messages) runs in order in
+    the connection's task; while it has messages to handle, reading is paused, so media
+    never overtakes the command before it (a publish being authorized)."""
+
+    def __init__(self, server: RtmpServer) -> None:
         self.server, self.stats, self.limits = server, server.stats, server.limits
-        self.reader, self.writer = reader, writer
-        addr = writer.get_extra_info("peername")
-        self.peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
         self.chunks_in = ChunkReader(max_message=self.limits.max_message)
         self.chunks_out = ChunkWriter()
         self.phase = "handshake"
@@ -190,11 +197,119 @@ class _Connection:
         self.peer_window = 0
         self.received = 0
         self.acked = 0
+        self._raw: bytearray | None = bytearray()  # handshake bytes; None once chunks flow
+        self._backlog: deque[tuple[Message, float]] = deque()  # for the task, in order
+        self._failure: BaseException | None = None  # raised in the task (logged there)
+        self._eof = False
+        self._last_data = self.loop.time()
+        self._waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._lost = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._closed: asyncio.Future[None] = self.loop.create_future()
+
+    # -- protocol callbacks --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        addr = transport.get_extra_info("peername")
+        self.peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        if not self.server._accept(self):
+            transport.close()
+            return
+        self.task = self.loop.create_task(self.run())
+
+    def data_received(self, data: bytes) -> None:
+        self.stats.bytes_in += len(data)
+        self._last_data = self.loop.time()
+        if self._raw is not None:  # the handshake: the task takes exact sizes
+            self._raw += data
+            self._wake()
+        elif self._failure is None:
+            self._feed(data)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return True  # half-open: what we still send goes out; the task closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = self._eof = True
+        if exc is not None and self._failure is None:
+            self._failure = exc
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_exception(ConnectionResetError("Connection lost"))
+        self._drain_waiters.clear()
+        if not self._closed.done():
+            self._closed.set_result(None)
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # -- the hot path --
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        """Parse chunks; media goes to the ingest here and now, anything else (and all
+        that follows it) to the task, with reading paused until it is done."""
+        self.received += len(data)
+        backlog = self._backlog
+        try:
+            messages = self.chunks_in.feed(data)
+            arrival = time.time()
+            for msg in messages:
+                if not backlog and (msg.type_id == VIDEO or msg.type_id == AUDIO):
+                    self._media(msg.type_id, msg.timestamp, msg.payload, arrival)
+                else:
+                    backlog.append((msg, arrival))
+        except Exception as exc:  # noqa: BLE001 - re-raised in the task, which logs it
+            self._fail(exc)
+            return
+        if backlog:
+            self._pause_reading()
+            self._wake()
+        else:
+            self._acknowledge()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+        self._pause_reading()
+        self._wake()
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None and self.transport.is_reading():
+            self.transport.pause_reading()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        self._waiter = self.loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     # -- life cycle --
 
     async def run(self) -> None:
-        self.task = asyncio.current_task()
+        try:
+            await self._run()
+        finally:
+            self.server._forget(self)
+
+    async def _run(self) -> None:
         reason, warn = "client closed the connection", False
         try:
             async with asyncio.timeout(self.limits.handshake_timeout):
@@ -225,11 +340,16 @@ class _Connection:
     def close(self, reason: str) -> asyncio.Task[Any] | None:
         """Ask this connection to end (from outside its task)."""
         self.close_reason = self.close_reason or _Closing(reason, warn=False)
-        if self.writer.transport.get_write_buffer_size():
-            self.writer.transport.abort()  # a stuck peer would hold close() for ever
+        assert self.transport is not None
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()  # a stuck peer would hold close() for ever
         else:
-            self.writer.close()
+            self.transport.close()
         return self.task
+
+    def _close_transport(self) -> None:
+        assert self.transport is not None
+        self.transport.close()
 
     async def _cleanup(self, reason: str) -> None:
         if self.play_task is not None:
@@ -239,55 +359,81 @@ class _Connection:
             self.ingest.publication.close(reason)
             self.stats.publishing -= 1
             self.ingest = None
-        self.writer.close()
+        assert self.transport is not None
+        self.transport.close()
         try:
-            await asyncio.wait_for(self.writer.wait_closed(), 2)
+            await asyncio.wait_for(asyncio.shield(self._closed), 2)
         except TimeoutError:
-            self.writer.transport.abort()  # the peer reads nothing: drop what is unsent
-        except (ConnectionError, OSError):
-            pass  # the peer is gone either way
+            self.transport.abort()  # the peer reads nothing: drop what is unsent
+
+    async def _read_exactly(self, size: int) -> bytes:
+        """size handshake bytes, as StreamReader.readexactly gave them."""
+        raw = self._raw
+        assert raw is not None
+        while len(raw) < size:
+            if self._failure is not None:
+                raise self._failure
+            if self._eof:
+                raise asyncio.IncompleteReadError(bytes(raw), size)
+            await self._wait()
+        data = bytes(raw[:size])
+        del raw[:size]
+        return data
 
     async def _handshake(self) -> None:
-        first = await self.reader.readexactly(1)
+        first = await self._read_exactly(1)
         handshake.check_c0(first[0])  # fail fast on HTTP/TLS without waiting for 1536 bytes
-        c0c1 = first + await self.reader.readexactly(handshake.PACKET_SIZE)
-        self.stats.bytes_in += len(c0c1)
+        c0c1 = first + await self._read_exactly(handshake.PACKET_SIZE)
         self._write(handshake.server_response(c0c1, self.server.uptime_ms()))
         await self._drain()
-        self.stats.bytes_in += len(await self.reader.readexactly(handshake.PACKET_SIZE))
+        await self._read_exactly(handshake.PACKET_SIZE)
+        rest, self._raw = self._raw, None
+        if rest:  # the client's first chunks came with C2
+            self._feed(rest)
 
     async def _read_loop(self) -> None:
-        # one deadline for the connection, pushed back lazily: a timer per read (~100 reads
-        # a second per publisher) cost more than parsing the chunks
-        async with asyncio.timeout(None) as deadline:
-            while True:
-                self._push_deadline(deadline)
-                data = await self.reader.read(READ_SIZE)
-                if not data:
-                    return
-                self.stats.bytes_in += len(data)
-                self.received += len(data)
-                arrival = time.time()
-                for msg in self.chunks_in.feed(data):
-                    if msg.type_id == VIDEO or msg.type_id == AUDIO:
-                        self._media(msg.type_id, msg.timestamp, msg.payload, arrival)
-                    else:
-                        deadline.reschedule(None)  # the read timeout is for reads only
-                        await self._message(msg, arrival)
-                self._acknowledge()
+        while True:
+            await self._handle_backlog()
+            if self._failure is not None:
+                raise self._failure
+            if self._eof:
+                return
+            assert self.transport is not None
+            if not self.transport.is_reading():
+                self.transport.resume_reading()
+            await self._wait_for_messages(self._read_timeout())
 
-    def _push_deadline(self, deadline: asyncio.Timeout) -> None:
-        """Time out a read after the phase's timeout without data (less up to 1/8 of it,
-        at most 1 s: the deadline only moves when it would move by more than that)."""
-        timeout = self._read_timeout()
-        if timeout is None:
-            if deadline.when() is not None:
-                deadline.reschedule(None)
-            return
-        wanted = asyncio.get_running_loop().time() + timeout
-        when = deadline.when()
-        if when is None or wanted < when or wanted - when > min(1.0, timeout / 8):
-            deadline.reschedule(wanted)
+    async def _handle_backlog(self) -> None:
+        """The messages data_received left to the task, in arrival order."""
+        backlog = self._backlog
+        while backlog:
+            msg, arrival = backlog[0]
+            if msg.type_id == VIDEO or msg.type_id == AUDIO:
+                self._media(msg.type_id, msg.timestamp, msg.payload, arrival)
+            else:
+                await self._message(msg, arrival)
+            backlog.popleft()
+        self._last_data = self.loop.time()  # the read timeout is for reads only
+        self._acknowledge()
+
+    async def _wait_for_messages(self, timeout: float | None) -> None:
+        """Until the task has something to do; TimeoutError after timeout s without data.
+        The deadline is checked lazily: data only moves _last_data, no timer per read."""
+        while True:
+            if self._backlog or self._failure is not None or self._eof:
+                return
+            if timeout is None:
+                await self._wait()
+                return
+            deadline = self._last_data + timeout
+            if self.loop.time() >= deadline:
+                raise TimeoutError
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._wait()
+                return
+            except TimeoutError:
+                continue  # data may have come meanwhile: check against _last_data
 
     def _read_timeout(self) -> float | None:
         if self.ingest is not None:
@@ -308,7 +454,8 @@ class _Connection:
     # -- writing --
 
     def _write(self, data: bytes) -> None:
-        self.writer.write(data)
+        assert self.transport is not None
+        self.transport.write(data)
         self.stats.bytes_out += len(data)
 
     def _send(self, csid: int, type_id: int, msid: int, payload: bytes | memoryview,
@@ -318,11 +465,21 @@ class _Connection:
     async def _drain(self) -> None:
         try:
             async with asyncio.timeout(self.limits.write_timeout):
-                await self.writer.drain()
+                await self._writable()
         except TimeoutError:
-            self.writer.transport.abort()  # close() would wait for the unsent bytes
+            assert self.transport is not None
+            self.transport.abort()  # close() would wait for the unsent bytes
             raise _Closing(f"client took no data for {self.limits.write_timeout:g} s "
                            f"({self.phase})") from None
+
+    async def _writable(self) -> None:
+        """StreamWriter.drain's flow control: wait while the transport's buffer is full."""
+        if self._lost:
+            raise ConnectionResetError("Connection lost")
+        if self._write_paused:
+            waiter = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
 
     def _command(self, msid: int, *values: Any) -> None:
         csid = CSID_COMMAND if msid == 0 else CSID_DATA
@@ -511,9 +668,9 @@ class _Connection:
                 await self._drain()
         except _Closing as exc:
             self.close_reason = exc
-            self.writer.close()
+            self._close_transport()
         except (EOFError, ConnectionError):
-            self.writer.close()
+            self._close_transport()
         finally:
             sub.close()
 

@@ -302,3 +302,59 @@ async def test_acknowledgements_ping_and_connect_answer(rtmp_server: RtmpServer)
     assert pong == [struct.pack(">HI", 7, 1234)]
     ack = next(m for m in got if m.type_id == ACKNOWLEDGEMENT)
     assert struct.unpack(">I", ack.payload)[0] >= 3000
+
+
+async def _publish_at_once(port: int, stream: str, frames: int) -> RawRtmpClient:
+    """Handshake, then connect .. publish and the first frames in one write, as a client
+    that does not wait for NetStream.Publish.Start would send them."""
+    client = await RawRtmpClient.connect(port)
+    await client.handshake()
+    client.command(0, "connect", 1.0, {"app": "live", "tcUrl": "rtmp://h/live"})
+    client.command(0, "createStream", 2.0, None)
+    client.command(1, "publish", 0.0, None, stream, "live")
+    client.writer.write(client.chunks.message(6, VIDEO, 1, 0, b"\x17\x00\x00\x00\x00"
+                                              + AVCC_320))
+    for i in range(frames):
+        client.writer.write(client.chunks.message(6, VIDEO, 1, 33 * i, bytes(300),
+                                                  b"\x17\x01\x00\x00\x00"))
+    await client.writer.drain()
+    return client
+
+
+async def test_media_behind_a_slow_publish_check_waits_for_it() -> None:
+    """Media parsed in data_received must not overtake the publish command before it."""
+    async def slow_authorize(stream_id: str, key: str | None, action: str, peer: str) -> None:
+        await asyncio.sleep(0.2)
+
+    hub = Hub()
+    sub = hub.subscribe("eager", "test")
+    server = RtmpServer(hub, "127.0.0.1", 0, authorize=slow_authorize)
+    await server.start()
+    try:
+        client = await _publish_at_once(server.port, "eager", 5)
+        packets: list[Packet] = []
+
+        def five() -> bool:
+            packets.extend(i for i in drain(sub) if isinstance(i, Packet))
+            return len(packets) == 5
+
+        await wait_for(five)
+        await client.close()
+    finally:
+        await server.stop()
+
+
+async def test_silent_publisher_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    hub = Hub()
+    server = RtmpServer(hub, "127.0.0.1", 0, limits=RtmpLimits(publish_timeout=0.3))
+    await server.start()
+    try:
+        with caplog.at_level(logging.INFO):
+            client = await _publish_at_once(server.port, "quiet", 1)
+            await wait_for(lambda: (s := hub.find("quiet")) is not None and s.live)
+            assert await asyncio.wait_for(client.reader.read(), 5) is not None
+            await wait_for(lambda: not hub.find("quiet").live)  # type: ignore[union-attr]
+        assert "closed: timed out (publishing)" in caplog.text
+        await client.close()
+    finally:
+        await server.stop()
