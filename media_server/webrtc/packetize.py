@@ -1,7 +1,7 @@
 """RTP payloads for H.264 (RFC 6184, packetization-mode 1), computed from NAL units.
 
 Pure functions. Small NAL units (parameter sets, SEI) travel together in one STAP-A,
-large ones are split into FU-A fragments of near-equal size, the rest go as single NAL
+large ones are split into FU-A fragments of equal size (the last a little shorter), the rest go as single NAL
 unit packets. The output is the list of RTP payloads of one frame, in order; the sender
 adds headers (and sets the marker bit on the last one).
 """
@@ -60,19 +60,17 @@ def stap_a(nals: Sequence[bytes | memoryview]) -> bytes:
 
 
 def fu_a(nal: bytes | memoryview, max_payload: int = MAX_PAYLOAD) -> list[bytes]:
-    """Fragments of one NAL unit, sized evenly so no tiny last packet is sent."""
+    """Fragments of one NAL unit: all of one size but the last, which is at most one byte
+    per fragment shorter (so no tiny last packet, and UDP GSO can send them in one go)."""
     header = nal[0]
     indicator = bytes([(header & 0xE0) | FU_A])
     kind = header & 0x1F
     body = memoryview(nal)[1:]
     room = max_payload - 2
     count = -(-len(body) // room)
-    base, extra = divmod(len(body), count)
+    size = -(-len(body) // count)
     out: list[bytes] = []
-    pos = 0
-    for i in range(count):
-        size = base + (1 if i < extra else 0)
-        fu_header = kind | (0x80 if i == 0 else 0) | (0x40 if i == count - 1 else 0)
+    for i, pos in enumerate(range(0, len(body), size)):
+        fu_header = kind | (0x80 if i == 0 else 0) | (0x40 if pos + size >= len(body) else 0)
         out.append(indicator + bytes([fu_header]) + body[pos:pos + size].tobytes())
-        pos += size
     return out

@@ -2,13 +2,15 @@
 
 aiortc's RTCRtpSender asks its track for the next item: an av.Frame is encoded, anything
 else goes to the codec's `pack()`. Two modes, both without re-encoding:
-- shared (default): items are EncodedFrame, RTP payloads computed once per stream
-  (egress.VideoPayloadCache); the sender's encoder is replaced by PrepacketizedEncoder,
-  whose pack() hands them over, so a viewer costs only RTP headers, SRTP and the send.
-- pass-through: items are av.Packet in Annex-B, packetized by aiortc for each viewer.
+- shared (default): RTP payloads computed once per stream (egress.VideoPayloadCache) and
+  sent at once, by a plain call, through the sender's fastsend.RtpOut: a viewer costs
+  only RTP headers, SRTP and the send, and no task wake-up of its own.
+- pass-through: items are av.Packet in Annex-B, queued for aiortc's own send loop, which
+  packetizes them for each viewer.
 
-A viewer subscribes to the hub when its sender first asks for media (after ICE and DTLS
-are up), so it starts from the hub's cached GOP at that moment. The cached frames are
+Every viewer of a stream is fed by the stream's one hub subscription (egress.Fanout). A
+viewer joins it when its senders are ready (after ICE and DTLS are up), so it starts from
+the hub's cached GOP at that moment. The cached frames are
 sent at once with timestamps squeezed to one tick apart just before the live edge, so the
 browser shows the newest picture at once instead of playing the GOP back in real time.
 """
@@ -29,8 +31,8 @@ from aiortc.codecs.base import Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.frame import Frame
 
-from media_server.hub import Hub, Subscription
-from media_server.media import Packet, Skipped, StreamEnd, StreamStart, Track, video_track
+from media_server.hub import Hub
+from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Track, video_track
 from media_server.webrtc import fastsend
 from media_server.webrtc.audio import OPUS_FRAME, OPUS_RATE, OpusFrame
 from media_server.webrtc.egress import StreamEgress, frame_nals
@@ -42,6 +44,7 @@ VIDEO_RATE = 90000
 VIDEO_STEP = 3000  # one 30 fps frame: the gap left where a timeline restarts
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_RATE)
 AUDIO_TIME_BASE = fractions.Fraction(1, OPUS_RATE)
+START_WAIT_S = 1.0  # a viewer whose other sender never starts gets what it can
 MAX_QUEUED = 300  # items waiting for a sender that stopped asking: drop, resync on a key
 B_FRAMES = ("the stream has B-frames (frames out of presentation order), which browsers "
             "do not decode over WebRTC: set the encoder to bframes=0 (zerolatency) or "
@@ -109,13 +112,26 @@ class Timeline:
 
 
 class FeedTrack(MediaStreamTrack):
-    """A track an aiortc sender reads; the ViewerFeed puts items into it."""
+    """A track of one viewer: bound to its sender's RtpOut (shared payloads, sent at once),
+    or a queue its aiortc sender reads (pass-through, and before a sender is bound)."""
 
     def __init__(self, kind: Literal["video", "audio"], feed: ViewerFeed) -> None:
         super().__init__()
         self.kind = kind
         self._feed = feed
         self._queue: asyncio.Queue[object | None] = asyncio.Queue()
+        self.out: fastsend.RtpOut | None = None
+
+    def bind(self, out: fastsend.RtpOut) -> None:
+        """The sender is up: frames go straight to it from now on."""
+        self.out = out
+        self._feed.track_bound()
+
+    def send(self, payloads: list[bytes], timestamp: int) -> bool:
+        if self.out is not None:
+            self.out.send_frame(payloads, timestamp)
+            return True
+        return self.put(EncodedFrame(payloads, timestamp))
 
     def put(self, item: object) -> bool:
         """False when the sender has fallen behind and the queue was dropped."""
@@ -127,6 +143,8 @@ class FeedTrack(MediaStreamTrack):
         return True
 
     def end(self) -> None:
+        if self.out is not None:
+            self.out.stop()
         self._queue.put_nowait(None)
 
     async def recv(self) -> object:  # type: ignore[override]
@@ -149,7 +167,8 @@ class FeedStats:
 
 
 class ViewerFeed:
-    """One viewer: a hub subscription routed to its video and audio FeedTracks."""
+    """One viewer: the stream's hub items (from egress.Fanout) routed to its video and
+    audio FeedTracks, on this viewer's own timelines."""
 
     def __init__(self, hub: Hub, egress: StreamEgress, *, video: bool, audio: bool,
                  shared: bool = True, name: str = "webrtc viewer",
@@ -165,8 +184,8 @@ class ViewerFeed:
         self.stats = FeedStats()
         self._request_keyframe = request_keyframe
         self._on_ended = on_ended
-        self._task: asyncio.Task[None] | None = None
-        self._sub: Subscription | None = None
+        self._started = False
+        self._start_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._video_out = Timeline(VIDEO_STEP)
         self._audio_out = Timeline(OPUS_FRAME)
@@ -181,38 +200,41 @@ class ViewerFeed:
         self._last_pts = -(1 << 62)
 
     # -- lifecycle --
+    def track_bound(self) -> None:
+        """Start once every sender is bound, so no frame waits in a queue for one."""
+        tracks = [t for t in (self.video_track, self.audio_track) if t is not None]
+        if all(t.out is not None for t in tracks):
+            self.start()
+        elif self._start_timer is None:
+            self._start_timer = asyncio.get_running_loop().call_later(START_WAIT_S, self.start)
+
     def start(self) -> None:
-        if self._task is None and not self._closed:
-            self._task = asyncio.create_task(self._pump(), name=f"whep {self.name}")
+        """Join the stream's fan-out, starting from its cached GOP."""
+        if self._started or self._closed:
+            return
+        self._started = True
+        stream = self.hub.stream(self.stream_id)
+        self._plan_burst(stream.gop(), stream.tracks)
+        self.egress.fanout.join(self)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-        if self._sub is not None:
-            self._sub.close()
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+        if self._started:
+            self.egress.fanout.leave(self)
         self._stop_transcoded_audio()
         for track in (self.video_track, self.audio_track):
             if track is not None:
                 track.end()
 
-    def _fail(self, reason: str) -> None:
+    def fail(self, reason: str) -> None:
         log.info("WHEP viewer %s of %s ends: %s", self.name, self.stream_id, reason)
         self.close()
         if self._on_ended is not None:
             self._on_ended(reason)
-
-    async def _pump(self) -> None:
-        stream = self.hub.stream(self.stream_id)
-        self._plan_burst(stream.gop(), stream.tracks)
-        self._sub = sub = self.hub.subscribe(self.stream_id, self.name)
-        try:
-            while True:
-                self._handle(await sub.get())
-        except EOFError:
-            pass
 
     def _plan_burst(self, gop: list[Packet], tracks: tuple[Track, ...]) -> None:
         """Squeeze the cached GOP's video timestamps just before its newest frame."""
@@ -232,7 +254,7 @@ class ViewerFeed:
             self._request_keyframe(self.stream_id)
 
     # -- items from the hub --
-    def _handle(self, item: object) -> None:
+    def handle(self, item: Item) -> None:
         if isinstance(item, Packet):
             if self._video is not None and item.track == self._video.index:
                 self._on_video(item)
@@ -249,12 +271,12 @@ class ViewerFeed:
     def _on_start(self, tracks: tuple[Track, ...]) -> None:
         video = video_track(tracks) if self.video_track is not None else None
         if video is not None and video.codec != "h264":
-            self._fail(f"the stream now carries {video.codec.upper()} video, not H.264")
+            self.fail(f"the stream now carries {video.codec.upper()} video, not H.264")
             return
         try:
             config = parse_avcc_config(video.config) if video is not None else None
         except H264Error as exc:
-            self._fail(f"the stream's H.264 config is unusable: {exc}")
+            self.fail(f"the stream's H.264 config is unusable: {exc}")
             return
         self._video = video
         self._params = config.parameter_sets if config else ()
@@ -270,7 +292,7 @@ class ViewerFeed:
     def _on_video(self, packet: Packet) -> None:
         assert self._video is not None and self.video_track is not None
         if packet.pts < self._last_pts and not packet.keyframe:
-            self._fail(B_FRAMES)
+            self.fail(B_FRAMES)
             return
         self._last_pts = packet.pts
         if self._await_key:
@@ -284,27 +306,28 @@ class ViewerFeed:
             ts = packet.dts * VIDEO_RATE // self._video.timescale
         out = self._video_out.map(ts)
         try:
-            item = self._video_item(packet, out)
+            sent = self._send_video(packet, out)
         except H264Error as exc:
             log.warning("stream %s: bad H.264 frame skipped: %s", self.stream_id, exc)
             self._await_key = True
             return
-        if not self.video_track.put(item):
+        if not sent:
             self._await_key = True
             return
         self.stats.video_frames += 1
         if not self.stats.first_frame_at:
             self.stats.first_frame_at = time.time()
 
-    def _video_item(self, packet: Packet, ts: int) -> object:
+    def _send_video(self, packet: Packet, ts: int) -> bool:
+        assert self.video_track is not None
         if self.shared:
             payloads = self.egress.video.payloads(packet, self._params, self._length_size)
-            return EncodedFrame(payloads, ts)
+            return self.video_track.send(payloads, ts)
         nals = frame_nals(packet, self._params, self._length_size)
         av_packet = av.Packet(to_annexb(nals))
         av_packet.pts = ts
         av_packet.time_base = VIDEO_TIME_BASE
-        return av_packet
+        return self.video_track.put(av_packet)
 
     def _on_audio(self, packet: Packet) -> None:
         assert self._audio is not None
@@ -337,11 +360,11 @@ class ViewerFeed:
             return
         out = self._audio_out.map(ts)
         if self.shared:
-            item: object = EncodedFrame([data], out)
+            sent = self.audio_track.send([data], out)
         else:
             av_packet = av.Packet(data)
             av_packet.pts = out
             av_packet.time_base = AUDIO_TIME_BASE
-            item = av_packet
-        if self.audio_track.put(item):
+            sent = self.audio_track.put(av_packet)
+        if sent:
             self.stats.audio_frames += 1

@@ -132,7 +132,8 @@ def test_payloads_aggregate_small_units_and_fragment_large_ones() -> None:
     assert all(p[0] & 0x1F == FU_A for p in payloads[1:])
     assert max(len(p) for p in payloads) <= 1200
     sizes = [len(p) for p in payloads[1:]]
-    assert max(sizes) - min(sizes) <= 1, "fragments are evenly sized"
+    assert len(set(sizes[:-1])) == 1, "fragments share one size (UDP GSO sends them at once)"
+    assert 0 <= sizes[0] - sizes[-1] < len(sizes), "and the last is not a tiny one"
     assert annexb_nals(reassemble(payloads)) == [SPS, PPS, IDR]
 
 
@@ -303,6 +304,28 @@ async def test_viewer_starts_from_the_cached_gop_squeezed_to_the_live_edge() -> 
     assert not hub.stream("c").subscribers
 
 
+async def test_viewers_share_one_subscription_and_a_late_one_misses_nothing() -> None:
+    hub = Hub()
+    pub = hub.publish("c", (h264_track(),), "test")
+    pub.push(Packet(0, 0, 0, True, to_avcc([IDR])))
+    pub.push(Packet(0, 3000, 3000, False, to_avcc([P_SLICE])))
+    egress = StreamEgress(hub, "c")
+    first = ViewerFeed(hub, egress, video=True, audio=False, name="a")
+    second = ViewerFeed(hub, egress, video=True, audio=False, name="b")
+    first.start()
+    pub.push(Packet(0, 6000, 6000, False, to_avcc([P_SLICE])))  # queued, not yet handed out
+    second.start()  # joins between: hands it to the first viewer, then starts at the GOP
+    pub.push(Packet(0, 9000, 9000, False, to_avcc([P_SLICE])))
+    await _until(lambda: first.stats.video_frames == 4 and second.stats.video_frames == 4)
+    await asyncio.sleep(0.05)
+    assert (first.stats.video_frames, second.stats.video_frames) == (4, 4), "none twice"
+    assert len(hub.stream("c").subscribers) == 1
+    first.close()
+    assert len(hub.stream("c").subscribers) == 1
+    second.close()
+    assert not hub.stream("c").subscribers
+
+
 async def test_viewer_without_cached_keyframe_asks_for_one_and_waits() -> None:
     hub = Hub()
     asked: list[str] = []
@@ -385,7 +408,7 @@ class FakeDtls:
         self.sent.append(data)
 
 
-async def test_lean_send_loop_writes_what_aiortc_parses_and_resends_over_rtx() -> None:
+async def test_lean_send_path_writes_what_aiortc_parses_and_resends_over_rtx() -> None:
     from aiortc import RTCRtpSender
     from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
     from aiortc.rtp import RtpPacket, unwrap_rtx
@@ -400,17 +423,22 @@ async def test_lean_send_loop_writes_what_aiortc_parses_and_resends_over_rtx() -
         RTCRtpHeaderExtensionParameters(
             id=2, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time")]))
     setattr(sender, fastsend.P + "mid", "0")
-    history: dict[int, object] = getattr(sender, fastsend.P + "rtp_history")
+    out = fastsend.RtpOut(sender, 102)
+    out.seq, out.origin = 65534, 0
     payloads = [b"\x7c\x85" + b"a" * 50, b"\x7c\x05" + b"b" * 50, b"\x7c\x45" + b"c" * 7]
-    after = await fastsend._send_frame(sender, 102, payloads, 123456, 65534, history)
-    assert after == 1, "sequence numbers wrap at 16 bits"
+    out.send_frame(payloads, 123456)
+    out.stop()
+    await out.run()  # no UDP pair here: the frame went through aiortc's own path, in order
+    assert out.seq == 1, "sequence numbers wrap at 16 bits"
     packets = [RtpPacket.parse(d, ext_map) for d in dtls.sent]
     assert [p.sequence_number for p in packets] == [65534, 65535, 0]
     assert [p.marker for p in packets] == [0, 0, 1]
     assert {(p.timestamp, p.ssrc, p.payload_type, p.extensions.mid) for p in packets} == {
         (123456, sender._ssrc, 102, "0")}
     assert [p.payload for p in packets] == payloads
-    assert packets[0].extensions.abs_send_time is not None
+    sent_at = packets[0].extensions.abs_send_time
+    assert sent_at is not None
+    assert abs(sent_at - fastsend.abs_send_time()) < 262144 // 10, "abs-send-time is now"
     setattr(sender, fastsend.P + "rtx_payload_type", 103)
     await sender._retransmit(65535)
     rtx = RtpPacket.parse(dtls.sent[-1], ext_map)
@@ -419,6 +447,51 @@ async def test_lean_send_loop_writes_what_aiortc_parses_and_resends_over_rtx() -
     await sender._retransmit(7)  # not in the history: nothing sent
     assert len(dtls.sent) == 4
 
+
+def test_gso_runs_are_equal_sizes_closed_by_at_most_one_shorter_packet() -> None:
+    from media_server.webrtc.fastsend import gso_runs
+    assert gso_runs([]) == []
+    assert gso_runs([100]) == [(0, 1)]
+    assert gso_runs([40, 1200, 1200, 1199, 1200, 1200]) == [(0, 1), (1, 4), (4, 6)]
+    assert gso_runs([1200] * 5, max_segments=2) == [(0, 2), (2, 4), (4, 5)]
+    assert gso_runs([1000] * 5, max_bytes=3000) == [(0, 3), (3, 5)]
+    assert gso_runs([500, 900]) == [(0, 1), (1, 2)], "a longer packet starts a new run"
+
+
+class FakeSrtp:
+    def protect(self, data: bytes) -> bytes:
+        return data + b"T" * 10  # an auth tag's worth
+
+
+async def test_udp_path_sends_a_frame_in_few_syscalls_and_the_viewer_gets_every_packet() -> None:
+    import socket
+    from types import SimpleNamespace
+
+    from aiortc.rtcdtlstransport import State
+
+    from media_server.webrtc.fastsend import UdpPath
+    loop = asyncio.get_running_loop()
+    viewer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    viewer.bind(("127.0.0.1", 0))
+    viewer.setblocking(False)
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    try:
+        dtls = SimpleNamespace(_tx_srtp=FakeSrtp(), _state=State.CONNECTED)
+        pair = SimpleNamespace(protocol=SimpleNamespace(transport=transport),
+                               remote_addr=viewer.getsockname())
+        path = UdpPath(dtls, pair)
+        frame = [b"s" * 30] + [bytes([i]) * 1200 for i in range(6)] + [b"z" * 1190]
+        path.send(frame)
+        got = []
+        while len(got) < len(frame):
+            got.append(await loop.sock_recv(viewer, 2048))
+        assert got == [p + b"T" * 10 for p in frame], "in order, each its own datagram"
+        assert path.packets == len(frame)
+        assert path.batches == (2 if path.sock is not None else 0), "GSO: STAP-A, then FU-As"
+    finally:
+        transport.close()
+        viewer.close()
 
 async def test_keyframe_requests_reach_a_whip_publisher_through_the_hub() -> None:
     from media_server.webrtc.depacketize import VideoFrame
