@@ -12,6 +12,7 @@ The cost per viewer is the slope between the smallest and the largest N (the AAC
 transcoder and the publisher are fixed costs, counted at N=1).
 
     .venv/bin/python bench/webrtc_viewers.py [--viewers 1,10,20] [--seconds 8]
+                                             [--modes shared,shared-no-gso,per-viewer]
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 # -- the server process --
 
-def serve(port: int, clip: Path, shared: bool) -> None:
+def serve(port: int, clip: Path, shared: bool, gso: bool) -> None:
     import uvicorn
     from fastapi import FastAPI
+
+    from media_server.webrtc import fastsend
+    fastsend.USE_GSO = gso
 
     from media_server.hub import Hub
     from media_server.webrtc import IceConfig, WebRTCOptions, make_webrtc_router
@@ -157,10 +161,12 @@ def measure(port: int, server_pid: int, count: int, seconds: float) -> dict[str,
             "mbps_avg": sum(rates) / len(rates)}
 
 
-def run_mode(clip: Path, shared: bool, counts: list[int], seconds: float) -> list[dict[str, Any]]:
+def run_mode(clip: Path, shared: bool, counts: list[int], seconds: float,
+             gso: bool = True) -> list[dict[str, Any]]:
     port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--role", "server", "--port", str(port),
-                               "--clip", str(clip), "--shared", "1" if shared else "0"])
+                               "--clip", str(clip), "--shared", "1" if shared else "0",
+                               "--gso", "1" if gso else "0"])
     try:
         wait_up(port)
         cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
@@ -204,9 +210,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--viewers", default="1,10,20")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--modes", default="shared,per-viewer",
+                        help="which of shared, per-viewer, shared-no-gso to measure")
+    parser.add_argument("--gso", default="1", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "server":
-        serve(args.port, args.clip, args.shared == "1")
+        serve(args.port, args.clip, args.shared == "1", args.gso == "1")
     elif args.role == "viewers":
         viewers(args.port, args.count, args.seconds)
     else:
@@ -222,9 +231,13 @@ def bench(args: argparse.Namespace) -> None:
                               gop=60, bitrate="2000k")
         print(f"clip: 1280x720 30 fps H.264 2 Mbit/s + AAC; {os.cpu_count()} cores; "
               f"{args.seconds:.0f} s per measurement")
-        for mode, shared in (("shared packetization (default)", True),
-                             ("per-viewer packetization (aiortc pack)", False)):
-            report(mode, run_mode(clip, shared, counts, args.seconds))
+        modes = args.modes.split(",")
+        for key, title, shared, gso in (
+                ("shared", "shared packetization (default)", True, True),
+                ("shared-no-gso", "shared packetization, UDP GSO off", True, False),
+                ("per-viewer", "per-viewer packetization (aiortc pack)", False, True)):
+            if key in modes:
+                report(title, run_mode(clip, shared, counts, args.seconds, gso))
 
 
 if __name__ == "__main__":
