@@ -27,21 +27,26 @@ def short(frame: str) -> str:
     return f"{path}:{m['func']}"
 
 
-# where a sample's time goes: the first rule (in this order) whose frame is on the stack
+# where a sample's time goes: the first rule (in this order) whose frame is on the stack;
+# a group may have several rules (the RTMP ingest runs in its task and in data_received)
 GROUPS = (
-    ("LL-HLS HTTP: authorize_play (a Redis GET per request)",
+    ("LL-HLS HTTP: authorize_play (access check, cached 1 s)",
      "role.py:MediaServerRole.authorize_play"),
+    ("LL-HLS HTTP: sending responses (h11 + socket write)",
+     "h11_impl.py:RequestResponseCycle.send"),
     ("LL-HLS HTTP: our route handlers", "media_server/hls/http.py:"),
     ("LL-HLS HTTP: uvicorn + FastAPI/Starlette", "uvicorn/protocols/http/"),
     ("LL-HLS segmenter + fMP4 (hub -> parts)", "media_server/hls/output.py:HlsOutput._run"),
-    ("RTMP ingest: read loop, chunks, FLV, hub push",
-     "media_server/rtmp/server.py:_Connection.run"),
+    ("RTMP ingest: chunks, FLV, hub push", "media_server/rtmp/server.py:_Connection.run"),
+    ("RTMP ingest: chunks, FLV, hub push",
+     "media_server/rtmp/server.py:_Connection.data_received"),
     ("live stats -> Redis presence (1/s per stream)",
      "media_server/role.py:MediaServerRole._publish_live_stats"),
     ("socket reads (recv, in loop callbacks)",
      "selector_events.py:_SelectorSocketTransport._read_ready"),
     ("epoll", "selectors.py:EpollSelector.select"),
 )
+IDLE = "epoll"
 
 
 def group(frames: list[str]) -> str:
@@ -77,10 +82,12 @@ def main() -> None:
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args()
     own, total, samples = load(args.profile)
-    print(f"{samples} samples\n\ngroups:")
     groups = [(k, v) for k, v in total.most_common() if k.startswith("group: ")]
+    busy = samples - total["group: " + IDLE]
+    print(f"{samples} samples, {busy} not in epoll\n\ngroups: % of all, % of non-epoll")
     for name, n in groups:
-        print(f"{n / samples * 100:6.1f}%  {name[7:]}")
+        share = f"{n / busy * 100:6.1f}%" if name[7:] != IDLE else "      -"
+        print(f"{n / samples * 100:6.1f}%  {share}  {name[7:]}")
     for name, _ in groups:
         del total[name]
     for title, counter in (("self", own), ("total (inclusive)", total)):

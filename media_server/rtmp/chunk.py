@@ -50,7 +50,7 @@ class Message:
 
 
 class _InStream:
-    __slots__ = ("timestamp", "field", "length", "type_id", "stream_id", "extended", "buf")
+    __slots__ = ("buf", "extended", "field", "length", "stream_id", "timestamp", "type_id")
 
     def __init__(self) -> None:
         self.timestamp = 0
@@ -144,9 +144,42 @@ class ChunkReader:
                 st.timestamp = (st.timestamp + field) & TS_MASK
             st.field, st.length, st.type_id = field, length, type_id
             st.stream_id, st.extended = stream_id, extended
+        if size < length and not continuing and not extended and csid < 64:
+            end = self._whole(csid, pos, length)
+            if end:  # a multi-chunk message whose chunks are all here, back to back
+                self._pos = end
+                self._emit(st, csid, self._join(pos, length), out)
+                return True
         self._pos = pos + size
         self._take(st, csid, data, pos, size, out)
         return True
+
+    def _whole(self, csid: int, pos: int, length: int) -> int:
+        """Where the message starting at pos ends, if all its chunks are here with nothing
+        of another chunk stream between them (the usual case); 0 otherwise."""
+        data, size = self._data, self.chunk_size
+        count = (length - 1) // size  # continuation chunks: 1-byte type 3 headers
+        end = pos + length + count
+        if len(data) < end:
+            return 0
+        header = 0xC0 | csid
+        for k in range(1, count + 1):
+            if data[pos + k * (size + 1) - 1] != header:
+                return 0
+        return end
+
+    def _join(self, pos: int, length: int) -> bytes:
+        """The payload of a message checked by _whole, without its chunk headers."""
+        size = self.chunk_size
+        step, count = size + 1, (length - 1) // size
+        with memoryview(self._data) as view:  # released before feed() resizes the buffer
+            parts = [view[at:at + size] for at in range(pos, pos + count * step, step)]
+            at = pos + count * step
+            parts.append(view[at:at + length - count * size])
+            payload = b"".join(parts)
+            for part in parts:
+                part.release()
+        return payload
 
     def _stream(self, csid: int, fmt: int) -> _InStream:
         st = self._streams.get(csid)
@@ -181,7 +214,8 @@ class ChunkReader:
               out: list[Message]) -> None:
         if st.buf is None:
             if size == st.length:  # the common case: a whole message in one chunk
-                self._emit(st, csid, bytes(data[pos:pos + size]), out)
+                with memoryview(data) as view:  # one copy, not two
+                    self._emit(st, csid, bytes(view[pos:pos + size]), out)
                 return
             st.buf = bytearray()
         if self._pending + size > self.max_pending:
@@ -219,7 +253,7 @@ class ChunkReader:
 # -- writer --
 
 class _OutStream:
-    __slots__ = ("timestamp", "field", "length", "type_id", "stream_id", "relative")
+    __slots__ = ("field", "length", "relative", "stream_id", "timestamp", "type_id")
 
     def __init__(self, timestamp: int, field: int, length: int, type_id: int,
                  stream_id: int, relative: bool) -> None:

@@ -63,6 +63,9 @@ def test_message_split_over_type3_chunks() -> None:
     data = (chunk(0, 4, 5, len(body), AUDIO, 1, body[:128]) + chunk(3, 4, body=body[128:256])
             + chunk(3, 4, body=body[256:]))
     assert [bytes(m.payload) for m in feed_bytewise(ChunkReader(), data)] == [body]
+    # all chunks in one read: assembled in one go (the fast path), same message
+    [msg] = ChunkReader().feed(data + chunk(3, 4, body=body[:128]))[:1]
+    assert (msg.timestamp, bytes(msg.payload)) == (5, body)
 
 
 def test_spec_example_type2_then_type3_reuse_the_delta() -> None:
