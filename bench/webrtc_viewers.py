@@ -39,7 +39,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 # -- the server process --
 
-def serve(port: int, clip: Path, shared: bool, gso: bool) -> None:
+def serve(port: int, clip: Path, shared: bool, gso: bool, host: str = "127.0.0.1") -> None:
     import uvicorn
     from fastapi import FastAPI
 
@@ -57,10 +57,10 @@ def serve(port: int, clip: Path, shared: bool, gso: bool) -> None:
         hub = Hub()
         app = FastAPI()
         app.include_router(make_webrtc_router(
-            hub, allow, allow, IceConfig(host_addresses=["127.0.0.1"], connect_timeout_s=60),
+            hub, allow, allow, IceConfig(host_addresses=[host], connect_timeout_s=60),
             WebRTCOptions(shared_packetization=shared)))
         publisher = asyncio.create_task(ClipPublisher(hub, "bench", load_clip(clip)).run())
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
         await uvicorn.Server(config).serve()
         publisher.cancel()
 
@@ -69,30 +69,37 @@ def serve(port: int, clip: Path, shared: bool, gso: bool) -> None:
 
 # -- the viewers process --
 
-def viewers(port: int, count: int, seconds: float) -> None:
-    asyncio.run(_viewers(port, count, seconds))
+def viewers(port: int, count: int, seconds: float, host: str = "127.0.0.1",
+            server: str = "127.0.0.1") -> None:
+    asyncio.run(_viewers(port, count, seconds, host, server))
 
 
-async def _viewers(port: int, count: int, seconds: float) -> None:
+async def _viewers(port: int, count: int, seconds: float, host: str, server: str) -> None:
     from aiortc import RTCSessionDescription
 
     from media_server.webrtc.ice import IceConfig, bind_candidate_addresses, new_peer_connection
 
     counters = [{"packets": 0, "bytes": 0} for _ in range(count)]
     pcs = []
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    async with httpx.AsyncClient(base_url=f"http://{server}:{port}", timeout=30) as client:
         for counter in counters:
             pc = new_peer_connection(IceConfig())
             for kind in ("video", "audio"):
                 receiver = pc.addTransceiver(kind, direction="recvonly").receiver
-                receiver._handle_rtp_packet = _counting(counter)  # type: ignore[method-assign]
-            bind_candidate_addresses(pc, ["127.0.0.1"])
+                receiver._handle_rtp_packet = counting(counter)  # type: ignore[method-assign]
+            bind_candidate_addresses(pc, [host])
             await pc.setLocalDescription(await pc.createOffer())
             answer = await client.post("/whep/bench", content=pc.localDescription.sdp,
                                        headers={"Content-Type": "application/sdp"})
             answer.raise_for_status()
             await pc.setRemoteDescription(RTCSessionDescription(answer.text, "answer"))
             pcs.append(pc)
+    await report_received(pcs, counters, seconds)
+
+
+async def report_received(pcs: list[Any], counters: list[dict[str, int]],
+                          seconds: float) -> None:
+    """Once all are connected: say ready, count a window, print it, wait for the go."""
     while any(pc.connectionState != "connected" for pc in pcs):
         await asyncio.sleep(0.1)
     print("ready", flush=True)
@@ -106,7 +113,7 @@ async def _viewers(port: int, count: int, seconds: float) -> None:
         await pc.close()
 
 
-def _counting(counter: dict[str, int]) -> Any:
+def counting(counter: dict[str, int]) -> Any:
     async def handle(packet: Any, arrival_time_ms: int) -> None:
         counter["packets"] += 1
         counter["bytes"] += len(packet.payload)
@@ -126,11 +133,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_up(port: int) -> None:
+def wait_up(port: int, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.options(f"http://127.0.0.1:{port}/whep/bench").status_code == 204:
+            if httpx.options(f"http://{host}:{port}/whep/bench").status_code == 204:
                 return
         except httpx.TransportError:
             pass
@@ -138,9 +145,11 @@ def wait_up(port: int) -> None:
     raise RuntimeError("server did not start")
 
 
-def measure(port: int, server_pid: int, count: int, seconds: float) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--role", "viewers", "--port", str(port),
-           "--count", str(count), "--seconds", str(seconds)]
+def measure(port: int, server_pid: int, count: int, seconds: float,
+            cmd: list[str] | None = None) -> dict[str, Any]:
+    """Server CPU while `count` viewers (this script's, or cmd + --count/--seconds) play."""
+    cmd = (cmd or [sys.executable, __file__, "--role", "viewers", "--port", str(port)]) + [
+        "--count", str(count), "--seconds", str(seconds)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdin is not None
@@ -182,7 +191,8 @@ def run_mode(clip: Path, shared: bool, counts: list[int], seconds: float,
         server.wait(15)
 
 
-def report(mode: str, rows: list[dict[str, Any]]) -> None:
+def report(mode: str, rows: list[dict[str, Any]]) -> float | None:
+    """Print the rows; the CPU seconds per viewer-second, if two rows kept up."""
     print(f"\n{mode}")
     print(f"{'viewers':>8} {'server CPU':>11} {'Mbit/s per viewer (min/avg)':>28}")
     for r in rows:
@@ -193,12 +203,14 @@ def report(mode: str, rows: list[dict[str, Any]]) -> None:
     for r in rows[1:]:
         if r not in full:
             print(f"  ({r['n']} viewers fell behind: left out of the per-viewer cost)")
+    if not full or full[-1]["n"] <= full[0]["n"]:
+        return None
     lo, hi = full[0], full[-1]
-    if hi["n"] > lo["n"]:
-        per_viewer = (hi["cpu"] - lo["cpu"]) / (hi["n"] - lo["n"])
-        print(f"  per viewer: {per_viewer * 1000:.1f} ms CPU per second -> "
-              f"~{1 / per_viewer:.0f} viewers per core (fixed costs: {lo['cpu'] * 100:.1f}% "
-              f"at {lo['n']} viewer)")
+    per_viewer: float = (hi["cpu"] - lo["cpu"]) / (hi["n"] - lo["n"])
+    print(f"  per viewer: {per_viewer * 1000:.1f} ms CPU per second -> "
+          f"~{1 / per_viewer:.0f} viewers per core (fixed costs: {lo['cpu'] * 100:.1f}% "
+          f"at {lo['n']} viewer)")
+    return per_viewer
 
 
 def main() -> None:
@@ -213,11 +225,13 @@ def main() -> None:
     parser.add_argument("--modes", default="shared,per-viewer",
                         help="which of shared, per-viewer, shared-no-gso to measure")
     parser.add_argument("--gso", default="1", help=argparse.SUPPRESS)
+    parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    parser.add_argument("--server", default="127.0.0.1", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "server":
-        serve(args.port, args.clip, args.shared == "1", args.gso == "1")
+        serve(args.port, args.clip, args.shared == "1", args.gso == "1", args.host)
     elif args.role == "viewers":
-        viewers(args.port, args.count, args.seconds)
+        viewers(args.port, args.count, args.seconds, args.host, args.server)
     else:
         bench(args)
 
