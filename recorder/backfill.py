@@ -3,7 +3,9 @@ the recording's gaps close (issue 6, store-and-forward).
 
 The agent asks for the gaps of its streams (closed gaps not filled yet, in recordings of
 the last days), then uploads its init segment and every ring segment that overlaps one.
-A segment is accepted only when it overlaps an unfilled gap; it is stored like a live
+A segment is accepted only when it adds media to a gap (Manifest.backfill_room: the part
+of a non-recess gap no backfilled segment covers yet, gaps marked filled included, since
+they are marked within a tolerance of their edges); it is stored like a live
 segment and appended to the manifest's chain with `backfilled: true` (its wall-clock start
 lies back in the gap, its seq is simply the next free one). Once backfilled segments cover
 a gap (Manifest.fill_gaps), the gap says `filled_by: "backfill"`. The same content twice
@@ -291,8 +293,7 @@ class RecordingBackfill:
                 raise BackfillError(400, f"unknown init {seg.init!r}: upload the init first "
                                          "and use the name it was given")
             end = seg.start + seg.duration
-            if not any(overlap(seg.start, end, g.start, g.end) >= MIN_OVERLAP_S
-                       for g in target.manifest.fillable_gaps()):
+            if target.manifest.backfill_room(seg.start, end) < MIN_OVERLAP_S:
                 raise BackfillError(409, "no gap there: the recording has media (or a "
                                          "recess, or a filled gap) at that time")
             meta = {"start": round(seg.start, 6), "duration": round(seg.duration, 6),

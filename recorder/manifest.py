@@ -83,6 +83,17 @@ def covers(spans: list[tuple[float, float]], lo: float, hi: float) -> bool:
     return reached >= hi
 
 
+def merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Sorted spans with the overlapping ones joined."""
+    out: list[tuple[float, float]] = []
+    for a, b in spans:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
 def segment_key(recording_id: str, seq: int) -> str:
     return f"recordings/{recording_id}/seg-{seq}.m4s"
 
@@ -216,6 +227,20 @@ class Manifest:
         recorded then), not filled yet, not empty."""
         return [g for g in self.open_gaps()
                 if g.cause != GapCause.recess and g.end - g.start > 0]
+
+    def backfill_room(self, start: float, end: float) -> float:
+        """Seconds of [start, end) that lie in a gap backfill may add to and that no
+        backfilled segment covers yet. A gap marked filled still counts: it was marked
+        within FILL_TOLERANCE_S of its edges, so the agent's last segment of it (sent in
+        the same round) may hold the media of its last moments."""
+        spans = merged(sorted((s.start, s.end) for s in self.segments if s.backfilled))
+        room = 0.0
+        for gap in self.gaps:
+            if gap.cause == GapCause.recess or gap.filled_by not in ("", "backfill"):
+                continue
+            lo, hi = max(start, gap.start), min(end, gap.end)
+            room += max(0.0, hi - lo) - sum(overlap(a, b, lo, hi) for a, b in spans)
+        return room
 
     def fill_gaps(self, tolerance_s: float = FILL_TOLERANCE_S) -> list[Gap]:
         """Mark the gaps the backfilled segments now cover as filled; returns them.
