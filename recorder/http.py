@@ -23,7 +23,8 @@ from media_server.access import Caller
 from recorder.export import ExportError, export_clip
 from recorder.index import audit
 from recorder.manifest import Manifest, object_prefix
-from recorder.playback import TimeError, parse_time, render, select
+from recorder.playback import TimeError, parse_time
+from recorder.playback import playlist as make_playlist
 from recorder.sessions import SessionError, TrialSession
 from recorder.signing import public_pem
 from recorder.verify import verify_recording
@@ -121,7 +122,8 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     @router.get("/recordings/{rid}/index.m3u8", tags=["recordings"])
     async def playlist(rid: str, request: Request, caller: Anyone,
                        start: Annotated[str | None, Query(alias="from")] = None,
-                       end: Annotated[str | None, Query(alias="to")] = None) -> Response:
+                       end: Annotated[str | None, Query(alias="to")] = None,
+                       snapshot: bool = False) -> Response:
         await readable(rid, caller)
         manifest = await manifest_of(rid)
         try:
@@ -130,7 +132,7 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         except TimeError as exc:
             raise HTTPException(400, str(exc)) from None
         token = request.query_params.get("token")
-        text = render(manifest, select(manifest, lo, hi), f"token={token}" if token else "")
+        text = make_playlist(manifest, lo, hi, f"token={token}" if token else "", snapshot)
         return Response(text, media_type="application/vnd.apple.mpegurl",
                         headers={"Cache-Control": "no-cache"})
 

@@ -1,12 +1,25 @@
 """Playback of a recording: an HLS playlist over the stored segments, and wall-clock times.
 
 Every segment carries its program date-time, so a player shows (and several players of one
-session align on) the courtroom's clock; gaps are discontinuities; a closed recording is
-VOD (ENDLIST), an open one an EVENT playlist that grows.
+session align on) the courtroom's clock; gaps are discontinuities.
 
 Segments play in wall-clock order, not in the manifest's order: a backfilled segment (sent
 later by a device agent) is listed in the chain after the live ones, but plays in its gap,
 with a discontinuity on each side and the EXT-X-MAP of the agent's init.
+
+Which playlist a player gets:
+- a closed recording: VOD (ENDLIST), every segment in wall-clock order, backfill in its gaps;
+- an open recording: an EVENT playlist that grows, of the live segments only, in the order
+  the recorder wrote them. An EVENT playlist may only be appended to (RFC 8216 6.2.1: the
+  server must not change or delete any part of it), and a player following it keeps what
+  it loaded; a backfilled segment arriving during the trial belongs in the middle, so it
+  is left out of the EVENT playlist rather than inserted there. It is in the snapshot and,
+  once the recording is closed, in the VOD playlist (a player still following the EVENT
+  playlist at the close then reloads a VOD one; only a recording backfilled while open
+  differs there from its EVENT playlist);
+- a snapshot (`snapshot=1`), or a stretch with an end (`to`), of an open recording: VOD of
+  what is stored now, backfill included, in wall-clock order. It does not grow: ask again
+  for a newer one.
 """
 
 from __future__ import annotations
@@ -52,16 +65,26 @@ def select(manifest: Manifest, start: float | None, end: float | None) -> list[S
             if (start is None or s.end > start) and (end is None or s.start < end)]
 
 
-def render(manifest: Manifest, segments: list[SegmentEntry], query: str = "") -> str:
+def playlist(manifest: Manifest, start: float | None = None, end: float | None = None,
+             query: str = "", snapshot: bool = False) -> str:
+    """The playlist of [start, end) a player gets (the module's docstring says which)."""
+    segments = select(manifest, start, end)
+    if manifest.state != "closed" and not snapshot and end is None:
+        # the manifest's order, not wall-clock: what the recorder appended, appended
+        return render([s for s in segments if not s.backfilled], query, vod=False)
+    return render(sorted(segments, key=lambda s: s.start), query, vod=True)  # stable sort
+
+
+def render(segments: list[SegmentEntry], query: str = "", vod: bool = True) -> str:
+    """The playlist of these segments, in this order."""
     suffix = f"?{query}" if query else ""
-    closed = manifest.state == "closed"
     target = max((math.ceil(s.duration) for s in segments), default=1)
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{target}",
              "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-INDEPENDENT-SEGMENTS",
-             f"#EXT-X-PLAYLIST-TYPE:{'VOD' if closed else 'EVENT'}"]
+             f"#EXT-X-PLAYLIST-TYPE:{'VOD' if vod else 'EVENT'}"]
     init = None
     prev: SegmentEntry | None = None
-    for seg in sorted(segments, key=lambda s: s.start):  # stable: live order kept
+    for seg in segments:
         if prev is not None and _discontinuous(prev, seg):
             lines.append("#EXT-X-DISCONTINUITY")
         prev = seg
@@ -71,7 +94,7 @@ def render(manifest: Manifest, segments: list[SegmentEntry], query: str = "") ->
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(seg.start)}")
         lines.append(f"#EXTINF:{seg.duration:.3f},")
         lines.append(f"{seg.name}{suffix}")
-    if closed:
+    if vod:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
 
@@ -79,8 +102,11 @@ def render(manifest: Manifest, segments: list[SegmentEntry], query: str = "") ->
 def _discontinuous(prev: SegmentEntry, seg: SegmentEntry) -> bool:
     """Whether seg does not continue prev's media timeline: a discontinuity the recorder
     wrote, a switch between live and backfilled media, or backfilled runs that do not join
-    (each agent run has its own timeline)."""
-    if seg.discontinuity or prev.backfilled != seg.backfilled:
+    (each agent run has its own timeline). Every backfilled entry is marked discontinuous
+    (it arrived alone), so between two of them the media timeline decides."""
+    if prev.backfilled != seg.backfilled:
         return True
+    if not seg.backfilled:
+        return seg.discontinuity
     joined = abs(prev.media_start + prev.duration - seg.media_start) <= 0.05
-    return seg.backfilled and (prev.init != seg.init or not joined)
+    return prev.init != seg.init or not joined
