@@ -1,9 +1,28 @@
-"""Export a stretch of a recording as one MP4: remuxed by ffmpeg (-c copy), never re-encoded.
+"""Export a stretch of a recording as one MP4: remuxed with PyAV, never re-encoded.
 
-The clip is cut from the keyframe at or before `from` (ffmpeg's input seek, stream copy);
-the MP4's edit list starts presentation at `from` exactly, and it ends at `to`. It comes with a signature file: a signed statement of what it is (which
-recording, which stretch, the export's SHA-256), so that anyone holding the public key can
-check that an exported file is what the court's system produced.
+The stretch plays in wall-clock order, as playback does: a backfilled part (a device
+agent's own recording of a WAN cut, behind its own init segment) plays in the gap it
+fills, although the manifest lists it after the live segments. The segments are grouped
+into pieces: segments that continue one another on one media timeline behind one init.
+Each piece is demuxed on its own (its init followed by its segments) and its packets go
+to one output with continuous timestamps:
+- a gap between pieces takes no time in the clip (as before backfill existed);
+- where two pieces overlap in wall-clock (an agent's segment reaches a little past its
+  gap's edges, keyframes do not fall on the edges), the earlier piece ends in decode order
+  where the later one starts, so nothing is shown twice and every kept frame decodes;
+- the inits of the pieces may differ in their parameter sets (another encoder); the
+  segments carry them in-band on keyframes (media_server/hls/segmenter.py), they are added
+  where missing, and the video track is then tagged avc3/hev1, the sample entries that
+  allow parameter sets in-band;
+- a join may show the last frame before it a little longer (up to the B-frame reorder
+  delay and a frame; pieces start on the clip's frame grid), never a frame twice.
+
+The clip starts at the keyframe at or before `from`: packets before `from` get negative
+times, so the MP4's edit list starts presentation at `from` exactly (what ffmpeg's input
+seek with stream copy did before); it ends at `to`. It comes with a signature file: a
+signed statement of what it is (which recording, which stretch, the export's SHA-256), so
+that anyone holding the public key can check that an exported file is what the court's
+system produced.
 """
 
 from __future__ import annotations
@@ -11,21 +30,41 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
+import math
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
+from av.audio.codeccontext import AudioCodecContext
+from av.container import InputContainer, OutputContainer
+from av.packet import Packet as AvPacket
+from av.stream import Stream
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from recorder.manifest import Manifest, canonical, object_prefix
+from media_server.bitstream import (
+    BitstreamError,
+    nal_type,
+    parse_avcc_record,
+    parse_hvcc_record,
+    split_avcc,
+)
+from recorder.manifest import Manifest, SegmentEntry, canonical, object_prefix
 from recorder.playback import TimeError, select
 from recorder.signing import SignatureError, Signer, verify_signature
 from storage.objects import ObjectStore
 
 Progress = Callable[[float], None]  # fraction done, 0..1
+
+JOIN_S = 0.05  # segments whose media times meet this closely continue one another
+MIN_PIECE_S = 0.01  # a piece shorter than this after trimming is left out
+EPS_S = 1e-6  # manifest times are rounded to microseconds
+KINDS = ("video", "audio")
+IN_BAND_TAGS = {"h264": "avc3", "hevc": "hev1"}
+PARAMETER_SET_TYPES = {"h264": (7, 8), "hevc": (32, 33, 34)}
 
 
 class ExportError(Exception):
@@ -43,70 +82,294 @@ class ExportResult:
     signature_path: Path
 
 
-def _media_time(manifest: Manifest, wallclock: float) -> float:
-    """The recording's media time at a wall-clock time (gaps take no media time)."""
-    for seg in manifest.segments:
-        if seg.start <= wallclock < seg.end:
-            return seg.media_start + wallclock - seg.start
-        if wallclock < seg.start:
-            return seg.media_start
-    last = manifest.segments[-1]
-    return last.media_start + last.duration
+# -- which media, in which order (pure) ---------------------------------------------------
 
+@dataclass
+class Piece:
+    """Segments that continue one another (one init, one media timeline), and the
+    wall-clock stretch of them that goes into the clip."""
+
+    init: str
+    segments: list[SegmentEntry]
+    wall_from: float
+    wall_to: float
+
+    def media_at(self, wallclock: float) -> float:
+        """The piece's media time (tfdt seconds) at a wall-clock time inside it."""
+        seg = self.segments[0]
+        for s in self.segments:
+            if s.start > wallclock:
+                break
+            seg = s
+        return seg.media_start + min(max(wallclock - seg.start, 0.0), seg.duration)
+
+    @property
+    def media_from(self) -> float:
+        return self.media_at(self.wall_from)
+
+    @property
+    def media_to(self) -> float:
+        return self.media_at(self.wall_to)
+
+
+def _continues(prev: SegmentEntry, seg: SegmentEntry) -> bool:
+    """Whether seg carries on prev's media: same init, same origin, timelines that meet.
+    Backfilled entries are all marked discontinuous (each one arrived alone), so for them
+    only the media timeline tells."""
+    joined = abs(prev.media_start + prev.duration - seg.media_start) <= JOIN_S
+    same = seg.init == prev.init and seg.backfilled == prev.backfilled
+    return same and joined and (seg.backfilled or not seg.discontinuity)
+
+
+def _runs(segments: list[SegmentEntry]) -> list[list[SegmentEntry]]:
+    runs: list[list[SegmentEntry]] = []
+    for seg in segments:
+        if runs and _continues(runs[-1][-1], seg):
+            runs[-1].append(seg)
+        else:
+            runs.append([seg])
+    return runs
+
+
+def plan(manifest: Manifest, start: float, end: float) -> list[Piece]:
+    """The pieces of [start, end) in wall-clock order. A piece ends where the next one
+    starts (overlaps at a backfilled gap's edges are shown once), `from` and `to` cut
+    the first and the last."""
+    runs = _runs(sorted(select(manifest, start, end), key=lambda s: s.start))
+    pieces = []
+    for n, run in enumerate(runs):
+        following = runs[n + 1][0].start if n + 1 < len(runs) else math.inf
+        wall_from, wall_to = max(run[0].start, start), min(run[-1].end, following, end)
+        if wall_to - wall_from < MIN_PIECE_S:
+            continue
+        kept = [s for s in run if s.end > wall_from and s.start < wall_to]
+        pieces.append(Piece(run[0].init, kept, wall_from, wall_to))
+    return pieces
+
+
+# -- the export ---------------------------------------------------------------------------
 
 async def export_clip(store: ObjectStore, manifest: Manifest, start: float, end: float,
                       out: Path, signer: Signer, progress: Progress | None = None) -> ExportResult:
     if end <= start:
         raise TimeError("--to must be after --from")
-    segments = select(manifest, start, end)
-    if not segments:
+    pieces = plan(manifest, start, end)
+    if not pieces:
         raise TimeError("nothing was recorded between --from and --to")
-    if len({s.init for s in segments}) > 1:
-        raise ExportError("the codecs changed inside this stretch; export the parts before "
-                          "and after the change separately")
     prefix = object_prefix(manifest.recording_id)
-    skip_s = max(0.0, _media_time(manifest, start) - segments[0].media_start)
-    media_s = _media_time(manifest, end) - segments[0].media_start - skip_s
     with tempfile.TemporaryDirectory(prefix="courtcast-export-") as tmp:
-        joined = Path(tmp) / "joined.mp4"
-        with open(joined, "wb") as f:
-            f.write(await store.get(prefix + segments[0].init))
-            for seg in segments:
-                async for chunk in store.stream(prefix + seg.name):
-                    f.write(chunk)
-        await _remux(joined, out, skip_s, media_s, progress)
+        sources = []
+        for n, piece in enumerate(pieces):
+            path = Path(tmp) / f"piece-{n}.mp4"
+            with open(path, "wb") as f:  # noqa: ASYNC230 - local temp file, small writes
+                f.write(await store.get(prefix + piece.init))
+                for seg in piece.segments:
+                    async for chunk in store.stream(prefix + seg.name):
+                        f.write(chunk)
+            sources.append(path)
+        # PyAV blocks: a thread, so the API keeps serving while a long clip is written
+        media_s = await asyncio.to_thread(_join, pieces, sources, out, progress)
     data_sha = _file_sha256(out)
-    first = max(start, segments[0].start)
+    first, last = round(pieces[0].wall_from, 6), round(pieces[-1].wall_to, 6)
     statement = {"kind": "courtcast-export/1", "recording_id": manifest.recording_id,
                  "stream": manifest.stream, "case_number": manifest.case_number,
-                 "from": round(first, 6), "to": round(min(end, segments[-1].end), 6),
+                 "from": first, "to": last,
                  "requested_from": start, "requested_to": end,
                  "sha256": data_sha, "bytes": out.stat().st_size,
                  "manifest_sha256": hashlib.sha256(manifest.to_bytes()).hexdigest()}
     sig_path = out.with_name(out.name + ".sig")
     sig_path.write_bytes(sign_statement(signer, statement))
-    return ExportResult(out, first, statement["to"], media_s, data_sha, out.stat().st_size,
-                        sig_path)
+    return ExportResult(out, first, last, media_s, data_sha, out.stat().st_size, sig_path)
 
 
-async def _remux(source: Path, out: Path, skip_s: float, media_s: float,
-                 progress: Progress | None) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-nostats",
-        "-progress", "pipe:1", "-ss", f"{skip_s:.3f}", "-i", str(source), "-t", f"{media_s:.3f}", "-map", "0",
-        "-c", "copy", "-movflags", "+faststart", "-y", str(out),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    pattern = re.compile(rb"^out_time_us=(\d+)")
-    async for line in proc.stdout:
-        match = pattern.match(line)
-        if match and progress is not None and media_s > 0:
-            progress(min(1.0, int(match.group(1)) / 1e6 / media_s))
-    err = await proc.stderr.read()
-    if await proc.wait() != 0:
-        raise ExportError(f"ffmpeg could not remux the clip: {err.decode(errors='replace')}")
+def _join(pieces: list[Piece], sources: list[Path], out: Path,
+          progress: Progress | None) -> float:
+    """Remux the pieces into out; returns the clip's media seconds."""
+    total = sum(p.media_to - p.media_from for p in pieces)
+    inputs = [av.open(str(path), format="mp4") for path in sources]
+    try:
+        with av.open(str(out), "w", format="mp4",
+                     options={"movflags": "+faststart"}) as output:
+            joiner = _Joiner(output, inputs, total, progress)
+            for piece, source in zip(pieces, inputs, strict=True):
+                joiner.write(piece, source)
+    except (av.FFmpegError, BitstreamError) as exc:
+        raise ExportError(f"the clip could not be remuxed: {exc}") from None
+    finally:
+        for source in inputs:
+            source.close()
     if progress is not None:
         progress(1.0)
+    return total
+
+
+def _first_of_kinds(container: InputContainer) -> dict[str, Stream]:
+    found: dict[str, Stream] = {}
+    for stream in container.streams:
+        if stream.type in KINDS and stream.type not in found:
+            found[stream.type] = stream
+    return found
+
+
+def _mismatch(a: Stream, b: Stream) -> str:
+    """Why b's packets cannot go on a's track ('' when they can)."""
+    ca, cb = a.codec_context, b.codec_context
+    if ca.name != cb.name:
+        return f"the {a.type} codec changed ({ca.name} to {cb.name})"
+    if isinstance(ca, AudioCodecContext) and isinstance(cb, AudioCodecContext) \
+            and (ca.sample_rate, ca.channels) != (cb.sample_rate, cb.channels):
+        return "the audio format changed (sample rate or channels)"
+    return ""
+
+
+class _Joiner:
+    """Writes pieces one after another into one MP4 with continuous timestamps."""
+
+    def __init__(self, output: OutputContainer, inputs: list[InputContainer], total_s: float,
+                 progress: Progress | None) -> None:
+        self.output = output
+        self.total_s = total_s
+        self.progress = progress
+        self.reported = 0.0
+        self.at = 0.0  # clip time (s) where the next piece starts
+        self.end = 0.0  # end (s) of what has been written
+        self.grid: tuple[float, float] | None = None  # first video dts (s), frame duration
+        self.tracks: dict[str, Stream] = {}  # kind -> output stream
+        self.extradata: dict[str, bytes] = {}  # kind -> the output track's codec config
+        self._add_tracks(inputs)
+
+    def _add_tracks(self, inputs: list[InputContainer]) -> None:
+        kinds = [_first_of_kinds(source) for source in inputs]
+        for kind in KINDS:
+            found = [k[kind] for k in kinds if kind in k]
+            if not found:
+                continue
+            template = found[0]
+            for other in found[1:]:
+                if why := _mismatch(template, other):
+                    raise ExportError(f"{why} inside this stretch; export the parts before "
+                                      "and after the change separately")
+            track = self.output.add_stream_from_template(template)
+            self.extradata[kind] = bytes(template.codec_context.extradata or b"")
+            name = template.codec_context.name
+            if any(bytes(f.codec_context.extradata or b"") != self.extradata[kind]
+                   for f in found) and name in IN_BAND_TAGS:
+                track.codec_context.codec_tag = IN_BAND_TAGS[name]
+            self.tracks[kind] = track
+
+    def write(self, piece: Piece, source: InputContainer) -> None:
+        """The piece's packets between its media_from (from the keyframe before it) and
+        its media_to, moved to start at self.at."""
+        streams = _first_of_kinds(source)
+        lead = streams.get("video") or streams["audio"]
+        prefix = self._prefix(streams.get("video"))
+        media_from, media_to = piece.media_from, piece.media_to
+        shift = Fraction(self.at - media_from).limit_denominator(1_000_000)
+        ticks = {s.index: round(shift / s.time_base) for s in streams.values()
+                 if s.time_base is not None}
+        held: list[AvPacket] = []
+        for pkt in _packets(source, list(streams.values())):
+            t = _seconds(pkt)
+            if t < media_from - EPS_S:
+                held.append(pkt)  # before `from`: kept from the keyframe before it
+                continue
+            if held:
+                for early in _from_keyframe(held, lead, media_from):
+                    self._put(early, ticks, prefix)
+                held = []
+            if t < media_to - EPS_S:
+                self._put(pkt, ticks, prefix)
+        self.at = self._on_grid(max(self.end, self.at + media_to - media_from))
+
+    def _on_grid(self, at: float) -> float:
+        """at, moved up onto the first piece's frame grid: the next piece's frames keep
+        the clip's frame rate (tools that guess a constant rate would collide frames)."""
+        if self.grid is None:
+            return at
+        origin, frame = self.grid
+        return origin + math.ceil((at - origin) / frame - 1e-6) * frame
+
+    def _prefix(self, video: Stream | None) -> bytes:
+        """Parameter sets to put in front of keyframes that lack them: only where this
+        piece's codec config is not the output track's."""
+        if video is None or "video" not in self.extradata:
+            return b""
+        config = bytes(video.codec_context.extradata or b"")
+        if config == self.extradata["video"]:
+            return b""
+        return _parameter_sets(video.codec_context.name, config)
+
+    def _put(self, pkt: AvPacket, ticks: dict[int, int], prefix: bytes) -> None:
+        stream = pkt.stream
+        track = self.tracks[stream.type]
+        if prefix and stream.type == "video" and pkt.is_keyframe:
+            pkt = _with_parameter_sets(pkt, stream.codec_context.name, prefix)
+        assert pkt.time_base is not None and pkt.dts is not None and pkt.pts is not None
+        pkt.dts += ticks[stream.index]
+        pkt.pts += ticks[stream.index]
+        pkt.stream = track
+        if self.grid is None and stream.type == "video" and pkt.duration:
+            self.grid = (float(pkt.dts * pkt.time_base), float(pkt.duration * pkt.time_base))
+        end = float((pkt.pts + (pkt.duration or 0)) * pkt.time_base)
+        self.end = max(self.end, end)
+        self.output.mux(pkt)
+        self._report(end)
+
+    def _report(self, at: float) -> None:
+        if self.progress is not None and self.total_s > 0 and at - self.reported >= 0.01 \
+                * self.total_s:
+            self.reported = at
+            self.progress(max(0.0, min(1.0, at / self.total_s)))
+
+
+def _packets(source: InputContainer, streams: list[Stream]) -> Iterator[AvPacket]:
+    """The source's media packets (not the demuxer's empty flush packets)."""
+    for pkt in source.demux(streams):
+        if pkt.size and pkt.dts is not None and pkt.pts is not None:
+            yield pkt
+
+
+def _from_keyframe(held: list[AvPacket], lead: Stream, media_from: float) -> list[AvPacket]:
+    """Of the packets before `from`, those from the lead track's last keyframe at or
+    before it on (every track: a decoder starts there, the edit list hides the rest)."""
+    keys = [_seconds(p) for p in held
+            if p.stream.index == lead.index and (p.is_keyframe or lead.type == "audio")]
+    first = max((k for k in keys if k <= media_from + EPS_S), default=-math.inf)
+    return [p for p in held if _seconds(p) >= first - EPS_S]
+
+
+def _seconds(pkt: AvPacket) -> float:
+    """A demuxed packet's decode time (_packets lets only timed packets through)."""
+    assert pkt.dts is not None and pkt.time_base is not None
+    return float(pkt.dts * pkt.time_base)
+
+
+def _parameter_sets(codec: str, config: bytes) -> bytes:
+    """An avcC/hvcC record's parameter sets as 4-byte length-prefixed NAL units."""
+    try:
+        if codec == "h264":
+            nals, size = parse_avcc_record(config)
+        elif codec == "hevc":
+            nals, size = parse_hvcc_record(config)
+        else:
+            return b""
+    except BitstreamError:
+        return b""
+    if size != 4:
+        raise ExportError(f"{codec} with {size}-byte NAL lengths cannot be exported")
+    return b"".join(len(n).to_bytes(4, "big") + n for n in nals)
+
+
+def _with_parameter_sets(pkt: AvPacket, codec: str, prefix: bytes) -> AvPacket:
+    """pkt, with the parameter sets in front unless it carries some already."""
+    data = bytes(pkt)
+    types = {nal_type(n, "h265" if codec == "hevc" else "h264") for n in split_avcc(data)}
+    if types & set(PARAMETER_SET_TYPES[codec]):
+        return pkt
+    out = AvPacket(prefix + data)
+    out.pts, out.dts, out.duration = pkt.pts, pkt.dts, pkt.duration
+    out.time_base, out.is_keyframe, out.stream = pkt.time_base, True, pkt.stream
+    return out
 
 
 def _file_sha256(path: Path) -> str:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from recorder.index import RecordingIndex
@@ -89,6 +90,15 @@ def ffprobe(path: Path | str, *extra: str) -> dict[str, Any]:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout))
+
+
+def decoded_video(path: Path) -> list[float]:
+    """Presentation times (s) of every decoded video frame; raises on a decode error."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.options = {"err_detect": "explode"}
+        return [float(f.pts * f.time_base) for f in container.decode(stream)
+                if f.pts is not None and f.time_base is not None]
 
 
 def decoded_seconds(info: dict[str, Any], fps: int) -> float:
