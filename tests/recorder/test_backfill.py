@@ -1,8 +1,10 @@
-"""Backfill against the real platform (embedded Redis, objects on disk, ffmpeg over RTMP):
+"""Backfill against the real platform (embedded Redis, objects on disk and on S3 through
+SeaweedFS, ffmpeg over RTMP):
 a trial recording with a publisher-lost gap is filled by fMP4 segments made the way a
 device agent makes them (the same Segmenter, wall-clock from the agent's clock), uploaded
 over the BACKFILL_* API with a device's bearer credential. The gap closes, verify says
-complete, the playlist plays the backfilled part in its place (decoded by ffprobe), and
+complete, the playlist plays the backfilled part in its place (decoded by ffprobe) while
+the open recording's EVENT playlist only grew, an export across the gap decodes, and
 every refusal is the right one. Then the agent's uploader (device_agents/backfill.py)
 does the same from a real Ring, and a restart of it uploads nothing twice."""
 
@@ -10,9 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -42,7 +48,9 @@ from tests.courtcast.test_platform import (
     push,
     start_platform,
 )
+from tests.fixtures.s3 import S3Server
 from tests.mediafiles import load_clip, make_clip
+from tests.recorder.conftest import decoded_video
 from tests.recorder.test_platform_recording import cli, recorder_role
 
 pytestmark = pytest.mark.timeout(150)
@@ -140,15 +148,29 @@ async def record_with_gap(node: Platform, tmp_path: Path, stream: str, key: str,
     return str(recording.id), second
 
 
-async def test_backfill_fills_the_gap_verifies_and_plays(tmp_path: Path) -> None:
-    node = await start_platform(tmp_path, **{"recorder.segment_target_s": 2.0})
+@pytest.mark.parametrize("backend", ["disk", "s3"])
+async def test_backfill_fills_the_gap_verifies_and_plays(tmp_path: Path, backend: str,
+                                                        request: pytest.FixtureRequest) -> None:
+    settings: dict[str, Any] = {"recorder.segment_target_s": 2.0}
+    cli_config: list[str] = []
+    if backend == "s3":
+        s3: S3Server = request.getfixturevalue("s3_server")
+        objects = {"backend": "s3", "s3": {
+            "endpoint": s3.endpoint, "access_key": s3.access_key, "secret_key": s3.secret_key,
+            "bucket": f"bf-{uuid.uuid4().hex[:12]}"}}
+        settings |= {"objects.backend": "s3", "objects.s3": objects["s3"]}
+        config = tmp_path / "s3.json"  # JSON is YAML: the CLI reads the same store
+        config.write_text(json.dumps({"objects": objects}))
+        cli_config = ["--config", str(config)]
+    node = await start_platform(tmp_path, **settings)
     try:
-        await run_backfill_scenario(node, tmp_path)
+        await run_backfill_scenario(node, tmp_path, cli_config)
     finally:
         await node.stop()
 
 
-async def run_backfill_scenario(node: Platform, tmp_path: Path) -> None:
+async def run_backfill_scenario(node: Platform, tmp_path: Path,
+                                cli_config: list[str] | None = None) -> None:
     device = await enrol_device(node, "r1")
     other = await enrol_device(node, "r2")
     stream = device.streams["cam"].main.stream_id
@@ -206,6 +228,7 @@ async def run_backfill_scenario(node: Platform, tmp_path: Path) -> None:
             answer = await put_segment(http, rid, stream, seg, "init-bf0.mp4")
             assert answer.status_code == 201, answer.text
         assert sum(s.backfilled for s in live.manifest.segments) == half
+        await check_open_playlists(anonymous, rid)
         # ... the rest once it is closed and signed (load, change, re-sign)
         sessions = await role.sessions.list("open")
         await role.sessions.close(sessions[0].id)
@@ -225,11 +248,14 @@ async def run_backfill_scenario(node: Platform, tmp_path: Path) -> None:
         assert {o.key for o in await objects.list(f"recordings/{rid}/")} == stored
         assert (await http.get(BACKFILL_GAPS_PATH, params={"stream": stream})).json() == []
         playlist = (await anonymous.get(f"/api/v1/recordings/{rid}/index.m3u8")).text
+        clip = tmp_path / "across-the-gap.mp4"
+        await export_across(await clerk(node), rid, gap.start - 2.0, gap.end + 1.5, clip)
 
     report = await verify_recording(objects, rid, role.signer.public)
     assert report.ok and report.signed and report.complete, report.summary()
     assert report.backfilled_segments == len(needed) and report.filled_gaps == 1
-    verified = await cli("recordings", "verify", rid, "--data-dir", str(tmp_path / "data"))
+    verified = await cli("recordings", "verify", rid, "--data-dir", str(tmp_path / "data"),
+                         *(cli_config or []))
     assert verified.returncode == 0 and "complete, no gaps" in verified.stdout, verified.stdout
 
     check_playlist(playlist, needed, gap.start, gap.end)
@@ -239,6 +265,49 @@ async def run_backfill_scenario(node: Platform, tmp_path: Path) -> None:
     info = await probe(f"{base_url(node)}/api/v1/recordings/{rid}/index.m3u8")  # type: ignore[arg-type]
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
     assert abs(int(video["nb_read_frames"]) / FPS - recorded) <= 1.0, (video, recorded)
+
+
+async def check_open_playlists(http: httpx.AsyncClient, rid: str) -> None:
+    """While the recording is open: its EVENT playlist has only live segments (it may only
+    grow at its end), the snapshot has the backfilled ones in the gap."""
+    url = f"/api/v1/recordings/{rid}/index.m3u8"
+    event = (await http.get(url)).text
+    assert "#EXT-X-PLAYLIST-TYPE:EVENT" in event and "init-bf0" not in event, event
+    snapshot = (await http.get(url, params={"snapshot": "1"})).text
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in snapshot and '"init-bf0.mp4"' in snapshot, snapshot
+    assert snapshot.rstrip().endswith("#EXT-X-ENDLIST")
+
+
+async def clerk(node: Platform) -> httpx.AsyncClient:
+    """A client signed in as a clerk (exports are for clerks)."""
+    from control_room.users import Users
+
+    await Users(node.roles[0].state).add("clerk1", "clerk", "pw-123456789")  # type: ignore[attr-defined]
+    http = httpx.AsyncClient(base_url=base_url(node), timeout=60)
+    token = (await http.post("/api/v1/login", json={"name": "clerk1",
+                                                    "password": "pw-123456789"})).json()
+    http.headers["authorization"] = f"Bearer {token['token']}"
+    return http
+
+
+async def export_across(http: httpx.AsyncClient, rid: str, start: float, end: float,
+                        out: Path) -> None:
+    """The HTTP export of [start, end): wall-clock order over the backfilled part, its
+    length about what was asked, every frame decodable across both joins."""
+    try:
+        response = await http.get(f"/api/v1/recordings/{rid}/export.mp4",
+                                  params={"from": str(start), "to": str(end)})
+    finally:
+        await http.aclose()
+    assert response.status_code == 200, response.text
+    out.write_bytes(response.content)
+    info = await probe(out)  # type: ignore[arg-type]
+    assert abs(float(info["format"]["duration"]) - (end - start)) <= 0.5, info["format"]
+    video = next(s for s in info["streams"] if s["codec_type"] == "video")
+    assert video["codec_tag_string"] == "avc3", video  # the agent's parameter sets in-band
+    frames = decoded_video(out)
+    assert abs(len(frames) / FPS - (end - start)) <= 0.5, len(frames)
+    assert max(b - a for a, b in pairwise(frames)) <= 0.5
 
 
 def replace_secret(device: EnrolResponse) -> EnrolResponse:
