@@ -78,6 +78,19 @@ def _first_with_parts(segments: list[Segment], keep_s: float) -> int:
 
 def _segment_lines(seg: Segment, first: bool, new_map: bool, with_parts: bool,
                    query: str) -> list[str]:
+    if not seg.complete:
+        return _render_segment(seg, first, new_map, with_parts, query)
+    key = (first, new_map, with_parts, query)
+    lines = seg.lines.get(key)
+    if lines is None:
+        if len(seg.lines) > 16:  # one entry per viewer query (token): keep it bounded
+            seg.lines.clear()
+        lines = seg.lines[key] = _render_segment(seg, first, new_map, with_parts, query)
+    return lines
+
+
+def _render_segment(seg: Segment, first: bool, new_map: bool, with_parts: bool,
+                    query: str) -> list[str]:
     lines = []
     if seg.discontinuity and not first:
         lines.append("#EXT-X-DISCONTINUITY")

@@ -64,6 +64,9 @@ class Segment:
     duration: float = 0.0
     complete: bool = False
     _data: bytes | None = None
+    # playlist lines of this segment once complete, by how they were asked for (first,
+    # new_map, with_parts, query): a complete segment never changes, playlists often do
+    lines: dict[tuple[bool, bool, bool, str], list[str]] = field(default_factory=dict)
 
     def data(self) -> bytes:
         if self._data is None:
