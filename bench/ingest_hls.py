@@ -212,6 +212,7 @@ class Side:
     """What one server did at one N."""
 
     cpu_ms_per_stream_s: float = 0.0
+    sys_ms_per_stream_s: float = 0.0  # the kernel's part of it (stime)
     idle_cpu_ms_per_s: float = 0.0
     rss_idle_mb: float = 0.0
     rss_mb: float = 0.0
@@ -320,10 +321,12 @@ def measure(row: Row, servers: dict[str, Server], readers: dict[str, ReaderProc]
     pids = {k: s.pids() for k, s in servers.items()}
     pub_pids = [p.pid for p in publishers]
     cpu0 = {k: cpu_s(p) for k, p in pids.items()}
+    sys0 = {k: sys_s(p) for k, p in pids.items()}
     pub0, busy0, t0 = cpu_s(pub_pids), machine_busy(), time.monotonic()
     log(f"N={row.n}: measuring {seconds:.0f} s")
     time.sleep(seconds)
     cpu1 = {k: cpu_s(p) for k, p in pids.items()}
+    sys1 = {k: sys_s(p) for k, p in pids.items()}
     pub1, busy1, span = cpu_s(pub_pids), machine_busy(), time.monotonic() - t0
     dead = [p.args[-1] for p in publishers if p.poll() is not None]
     if dead:
@@ -333,6 +336,7 @@ def measure(row: Row, servers: dict[str, Server], readers: dict[str, ReaderProc]
     for key, server in servers.items():
         side: Side = getattr(row, key)
         side.cpu_ms_per_stream_s = (cpu1[key] - cpu0[key]) / span / row.n * 1000
+        side.sys_ms_per_stream_s = (sys1[key] - sys0[key]) / span / row.n * 1000
         side.rss_mb = rss_mb(server.pids())
         side.rss_mb_per_stream = (side.rss_mb - side.rss_idle_mb) / row.n
         delivered(side, readers[key].report(), span)
@@ -344,6 +348,17 @@ def measure(row: Row, servers: dict[str, Server], readers: dict[str, ReaderProc]
     row.ours.latency = latency_ours(recs["ours"], clocks["ours"], playlists["ours"])
     row.nginx.latency = latency_nginx(recs["nginx"], clocks["nginx"], playlists["nginx"])
     return clocks
+
+
+def sys_s(pids: list[int]) -> float:
+    """stime alone of these processes: how much of their CPU the kernel spent for them."""
+    ticks = 0
+    for pid in pids:
+        try:
+            ticks += int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[12])
+        except OSError:
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def media_records(latency: dict[str, Any]) -> list[dict[str, Any]]:
@@ -489,14 +504,16 @@ def profile(server: Server, seconds: float, out: Path) -> None:
 def print_tables(rows: list[Row]) -> None:
     print("\nCPU and memory (server process trees; ms CPU per stream-second)")
     print(f"{'N':>4} {'ours ms':>8} {'nginx ms':>9} {'ratio':>6} {'ours MB/str':>12} "
-          f"{'nginx MB/str':>13} {'ours idle ms/s':>15} {'busy %':>7} {'pub ms':>7}")
+          f"{'nginx MB/str':>13} {'ours idle ms/s':>15} {'busy %':>7} {'pub ms':>7} "
+          f"{'ours sys':>9} {'nginx sys':>10}")
     for r in rows:
         mark = "*" if r.saturated else " "
         print(f"{r.n:>3}{mark} {r.ours.cpu_ms_per_stream_s:>8.2f} "
               f"{r.nginx.cpu_ms_per_stream_s:>9.2f} {r.ratio:>6.2f} "
               f"{r.ours.rss_mb_per_stream:>12.2f} {r.nginx.rss_mb_per_stream:>13.2f} "
               f"{r.ours.idle_cpu_ms_per_s:>15.1f} {r.machine_busy_pct:>7.0f} "
-              f"{r.publisher_ms_per_stream_s:>7.2f}")
+              f"{r.publisher_ms_per_stream_s:>7.2f} {r.ours.sys_ms_per_stream_s:>9.2f} "
+              f"{r.nginx.sys_ms_per_stream_s:>10.2f}")
     for r in rows:
         if r.saturated:
             print(f"  * N={r.n} saturated ({r.saturated}): courtcast did not keep up, so its "
