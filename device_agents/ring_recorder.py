@@ -1,6 +1,9 @@
 """Records one output stream of the agent hub into the ring, all the time, whatever the
 uplink does: hub items -> the recorder's Segmenter (keyframe-aligned fMP4, wall-clock in
 prft) -> closed segments written in a worker thread, in order.
+
+The segmenter is fed by a Tap, inside the hub's push (it is pure CPU and never waits);
+only the disk writes leave the event loop.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ from collections import deque
 from dataclasses import dataclass
 
 from device_agents.ring import Ring
+from device_agents.tap import Tap, tap
 from media_server.fmp4 import init_segment
 from media_server.hls.segmenter import Segment, Segmenter
-from media_server.hub import Hub, Subscription
+from media_server.hub import Hub
 from media_server.media import Item
 
 log = logging.getLogger(__name__)
-
-QUEUE_PACKETS = 3000  # a slow disk must not make the hub skip us for a while
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,24 +41,17 @@ class RingRecorder:
         self._seen = -1
         self._writes: deque[_Write] = deque()
         self._wrote = asyncio.Event()
-        self._sub: Subscription | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._sub: Tap | None = None
         self._writer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._sub = self.hub.stream(self.stream_id).subscribe(f"ring {self.stream_id}",
-                                                              QUEUE_PACKETS)
-        self._reader = asyncio.create_task(self._read(self._sub), name=f"ring {self.stream_id}")
+        self._sub = tap(self.hub.stream(self.stream_id), f"ring {self.stream_id}", self._feed)
         self._writer = asyncio.create_task(self._write_loop(), name=f"ring w {self.stream_id}")
 
     async def stop(self, timeout_s: float = 2.0) -> None:
         """Close the open segment and write what is queued (within timeout_s)."""
         if self._sub is not None:
             self._sub.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
         self.segmenter.end_run()
         self._collect()
         with contextlib.suppress(TimeoutError):
@@ -69,26 +64,16 @@ class RingRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
 
-    async def _read(self, sub: Subscription) -> None:
-        while True:
-            try:
-                item: Item | None = await sub.get()
-            except EOFError:
-                return
-            version = self.segmenter.version
-            while item is not None:
-                self._feed(item)
-                item = sub.get_nowait()
-            if self.segmenter.version != version:
-                self._collect()
-
     def _feed(self, item: Item) -> None:
+        version = self.segmenter.version
         try:
             self.segmenter.feed(item)
         except Exception:  # one bad packet must not stop local recording
             log.exception("ring %s: segmenter failed; a new run starts at the next keyframe",
                           self.stream_id)
             self.segmenter.end_run()
+        if self.segmenter.version != version:
+            self._collect()
 
     def _collect(self) -> None:
         """Queue the segments closed since the last look, with the init each needs."""

@@ -159,6 +159,12 @@ class RtmpPublishSession:
         if self.closed_reason:
             raise LinkDown(self.closed_reason)
         assert self._writer is not None
+        transport = self._writer.transport
+        low_water = transport.get_write_buffer_limits()[0]
+        if transport.get_write_buffer_size() <= low_water and not transport.is_closing():
+            # at or under the low-water mark the writer is not paused: drain() would not
+            # wait, so skip the timer it costs per batch (nearly every packet)
+            return
         try:
             async with asyncio.timeout(timeout_s):
                 await self._writer.drain()

@@ -89,13 +89,18 @@ class _InterruptClock:
     passed, and PyAV offers no other hook. Installed as that module's `time`, this clock
     answers "much later" to threads being stopped, so their call ends with ExitError now
     instead of after timeout_s; every other thread sees the real clock.
+
+    FFmpeg calls that callback ~10 times per packet, each under the GIL: while no thread
+    is being stopped, `monotonic` is time.monotonic itself (no Python frame per call).
     """
 
     def __init__(self) -> None:
         self._threads: set[threading.Thread] = set()  # objects, not idents: never reused
         self._jump = 0.0
+        self._lock = threading.Lock()
+        self.monotonic: Callable[[], float] = time.monotonic
 
-    def monotonic(self) -> float:
+    def _stopping_monotonic(self) -> float:
         now = time.monotonic()
         if self._threads and threading.current_thread() in self._threads:
             self._jump += 1e6  # keeps growing: a timeout restarted after the stop also fires
@@ -106,10 +111,15 @@ class _InterruptClock:
         return getattr(time, name)
 
     def interrupt(self, thread: threading.Thread) -> None:
-        self._threads.add(thread)
+        with self._lock:
+            self._threads.add(thread)
+            self.monotonic = self._stopping_monotonic
 
     def release(self, thread: threading.Thread) -> None:
-        self._threads.discard(thread)
+        with self._lock:
+            self._threads.discard(thread)
+            if not self._threads:
+                self.monotonic = time.monotonic
 
 
 _INTERRUPTS = _InterruptClock()

@@ -1,0 +1,49 @@
+"""Tap: a hub subscriber that handles each item at once, inside the publisher's push.
+
+The agent's own hops (selector, ring recorder) are plain, fast, non-blocking Python. Behind
+a queued Subscription each of them costs a task wake-up per packet (Event.set, a future,
+a loop turn); a tap costs one call. Nothing here may block or await: a tap runs on the
+pusher's stack. Outputs that must wait (the RTMP publisher on its uplink) keep a queue.
+
+It is a Subscription, so the hub lists and unsubscribes it like any other; its queue stays
+empty.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from media_server.hub import Stream, Subscription
+from media_server.media import Item, StreamStart
+
+log = logging.getLogger(__name__)
+
+OnItem = Callable[[Item], None]
+
+
+class Tap(Subscription):
+    def __init__(self, stream: Stream, name: str, on_item: OnItem) -> None:
+        super().__init__(stream, name, max_packets=0)
+        self._on_item = on_item
+
+    def offer(self, item: Item) -> None:
+        if self.closed:
+            return
+        try:
+            self._on_item(item)
+        except Exception:  # a bug in one output must not break the pusher's other outputs
+            log.exception("stream %s: %s failed on %s", self.stream.id, self.name,
+                          type(item).__name__)
+
+
+def tap(stream: Stream, name: str, on_item: OnItem) -> Tap:
+    """Handle the stream's items as they are pushed, starting (as Stream.subscribe does)
+    from the current publication and its cached GOP."""
+    sub = Tap(stream, name, on_item)
+    if stream.live:
+        sub.offer(StreamStart(stream.tracks, stream.epoch))
+        for packet in stream.gop():
+            sub.offer(packet)
+    stream.subscribers.append(sub)
+    return sub
