@@ -70,7 +70,9 @@ def parse(frame: str) -> Frame:
     m = FRAME.match(frame.strip())
     if m is None:
         return (frame.strip(), "", "")
-    return m["func"], m["file"], linecache.getline(m["file"], int(m["line"]))
+    # py-spy names files relative to sys.path; linecache searches sys.path (ROOT first)
+    path = str(ROOT / m["file"]) if (ROOT / m["file"]).is_file() else m["file"]
+    return m["func"], m["file"], linecache.getline(path, int(m["line"]))
 
 
 def group(stack: list[Frame]) -> str:

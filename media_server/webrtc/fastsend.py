@@ -40,6 +40,8 @@ P = "_RTCRtpSender__"
 NEEDED = ("rtp_started", "rtp_history", "rtp_header_extensions_map", "mid", "track",
           "rtp_exited", "ntp_timestamp", "rtp_timestamp", "octet_count", "packet_count",
           "rtx_payload_type", "rtx_sequence_number")
+NTP_TIMESTAMP, RTP_TIMESTAMP = P + "ntp_timestamp", P + "rtp_timestamp"
+OCTETS, PACKETS = P + "octet_count", P + "packet_count"
 
 NTP_OFFSET = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 ABS_SEND_SENTINEL = 0xABCDEF  # located once in aiortc's serialized block, then patched
@@ -231,11 +233,10 @@ class RtpOut:
         """What aiortc's RTCP loop reads for Sender Reports."""
         sender = self.sender
         self.frames += 1
-        setattr(sender, P + "ntp_timestamp", int((time.time() + NTP_OFFSET) * (1 << 32)))
-        setattr(sender, P + "rtp_timestamp", timestamp)
-        setattr(sender, P + "octet_count",
-                getattr(sender, P + "octet_count") + sum(map(len, payloads)))
-        setattr(sender, P + "packet_count", getattr(sender, P + "packet_count") + len(payloads))
+        setattr(sender, NTP_TIMESTAMP, int((time.time() + NTP_OFFSET) * (1 << 32)))
+        setattr(sender, RTP_TIMESTAMP, timestamp)
+        setattr(sender, OCTETS, getattr(sender, OCTETS) + sum(map(len, payloads)))
+        setattr(sender, PACKETS, getattr(sender, PACKETS) + len(payloads))
 
     def stop(self) -> None:
         self._slow.put_nowait(None)
