@@ -261,7 +261,16 @@ class Manifest:
 
     @property
     def duration(self) -> float:
-        return sum(s.duration for s in self.segments)
+        """Seconds of media. Kept as a running sum: it is read at every checkpoint of a
+        recording that may hold thousands of segments."""
+        count, last, total = self.__dict__.get("_duration", (0, None, 0.0))
+        if count > len(self.segments) or (count and self.segments[count - 1] is not last):
+            count, total = 0, 0.0  # the list was replaced or cut: sum again
+        for seg in self.segments[count:]:
+            total += seg.duration
+        self._duration = (len(self.segments), self.segments[-1] if self.segments else None,
+                          total)
+        return float(total)
 
     def codecs(self) -> list[str]:
         return self.inits[0].codecs if self.inits else []

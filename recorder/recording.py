@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 QUEUE_PACKETS = 3000  # ~40 s of 30 fps + AAC: a slow store must not make the hub skip us
 RETRY_MAX_S = 2.0
 SPOOL_ALERT = 0.8  # share of the spool limit that raises an alert
+INDEX_EVERY_S = 30.0  # the index is a catalogue: its segment count may lag this much
 
 
 @dataclass
@@ -107,6 +108,7 @@ class Recording:
         self.spool_alert = False
         self.closing = False  # close() began: nothing may be queued any more (backfill)
         self._s = _State()
+        self._indexed: tuple[tuple[int, ...], float] | None = None  # what, when (monotonic)
         self._jobs: deque[_Job] = deque()
         self._job_added = asyncio.Event()
         self._sub: Subscription | None = None
@@ -274,16 +276,18 @@ class Recording:
         seq = self._seq(seg)
         if new:
             self.spool.open_segment(seq, self._segment_meta(seg))
+        self._append_parts(seq, seg)
+        self._s.wallclock_end = seg.wallclock + sum(p.duration for p in seg.parts)
+
+    def _append_parts(self, seq: int, seg: Segment) -> None:
         done = self._s.parts_spooled.get(seq, 0)
         for part in seg.parts[done:]:
             self.spool.put_part(seq, part.data, part.duration)
         self._s.parts_spooled[seq] = len(seg.parts)
-        self._s.wallclock_end = seg.wallclock + sum(p.duration for p in seg.parts)
 
     def _segment_closed(self, seg: Segment) -> None:
         new = seg.msn not in self._s.seq_of_msn
         seq = self._seq(seg)
-        self._s.parts_spooled.pop(seq, None)
         meta = self._segment_meta(seg) if new else self.spool.open_meta(seq)
         meta["duration"] = seg.duration
         self._s.wallclock_end = seg.wallclock + seg.duration
@@ -296,8 +300,16 @@ class Recording:
             log.error("recording %s: spool full (%d bytes), segment %d dropped", self.id,
                       self.options.spool_limit_bytes, seq)
             self.spool.drop_open(seq)
+            self._s.parts_spooled.pop(seq, None)
             self._open_gap(seg.wallclock, GapCause.storage_outage, "spool full")
             return
+        # the parts that closed with the segment join the spooled ones, so the spool keeps
+        # the file it has rather than writing the segment again (a new file per segment
+        # was the recorder's largest cost)
+        if new:
+            self.spool.open_segment(seq, meta)
+        self._append_parts(seq, seg)
+        self._s.parts_spooled.pop(seq, None)
         pending = self.spool.put_segment(seq, seg.data(), meta)
         self._queue(_Job(f"{object_prefix(self.id)}seg-{seq}.m4s", pending.path,
                          segment=pending))
@@ -395,8 +407,20 @@ class Recording:
             self.spool.save_manifest(data)
         await self._put_retrying(f"{object_prefix(self.id)}manifest.json", data,
                                  "application/json")
+        await self._refresh_index()
+
+    async def _refresh_index(self) -> None:
+        """The index record, when a gap or an init came, or INDEX_EVERY_S passed: a Redis
+        round trip per segment was a tenth of the recorder's CPU."""
+        m = self.manifest
+        what = (len(m.gaps), sum(g.filled for g in m.gaps), len(m.inits))
+        now = time.monotonic()
+        if self._indexed is not None and self._indexed[0] == what \
+                and now - self._indexed[1] < INDEX_EVERY_S:
+            return
         with contextlib.suppress(Exception):  # the index is a catalogue; the next one fixes it
-            await self.index.put(self.manifest, self.options.node)
+            await self.index.put(m, self.options.node)
+            self._indexed = (what, now)
 
     async def _drain(self) -> None:
         while self._jobs:

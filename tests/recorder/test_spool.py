@@ -1,0 +1,66 @@
+"""The spool's journal and spare files (recorder/spool.py): what a killed writer left is
+read back exactly, a spare's old bytes never leak into a segment, compaction keeps only
+what is pending."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recorder import spool as spool_module
+from recorder.spool import JOURNAL, Spool, replay
+
+
+def test_a_killed_writer_leaves_closed_and_open_segments(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "r1")
+    spool.open_segment(0, {"start": 1.0})
+    spool.put_part(0, b"a" * 10, 0.5)
+    spool.put_part(0, b"b" * 10, 0.5)
+    spool.put_segment(0, b"a" * 10 + b"b" * 10, {"start": 1.0, "duration": 1.0})
+    spool.open_segment(1, {"start": 2.0})
+    spool.put_part(1, b"c" * 7, 0.5)
+    with open(tmp_path / "r1" / JOURNAL, "ab") as journal:
+        journal.write(b"p 1 99")  # killed while writing a line: it does not count
+    again = Spool(tmp_path, "r1")
+    [closed] = again.pending_segments()
+    assert closed.seq == 0 and closed.meta["duration"] == 1.0
+    assert closed.path.read_bytes() == b"a" * 10 + b"b" * 10
+    [left] = again.open_segments()
+    assert (left.seq, left.parts, left.duration, left.meta) == (1, [b"c" * 7], 0.5,
+                                                                {"start": 2.0})
+
+
+def test_spares_are_written_over_and_cut_to_length(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "r1")
+    spool.open_segment(0, {})
+    spool.put_part(0, b"x" * 100, 1.0)
+    spool.done(spool.put_segment(0, b"x" * 100, {}))
+    assert [p.name for p in (tmp_path / "r1").glob("spare-*")] == ["spare-0"]
+    spool.open_segment(1, {})  # takes the spare: no new file
+    assert not list((tmp_path / "r1").glob("spare-*"))
+    spool.put_part(1, b"y" * 30, 1.0)
+    pending = spool.put_segment(1, b"y" * 30, {})
+    assert pending.path.read_bytes() == b"y" * 30
+    spool.open_segment(2, {})  # a fresh file (no spare left) for a kill mid-segment
+    spool.put_part(2, b"z" * 5, 0.5)
+    assert Spool(tmp_path, "r1").open_segments()[0].parts == [b"z" * 5]
+
+
+def test_compaction_keeps_only_what_is_pending(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_module, "JOURNAL_COMPACT_BYTES", 500)
+    spool = Spool(tmp_path, "r1")
+    for seq in range(40):
+        spool.open_segment(seq, {"start": float(seq)})
+        spool.put_part(seq, b"p" * 8, 1.0)
+        pending = spool.put_segment(seq, b"p" * 8, {"start": float(seq), "duration": 1.0})
+        if seq != 7:
+            spool.done(pending)
+    spool.open_segment(40, {"start": 40.0})
+    spool.put_part(40, b"q" * 3, 0.25)
+    journal = (tmp_path / "r1" / JOURNAL).read_text()
+    assert len(journal) < 800
+    entries = replay(journal)
+    assert sorted(entries) == [7, 40] and entries[7].closed and entries[40].end == 3
+    assert [p.seq for p in Spool(tmp_path, "r1").pending_segments()] == [7]
