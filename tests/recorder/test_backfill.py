@@ -180,7 +180,8 @@ async def run_backfill_scenario(node: Platform, tmp_path: Path,
     live = role.find(rid)
     assert live is not None
     [gap] = [g for g in live.manifest.gaps if g.cause == "publisher-lost"]
-    assert 2.5 <= gap.end - gap.start <= 6, gap
+    # 3 s away, plus ffmpeg's start, which takes seconds on a loaded machine
+    assert 2.5 <= gap.end - gap.start <= 9, gap
     # the agent recorded all along: a different encode (B-frames) so its init is its own
     made = agent_segments(make_clip(tmp_path, seconds=4, fps=FPS, gop=FPS, bframes=2),
                           gap.start - 3.0, gap.end - gap.start + 6.0)
