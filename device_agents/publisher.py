@@ -4,7 +4,11 @@ the link dies (EOF, reset, or nothing drained for write_timeout_s) it reconnects
 growing wait and starts again from the next keyframe. A refused key is retried slowly.
 
 It reads through a bounded hub subscription: a slow uplink makes the subscription skip
-to the next keyframe; the source and the ring never wait for it.
+to the next keyframe; the source and the ring never wait for it. While the link keeps up
+(nothing queued, the socket's buffer under its low-water mark), packets are written to it
+inside the hub's push instead (no task wake-up per packet); the first one that finds the
+buffer fuller goes to the queue, and the publisher task takes over until it is empty and
+drained again.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import contextlib
 import logging
 
 from device_agents.rtmp_client import LinkDown, PublishRefused, RtmpPublishSession
-from media_server.hub import Hub, Stream
-from media_server.media import Item, StreamEnd
+from device_agents.tap import attach
+from media_server.hub import Hub, Stream, Subscription
+from media_server.media import Item, Packet, StreamEnd, StreamStart
 from media_server.rtmp.play import PlayOut
 from media_server.rtsp_pull import Backoff
 
@@ -114,16 +119,21 @@ class Publisher:
 
     async def _pump(self, session: RtmpPublishSession) -> str:
         """Hub items -> FLV messages until the link or the source ends."""
-        sub = self.hub.stream(self.stream_id).subscribe(f"publish {self.stream_id}",
-                                                        QUEUE_PACKETS)
+        stream = self.hub.stream(self.stream_id)
         out = PlayOut(session.send)
+        sub = attach(stream, _Uplink(stream, f"publish {self.stream_id}", session, out))
         session.on_lost = sub.close  # a link dying while the source is quiet ends the wait
         try:
             while True:
-                try:
-                    item: Item | None = await sub.get()
-                except EOFError:
-                    raise LinkDown(session.closed_reason or "closed") from None
+                item: Item | None = sub.get_nowait()
+                if item is None:
+                    sub.direct = True  # caught up and drained: the push writes from now on
+                    try:
+                        item = await sub.get()  # woken only by what the push queued
+                    except EOFError:
+                        raise LinkDown(session.closed_reason or "closed") from None
+                    finally:
+                        sub.direct = False
                 while item is not None:
                     if isinstance(item, StreamEnd):
                         return f"source ended: {item.reason}"
@@ -135,3 +145,27 @@ class Publisher:
         finally:
             self.dropped += sub.drops
             sub.close()
+
+
+class _Uplink(Subscription):
+    """The publisher's subscription: packets and stream starts go straight to the link
+    while `direct` (set by the publisher task when nothing is queued and the link is
+    drained) and the socket buffer is under its low-water mark; anything else is queued
+    for the task, in order, as a plain Subscription would."""
+
+    def __init__(self, stream: Stream, name: str, session: RtmpPublishSession,
+                 out: PlayOut) -> None:
+        super().__init__(stream, name, QUEUE_PACKETS)
+        self.direct = False
+        self._session, self._out = session, out
+
+    def offer(self, item: Item) -> None:
+        if self.direct and isinstance(item, (Packet, StreamStart)):
+            if self._session.writable():
+                try:
+                    self._out.handle(item)
+                    return
+                except LinkDown:
+                    pass  # queued below: the task meets the same error and ends the session
+            self.direct = False  # from here on in order through the queue
+        super().offer(item)

@@ -149,6 +149,15 @@ class RtmpPublishSession:
         """One FLV message on the published stream (the PlayOut Send signature)."""
         self.write(self.chunks.message(csid, type_id, self.msid, timestamp, payload, prefix))
 
+    def writable(self) -> bool:
+        """Connected, and the socket buffer at or under its low-water mark (asyncio's
+        writer is not paused there: a drain() would return at once)."""
+        if self._writer is None or self.closed_reason:
+            return False
+        transport = self._writer.transport
+        low_water = transport.get_write_buffer_limits()[0]
+        return transport.get_write_buffer_size() <= low_water and not transport.is_closing()
+
     async def _flush(self) -> None:
         assert self._writer is not None
         await self._writer.drain()
@@ -159,12 +168,8 @@ class RtmpPublishSession:
         if self.closed_reason:
             raise LinkDown(self.closed_reason)
         assert self._writer is not None
-        transport = self._writer.transport
-        low_water = transport.get_write_buffer_limits()[0]
-        if transport.get_write_buffer_size() <= low_water and not transport.is_closing():
-            # at or under the low-water mark the writer is not paused: drain() would not
-            # wait, so skip the timer it costs per batch (nearly every packet)
-            return
+        if self.writable():
+            return  # drain() would not wait: skip the timer it costs per call
         try:
             async with asyncio.timeout(timeout_s):
                 await self._writer.drain()

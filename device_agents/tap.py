@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from media_server.hub import Stream, Subscription
 from media_server.media import Item, StreamStart
@@ -20,6 +21,7 @@ from media_server.media import Item, StreamStart
 log = logging.getLogger(__name__)
 
 OnItem = Callable[[Item], None]
+S = TypeVar("S", bound=Subscription)
 
 
 class Tap(Subscription):
@@ -38,9 +40,14 @@ class Tap(Subscription):
 
 
 def tap(stream: Stream, name: str, on_item: OnItem) -> Tap:
-    """Handle the stream's items as they are pushed, starting (as Stream.subscribe does)
-    from the current publication and its cached GOP."""
-    sub = Tap(stream, name, on_item)
+    """Handle the stream's items as they are pushed, from the current publication and
+    its cached GOP on."""
+    return attach(stream, Tap(stream, name, on_item))
+
+
+def attach(stream: Stream, sub: S) -> S:
+    """Subscribe a Subscription made here, as Stream.subscribe does: it is offered the
+    current publication's start and cached GOP, then everything pushed."""
     if stream.live:
         sub.offer(StreamStart(stream.tracks, stream.epoch))
         for packet in stream.gop():
