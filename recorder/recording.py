@@ -305,12 +305,12 @@ class Recording:
             return
         # the parts that closed with the segment join the spooled ones, so the spool keeps
         # the file it has rather than writing the segment again (a new file per segment
-        # was the recorder's largest cost)
+        # was the recorder's largest cost), and the parts are never joined in memory
         if new:
             self.spool.open_segment(seq, meta)
         self._append_parts(seq, seg)
         self._s.parts_spooled.pop(seq, None)
-        pending = self.spool.put_segment(seq, seg.data(), meta)
+        pending = self.spool.close_segment(seq, meta)
         self._queue(_Job(f"{object_prefix(self.id)}seg-{seq}.m4s", pending.path,
                          segment=pending))
 

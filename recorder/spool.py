@@ -188,6 +188,15 @@ class Spool:
         self._log(f"c {seq} {json.dumps(meta)}\n")
         return PendingSegment(seq, path, meta)
 
+    def close_segment(self, seq: int, meta: dict[str, Any]) -> PendingSegment:
+        """An open segment whose every part was put: closed as its file holds it."""
+        media = self._media.pop(seq)
+        media.truncate()  # a spare's old bytes past the end
+        media.close()
+        self._entries[seq] = _Entry(meta, closed=True)
+        self._log(f"c {seq} {json.dumps(meta)}\n")
+        return PendingSegment(seq, self.dir / f"seg-{seq}.m4s", meta)
+
     def pending_segments(self) -> list[PendingSegment]:
         found = [PendingSegment(seq, self.dir / f"seg-{seq}.m4s", e.meta)
                  for seq, e in self._entries.items() if e.closed]

@@ -40,7 +40,7 @@ def test_spares_are_written_over_and_cut_to_length(tmp_path: Path) -> None:
     spool.open_segment(1, {})  # takes the spare: no new file
     assert not list((tmp_path / "r1").glob("spare-*"))
     spool.put_part(1, b"y" * 30, 1.0)
-    pending = spool.put_segment(1, b"y" * 30, {})
+    pending = spool.close_segment(1, {})
     assert pending.path.read_bytes() == b"y" * 30
     spool.open_segment(2, {})  # a fresh file (no spare left) for a kill mid-segment
     spool.put_part(2, b"z" * 5, 0.5)
