@@ -49,7 +49,7 @@ def parse_time(text: str, base: float) -> float:
     except ValueError:
         pass
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text)  # 3.11 reads a "Z" zone itself
     except ValueError:
         raise TimeError(f"time {text!r}: use ISO 8601 (2026-11-22T09:30:00Z), UNIX seconds, "
                         "or +SECONDS from the recording's start") from None

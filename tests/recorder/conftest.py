@@ -87,7 +87,7 @@ async def assemble(store: ObjectStore, manifest: Manifest, out: Path) -> Path:
 def ffprobe(path: Path | str, *extra: str) -> dict[str, Any]:
     out = subprocess.run(["ffprobe", "-v", "error", *extra, "-count_frames", "-show_streams",
                           "-show_format", "-of", "json", str(path)],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout))
 

@@ -18,8 +18,14 @@ import pytest
 from courtcast.platform import Platform
 from recorder.export import verify_export
 from recorder.signing import load_public_pem
-from tests.courtcast.test_platform import (define, media_role, probe, push, run, start_platform,
-                                          wait_live)
+from tests.courtcast.test_platform import (
+    define,
+    media_role,
+    probe,
+    push,
+    start_platform,
+    wait_live,
+)
 from tests.mediafiles import make_clip
 from tests.recorder.conftest import ffprobe
 
