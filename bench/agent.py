@@ -104,19 +104,23 @@ def thread_cpu(pid: int) -> dict[int, float]:
 IDLE_LEAVES = {"poll", "epoll_wait", "select", "pthread_cond_timedwait", "pthread_cond_wait",
                "PyThread_acquire_lock_timed", "sem_clockwait", "sem_timedwait",
                "clock_nanosleep", "nanosleep"}
-# first marker found on the stack names the part (inner parts before outer ones)
+# first marker found on the stack names the part: inner parts before outer ones (the
+# selector, ring and publisher may all run inside the feed's push, RtspPull._flush)
 PARTS = (
-    ("pull: RTSP read + demux in FFmpeg", "av_read_frame"),
-    ("pull: PyAV packet objects", "InputContainer_8generator"),
-    ("pull: to hub form (AVCC, timestamps)", "_TrackReader.read"),
-    ("pull: hand-over to the event loop", "RtspPull._send"),
-    ("ring: disk writes (worker threads)", "RingRecorder._store"),
-    ("feed -> agent hub (stats, GOP, offers)", "RtspPull._flush"),
-    ("selector hop (second hub publish)", "Selector._run"),
-    ("ring: segmenter + fMP4", "RingRecorder._read"),
+    ("RTSP read + demux in FFmpeg", "av_read_frame"),
+    ("PyAV packet objects", "InputContainer_8generator"),
+    ("to hub form (AVCC, timestamps)", "_TrackReader.read"),
+    ("hand-over to the event loop", "RtspPull._send"),
+    ("disk writes", "RingRecorder._store"),
     ("publisher: socket writes", "_SelectorSocketTransport.write"),
-    ("publisher: FLV + RTMP chunking", "Publisher._pump"),
+    ("publisher: FLV + RTMP chunking", "PlayOut.handle"),
+    ("publisher: task (queue, drain)", "Publisher._pump"),
     ("publisher: reading the server", "RtmpPublishSession._read_loop"),
+    ("ring: segmenter + fMP4", "RingRecorder._feed"),
+    ("ring: segmenter + fMP4", "RingRecorder._read"),
+    ("selector hop (output stream push)", "Selector._forward"),
+    ("selector hop (output stream push)", "Selector._run"),
+    ("feed -> agent hub (stats, GOP, offers)", "RtspPull._flush"),
     ("control link + heartbeat", "device_agents/link.py"),
     ("backfill", "device_agents/backfill.py"),
 )
@@ -126,33 +130,32 @@ def _frame_name(frame: str) -> str:
     return frame.split(" (", 1)[0]
 
 
-def profile_parts(path: Path) -> tuple[Counter[str], Counter[str], dict[int, str]]:
-    """(busy samples per part, busy samples per thread kind, thread names by id)."""
-    parts: Counter[str] = Counter()
-    kinds: Counter[str] = Counter()
-    names: dict[int, str] = {}
+def profile_parts(path: Path) -> Counter[tuple[str, str]]:
+    """Busy samples by (thread kind, part of the agent)."""
+    parts: Counter[tuple[str, str]] = Counter()
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
         if not stack or not frames[0].startswith("thread ("):
             continue
-        tid, _, name = frames[0].removeprefix("thread (").partition("): ")
-        names[int(tid)] = name
+        name = frames[0].partition("): ")[2]
         named = [f for f in frames[1:] if not f.startswith("0x")]
         if not named or _frame_name(named[-1]) in IDLE_LEAVES:
             continue
         part = next((p for p, mark in PARTS if any(mark in f for f in named)),
                     "event loop, timers, other")
-        parts[part] += int(count)
-        kinds[_thread_kind(name)] += int(count)
-    return parts, kinds, names
+        parts[_thread_kind(name), part] += int(count)
+    return parts
+
+
+LOOP = "event loop thread"
 
 
 def _thread_kind(name: str) -> str:
     if name.startswith("pull-"):
         return "RTSP reader threads"
     if name == "MainThread":
-        return "event loop thread"
+        return LOOP
     return "worker threads (ring writes)"
 
 
@@ -213,15 +216,22 @@ async def one_run(n: int, seconds: float, profile: Path | None = None) -> Run:
 
 
 def print_profile(run: Run) -> None:
-    """Busy samples per part and per thread kind, in ms per stream-second (the samples'
-    shares of the measured CPU)."""
+    """Each thread kind's measured CPU, split by its busy samples (py-spy's own idea of
+    busy is not CPU time: the event loop thread is scaled to its measured CPU, the other
+    threads share the rest by samples)."""
     assert run.profile is not None
-    parts, kinds, _ = profile_parts(run.profile)
-    busy = sum(parts.values()) or 1
-    print(f"\n{run.cameras} cameras: where the agent's {run.ms:.1f} ms per stream-second go "
-          f"({busy} busy samples)")
-    for name, count in [*kinds.most_common(), *parts.most_common()]:
-        print(f"  {name:<42} {100 * count / busy:5.1f} %  {run.ms * count / busy:5.1f} ms")
+    parts = profile_parts(run.profile)
+    kinds: Counter[str] = Counter()
+    for (kind, _), count in parts.items():
+        kinds[kind] += count
+    others = sum(c for k, c in kinds.items() if k != LOOP) or 1
+    print(f"\n{run.cameras} cameras: where the agent's {run.ms:.1f} ms per stream-second go")
+    for kind, count in kinds.most_common():
+        ms = run.main_ms if kind == LOOP else (run.ms - run.main_ms) * count / others
+        print(f"  {kind:<44} {ms:5.1f} ms")
+        for (k, part), n in parts.most_common():
+            if k == kind:
+                print(f"    {part:<42} {ms * n / count:5.1f} ms  {100 * n / count:4.0f} %")
 
 
 def median_run(runs: list[Run]) -> Run:
