@@ -117,9 +117,9 @@ def _attribute(value: str, media: OfferedMedia | None, index: int,
     elif name == "fmtp" and media is not None:
         pt, _, params = rest.partition(" ")
         if pt.isdigit():
-            fmtps[(index, int(pt))] = dict(
-                (k.strip().lower(), v.strip()) for k, _, v in
-                (p.partition("=") for p in params.split(";")) if k.strip())
+            fmtps[(index, int(pt))] = {
+                k.strip().lower(): v.strip() for k, _, v in
+                (p.partition("=") for p in params.split(";")) if k.strip()}
     return name in ("ice-ufrag", "ice-pwd"), name == "fingerprint"
 
 

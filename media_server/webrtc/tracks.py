@@ -1,19 +1,17 @@
-"""Hub -> aiortc: one viewer's tracks, fed from its hub subscription, never decoded.
+"""Hub -> aiortc: one viewer's tracks, fed from the stream's hub items, never decoded.
 
-aiortc's RTCRtpSender asks its track for the next item: an av.Frame is encoded, anything
-else goes to the codec's `pack()`. Two modes, both without re-encoding:
+Two modes, both without re-encoding:
 - shared (default): RTP payloads computed once per stream (egress.VideoPayloadCache) and
   sent at once, by a plain call, through the sender's fastsend.RtpOut: a viewer costs
   only RTP headers, SRTP and the send, and no task wake-up of its own.
 - pass-through: items are av.Packet in Annex-B, queued for aiortc's own send loop, which
-  packetizes them for each viewer.
+  calls the codec's pack() for each viewer.
 
 Every viewer of a stream is fed by the stream's one hub subscription (egress.Fanout). A
 viewer joins it when its senders are ready (after ICE and DTLS are up), so it starts from
-the hub's cached GOP at that moment. The cached frames are
-sent at once with timestamps squeezed to one tick apart just before the live edge, so the
-browser shows the newest picture at once instead of playing the GOP back in real time.
-"""
+the hub's cached GOP at that moment. The cached frames are sent at once with timestamps
+squeezed to one tick apart just before the live edge, so the browser shows the newest
+picture at once instead of playing the GOP back in real time."""
 
 from __future__ import annotations
 
@@ -27,9 +25,7 @@ from typing import Literal
 
 import av
 from aiortc import RTCRtpSender
-from aiortc.codecs.base import Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av.frame import Frame
 
 from media_server.hub import Hub
 from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Track, video_track
@@ -64,28 +60,16 @@ def reorders(packets: list[Packet], track: int) -> bool:
 
 @dataclass(slots=True)
 class EncodedFrame:
-    """A frame ready for RTP: payloads shared by all viewers, this viewer's timestamp."""
+    """A frame ready for RTP: payloads shared by all viewers, this viewer's timestamp
+    (queued only while a track has no sender bound, e.g. in tests)."""
 
     payloads: list[bytes]
     timestamp: int
 
 
-class PrepacketizedEncoder(Encoder):
-    """Stands in for aiortc's codec in a sender whose track yields EncodedFrame."""
-
-    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        raise TypeError("a pre-packetized track never yields raw frames")
-
-    def pack(self, packet: EncodedFrame) -> tuple[list[bytes], int]:  # type: ignore[override]
-        return packet.payloads, packet.timestamp
-
-
 def use_prepacketized(sender: RTCRtpSender) -> None:
-    """Make sender send EncodedFrame payloads as they are (aiortc 1.16 internals)."""
-    attr = "_RTCRtpSender__encoder"
-    if not hasattr(sender, attr):
-        raise RuntimeError("aiortc internals changed: RTCRtpSender has no __encoder")
-    setattr(sender, attr, PrepacketizedEncoder())
+    """Make sender take shared payloads through fastsend.RtpOut, bound to its FeedTrack
+    (aiortc's own loop, encoder and track.recv() are then never used)."""
     fastsend.install(sender)
 
 

@@ -4,6 +4,7 @@ assembler, timelines, the shared payload cache, AAC->Opus. No network, no browse
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -389,7 +390,7 @@ def test_aac_to_opus_costs_little(tmp_path: Path) -> None:
     cpu = time.process_time() - start
     seconds = len(packets) * 1024 / aac.sample_rate
     assert len(frames) >= int(seconds * 50) - 3  # 20 ms frames, minus codec delay
-    assert [b.timestamp - a.timestamp for a, b in zip(frames, frames[1:])] == \
+    assert [b.timestamp - a.timestamp for a, b in itertools.pairwise(frames)] == \
         [OPUS_FRAME] * (len(frames) - 1)
     print(f"\nAAC->Opus: {cpu * 1000 / seconds:.1f} ms CPU per audio second "
           f"({len(frames)} Opus frames from {len(packets)} AAC frames)")
