@@ -10,6 +10,7 @@ server CPU (from /proc) between the smallest and the largest N, and the ratio of
 slopes is printed. Needs root (ip netns) and `apt-get install janus`.
 
     .venv/bin/python bench/webrtc_janus.py [--viewers 1,20] [--seconds 6]
+                                           [--janus-event-loops 0]
 """
 
 from __future__ import annotations
@@ -117,8 +118,9 @@ def rows(port: int, pid: int, counts: list[int], seconds: float,
 
 # -- Janus --
 
-def janus_config(folder: Path) -> Path:
-    """A config folder with only the HTTP transport and the streaming plugin."""
+def janus_config(folder: Path, event_loops: int) -> Path:
+    """A config folder with only the HTTP transport and the streaming plugin.
+    event_loops 0 is Janus's default: one loop thread per handle."""
     for kind, keep in (("plugins", "libjanus_streaming.so"), ("transports", "libjanus_http.so"),
                        ("events", ""), ("loggers", "")):
         (folder / kind).mkdir()
@@ -132,6 +134,7 @@ def janus_config(folder: Path) -> Path:
     loggers_folder = "{folder}/loggers"
     debug_level = 2
     session_timeout = 0
+    event_loops = {event_loops}
 }}
 media: {{ rtp_port_range = "20000-40000" }}
 nat: {{ ice_enforce_list = "{NS_IP}" }}
@@ -186,9 +189,10 @@ def wait_janus() -> None:
     raise RuntimeError("Janus did not start")
 
 
-def run_janus(clip: Path, counts: list[int], seconds: float) -> list[dict[str, Any]]:
+def run_janus(clip: Path, counts: list[int], seconds: float,
+              event_loops: int) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
-        janus = in_ns("janus", "-C", str(janus_config(Path(tmp))), "-N",
+        janus = in_ns("janus", "-C", str(janus_config(Path(tmp), event_loops)), "-N",
                       stdout=subprocess.DEVNULL)
         feed = feed_rtp(clip)
         try:
@@ -250,7 +254,7 @@ async def _viewers(count: int, seconds: float, host: str) -> None:
 
 # -- the orchestrator --
 
-def bench(counts: list[int], seconds: float) -> None:
+def bench(counts: list[int], seconds: float, event_loops: int) -> None:
     from media_server.webrtc.clip import make_test_clip
     with tempfile.TemporaryDirectory() as tmp, namespace():
         clip = make_test_clip(Path(tmp) / "bench.mp4", seconds=6, width=1280, height=720,
@@ -259,8 +263,8 @@ def bench(counts: list[int], seconds: float) -> None:
               f"({NS_IP}), viewers here ({HOST_IP}) over veth; {seconds:.0f} s per measurement")
         ours = report("courtcast WHEP (shared packetization)",
                       run_courtcast(clip, counts, seconds))
-        janus = report("Janus 1.1.2 streaming plugin (RTP from ffmpeg)",
-                       run_janus(clip, counts, seconds))
+        janus = report(f"Janus 1.1.2 streaming plugin (RTP from ffmpeg), event_loops="
+                       f"{event_loops}", run_janus(clip, counts, seconds, event_loops))
     if ours and janus:
         print(f"\nJanus / courtcast CPU per viewer: {janus / ours:.2f} "
               f"(viewers per core: Janus ~{1 / janus:.0f}, courtcast ~{1 / ours:.0f})")
@@ -274,11 +278,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--port", type=int, default=JANUS_PORT)
     parser.add_argument("--host", default=HOST_IP)
+    parser.add_argument("--janus-event-loops", type=int, default=0,
+                        help="0 (Janus default): a loop thread per handle; N: N shared loops")
     args = parser.parse_args()
     if args.role == "viewers":
         asyncio.run(_viewers(args.count, args.seconds, args.host))
     else:
-        bench([int(n) for n in args.viewers.split(",")], args.seconds)
+        bench([int(n) for n in args.viewers.split(",")], args.seconds, args.janus_event_loops)
 
 
 if __name__ == "__main__":
