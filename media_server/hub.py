@@ -44,6 +44,7 @@ class Subscription:
         self.stream = stream
         self.name = name
         self.max_packets = max_packets
+        self.viewers = 1  # the readers it stands for (a WebRTC fan-out: all its viewers)
         self.drops = 0
         self.created = time.time()
         self._queue: deque[Item] = deque()

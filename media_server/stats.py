@@ -33,8 +33,9 @@ def stream_stats(stream: Stream) -> dict[str, Any]:
         "bitrate_kbps": round(s.bitrate_bps / 1000, 1),
         "gop_s": round(s.gop_seconds, 3),
         "gop_frames": s.gop_frames,
-        "viewers": len(stream.subscribers),
-        "subscribers": [{"name": sub.name, "queued": sub.queued, "drops": sub.drops}
+        "viewers": sum(sub.viewers for sub in stream.subscribers),
+        "subscribers": [{"name": sub.name, "viewers": sub.viewers, "queued": sub.queued,
+                         "drops": sub.drops}
                         for sub in stream.subscribers],
         "packets": s.packets,
         "bytes": s.bytes,

@@ -146,7 +146,8 @@ def blocking_request(request: Request) -> tuple[int | None, int | None]:
 def _non_negative(value: str | None, name: str) -> int | None:
     if value is None:
         return None
-    if not value.isdigit():
+    # isascii too: str.isdigit() accepts "²" and other digits int() refuses
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise HTTPException(400, f"{name} must be a non-negative integer, not {value!r}")
     return int(value)
 

@@ -136,6 +136,7 @@ class Fanout:
         # stats list hub subscribers by name: say how many viewers this one stands for
         if self._sub is not None:
             self._sub.name = f"webrtc ({len(self.viewers)} viewers)"
+            self._sub.viewers = len(self.viewers)
 
     async def _run(self, sub: Subscription) -> None:
         try:

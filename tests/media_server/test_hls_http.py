@@ -186,6 +186,8 @@ def test_error_statuses(live: LiveServer) -> None:
         f"{base}/nobody/index.m3u8": 404,
         f"{base}/court-1/index.m3u8?_HLS_msn=abc": 400,
         f"{base}/court-1/index.m3u8?_HLS_msn=-1": 400,
+        f"{base}/court-1/index.m3u8?_HLS_msn=%C2%B2": 400,  # a superscript two
+        f"{base}/court-1/index.m3u8?_HLS_msn=1&_HLS_part=99999999999999999999": 400,
         f"{base}/court-1/index.m3u8?_HLS_part=1": 400,
         f"{base}/court-1/index.m3u8?_HLS_msn={last + 10}": 400,
         f"{base}/court-1/seg-{last - 100}.m4s": 404,

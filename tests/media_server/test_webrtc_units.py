@@ -14,6 +14,7 @@ from aiortc.codecs.h264 import h264_depayload
 
 from media_server.hub import Hub
 from media_server.media import Packet, Track
+from media_server.stats import stream_stats
 from media_server.webrtc.audio import OPUS_FRAME, AacOpusCodec, opus_head
 from media_server.webrtc.clip import load_clip, make_test_clip
 from media_server.webrtc.depacketize import H264Assembler
@@ -321,8 +322,10 @@ async def test_viewers_share_one_subscription_and_a_late_one_misses_nothing() ->
     await asyncio.sleep(0.05)
     assert (first.stats.video_frames, second.stats.video_frames) == (4, 4), "none twice"
     assert len(hub.stream("c").subscribers) == 1
+    assert stream_stats(hub.stream("c"))["viewers"] == 2, "stats count viewers, not outputs"
     first.close()
     assert len(hub.stream("c").subscribers) == 1
+    assert stream_stats(hub.stream("c"))["viewers"] == 1
     second.close()
     assert not hub.stream("c").subscribers
 
