@@ -18,7 +18,6 @@ import contextlib
 import logging
 
 from device_agents.rtmp_client import LinkDown, PublishRefused, RtmpPublishSession
-from device_agents.tap import attach
 from media_server.hub import Hub, Stream, Subscription
 from media_server.media import Item, Packet, StreamEnd, StreamStart
 from media_server.rtmp.play import PlayOut
@@ -121,7 +120,7 @@ class Publisher:
         """Hub items -> FLV messages until the link or the source ends."""
         stream = self.hub.stream(self.stream_id)
         out = PlayOut(session.send)
-        sub = attach(stream, _Uplink(stream, f"publish {self.stream_id}", session, out))
+        sub = stream.attach(_Uplink(stream, f"publish {self.stream_id}", session, out))
         session.on_lost = sub.close  # a link dying while the source is quiet ends the wait
         try:
             while True:

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
 
 from media_server.hub import Stream, Subscription
-from media_server.media import Item, StreamStart
+from media_server.media import Item
 
 log = logging.getLogger(__name__)
 
 OnItem = Callable[[Item], None]
-S = TypeVar("S", bound=Subscription)
 
 
 class Tap(Subscription):
@@ -42,15 +40,4 @@ class Tap(Subscription):
 def tap(stream: Stream, name: str, on_item: OnItem) -> Tap:
     """Handle the stream's items as they are pushed, from the current publication and
     its cached GOP on."""
-    return attach(stream, Tap(stream, name, on_item))
-
-
-def attach(stream: Stream, sub: S) -> S:
-    """Subscribe a Subscription made here, as Stream.subscribe does: it is offered the
-    current publication's start and cached GOP, then everything pushed."""
-    if stream.live:
-        sub.offer(StreamStart(stream.tracks, stream.epoch))
-        for packet in stream.gop():
-            sub.offer(packet)
-    stream.subscribers.append(sub)
-    return sub
+    return stream.attach(Tap(stream, name, on_item))

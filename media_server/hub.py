@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Track, video_track
 
@@ -240,6 +241,9 @@ class SourceState:
     reconnects: int = 0
 
 
+SubscriptionT = TypeVar("SubscriptionT", bound=Subscription)
+
+
 class Stream:
     """One bus: the live publication (if any), the GOP cache and the subscribers."""
 
@@ -299,7 +303,7 @@ class Stream:
             return  # a packet for a track that was never announced
         self.stats.count(packet, is_video, self._timescales[packet.track])
         self._cache(packet, is_video)
-        for sub in self.subscribers:
+        for sub in tuple(self.subscribers):  # a subscriber may leave while offered
             sub.offer(packet)
 
     def _cache(self, packet: Packet, is_video: bool) -> None:
@@ -332,7 +336,12 @@ class Stream:
 
     # -- subscriber path --
     def subscribe(self, name: str, max_packets: int) -> Subscription:
-        sub = Subscription(self, name, max_packets)
+        return self.attach(Subscription(self, name, max_packets))
+
+    def attach(self, sub: SubscriptionT) -> SubscriptionT:
+        """Add a subscriber (a Subscription or a subclass, e.g. one handling items inside
+        the push): it is offered the current publication's start and cached GOP, then
+        everything pushed."""
         if self.live:
             sub.offer(StreamStart(self.tracks, self.epoch))
             for packet in self._gop:
