@@ -1,6 +1,7 @@
 """Recorder bench: CPU per stream-second, streams per core, segment closed -> durable.
 
-    .venv/bin/python -m bench.recorder [--streams 1,10,50] [--seconds 20] [--store disk|s3]
+    .venv/bin/python -m bench.recorder [--streams 1,10,50] [--seconds 20]
+        [--store null|disk|s3] [--segment-s 4]
 
 Two runs per stream count, in this process:
 - CPU: a 640x360 25 fps H.264 + AAC clip is pushed into N hub streams as fast as the loop
@@ -14,12 +15,19 @@ Two runs per stream count, in this process:
 - Latency: N streams in real time for --seconds; for every segment, the time from its
   close to its object being stored (p50 / p99), on the chosen object store (s3: a
   SeaweedFS started here, as the tests do).
+
+Segments are --segment-s long (the recorder's default, 4 s, unless given; the clip has a
+1 s GOP). Part of the cost is per segment (a file in the spool, a SHA-256, two PUTs: the
+segment and the manifest checkpoint), so 2 s segments cost more per stream-second. All N
+streams start together, so their segments close at the same moments: the worst case for
+the latency.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import statistics
 import tempfile
@@ -116,11 +124,12 @@ def make_store(kind: str, root: Path, s3_server: Any) -> ObjectStore:
 
 async def run_streams(n: int, tracks: tuple[Track, ...], packets: list[Packet],
                       realtime: bool, record: bool, store: ObjectStore, index: RecordingIndex,
-                      signer: Signer, spool: Path) -> tuple[float, list[Recording]]:
+                      signer: Signer, spool: Path, segment_s: float = RecorderOptions.segment_target_s
+                      ) -> tuple[float, list[Recording]]:
     """Publish into n streams (recorded or not); returns process CPU seconds used."""
     hub = Hub()
     recordings: list[Recording] = []
-    options = RecorderOptions(segment_target_s=2.0, spool_dir=spool)
+    options = RecorderOptions(segment_target_s=segment_s, spool_dir=spool)
     pubs = [hub.publish(f"s{i}", tracks, "bench") for i in range(n)]
     cpu = time.process_time()
     if record:
@@ -154,30 +163,34 @@ async def bench(args: argparse.Namespace, root: Path, s3_server: Any) -> None:
         await state.close()
         await redis.stop()
         raise
-    print(f"store: {args.store}; clip 640x360 25 fps H.264 + AAC, "
-          f"{sum(len(p.data) for p in one) * 8 / CLIP_S / 1000:.0f} kbit/s")
+    print(f"store: {args.store}; {args.segment_s:g} s segments; clip 640x360 25 fps H.264 "
+          f"+ AAC, {sum(len(p.data) for p in one) * 8 / CLIP_S / 1000:.0f} kbit/s; "
+          f"load average {load()} (other work on this machine shares its cores)")
     print(f"{'streams':>7} {'media s':>8} {'cpu ms/stream-s':>16} {'streams/core':>13} "
           f"{'durable p50 ms':>15} {'p99 ms':>8} {'segments':>9}")
     try:
         for n in args.streams:
             fast = looped(tracks, one, CLIP_S, max(1, args.cpu_seconds // CLIP_S))
             media_s = n * len(fast) and n * CLIP_S * max(1, args.cpu_seconds // CLIP_S)
-            base, _ = await run_streams(n, tracks, fast, False, False, store, index, signer,
-                                        root / "spool")
-            used, _ = await run_streams(n, tracks, fast, False, True, store, index, signer,
-                                        root / "spool")
+            common = (store, index, signer, root / "spool", args.segment_s)
+            base, _ = await run_streams(n, tracks, fast, False, False, *common)
+            used, _ = await run_streams(n, tracks, fast, False, True, *common)
             per = max(0.0, used - base) / media_s
             live = looped(tracks, one, CLIP_S, max(1, args.seconds // CLIP_S))
-            _, recs = await run_streams(n, tracks, live, True, True, store, index, signer,
-                                        root / "spool")
+            _, recs = await run_streams(n, tracks, live, True, True, *common)
             lat = [x for r in recs for x in r.upload_latencies]
             print(f"{n:>7} {media_s:>8} {per * 1000:>16.3f} {1 / per if per else 0:>13.0f} "
                   f"{statistics.median(lat) * 1000:>15.1f} {pct(lat, 0.99) * 1000:>8.1f} "
                   f"{len(lat):>9}")
+        print(f"load average at the end {load()}")
     finally:
         await store.close()
         await state.close()
         await redis.stop()
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -190,6 +203,8 @@ def main() -> None:
                         help="media seconds per stream in the CPU run")
     parser.add_argument("--store", choices=["null", "disk", "s3"], default="disk",
                         help="null: the recorder's own CPU, no store client")
+    parser.add_argument("--segment-s", type=float, default=RecorderOptions.segment_target_s,
+                        help="segment target (the recorder's default unless given)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="courtcast-bench-") as tmp:
         root = Path(tmp)
