@@ -23,9 +23,10 @@ costly part of spooling (about 0.4 ms of CPU per file created on this VM's ext4)
 than writing a segment's bytes. A journal line per event instead of an index and a
 metadata file per segment, and an uploaded segment's file renamed to `spare-<n>` and
 written over by a later segment (truncated to its length when it closes), make it no file
-created or deleted per segment in the steady state (there were three created and three
-deleted). Past JOURNAL_COMPACT_BYTES the journal is rewritten with only what is still
-pending, so a long trial's restart replays little.
+created or deleted per segment in the steady state (there were three created and
+deleted, and a fourth when a closing segment was written again). Past
+JOURNAL_COMPACT_BYTES the journal is rewritten with only what is still pending, so a long
+trial's restart replays little.
 """
 
 from __future__ import annotations
