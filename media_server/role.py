@@ -182,13 +182,12 @@ class MediaServerRole:
         how the cameras this node pulls are doing."""
         node = self.config.node.name
         while True:
-            for stream in self.hub.streams():
-                # pulled streams too while down: their state (failed: why) is the news
-                if stream.live or stream.id in self.pulls:
-                    info = {**stream_stats(stream), "node": node, "at": time.time()}
-                    with contextlib.suppress(Exception):  # Redis down: health says so
-                        await self.storage.state.touch_presence(LIVE_KIND, stream.id,
-                                                                LIVE_TTL_S, info)
+            now = time.time()
+            # pulled streams too while down: their state (failed: why) is the news
+            infos = {stream.id: {**stream_stats(stream), "node": node, "at": now}
+                     for stream in self.hub.streams() if stream.live or stream.id in self.pulls}
+            with contextlib.suppress(Exception):  # Redis down: health says so
+                await self.storage.state.touch_presences(LIVE_KIND, LIVE_TTL_S, infos)
             self.hub.drop_idle(keep=self.pulls.keys())
             await asyncio.sleep(1.0)
 

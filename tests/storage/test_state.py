@@ -147,6 +147,15 @@ async def test_presence_expires_and_prunes(store: StateStore) -> None:
     assert await store.present("agent") == {}
 
 
+async def test_many_presences_in_one_call(store: StateStore) -> None:
+    await store.touch_presences("live", 0.3, {"s1": {"fps": 25}, "s2": {"fps": 30}})
+    await store.touch_presences("live", 30, {})  # nothing to say is not an error
+    assert await store.present("live") == {"s1": {"fps": 25}, "s2": {"fps": 30}}
+    await store.touch_presences("live", 30, {"s2": {"fps": 29}})
+    await asyncio.sleep(0.45)
+    assert await store.present("live") == {"s2": {"fps": 29}}
+
+
 # -- pub/sub -------------------------------------------------------------------------
 
 
