@@ -146,13 +146,13 @@ class RecorderRole:
                 if key not in wanted or self._due_for_rotation(key, recording):
                     self._close_later(self.active.pop(key))
             for key, w in wanted.items():
-                recording = self.active.get(key)
-                if recording is None:
-                    recording = self.active[key] = await self._start(w)
+                found = self.active.get(key)
+                if found is None:
+                    found = self.active[key] = await self._start(w)
                 if w.session is not None and w.session.state == "recess":
-                    recording.pause(w.session.reason)
+                    found.pause(w.session.reason)
                 else:
-                    recording.resume()
+                    found.resume()
 
     async def _start(self, w: Wanted) -> Recording:
         now = time.time()
@@ -179,7 +179,7 @@ class RecorderRole:
     async def _retention_loop(self) -> None:
         from recorder.retention import apply_retention, disk_pressure_alert
 
-        days: dict[str, int] = dict(self.config.recorder.retention_days)
+        days = {str(k): v for k, v in self.config.recorder.retention_days.items()}
         while True:
             try:
                 await apply_retention(self.storage.objects, self.index, days)

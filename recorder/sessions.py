@@ -8,6 +8,7 @@ change is announced on the "sessions" channel so recorders act at once.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -97,7 +98,7 @@ class TrialSessions:
         sessions = [TrialSession.from_record(r) for r in records]
         return sorted(sessions, key=lambda s: s.opened_at, reverse=True)
 
-    async def active(self) -> list[TrialSession]:
+    async def active(self) -> builtins.list[TrialSession]:  # `list` is a method here
         return [s for s in await self.list() if s.active]
 
     async def recess(self, session_id: str, reason: str, who: str = "") -> TrialSession:

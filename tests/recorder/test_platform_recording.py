@@ -110,16 +110,16 @@ async def test_session_recorded_played_back_exported_and_verified(tmp_path: Path
         ok = await cli("recordings", "verify", rid, "--data-dir", data_dir)
         assert ok.returncode == 0 and ok.stdout.startswith("OK"), ok.stdout + ok.stderr
         first = manifest["segments"][0]["start"]
-        out = tmp_path / "clip.mp4"
+        clip = tmp_path / "clip.mp4"
         exported = await cli("recordings", "export", rid, "--data-dir", data_dir, "--from",
-                       str(first + 0.5), "--to", str(first + 3.0), "-o", str(out))
+                             str(first + 0.5), "--to", str(first + 3.0), "-o", str(clip))
         assert exported.returncode == 0, exported.stderr
         assert "100.0 %" in exported.stderr
-        info = ffprobe(out)
+        info = ffprobe(clip)
         seconds = float(info["format"]["duration"])
         assert abs(seconds - 2.5) <= 0.1, seconds  # cut at the keyframe before, shown from --from
-        statement = verify_export(load_public_pem(pem), out,
-                                  Path(str(out) + ".sig").read_bytes())
+        statement = verify_export(load_public_pem(pem), clip,
+                                  Path(str(clip) + ".sig").read_bytes())
         assert statement["recording_id"] == rid
         state = node.roles[0].state  # type: ignore[attr-defined]
         audit = [e for _, e in await state.read_events("audit")]
