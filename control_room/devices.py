@@ -165,7 +165,9 @@ class DeviceRegistry:
             raise ValueError("court and room must be non-empty, without ':' or '/'")
         StreamClass(stream_class)  # ValueError names a wrong class
         await self._ensure_place(court, room)
-        token = secrets.token_urlsafe(24)
+        # the prefix names what it is, and a token never starts with '-' (argparse would
+        # take `--token -x...` for an option)
+        token = "enrol-" + secrets.token_urlsafe(24)
         now = time.time()
         await self._state.put_record(TOKEN_KIND, digest(token), {
             "court": court, "room": room, "stream_class": stream_class,

@@ -83,6 +83,7 @@ async def test_unknown_and_expired_tokens_are_refused_clearly(platform: Platform
 async def test_concurrent_enrolments_with_one_token_one_wins(platform: Platform) -> None:
     registry: DeviceRegistry = control(platform).devices
     token = await registry.make_enrol_token("C", "R")
+    assert token.startswith("enrol-"), "never '-' first: `--token -x` would be an option"
     answers = await asyncio.gather(*(post_enroll(platform, token) for _ in range(8)))
     codes = sorted(a.status_code for a in answers)
     assert codes == [200] + [409] * 7, codes
