@@ -201,7 +201,7 @@ def load_config(
 
     overrides use dotted keys ("http.port": 9000). Raises ConfigError with one line.
     """
-    data = _read_yaml(path) if path is not None else {}
+    data = read_yaml(path) if path is not None else {}
     env_keys = _apply_env(data, os.environ if environ is None else environ)
     for dotted, value in (overrides or {}).items():
         _set_path(data, dotted.split("."), value)
@@ -211,24 +211,25 @@ def load_config(
         raise ConfigError(_describe(exc, path, env_keys)) from None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML mapping from a file; ConfigError naming `what`, the file (and line) otherwise."""
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path}: not found") from None
+        raise ConfigError(f"{what} {path}: not found") from None
     except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
+        raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"config file {path}{where}: {problem}") from None
+        raise ConfigError(f"{what} {path}{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: the top level must be a mapping of sections")
+        raise ConfigError(f"{what} {path}: the top level must be a mapping of sections")
     return data
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from courtcast.config import ConfigError, _describe
+from courtcast.config import ConfigError, _describe, read_yaml
 from device_agents.protocol import SourceKind
 
 
@@ -63,21 +63,7 @@ class AgentConfig(_Model):
 
 def load_agent_config(path: Path) -> AgentConfig:
     """Read and validate; ConfigError (one line) on any problem."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"agent config {path}: not found") from None
-    except OSError as exc:
-        raise ConfigError(f"agent config {path}: cannot be read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"agent config {path}{where}: not valid YAML") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"agent config {path}: the top level must be a mapping")
-    return parse_agent_config(data, path)
+    return parse_agent_config(read_yaml(path, "agent config"), path)
 
 
 def parse_agent_config(data: dict[str, Any], path: Path | None = None) -> AgentConfig:
