@@ -42,6 +42,10 @@ setup_test() {
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
     gstreamer1.0-plugins-ugly gstreamer1.0-libav
   command -v npm >/dev/null || apt_install nodejs npm  # fetches hls.js for the player tests
+  # ipycam: a real ONVIF PTZ camera (tests/fixtures/onvif_camera.py). --no-deps: it requires
+  # opencv-python (GUI build, needs libGL); the test extra has opencv-python-headless instead.
+  .venv/bin/python -c 'import importlib.metadata as m; assert m.version("ipycam") == "1.3.0"' \
+    2>/dev/null || .venv/bin/pip install -q --no-deps ipycam==1.3.0
 }
 
 setup_bench() {
