@@ -38,6 +38,7 @@ BACKFILL_SEGMENT_PATH = "/api/v1/backfill/{recording_id}/segments"  # PUT body: 
 WS_CLOSE_REFUSED = 4403  # revoked, disabled or unknown device: do not retry at once
 
 SourceKind = Literal["rtsp", "file", "test", "v4l2"]
+SourceState = Literal["up", "down", "starting", "stopped"]
 CommandName = Literal["start", "stop", "switch", "snapshot", "restart", "reload", "ptz"]
 
 
@@ -95,7 +96,7 @@ class EnrolResponse(_Model):
 
 class SourceHealth(_Model):
     name: str
-    state: Literal["up", "down", "starting", "stopped"]
+    state: SourceState
     reason: str = ""  # why down: "wrong credentials", "unreachable", "unsupported codec h263"
     publishing: bool = False
     active: Literal["main", "sub"] = "main"  # which stream feeds the main stream id

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import av
 import av.container
 
-from device_agents.protocol import SourceHealth
+from device_agents.protocol import SourceHealth, SourceState
 from media_server.demo import DemoCourtroom
 from media_server.hub import Hub, Stream
 from media_server.rtsp_pull import Backoff, RtspPull
@@ -125,7 +125,7 @@ def classify(reason: str) -> str:
     return reason
 
 
-def feed_health(feed: Feed | None) -> tuple[str, str, int]:
+def feed_health(feed: Feed | None) -> tuple[SourceState, str, int]:
     """(state, reason, reconnects) of one feed, as SourceHealth states. A feed retrying
     after a failure is down, not starting, so the device record does not flicker."""
     if feed is None:

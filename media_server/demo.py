@@ -178,10 +178,10 @@ class DemoPicture:
 def tick_sound(seconds: float) -> np.ndarray:
     """Mono float samples: a short beep at every whole second, a higher one each minute
     start in loop time (the loop starts on a whole second)."""
-    samples = np.zeros(int(round(seconds * AUDIO_RATE)), np.float32)
+    samples = np.zeros(round(seconds * AUDIO_RATE), np.float32)
     beep = int(0.05 * AUDIO_RATE)
     t = np.arange(beep) / AUDIO_RATE
-    for second in range(int(math.ceil(seconds))):
+    for second in range(math.ceil(seconds)):
         start = second * AUDIO_RATE
         pitch = 1760.0 if second % 60 == 0 else 880.0
         chunk = samples[start:start + beep]
@@ -316,7 +316,7 @@ class DemoCourtroom:
             log.error("demo courtroom %s: encoding failed: %s", self.stream_id, exc)
             loop.call_soon_threadsafe(_fail, ready, exc)
 
-    def _encode_loop(self, on_first: Callable[[], None]) -> None:
+    def _encode_loop(self, on_first: Callable[[], object]) -> None:
         picture = DemoPicture(self.title, self.width, self.height)
         video, audio = self._video_encoder(), self._audio_encoder()
         self._loop.audio_config = bytes(audio.extradata or b"")
