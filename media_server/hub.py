@@ -366,6 +366,9 @@ class Hub:
     def __init__(self, stale_publisher_s: float = STALE_PUBLISHER_S) -> None:
         self._streams: dict[str, Stream] = {}
         self.stale_publisher_s = stale_publisher_s
+        # called with the stream id when a publication starts (the recorder starts
+        # recordings of streams that are recorded while live, before the GOP rolls over)
+        self.on_publish: list[Callable[[str], None]] = []
 
     def find(self, stream_id: str) -> Stream | None:
         return self._streams.get(stream_id)
@@ -407,6 +410,8 @@ class Hub:
             old.evict(f"taken over by {source}")
         publication = Publication(stream, source, on_evict, on_keyframe_request)
         stream.start(publication, tracks)
+        for callback in list(self.on_publish):
+            callback(stream_id)
         return publication
 
     def subscribe(self, stream_id: str, name: str,

@@ -5,6 +5,7 @@ What is recorded (reconciled on every session or stream change, and every few se
 - every stream of the room of an open trial session (paused with a recess gap during a
   recess, closed and signed when the session closes);
 - every stream of class `security`, continuously;
+- every side of an arraignment room from the moment it is on air, session or not;
 - with recorder.record_all, every live stream of this node's hub, continuously.
 
 It needs the hub of the media server in the same process (DESIGN.md §9: recording a
@@ -94,12 +95,15 @@ class RecorderRole:
             return
         await self._resume_open()
         await self.reconcile()
+        self.hub.on_publish.append(self._on_publish)
         self._tasks.append(asyncio.create_task(self._loop(), name="recorder-reconcile"))
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         for channel in (SESSION_CHANGES, STREAM_CHANGES):
             self._tasks.append(asyncio.create_task(self._listen(channel), name=channel))
 
     async def stop(self) -> None:
+        if self.hub is not None and self._on_publish in self.hub.on_publish:
+            self.hub.on_publish.remove(self._on_publish)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -127,11 +131,17 @@ class RecorderRole:
                 w = Wanted(definition, session)
                 wanted[w.key] = w
         by_id = {d.id: d for d in definitions}
+        live = {s.id for s in self.hub.streams() if s.live} if self.hub is not None else set()
+        recorded = {sid for sid, sess in self.active if sess == CONTINUOUS}
         continuous = [d for d in definitions if d.enabled and d.stream_class ==
                       StreamClass.security]
+        # an arraignment side is recorded from the moment it is on air, session or not, and
+        # stays recorded (gaps while off air) as long as its room's streams exist
+        in_session = {sid for sid, _ in wanted}
+        continuous += [d for d in definitions if d.enabled and d.stream_class ==
+                       StreamClass.arraignment and d.id not in in_session
+                       and (d.id in live or d.id in recorded)]
         if self.config.recorder.record_all and self.hub is not None:
-            live = {s.id for s in self.hub.streams() if s.live}
-            recorded = {sid for sid, sess in self.active if sess == CONTINUOUS}
             continuous += [by_id.get(sid) or StreamDefinition(id=sid)
                            for sid in sorted(live | recorded)]
         for definition in continuous:
@@ -232,6 +242,9 @@ class RecorderRole:
                 await self.reconcile()
             except Exception:  # Redis away or a bad definition: the next round retries
                 log.exception("recorder: reconcile failed")
+
+    def _on_publish(self, stream_id: str) -> None:
+        self._changed.set()  # a stream recorded while live (arraignment, record-all) may start
 
     async def _listen(self, channel: str) -> None:
         async with self.storage.state.subscribe(channel) as changes:

@@ -197,3 +197,31 @@ async def test_private_recordings_need_a_signed_in_clerk(tmp_path: Path) -> None
             assert (await anon.get(f"/recordings/{record['id']}/verify")).status_code == 401
     finally:
         await node.stop()
+
+
+async def test_an_arraignment_side_is_recorded_from_going_on_air_without_a_session(
+        tmp_path: Path) -> None:
+    clip = make_clip(tmp_path, seconds=20, fps=FPS, gop=FPS)
+    node = await start_platform(tmp_path, **{"recorder.segment_target_s": 2.0})
+    port = media_role(node).rtmp_port
+    # the stream an arraignment room defines for a seat (here published over RTMP with
+    # a key rather than WHIP: the recorder does not care how it arrives)
+    key = await define(node, "arraignment-r9-court", stream_class="arraignment", room="r9")
+    assert not recorder_role(node).active, "nothing is recorded before it is on air"
+    publisher = asyncio.create_task(
+        push(clip, f"rtmp://127.0.0.1:{port}/live/arraignment-r9-court?key={key}"))
+    try:
+        await wait_live(node, "arraignment-r9-court")
+        on_air = media_role(node).hub.stream("arraignment-r9-court").publication.started
+        await asyncio.sleep(5)
+        recordings = recorder_role(node).active
+        assert list(recordings) == [("arraignment-r9-court", "")], recordings
+        manifest = await next(iter(recordings.values())).close()
+        assert manifest.stream_class == "arraignment" and not manifest.session
+        assert manifest.segments and manifest.duration >= 2.0, manifest.segments
+        # from its first keyframe on: the recording started as the publication did
+        assert abs(manifest.segments[0].start - on_air) < 0.5, (manifest.segments[0], on_air)
+    finally:
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
+        await node.stop()
