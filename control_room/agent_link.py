@@ -40,6 +40,8 @@ from device_agents.protocol import (
 from storage.state import StateStore
 
 log = logging.getLogger(__name__)
+
+WS_CLOSE_UNSUPPORTED = 1003  # RFC 6455: a type of data the endpoint cannot accept
 WS_CLOSE_REPLACED = 4409  # a newer connection of the same device took over
 
 
@@ -144,7 +146,14 @@ class AgentLink:
 
     async def _receive(self, ws: WebSocket, device: Device, lock: asyncio.Lock) -> None:
         while True:
-            text = await ws.receive_text()
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            text = message.get("text")
+            if text is None:  # a binary frame: the protocol is JSON text only
+                log.warning("device %s sent a binary frame; closing", device.id)
+                await ws.close(WS_CLOSE_UNSUPPORTED, "JSON text messages only")
+                return
             try:
                 msg = json.loads(text)
                 kind = msg.get("type") if isinstance(msg, dict) else None

@@ -183,3 +183,22 @@ async def test_stop_with_agents_connected_is_prompt(tmp_path: Path) -> None:
     assert code in (1001, 1012), code  # going away / service restart: the agent reconnects
     print(f"platform stop with an agent connected: {took:.2f} s (close code {code})")
     assert took < 4.0, took
+
+
+async def test_bad_messages_are_ignored_and_a_binary_frame_closes_only_that_socket(
+        platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]) -> None:
+    enrolled = await enrol(platform, admin)
+    agent = await connect_agent(platform, enrolled, agents)
+    assert agent.ws is not None
+    for bad in ("not json", "[1, 2]", "{}", '{"type": "reboot"}',
+                '{"type": "heartbeat", "sent_at": "yesterday"}',
+                '{"type": "command-result", "ok": "maybe"}', "x" * 100_000):
+        await agent.ws.send(bad)
+    ack = await agent.heartbeat()  # the same socket still works after each of them
+    assert ack.server_time > 0
+    await wait_state(admin, enrolled.device_id, "online")
+
+    other = await connect_agent(platform, await enrol(platform, admin, room="R2"), agents)
+    await agent.ws.send(b"\x00\x01binary")
+    assert await agent.closed() == (1003, "JSON text messages only")
+    assert (await other.heartbeat()).server_time > 0, "other agents are not disturbed"
