@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from courtcast.config import ConfigError
 from device_agents.onvif import goto_preset
 from device_agents.protocol import Command, CommandResult
 from device_agents.snapshot import SnapshotError, snapshot
@@ -80,7 +81,10 @@ async def _restart(agent: Agent, command: Command) -> dict[str, Any]:
 
 
 async def _reload(agent: Agent, command: Command) -> dict[str, Any]:
-    changed = await agent.reload()
+    try:
+        changed = await agent.reload()
+    except ConfigError as exc:  # a broken file: nothing was changed, say what is wrong
+        raise CommandError(str(exc)) from None
     return {"restarted": changed}
 
 
@@ -109,5 +113,8 @@ async def run_command(agent: Agent, command: Command) -> CommandResult:
         data = await handler(agent, command)
     except CommandError as exc:
         return CommandResult(id=command.id, ok=False, error=str(exc))
+    except Exception as exc:  # a bug must still be answered, not leave the caller waiting
+        log.exception("command %s (%s) failed", command.id, command.name)
+        return CommandResult(id=command.id, ok=False, error=f"agent error: {exc!r}")
     log.info("command %s (%s) done", command.id, command.name)
     return CommandResult(id=command.id, ok=True, data=data)
