@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -75,6 +77,14 @@ class Platform:
 
     def _add_process_routes(self) -> None:
         """Health and metrics: served by every process, whatever roles it runs."""
+
+        @self.app.exception_handler(RequestValidationError)
+        async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+            # FastAPI's own handler echoes the rejected input, and a body that is not UTF-8
+            # (e.g. binary sent as text/plain to a JSON route) made it answer 500
+            errors = jsonable_encoder(exc.errors(), custom_encoder={
+                bytes: lambda raw: raw.decode("utf-8", errors="replace")})
+            return JSONResponse({"detail": errors}, status_code=422)
 
         @self.app.get("/api/v1/health", tags=["process"])
         async def health() -> JSONResponse:
