@@ -117,6 +117,10 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
 
     @router.get("/recordings/{rid}/verify", tags=["recordings"])
     async def verify(rid: str, caller: Annotated[Caller | None, require(*STAFF)]) -> dict[str, Any]:
+        # a recording whose manifest is gone is a failed verification (evidence removed);
+        # an id nobody ever recorded is just not found
+        if await role.index.get(rid) is None and not await objects.list(object_prefix(rid)):
+            raise HTTPException(404, f"no recording {rid}")
         return (await verify_recording(objects, rid, role.signer.public)).to_dict()
 
     @router.get("/recordings/{rid}/index.m3u8", tags=["recordings"])

@@ -189,6 +189,7 @@ async def test_private_recordings_need_a_signed_in_clerk(tmp_path: Path) -> None
                 await asyncio.sleep(0.1)
             [record] = found["recordings"]
             assert (await clerk.get(f"/recordings/{record['id']}/index.m3u8")).status_code == 200
+            assert (await clerk.get("/recordings/no-such-rec/verify")).status_code == 404
         async with httpx.AsyncClient(base_url=base, timeout=30) as anon:
             assert (await anon.get("/recordings", params={"room": "r2"})).json() == {
                 "recordings": []}
