@@ -4,6 +4,11 @@ ChunkWriter/ChunkReader, AMF0, and the FLV tagging of media_server.rtmp.play).
 connect -> handshake -> connect command -> createStream -> publish; then FLV messages.
 A reader task watches what the server says: an error onStatus (a refused key) or EOF ends
 the session with a reason; a write that cannot drain in time means the link is dead.
+
+A line that goes silent (a blackhole: no reset, no refusal) is not seen by TCP for minutes
+while socket buffers (megabytes on each side) soak up the stream. So the client asks the
+server for an RTMP Acknowledgement every ACK_WINDOW bytes, and once the server has shown
+that it acknowledges, more than two windows unacknowledged for timeout_s ends the session.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from urllib.parse import urlsplit
 
 from media_server.rtmp import amf0
 from media_server.rtmp.chunk import (
+    ACKNOWLEDGEMENT,
     COMMAND_AMF0,
     SET_CHUNK_SIZE,
+    WINDOW_ACK_SIZE,
     ChunkReader,
     ChunkWriter,
     Message,
@@ -31,6 +38,8 @@ from media_server.rtmp.handshake import PACKET_SIZE, VERSION
 CSID_CONTROL, CSID_COMMAND, CSID_STREAM = 2, 3, 8
 CHUNK_SIZE = 4096  # fewer chunk headers for big frames
 READ_SIZE = 65536
+ACK_WINDOW = 32 * 1024  # an acknowledgement every ~1 s even from a quiet 0.2 Mbit/s camera
+HANDSHAKE_OUT = 1 + 2 * PACKET_SIZE  # C0, C1, C2: counted by the server, not by bytes_out
 
 
 class PublishRefused(Exception):
@@ -67,6 +76,8 @@ class RtmpPublishSession:
         self.closed_reason = ""
         self.msid = 0
         self.bytes_out = 0
+        self.acked = -1  # bytes the server says it has received; -1: it never said
+        self.acked_at = 0.0  # time.monotonic() of the last acknowledgement
         self.on_lost: Callable[[], None] | None = None
 
     # -- setting up --
@@ -106,6 +117,7 @@ class RtmpPublishSession:
         self._writer.write(s0s1s2[1:1 + PACKET_SIZE])  # C2 echoes S1
         self._control(SET_CHUNK_SIZE, struct.pack(">I", CHUNK_SIZE))
         self.chunks.chunk_size = CHUNK_SIZE
+        self._control(WINDOW_ACK_SIZE, struct.pack(">I", ACK_WINDOW))
 
     async def _publish(self) -> None:
         await self._call(1.0, "connect", {
@@ -154,9 +166,19 @@ class RtmpPublishSession:
         writer is not paused there: a drain() would return at once)."""
         if self._writer is None or self.closed_reason:
             return False
+        if self._silent():
+            self._lost(f"the server acknowledged nothing for {self.timeout_s:g} s "
+                       "(the line is silent)")
+            return False
         transport = self._writer.transport
         low_water = transport.get_write_buffer_limits()[0]
         return transport.get_write_buffer_size() <= low_water and not transport.is_closing()
+
+    def _silent(self) -> bool:
+        if self.acked < 0:
+            return False  # a server that does not acknowledge: only write timeouts apply
+        unacked = (self.bytes_out + HANDSHAKE_OUT - self.acked) & 0xFFFFFFFF
+        return unacked > 2 * ACK_WINDOW and time.monotonic() - self.acked_at > self.timeout_s
 
     async def _flush(self) -> None:
         assert self._writer is not None
@@ -170,6 +192,8 @@ class RtmpPublishSession:
         assert self._writer is not None
         if self.writable():
             return  # drain() would not wait: skip the timer it costs per call
+        if self.closed_reason:  # writable() found the line silent
+            raise LinkDown(self.closed_reason)
         try:
             async with asyncio.timeout(timeout_s):
                 await self._writer.drain()
@@ -204,6 +228,10 @@ class RtmpPublishSession:
             self.on_lost()
 
     def _on_message(self, msg: Message) -> None:
+        if msg.type_id == ACKNOWLEDGEMENT and len(msg.payload) >= 4:
+            self.acked = struct.unpack_from(">I", msg.payload)[0]
+            self.acked_at = time.monotonic()
+            return
         if msg.type_id != COMMAND_AMF0:
             return  # window sizes, bandwidth, acks: nothing a publisher must act on
         values = amf0.decode(msg.payload)
