@@ -252,6 +252,8 @@ class Stream:
         self.tracks: tuple[Track, ...] = ()
         self.epoch = 0
         self.publication: Publication | None = None
+        # replaced, never changed in place: push() iterates it with no copy per packet while
+        # a subscriber may leave (or join) during the offer
         self.subscribers: list[Subscription] = []
         self.stats = StreamStats()
         self.source = SourceState()
@@ -293,7 +295,7 @@ class Stream:
         self._timescales = tuple(t.timescale for t in tracks)
         self._gop, self._gop_bytes = [], 0
         marker = StreamStart(tracks, self.epoch)
-        for sub in list(self.subscribers):
+        for sub in self.subscribers:
             sub.offer(marker)
         self._notify()
 
@@ -303,7 +305,7 @@ class Stream:
             return  # a packet for a track that was never announced
         self.stats.count(packet, is_video, self._timescales[packet.track])
         self._cache(packet, is_video)
-        for sub in tuple(self.subscribers):  # a subscriber may leave while offered
+        for sub in self.subscribers:
             sub.offer(packet)
 
     def _cache(self, packet: Packet, is_video: bool) -> None:
@@ -330,7 +332,7 @@ class Stream:
         self._gop, self._gop_bytes = [], 0
         self.stats.reset_rates()
         marker = StreamEnd(reason)
-        for sub in list(self.subscribers):
+        for sub in self.subscribers:
             sub.offer(marker)
         self._notify()
 
@@ -346,13 +348,13 @@ class Stream:
             sub.offer(StreamStart(self.tracks, self.epoch))
             for packet in self._gop:
                 sub.offer(packet)
-        self.subscribers.append(sub)
+        self.subscribers = [*self.subscribers, sub]
         self._notify()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self.subscribers:
-            self.subscribers.remove(sub)
+            self.subscribers = [s for s in self.subscribers if s is not sub]
             self._notify()
 
     def _notify(self) -> None:
