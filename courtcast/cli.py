@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import json
 import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +198,16 @@ def config_from(args: argparse.Namespace) -> Config:
 def cmd_up(args: argparse.Namespace) -> int:
     config = config_from(args)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_run_platform(config, tuple(args.roles)))
+    return run_fast(_run_platform(config, tuple(args.roles)))
+
+
+def run_fast(main: Coroutine[Any, Any, int]) -> int:
+    """Run a server on uvloop: its loop, transports and socket reads are C, which the
+    per-packet and per-request work of the media path pays for at every event."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def _run_platform(config: Config, roles: tuple[str, ...]) -> int:
@@ -216,6 +226,9 @@ async def _run_platform(config: Config, roles: tuple[str, ...]) -> int:
             raise ConfigError(str(exc)) from None
         raise
     print_welcome(platform)
+    # the start-up heap (modules, the app and its routes, pydantic models) lives as long as
+    # the process: keep it out of the collections the media path's garbage triggers
+    gc.freeze()
     await stop.wait()
     logging.getLogger("courtcast").info("stopping")
     await platform.stop()
