@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from courtcast.config import Config, ConfigError
+from courtcast.http_front import FrontDoor
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,13 @@ class Platform:
         await self._start_http()
 
     async def _start_http(self) -> None:
-        cfg = uvicorn.Config(self.app, log_level="warning", lifespan="off",
+        # httptools: uvicorn's C parser; h11 costs several times more per request, and an
+        # LL-HLS viewer makes about four a second
+        front = FrontDoor(self.app)
+        for role in self.roles:
+            for prefix, hot in getattr(role, "hot_paths", {}).items():
+                front.add(prefix, hot)
+        cfg = uvicorn.Config(front, log_level="warning", lifespan="off", http="httptools",
                              access_log=False, timeout_graceful_shutdown=1)
         self._http = uvicorn.Server(cfg)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[self._http_sock]))

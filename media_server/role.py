@@ -50,6 +50,8 @@ class MediaServerRole:
         self.pulls: dict[str, Any] = {}
         self.demos: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
+        # path prefix -> ASGI hot path the process serves before the app (http_front.py)
+        self.hot_paths: dict[str, Any] = {}
         self._rtmp_sock = rtmp_sock  # bound by the platform before anything started
 
     @property
@@ -210,11 +212,13 @@ class MediaServerRole:
             raise HTTPException(exc.status if exc.status != 403 else 401, str(exc)) from None
 
     def _mount_hls(self) -> None:
-        from media_server.hls.http import make_hls_router
+        from media_server.hls.http import LiveFastPath, make_hls_router
         from media_server.hls.output import HlsOptions, HlsOutputs
 
         self.hls = HlsOutputs(self.hub, HlsOptions(**self.config.hls.model_dump()))
         self.app.include_router(make_hls_router(self.hls, self.authorize_play))
+        # the same routes for the process's front door, ahead of the app's middleware
+        self.hot_paths["/live/"] = LiveFastPath(self.hls, self.authorize_play)
 
     async def audit(self, action: str, who: str, details: dict[str, Any]) -> None:
         """One line of the audit trail (DESIGN.md §7); the recorder's writer, one format."""

@@ -14,12 +14,13 @@ that /live is not in the OpenAPI document.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from media_server.hls.output import HlsOutput, HlsOutputs
@@ -60,6 +61,52 @@ def _headers(cache_control: str, media_type: str) -> Headers:
 def make_hls_router(outputs: HlsOutputs, authorize: Authorize) -> APIRouter:
     """GET /live/{stream_id}/index.m3u8, init-{n}.mp4, seg-{msn}.m4s, part-{msn}.{i}.m4s."""
     router = APIRouter(tags=["live"])
+    for path, handle in _handlers(outputs, authorize):
+        # any method: the endpoint answers 405 itself (Starlette would allow HEAD)
+        router.routes.append(Route(path, _Endpoint(handle)))
+    return router
+
+
+class LiveFastPath:
+    """The same four routes, served ahead of the app's middleware and router.
+
+    An LL-HLS viewer makes about four requests a second, and the FastAPI/Starlette stack
+    in front of a route (six middleware layers, then routing over every API route) cost
+    more than the route itself. Called first by the front door (courtcast/http_front.py):
+    it answers a request it matches, errors included, and returns False for anything
+    else, which the app then serves as before (e.g. a 404 for an unknown /live path).
+    """
+
+    def __init__(self, outputs: HlsOutputs, authorize: Authorize) -> None:
+        self._routes = [Route(path, _Endpoint(handle))
+                        for path, handle in _handlers(outputs, authorize)]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        for route in self._routes:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child)
+                try:
+                    await route.app(scope, receive, send)
+                except HTTPException as exc:  # as FastAPI's handler answers it
+                    await _send_error(send, exc)
+                return True
+        return False
+
+
+async def _send_error(send: Send, exc: HTTPException) -> None:
+    body = json.dumps({"detail": exc.detail}, ensure_ascii=False,
+                      separators=(",", ":")).encode()
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+               for k, v in (exc.headers or {}).items()]
+    headers += [(b"content-length", str(len(body)).encode()),
+                (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _handlers(outputs: HlsOutputs, authorize: Authorize) -> list[tuple[str, Handler]]:
+    """(path, handler) of the four routes."""
     options = outputs.options
     media_cache = f"max-age={options.max_age_s}"
     playlist_headers = _headers("no-cache", PLAYLIST_TYPE)
@@ -124,13 +171,10 @@ def make_hls_router(outputs: HlsOutputs, authorize: Authorize) -> APIRouter:
             raise HTTPException(404, f"part {msn}.{index} is not in the live window")
         return found.data, segment_headers
 
-    for path, handle in (("/live/{stream_id}/index.m3u8", media_playlist),
-                         ("/live/{stream_id}/init-{init_id:int}.mp4", init_segment),
-                         ("/live/{stream_id}/seg-{msn:int}.m4s", segment),
-                         ("/live/{stream_id}/part-{msn:int}.{index:int}.m4s", part)):
-        # any method: the endpoint answers 405 itself (Starlette would allow HEAD)
-        router.routes.append(Route(path, _Endpoint(handle)))
-    return router
+    return [("/live/{stream_id}/index.m3u8", media_playlist),
+            ("/live/{stream_id}/init-{init_id:int}.mp4", init_segment),
+            ("/live/{stream_id}/seg-{msn:int}.m4s", segment),
+            ("/live/{stream_id}/part-{msn:int}.{index:int}.m4s", part)]
 
 
 def blocking_request(request: Request) -> tuple[int | None, int | None]:

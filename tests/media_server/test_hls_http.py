@@ -20,7 +20,8 @@ import pytest
 import uvicorn
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 
-from media_server.hls.http import make_hls_router
+from courtcast.http_front import FrontDoor
+from media_server.hls.http import LiveFastPath, make_hls_router
 from media_server.hls.output import HlsOptions, HlsOutputs
 from media_server.hub import Hub
 from tests.mediafiles import load_clip, looped, make_clip, publish
@@ -32,7 +33,10 @@ FPS = 25
 
 class LiveServer:
     """A hub, HLS outputs and uvicorn on a free loopback port, on their own event loop in a
-    thread; publishers loop a clip in real time. Tests talk to it over HTTP."""
+    thread; publishers loop a clip in real time. Tests talk to it over HTTP.
+
+    `url` is served as the platform serves it: the front door with the LL-HLS fast path
+    ahead of the app. `app_url` serves the same app without it (the FastAPI routes)."""
 
     def __init__(self, clip: Path, options: HlsOptions, extra: APIRouter | None = None) -> None:
         self.options = options
@@ -47,14 +51,23 @@ class LiveServer:
         app.include_router(make_hls_router(self.outputs, self._authorize))
         if extra is not None:
             app.include_router(extra)
+        front = FrontDoor(app)
+        front.add("/live/", LiveFastPath(self.outputs, self._authorize))
+        self._servers: list[tuple[uvicorn.Server, Future[None]]] = []
+        self.url = self._serve(front)
+        self.app_url = self._serve(app)
+        self._publishers: list[Future[Any]] = []
+
+    def _serve(self, app: Any) -> str:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self._serving = asyncio.run_coroutine_threadsafe(self._server.serve([sock]), self.loop)
-        while not self._server.started:
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                               http="httptools"))
+        serving = asyncio.run_coroutine_threadsafe(server.serve([sock]), self.loop)
+        while not server.started:
             time.sleep(0.02)
-        self._publishers: list[Future[Any]] = []
+        self._servers.append((server, serving))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
     async def _make_hub(self) -> Hub:
         return Hub()
@@ -86,8 +99,9 @@ class LiveServer:
         for pub in self._publishers:
             pub.cancel()
         self.run(self.outputs.close())
-        self._server.should_exit = True
-        self._serving.result(timeout=10)
+        for server, serving in self._servers:
+            server.should_exit = True
+            serving.result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
 
@@ -235,3 +249,38 @@ def test_only_get_is_allowed(live: LiveServer) -> None:
         assert r.status_code == 405 and r.headers["allow"] == "GET", method
     r = httpx.get(f"{live.url}/live/court-1/other.txt", timeout=10)
     assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
+
+
+def test_the_fast_path_answers_as_the_app_routes_do(live: LiveServer) -> None:
+    """Statuses, headers and bodies of the front door's fast path equal the FastAPI
+    routes', for good, bad, private, blocking and unknown requests and other methods."""
+    text = live.wait_ready("court-1")
+    last = int(re.findall(r"^seg-(\d+)\.m4s$", text, re.M)[-1])
+    init = re.search(r'#EXT-X-MAP:URI="(init-\d+\.mp4)"', text)[1]  # type: ignore[index]
+    paths = ["court-1/index.m3u8", f"court-1/{init}", f"court-1/seg-{last}.m4s",
+             f"court-1/part-{last}.0.m4s", f"court-1/index.m3u8?_HLS_msn={last}",
+             f"court-1/index.m3u8?_HLS_msn={last}&_HLS_part=0&x=1",
+             "court-1/index.m3u8?_HLS_msn=abc", "court-1/index.m3u8?_HLS_part=1",
+             f"court-1/index.m3u8?_HLS_msn={last + 10}", "court-1/seg-1.m4s",
+             "court-1/init-1.mp4", "court-1/part-1.0.m4s", "court-1/other.txt",
+             "court-1/seg-x.m4s", "nobody/index.m3u8", "private-1/index.m3u8",
+             "private-1/index.m3u8?token=bad", "court-1/", "court-1"]
+    compared = 0
+    with httpx.Client(timeout=10) as fast, httpx.Client(timeout=10) as plain:
+        for path in paths:
+            for method in ("GET", "HEAD", "POST", "OPTIONS"):
+                a = fast.request(method, f"{live.url}/live/{path}")
+                b = plain.request(method, f"{live.app_url}/live/{path}")
+                assert a.status_code == b.status_code, (method, path)
+                assert _comparable(a.headers) == _comparable(b.headers), (method, path)
+                if a.status_code != 200:  # media bodies differ only by moment
+                    assert a.content == b.content, (method, path)
+                compared += 1
+    assert compared == len(paths) * 4
+
+
+def _comparable(headers: httpx.Headers) -> list[tuple[str, str]]:
+    """Headers in order, without the date and the lengths of bodies that change live."""
+    live_body = headers.get("content-type", "").startswith(("video/", "application/vnd"))
+    return [(k, v) for k, v in headers.multi_items()
+            if k != "date" and not (live_body and k == "content-length")]
