@@ -15,11 +15,11 @@ from collections import deque
 from dataclasses import dataclass
 
 from device_agents.ring import Ring
-from device_agents.tap import Tap, tap
 from media_server.fmp4 import init_segment
 from media_server.hls.segmenter import Segment, Segmenter
 from media_server.hub import Hub
 from media_server.media import Item
+from media_server.tap import Tap, tap
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from device_agents.tap import Tap, tap
 from media_server.hub import Hub, Publication, StreamBusy
 from media_server.media import Item, Packet, StreamEnd, StreamStart
+from media_server.tap import Tap, tap
 
 log = logging.getLogger(__name__)
 

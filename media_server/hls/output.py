@@ -1,8 +1,8 @@
 """LL-HLS outputs: one per watched stream, made on the first request, dropped when idle.
 
-An output subscribes to the hub, runs the segmenter on the event loop (a few microseconds
-per packet, no thread needed) and keeps the window of parts and segments in memory. Nobody
-watching means no output: nothing subscribes, nothing is muxed.
+An output taps the hub: the segmenter runs inside the publisher's push (a few microseconds
+per packet, no thread, no task wake-up per packet) and keeps the window of parts and
+segments in memory. Nobody watching means no output: nothing subscribes, nothing is muxed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 from media_server.hls import playlist
 from media_server.hls.segmenter import Segmenter
-from media_server.hub import DEFAULT_QUEUE_PACKETS, Hub, Subscription
+from media_server.hub import Hub
+from media_server.media import Item
+from media_server.tap import tap
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,6 @@ class HlsOptions:
     first_segment_wait_s: float = 4.0  # a first playlist request waits this long for video
     max_age_s: int = 60  # Cache-Control of init, parts and segments (their names never repeat)
     prft: bool = True  # wall-clock (prft box) at the start of each segment
-    queue_packets: int = DEFAULT_QUEUE_PACKETS
 
     @property
     def block_timeout_s(self) -> float:
@@ -55,24 +56,15 @@ class HlsOutput:
         self.last_request = time.monotonic()
         self._changed = asyncio.Event()
         self._rendered: tuple[int, str, str, bytes] | None = None  # version, query, text
-        self._sub: Subscription = hub.subscribe(stream_id, "hls", options.queue_packets)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"hls {stream_id}")
+        self._tap = tap(hub.stream(stream_id), "hls", self._feed)
 
-    async def _run(self) -> None:
-        sub = self._sub
-        while True:
-            try:
-                item = await sub.get()
-            except EOFError:
-                return
-            try:
-                self.segmenter.feed(item)
-                while (more := sub.get_nowait()) is not None:
-                    self.segmenter.feed(more)
-            except Exception:  # a bug must not kill the output: start a new run after it
-                log.exception("hls %s: segmenter failed; starting over at the next keyframe",
-                              self.stream_id)
-                self.segmenter.end_run()
+    def _feed(self, item: Item) -> None:
+        try:
+            self.segmenter.feed(item)
+        except Exception:  # a bug must not kill the output: start a new run after it
+            log.exception("hls %s: segmenter failed; starting over at the next keyframe",
+                          self.stream_id)
+            self.segmenter.end_run()
 
     def _on_change(self) -> None:
         self._changed.set()
@@ -124,13 +116,10 @@ class HlsOutput:
 
     @property
     def closed(self) -> bool:
-        return self._task.done()
+        return self._tap.closed
 
     async def close(self) -> None:
-        self._sub.close()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._tap.close()
 
 
 class HlsOutputs:

@@ -131,7 +131,7 @@ def test_playlist_headers_and_media(live: LiveServer) -> None:
     assert r.headers["content-type"] == "application/vnd.apple.mpegurl"
     assert r.headers["cache-control"] == "no-cache"
     init = re.search(r'#EXT-X-MAP:URI="(init-\d+\.mp4)"', r.text)[1]  # type: ignore[index]
-    seg = re.findall(r"^(seg-\d+\.m4s)$", r.text, re.M)[-1]
+    seg = re.findall(r"^(seg-\d+\.m4s)$", r.text, re.MULTILINE)[-1]
     part = re.findall(r'URI="(part-\d+\.\d+\.m4s)"', r.text)[-1]
     for name, ctype in ((init, "video/mp4"), (seg, "video/iso.segment"),
                         (part, "video/iso.segment")):
@@ -194,7 +194,7 @@ def test_the_hinted_part_blocks_until_it_exists(live: LiveServer) -> None:
 
 def test_error_statuses(live: LiveServer) -> None:
     text = live.wait_ready("court-1")
-    last = int(re.findall(r"^seg-(\d+)\.m4s$", text, re.M)[-1])
+    last = int(re.findall(r"^seg-(\d+)\.m4s$", text, re.MULTILINE)[-1])
     base = f"{live.url}/live"
     cases = {
         f"{base}/nobody/index.m3u8": 404,
@@ -229,10 +229,10 @@ def test_authorize_guards_every_route_and_the_token_reaches_child_uris(
         live: LiveServer) -> None:
     assert httpx.get(f"{live.url}/live/private-1/index.m3u8").status_code == 403
     text = live.wait_ready("private-1", "?token=ok")
-    uris = re.findall(r'URI="([^"]+)"', text) + re.findall(r"^(seg-.*)$", text, re.M)
+    uris = re.findall(r'URI="([^"]+)"', text) + re.findall(r"^(seg-.*)$", text, re.MULTILINE)
     assert uris and all(u.endswith("?token=ok") for u in uris)
     names = [re.search(r'#EXT-X-MAP:URI="([^"?]+)', text)[1],  # type: ignore[index]
-             re.findall(r"^(seg-[^?]+)", text, re.M)[-1],
+             re.findall(r"^(seg-[^?]+)", text, re.MULTILINE)[-1],
              re.findall(r'URI="(part-[^"?]+)', text)[-1]]
     live.calls.clear()
     for name in names:
@@ -255,7 +255,7 @@ def test_the_fast_path_answers_as_the_app_routes_do(live: LiveServer) -> None:
     """Statuses, headers and bodies of the front door's fast path equal the FastAPI
     routes', for good, bad, private, blocking and unknown requests and other methods."""
     text = live.wait_ready("court-1")
-    last = int(re.findall(r"^seg-(\d+)\.m4s$", text, re.M)[-1])
+    last = int(re.findall(r"^seg-(\d+)\.m4s$", text, re.MULTILINE)[-1])
     init = re.search(r'#EXT-X-MAP:URI="(init-\d+\.mp4)"', text)[1]  # type: ignore[index]
     paths = ["court-1/index.m3u8", f"court-1/{init}", f"court-1/seg-{last}.m4s",
              f"court-1/part-{last}.0.m4s", f"court-1/index.m3u8?_HLS_msn={last}",

@@ -1,9 +1,10 @@
 """Tap: a hub subscriber that handles each item at once, inside the publisher's push.
 
-The agent's own hops (selector, ring recorder) are plain, fast, non-blocking Python. Behind
-a queued Subscription each of them costs a task wake-up per packet (Event.set, a future,
-a loop turn); a tap costs one call. Nothing here may block or await: a tap runs on the
-pusher's stack. Outputs that must wait (the RTMP publisher on its uplink) keep a queue.
+For outputs that are plain, fast, non-blocking Python: the LL-HLS segmenter, the agent's
+selector and ring recorder. Behind a queued Subscription each of them costs a task wake-up
+per packet (Event.set, a future, a loop turn); a tap costs one call. Nothing here may block
+or await: a tap runs on the pusher's stack. Outputs that must wait on a network (RTMP play,
+WebRTC, the agent's uplink) keep a queue, which is what lets a slow one skip.
 
 It is a Subscription, so the hub lists and unsubscribes it like any other; its queue stays
 empty.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from device_agents.publisher import _Uplink
-from device_agents.tap import tap
 from media_server.hub import Hub
 from media_server.media import Item, Packet, StreamEnd, StreamStart, Track
+from media_server.tap import tap
 
 VIDEO = Track(0, "video", "h264", 90000, b"\x01avcC")
 
