@@ -493,7 +493,8 @@ def profile(server: Server, seconds: float, out: Path) -> None:
         return
     log(f"profiling courtcast (pid {server.proc.pid}) for {seconds:.0f} s with py-spy")
     subprocess.run([str(spy), "record", "--pid", str(server.proc.pid), "--duration",
-                    str(int(seconds)), "--rate", "200", "--format", "raw", "--nonblocking",
+                    str(int(seconds)), "--rate", "200", "--format", "raw",
+                    *(os.environ.get("PYSPY_ARGS") or "--nonblocking").split(),
                     "-o", str(out)], check=True, timeout=seconds + 60,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log(f"raw profile in {out}; summary: python bench/profile_summary.py {out}")

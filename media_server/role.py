@@ -197,9 +197,15 @@ class MediaServerRole:
 
     async def authorize_play(self, request: Request, stream_id: str) -> None:
         """The check every HTTP egress (LL-HLS, WHEP) makes before serving a byte."""
+        token = request.query_params.get("token")
         try:
-            caller = await self.resolve_caller(request)
-            await self.access.check_play(stream_id, request.query_params.get("token"), caller)
+            try:  # public, open mode or a play token: no session lookup (a Redis GET)
+                await self.access.check_play(stream_id, token)
+            except AccessDenied:
+                caller = await self.resolve_caller(request)
+                if caller is None:
+                    raise
+                await self.access.check_play(stream_id, token, caller)
         except AccessDenied as exc:
             raise HTTPException(exc.status, str(exc)) from None
 
