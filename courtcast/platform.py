@@ -138,12 +138,12 @@ class Platform:
         await self._start_http()
 
     async def _start_http(self) -> None:
-        # httptools: uvicorn's C parser; h11 costs several times more per request, and an
-        # LL-HLS viewer makes about four a second
         front = FrontDoor(self.app)
         for role in self.roles:
             for prefix, hot in getattr(role, "hot_paths", {}).items():
                 front.add(prefix, hot)
+        # httptools: uvicorn's C parser; h11 costs several times more per request, and an
+        # LL-HLS viewer makes about four a second
         cfg = uvicorn.Config(front, log_level="warning", lifespan="off", http="httptools",
                              access_log=False, timeout_graceful_shutdown=1)
         self._http = uvicorn.Server(cfg)

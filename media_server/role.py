@@ -50,8 +50,9 @@ class MediaServerRole:
         self.pulls: dict[str, Any] = {}
         self.demos: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
-        # path prefix -> ASGI hot path the process serves before the app (http_front.py)
-        self.hot_paths: dict[str, Any] = {}
+        # path prefix -> ASGI hot path the process serves before the app (http_front.py):
+        # called with (scope, receive, send), True when it answered
+        self.hot_paths: dict[str, Callable[..., Awaitable[bool]]] = {}
         self._rtmp_sock = rtmp_sock  # bound by the platform before anything started
 
     @property
