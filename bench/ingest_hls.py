@@ -607,8 +607,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup-timeout", type=float, default=40.0)
     p.add_argument("--browser", type=int, default=0,
                    help="at this N, also play s0 with hls.js in headless Chromium")
-    p.add_argument("--profile", type=int, default=0, help="py-spy courtcast at this N (env PYSPY_ARGS replaces "
-                   "--nonblocking, e.g. PYSPY_ARGS=--native)")
+    p.add_argument("--profile", type=int, default=0,
+                   help="py-spy courtcast at this N (env PYSPY_ARGS replaces --nonblocking, "
+                   "e.g. PYSPY_ARGS=--native)")
     p.add_argument("--profile-out", type=Path, default=Path("/tmp/ingest_hls_profile.txt"))
     p.add_argument("--courtcast", type=Path, default=COURTCAST,
                    help="the courtcast command to run (e.g. from another venv)")

@@ -106,7 +106,7 @@ async def _send_error(send: Send, exc: HTTPException) -> None:
 
 
 def _handlers(outputs: HlsOutputs, authorize: Authorize) -> list[tuple[str, Handler]]:
-    """(path, handler) of the four routes."""
+    """(path, handler) of the four routes, most requested first."""
     options = outputs.options
     media_cache = f"max-age={options.max_age_s}"
     playlist_headers = _headers("no-cache", PLAYLIST_TYPE)
@@ -171,10 +171,13 @@ def _handlers(outputs: HlsOutputs, authorize: Authorize) -> list[tuple[str, Hand
             raise HTTPException(404, f"part {msn}.{index} is not in the live window")
         return found.data, segment_headers
 
-    return [("/live/{stream_id}/index.m3u8", media_playlist),
-            ("/live/{stream_id}/init-{init_id:int}.mp4", init_segment),
+    # the paths are disjoint, so the order only decides how many patterns a request is
+    # tried against: the most frequent first (an LL-HLS player asks for parts and
+    # playlists; plain HLS players for segments; init once)
+    return [("/live/{stream_id}/part-{msn:int}.{index:int}.m4s", part),
+            ("/live/{stream_id}/index.m3u8", media_playlist),
             ("/live/{stream_id}/seg-{msn:int}.m4s", segment),
-            ("/live/{stream_id}/part-{msn:int}.{index:int}.m4s", part)]
+            ("/live/{stream_id}/init-{init_id:int}.mp4", init_segment)]
 
 
 def blocking_request(request: Request) -> tuple[int | None, int | None]:
