@@ -6,7 +6,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY courtcast ./courtcast
 COPY media_server ./media_server
 COPY recorder ./recorder
@@ -14,7 +14,10 @@ COPY control_room ./control_room
 COPY device_agents ./device_agents
 COPY storage ./storage
 COPY configs ./configs
-RUN pip install --no-cache-dir . \
+# gcc only while pip compiles the Cython modules (setup.py)
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && pip install --no-cache-dir . \
+ && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home /var/lib/courtcast courtcast \
  && mkdir -p /var/lib/courtcast && chown courtcast /var/lib/courtcast
 

@@ -212,7 +212,10 @@ def run_fast(main: Coroutine[Any, Any, int]) -> int:
 
 async def _run_platform(config: Config, roles: tuple[str, ...]) -> int:
     from courtcast.platform import Platform
+    from media_server import native
 
+    for problem in native.problems():  # runs correctly, but not the code or speed expected
+        logging.getLogger("courtcast").warning("%s", problem)
     platform = Platform(config, roles)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -33,6 +33,17 @@ setup_venv() {
     .venv/bin/pip install -q -e '.[test]'
     touch .venv/.installed
   fi
+  build_native
+}
+
+build_native() {
+  # the Cython-compiled modules (setup.py): rebuilt when a source is newer, else ~1 s
+  command -v gcc >/dev/null || apt_install gcc libc6-dev
+  .venv/bin/python -c 'import sysconfig, os; assert os.path.exists(os.path.join(
+    sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null || apt_install python3-dev
+  .venv/bin/python setup.py -q build_ext --inplace 2>&1 | grep -v BetaConfiguration || true
+  .venv/bin/python -c 'from media_server import native
+raise SystemExit("\n".join(native.problems()) or None)'
 }
 
 setup_test() {

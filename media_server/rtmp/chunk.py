@@ -5,6 +5,10 @@ control messages that change how the following bytes parse (Set Chunk Size, Abor
 and bounds what a hostile peer can make it hold (message size, chunk streams, bytes of
 unfinished messages). ChunkWriter: message -> bytes, choosing the smallest header.
 
+This is the hot path of every RTMP publisher (about 110 reads a second each), so setup.py
+compiles it with Cython, with the C types of chunk.pxd. It stays plain Python that runs
+the same uncompiled (tests/media_server/test_rtmp_chunk_native.py holds the two equal).
+
 Timestamps are 32-bit and wrap; the reader returns them as the peer meant them
 (modulo 2**32). A type 3 header starting a new message adds the timestamp field of the
 last type 0/1/2 header of that chunk stream, as ffmpeg, librtmp and SRS all do.
@@ -117,9 +121,10 @@ class ChunkReader:
         field = st.field
         length, type_id, stream_id, extended = st.length, st.type_id, st.stream_id, st.extended
         if fmt < 3:
-            field = int.from_bytes(data[pos:pos + 3], "big")
+            # shifts, not int.from_bytes of a slice: no object made, and C when compiled
+            field = data[pos] << 16 | data[pos + 1] << 8 | data[pos + 2]
             if fmt < 2:
-                length = int.from_bytes(data[pos + 3:pos + 6], "big")
+                length = data[pos + 3] << 16 | data[pos + 4] << 8 | data[pos + 5]
                 type_id = data[pos + 6]
                 if fmt == 0:
                     stream_id = int.from_bytes(data[pos + 7:pos + 11], "little")

@@ -1,0 +1,45 @@
+"""The modules setup.py compiles with Cython, and whether the compiled build is what runs.
+
+A compiled module shadows its .py (the import system prefers the extension), so an edit to
+the .py changes nothing until the build runs again. problems() says so, rather than letting
+old code run unnoticed; the tests refuse to start and `courtcast up` warns.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# each with its .pxd of C types beside it
+SOURCES = ("media_server/rtmp/chunk.py",)
+
+
+def built(source: Path) -> Path | None:
+    """The extension compiled from source, if there is one beside it."""
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = source.with_suffix(suffix)
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def problems() -> list[str]:
+    """One line per compiled module that is missing or older than its source; empty when
+    the build is current, or when this is an installed package rather than a checkout."""
+    if not (ROOT / "setup.py").exists():
+        return []
+    out = []
+    for rel in SOURCES:
+        source = ROOT / rel
+        ext = built(source)
+        if ext is None:
+            out.append(f"{rel} is not compiled: it runs as plain Python, slower "
+                       f"(scripts/setup.sh venv builds it)")
+            continue
+        pxd = source.with_suffix(".pxd")
+        newest = max(source.stat().st_mtime, pxd.stat().st_mtime if pxd.exists() else 0.0)
+        if ext.stat().st_mtime < newest:
+            out.append(f"{rel} changed after {ext.name} was built: the old build runs "
+                       f"(scripts/setup.sh venv rebuilds it)")
+    return out
