@@ -69,9 +69,11 @@ class PlayTokens:
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
 
 
-# LL-HLS players ask several times a second per stream; a definition is read from Redis at
-# most once per this many seconds per stream. A change (disable, private) applies within it.
-PLAY_CACHE_S = 1.0
+# LL-HLS players ask several times a second per stream, so the definitions egress checks
+# are cached. A change (disable, private) drops its entry at once: the registry publishes
+# it and the media server calls forget(). This bound is for a change published while
+# pub/sub was down (Redis restarting), which nobody hears: it applies within this time.
+PLAY_CACHE_S = 10.0
 
 
 class AccessPolicy:
@@ -80,17 +82,26 @@ class AccessPolicy:
         self.tokens = tokens
         self.open_mode = open_mode
         self._play_cache: dict[str, tuple[float, StreamDefinition | None]] = {}
+        self._forgotten = 0  # forget() calls so far
 
     async def _definition_for_play(self, stream_id: str) -> StreamDefinition | None:
         now = time.monotonic()
         cached = self._play_cache.get(stream_id)
         if cached is not None and now - cached[0] < PLAY_CACHE_S:
             return cached[1]
+        forgotten = self._forgotten
         definition = await self.registry.get(stream_id)
+        if self._forgotten != forgotten:  # changed while read: what was read may be older
+            return definition
         if len(self._play_cache) > 10_000:  # unknown ids asked by anyone must not grow it
             self._play_cache.clear()
         self._play_cache[stream_id] = (now, definition)
         return definition
+
+    def forget(self, stream_id: str) -> None:
+        """A definition changed: the next check reads it again."""
+        self._play_cache.pop(stream_id, None)
+        self._forgotten += 1
 
     async def check_publish(self, stream_id: str, key: str | None, peer: str) -> None:
         if not valid_stream_id(stream_id):

@@ -162,7 +162,8 @@ class MediaServerRole:
 
         async def listen() -> None:
             async with self.storage.state.subscribe(STREAM_CHANGES) as changes:
-                async for _ in changes:
+                async for change in changes:
+                    self.access.forget(str(change.get("id")))
                     changed.set()
 
         listener = asyncio.create_task(listen(), name="stream-changes")

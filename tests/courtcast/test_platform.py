@@ -14,6 +14,7 @@ import pytest
 
 from courtcast.config import load_config
 from courtcast.platform import Platform
+from media_server.access import PLAY_CACHE_S
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
 from tests.mediafiles import make_clip
 
@@ -154,6 +155,27 @@ async def test_private_stream_needs_a_signed_in_operator_or_a_token(
     code, log = await run("ffprobe", "-v", "error", "-show_streams", "-of", "json", base + url)
     assert code == 0, log
     assert '"codec_name": "h264"' in log
+    await cancel(publisher)
+
+
+async def test_a_stream_made_private_stops_playing_at_once(platform: Platform,
+                                                           tmp_path: Path) -> None:
+    """Egress caches the definitions it checks (PLAY_CACHE_S); a change reaches the cache
+    over pub/sub, long before that bound."""
+    clip = make_clip(tmp_path, seconds=8, fps=25, gop=25)
+    key = await define(platform, "court-b", public=True)
+    port = media_role(platform).rtmp_port
+    publisher = asyncio.create_task(push(clip, f"rtmp://127.0.0.1:{port}/live/court-b?key={key}"))
+    await wait_live(platform, "court-b")
+    loop = asyncio.get_running_loop()
+    async with httpx.AsyncClient(base_url=base_url(platform), timeout=10) as http:
+        assert (await http.get("/live/court-b/index.m3u8")).status_code == 200  # cached now
+        await define(platform, "court-b", public=False)
+        changed = loop.time()
+        while (await http.get("/live/court-b/index.m3u8")).status_code == 200:
+            assert loop.time() - changed < PLAY_CACHE_S / 4, "still served from the cache"
+            await asyncio.sleep(0.05)
+        assert (await http.get("/live/court-b/index.m3u8")).status_code == 404
     await cancel(publisher)
 
 
