@@ -24,12 +24,22 @@ def built(source: Path) -> Path | None:
     return None
 
 
+def _extensions() -> list[Path]:
+    found: set[Path] = set()
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        found.update((ROOT / "media_server").rglob("*" + suffix))
+    return sorted(found)
+
+
 def problems() -> list[str]:
-    """One line per compiled module that is missing or older than its source; empty when
-    the build is current, or when this is an installed package rather than a checkout."""
+    """One line per compiled module that is missing or older than its source, and per
+    build left over from a module no longer compiled; empty when the build is current, or
+    when this is an installed package rather than a checkout."""
     if not (ROOT / "setup.py").exists():
         return []
-    out = []
+    compiled = {(ROOT / rel).with_suffix("") for rel in SOURCES}
+    out = [f"{ext.relative_to(ROOT)} is a build of a module no longer compiled: delete it"
+           for ext in _extensions() if ext.parent / ext.name.split(".")[0] not in compiled]
     for rel in SOURCES:
         source = ROOT / rel
         ext = built(source)
