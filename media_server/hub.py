@@ -148,41 +148,41 @@ class StreamStats:
     gop_frames: int = 0
     fps: float = 0.0
     bitrate_bps: float = 0.0
-    _win_start: float = 0.0
+    _win_start: float = 0.0  # the rate window: its start, and the counters then
     _win_bytes: int = 0
     _win_frames: int = 0
     _last_key_at: float | None = None
-    _frames_since_key: int = 0
+    _last_key_frame: int = 0  # video_frames counted with the last keyframe
 
     def count(self, packet: Packet, is_video: bool, timescale: int) -> None:
-        size = len(packet.data)
+        # the hot path: plain counters; gop and window work at keyframes and once a second
         self.packets += 1
-        self.bytes += size
-        self._win_bytes += size
+        self.bytes += len(packet.data)
         if is_video:
             self.video_frames += 1
-            self._win_frames += 1
             if packet.keyframe:
-                self.keyframes += 1
-                at = packet.dts / timescale
-                if self._last_key_at is not None and at > self._last_key_at:
-                    self.gop_seconds = at - self._last_key_at
-                    self.gop_frames = self._frames_since_key
-                self._last_key_at = at
-                self._frames_since_key = 0
-            self._frames_since_key += 1
-        now = packet.arrival
-        if not self._win_start:
-            self._win_start = now
-        elif now - self._win_start >= 1.0:
+                self._keyframe(packet.dts / timescale)
+        if packet.arrival - self._win_start >= 1.0:
+            self._roll_window(packet.arrival)
+
+    def _keyframe(self, at: float) -> None:
+        self.keyframes += 1
+        if self._last_key_at is not None and at > self._last_key_at:
+            self.gop_seconds = at - self._last_key_at
+            self.gop_frames = self.video_frames - self._last_key_frame
+        self._last_key_at = at
+        self._last_key_frame = self.video_frames
+
+    def _roll_window(self, now: float) -> None:
+        if self._win_start:  # not the first packet: a window of at least a second ended
             span = now - self._win_start
-            self.fps = self._win_frames / span
-            self.bitrate_bps = self._win_bytes * 8 / span
-            self._win_start, self._win_bytes, self._win_frames = now, 0, 0
+            self.fps = (self.video_frames - self._win_frames) / span
+            self.bitrate_bps = (self.bytes - self._win_bytes) * 8 / span
+        self._win_start, self._win_bytes, self._win_frames = now, self.bytes, self.video_frames
 
     def reset_rates(self) -> None:
         self.fps = self.bitrate_bps = 0.0
-        self._win_start, self._win_bytes, self._win_frames = 0.0, 0, 0
+        self._win_start = 0.0
         self._last_key_at = None
 
 

@@ -50,7 +50,7 @@ class Message:
     type_id: int
     stream_id: int
     timestamp: int
-    payload: bytes | bytearray
+    payload: bytes
 
 
 class _InStream:
@@ -228,11 +228,11 @@ class ChunkReader:
         st.buf += data[pos:pos + size]
         self._pending += size
         if len(st.buf) == st.length:
-            payload, st.buf = st.buf, None
+            payload, st.buf = bytes(st.buf), None  # messages carry bytes, whatever path
             self._pending -= len(payload)
             self._emit(st, csid, payload, out)
 
-    def _emit(self, st: _InStream, csid: int, payload: bytes | bytearray,
+    def _emit(self, st: _InStream, csid: int, payload: bytes,
               out: list[Message]) -> None:
         msg = Message(csid, st.type_id, st.stream_id, st.timestamp, payload)
         if st.stream_id == 0 and msg.type_id in (SET_CHUNK_SIZE, ABORT):

@@ -30,6 +30,7 @@ SEQUENCE_HEADER, FRAME, END_OF_SEQUENCE, INFO = 0, 1, 2, 3
 Buffer = bytes | bytearray | memoryview
 
 _LEGACY_VIDEO = {7: "h264", 12: "h265"}
+LEGACY_VIDEO_IDS = {codec: codec_id for codec_id, codec in _LEGACY_VIDEO.items()}
 _VIDEO_NAMES = {1: "JPEG", 2: "Sorenson H.263", 3: "Screen video", 4: "On2 VP6",
                 5: "On2 VP6 with alpha", 6: "Screen video v2"}
 _FOURCC_VIDEO = {b"avc1": "h264", b"hvc1": "h265"}
@@ -64,7 +65,8 @@ class AudioTag:
     data: memoryview
 
 
-def _si24(b: Buffer, at: int) -> int:
+def si24(b: Buffer, at: int) -> int:
+    """The signed 24-bit big-endian int at b[at] (a composition time offset)."""
     value = (b[at] << 16) | (b[at + 1] << 8) | b[at + 2]
     return value - 0x1000000 if value & 0x800000 else value
 
@@ -90,7 +92,7 @@ def parse_video(payload: Buffer) -> VideoTag:
     packet_type = view[1]
     if packet_type > END_OF_SEQUENCE:
         raise FlvError(f"unknown {codec} packet type {packet_type}")
-    return VideoTag(codec, packet_type, frame_type in (1, 4), _si24(view, 2), view[5:])
+    return VideoTag(codec, packet_type, frame_type in (1, 4), si24(view, 2), view[5:])
 
 
 def _enhanced_video(view: memoryview) -> VideoTag:
@@ -110,7 +112,7 @@ def _enhanced_video(view: memoryview) -> VideoTag:
     if packet_type == 1:
         if len(view) < 8:
             raise FlvError("enhanced RTMP coded frame shorter than its 8-byte header")
-        return VideoTag(codec, FRAME, keyframe, _si24(view, 5), view[8:])
+        return VideoTag(codec, FRAME, keyframe, si24(view, 5), view[8:])
     if packet_type == 2:
         return VideoTag(codec, END_OF_SEQUENCE, False, 0, view[5:])
     if packet_type == 3:

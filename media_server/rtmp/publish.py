@@ -27,13 +27,18 @@ _HALF = 1 << 31
 class _Source:
     """What we know of one incoming track: its config and its clock."""
 
-    __slots__ = ("codec", "config", "track", "index", "last_raw", "dts")
+    __slots__ = ("codec", "config", "dts", "index", "last_raw", "legacy_id", "track")
 
     def __init__(self, codec: str, config: bytes, track: Track) -> None:
-        self.codec, self.config, self.track = codec, config, track
+        self.configure(codec, config, track)
         self.index = -1
         self.last_raw: int | None = None
         self.dts = 0
+
+    def configure(self, codec: str, config: bytes, track: Track) -> None:
+        self.codec, self.config, self.track = codec, config, track
+        # the FLV codec id of this codec's legacy tags (enhanced RTMP tags never match it)
+        self.legacy_id = flv.LEGACY_VIDEO_IDS.get(codec, -1)
 
     def unwrap(self, raw: int) -> int:
         """32-bit RTMP time -> unbounded dts; a step over half the range is a step back."""
@@ -88,6 +93,16 @@ class Ingest:
             self._announce()
 
     def on_video(self, timestamp: int, payload: bytes | bytearray, arrival: float) -> None:
+        src = self.video
+        head = payload[0] if payload else 0
+        # the common case, read off its first bytes without making a tag (what parse_video
+        # makes of it, checked by tests): a legacy coded frame of the announced codec
+        if (src is not None and head & 0x8F == src.legacy_id and head >> 4 != 5
+                and len(payload) > 5 and payload[1] == flv.FRAME and self.announced):
+            dts = src.unwrap(timestamp)
+            self.publication.push(Packet(src.index, dts, dts + flv.si24(payload, 2),
+                                         head >> 4 in (1, 4), bytes(payload[5:]), arrival))
+            return
         tag = flv.parse_video(payload)
         if tag.kind == flv.FRAME:
             src = self.video
@@ -107,6 +122,13 @@ class Ingest:
                                  flv.video_track(0, tag.codec, config))
 
     def on_audio(self, timestamp: int, payload: bytes | bytearray, arrival: float) -> None:
+        src = self.audio
+        # the common case, as on_video's: a raw AAC frame (sound format 10, packet type 1)
+        if (src is not None and len(payload) > 2 and payload[0] >> 4 == 10
+                and payload[1] == flv.FRAME and self.announced and self.audio_problem is None):
+            dts = src.unwrap(timestamp)
+            self.publication.push(Packet(src.index, dts, dts, True, bytes(payload[2:]), arrival))
+            return
         if self.audio_problem is not None:
             return
         try:
@@ -140,7 +162,7 @@ class Ingest:
             else:
                 self.audio = src
         else:
-            src.codec, src.config, src.track = codec, config, track
+            src.configure(codec, config, track)
         if self.announced or self._all_expected():
             self._announce()
 

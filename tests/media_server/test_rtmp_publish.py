@@ -11,10 +11,12 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from media_server.hub import Hub
 from media_server.media import Packet, StreamEnd, StreamStart, Track
-from media_server.rtmp import amf0
+from media_server.rtmp import amf0, flv
 from media_server.rtmp.chunk import (
     ACKNOWLEDGEMENT,
     COMMAND_AMF0,
@@ -201,6 +203,42 @@ def ingest() -> tuple[Ingest, list]:
     hub = Hub()
     sub = hub.subscribe("s", "test", max_packets=100_000)
     return Ingest(hub.publish("s", (), "test"), "test"), sub
+
+
+video_frames = st.tuples(st.just("video"), st.sampled_from([1, 2, 3, 4, 5]),
+                         st.sampled_from([7, 12]), st.sampled_from([1, 2]),
+                         st.integers(0, 0xFFFFFF), st.binary(max_size=6))
+audio_frames = st.tuples(st.just("audio"), st.just(10), st.sampled_from([0xF, 0xE, 0x2]),
+                         st.just(1), st.just(0), st.binary(max_size=6))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(video_frames, audio_frames), max_size=30))
+def test_frames_become_the_packets_the_flv_parsers_describe(msgs: list) -> None:
+    """on_video and on_audio read the common frames off their first bytes, without making
+    a tag: every packet must still be what parse_video / parse_audio make of its message."""
+    ing, sub = ingest()
+    ing.on_video(0, video_seq(), 0.0)
+    ing.on_audio(0, b"\xaf\x00" + ASC_48K_MONO, 0.0)
+    expected = []
+    for ts, (kind, high, low, packet_type, cto, data) in enumerate(msgs):
+        head = bytes((high << 4 | low, packet_type))
+        if kind == "video":
+            payload = head + cto.to_bytes(3, "big") + data
+            ing.on_video(ts, payload, 0.0)
+            tag = flv.parse_video(payload)
+            if tag.kind == flv.FRAME and tag.codec == "h264" and len(tag.data):
+                expected.append((0, ts, ts + tag.cto, tag.keyframe, bytes(tag.data)))
+        else:
+            payload = head + data
+            ing.on_audio(ts, payload, 0.0)
+            atag = flv.parse_audio(payload)
+            if atag.kind == flv.FRAME and len(atag.data):
+                expected.append((1, ts, ts, True, bytes(atag.data)))
+    got = [(i.track, i.dts, i.pts, i.keyframe, i.data) for i in drain(sub)
+           if isinstance(i, Packet)]
+    assert got == expected
+    assert all(type(data) is bytes for *_, data in got)
 
 
 def test_timestamps_unwrap_across_32_bits() -> None:
