@@ -240,20 +240,21 @@ def _trun_table(count: int) -> struct.Struct:
     return struct.Struct(">" + "IIIi" * count)
 
 
-def _durations(packets: Sequence[Packet], next_dts: int | None, default: int) -> list[int]:
-    dts = list(map(_DTS, packets))
+def _durations(run: TrackRun) -> list[int]:
+    dts = list(map(_DTS, run.packets))
     durations = list(map(sub, dts[1:], dts))
-    if next_dts is not None:
-        durations.append(next_dts - dts[-1])
-    else:
-        durations.append(durations[-1] if durations else default)
+    if run.next_dts is not None:
+        durations.append(run.next_dts - dts[-1])
+    elif durations:
+        durations.append(durations[-1])
+    else:  # a lone sample with nothing after it: the only case that needs a guess
+        durations.append(run.default_duration or guess_duration(run.track))
     return durations
 
 
 def _trun_entries(run: TrackRun) -> bytes:
     packets = run.packets
-    durations = _durations(packets, run.next_dts, run.default_duration or
-                           guess_duration(run.track))
+    durations = _durations(run)
     count = len(packets)
     # four columns interleaved by slice assignment: C loops, not a Python one per sample
     values: list[int] = [0] * (4 * count)

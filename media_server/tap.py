@@ -21,12 +21,15 @@ from media_server.media import Item
 log = logging.getLogger(__name__)
 
 OnItem = Callable[[Item], None]
+OnError = Callable[[], None]
 
 
 class Tap(Subscription):
-    def __init__(self, stream: Stream, name: str, on_item: OnItem) -> None:
+    def __init__(self, stream: Stream, name: str, on_item: OnItem,
+                 on_error: OnError | None = None) -> None:
         super().__init__(stream, name, max_packets=0)
         self._on_item = on_item
+        self._on_error = on_error
 
     def offer(self, item: Item) -> None:
         if self.closed:
@@ -36,9 +39,12 @@ class Tap(Subscription):
         except Exception:  # a bug in one output must not break the pusher's other outputs
             log.exception("stream %s: %s failed on %s", self.stream.id, self.name,
                           type(item).__name__)
+            if self._on_error is not None:
+                self._on_error()
 
 
-def tap(stream: Stream, name: str, on_item: OnItem) -> Tap:
+def tap(stream: Stream, name: str, on_item: OnItem, on_error: OnError | None = None) -> Tap:
     """Handle the stream's items as they are pushed, from the current publication and
-    its cached GOP on."""
-    return stream.attach(Tap(stream, name, on_item))
+    its cached GOP on. on_error runs after on_item raised (which is logged): the output's
+    chance to start over. on_item is called as it is, with nothing between: keep it lean."""
+    return stream.attach(Tap(stream, name, on_item, on_error))

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from media_server.hls import playlist
 from media_server.hls.segmenter import Segmenter
 from media_server.hub import Hub
-from media_server.media import Item
 from media_server.tap import tap
 
 log = logging.getLogger(__name__)
@@ -56,15 +55,12 @@ class HlsOutput:
         self.last_request = time.monotonic()
         self._changed = asyncio.Event()
         self._rendered: tuple[int, str, str, bytes] | None = None  # version, query, text
-        self._tap = tap(hub.stream(stream_id), "hls", self._feed)
+        self._tap = tap(hub.stream(stream_id), "hls", self.segmenter.feed, self._start_over)
 
-    def _feed(self, item: Item) -> None:
-        try:
-            self.segmenter.feed(item)
-        except Exception:  # a bug must not kill the output: start a new run after it
-            log.exception("hls %s: segmenter failed; starting over at the next keyframe",
-                          self.stream_id)
-            self.segmenter.end_run()
+    def _start_over(self) -> None:
+        # after a segmenter bug (the tap logged it): a new run from the next keyframe
+        log.warning("hls %s: starting over at the next keyframe", self.stream_id)
+        self.segmenter.end_run()
 
     def _on_change(self) -> None:
         self._changed.set()

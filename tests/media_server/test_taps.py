@@ -57,10 +57,12 @@ def test_tap_survives_a_failing_reader() -> None:
             raise ValueError("bug")
         seen.append(item)
 
-    tap(hub.stream("s"), "t", flaky)
+    errors: list[int] = []
+    tap(hub.stream("s"), "t", flaky, on_error=lambda: errors.append(len(seen)))
     for dts in (0, 3600, 7200):
         pub.push(packet(dts, key=dts == 0))
     assert [p.dts for p in seen if isinstance(p, Packet)] == [0, 7200]
+    assert errors == [2]  # told once, right after the failure (StreamStart, 0 seen then)
 
 
 def test_uplink_writes_directly_then_queues_in_order_once_the_link_is_full() -> None:
