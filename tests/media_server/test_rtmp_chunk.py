@@ -204,6 +204,19 @@ def test_writer_never_sends_type3_right_after_type0() -> None:
     assert writer.message(6, VIDEO, 1, 66, b"bb")[0] >> 6 == 2
 
 
+def written(msgs: list, chunk_size: int) -> bytes:
+    """What ChunkWriter makes of (csid, type, stream id, timestamp, body, prefix) messages,
+    after a Set Chunk Size when chunk_size is not the default."""
+    writer = ChunkWriter()
+    data = b""
+    if chunk_size != 128:
+        data += writer.message(2, SET_CHUNK_SIZE, 0, 0, struct.pack(">I", chunk_size))
+        writer.chunk_size = chunk_size
+    for csid, type_id, msid, ts, body, prefix in msgs:
+        data += writer.message(csid, type_id, msid, ts, body, prefix)
+    return data
+
+
 messages = st.lists(st.tuples(
     st.sampled_from([3, 4, 5, 6, 7, 70, 400]), st.sampled_from([AUDIO, VIDEO, 18, 20]),
     st.integers(0, 3), st.integers(0, 0xFFFFFFFF), st.binary(max_size=700),
@@ -214,13 +227,8 @@ messages = st.lists(st.tuples(
 @given(msgs=messages, chunk_size=st.sampled_from([1, 7, 128, 4096]), cuts=st.lists(
     st.integers(1, 300), max_size=30))
 def test_writer_reader_round_trip(msgs: list, chunk_size: int, cuts: list[int]) -> None:
-    writer, reader = ChunkWriter(), ChunkReader()
-    data = b""
-    if chunk_size != 128:
-        data += writer.message(2, SET_CHUNK_SIZE, 0, 0, struct.pack(">I", chunk_size))
-        writer.chunk_size = chunk_size
-    for csid, type_id, msid, ts, body, prefix in msgs:
-        data += writer.message(csid, type_id, msid, ts, body, prefix)
+    reader = ChunkReader()
+    data = written(msgs, chunk_size)
     got, pos = [], 0
     for cut in cuts:
         got += reader.feed(data[pos:pos + cut])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import itertools
-import struct
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -23,9 +22,10 @@ from media_server import native
 from media_server.hub import Hub
 from media_server.rtmp import chunk as compiled
 from media_server.rtmp import server as server_module
-from media_server.rtmp.chunk import AUDIO, SET_CHUNK_SIZE, VIDEO, ChunkWriter
+from media_server.rtmp.chunk import AUDIO, VIDEO
 from media_server.rtmp.server import RtmpServer
 from tests.fixtures.rtmp import FfmpegRunner, push_args
+from tests.media_server.test_rtmp_chunk import written
 
 
 def _as_python() -> ModuleType:
@@ -69,17 +69,6 @@ def test_the_compiled_reader_is_what_runs() -> None:
     assert compiled.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
     assert str(python.__file__).endswith("chunk.py")
     assert type(compiled.ChunkReader()) is not type(python.ChunkReader())
-
-
-def written(msgs: list[Any], chunk_size: int) -> bytes:
-    writer = ChunkWriter()
-    data = b""
-    if chunk_size != 128:
-        data += writer.message(2, SET_CHUNK_SIZE, 0, 0, struct.pack(">I", chunk_size))
-        writer.chunk_size = chunk_size
-    for csid, type_id, msid, ts, body, prefix in msgs:
-        data += writer.message(csid, type_id, msid, ts, body, prefix)
-    return data
 
 
 @settings(max_examples=300, deadline=None)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from media_server.hub import Hub
+from media_server.hub import Hub, Subscription
 from media_server.media import Packet, StreamEnd, StreamStart, Track
 from media_server.rtmp import amf0, flv
 from media_server.rtmp.chunk import (
@@ -26,6 +26,7 @@ from media_server.rtmp.chunk import (
     VIDEO,
     WINDOW_ACK_SIZE,
     ChunkReader,
+    Message,
 )
 from media_server.rtmp.publish import Ingest
 from media_server.rtmp.server import RtmpLimits, RtmpRefused, RtmpServer, split_query_key
@@ -199,7 +200,7 @@ def frame(key: bool, cto: int = 0) -> bytes:
     return bytes((0x17 if key else 0x27, 1)) + (cto & 0xFFFFFF).to_bytes(3, "big") + b"\0\0\0\1x"
 
 
-def ingest() -> tuple[Ingest, list]:
+def ingest() -> tuple[Ingest, Subscription]:
     hub = Hub()
     sub = hub.subscribe("s", "test", max_packets=100_000)
     return Ingest(hub.publish("s", (), "test"), "test"), sub
@@ -323,7 +324,7 @@ async def test_acknowledgements_ping_and_connect_answer(rtmp_server: RtmpServer)
         for i in range(3):
             client.writer.write(client.chunks.message(6, VIDEO, 1, 33 * i, bytes(1500),
                                                       b"\x17\x01\x00\x00\x00"))
-        reader, got = ChunkReader(), []
+        reader, got = ChunkReader(), list[Message]()
         while not any(m.type_id == ACKNOWLEDGEMENT for m in got):
             got += reader.feed(await asyncio.wait_for(client.reader.read(65536), 5))
     finally:
