@@ -126,7 +126,7 @@ class ChunkReader:
             if fmt < 2:
                 length = data[pos + 3] << 16 | data[pos + 4] << 8 | data[pos + 5]
                 type_id = data[pos + 6]
-                if fmt == 0:
+                if fmt == 0:  # 32 bits: shifted in a C int it would overflow, so not shifts
                     stream_id = int.from_bytes(data[pos + 7:pos + 11], "little")
             extended = field == EXTENDED
         pos += hsize
