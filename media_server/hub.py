@@ -154,10 +154,10 @@ class StreamStats:
     _last_key_at: float | None = None
     _last_key_frame: int = 0  # video_frames counted with the last keyframe
 
-    def count(self, packet: Packet, is_video: bool, timescale: int) -> None:
+    def count(self, packet: Packet, size: int, is_video: bool, timescale: int) -> None:
         # the hot path: plain counters; gop and window work at keyframes and once a second
         self.packets += 1
-        self.bytes += len(packet.data)
+        self.bytes += size
         if is_video:
             self.video_frames += 1
             if packet.keyframe:
@@ -303,14 +303,15 @@ class Stream:
         is_video = packet.track == self._video_index
         if packet.track >= len(self._timescales):
             return  # a packet for a track that was never announced
-        self.stats.count(packet, is_video, self._timescales[packet.track])
-        self._cache(packet, is_video)
+        size = len(packet.data)
+        self.stats.count(packet, size, is_video, self._timescales[packet.track])
+        self._cache(packet, size, is_video)
         for sub in self.subscribers:
             sub.offer(packet)
 
-    def _cache(self, packet: Packet, is_video: bool) -> None:
+    def _cache(self, packet: Packet, size: int, is_video: bool) -> None:
         if is_video and packet.keyframe:
-            self._gop, self._gop_bytes = [packet], len(packet.data)
+            self._gop, self._gop_bytes = [packet], size
             return
         if self._video_index is None:
             # audio only: keep about a second so a new listener starts at once
@@ -322,7 +323,7 @@ class Stream:
             self._gop, self._gop_bytes = [], 0
             return
         self._gop.append(packet)
-        self._gop_bytes += len(packet.data)
+        self._gop_bytes += size
 
     def unpublish(self, publication: Publication, reason: str) -> None:
         if self.publication is not publication:

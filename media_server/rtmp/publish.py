@@ -105,7 +105,6 @@ class Ingest:
             return
         tag = flv.parse_video(payload)
         if tag.kind == flv.FRAME:
-            src = self.video
             if src is None or src.codec != tag.codec:
                 self.frames_without_config += 1  # undecodable without its SPS/PPS
                 return
