@@ -45,6 +45,7 @@ from media_server.rtmp.errors import RtmpProtocolError
 from media_server.rtmp.flv import split_aggregate
 from media_server.rtmp.play import CSID_DATA, PlayOut
 from media_server.rtmp.publish import Ingest
+from media_server.rtmp.read_batching import ReadBatching
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class RtmpStats:
     connections_open: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    reads: int = 0  # socket reads (read_batching.py keeps them few)
     refused: int = 0
     protocol_errors: int = 0
     publishing: int = 0
@@ -192,6 +194,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.next_stream_id = 1
         self.ingest: Ingest | None = None
         self.publish_msid = 0
+        self.batching: ReadBatching | None = None  # while publishing
         self.play_task: asyncio.Task[None] | None = None
         self.close_reason: _Closing | None = None
         self.task: asyncio.Task[Any] | None = None
@@ -227,7 +230,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._raw is None and self._failure is None:  # chunks flow: the hot path
-            self.stats.bytes_in += nbytes
+            stats = self.stats
+            stats.bytes_in += nbytes
+            stats.reads += 1
             self._last_data = self.loop.time()
             self._feed(self._buffer[:nbytes])
         else:
@@ -235,6 +240,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes | memoryview) -> None:
         self.stats.bytes_in += len(data)
+        self.stats.reads += 1
         self._last_data = self.loop.time()
         if self._raw is not None:  # the handshake: the task takes exact sizes
             self._raw += data
@@ -376,6 +382,7 @@ class _Connection(asyncio.BufferedProtocol):
             self.ingest.publication.close(reason)
             self.stats.publishing -= 1
             self.ingest = None
+        self._stop_batching()
         assert self.transport is not None
         self.transport.close()
         try:
@@ -641,12 +648,15 @@ class _Connection(asyncio.BufferedProtocol):
         self.ingest = Ingest(publication, f"{self.peer} {stream_id}")
         self.publish_msid = msid
         self.stats.publishing += 1
+        assert self.transport is not None
+        self.batching = ReadBatching(self.transport, lambda: self.received)
         self._user_control(STREAM_BEGIN, msid)
         self._status(msid, "status", "NetStream.Publish.Start", f"{stream_id} is now published")
         log.info("rtmp %s: publishing %s", self.peer, stream_id)
 
     def _evicted(self, reason: str) -> None:
         self.ingest = None  # the hub already ended this publication
+        self._stop_batching()
         self.stats.publishing -= 1
         self.close(reason)
 
@@ -666,6 +676,12 @@ class _Connection(asyncio.BufferedProtocol):
             self._status(msid, "status", "NetStream.Unpublish.Success", "stream unpublished")
             self.ingest = None
             self.stats.publishing -= 1
+            self._stop_batching()
+
+    def _stop_batching(self) -> None:
+        if self.batching is not None:
+            self.batching.stop()
+            self.batching = None
 
     # -- play --
 

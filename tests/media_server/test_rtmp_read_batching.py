@@ -1,0 +1,93 @@
+"""Read batching (SO_RCVLOWAT) on publisher sockets: a fast publisher is read in fewer,
+larger reads, and a small command after the media stops is still answered at once."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import uvloop
+
+from media_server.hub import Hub
+from media_server.rtmp import amf0
+from media_server.rtmp.chunk import COMMAND_AMF0, VIDEO, ChunkReader, Message
+from media_server.rtmp.read_batching import MAX_BYTES, MIN_BYTES, TICK_S, low_water_mark
+from media_server.rtmp.server import RtmpServer
+from tests.fixtures.rtmp import RawRtmpClient, wait_for
+from tests.media_server.test_rtmp_flv import AVCC_320
+
+RATE = 250_000  # bytes a second: a 2 Mbit/s publisher
+WRITE = 1000  # in small writes, as ffmpeg's chunk headers and audio frames come
+
+
+def test_low_water_mark_follows_the_rate_within_bounds() -> None:
+    per_tick = RATE * TICK_S
+    assert low_water_mark(int(per_tick)) == 4608  # 20 ms of 250 kB/s, in 512-byte steps
+    assert low_water_mark(0) == 1  # a quiet tick: read whatever waits
+    assert low_water_mark(int(16_000 * TICK_S)) == 1  # audio only: not worth batching
+    assert low_water_mark(int(MIN_BYTES / 0.02 * TICK_S)) == MIN_BYTES
+    assert low_water_mark(int(20_000_000 * TICK_S)) == MAX_BYTES  # 160 Mbit/s
+
+
+def _low_water(server: RtmpServer) -> int:
+    (conn,) = server._connections
+    sock = conn.transport.get_extra_info("socket")  # type: ignore[union-attr]
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT))
+
+
+async def _statuses(client: RawRtmpClient, reader: ChunkReader, code: str) -> float:
+    """Seconds until an onStatus with code arrives."""
+    start, got = time.monotonic(), list[Message]()
+    while not any(amf0.decode(m.payload)[3]["code"] == code for m in got
+                  if m.type_id == COMMAND_AMF0 and amf0.decode(m.payload)[0] == "onStatus"):
+        got += reader.feed(await asyncio.wait_for(client.reader.read(65536), 5))
+    return time.monotonic() - start
+
+
+async def test_fast_publisher_is_read_in_batches_and_quiet_one_at_once() -> None:
+    await _fast_then_quiet()
+
+
+def test_batching_on_uvloop_too() -> None:
+    """`courtcast up` runs on uvloop, whose transports hand out their own socket object."""
+    uvloop.run(_fast_then_quiet())
+
+
+async def _fast_then_quiet() -> None:
+    hub = Hub()
+    server = RtmpServer(hub, "127.0.0.1", 0)
+    await server.start()
+    client = await RawRtmpClient.connect(server.port)
+    try:
+        await client.handshake()
+        client.command(0, "connect", 1.0, {"app": "live", "tcUrl": "rtmp://h/live"})
+        client.command(0, "createStream", 2.0, None)
+        client.command(1, "publish", 0.0, None, "batched", "live")
+        reader = ChunkReader()
+        await _statuses(client, reader, "NetStream.Publish.Start")
+        client.writer.write(client.chunks.message(6, VIDEO, 1, 0, b"\x17\x00\x00\x00\x00"
+                                                  + AVCC_320))
+        writes = reads = 0
+        start = time.monotonic()
+        for i in range(int(RATE / WRITE * 1.5)):  # 1.5 s, 250 writes a second
+            await asyncio.sleep(max(0.0, start + i * WRITE / RATE - time.monotonic()))
+            if i == int(RATE / WRITE * 0.75):  # the first ticks have set the mark
+                writes, reads = 0, server.stats.reads
+            client.writer.write(client.chunks.message(6, VIDEO, 1, 4 * i, bytes(WRITE - 17),
+                                                      b"\x27\x01\x00\x00\x00"))
+            writes += 1
+        reads = server.stats.reads - reads
+        assert _low_water(server) > MIN_BYTES
+        assert reads < writes / 2, (reads, writes)
+
+        # the media stops; the last bytes and a small command sit under the mark, and the
+        # next quiet tick lets them in
+        client.command(1, "deleteStream", 3.0, None, 1.0)
+        waited = await _statuses(client, reader, "NetStream.Unpublish.Success")
+        assert waited < 3 * TICK_S, waited
+        assert _low_water(server) == 1
+        await wait_for(lambda: not hub.find("batched").live)  # type: ignore[union-attr]
+    finally:
+        await client.close()
+        await server.stop()
