@@ -9,7 +9,8 @@ syscall per read (one setsockopt per tick at most).
 
 The low-water mark follows the publisher's rate, BATCH_S worth of it, so bytes wait under
 it at most until the next frame or a few audio frames lift them over: about one frame
-interval (bench/RESULTS.md: LL-HLS edge latency p95 rose by ~0.04 s at N=25).
+interval. The bench's LL-HLS edge latency did not move measurably (p95 -0.03 to 0.05 s,
+against -0.03 to 0.07 s without batching).
 
 - each tick sets it to BATCH_S worth of what the last tick read, at most MAX_BYTES;
 - a tick that read nothing sets it back to 1 byte, so bytes left under the mark (a

@@ -45,6 +45,7 @@ from media_server.rtmp.errors import RtmpProtocolError
 from media_server.rtmp.flv import split_aggregate
 from media_server.rtmp.play import CSID_DATA, PlayOut
 from media_server.rtmp.publish import Ingest
+from media_server.rtmp.read_batching import MAX_BYTES as BATCH_MAX
 from media_server.rtmp.read_batching import ReadBatching
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class _Closing(Exception):
 
 @dataclass
 class RtmpStats:
-    """Counters for /metrics."""
+    """Counters for /metrics (RtmpCollector in media_server/stats.py)."""
 
     connections_total: int = 0
     connections_open: int = 0
@@ -198,7 +199,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.play_task: asyncio.Task[None] | None = None
         self.close_reason: _Closing | None = None
         self.task: asyncio.Task[Any] | None = None
-        self.peer_window = 0
+        self.ack_every = 0  # bytes between our Acknowledgements (the peer's window)
         self.received = 0
         self.acked = 0
         self._buffer = memoryview(bytearray(READ_SIZE))  # what the transport reads into
@@ -300,7 +301,7 @@ class _Connection(asyncio.BufferedProtocol):
         if backlog:
             self._pause_reading()
             self._wake()
-        elif self.peer_window and self.received - self.acked >= self.peer_window:
+        elif self.ack_every and self.received - self.acked >= self.ack_every:
             self._acknowledge()
 
     def _fail(self, exc: BaseException) -> None:
@@ -471,7 +472,7 @@ class _Connection(asyncio.BufferedProtocol):
     def _acknowledge(self) -> None:
         """Tell the peer how much we got each time its window is full (after the read's
         messages, so a Window Acknowledgement Size in this very read counts)."""
-        if self.peer_window and self.received - self.acked >= self.peer_window:
+        if self.ack_every and self.received - self.acked >= self.ack_every:
             self.acked = self.received
             self._send(CSID_CONTROL, ACKNOWLEDGEMENT, 0, _U32.pack(self.received & TS_MASK))
 
@@ -539,7 +540,10 @@ class _Connection(asyncio.BufferedProtocol):
                 if sub_type in (VIDEO, AUDIO):
                     self._media(sub_type, ts, bytes(body), arrival)
         elif kind == WINDOW_ACK_SIZE and len(msg.payload) >= 4:
-            self.peer_window = _U32.unpack_from(msg.payload)[0]
+            window = _U32.unpack_from(msg.payload)[0]
+            # a batch early: a peer that stops at its window until acknowledged would
+            # otherwise wait for a quiet tick with its last bytes under the low-water mark
+            self.ack_every = window - BATCH_MAX if window > 2 * BATCH_MAX else window
         elif kind == USER_CONTROL:
             self._on_user_control(msg.payload)
         elif kind not in (SET_CHUNK_SIZE, ABORT, ACKNOWLEDGEMENT, SET_PEER_BANDWIDTH):

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import time
 
 import uvloop
 
 from media_server.hub import Hub
 from media_server.rtmp import amf0
-from media_server.rtmp.chunk import COMMAND_AMF0, VIDEO, ChunkReader, Message
+from media_server.rtmp.chunk import (
+    ACKNOWLEDGEMENT,
+    COMMAND_AMF0,
+    VIDEO,
+    WINDOW_ACK_SIZE,
+    ChunkReader,
+    Message,
+)
 from media_server.rtmp.read_batching import MAX_BYTES, MIN_BYTES, TICK_S, low_water_mark
 from media_server.rtmp.server import RtmpServer
 from tests.fixtures.rtmp import RawRtmpClient, wait_for
@@ -89,5 +97,59 @@ async def _fast_then_quiet() -> None:
         assert _low_water(server) == 1
         await wait_for(lambda: not hub.find("batched").live)  # type: ignore[union-attr]
     finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_publisher_waiting_for_acks_at_its_window_is_not_stalled() -> None:
+    """A strict publisher stops at its window until acknowledged; the last bytes it sent
+    may sit under the low-water mark, so the server acknowledges a batch early."""
+    window = 60_000
+    hub = Hub()
+    server = RtmpServer(hub, "127.0.0.1", 0)
+    await server.start()
+    client = await RawRtmpClient.connect(server.port)
+    sent, acked, stalled = 0, 0, 0.0
+    acks = asyncio.Event()
+
+    def send(data: bytes) -> None:
+        nonlocal sent
+        client.writer.write(data)
+        sent += len(data)
+
+    async def read_acks() -> None:
+        nonlocal acked
+        reader = ChunkReader()
+        while data := await client.reader.read(65536):
+            for msg in reader.feed(data):
+                if msg.type_id == ACKNOWLEDGEMENT:
+                    acked = struct.unpack(">I", msg.payload)[0]
+                    acks.set()
+
+    await client.handshake()
+    reading = asyncio.create_task(read_acks())
+    try:
+        send(client.chunks.message(3, 20, 0, 0, amf0.encode(
+            "connect", 1.0, {"app": "live", "tcUrl": "rtmp://h/live"})))
+        send(client.chunks.message(2, WINDOW_ACK_SIZE, 0, 0, struct.pack(">I", window)))
+        send(client.chunks.message(3, 20, 0, 0, amf0.encode("createStream", 2.0, None)))
+        send(client.chunks.message(3, 20, 1, 0, amf0.encode(
+            "publish", 0.0, None, "strict", "live")))
+        send(client.chunks.message(6, VIDEO, 1, 0, b"\x17\x00\x00\x00\x00" + AVCC_320))
+        start = time.monotonic()
+        for i in range(int(RATE / WRITE * 2)):  # 2 s at 250 kB/s: eight windows
+            await asyncio.sleep(max(0.0, start + i * WRITE / RATE - time.monotonic()))
+            while sent - acked >= window:
+                acks.clear()
+                began = time.monotonic()
+                await asyncio.wait_for(acks.wait(), 5)
+                stalled += time.monotonic() - began
+            send(client.chunks.message(6, VIDEO, 1, 4 * i, bytes(WRITE - 17),
+                                       b"\x27\x01\x00\x00\x00"))
+        assert _low_water(server) > MIN_BYTES
+        assert acked > 6 * (window - MAX_BYTES)
+        assert stalled < 0.1, stalled  # without the early ack: 0.2 s and more
+    finally:
+        reading.cancel()
         await client.close()
         await server.stop()
