@@ -16,7 +16,7 @@ from fastapi import FastAPI, HTTPException, Request
 from courtcast.config import Config
 from media_server.access import AccessDenied, AccessPolicy, Caller, PlayTokens
 from media_server.hub import Hub
-from media_server.stats import HubCollector, stream_stats
+from media_server.stats import HubCollector, RtmpCollector, stream_stats
 from media_server.streams import CHANGES as STREAM_CHANGES
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
 from storage.role import StorageRole
@@ -114,6 +114,7 @@ class MediaServerRole:
         self.rtmp = RtmpServer(self.hub, self.config.rtmp.host, 0, authorize=authorize,
                                sock=self._rtmp_sock)
         await self.rtmp.start()
+        self.metrics.register(RtmpCollector(self.rtmp.stats))
 
     async def _start_demo(self) -> None:
         from media_server.demo import DemoCourtroom, demo_court_tree

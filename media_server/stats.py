@@ -7,12 +7,15 @@ packet here, so statistics cost the hot path nothing.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from media_server.hub import Hub, Stream
+
+if TYPE_CHECKING:
+    from media_server.rtmp.server import RtmpStats
 
 
 def stream_stats(stream: Stream) -> dict[str, Any]:
@@ -74,3 +77,31 @@ class HubCollector(Collector):
             bytes_in.add_metric(sid, stream.stats.bytes)
             drops.add_metric(sid, stream.stats.drops)
         yield from (live, viewers, bitrate, fps, packets, bytes_in, drops)
+
+
+class RtmpCollector(Collector):
+    """Prometheus view of the RTMP server's counters, read at scrape time."""
+
+    def __init__(self, stats: RtmpStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        s = self._stats
+        yield CounterMetricFamily("courtcast_rtmp_connections", "RTMP connections accepted",
+                                  value=s.connections_total)
+        yield GaugeMetricFamily("courtcast_rtmp_connections_open", "RTMP connections open",
+                                value=s.connections_open)
+        yield GaugeMetricFamily("courtcast_rtmp_publishing", "RTMP connections publishing",
+                                value=s.publishing)
+        yield GaugeMetricFamily("courtcast_rtmp_playing", "RTMP connections playing",
+                                value=s.playing)
+        yield CounterMetricFamily("courtcast_rtmp_received_bytes", "Bytes read from RTMP peers",
+                                  value=s.bytes_in)
+        yield CounterMetricFamily("courtcast_rtmp_sent_bytes", "Bytes written to RTMP peers",
+                                  value=s.bytes_out)
+        yield CounterMetricFamily("courtcast_rtmp_reads",
+                                  "Socket reads (publishers are read in batches)", value=s.reads)
+        yield CounterMetricFamily("courtcast_rtmp_refused",
+                                  "Connections, publishes and plays refused", value=s.refused)
+        yield CounterMetricFamily("courtcast_rtmp_protocol_errors",
+                                  "Connections closed for malformed RTMP", value=s.protocol_errors)

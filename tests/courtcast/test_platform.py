@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from courtcast.config import load_config
 from courtcast.platform import Platform
@@ -80,6 +81,14 @@ async def probe(path: Path) -> dict[str, Any]:
     return json.loads(out)
 
 
+async def scrape(node: Platform) -> dict[tuple[str, str | None], float]:
+    """/metrics as {(sample, its stream label): value}, read with Prometheus's parser."""
+    async with httpx.AsyncClient(base_url=base_url(node)) as http:
+        text = (await http.get("/metrics")).text
+    return {(sample.name, sample.labels.get("stream")): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 async def wait_live(node: Platform, stream_id: str, timeout: float = 10) -> None:
     hub = media_role(node).hub
     for _ in range(int(timeout / 0.05)):
@@ -99,6 +108,9 @@ async def test_rtmp_in_ll_hls_out_decodes_like_the_source(platform: Platform,
     rtmp = f"rtmp://127.0.0.1:{media_role(platform).rtmp_port}/live/court-a?key={key}"
     publisher = asyncio.create_task(push(clip, rtmp))
     await wait_live(platform, "court-a")
+    live = await scrape(platform)
+    assert live[("courtcast_stream_live", "court-a")] == 1
+    assert live[("courtcast_rtmp_publishing", None)] >= 1
     playlist = f"{base_url(platform)}/live/court-a/index.m3u8"
     out = tmp_path / "from-hls.mp4"
     # read the whole window from its first segment; give up 4 reloads after the last one
@@ -109,6 +121,12 @@ async def test_rtmp_in_ll_hls_out_decodes_like_the_source(platform: Platform,
     assert code == 0, log
     code, log = await reader
     assert code == 0, log
+    ended = await scrape(platform)
+    assert ended[("courtcast_stream_live", "court-a")] == 0
+    assert ended[("courtcast_stream_packets_total", "court-a")] >= seconds * fps
+    received = ended[("courtcast_rtmp_received_bytes_total", None)]
+    assert received > ended[("courtcast_stream_bytes_total", "court-a")]
+    assert 0 < ended[("courtcast_rtmp_reads_total", None)] < received / 100
     info = await probe(out)
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
     audio = next(s for s in info["streams"] if s["codec_type"] == "audio")
