@@ -15,7 +15,7 @@ import functools
 import itertools
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter, sub
 
 from media_server.bitstream import BitstreamError, nal_type, parse_avcc_record, parse_hvcc_record
@@ -207,6 +207,7 @@ class TrackRun:
     dts_offset: int = 0
     default_duration: int = 0
     keyframe_prefix: bytes = b""
+    _keyframes: list[int] | None = field(default=None, init=False, repr=False, compare=False)
 
     # a fragment is built per LL-HLS part, from every packet of it: the per-sample columns
     # are made with map() and slices, C loops, rather than a Python loop per sample
@@ -227,8 +228,12 @@ class TrackRun:
         return sizes
 
     def keyframes(self) -> list[int]:
-        """Indexes of the keyframes among the packets."""
-        return list(itertools.compress(itertools.count(), map(_KEYFRAME, self.packets)))
+        """Indexes of the keyframes among the packets (found once: a fragment asks for
+        them up to three times, for sizes, flags and data)."""
+        if self._keyframes is None:
+            self._keyframes = list(itertools.compress(itertools.count(),
+                                                      map(_KEYFRAME, self.packets)))
+        return self._keyframes
 
 
 _DTS, _PTS, _DATA = attrgetter("dts"), attrgetter("pts"), attrgetter("data")
