@@ -3,9 +3,9 @@
 An ffmpeg publisher's bytes arrive in about 110 small writes a second (a chunk header, an
 audio frame, a slice of a video frame), and every read costs an epoll wake-up, a recv and
 a call into Python whatever its size. At N=25 that fixed cost was about a third of the
-server's CPU (bench/RESULTS.md, "read batching"). SO_RCVLOWAT makes a TCP socket readable
-only once that many bytes wait in it: the kernel does the batching, with no timer or
-syscall per read (one setsockopt per tick at most).
+server's CPU (bench/RESULTS.md, "publishers read in batches"). SO_RCVLOWAT makes a TCP
+socket readable only once that many bytes wait in it: the kernel does the batching, with
+no timer or syscall per read (one setsockopt per tick at most).
 
 The low-water mark follows the publisher's rate, BATCH_S worth of it, so bytes wait under
 it at most until the next frame or a few audio frames lift them over: about one frame
@@ -77,4 +77,3 @@ class ReadBatching:
             self._timer = None  # _tick does not re-arm
             return
         self.mark = mark
-
