@@ -46,6 +46,8 @@ class Subscription:
         self.name = name
         self.max_packets = max_packets
         self.viewers = 1  # the readers it stands for (a WebRTC fan-out: all its viewers)
+        # shows frames as they come (WebRTC): the ingest must not hold bytes back for it
+        self.realtime = False
         self.drops = 0
         self.created = time.time()
         self._queue: deque[Item] = deque()
@@ -263,6 +265,12 @@ class Stream:
         self._video_index: int | None = None
         self._timescales: tuple[int, ...] = ()
         self.listeners: list[Callable[[Stream], None]] = []
+
+    @property
+    def realtime(self) -> bool:
+        """A subscriber shows frames as they arrive (WebRTC), so the ingest may not hold
+        them back (media_server/rtmp/read_batching.py)."""
+        return any(sub.realtime for sub in self.subscribers)
 
     @property
     def live(self) -> bool:

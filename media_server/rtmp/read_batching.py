@@ -8,15 +8,17 @@ socket readable only once that many bytes wait in it: the kernel does the batchi
 no timer or syscall per read (one setsockopt per tick at most).
 
 The low-water mark follows the publisher's rate, BATCH_S worth of it, so bytes wait under
-it at most until the next frame or a few audio frames lift them over: about one frame
-interval. The bench's LL-HLS edge latency did not move measurably (p95 -0.03 to 0.05 s,
-against -0.03 to 0.07 s without batching).
+it until the next frame or a few audio frames lift them over: about one frame interval.
+For an ffmpeg publisher that is +28 ms at p50 and +40 ms at p95 (bench/rtmp_read_delay.py),
+which LL-HLS (parts of 0.5 s) does not notice, and a WebRTC viewer (≤ 200 ms glass to
+glass) would: while a real-time subscriber watches the stream, nothing is held back.
 
 - each tick sets it to BATCH_S worth of what the last tick read, at most MAX_BYTES;
 - a tick that read nothing sets it back to 1 byte, so bytes left under the mark (a
   publisher that went quiet, or waits for the answer to a small command) are read within
   two ticks;
-- under MIN_BYTES (audio-only and other slow publishers) batching is not worth it.
+- under MIN_BYTES (audio-only and other slow publishers) batching is not worth it;
+- a tick that finds a real-time subscriber on the stream (Stream.realtime) sets it to 1.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ def low_water_mark(bytes_in_tick: int, tick_s: float = TICK_S) -> int:
 class ReadBatching:
     """Keeps one connection's SO_RCVLOWAT in step with its rate until stopped."""
 
-    def __init__(self, transport: asyncio.Transport, received: Callable[[], int]) -> None:
+    def __init__(self, transport: asyncio.Transport, received: Callable[[], int],
+                 may_hold: Callable[[], bool]) -> None:
         self._socket = transport.get_extra_info("socket")
         self._received = received  # what the connection has read so far
+        self._may_hold = may_hold  # False while a real-time viewer watches
         self._last = received()
         self.mark = 1
         self._timer: asyncio.TimerHandle | None = None
@@ -62,7 +66,7 @@ class ReadBatching:
 
     def _tick(self) -> None:
         now = self._received()
-        self._set(low_water_mark(now - self._last))
+        self._set(low_water_mark(now - self._last) if self._may_hold() else 1)
         self._last = now
         if self._timer is not None:
             self._timer = asyncio.get_running_loop().call_later(TICK_S, self._tick)

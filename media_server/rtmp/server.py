@@ -655,7 +655,9 @@ class _Connection(asyncio.BufferedProtocol):
         self.publish_msid = msid
         self.stats.publishing += 1
         assert self.transport is not None
-        self.batching = ReadBatching(self.transport, lambda: self.received)
+        stream = publication.stream
+        self.batching = ReadBatching(self.transport, lambda: self.received,
+                                     lambda: not stream.realtime)
         self._user_control(STREAM_BEGIN, msid)
         self._status(msid, "status", "NetStream.Publish.Start", f"{stream_id} is now published")
         log.info("rtmp %s: publishing %s", self.peer, stream_id)

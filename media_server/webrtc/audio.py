@@ -138,6 +138,7 @@ class AacToOpus:
         # the cached GOP's audio is history by now: listeners get live audio only
         cached = len(self.hub.stream(self.stream_id).gop())
         self._sub = sub = self.hub.subscribe(self.stream_id, "webrtc aac->opus")
+        sub.realtime = True
         codec: AacOpusCodec | None = None
         audio_index = -1
         restart = True

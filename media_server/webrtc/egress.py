@@ -108,6 +108,7 @@ class Fanout:
     def join(self, viewer: Receiver) -> None:
         if self._sub is None:
             self._sub = self.hub.subscribe(self.stream_id, "webrtc")
+            self._sub.realtime = True
             self._task = asyncio.create_task(self._run(self._sub), name=f"webrtc {self.stream_id}")
         self._drain(self._sub)  # what the hub already gave the others, the GOP includes
         self.viewers = (*self.viewers, viewer)

@@ -251,7 +251,8 @@ async def test_session_limit_is_503_with_a_reason_and_frees_on_hang_up(
 
 async def test_rtmp_publisher_plays_over_whep(webrtc_server: LiveServer,
                                               webrtc_clips: dict[str, Path]) -> None:
-    """ffmpeg -> RTMP (millisecond timestamps, AVCC) -> hub -> WHEP: same bytes, decodable."""
+    """ffmpeg -> RTMP (millisecond timestamps, AVCC) -> hub -> WHEP: same bytes, decodable;
+    and the RTMP reads are not batched while a WebRTC viewer watches (read_batching.py)."""
     from media_server.rtmp.server import RtmpServer
 
     async def start_rtmp() -> RtmpServer:
@@ -266,12 +267,18 @@ async def test_rtmp_publisher_plays_over_whep(webrtc_server: LiveServer,
         f"rtmp://127.0.0.1:{rtmp.port}/live/rtmp1")
     try:
         await _until(lambda: (s := webrtc_server.hub.find("rtmp1")) is not None and s.live, 10)
+        stream = webrtc_server.hub.stream("rtmp1")
+        (publisher,) = rtmp._connections
+        await _until(lambda: publisher.batching is not None and publisher.batching.mark > 1, 5)
         viewer = await open_viewer(webrtc_server.url, "rtmp1")
         assert viewer.response.status_code == 201, viewer.response.text
         video = await frames(viewer.track("video"), 20)
         audio = await frames(viewer.track("audio"), 10)
         assert video[-1].width == 640 and audio[-1].sample_rate == 48000
+        assert stream.realtime
+        await _until(lambda: publisher.batching is not None and publisher.batching.mark == 1, 2)
         await viewer.close()
+        await _until(lambda: not stream.realtime, 10)
     finally:
         ffmpeg.kill()
         await ffmpeg.wait()
