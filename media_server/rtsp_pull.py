@@ -441,13 +441,15 @@ class RtspPull:
         except (av.error.FFmpegError, OSError, BitstreamError, SourceError) as exc:
             reason = self._reason(exc)
         self._last_reason = reason
-        self._send(_End(reason))
         if self._stopping.is_set():
+            self._send(_End(reason))
             return
         if live_since and time.monotonic() - live_since[0] >= self.stable_s:
             self.backoff.reset()
         self.next_retry_s = self.backoff.next()
+        # the state before the end: whoever sees the stream end (API, tests) sees why
         self._send(_State("failed", reason, self.reconnects))
+        self._send(_End(reason))
         log.warning("stream %s: %s failed after %.1f s: %s; retry in %.1f s", self.stream_id,
                     self.safe_url, time.monotonic() - started, reason, self.next_retry_s)
         self._stopping.wait(self.next_retry_s)
