@@ -79,6 +79,28 @@ class HubCollector(Collector):
         yield from (live, viewers, bitrate, fps, packets, bytes_in, drops)
 
 
+# (metric, kind, help, RtmpStats field)
+_RTMP_METRICS = (
+    ("courtcast_rtmp_connections", CounterMetricFamily, "RTMP connections accepted",
+     "connections_total"),
+    ("courtcast_rtmp_connections_open", GaugeMetricFamily, "RTMP connections open",
+     "connections_open"),
+    ("courtcast_rtmp_publishing", GaugeMetricFamily, "RTMP connections publishing",
+     "publishing"),
+    ("courtcast_rtmp_playing", GaugeMetricFamily, "RTMP connections playing", "playing"),
+    ("courtcast_rtmp_received_bytes", CounterMetricFamily, "Bytes read from RTMP peers",
+     "bytes_in"),
+    ("courtcast_rtmp_sent_bytes", CounterMetricFamily, "Bytes written to RTMP peers",
+     "bytes_out"),
+    ("courtcast_rtmp_reads", CounterMetricFamily,
+     "Socket reads (publishers are read in batches)", "reads"),
+    ("courtcast_rtmp_refused", CounterMetricFamily, "Connections, publishes and plays refused",
+     "refused"),
+    ("courtcast_rtmp_protocol_errors", CounterMetricFamily,
+     "Connections closed for malformed RTMP", "protocol_errors"),
+)
+
+
 class RtmpCollector(Collector):
     """Prometheus view of the RTMP server's counters, read at scrape time."""
 
@@ -86,22 +108,5 @@ class RtmpCollector(Collector):
         self._stats = stats
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        s = self._stats
-        yield CounterMetricFamily("courtcast_rtmp_connections", "RTMP connections accepted",
-                                  value=s.connections_total)
-        yield GaugeMetricFamily("courtcast_rtmp_connections_open", "RTMP connections open",
-                                value=s.connections_open)
-        yield GaugeMetricFamily("courtcast_rtmp_publishing", "RTMP connections publishing",
-                                value=s.publishing)
-        yield GaugeMetricFamily("courtcast_rtmp_playing", "RTMP connections playing",
-                                value=s.playing)
-        yield CounterMetricFamily("courtcast_rtmp_received_bytes", "Bytes read from RTMP peers",
-                                  value=s.bytes_in)
-        yield CounterMetricFamily("courtcast_rtmp_sent_bytes", "Bytes written to RTMP peers",
-                                  value=s.bytes_out)
-        yield CounterMetricFamily("courtcast_rtmp_reads",
-                                  "Socket reads (publishers are read in batches)", value=s.reads)
-        yield CounterMetricFamily("courtcast_rtmp_refused",
-                                  "Connections, publishes and plays refused", value=s.refused)
-        yield CounterMetricFamily("courtcast_rtmp_protocol_errors",
-                                  "Connections closed for malformed RTMP", value=s.protocol_errors)
+        for name, kind, text, field in _RTMP_METRICS:
+            yield kind(name, text, value=getattr(self._stats, field))
