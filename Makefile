@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Both set up what they need.
-.PHONY: run test setup setup-test bench fuzz clean
+.PHONY: run test check setup setup-test bench fuzz clean
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,15 @@ run: setup
 	$(BIN)/courtcast up --demo
 
 test: setup-test
+	@$(MAKE) --no-print-directory check
 	$(BIN)/pytest -q
+
+# the house: lint and format, types, import rules (pyproject.toml holds each tool's config)
+check:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 setup:
 	@scripts/setup.sh venv

@@ -14,5 +14,11 @@ from setuptools import setup
 # by path: the build environment has no courtcast to import
 SOURCES = runpy.run_path("media_server/native.py")["SOURCES"]
 
-setup(ext_modules=cythonize(list(SOURCES), language_level=3, quiet=True,
-                            compiler_directives={"annotation_typing": False}))
+setup(
+    ext_modules=cythonize(
+        list(SOURCES),
+        language_level=3,
+        quiet=True,
+        compiler_directives={"annotation_typing": False},
+    )
+)

@@ -52,9 +52,21 @@ WARMUP_S = 3.0
 
 
 def start_camera(procs: Procs, port: int) -> None:
-    proc = procs.start(["/usr/bin/python3", str(CAMERA), "--port", str(port), "--size",
-                        "640x360", "--sub-size", "320x180", "--fps", "25"],
-                       stdout=subprocess.PIPE)
+    proc = procs.start(
+        [
+            "/usr/bin/python3",
+            str(CAMERA),
+            "--port",
+            str(port),
+            "--size",
+            "640x360",
+            "--sub-size",
+            "320x180",
+            "--fps",
+            "25",
+        ],
+        stdout=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith(b"READY"):
@@ -66,24 +78,54 @@ def config(folder: Path, rtmp_port: int, cameras: list[int]) -> Path:
     for i, port in enumerate(cameras):
         url = f"rtsp://127.0.0.1:{port}"
         sources[f"cam{i}"] = SourceConfig(
-            kind="rtsp", url=f"{url}/cam", sub_url=f"{url}/sub",
+            kind="rtsp",
+            url=f"{url}/cam",
+            sub_url=f"{url}/sub",
             main=StreamConfig(stream_id=f"b-r-cam{i}", key="k"),
-            sub=StreamConfig(stream_id=f"b-r-cam{i}-sub", key="k"))
+            sub=StreamConfig(stream_id=f"b-r-cam{i}-sub", key="k"),
+        )
     path = folder / "agent.yaml"
-    write_agent_config(path, AgentConfig(
-        server=f"http://127.0.0.1:{free_port()}", rtmp_url=f"rtmp://127.0.0.1:{rtmp_port}/live",
-        device_id="bench", device_secret="x", court="b", room="r", sources=sources,
-        spool={"dir": folder / "spool", "max_bytes": 2 << 30}), exclusive=False)  # type: ignore[arg-type]
+    write_agent_config(
+        path,
+        AgentConfig(
+            server=f"http://127.0.0.1:{free_port()}",
+            rtmp_url=f"rtmp://127.0.0.1:{rtmp_port}/live",
+            device_id="bench",
+            device_secret="x",
+            court="b",
+            room="r",
+            sources=sources,
+            spool={"dir": folder / "spool", "max_bytes": 2 << 30},
+        ),
+        exclusive=False,
+    )  # type: ignore[arg-type]
     return path
 
 
 def start_profile(procs: Procs, pid: int, seconds: float, out: Path) -> subprocess.Popen[Any]:
     """py-spy over the measuring window: native frames, per thread, raw (folded) stacks."""
     spy = str(Path(sys.executable).parent / "py-spy")
-    return procs.start([spy, "record", "--native", "--threads", "-r", "100", "-f", "raw",
-                        "-d", str(int(seconds)), "-p", str(pid), "-o", str(out)],
-                       stop_signal=signal.SIGINT, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+    return procs.start(
+        [
+            spy,
+            "record",
+            "--native",
+            "--threads",
+            "-r",
+            "100",
+            "-f",
+            "raw",
+            "-d",
+            str(int(seconds)),
+            "-p",
+            str(pid),
+            "-o",
+            str(out),
+        ],
+        stop_signal=signal.SIGINT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
@@ -101,9 +143,18 @@ def thread_cpu(pid: int) -> dict[int, float]:
 # -- where the time goes: py-spy raw stacks grouped by the part of the agent on them --
 
 # a sample whose innermost named frame is one of these is a thread waiting, not working
-IDLE_LEAVES = {"poll", "epoll_wait", "select", "pthread_cond_timedwait", "pthread_cond_wait",
-               "PyThread_acquire_lock_timed", "sem_clockwait", "sem_timedwait",
-               "clock_nanosleep", "nanosleep"}
+IDLE_LEAVES = {
+    "poll",
+    "epoll_wait",
+    "select",
+    "pthread_cond_timedwait",
+    "pthread_cond_wait",
+    "PyThread_acquire_lock_timed",
+    "sem_clockwait",
+    "sem_timedwait",
+    "clock_nanosleep",
+    "nanosleep",
+}
 # first marker found on the stack names the part: inner parts before outer ones (the
 # selector, ring and publisher may all run inside the feed's push, RtspPull._flush)
 PARTS = (
@@ -142,8 +193,9 @@ def profile_parts(path: Path) -> Counter[tuple[str, str]]:
         named = [f for f in frames[1:] if not f.startswith("0x")]
         if not named or _frame_name(named[-1]) in IDLE_LEAVES:
             continue
-        part = next((p for p, mark in PARTS if any(mark in f for f in named)),
-                    "event loop, timers, other")
+        part = next(
+            (p for p, mark in PARTS if any(mark in f for f in named)), "event loop, timers, other"
+        )
         parts[_thread_kind(name), part] += int(count)
     return parts
 
@@ -187,9 +239,18 @@ async def one_run(n: int, seconds: float, profile: Path | None = None) -> Run:
             ports = [free_port() for _ in range(n)]
             for port in ports:
                 start_camera(procs, port)
-            agent = procs.start([COURTCAST, "--log-level", "error", "agent", "run",
-                                 "--config", str(config(Path(tmp), server.port, ports))],
-                                stop_signal=signal.SIGTERM)
+            agent = procs.start(
+                [
+                    COURTCAST,
+                    "--log-level",
+                    "error",
+                    "agent",
+                    "run",
+                    "--config",
+                    str(config(Path(tmp), server.port, ports)),
+                ],
+                stop_signal=signal.SIGTERM,
+            )
             ids = [f"b-r-cam{i}{s}" for i in range(n) for s in ("", "-sub")]
             deadline = time.monotonic() + 40
             while not all((st := hub.find(i)) is not None and st.live for i in ids):
@@ -211,8 +272,15 @@ async def one_run(n: int, seconds: float, profile: Path | None = None) -> Run:
         procs.stop_all()
         await server.stop()
     per = 1000 / (len(ids) * seconds)
-    return Run(n, (cpu1 - cpu0) * per, (main1 - main0) * per, rss,
-               frames / (len(ids) * seconds), (load0 + os.getloadavg()[0]) / 2, profile)
+    return Run(
+        n,
+        (cpu1 - cpu0) * per,
+        (main1 - main0) * per,
+        rss,
+        frames / (len(ids) * seconds),
+        (load0 + os.getloadavg()[0]) / 2,
+        profile,
+    )
 
 
 def print_profile(run: Run) -> None:
@@ -243,10 +311,16 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cameras", default="1,2,4")
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="runs per N; the median CPU is shown, with the range")
-    parser.add_argument("--profile", type=Path, default=None, metavar="PREFIX",
-                        help="also py-spy the agent: PREFIX-{N}cam.txt (raw), per run")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per N; the median CPU is shown, with the range"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="PREFIX",
+        help="also py-spy the agent: PREFIX-{N}cam.txt (raw), per run",
+    )
     args = parser.parse_args()
     rows: list[tuple[Run, list[Run]]] = []
     for n in (int(v) for v in args.cameras.split(",")):
@@ -256,14 +330,18 @@ async def main() -> None:
             runs.append(await one_run(n, args.seconds, out))
         rows.append((median_run(runs), runs))
         print(f"  {n} cameras: " + ", ".join(f"{r.ms:.1f}" for r in runs), file=sys.stderr)
-    print(f"{'cameras':>7} {'streams':>7} {'CPU ms/stream-s':>16} {'range':>11} "
-          f"{'loop thread':>11} {'agent RSS MB':>12} {'MB/camera':>9} {'fps':>5} "
-          f"{'load':>5}")
+    print(
+        f"{'cameras':>7} {'streams':>7} {'CPU ms/stream-s':>16} {'range':>11} "
+        f"{'loop thread':>11} {'agent RSS MB':>12} {'MB/camera':>9} {'fps':>5} "
+        f"{'load':>5}"
+    )
     for run, runs in rows:
         low, high = min(r.ms for r in runs), max(r.ms for r in runs)
-        print(f"{run.cameras:>7} {2 * run.cameras:>7} {run.ms:>16.1f} "
-              f"{f'{low:.1f}-{high:.1f}':>11} {run.main_ms:>11.1f} {run.rss_mb:>12.1f} "
-              f"{run.rss_mb / run.cameras:>9.1f} {run.fps:>5.1f} {run.load:>5.2f}")
+        print(
+            f"{run.cameras:>7} {2 * run.cameras:>7} {run.ms:>16.1f} "
+            f"{f'{low:.1f}-{high:.1f}':>11} {run.main_ms:>11.1f} {run.rss_mb:>12.1f} "
+            f"{run.rss_mb / run.cameras:>9.1f} {run.fps:>5.1f} {run.load:>5.2f}"
+        )
     for run, _ in rows:
         if run.profile is not None:
             print_profile(run)

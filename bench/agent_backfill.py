@@ -43,7 +43,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from control_room.devices import DeviceRegistry
-from courtcast.config import load_config
+from core.config import load_config
 from courtcast.platform import Platform
 from device_agents.agent import Agent
 from device_agents.config import load_agent_config
@@ -55,21 +55,75 @@ from tests.fixtures.tcp_proxy import Link, TcpProxy, _Loop
 def make_clip(folder: Path, size: str, kbps: int) -> Path:
     """30 s of 25 fps H.264 at about kbps (noise keeps the encoder from saving bits) + AAC."""
     out = folder / "camera.mp4"
-    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-                    "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
-                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-                    "-t", "30", "-vf", "noise=alls=12:allf=t", "-c:v", "libx264",
-                    "-preset", "ultrafast", "-g", "25", "-keyint_min", "25",
-                    "-sc_threshold", "0", "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k",
-                    "-bufsize", f"{kbps}k", "-pix_fmt", "yuv420p", "-c:a", "aac",
-                    "-b:a", "64k", "-ac", "1", str(out)], check=True, timeout=300)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size}:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "30",
+            "-vf",
+            "noise=alls=12:allf=t",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-keyint_min",
+            "25",
+            "-sc_threshold",
+            "0",
+            "-b:v",
+            f"{kbps}k",
+            "-maxrate",
+            f"{kbps}k",
+            "-bufsize",
+            f"{kbps}k",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-ac",
+            "1",
+            str(out),
+        ],
+        check=True,
+        timeout=300,
+    )
     return out
 
 
 def start_camera(port: int, size: str, kbps: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), "--port", str(port), "--size", size,
-                             "--fps", "25", "--kbps", str(kbps)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            SYSTEM_PYTHON,
+            str(SERVER),
+            "--port",
+            str(port),
+            "--size",
+            size,
+            "--fps",
+            "25",
+            "--kbps",
+            str(kbps),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert proc.stdout is not None
     if not proc.stdout.readline().startswith(b"READY"):
         raise RuntimeError("the RTSP camera did not start (GStreamer installed?)")
@@ -93,8 +147,9 @@ async def play_url(node: Platform, stream: str) -> str:
     base = f"http://127.0.0.1:{node.http_port}"
     await role(node, "control_room").users.add("bench", "operator", "correct horse battery")
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-        await http.post("/api/v1/login", json={"name": "bench",
-                                               "password": "correct horse battery"})
+        await http.post(
+            "/api/v1/login", json={"name": "bench", "password": "correct horse battery"}
+        )
         return base + (await http.get(f"/api/v1/streams/{stream}/play-url")).json()["hls"]
 
 
@@ -116,14 +171,26 @@ async def decoded_frames(http: httpx.AsyncClient, url: str, init: str, segment: 
         return len(list(container.decode(video=0)))
 
 
-async def enrol(node: Platform, folder: Path, camera_url: str, server: str,
-                rtmp_url: str) -> Agent:
+async def enrol(node: Platform, folder: Path, camera_url: str, server: str, rtmp_url: str) -> Agent:
     token = await DeviceRegistry(role(node, "storage").state).make_enrol_token("c1", "r1")
     out = folder / "agent.yaml"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "courtcast.cli", "agent", "enroll", "--server", server,
-        "--token", token, "--out", str(out), "--source", f"cam={camera_url}",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "courtcast.cli",
+        "agent",
+        "enroll",
+        "--server",
+        server,
+        "--token",
+        token,
+        "--out",
+        str(out),
+        "--source",
+        f"cam={camera_url}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await proc.communicate()
     if proc.returncode:
         raise RuntimeError(f"enrol failed: {err.decode()}")
@@ -138,9 +205,15 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         source_url = f"rtsp://127.0.0.1:{port}/cam"
     else:
         source_url = str(make_clip(folder, args.size, args.kbps))
-    config = load_config(overrides={"node.data_dir": str(folder / "data"), "http.port": 0,
-                                    "rtmp.port": 0, "recorder.segment_target_s": 2.0},
-                         environ={})
+    config = load_config(
+        overrides={
+            "node.data_dir": str(folder / "data"),
+            "http.port": 0,
+            "rtmp.port": 0,
+            "recorder.segment_target_s": 2.0,
+        },
+        environ={},
+    )
     node = Platform(config)
     await node.start()
     loop, link = _Loop(), Link(args.rate_mbit * 1e6 / 8)
@@ -148,9 +221,13 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     rtmp_proxy = TcpProxy(loop, role(node, "media_server").rtmp_port, link).start()
     agent: Agent | None = None
     try:
-        agent = await enrol(node, folder, source_url,
-                            f"http://127.0.0.1:{http_proxy.port}",
-                            f"rtmp://127.0.0.1:{rtmp_proxy.port}/live")
+        agent = await enrol(
+            node,
+            folder,
+            source_url,
+            f"http://127.0.0.1:{http_proxy.port}",
+            f"rtmp://127.0.0.1:{rtmp_proxy.port}/live",
+        )
         stream = agent.config.sources["cam"].main.stream_id
         await agent.start()
         hub = role(node, "media_server").hub
@@ -176,23 +253,36 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             playlist_s = time.monotonic() - restored
             frames = await decoded_frames(http, url, now[1], now[2])
             picture_s = time.monotonic() - restored
-        await until(lambda: recording.manifest.gaps and all(
-            g.filled for g in recording.manifest.gaps), 180, "gap filled")
+        await until(
+            lambda: recording.manifest.gaps and all(g.filled for g in recording.manifest.gaps),
+            180,
+            "gap filled",
+        )
         filled_s = time.monotonic() - restored
         await recorder.sessions.close(session.id)
         await asyncio.sleep(0.5)
         await recorder.wait_closed()
-        report = await verify_recording(role(node, "storage").objects, recording.id,
-                                        recorder.signer.public)
+        report = await verify_recording(
+            role(node, "storage").objects, recording.id, recorder.signer.public
+        )
         bf = agent.backfill
         assert bf is not None
-        return {"cut_s": args.cut_s, "mode": "blackhole" if args.blackhole else "drop",
-                "source": args.source,
-                "playlist_s": playlist_s, "picture_s": picture_s, "frames": frames,
-                "filled_s": filled_s, "segments": bf.uploaded, "mb": bf.bytes_uploaded / 1e6,
-                "upload_s": bf.upload_s, "live_mbit": live_bps / 1e6,
-                "rate_mbit": args.rate_mbit, "duplicates": bf.duplicates,
-                "verify": report.summary()}
+        return {
+            "cut_s": args.cut_s,
+            "mode": "blackhole" if args.blackhole else "drop",
+            "source": args.source,
+            "playlist_s": playlist_s,
+            "picture_s": picture_s,
+            "frames": frames,
+            "filled_s": filled_s,
+            "segments": bf.uploaded,
+            "mb": bf.bytes_uploaded / 1e6,
+            "upload_s": bf.upload_s,
+            "live_mbit": live_bps / 1e6,
+            "rate_mbit": args.rate_mbit,
+            "duplicates": bf.duplicates,
+            "verify": report.summary(),
+        }
     finally:
         if agent is not None:
             await agent.stop()
@@ -209,14 +299,21 @@ def report(r: dict[str, Any]) -> None:
     mb_s = r["mb"] / r["upload_s"] if r["upload_s"] else 0.0
     link_mb_s = r["rate_mbit"] / 8
     left = max(r["rate_mbit"] - r["live_mbit"], 0.01) / 8
-    print(f"source {r['source']}, cut {r['cut_s']:.0f} s ({r['mode']}), line {r['rate_mbit']:.0f} Mbit/s, live "
-          f"{r['live_mbit']:.2f} Mbit/s")
-    print(f"live back: playlist {r['playlist_s']:.1f} s, picture decoded {r['picture_s']:.1f} s"
-          f" ({r['frames']} frames) after restore")
-    print(f"backfill: {r['segments']} segments, {r['mb']:.2f} MB in {r['upload_s']:.1f} s "
-          f"uploading = {mb_s:.3f} MB/s = {mb_s / link_mb_s:.2f} x line, "
-          f"{mb_s / left:.2f} x line minus live; gap filled {r['filled_s']:.1f} s after "
-          f"restore; duplicates {r['duplicates']}")
+    print(
+        f"source {r['source']}, cut {r['cut_s']:.0f} s ({r['mode']}), "
+        f"line {r['rate_mbit']:.0f} Mbit/s, live "
+        f"{r['live_mbit']:.2f} Mbit/s"
+    )
+    print(
+        f"live back: playlist {r['playlist_s']:.1f} s, picture decoded {r['picture_s']:.1f} s"
+        f" ({r['frames']} frames) after restore"
+    )
+    print(
+        f"backfill: {r['segments']} segments, {r['mb']:.2f} MB in {r['upload_s']:.1f} s "
+        f"uploading = {mb_s:.3f} MB/s = {mb_s / link_mb_s:.2f} x line, "
+        f"{mb_s / left:.2f} x line minus live; gap filled {r['filled_s']:.1f} s after "
+        f"restore; duplicates {r['duplicates']}"
+    )
     print(f"verify: {r['verify']}")
 
 
@@ -227,11 +324,16 @@ def main() -> None:
     parser.add_argument("--kbps", type=int, default=3000, help="source video bitrate")
     parser.add_argument("--source", choices=("file", "rtsp"), default="file")
     parser.add_argument("--size", default="1280x720")
-    parser.add_argument("--blackhole", action="store_true",
-                        help="cut silently (sockets stay open) instead of resetting")
+    parser.add_argument(
+        "--blackhole",
+        action="store_true",
+        help="cut silently (sockets stay open) instead of resetting",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp, \
-            contextlib.suppress(KeyboardInterrupt):
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp,
+        contextlib.suppress(KeyboardInterrupt),
+    ):
         report(asyncio.run(run(args, Path(tmp))))
 
 

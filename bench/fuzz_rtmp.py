@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.media_server.test_rtmp_fuzz import SEEDS, TARGETS, mutate  # noqa: E402
+from tests.media_server.test_rtmp_fuzz import SEEDS, TARGETS, mutate
 
 
 def run_mutations(name: str, cases: int, seed: int) -> tuple[int, float]:
@@ -29,8 +29,11 @@ def run_mutations(name: str, cases: int, seed: int) -> tuple[int, float]:
     target, pool = TARGETS[name], SEEDS[name]
     start = time.perf_counter()
     for i in range(cases):
-        data = rng.randbytes(rng.randint(0, 64)) if i % 10 == 0 else mutate(
-            rng, rng.choice(pool), pool)
+        data = (
+            rng.randbytes(rng.randint(0, 64))
+            if i % 10 == 0
+            else mutate(rng, rng.choice(pool), pool)
+        )
         try:
             target(data)
         except Exception:
@@ -43,8 +46,9 @@ def run_mutations(name: str, cases: int, seed: int) -> tuple[int, float]:
 def run_hypothesis(name: str, examples: int) -> int:
     count = 0
 
-    @settings(max_examples=examples, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(st.binary(max_size=800))
     def check(data: bytes) -> None:
         nonlocal count
@@ -71,8 +75,10 @@ def main() -> None:
         examples = run_hypothesis(name, args.hypothesis)
         seconds += time.perf_counter() - start
         total += cases + examples
-        print(f"{name:<10} {cases:>9} {examples:>11} {seconds:>8.1f} "
-              f"{(cases + examples) / seconds:>8.0f}")
+        print(
+            f"{name:<10} {cases:>9} {examples:>11} {seconds:>8.1f} "
+            f"{(cases + examples) / seconds:>8.0f}"
+        )
     print(f"total {total} cases, no unexpected error")
 
 

@@ -19,9 +19,16 @@ from typing import Any
 from urllib.parse import quote
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--autoplay-policy=no-user-gesture-required"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
 HLSJS_VERSION = "1.7.4"  # the version tests/media_server/test_hls_browser.py uses
 CACHE = Path.home() / ".cache/courtcast-tests"
 
@@ -70,8 +77,12 @@ def hlsjs() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     tarball = CACHE / f"hls.js-{HLSJS_VERSION}.tgz"
     if not tarball.exists():
-        subprocess.run([npm, "pack", f"hls.js@{HLSJS_VERSION}", "--pack-destination",
-                        str(CACHE), "--silent"], check=True, timeout=120, capture_output=True)
+        subprocess.run(
+            [npm, "pack", f"hls.js@{HLSJS_VERSION}", "--pack-destination", str(CACHE), "--silent"],
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
     with tarfile.open(tarball) as tar:
         member = tar.extractfile("package/dist/hls.min.js")
         assert member is not None
@@ -83,8 +94,9 @@ def hlsjs() -> Path:
 PLAYERS = {"defaults": {}, "catch-up": {"maxLiveSyncPlaybackRate": 1.5}}
 
 
-def play(urls: dict[str, str], warm_s: float,
-         seconds: int) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def play(
+    urls: dict[str, str], warm_s: float, seconds: int
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Play each URL (http://127.0.0.1:PORT/path.m3u8) with each of PLAYERS at once for
     warm_s + seconds: {player: {url key: the samples of the last `seconds`}}."""
     from playwright.sync_api import sync_playwright
@@ -93,8 +105,11 @@ def play(urls: dict[str, str], warm_s: float,
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
-            pages = {(player, key): _open(browser, url, config, script)
-                     for player, config in PLAYERS.items() for key, url in urls.items()}
+            pages = {
+                (player, key): _open(browser, url, config, script)
+                for player, config in PLAYERS.items()
+                for key, url in urls.items()
+            }
             time.sleep(warm_s)
             samples: dict[str, dict[str, list[dict[str, Any]]]] = {p: {} for p in PLAYERS}
             for _ in range(seconds):
@@ -110,9 +125,13 @@ def _open(browser: Any, url: str, config: dict[str, Any], script: Path) -> Any:
     origin, path = url.split("/", 3)[:3], "/" + url.split("/", 3)[3]
     base = "/".join(origin)
     page = browser.new_page()
-    page.route(base + "/bench-player.html",
-               lambda route: route.fulfill(body=PAGE, content_type="text/html"))
-    page.route(base + "/bench-hls.min.js",
-               lambda route: route.fulfill(path=str(script), content_type="text/javascript"))
+    page.route(
+        base + "/bench-player.html",
+        lambda route: route.fulfill(body=PAGE, content_type="text/html"),
+    )
+    page.route(
+        base + "/bench-hls.min.js",
+        lambda route: route.fulfill(path=str(script), content_type="text/javascript"),
+    )
     page.goto(f"{base}/bench-player.html#" + quote(json.dumps([config, path])))
     return page

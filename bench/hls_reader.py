@@ -33,6 +33,7 @@ MAP_RE = re.compile(r'#EXT-X-MAP:URI="([^"]+)"')
 
 # -- a minimal HTTP/1.1 client (keep-alive, Content-Length bodies) --
 
+
 class Http:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
@@ -75,6 +76,7 @@ class Http:
 
 # -- media time of a part or segment --
 
+
 def boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[bytes, int, int]]:
     """(type, payload start, payload end) of the ISO-BMFF boxes in data[start:end]."""
     end = len(data) if end is None else end
@@ -103,7 +105,7 @@ def video_track(init: bytes) -> tuple[int, int]:
         assert tkhd is not None and mdia is not None
         hdlr, mdhd = child(init, mdia, b"hdlr"), child(init, mdia, b"mdhd")
         assert hdlr is not None and mdhd is not None
-        if init[hdlr[1] + 8:hdlr[1] + 12] != b"vide":
+        if init[hdlr[1] + 8 : hdlr[1] + 12] != b"vide":
             continue
         v1 = init[tkhd[1]] == 1
         track_id = struct.unpack_from(">I", init, tkhd[1] + (20 if v1 else 12))[0]
@@ -130,7 +132,7 @@ def fmp4_video_start(data: bytes, track_id: int, timescale: int) -> float | None
 def ts_video_pts(data: bytes) -> float | None:
     """PTS (s) of the first video PES of an MPEG-TS segment."""
     for off in range(0, len(data) - 187, 188):
-        pkt = data[off:off + 188]
+        pkt = data[off : off + 188]
         if pkt[0] != 0x47 or not pkt[1] & 0x40:
             continue
         start = 4 + (1 + pkt[4] if pkt[3] & 0x20 else 0)
@@ -144,6 +146,7 @@ def ts_video_pts(data: bytes) -> float | None:
 
 
 # -- readers --
+
 
 @dataclass
 class Counters:
@@ -205,8 +208,9 @@ class LlReader(Reader):
             query = f"?_HLS_msn={hint[1]}&_HLS_part={hint[2]}"
             text = await self.playlist(query) or await self.first_playlist()
 
-    async def part(self, msn: int, idx: int, dur: float, pdt: float,
-                   track: tuple[int, int] | None) -> None:
+    async def part(
+        self, msn: int, idx: int, dur: float, pdt: float, track: tuple[int, int] | None
+    ) -> None:
         status, data = await self.fetch(f"{self.base}part-{msn}.{idx}.m4s")
         if status != 200:
             return
@@ -214,8 +218,16 @@ class LlReader(Reader):
         self.c.media += 1
         self.c.bytes += len(data)
         if self.latency and track is not None:
-            self.c.records.append({"t": now, "msn": msn, "idx": idx, "dur": dur, "pdt": pdt,
-                                   "media": fmp4_video_start(data, *track)})
+            self.c.records.append(
+                {
+                    "t": now,
+                    "msn": msn,
+                    "idx": idx,
+                    "dur": dur,
+                    "pdt": pdt,
+                    "media": fmp4_video_start(data, *track),
+                }
+            )
 
 
 def parts_of(text: str) -> list[tuple[int, int, float, float]]:
@@ -237,6 +249,7 @@ def parts_of(text: str) -> list[tuple[int, int, float, float]]:
 def parse_pdt(value: str) -> float:
     """'2026-01-02T03:04:05.678Z' -> UNIX seconds."""
     import calendar
+
     whole, _, frac = value.rstrip("Z").partition(".")
     t = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
     return t + (float("0." + frac) if frac else 0.0)
@@ -282,6 +295,7 @@ def segments_of(text: str) -> list[tuple[str, float]]:
 
 
 # -- process --
+
 
 async def main(spec: dict[str, Any]) -> None:
     kind = LlReader if spec["kind"] == "ll" else PollReader

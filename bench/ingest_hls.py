@@ -43,8 +43,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.procs import Procs, cpu_s, free_port, machine_busy, rss_mb, tree  # noqa: E402
-from bench.rtmp_tap import RtmpTap  # noqa: E402
+from bench.procs import Procs, cpu_s, free_port, machine_busy, rss_mb, tree
+from bench.rtmp_tap import RtmpTap
 
 PY = sys.executable
 COURTCAST = ROOT / ".venv/bin/courtcast"
@@ -61,25 +61,82 @@ def log(msg: str) -> None:
 
 # -- the clip --
 
+
 def make_clip(path: Path, seconds: int) -> Path:
     """720p30 H.264 2 Mbit/s, 2 s GOP (no B-frames), AAC 128k: encoded once."""
-    subprocess.run([
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
-        "-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-g", "60", "-keyint_min", "60",
-        "-sc_threshold", "0", "-b:v", "2M", "-maxrate", "2M", "-bufsize", "2M",
-        "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-ac", "2", str(path)],
-        check=True, timeout=300)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            str(seconds),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-bf",
+            "0",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-b:v",
+            "2M",
+            "-maxrate",
+            "2M",
+            "-bufsize",
+            "2M",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ac",
+            "2",
+            str(path),
+        ],
+        check=True,
+        timeout=300,
+    )
     return path
 
 
 def publisher_cmd(clip: Path, url: str) -> list[str]:
-    return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
-            "-stream_loop", "-1", "-i", str(clip), "-c", "copy", "-f", "flv", url]
+    return [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-re",
+        "-stream_loop",
+        "-1",
+        "-i",
+        str(clip),
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        url,
+    ]
 
 
 # -- the servers --
+
 
 @dataclass
 class Server:
@@ -95,8 +152,17 @@ class Server:
 
 def start_courtcast(procs: Procs, work: Path) -> Server:
     http, rtmp = free_port(), free_port()
-    cmd = [str(COURTCAST), "up", "--open", "--data-dir", str(work / "cc"),
-           "--http-port", str(http), "--rtmp-port", str(rtmp)]
+    cmd = [
+        str(COURTCAST),
+        "up",
+        "--open",
+        "--data-dir",
+        str(work / "cc"),
+        "--http-port",
+        str(http),
+        "--rtmp-port",
+        str(rtmp),
+    ]
     out = open(work / "courtcast.log", "wb")
     proc = procs.start(cmd, signal.SIGTERM, stdout=out, stderr=subprocess.STDOUT)
     server = Server("courtcast", proc, http, rtmp, "/live/{id}/index.m3u8")
@@ -150,8 +216,12 @@ def start_nginx(procs: Procs, work: Path) -> Server:
     conf = work / "nginx.conf"
     conf.write_text(NGINX_CONF.format(module=NGINX_MODULE, work=work, rtmp=rtmp, http=http))
     out = open(work / "nginx.log", "wb")
-    proc = procs.start(["nginx", "-c", str(conf), "-p", str(work)], signal.SIGQUIT,
-                       stdout=out, stderr=subprocess.STDOUT)
+    proc = procs.start(
+        ["nginx", "-c", str(conf), "-p", str(work)],
+        signal.SIGQUIT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
     server = Server("nginx-rtmp", proc, http, rtmp, "/hls/{id}.m3u8")
     wait_http(server, "/hls/")
     return server
@@ -174,13 +244,18 @@ def wait_http(server: Server, path: str, timeout: float = 30.0) -> None:
 
 # -- readers --
 
+
 class ReaderProc:
     """bench/hls_reader.py in its own process, driven over stdin/stdout."""
 
     def __init__(self, procs: Procs, spec: dict[str, Any], log_path: Path) -> None:
-        self.proc = procs.start([PY, str(ROOT / "bench/hls_reader.py"), json.dumps(spec)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=open(log_path, "wb"), text=True)
+        self.proc = procs.start(
+            [PY, str(ROOT / "bench/hls_reader.py"), json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(log_path, "wb"),
+            text=True,
+        )
 
     def command(self, cmd: str) -> None:
         assert self.proc.stdin is not None
@@ -200,12 +275,19 @@ class ReaderProc:
 
 
 def reader_spec(server: Server, kind: str, n: int) -> dict[str, Any]:
-    return {"port": server.http_port, "kind": kind, "path": server.playlist,
-            "streams": [f"s{i}" for i in range(n)], "latency": ["s0"],
-            "poll_s": 1.0, "latency_poll_s": 0.05}
+    return {
+        "port": server.http_port,
+        "kind": kind,
+        "path": server.playlist,
+        "streams": [f"s{i}" for i in range(n)],
+        "latency": ["s0"],
+        "poll_s": 1.0,
+        "latency_poll_s": 0.05,
+    }
 
 
 # -- one N --
+
 
 @dataclass
 class Side:
@@ -252,16 +334,19 @@ def run_n(n: int, args: argparse.Namespace, clip: Path, work: Path) -> Row:
         procs.stop_all()
 
 
-def _run_n(n: int, args: argparse.Namespace, clip: Path, work: Path, procs: Procs,
-           taps: list[RtmpTap]) -> Row:
+def _run_n(
+    n: int, args: argparse.Namespace, clip: Path, work: Path, procs: Procs, taps: list[RtmpTap]
+) -> Row:
     row = Row(n, args.seconds)
     log(f"N={n}: starting courtcast and nginx-rtmp")
     servers = {"ours": start_courtcast(procs, work), "nginx": start_nginx(procs, work)}
     idle(servers, row)
-    readers = {"ours": ReaderProc(procs, reader_spec(servers["ours"], "ll", n),
-                                  work / "reader-ours.log"),
-               "nginx": ReaderProc(procs, reader_spec(servers["nginx"], "poll", n),
-                                   work / "reader-nginx.log")}
+    readers = {
+        "ours": ReaderProc(procs, reader_spec(servers["ours"], "ll", n), work / "reader-ours.log"),
+        "nginx": ReaderProc(
+            procs, reader_spec(servers["nginx"], "poll", n), work / "reader-nginx.log"
+        ),
+    }
     taps += [RtmpTap(servers["ours"].rtmp_port), RtmpTap(servers["nginx"].rtmp_port)]
     publishers = start_publishers(procs, clip, n, servers, taps)
     warm_up(readers, n, args.warmup_timeout)
@@ -284,13 +369,14 @@ def idle(servers: dict[str, Server], row: Row) -> None:
         side.rss_idle_mb = rss_mb(server.pids())
 
 
-def start_publishers(procs: Procs, clip: Path, n: int, servers: dict[str, Server],
-                     taps: list[RtmpTap]) -> list[subprocess.Popen[Any]]:
+def start_publishers(
+    procs: Procs, clip: Path, n: int, servers: dict[str, Server], taps: list[RtmpTap]
+) -> list[subprocess.Popen[Any]]:
     """N per server, starts spread over one GOP; s0 goes through the latency tap."""
     log(f"N={n}: starting {2 * n} publishers")
     out = []
     for i in range(n):
-        for (key, server), tap in zip(servers.items(), taps):
+        for server, tap in zip(servers.values(), taps):
             port = tap.port if i == 0 else server.rtmp_port
             url = f"rtmp://127.0.0.1:{port}/live/s{i}"
             out.append(procs.start(publisher_cmd(clip, url), stdin=subprocess.DEVNULL))
@@ -302,8 +388,9 @@ def warm_up(readers: dict[str, ReaderProc], n: int, timeout: float) -> None:
     """Until every stream has delivered media to its reader, then WARMUP_S more."""
     deadline = time.monotonic() + timeout
     while True:
-        waiting = {k: sum(1 for c in r.report().values() if c["media"] == 0)
-                   for k, r in readers.items()}
+        waiting = {
+            k: sum(1 for c in r.report().values() if c["media"] == 0) for k, r in readers.items()
+        }
         if not any(waiting.values()):
             break
         if time.monotonic() > deadline:
@@ -313,9 +400,14 @@ def warm_up(readers: dict[str, ReaderProc], n: int, timeout: float) -> None:
     time.sleep(WARMUP_S)
 
 
-def measure(row: Row, servers: dict[str, Server], readers: dict[str, ReaderProc],
-            publishers: list[subprocess.Popen[Any]], taps: list[RtmpTap],
-            seconds: float) -> dict[str, Clock]:
+def measure(
+    row: Row,
+    servers: dict[str, Server],
+    readers: dict[str, ReaderProc],
+    publishers: list[subprocess.Popen[Any]],
+    taps: list[RtmpTap],
+    seconds: float,
+) -> dict[str, Clock]:
     for r in readers.values():
         r.command("mark")
     pids = {k: s.pids() for k, s in servers.items()}
@@ -381,6 +473,7 @@ def fetch_text(server: Server, path: str) -> str:
 
 # -- latency --
 
+
 def tag_value(text: str, tag: str, key: str | None = None) -> float:
     line = next(ln for ln in text.splitlines() if ln.startswith(tag + ":"))
     value = line.split(":", 1)[1]
@@ -391,9 +484,13 @@ def tag_value(text: str, tag: str, key: str | None = None) -> float:
 
 def summary(values: list[float]) -> dict[str, float]:
     values = sorted(values)
-    return {"mean": statistics.fmean(values), "p50": values[len(values) // 2],
-            "p95": values[min(len(values) - 1, int(len(values) * 0.95))],
-            "max": values[-1], "count": len(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "p50": values[len(values) // 2],
+        "p95": values[min(len(values) - 1, int(len(values) * 0.95))],
+        "max": values[-1],
+        "count": len(values),
+    }
 
 
 Clock = Callable[[float], float]  # media time of a frame -> when it left the publisher
@@ -420,8 +517,12 @@ def latency_ours(recs: list[dict[str, Any]], clock: Clock, playlist: str) -> dic
     """Part arrival at the reader vs the moment its first frame left the publisher."""
     ages = [r["t"] - clock(r["media"]) for r in recs]
     hold = tag_value(playlist, "#EXT-X-SERVER-CONTROL", "PART-HOLD-BACK")
-    return player_estimate(ages, [r["dur"] for r in recs], hold, {
-        "ingest_to_pdt_s": summary([r["pdt"] - clock(r["media"]) for r in recs])})
+    return player_estimate(
+        ages,
+        [r["dur"] for r in recs],
+        hold,
+        {"ingest_to_pdt_s": summary([r["pdt"] - clock(r["media"]) for r in recs])},
+    )
 
 
 def latency_nginx(recs: list[dict[str, Any]], clock: Clock, playlist: str) -> dict[str, Any]:
@@ -431,35 +532,51 @@ def latency_nginx(recs: list[dict[str, Any]], clock: Clock, playlist: str) -> di
     return player_estimate(ages, [r["dur"] for r in recs], hold, {})
 
 
-def player_estimate(ages: list[float], durations: list[float], hold: float,
-                    extra: dict[str, Any]) -> dict[str, Any]:
+def player_estimate(
+    ages: list[float], durations: list[float], hold: float, extra: dict[str, Any]
+) -> dict[str, Any]:
     """edge: how long after its last frame left the publisher a part/segment was in the
     reader's hands. A player holding `hold` behind the newest media plays a frame
     hold + edge + (0..duration, where it joined the sawtooth) after it was sent."""
     edges = [a - d for a, d in zip(ages, durations)]
     dur = statistics.fmean(durations)
     edge = statistics.fmean(edges)
-    return {"first_frame_age_s": summary(ages), "edge_s": summary(edges), "duration_s": dur,
-            "hold_back_s": hold, "player_s": hold + edge + dur / 2,
-            "player_range_s": [hold + edge, hold + edge + dur], **extra}
+    return {
+        "first_frame_age_s": summary(ages),
+        "edge_s": summary(edges),
+        "duration_s": dur,
+        "hold_back_s": hold,
+        "player_s": hold + edge + dur / 2,
+        "player_range_s": [hold + edge, hold + edge + dur],
+        **extra,
+    }
 
 
 # -- a real player --
 
-def browser(servers: dict[str, Server], readers: dict[str, ReaderProc],
-            clocks: dict[str, Clock], seconds: float) -> dict[str, Any]:
+
+def browser(
+    servers: dict[str, Server],
+    readers: dict[str, ReaderProc],
+    clocks: dict[str, Clock],
+    seconds: float,
+) -> dict[str, Any]:
     """hls.js in Chromium on s0 of both servers: when did the frame on screen leave ffmpeg."""
     from bench.hls_browser import play
 
     log(f"playing s0 of both servers with hls.js in Chromium ({15 + seconds:.0f} s)")
-    urls = {k: f"http://127.0.0.1:{s.http_port}{s.playlist.format(id='s0')}"
-            for k, s in servers.items()}
+    urls = {
+        k: f"http://127.0.0.1:{s.http_port}{s.playlist.format(id='s0')}" for k, s in servers.items()
+    }
     samples = play(urls, 15.0, int(seconds))
-    media = {"ours": ours_media_by_uri(media_records(readers["ours"].report()["s0"])),
-             "nginx": {r["uri"]: r["media"]
-                       for r in media_records(readers["nginx"].report()["s0"])}}
-    return {player: {k: screen_latency(got[k], media[k], clocks[k]) for k in servers}
-            for player, got in samples.items()}
+    media = {
+        "ours": ours_media_by_uri(media_records(readers["ours"].report()["s0"])),
+        "nginx": {r["uri"]: r["media"] for r in media_records(readers["nginx"].report()["s0"])},
+    }
+    return {
+        player: {k: screen_latency(got[k], media[k], clocks[k]) for k in servers}
+        for player, got in samples.items()
+    }
 
 
 def ours_media_by_uri(recs: list[dict[str, Any]]) -> dict[str, float]:
@@ -468,23 +585,30 @@ def ours_media_by_uri(recs: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def screen_latency(samples: list[dict[str, Any]], media: dict[str, float],
-                   clock: Clock) -> dict[str, Any]:
+def screen_latency(
+    samples: list[dict[str, Any]], media: dict[str, float], clock: Clock
+) -> dict[str, Any]:
     found = [s for s in samples if s["uri"] in media and s["into"] is not None]
     if not found:
         return {"error": f"no sample maps to a known part/segment: {samples[-1:]}"}
     values = [s["now"] - (clock(media[s["uri"]]) + s["into"]) for s in found]
-    return {"latency_s": summary(values), "samples": len(samples), "mapped": len(found),
-            "hlsjs_latency_s": statistics.fmean(s["hls_latency"] or 0.0 for s in found),
-            "hlsjs_target_s": found[-1]["target"],
-            "frames_decoded": samples[-1]["frames"] - samples[0]["frames"],
-            "stalls": samples[-1]["stalls"], "errors": samples[-1]["errors"],
-            "series_s": [round(v, 2) for v in values],
-            "buffer_ahead_s": statistics.fmean(s["buffer"] for s in found),
-            "rates": sorted({s["rate"] for s in found})}
+    return {
+        "latency_s": summary(values),
+        "samples": len(samples),
+        "mapped": len(found),
+        "hlsjs_latency_s": statistics.fmean(s["hls_latency"] or 0.0 for s in found),
+        "hlsjs_target_s": found[-1]["target"],
+        "frames_decoded": samples[-1]["frames"] - samples[0]["frames"],
+        "stalls": samples[-1]["stalls"],
+        "errors": samples[-1]["errors"],
+        "series_s": [round(v, 2) for v in values],
+        "buffer_ahead_s": statistics.fmean(s["buffer"] for s in found),
+        "rates": sorted({s["rate"] for s in found}),
+    }
 
 
 # -- profile --
+
 
 def profile(server: Server, seconds: float, out: Path) -> None:
     spy = Path(PY).parent / "py-spy"
@@ -492,65 +616,96 @@ def profile(server: Server, seconds: float, out: Path) -> None:
         log("py-spy is not installed in the venv (pip install py-spy): no profile")
         return
     log(f"profiling courtcast (pid {server.proc.pid}) for {seconds:.0f} s with py-spy")
-    subprocess.run([str(spy), "record", "--pid", str(server.proc.pid), "--duration",
-                    str(int(seconds)), "--rate", "200", "--format", "raw",
-                    *(os.environ.get("PYSPY_ARGS") or "--nonblocking").split(),
-                    "-o", str(out)], check=True, timeout=seconds + 60,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            str(spy),
+            "record",
+            "--pid",
+            str(server.proc.pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            *(os.environ.get("PYSPY_ARGS") or "--nonblocking").split(),
+            "-o",
+            str(out),
+        ],
+        check=True,
+        timeout=seconds + 60,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log(f"raw profile in {out}; summary: python bench/profile_summary.py {out}")
 
 
 # -- report --
 
+
 def print_tables(rows: list[Row]) -> None:
     print("\nCPU and memory (server process trees; ms CPU per stream-second)")
-    print(f"{'N':>4} {'ours ms':>8} {'nginx ms':>9} {'ratio':>6} {'ours MB/str':>12} "
-          f"{'nginx MB/str':>13} {'ours idle ms/s':>15} {'busy %':>7} {'pub ms':>7} "
-          f"{'ours sys':>9} {'nginx sys':>10}")
+    print(
+        f"{'N':>4} {'ours ms':>8} {'nginx ms':>9} {'ratio':>6} {'ours MB/str':>12} "
+        f"{'nginx MB/str':>13} {'ours idle ms/s':>15} {'busy %':>7} {'pub ms':>7} "
+        f"{'ours sys':>9} {'nginx sys':>10}"
+    )
     for r in rows:
         mark = "*" if r.saturated else " "
-        print(f"{r.n:>3}{mark} {r.ours.cpu_ms_per_stream_s:>8.2f} "
-              f"{r.nginx.cpu_ms_per_stream_s:>9.2f} {r.ratio:>6.2f} "
-              f"{r.ours.rss_mb_per_stream:>12.2f} {r.nginx.rss_mb_per_stream:>13.2f} "
-              f"{r.ours.idle_cpu_ms_per_s:>15.1f} {r.machine_busy_pct:>7.0f} "
-              f"{r.publisher_ms_per_stream_s:>7.2f} {r.ours.sys_ms_per_stream_s:>9.2f} "
-              f"{r.nginx.sys_ms_per_stream_s:>10.2f}")
+        print(
+            f"{r.n:>3}{mark} {r.ours.cpu_ms_per_stream_s:>8.2f} "
+            f"{r.nginx.cpu_ms_per_stream_s:>9.2f} {r.ratio:>6.2f} "
+            f"{r.ours.rss_mb_per_stream:>12.2f} {r.nginx.rss_mb_per_stream:>13.2f} "
+            f"{r.ours.idle_cpu_ms_per_s:>15.1f} {r.machine_busy_pct:>7.0f} "
+            f"{r.publisher_ms_per_stream_s:>7.2f} {r.ours.sys_ms_per_stream_s:>9.2f} "
+            f"{r.nginx.sys_ms_per_stream_s:>10.2f}"
+        )
     for r in rows:
         if r.saturated:
-            print(f"  * N={r.n} saturated ({r.saturated}): courtcast did not keep up, so its "
-                  "CPU figure is what it got, not what it needed")
+            print(
+                f"  * N={r.n} saturated ({r.saturated}): courtcast did not keep up, so its "
+                "CPU figure is what it got, not what it needed"
+            )
     print("\nDelivery (readers): parts|segments per stream-second min-max, Mbit/s per stream")
     for r in rows:
-        print(f"{r.n:>4} ours {r.ours.media_per_stream_s} {r.ours.mbit_per_stream:.2f} Mbit/s "
-              f"errors {r.ours.reader_errors} | nginx {r.nginx.media_per_stream_s} "
-              f"{r.nginx.mbit_per_stream:.2f} Mbit/s errors {r.nginx.reader_errors}")
+        print(
+            f"{r.n:>4} ours {r.ours.media_per_stream_s} {r.ours.mbit_per_stream:.2f} Mbit/s "
+            f"errors {r.ours.reader_errors} | nginx {r.nginx.media_per_stream_s} "
+            f"{r.nginx.mbit_per_stream:.2f} Mbit/s errors {r.nginx.reader_errors}"
+        )
     print("\nLatency of s0 (seconds): edge p50/p95, at the player (estimate, range)")
     for r in rows:
-        print(f"{r.n:>4} LL-HLS {fmt_latency(r.ours.latency)} | nginx HLS "
-              f"{fmt_latency(r.nginx.latency)}")
+        print(
+            f"{r.n:>4} LL-HLS {fmt_latency(r.ours.latency)} | nginx HLS "
+            f"{fmt_latency(r.nginx.latency)}"
+        )
     for r in rows:
         for player, lat in r.browser.items():
-            print(f"{r.n:>4} hls.js ({player}) in Chromium, publisher to screen: LL-HLS "
-                  f"{fmt_screen(lat['ours'])} | nginx HLS {fmt_screen(lat['nginx'])}")
+            print(
+                f"{r.n:>4} hls.js ({player}) in Chromium, publisher to screen: LL-HLS "
+                f"{fmt_screen(lat['ours'])} | nginx HLS {fmt_screen(lat['nginx'])}"
+            )
 
 
 def fmt_latency(lat: dict[str, Any]) -> str:
     if "edge_s" not in lat:
         return lat.get("error", "?")
     e, lo, hi = lat["edge_s"], *lat["player_range_s"]
-    return (f"edge {e['p50']:.2f}/{e['p95']:.2f}, player ~{lat['player_s']:.2f} "
-            f"({lo:.2f}-{hi:.2f})")
+    return f"edge {e['p50']:.2f}/{e['p95']:.2f}, player ~{lat['player_s']:.2f} ({lo:.2f}-{hi:.2f})"
 
 
 def fmt_screen(lat: dict[str, Any]) -> str:
     if "latency_s" not in lat:
         return lat.get("error", "?")
     v = lat["latency_s"]
-    return (f"{v['mean']:.2f} (p50 {v['p50']:.2f}, max {v['max']:.2f}; "
-            f"{lat['frames_decoded']} frames decoded, {lat['stalls']} stalls)")
+    return (
+        f"{v['mean']:.2f} (p50 {v['p50']:.2f}, max {v['max']:.2f}; "
+        f"{lat['frames_decoded']} frames decoded, {lat['stalls']} stalls)"
+    )
 
 
 # -- main --
+
 
 def main() -> None:
     global COURTCAST
@@ -566,8 +721,10 @@ def main() -> None:
         signal.signal(sig, _interrupt)
     signal.signal(signal.SIGALRM, _interrupt)
     signal.alarm(int(budget))
-    log(f"{os.cpu_count()} CPUs; N in {counts}; {args.seconds:.0f} s windows; "
-        f"at most {budget / 60:.0f} min")
+    log(
+        f"{os.cpu_count()} CPUs; N in {counts}; {args.seconds:.0f} s windows; "
+        f"at most {budget / 60:.0f} min"
+    )
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ingest-hls-") as tmp:
         clip = make_clip(Path(tmp) / "clip.mp4", args.clip_seconds)
@@ -582,8 +739,7 @@ def main() -> None:
                 break
     print_tables(rows)
     if args.json:
-        args.json.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows],
-                                        indent=1))
+        args.json.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows], indent=1))
 
 
 def saturated(row: Row) -> str | None:
@@ -605,14 +761,26 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=20.0, help="measurement window")
     p.add_argument("--clip-seconds", type=int, default=30)
     p.add_argument("--warmup-timeout", type=float, default=40.0)
-    p.add_argument("--browser", type=int, default=0,
-                   help="at this N, also play s0 with hls.js in headless Chromium")
-    p.add_argument("--profile", type=int, default=0,
-                   help="py-spy courtcast at this N (env PYSPY_ARGS replaces --nonblocking, "
-                   "e.g. PYSPY_ARGS=--native)")
+    p.add_argument(
+        "--browser",
+        type=int,
+        default=0,
+        help="at this N, also play s0 with hls.js in headless Chromium",
+    )
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="py-spy courtcast at this N (env PYSPY_ARGS replaces --nonblocking, "
+        "e.g. PYSPY_ARGS=--native)",
+    )
     p.add_argument("--profile-out", type=Path, default=Path("/tmp/ingest_hls_profile.txt"))
-    p.add_argument("--courtcast", type=Path, default=COURTCAST,
-                   help="the courtcast command to run (e.g. from another venv)")
+    p.add_argument(
+        "--courtcast",
+        type=Path,
+        default=COURTCAST,
+        help="the courtcast command to run (e.g. from another venv)",
+    )
     p.add_argument("--json", type=Path, help="write the rows (and latency records) here")
     return p.parse_args()
 

@@ -69,6 +69,7 @@ def machine_busy() -> tuple[float, float]:
 def _die_with_parent(sig: int) -> Any:
     def setup() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+
     return setup
 
 
@@ -78,11 +79,13 @@ class Procs:
     def __init__(self) -> None:
         self._procs: list[tuple[subprocess.Popen[Any], int]] = []
 
-    def start(self, cmd: list[str], stop_signal: int = signal.SIGKILL,
-              **kwargs: Any) -> subprocess.Popen[Any]:
+    def start(
+        self, cmd: list[str], stop_signal: int = signal.SIGKILL, **kwargs: Any
+    ) -> subprocess.Popen[Any]:
         """stop_signal: how to ask it to stop (also sent if we die, via PDEATHSIG)."""
-        proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent(stop_signal),
-                                start_new_session=True, **kwargs)
+        proc = subprocess.Popen(
+            cmd, preexec_fn=_die_with_parent(stop_signal), start_new_session=True, **kwargs
+        )
         self._procs.append((proc, stop_signal))
         return proc
 

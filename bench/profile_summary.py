@@ -30,25 +30,36 @@ def short(frame: str) -> str:
 # where a sample's time goes: the first rule (in this order) whose frame is on the stack;
 # a group may have several rules (the RTMP ingest runs in its task and in data_received)
 GROUPS = (
-    ("LL-HLS HTTP: authorize_play (access check; definitions cached until changed)",
-     "role.py:MediaServerRole.authorize_play"),
-    ("LL-HLS HTTP: sending responses (uvicorn + socket write)",
-     "httptools_impl.py:RequestResponseCycle.send"),
-    ("LL-HLS HTTP: sending responses (uvicorn + socket write)",
-     "h11_impl.py:RequestResponseCycle.send"),
+    (
+        "LL-HLS HTTP: authorize_play (access check; definitions cached until changed)",
+        "role.py:MediaServerRole.authorize_play",
+    ),
+    (
+        "LL-HLS HTTP: sending responses (uvicorn + socket write)",
+        "httptools_impl.py:RequestResponseCycle.send",
+    ),
+    (
+        "LL-HLS HTTP: sending responses (uvicorn + socket write)",
+        "h11_impl.py:RequestResponseCycle.send",
+    ),
     ("LL-HLS HTTP: our route handlers", "media_server/hls/http.py:"),
     ("LL-HLS HTTP: uvicorn + FastAPI/Starlette", "uvicorn/protocols/http/"),
     # the segmenter runs inside the ingest's hub push (the HLS tap): tried first
     ("LL-HLS segmenter + fMP4 (hub -> parts)", "media_server/hls/segmenter.py:Segmenter.feed"),
-    ("RTMP ingest: chunks, FLV, hub push",
-     "media_server/rtmp/server.py:_Connection.buffer_updated"),
-    ("RTMP ingest: chunks, FLV, hub push",
-     "media_server/rtmp/server.py:_Connection.data_received"),
+    (
+        "RTMP ingest: chunks, FLV, hub push",
+        "media_server/rtmp/server.py:_Connection.buffer_updated",
+    ),
+    ("RTMP ingest: chunks, FLV, hub push", "media_server/rtmp/server.py:_Connection.data_received"),
     ("RTMP ingest: chunks, FLV, hub push", "media_server/rtmp/server.py:_Connection.run"),
-    ("live stats -> Redis presence (1/s per stream)",
-     "media_server/role.py:MediaServerRole._publish_live_stats"),
-    ("socket reads (recv, in loop callbacks)",
-     "selector_events.py:_SelectorSocketTransport._read_ready"),
+    (
+        "live stats -> Redis presence (1/s per stream)",
+        "media_server/role.py:MediaServerRole._publish_live_stats",
+    ),
+    (
+        "socket reads (recv, in loop callbacks)",
+        "selector_events.py:_SelectorSocketTransport._read_ready",
+    ),
     ("epoll", "selectors.py:EpollSelector.select"),
 )
 # uvloop's loop is C: py-spy (without --native) sees its work (epoll, recv, send, timers)

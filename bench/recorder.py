@@ -89,8 +89,9 @@ class NullStore(ObjectStore):
     async def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         raise ObjectNotFound(key)
 
-    async def stream(self, key: str, start: int | None = None,
-                     end: int | None = None) -> AsyncIterator[bytes]:
+    async def stream(
+        self, key: str, start: int | None = None, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         raise ObjectNotFound(key)
         yield b""  # pragma: no cover - makes this an async generator
 
@@ -114,18 +115,30 @@ def make_store(kind: str, root: Path, s3_server: Any) -> ObjectStore:
     if kind == "null":
         return NullStore()
     if kind == "disk":
-        return open_object_store("disk", root=root / "objects",
-                                 signing_secret=secrets.token_bytes(32))
-    return open_object_store("s3", endpoint=s3_server.endpoint,
-                             access_key=s3_server.access_key,
-                             secret_key=s3_server.secret_key,
-                             bucket=f"bench-{secrets.token_hex(6)}")
+        return open_object_store(
+            "disk", root=root / "objects", signing_secret=secrets.token_bytes(32)
+        )
+    return open_object_store(
+        "s3",
+        endpoint=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        bucket=f"bench-{secrets.token_hex(6)}",
+    )
 
 
-async def run_streams(n: int, tracks: tuple[Track, ...], packets: list[Packet],
-                      realtime: bool, record: bool, store: ObjectStore, index: RecordingIndex,
-                      signer: Signer, spool: Path, segment_s: float = RecorderOptions.segment_target_s
-                      ) -> tuple[float, list[Recording]]:
+async def run_streams(
+    n: int,
+    tracks: tuple[Track, ...],
+    packets: list[Packet],
+    realtime: bool,
+    record: bool,
+    store: ObjectStore,
+    index: RecordingIndex,
+    signer: Signer,
+    spool: Path,
+    segment_s: float = RecorderOptions.segment_target_s,
+) -> tuple[float, list[Recording]]:
     """Publish into n streams (recorded or not); returns process CPU seconds used."""
     hub = Hub()
     recordings: list[Recording] = []
@@ -134,12 +147,21 @@ async def run_streams(n: int, tracks: tuple[Track, ...], packets: list[Packet],
     cpu = time.process_time()
     if record:
         for i in range(n):
-            manifest = Manifest(recording_id=f"bench-{secrets.token_hex(4)}-{i}",
-                                stream=f"s{i}", opened_at=time.time())
+            manifest = Manifest(
+                recording_id=f"bench-{secrets.token_hex(4)}-{i}",
+                stream=f"s{i}",
+                opened_at=time.time(),
+            )
             recordings.append(Recording(hub, store, index, signer, manifest, options))
             await recordings[-1].start()
-    await asyncio.gather(*(publish(hub, f"s{i}", tracks, packets, realtime=realtime,
-                                   publication=pubs[i], close=False) for i in range(n)))
+    await asyncio.gather(
+        *(
+            publish(
+                hub, f"s{i}", tracks, packets, realtime=realtime, publication=pubs[i], close=False
+            )
+            for i in range(n)
+        )
+    )
     await asyncio.gather(*(r.close(timeout_s=120) for r in recordings))
     return time.process_time() - cpu, recordings
 
@@ -163,11 +185,15 @@ async def bench(args: argparse.Namespace, root: Path, s3_server: Any) -> None:
         await state.close()
         await redis.stop()
         raise
-    print(f"store: {args.store}; {args.segment_s:g} s segments; clip 640x360 25 fps H.264 "
-          f"+ AAC, {sum(len(p.data) for p in one) * 8 / CLIP_S / 1000:.0f} kbit/s; "
-          f"load average {load()} (other work on this machine shares its cores)")
-    print(f"{'streams':>7} {'media s':>8} {'cpu ms/stream-s':>16} {'streams/core':>13} "
-          f"{'durable p50 ms':>15} {'p99 ms':>8} {'segments':>9}")
+    print(
+        f"store: {args.store}; {args.segment_s:g} s segments; clip 640x360 25 fps H.264 "
+        f"+ AAC, {sum(len(p.data) for p in one) * 8 / CLIP_S / 1000:.0f} kbit/s; "
+        f"load average {load()} (other work on this machine shares its cores)"
+    )
+    print(
+        f"{'streams':>7} {'media s':>8} {'cpu ms/stream-s':>16} {'streams/core':>13} "
+        f"{'durable p50 ms':>15} {'p99 ms':>8} {'segments':>9}"
+    )
     try:
         for n in args.streams:
             fast = looped(tracks, one, CLIP_S, max(1, args.cpu_seconds // CLIP_S))
@@ -179,9 +205,11 @@ async def bench(args: argparse.Namespace, root: Path, s3_server: Any) -> None:
             live = looped(tracks, one, CLIP_S, max(1, args.seconds // CLIP_S))
             _, recs = await run_streams(n, tracks, live, True, True, *common)
             lat = [x for r in recs for x in r.upload_latencies]
-            print(f"{n:>7} {media_s:>8} {per * 1000:>16.3f} {1 / per if per else 0:>13.0f} "
-                  f"{statistics.median(lat) * 1000:>15.1f} {pct(lat, 0.99) * 1000:>8.1f} "
-                  f"{len(lat):>9}")
+            print(
+                f"{n:>7} {media_s:>8} {per * 1000:>16.3f} {1 / per if per else 0:>13.0f} "
+                f"{statistics.median(lat) * 1000:>15.1f} {pct(lat, 0.99) * 1000:>8.1f} "
+                f"{len(lat):>9}"
+            )
         print(f"load average at the end {load()}")
     finally:
         await store.close()
@@ -194,17 +222,28 @@ def load() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", default="1,10,50",
-                        type=lambda s: [int(x) for x in s.split(",")])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--streams", default="1,10,50", type=lambda s: [int(x) for x in s.split(",")]
+    )
     parser.add_argument("--seconds", type=int, default=20, help="real-time run length")
-    parser.add_argument("--cpu-seconds", type=int, default=60,
-                        help="media seconds per stream in the CPU run")
-    parser.add_argument("--store", choices=["null", "disk", "s3"], default="disk",
-                        help="null: the recorder's own CPU, no store client")
-    parser.add_argument("--segment-s", type=float, default=RecorderOptions.segment_target_s,
-                        help="segment target (the recorder's default unless given)")
+    parser.add_argument(
+        "--cpu-seconds", type=int, default=60, help="media seconds per stream in the CPU run"
+    )
+    parser.add_argument(
+        "--store",
+        choices=["null", "disk", "s3"],
+        default="disk",
+        help="null: the recorder's own CPU, no store client",
+    )
+    parser.add_argument(
+        "--segment-s",
+        type=float,
+        default=RecorderOptions.segment_target_s,
+        help="segment target (the recorder's default unless given)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="courtcast-bench-") as tmp:
         root = Path(tmp)

@@ -51,13 +51,49 @@ class Run:
 
 
 def make_clip(path: Path, seconds: float, rate_args: list[str]) -> None:
-    subprocess.run([
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
-        "-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-g", "60", "-keyint_min", "60",
-        "-sc_threshold", "0", *rate_args, "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "128k", "-ac", "2", str(path)], check=True, timeout=600)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            str(seconds),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-bf",
+            "0",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            *rate_args,
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ac",
+            "2",
+            str(path),
+        ],
+        check=True,
+        timeout=600,
+    )
 
 
 class _NoBatching:
@@ -89,13 +125,24 @@ async def publish_once(clip: Path, name: str, batch_ms: float) -> Run:
                 timescales.update({t.index: t.timescale for t in item.tracks})
                 video.update(t.index for t in item.tracks if t.is_video)
             elif isinstance(item, Packet):
-                got.append((item.track in video,
-                            item.arrival - item.dts / timescales[item.track]))
+                got.append((item.track in video, item.arrival - item.dts / timescales[item.track]))
 
     collector = asyncio.create_task(collect())
     proc = await asyncio.create_subprocess_exec(
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(clip),
-        "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{server.port}/live/s")
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-re",
+        "-i",
+        str(clip),
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        f"rtmp://127.0.0.1:{server.port}/live/s",
+    )
     await asyncio.sleep(SETTLE_S)
     reads, received, skip = server.stats.reads, server.stats.bytes_in, len(got)
     loop = asyncio.get_running_loop()
@@ -106,9 +153,14 @@ async def publish_once(clip: Path, name: str, batch_ms: float) -> Run:
     collector.cancel()
     await server.stop()
     base = min(d for _, d in got[skip:])
-    return Run(name, batch_ms, reads / span, received * 8 / span / 1000,
-               [(d - base) * 1000 for v, d in got[skip:] if v],
-               [(d - base) * 1000 for v, d in got[skip:] if not v])
+    return Run(
+        name,
+        batch_ms,
+        reads / span,
+        received * 8 / span / 1000,
+        [(d - base) * 1000 for v, d in got[skip:] if v],
+        [(d - base) * 1000 for v, d in got[skip:] if not v],
+    )
 
 
 def quantiles(values: list[float]) -> str:
@@ -120,8 +172,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--rounds", type=int, default=2, help="rounds of every mode per clip")
-    p.add_argument("--batch-ms", default=f"{read_batching.BATCH_S * 1000:g},0",
-                   help="BATCH_S values to run, in ms, comma-separated (0: no batching)")
+    p.add_argument(
+        "--batch-ms",
+        default=f"{read_batching.BATCH_S * 1000:g},0",
+        help="BATCH_S values to run, in ms, comma-separated (0: no batching)",
+    )
     args = p.parse_args()
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,11 +187,15 @@ def main() -> None:
                 for batch_ms in map(float, args.batch_ms.split(",")):
                     runs.append(uvloop.run(publish_once(clip, name, batch_ms)))
     print("delay in ms: p50 p95 p99 max, over the run's most punctual packet")
-    print(f"{'clip':10s} {'batch ms':8s} {'reads/s':>7s} {'kbit/s':>7s}  "
-          f"{'video p50    p95    p99    max':31s}  audio p50    p95    p99    max")
+    print(
+        f"{'clip':10s} {'batch ms':8s} {'reads/s':>7s} {'kbit/s':>7s}  "
+        f"{'video p50    p95    p99    max':31s}  audio p50    p95    p99    max"
+    )
     for r in runs:
-        print(f"{r.clip:10s} {r.batch_ms:8g} {r.reads_per_s:7.1f} "
-              f"{r.kbit_s:7.0f}  {quantiles(r.video_ms)}  {quantiles(r.audio_ms)}")
+        print(
+            f"{r.clip:10s} {r.batch_ms:8g} {r.reads_per_s:7.1f} "
+            f"{r.kbit_s:7.0f}  {quantiles(r.video_ms)}  {quantiles(r.audio_ms)}"
+        )
 
 
 _BATCHING = rtmp_server.ReadBatching

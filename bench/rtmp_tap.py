@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from media_server.rtmp.chunk import VIDEO, ChunkReader  # noqa: E402
+from media_server.rtmp.chunk import VIDEO, ChunkReader
 
 HANDSHAKE_BYTES = 1 + 1536 + 1536  # C0, C1, C2 from the client
 

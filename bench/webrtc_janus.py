@@ -47,6 +47,7 @@ VIEWERS = str(ROOT / "bench" / "webrtc_viewers.py")
 
 # -- the network namespace --
 
+
 def sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True)
 
@@ -60,8 +61,11 @@ def namespace() -> Iterator[None]:
         sh("ip", "link", "set", VETH_NS, "netns", NS)
         sh("ip", "addr", "add", f"{HOST_IP}/30", "dev", VETH_HOST)
         sh("ip", "link", "set", VETH_HOST, "up")
-        for cmd in (("addr", "add", f"{NS_IP}/30", "dev", VETH_NS),
-                    ("link", "set", VETH_NS, "up"), ("link", "set", "lo", "up")):
+        for cmd in (
+            ("addr", "add", f"{NS_IP}/30", "dev", VETH_NS),
+            ("link", "set", VETH_NS, "up"),
+            ("link", "set", "lo", "up"),
+        ):
             sh("ip", "netns", "exec", NS, "ip", *cmd)
         yield
     finally:
@@ -89,27 +93,59 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 # -- courtcast --
 
+
 def run_courtcast(clip: Path, counts: list[int], seconds: float) -> list[dict[str, Any]]:
     from webrtc_viewers import wait_up
+
     port = 8000
-    server = in_ns(sys.executable, VIEWERS, "--role", "server", "--port", str(port),
-                   "--clip", str(clip), "--shared", "1", "--host", NS_IP)
+    server = in_ns(
+        sys.executable,
+        VIEWERS,
+        "--role",
+        "server",
+        "--port",
+        str(port),
+        "--clip",
+        str(clip),
+        "--shared",
+        "1",
+        "--host",
+        NS_IP,
+    )
     try:
         wait_up(port, NS_IP)
-        cmd = [sys.executable, VIEWERS, "--role", "viewers", "--port", str(port),
-               "--host", HOST_IP, "--server", NS_IP]
+        cmd = [
+            sys.executable,
+            VIEWERS,
+            "--role",
+            "viewers",
+            "--port",
+            str(port),
+            "--host",
+            HOST_IP,
+            "--server",
+            NS_IP,
+        ]
         return rows(port, server.pid, counts, seconds, cmd)
     finally:
         stop(server)
 
 
-def rows(port: int, pid: int, counts: list[int], seconds: float,
-         cmd: list[str]) -> list[dict[str, Any]]:
+def rows(
+    port: int, pid: int, counts: list[int], seconds: float, cmd: list[str]
+) -> list[dict[str, Any]]:
     from webrtc_viewers import cpu_seconds
+
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
     time.sleep(3.0)
-    out = [{"n": 0, "cpu": (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0),
-            "mbps_min": 0.0, "mbps_avg": 0.0}]
+    out = [
+        {
+            "n": 0,
+            "cpu": (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0),
+            "mbps_min": 0.0,
+            "mbps_avg": 0.0,
+        }
+    ]
     for count in counts:
         out.append(measure(port, pid, count, seconds, cmd))
         time.sleep(1.0)
@@ -118,11 +154,16 @@ def rows(port: int, pid: int, counts: list[int], seconds: float,
 
 # -- Janus --
 
+
 def janus_config(folder: Path, event_loops: int) -> Path:
     """A config folder with only the HTTP transport and the streaming plugin.
     event_loops 0 is Janus's default: one loop thread per handle."""
-    for kind, keep in (("plugins", "libjanus_streaming.so"), ("transports", "libjanus_http.so"),
-                       ("events", ""), ("loggers", "")):
+    for kind, keep in (
+        ("plugins", "libjanus_streaming.so"),
+        ("transports", "libjanus_http.so"),
+        ("events", ""),
+        ("loggers", ""),
+    ):
         (folder / kind).mkdir()
         if keep:
             (folder / kind / keep).symlink_to(JANUS_LIB / kind / keep)
@@ -169,14 +210,43 @@ bench: {{
 def feed_rtp(clip: Path) -> subprocess.Popen[str]:
     """The clip, looped in real time, as RTP: H.264 copied, AAC -> Opus. (SPS/PPS stay in
     the SDP: h264_mp4toannexb fails on -stream_loop in ffmpeg 5.1; ~30 bytes per GOP.)"""
-    return in_ns("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
-                 "-stream_loop", "-1", "-i", str(clip),
-                 "-map", "0:v", "-c:v", "copy",
-                 "-f", "rtp", "-payload_type", "96",
-                 f"rtp://127.0.0.1:{VIDEO_PORT}?pkt_size=1212",
-                 "-map", "0:a", "-c:a", "libopus", "-b:a", "64k", "-ar", "48000", "-ac", "2",
-                 "-f", "rtp", "-payload_type", "111", f"rtp://127.0.0.1:{AUDIO_PORT}",
-                 stdout=subprocess.DEVNULL)  # it prints the SDP
+    return in_ns(
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-stream_loop",
+        "-1",
+        "-i",
+        str(clip),
+        "-map",
+        "0:v",
+        "-c:v",
+        "copy",
+        "-f",
+        "rtp",
+        "-payload_type",
+        "96",
+        f"rtp://127.0.0.1:{VIDEO_PORT}?pkt_size=1212",
+        "-map",
+        "0:a",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "64k",
+        "-ar",
+        "48000",
+        "-ac",
+        "2",
+        "-f",
+        "rtp",
+        "-payload_type",
+        "111",
+        f"rtp://127.0.0.1:{AUDIO_PORT}",
+        stdout=subprocess.DEVNULL,
+    )  # it prints the SDP
 
 
 def wait_janus() -> None:
@@ -189,11 +259,17 @@ def wait_janus() -> None:
     raise RuntimeError("Janus did not start")
 
 
-def run_janus(clip: Path, counts: list[int], seconds: float,
-              event_loops: int) -> list[dict[str, Any]]:
+def run_janus(
+    clip: Path, counts: list[int], seconds: float, event_loops: int
+) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
-        janus = in_ns("janus", "-C", str(janus_config(Path(tmp), event_loops)), "-N",
-                      stdout=subprocess.DEVNULL)
+        janus = in_ns(
+            "janus",
+            "-C",
+            str(janus_config(Path(tmp), event_loops)),
+            "-N",
+            stdout=subprocess.DEVNULL,
+        )
         feed = feed_rtp(clip)
         try:
             wait_janus()
@@ -207,6 +283,7 @@ def run_janus(clip: Path, counts: list[int], seconds: float,
 
 # -- Janus viewers (this process runs them when called with --role viewers) --
 
+
 def tx() -> str:
     return secrets.token_hex(6)
 
@@ -215,13 +292,24 @@ async def janus_viewer(client: httpx.AsyncClient, host: str, counter: dict[str, 
     from aiortc import RTCSessionDescription
 
     from media_server.webrtc.ice import IceConfig, bind_candidate_addresses, new_peer_connection
+
     session = (await client.post("", json={"janus": "create", "transaction": tx()})).json()
     sid = session["data"]["id"]
-    handle = (await client.post(f"/{sid}", json={
-        "janus": "attach", "plugin": "janus.plugin.streaming", "transaction": tx()})).json()
+    handle = (
+        await client.post(
+            f"/{sid}",
+            json={"janus": "attach", "plugin": "janus.plugin.streaming", "transaction": tx()},
+        )
+    ).json()
     hid = handle["data"]["id"]
-    await client.post(f"/{sid}/{hid}", json={"janus": "message", "transaction": tx(),
-                                             "body": {"request": "watch", "id": MOUNTPOINT}})
+    await client.post(
+        f"/{sid}/{hid}",
+        json={
+            "janus": "message",
+            "transaction": tx(),
+            "body": {"request": "watch", "id": MOUNTPOINT},
+        },
+    )
     offer = await next_jsep(client, sid)
     pc = new_peer_connection(IceConfig())
     await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
@@ -229,9 +317,15 @@ async def janus_viewer(client: httpx.AsyncClient, host: str, counter: dict[str, 
         transceiver.receiver._handle_rtp_packet = counting(counter)  # type: ignore[method-assign]
     bind_candidate_addresses(pc, [host])
     await pc.setLocalDescription(await pc.createAnswer())
-    await client.post(f"/{sid}/{hid}", json={
-        "janus": "message", "transaction": tx(), "body": {"request": "start"},
-        "jsep": {"type": "answer", "sdp": pc.localDescription.sdp}})
+    await client.post(
+        f"/{sid}/{hid}",
+        json={
+            "janus": "message",
+            "transaction": tx(),
+            "body": {"request": "start"},
+            "jsep": {"type": "answer", "sdp": pc.localDescription.sdp},
+        },
+    )
     return pc
 
 
@@ -246,28 +340,37 @@ async def next_jsep(client: httpx.AsyncClient, sid: int) -> dict[str, str]:
 
 async def _viewers(count: int, seconds: float, host: str) -> None:
     counters = [{"packets": 0, "bytes": 0} for _ in range(count)]
-    async with httpx.AsyncClient(base_url=f"http://{NS_IP}:{JANUS_PORT}/janus",
-                                 timeout=40) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://{NS_IP}:{JANUS_PORT}/janus", timeout=40
+    ) as client:
         pcs = [await janus_viewer(client, host, c) for c in counters]
     await report_received(pcs, counters, seconds)
 
 
 # -- the orchestrator --
 
+
 def bench(counts: list[int], seconds: float, event_loops: int) -> None:
     from media_server.webrtc.clip import make_test_clip
+
     with tempfile.TemporaryDirectory() as tmp, namespace():
-        clip = make_test_clip(Path(tmp) / "bench.mp4", seconds=6, width=1280, height=720,
-                              gop=60, bitrate="2000k")
-        print(f"clip: 1280x720 30 fps H.264 2 Mbit/s + audio; servers in netns {NS} "
-              f"({NS_IP}), viewers here ({HOST_IP}) over veth; {seconds:.0f} s per measurement")
-        ours = report("courtcast WHEP (shared packetization)",
-                      run_courtcast(clip, counts, seconds))
-        janus = report(f"Janus 1.1.2 streaming plugin (RTP from ffmpeg), event_loops="
-                       f"{event_loops}", run_janus(clip, counts, seconds, event_loops))
+        clip = make_test_clip(
+            Path(tmp) / "bench.mp4", seconds=6, width=1280, height=720, gop=60, bitrate="2000k"
+        )
+        print(
+            f"clip: 1280x720 30 fps H.264 2 Mbit/s + audio; servers in netns {NS} "
+            f"({NS_IP}), viewers here ({HOST_IP}) over veth; {seconds:.0f} s per measurement"
+        )
+        ours = report("courtcast WHEP (shared packetization)", run_courtcast(clip, counts, seconds))
+        janus = report(
+            f"Janus 1.1.2 streaming plugin (RTP from ffmpeg), event_loops={event_loops}",
+            run_janus(clip, counts, seconds, event_loops),
+        )
     if ours and janus:
-        print(f"\nJanus / courtcast CPU per viewer: {janus / ours:.2f} "
-              f"(viewers per core: Janus ~{1 / janus:.0f}, courtcast ~{1 / ours:.0f})")
+        print(
+            f"\nJanus / courtcast CPU per viewer: {janus / ours:.2f} "
+            f"(viewers per core: Janus ~{1 / janus:.0f}, courtcast ~{1 / ours:.0f})"
+        )
 
 
 def main() -> None:
@@ -278,8 +381,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--port", type=int, default=JANUS_PORT)
     parser.add_argument("--host", default=HOST_IP)
-    parser.add_argument("--janus-event-loops", type=int, default=0,
-                        help="0 (Janus default): a loop thread per handle; N: N shared loops")
+    parser.add_argument(
+        "--janus-event-loops",
+        type=int,
+        default=0,
+        help="0 (Janus default): a loop thread per handle; N: N shared loops",
+    )
     args = parser.parse_args()
     if args.role == "viewers":
         asyncio.run(_viewers(args.count, args.seconds, args.host))

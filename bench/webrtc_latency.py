@@ -44,18 +44,19 @@ WARMUP_S = 2.0  # the GOP burst and the first ramp-up are not steady state
 
 # -- barcode --
 
+
 def stamped_luma(stamp_ms: int, n: int) -> np.ndarray:
     """A moving gradient (work for the encoder) with the stamp drawn along the top."""
     x = (np.arange(W, dtype=np.uint16) + n * 8) % 220 + 16
     y = np.broadcast_to(x[None, :], (H, W)).astype(np.uint8).copy()
     for bit in range(BITS):
         on = (stamp_ms >> (BITS - 1 - bit)) & 1
-        y[:BLOCK, bit * BLOCK:(bit + 1) * BLOCK] = 235 if on else 16
+        y[:BLOCK, bit * BLOCK : (bit + 1) * BLOCK] = 235 if on else 16
     return y
 
 
 def read_stamp(luma: np.ndarray) -> int:
-    row = luma[BLOCK // 2, BLOCK // 2::BLOCK][:BITS]
+    row = luma[BLOCK // 2, BLOCK // 2 :: BLOCK][:BITS]
     value = 0
     for px in row:
         value = (value << 1) | int(px > 128)
@@ -67,6 +68,7 @@ def now_ms() -> int:
 
 
 # -- server process --
+
 
 def serve(http_port: int, rtmp_port: int) -> None:
     import uvicorn
@@ -84,8 +86,11 @@ def serve(http_port: int, rtmp_port: int) -> None:
         rtmp = RtmpServer(hub, "127.0.0.1", rtmp_port)
         await rtmp.start()
         app = FastAPI()
-        app.include_router(make_webrtc_router(
-            hub, allow, allow, IceConfig(host_addresses=["127.0.0.1"], connect_timeout_s=60)))
+        app.include_router(
+            make_webrtc_router(
+                hub, allow, allow, IceConfig(host_addresses=["127.0.0.1"], connect_timeout_s=60)
+            )
+        )
         config = uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning")
         await uvicorn.Server(config).serve()
         await rtmp.stop()
@@ -95,13 +100,43 @@ def serve(http_port: int, rtmp_port: int) -> None:
 
 # -- publishers --
 
+
 def rtmp_publisher(rtmp_port: int, stop: threading.Event) -> None:
     """Frames made in real time, stamped as made, into ffmpeg's stdin."""
-    cmd = ["ffmpeg", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p",
-           "-s", f"{W}x{H}", "-r", str(FPS), "-i", "-", "-c:v", "libx264", "-preset",
-           "veryfast", "-tune", "zerolatency", "-g", str(2 * FPS), "-bf", "0", "-b:v", "2M",
-           "-maxrate", "2M", "-bufsize", "1M", "-f", "flv",
-           f"rtmp://127.0.0.1:{rtmp_port}/live/lat"]
+    cmd = [
+        "ffmpeg",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuv420p",
+        "-s",
+        f"{W}x{H}",
+        "-r",
+        str(FPS),
+        "-i",
+        "-",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        str(2 * FPS),
+        "-bf",
+        "0",
+        "-b:v",
+        "2M",
+        "-maxrate",
+        "2M",
+        "-bufsize",
+        "1M",
+        "-f",
+        "flv",
+        f"rtmp://127.0.0.1:{rtmp_port}/live/lat",
+    ]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
     chroma = bytes([128]) * (W * H // 2)
     start = time.monotonic()
@@ -153,13 +188,20 @@ async def whip_publish(client: httpx.AsyncClient) -> Any:
     from aiortc import RTCRtpSender, RTCSessionDescription
 
     from media_server.webrtc.ice import IceConfig, new_peer_connection
+
     pc = new_peer_connection(IceConfig())
     transceiver = pc.addTransceiver(whip_track(), direction="sendonly")
-    transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
-                                     if c.mimeType.lower() == "video/h264"])
+    transceiver.setCodecPreferences(
+        [
+            c
+            for c in RTCRtpSender.getCapabilities("video").codecs
+            if c.mimeType.lower() == "video/h264"
+        ]
+    )
     await pc.setLocalDescription(await pc.createOffer())
-    res = await client.post("/whip/lat", content=pc.localDescription.sdp,
-                            headers={"Content-Type": "application/sdp"})
+    res = await client.post(
+        "/whip/lat", content=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}
+    )
     res.raise_for_status()
     await pc.setRemoteDescription(RTCSessionDescription(res.text, "answer"))
     return pc
@@ -167,10 +209,12 @@ async def whip_publish(client: httpx.AsyncClient) -> Any:
 
 # -- the viewer --
 
+
 async def whep_view(client: httpx.AsyncClient, seconds: float) -> dict[str, list[float]]:
     from aiortc import RTCSessionDescription
 
     from media_server.webrtc.ice import IceConfig, new_peer_connection
+
     pc = new_peer_connection(IceConfig())
     receiver = pc.addTransceiver("video", direction="recvonly").receiver
     arrivals = tap_arrivals(receiver)
@@ -222,8 +266,9 @@ def tap_arrivals(receiver: Any) -> dict[int, float]:
 async def _post_when_live(client: httpx.AsyncClient, sdp: str) -> httpx.Response:
     deadline = time.monotonic() + 15
     while True:
-        res = await client.post("/whep/lat", content=sdp,
-                                headers={"Content-Type": "application/sdp"})
+        res = await client.post(
+            "/whep/lat", content=sdp, headers={"Content-Type": "application/sdp"}
+        )
         if res.status_code == 201 or time.monotonic() > deadline:
             res.raise_for_status()
             return res
@@ -231,6 +276,7 @@ async def _post_when_live(client: httpx.AsyncClient, sdp: str) -> httpx.Response
 
 
 # -- orchestration --
+
 
 async def run(mode: str, http_port: int, rtmp_port: int, seconds: float) -> dict[str, Any]:
     stop = threading.Event()
@@ -256,8 +302,12 @@ def summary(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
     ordered = sorted(values)
-    return {"n": len(values), "p50": statistics.median(ordered),
-            "p95": ordered[int(0.95 * (len(ordered) - 1))], "max": ordered[-1]}
+    return {
+        "n": len(values),
+        "p50": statistics.median(ordered),
+        "p95": ordered[int(0.95 * (len(ordered) - 1))],
+        "max": ordered[-1],
+    }
 
 
 def wait_up(port: int) -> None:
@@ -285,8 +335,18 @@ def main() -> None:
         return
     for mode in args.mode.split(","):
         http_port, rtmp_port = free_port(), free_port()
-        server = subprocess.Popen([sys.executable, __file__, "--role", "server", "--port",
-                                   str(http_port), "--rtmp-port", str(rtmp_port)])
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                "server",
+                "--port",
+                str(http_port),
+                "--rtmp-port",
+                str(rtmp_port),
+            ]
+        )
         try:
             wait_up(http_port)
             result = asyncio.run(run(mode, http_port, rtmp_port, args.seconds))

@@ -45,21 +45,34 @@ def in_file(*parts: str) -> Rule:
 IDLE = "idle: epoll_wait, worker waiting for work"
 # innermost frame rules, in order (py-spy's own idle detection does not work on this VM)
 LEAF: tuple[tuple[str, Rule], ...] = (
-    (IDLE, lambda f: "selectors.py" in f[1] and ".poll(" in f[2]
-     or "thread.py" in f[1] and "work_queue.get(" in f[2]),
+    (
+        IDLE,
+        lambda f: (
+            ("selectors.py" in f[1] and ".poll(" in f[2])
+            or ("thread.py" in f[1] and "work_queue.get(" in f[2])
+        ),
+    ),
     ("UDP send syscalls (sendmsg with GSO / sendto)", line_has(".sendmsg(", "sendto(")),
     ("SRTP protect (pylibsrtp)", lambda f: "pylibsrtp" in f[1] or "protect(" in f[2]),
-    ("task wake-ups, callbacks, futures (asyncio)",
-     in_file("asyncio/base_events.py", "asyncio/events.py", "selectors.py",
-             "asyncio/selector_events.py", "asyncio/locks.py", "asyncio/queues.py",
-             "asyncio/tasks.py", "asyncio/futures.py")),
+    (
+        "task wake-ups, callbacks, futures (asyncio)",
+        in_file(
+            "asyncio/base_events.py",
+            "asyncio/events.py",
+            "selectors.py",
+            "asyncio/selector_events.py",
+            "asyncio/locks.py",
+            "asyncio/queues.py",
+            "asyncio/tasks.py",
+            "asyncio/futures.py",
+        ),
+    ),
 )
 # any-frame rules, in order
 STACK: tuple[tuple[str, Rule], ...] = (
     ("AAC->Opus transcoder (worker thread)", in_file("webrtc/audio.py")),
     ("our send path: RTP headers, history, batching (fastsend)", in_file("webrtc/fastsend.py")),
-    ("payloads once per frame (packetize, h264)",
-     in_file("webrtc/packetize.py", "webrtc/h264.py")),
+    ("payloads once per frame (packetize, h264)", in_file("webrtc/packetize.py", "webrtc/h264.py")),
     ("fan-out + viewer routing (egress, tracks)", in_file("webrtc/egress.py", "webrtc/tracks.py")),
     ("publisher (test clip -> hub)", in_file("webrtc/clip.py", "media_server/hub.py")),
     ("aiortc/aioice: RTCP, ICE consent, DTLS", in_file("aiortc/", "aioice/")),
@@ -106,12 +119,25 @@ def profile(viewers: int, seconds: float, raw: Path) -> None:
     if spy is None:
         raise SystemExit("py-spy not found: .venv/bin/pip install py-spy")
     with tempfile.TemporaryDirectory() as tmp:
-        clip = make_test_clip(Path(tmp) / "bench.mp4", seconds=6, width=1280, height=720,
-                              gop=60, bitrate="2000k")
+        clip = make_test_clip(
+            Path(tmp) / "bench.mp4", seconds=6, width=1280, height=720, gop=60, bitrate="2000k"
+        )
         port = free_port()
         script = str(ROOT / "bench" / "webrtc_viewers.py")
-        server = subprocess.Popen([sys.executable, script, "--role", "server", "--port",
-                                   str(port), "--clip", str(clip), "--shared", "1"])
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                script,
+                "--role",
+                "server",
+                "--port",
+                str(port),
+                "--clip",
+                str(clip),
+                "--shared",
+                "1",
+            ]
+        )
         try:
             wait_up(port)
             _record(spy, script, port, server.pid, viewers, seconds, raw)
@@ -120,18 +146,44 @@ def profile(viewers: int, seconds: float, raw: Path) -> None:
             server.wait(15)
 
 
-def _record(spy: str, script: str, port: int, pid: int, viewers: int, seconds: float,
-            raw: Path) -> None:
-    cmd = [sys.executable, script, "--role", "viewers", "--port", str(port),
-           "--count", str(viewers), "--seconds", str(seconds + 6)]
+def _record(
+    spy: str, script: str, port: int, pid: int, viewers: int, seconds: float, raw: Path
+) -> None:
+    cmd = [
+        sys.executable,
+        script,
+        "--role",
+        "viewers",
+        "--port",
+        str(port),
+        "--count",
+        str(viewers),
+        "--seconds",
+        str(seconds + 6),
+    ]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdin is not None
         assert proc.stdout.readline().strip() == "ready", "viewers did not connect"
         time.sleep(3.0)
-        subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                        "--rate", "200", "--format", "raw", "--output", str(raw)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(int(seconds)),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+            ],
+            check=True,
+            capture_output=True,
+        )
         proc.stdout.readline()
         proc.stdin.write("\n")
         proc.stdin.flush()

@@ -43,9 +43,11 @@ SWITCH = """async () => {
 
 def switch_times(server: LiveServer, runs: int) -> list[dict[str, Any]]:
     from playwright import sync_api
+
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=CHROMIUM_ARGS, timeout=30_000)
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000
+        )
         try:
             page = browser.new_page()
             page.goto(f"{server.url}/test/page")
@@ -63,9 +65,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=12)
     args = parser.parse_args()
     from media_server.webrtc.clip import make_test_clip
+
     with tempfile.TemporaryDirectory() as tmp:
-        clip = make_test_clip(Path(tmp) / "switch.mp4", seconds=6, width=1280, height=720,
-                              gop=60, bitrate="2000k")
+        clip = make_test_clip(
+            Path(tmp) / "switch.mp4", seconds=6, width=1280, height=720, gop=60, bitrate="2000k"
+        )
         server = LiveServer({"switch": clip}, page=PAGE).start()
         try:
             results = switch_times(server, args.runs)
@@ -74,11 +78,22 @@ def main() -> None:
     frames = sorted(r["frame"] for r in results if r.get("status") == 201)
     answers = sorted(r["answer"] for r in results if r.get("status") == 201)
     p95 = frames[max(0, round(0.95 * len(frames)) - 1)]
-    print(json.dumps({"runs": len(results), "ok": len(frames),
-                      "post_to_frame_ms": {"p50": statistics.median(frames), "p95": p95,
-                                           "min": frames[0], "max": frames[-1]},
-                      "post_to_answer_ms_p50": statistics.median(answers),
-                      "all_ms": [round(f) for f in frames]}))
+    print(
+        json.dumps(
+            {
+                "runs": len(results),
+                "ok": len(frames),
+                "post_to_frame_ms": {
+                    "p50": statistics.median(frames),
+                    "p95": p95,
+                    "min": frames[0],
+                    "max": frames[-1],
+                },
+                "post_to_answer_ms_p50": statistics.median(answers),
+                "all_ms": [round(f) for f in frames],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

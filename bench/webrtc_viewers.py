@@ -39,11 +39,13 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 # -- the server process --
 
+
 def serve(port: int, clip: Path, shared: bool, gso: bool, host: str = "127.0.0.1") -> None:
     import uvicorn
     from fastapi import FastAPI
 
     from media_server.webrtc import fastsend
+
     fastsend.USE_GSO = gso
 
     from media_server.hub import Hub
@@ -56,9 +58,15 @@ def serve(port: int, clip: Path, shared: bool, gso: bool, host: str = "127.0.0.1
     async def main() -> None:
         hub = Hub()
         app = FastAPI()
-        app.include_router(make_webrtc_router(
-            hub, allow, allow, IceConfig(host_addresses=[host], connect_timeout_s=60),
-            WebRTCOptions(shared_packetization=shared)))
+        app.include_router(
+            make_webrtc_router(
+                hub,
+                allow,
+                allow,
+                IceConfig(host_addresses=[host], connect_timeout_s=60),
+                WebRTCOptions(shared_packetization=shared),
+            )
+        )
         publisher = asyncio.create_task(ClipPublisher(hub, "bench", load_clip(clip)).run())
         config = uvicorn.Config(app, host=host, port=port, log_level="warning")
         await uvicorn.Server(config).serve()
@@ -69,8 +77,10 @@ def serve(port: int, clip: Path, shared: bool, gso: bool, host: str = "127.0.0.1
 
 # -- the viewers process --
 
-def viewers(port: int, count: int, seconds: float, host: str = "127.0.0.1",
-            server: str = "127.0.0.1") -> None:
+
+def viewers(
+    port: int, count: int, seconds: float, host: str = "127.0.0.1", server: str = "127.0.0.1"
+) -> None:
     asyncio.run(_viewers(port, count, seconds, host, server))
 
 
@@ -89,16 +99,18 @@ async def _viewers(port: int, count: int, seconds: float, host: str, server: str
                 receiver._handle_rtp_packet = counting(counter)  # type: ignore[method-assign]
             bind_candidate_addresses(pc, [host])
             await pc.setLocalDescription(await pc.createOffer())
-            answer = await client.post("/whep/bench", content=pc.localDescription.sdp,
-                                       headers={"Content-Type": "application/sdp"})
+            answer = await client.post(
+                "/whep/bench",
+                content=pc.localDescription.sdp,
+                headers={"Content-Type": "application/sdp"},
+            )
             answer.raise_for_status()
             await pc.setRemoteDescription(RTCSessionDescription(answer.text, "answer"))
             pcs.append(pc)
     await report_received(pcs, counters, seconds)
 
 
-async def report_received(pcs: list[Any], counters: list[dict[str, int]],
-                          seconds: float) -> None:
+async def report_received(pcs: list[Any], counters: list[dict[str, int]], seconds: float) -> None:
     """Once all are connected: say ready, count a window, print it, wait for the go."""
     while any(pc.connectionState != "connected" for pc in pcs):
         await asyncio.sleep(0.1)
@@ -117,10 +129,12 @@ def counting(counter: dict[str, int]) -> Any:
     async def handle(packet: Any, arrival_time_ms: int) -> None:
         counter["packets"] += 1
         counter["bytes"] += len(packet.payload)
+
     return handle
 
 
 # -- the orchestrator --
+
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -145,11 +159,16 @@ def wait_up(port: int, host: str = "127.0.0.1") -> None:
     raise RuntimeError("server did not start")
 
 
-def measure(port: int, server_pid: int, count: int, seconds: float,
-            cmd: list[str] | None = None) -> dict[str, Any]:
+def measure(
+    port: int, server_pid: int, count: int, seconds: float, cmd: list[str] | None = None
+) -> dict[str, Any]:
     """Server CPU while `count` viewers (this script's, or cmd + --count/--seconds) play."""
     cmd = (cmd or [sys.executable, __file__, "--role", "viewers", "--port", str(port)]) + [
-        "--count", str(count), "--seconds", str(seconds)]
+        "--count",
+        str(count),
+        "--seconds",
+        str(seconds),
+    ]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdin is not None
@@ -166,16 +185,34 @@ def measure(port: int, server_pid: int, count: int, seconds: float,
             proc.kill()
             proc.wait()
     rates = [r["bytes"] * 8 / report["seconds"] / 1e6 for r in report["received"]]
-    return {"n": count, "cpu": (cpu1 - cpu0) / (t1 - t0), "mbps_min": min(rates),
-            "mbps_avg": sum(rates) / len(rates)}
+    return {
+        "n": count,
+        "cpu": (cpu1 - cpu0) / (t1 - t0),
+        "mbps_min": min(rates),
+        "mbps_avg": sum(rates) / len(rates),
+    }
 
 
-def run_mode(clip: Path, shared: bool, counts: list[int], seconds: float,
-             gso: bool = True) -> list[dict[str, Any]]:
+def run_mode(
+    clip: Path, shared: bool, counts: list[int], seconds: float, gso: bool = True
+) -> list[dict[str, Any]]:
     port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--role", "server", "--port", str(port),
-                               "--clip", str(clip), "--shared", "1" if shared else "0",
-                               "--gso", "1" if gso else "0"])
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--role",
+            "server",
+            "--port",
+            str(port),
+            "--clip",
+            str(clip),
+            "--shared",
+            "1" if shared else "0",
+            "--gso",
+            "1" if gso else "0",
+        ]
+    )
     try:
         wait_up(port)
         cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
@@ -207,9 +244,11 @@ def report(mode: str, rows: list[dict[str, Any]]) -> float | None:
         return None
     lo, hi = full[0], full[-1]
     per_viewer: float = (hi["cpu"] - lo["cpu"]) / (hi["n"] - lo["n"])
-    print(f"  per viewer: {per_viewer * 1000:.1f} ms CPU per second -> "
-          f"~{1 / per_viewer:.0f} viewers per core (fixed costs: {lo['cpu'] * 100:.1f}% "
-          f"at {lo['n']} viewer)")
+    print(
+        f"  per viewer: {per_viewer * 1000:.1f} ms CPU per second -> "
+        f"~{1 / per_viewer:.0f} viewers per core (fixed costs: {lo['cpu'] * 100:.1f}% "
+        f"at {lo['n']} viewer)"
+    )
     return per_viewer
 
 
@@ -222,8 +261,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--viewers", default="1,10,20")
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--modes", default="shared,per-viewer",
-                        help="which of shared, per-viewer, shared-no-gso to measure")
+    parser.add_argument(
+        "--modes",
+        default="shared,per-viewer",
+        help="which of shared, per-viewer, shared-no-gso to measure",
+    )
     parser.add_argument("--gso", default="1", help=argparse.SUPPRESS)
     parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     parser.add_argument("--server", default="127.0.0.1", help=argparse.SUPPRESS)
@@ -241,15 +283,19 @@ def bench(args: argparse.Namespace) -> None:
 
     counts = [int(n) for n in args.viewers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        clip = make_test_clip(Path(tmp) / "bench.mp4", seconds=6, width=1280, height=720,
-                              gop=60, bitrate="2000k")
-        print(f"clip: 1280x720 30 fps H.264 2 Mbit/s + AAC; {os.cpu_count()} cores; "
-              f"{args.seconds:.0f} s per measurement")
+        clip = make_test_clip(
+            Path(tmp) / "bench.mp4", seconds=6, width=1280, height=720, gop=60, bitrate="2000k"
+        )
+        print(
+            f"clip: 1280x720 30 fps H.264 2 Mbit/s + AAC; {os.cpu_count()} cores; "
+            f"{args.seconds:.0f} s per measurement"
+        )
         modes = args.modes.split(",")
         for key, title, shared, gso in (
-                ("shared", "shared packetization (default)", True, True),
-                ("shared-no-gso", "shared packetization, UDP GSO off", True, False),
-                ("per-viewer", "per-viewer packetization (aiortc pack)", False, True)):
+            ("shared", "shared packetization (default)", True, True),
+            ("shared-no-gso", "shared packetization, UDP GSO off", True, False),
+            ("per-viewer", "per-viewer packetization (aiortc pack)", False, True),
+        ):
             if key in modes:
                 report(title, run_mode(clip, shared, counts, args.seconds, gso))
 

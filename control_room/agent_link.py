@@ -56,8 +56,9 @@ class CommandTimeout(Exception):
 class AgentLink:
     """Websocket endpoint, command routing and the liveness loop of one process."""
 
-    def __init__(self, state: StateStore, registry: DeviceRegistry, heartbeat_s: float,
-                 clock_limit_s: float) -> None:
+    def __init__(
+        self, state: StateStore, registry: DeviceRegistry, heartbeat_s: float, clock_limit_s: float
+    ) -> None:
         self.state = state
         self.registry = registry
         self.heartbeat_s = heartbeat_s
@@ -119,8 +120,7 @@ class AgentLink:
         conn = secrets.token_hex(6)
         send_lock = asyncio.Lock()
         async with self.state.subscribe(command_channel(device.id)) as inbox:
-            await self.state.publish(command_channel(device.id),
-                                     {"type": "takeover", "conn": conn})
+            await self.state.publish(command_channel(device.id), {"type": "takeover", "conn": conn})
             forward = asyncio.create_task(self._forward(ws, inbox, conn, send_lock))
             try:
                 await self._receive(ws, device, send_lock)
@@ -170,33 +170,40 @@ class AgentLink:
                 await ws.close(WS_CLOSE_REFUSED, exc.reason)
                 return
 
-    async def _heartbeat(self, ws: WebSocket, device: Device, beat: Heartbeat,
-                         lock: asyncio.Lock) -> Device:
+    async def _heartbeat(
+        self, ws: WebSocket, device: Device, beat: Heartbeat, lock: asyncio.Lock
+    ) -> Device:
         received = time.time()
         current = await self.registry.get(device.id)
         if current.revoked or not current.enabled:
             # pub/sub may have lost the refusal (Redis restart): the record decides
             raise DeviceAuthError("device revoked" if current.revoked else "device disabled")
         async with lock:
-            await ws.send_text(HeartbeatAck(sent_at=beat.sent_at,
-                                            server_time=received).model_dump_json())
+            await ws.send_text(
+                HeartbeatAck(sent_at=beat.sent_at, server_time=received).model_dump_json()
+            )
         await self.registry.heartbeat(current, beat, self.heartbeat_s, self.clock_limit_s)
         return current
 
     # -- commands --
 
-    async def command(self, device_id: str, name: str, args: dict[str, Any],
-                      timeout_s: float) -> tuple[Command, CommandResult]:
+    async def command(
+        self, device_id: str, name: str, args: dict[str, Any], timeout_s: float
+    ) -> tuple[Command, CommandResult]:
         """Send a command to the device wherever its websocket is; wait for its result."""
         device = await self.registry.get(device_id)  # DeviceNotFound for the caller
-        cmd = Command(id=f"cmd-{secrets.token_hex(6)}", name=name,  # type: ignore[arg-type]
-                      args=args, timeout_s=timeout_s)
+        cmd = Command(
+            id=f"cmd-{secrets.token_hex(6)}",
+            name=name,  # type: ignore[arg-type]
+            args=args,
+            timeout_s=timeout_s,
+        )
         async with self.state.subscribe(result_channel(cmd.id)) as results:
-            got = await self.state.publish(command_channel(device.id),
-                                           {"type": "command", "command": cmd.model_dump()})
+            got = await self.state.publish(
+                command_channel(device.id), {"type": "command", "command": cmd.model_dump()}
+            )
             if got == 0:
-                await self.registry.event(device, "command-undelivered", command=cmd.id,
-                                          name=name)
+                await self.registry.event(device, "command-undelivered", command=cmd.id, name=name)
                 raise CommandUndelivered(f"device {device.id} is not connected")
             try:
                 async with asyncio.timeout(timeout_s):
@@ -204,8 +211,9 @@ class AgentLink:
                         return cmd, CommandResult(**msg)
             except TimeoutError:
                 pass
-        await self.registry.event(device, "command-timeout", command=cmd.id, name=name,
-                                  timeout_s=timeout_s)
+        await self.registry.event(
+            device, "command-timeout", command=cmd.id, name=name, timeout_s=timeout_s
+        )
         raise CommandTimeout(f"device did not answer within {timeout_s:g} s")
 
 

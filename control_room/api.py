@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from control_room.auth import SESSION_COOKIE, caller_guards, session_token
-from media_server.access import Caller, PlayTokens
+from core import presence
+from core.identity import SESSION_COOKIE, caller_guards, session_resolver, session_token
+from core.rights import Caller
+from media_server.access import PlayTokens
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
 
 if TYPE_CHECKING:
     from control_room.role import ControlRoomRole
-
-LIVE_KIND = "stream-live"
 
 
 class SignIn(BaseModel):
@@ -41,7 +41,7 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
     users = role.users
     registry = StreamRegistry(role.storage.state)
 
-    current_caller, require = caller_guards(users)
+    current_caller, require = caller_guards(session_resolver(role.storage.state))
 
     @router.post("/login", tags=["users"])
     async def login(body: SignIn, response: Response) -> dict[str, str]:
@@ -69,7 +69,7 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
     async def list_streams(
         caller: Annotated[Caller | None, Depends(current_caller)],
     ) -> list[dict[str, Any]]:
-        live = await role.storage.state.present(LIVE_KIND)
+        live = await role.storage.state.present(presence.STREAM_LIVE)
         staff = caller is not None
         out = []
         for definition in await registry.list():
@@ -80,17 +80,19 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
 
     @router.get("/streams/{stream_id}", tags=["streams"])
     async def get_stream(
-        stream_id: str, caller: Annotated[Caller | None, Depends(current_caller)],
+        stream_id: str,
+        caller: Annotated[Caller | None, Depends(current_caller)],
     ) -> dict[str, Any]:
         definition = await registry.get(stream_id)
         if definition is None or (caller is None and not definition.is_public):
             raise HTTPException(404, f"stream {stream_id!r} not found")
-        live = await role.storage.state.present(LIVE_KIND)
+        live = await role.storage.state.present(presence.STREAM_LIVE)
         return {**definition.public_view(), "stats": live.get(stream_id)}
 
     @router.post("/streams", tags=["streams"], status_code=201)
     async def define_stream(
-        body: StreamIn, _: Annotated[Caller, require("admin", "technician")],
+        body: StreamIn,
+        _: Annotated[Caller, require("define_streams")],
     ) -> dict[str, Any]:
         definition = StreamDefinition(**body.model_dump())
         key = await registry.define(definition)
@@ -98,13 +100,17 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
 
     @router.get("/streams/{stream_id}/play-url", tags=["streams"])
     async def play_url(
-        stream_id: str, _: Annotated[Caller, require("admin", "operator")],
+        stream_id: str,
+        _: Annotated[Caller, require("mint_play_urls")],
     ) -> dict[str, str]:
         if await registry.get(stream_id) is None:
             raise HTTPException(404, f"stream {stream_id!r} not found")
         tokens: PlayTokens = role.play_tokens
         token = tokens.make(stream_id)
-        return {"hls": f"/live/{stream_id}/index.m3u8?token={token}", "token": token,
-                "expires_in_s": str(tokens.ttl_s)}
+        return {
+            "hls": f"/live/{stream_id}/index.m3u8?token={token}",
+            "token": token,
+            "expires_in_s": str(tokens.ttl_s),
+        }
 
     return router

@@ -25,6 +25,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from core import presence
+from core.identity import CredentialError
 from device_agents.protocol import (
     EnrolRequest,
     EnrolResponse,
@@ -42,7 +44,6 @@ log = logging.getLogger(__name__)
 
 KIND = "device"
 TOKEN_KIND = "enrol-token"
-PRESENCE_KIND = "device"
 EVENTS = "device-events"
 EVENTS_MAX_AGE_S = 90 * 86400
 CHANNEL = "devices"  # pub/sub: a device's state changed
@@ -75,12 +76,8 @@ return old or ''
 """
 
 
-class DeviceAuthError(Exception):
+class DeviceAuthError(CredentialError):
     """A device credential was refused; `reason` is what the agent is told."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class EnrolError(Exception):
@@ -145,7 +142,7 @@ class DeviceRegistry:
         return f"{self._state.prefix}{name}"
 
     def _presence_key(self, device_id: str) -> str:
-        return f"{self._state.prefix}presence:{PRESENCE_KIND}:{device_id}"
+        return f"{self._state.prefix}presence:{presence.DEVICE}:{device_id}"
 
     async def _hash(self, name: str) -> dict[str, str]:
         raw = await self._state.raw.hgetall(self._key(name))
@@ -157,8 +154,14 @@ class DeviceRegistry:
 
     # -- enrolment --
 
-    async def make_enrol_token(self, court: str, room: str, stream_class: str = "trial",
-                               ttl_s: float = 86400, who: str = "") -> str:
+    async def make_enrol_token(
+        self,
+        court: str,
+        room: str,
+        stream_class: str = "trial",
+        ttl_s: float = 86400,
+        who: str = "",
+    ) -> str:
         """A one-time token for a device of this courtroom; only its sha256 is kept."""
         court, room = court.strip(), room.strip()
         if not court or not room or ":" in court + room or "/" in court + room:
@@ -169,9 +172,18 @@ class DeviceRegistry:
         # take `--token -x...` for an option)
         token = "enrol-" + secrets.token_urlsafe(24)
         now = time.time()
-        await self._state.put_record(TOKEN_KIND, digest(token), {
-            "court": court, "room": room, "stream_class": stream_class,
-            "created": now, "expires_at": now + ttl_s, "who": who})
+        await self._state.put_record(
+            TOKEN_KIND,
+            digest(token),
+            {
+                "court": court,
+                "room": room,
+                "stream_class": stream_class,
+                "created": now,
+                "expires_at": now + ttl_s,
+                "who": who,
+            },
+        )
         return token
 
     async def token_expiry(self, token: str) -> float:
@@ -183,11 +195,13 @@ class DeviceRegistry:
             await self._state.put_record("court", court, {"name": court, "created": time.time()})
         room_id = f"{court}/{room}"
         if await self._state.get_record("room", room_id) is None:
-            await self._state.put_record("room", room_id, {"name": room, "court": court,
-                                                           "created": time.time()})
+            await self._state.put_record(
+                "room", room_id, {"name": room, "court": court, "created": time.time()}
+            )
 
-    async def enroll(self, req: EnrolRequest, rtmp_url: str,
-                     heartbeat_s: float = 5.0) -> EnrolResponse:
+    async def enroll(
+        self, req: EnrolRequest, rtmp_url: str, heartbeat_s: float = 5.0
+    ) -> EnrolResponse:
         """Spend the token (exactly once, even under concurrent calls) and make the device
         with its credentials and one stream (+ sub) per source; keys are returned once."""
         sha = digest(req.token)
@@ -215,37 +229,67 @@ class DeviceRegistry:
                 stream_id = stream_id_for(court, room, source.name, sub)
                 existing = await self._streams.get(stream_id)
                 if existing is not None and existing.enabled:
-                    raise EnrolError(409, f"stream {stream_id} is already in use: revoke the "
-                                     "device that has it, or name the source differently")
+                    raise EnrolError(
+                        409,
+                        f"stream {stream_id} is already in use: revoke the "
+                        "device that has it, or name the source differently",
+                    )
 
-    async def _create(self, device_id: str, req: EnrolRequest, grant: dict[str, Any],
-                      rtmp_url: str, heartbeat_s: float) -> EnrolResponse:
+    async def _create(
+        self,
+        device_id: str,
+        req: EnrolRequest,
+        grant: dict[str, Any],
+        rtmp_url: str,
+        heartbeat_s: float,
+    ) -> EnrolResponse:
         court, room = str(grant["court"]), str(grant["room"])
         stream_class = StreamClass(str(grant["stream_class"]))
         streams: dict[str, SourceStreams] = {}
         for source in req.sources:
             main = await self._define(court, room, source.name, False, stream_class)
-            sub = await self._define(court, room, source.name, True, stream_class) \
-                if source.has_sub else None
+            sub = (
+                await self._define(court, room, source.name, True, stream_class)
+                if source.has_sub
+                else None
+            )
             streams[source.name] = SourceStreams(main=main, sub=sub)
         secret = secrets.token_urlsafe(32)
         ids = [c.stream_id for s in streams.values() for c in (s.main, s.sub) if c is not None]
-        device = Device(id=device_id, court=court, room=room, model=req.model,
-                        agent_version=req.agent_version,
-                        sources=[s.model_dump() for s in req.sources], streams=ids,
-                        stream_class=str(stream_class), secret_sha256=digest(secret))
+        device = Device(
+            id=device_id,
+            court=court,
+            room=room,
+            model=req.model,
+            agent_version=req.agent_version,
+            sources=[s.model_dump() for s in req.sources],
+            streams=ids,
+            stream_class=str(stream_class),
+            secret_sha256=digest(secret),
+        )
         await self._state.put_record(KIND, device_id, device.to_record())
         await self._state.raw.hset(self._key("device-liveness"), device_id, "never-seen")
         await self.event(device, "enrolled", model=req.model, streams=ids)
-        return EnrolResponse(device_id=device_id, device_secret=secret, court=court, room=room,
-                             rtmp_url=rtmp_url, heartbeat_s=heartbeat_s, streams=streams)
+        return EnrolResponse(
+            device_id=device_id,
+            device_secret=secret,
+            court=court,
+            room=room,
+            rtmp_url=rtmp_url,
+            heartbeat_s=heartbeat_s,
+            streams=streams,
+        )
 
-    async def _define(self, court: str, room: str, source: str, sub: bool,
-                      stream_class: StreamClass) -> StreamCredential:
+    async def _define(
+        self, court: str, room: str, source: str, sub: bool, stream_class: StreamClass
+    ) -> StreamCredential:
         stream_id = stream_id_for(court, room, source, sub)
         title = f"{court} {room} {source}" + (" (sub)" if sub else "")
-        key = await self._streams.define(StreamDefinition(
-            id=stream_id, stream_class=stream_class, title=title, court=court, room=room))
+        key = await self._streams.define(
+            StreamDefinition(
+                id=stream_id, stream_class=stream_class, title=title, court=court, room=room
+            )
+        )
         return StreamCredential(stream_id=stream_id, key=key)
 
     # -- credentials --
@@ -255,6 +299,10 @@ class DeviceRegistry:
         if record is None:
             raise DeviceNotFound(device_id)
         return Device.from_record(record)
+
+    async def streams_of(self, authorization: str) -> list[str]:
+        """The streams of the device whose credential this is (recorder backfill)."""
+        return list((await self.authenticate(authorization)).streams)
 
     async def authenticate(self, authorization: str | None) -> Device:
         """The device of a `Bearer {id}.{secret}` header; DeviceAuthError says why not."""
@@ -298,8 +346,9 @@ class DeviceRegistry:
         await self._set_streams(device, usable)
         # the agent's websocket (on whichever process holds it) is told to close
         if not usable:
-            await self._state.publish(command_channel(device_id),
-                                      {"type": "refuse", "reason": f"device {what}"})
+            await self._state.publish(
+                command_channel(device_id), {"type": "refuse", "reason": f"device {what}"}
+            )
         await self.event(device, what, who=who)
         return device
 
@@ -321,13 +370,15 @@ class DeviceRegistry:
         """Present until 3 heartbeats are missed (plus a little for the network)."""
         return 3 * heartbeat_s + min(1.0, heartbeat_s / 2)
 
-    async def heartbeat(self, device: Device, beat: Heartbeat, heartbeat_s: float,
-                        clock_limit_s: float) -> None:
+    async def heartbeat(
+        self, device: Device, beat: Heartbeat, heartbeat_s: float, clock_limit_s: float
+    ) -> None:
         """Store the latest heartbeat; events for online, sources and clock changes."""
         now = time.time()
         info = {**beat.model_dump(), "received_at": now}
-        await self._state.touch_presence(PRESENCE_KIND, device.id,
-                                         self.presence_ttl_s(heartbeat_s), info)
+        await self._state.touch_presence(
+            presence.DEVICE, device.id, self.presence_ttl_s(heartbeat_s), info
+        )
         await self._state.raw.hset(self._key("device-seen"), device.id, str(now))
         redis_keys = [self._key("device-liveness")]
         if await self._online(keys=redis_keys, args=[device.id]):
@@ -347,27 +398,46 @@ class DeviceRegistry:
         await self._state.raw.hset(self._key("device-sources"), device.id, json.dumps(now))
         for source in beat.sources:
             old = before.get(source.name)
-            if source.state in ("up", "down") and source.state != old and \
-                    (old is not None or source.state == "down"):
-                await self.event(device, f"source-{source.state}", source=source.name,
-                                 reason=source.reason)
+            if (
+                source.state in ("up", "down")
+                and source.state != old
+                and (old is not None or source.state == "down")
+            ):
+                await self.event(
+                    device, f"source-{source.state}", source=source.name, reason=source.reason
+                )
 
     async def _clock_events(self, device: Device, offset: float | None, limit: float) -> None:
         if offset is None:
             return
         over = abs(offset) > limit
-        was_over = await self._swap(keys=[self._key("device-clock")],
-                                    args=[device.id, "1" if over else "0"]) == "1"
+        was_over = (
+            await self._swap(
+                keys=[self._key("device-clock")], args=[device.id, "1" if over else "0"]
+            )
+            == "1"
+        )
         if over == was_over:
             return  # one alert per excursion
         if over:
-            message = (f"device {device.id} ({device.court} {device.room}): clock off by "
-                       f"{offset:+.3f} s (limit {limit} s); recordings' wall-clock is wrong")
+            message = (
+                f"device {device.id} ({device.court} {device.room}): clock off by "
+                f"{offset:+.3f} s (limit {limit} s); recordings' wall-clock is wrong"
+            )
             await self.event(device, "clock-offset", offset_s=offset, limit_s=limit)
-            await self._state.append_event(ALERTS, {
-                "kind": "clock-offset", "at": time.time(), "device": device.id,
-                "court": device.court, "room": device.room, "offset_s": offset,
-                "message": message}, ALERTS_MAX_AGE_S)
+            await self._state.append_event(
+                ALERTS,
+                {
+                    "kind": "clock-offset",
+                    "at": time.time(),
+                    "device": device.id,
+                    "court": device.court,
+                    "room": device.room,
+                    "offset_s": offset,
+                    "message": message,
+                },
+                ALERTS_MAX_AGE_S,
+            )
         else:
             await self.event(device, "clock-ok", offset_s=offset)
 
@@ -392,8 +462,14 @@ class DeviceRegistry:
     # -- events --
 
     async def event(self, device: Device, event: str, **details: Any) -> None:
-        body = {"device": device.id, "court": device.court, "room": device.room,
-                "event": event, "at": time.time(), **details}
+        body = {
+            "device": device.id,
+            "court": device.court,
+            "room": device.room,
+            "event": event,
+            "at": time.time(),
+            **details,
+        }
         await self._state.append_event(EVENTS, body, EVENTS_MAX_AGE_S)
         await self._state.publish(CHANNEL, body)
         log.info("device %s (%s %s): %s", device.id, device.court, device.room, event)
@@ -401,8 +477,10 @@ class DeviceRegistry:
     async def events(self, device_id: str | None = None, count: int = 500) -> list[dict[str, Any]]:
         """The latest events (oldest first), of one device or all."""
         entries = await self._state.raw.xrevrange(self._key(f"stream:{EVENTS}"), count=count)
-        out = [{str(k): json.loads(v) for k, v in (fields or {}).items()}
-               for _, fields in entries or []]
+        out = [
+            {str(k): json.loads(v) for k, v in (fields or {}).items()}
+            for _, fields in entries or []
+        ]
         return [e for e in reversed(out) if device_id is None or e.get("device") == device_id]
 
     # -- the technicians' view --
@@ -410,35 +488,57 @@ class DeviceRegistry:
     async def list(self) -> list[dict[str, Any]]:
         """Every device with its state, last seen and the health of its last heartbeat."""
         records = await self._state.list_records(KIND)
-        present = await self._state.present(PRESENCE_KIND)
+        present = await self._state.present(presence.DEVICE)
         liveness = await self._hash("device-liveness")
         seen = await self._hash("device-seen")
-        rows = [self._row(Device.from_record(r), present.get(r["id"]), liveness.get(r["id"]),
-                          seen.get(r["id"])) for r in records]
+        rows = [
+            self._row(
+                Device.from_record(r),
+                present.get(r["id"]),
+                liveness.get(r["id"]),
+                seen.get(r["id"]),
+            )
+            for r in records
+        ]
         return sorted(rows, key=lambda r: (r["court"], r["room"], r["id"]))
 
     async def view(self, device_id: str) -> dict[str, Any]:
         device = await self.get(device_id)
-        return self._row(device, await self._state.get_presence(PRESENCE_KIND, device_id),
-                         await self._hget("device-liveness", device_id),
-                         await self._hget("device-seen", device_id))
+        return self._row(
+            device,
+            await self._state.get_presence(presence.DEVICE, device_id),
+            await self._hget("device-liveness", device_id),
+            await self._hget("device-seen", device_id),
+        )
 
     @staticmethod
-    def _row(device: Device, beat: dict[str, Any] | None, liveness: str | None,
-             seen: str | None) -> dict[str, Any]:
-        state = "revoked" if device.revoked else "disabled" if not device.enabled else (
-            liveness if liveness in ("online", "offline") else "never-seen")
+    def _row(
+        device: Device, beat: dict[str, Any] | None, liveness: str | None, seen: str | None
+    ) -> dict[str, Any]:
+        state = (
+            "revoked"
+            if device.revoked
+            else "disabled"
+            if not device.enabled
+            else (liveness if liveness in ("online", "offline") else "never-seen")
+        )
         health = {s["name"]: s for s in (beat or {}).get("sources", [])}
-        sources = [{**src, **{k: v for k, v in health.get(src["name"], {}).items()
-                              if k != "name"}} for src in device.sources]
+        sources = [
+            {**src, **{k: v for k, v in health.get(src["name"], {}).items() if k != "name"}}
+            for src in device.sources
+        ]
         for src in sources:
             src.setdefault("state", "unknown")
-        return {**device.public_view(), "state": state, "sources": sources,
-                "last_seen": float(seen) if seen else None,
-                "clock_offset_s": (beat or {}).get("clock_offset_s"),
-                "spool_bytes": (beat or {}).get("spool_bytes"),
-                "spool_limit_bytes": (beat or {}).get("spool_limit_bytes"),
-                "backfill_pending": (beat or {}).get("backfill_pending")}
+        return {
+            **device.public_view(),
+            "state": state,
+            "sources": sources,
+            "last_seen": float(seen) if seen else None,
+            "clock_offset_s": (beat or {}).get("clock_offset_s"),
+            "spool_bytes": (beat or {}).get("spool_bytes"),
+            "spool_limit_bytes": (beat or {}).get("spool_limit_bytes"),
+            "backfill_pending": (beat or {}).get("backfill_pending"),
+        }
 
 
 def command_channel(device_id: str) -> str:

@@ -17,20 +17,17 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from control_room.agent_link import CommandTimeout, CommandUndelivered
-from control_room.auth import caller_guards
 from control_room.devices import DeviceNotFound, EnrolError
+from core.audit import audit
+from core.identity import caller_guards, session_resolver
+from core.rights import Caller
 from device_agents.protocol import ENROLL_PATH, CommandName, EnrolRequest, EnrolResponse
-from media_server.access import Caller
 from media_server.streams import StreamClass
-from recorder.index import audit
 from storage.objects import ObjectNotFound
 
 if TYPE_CHECKING:
     from control_room.role import ControlRoomRole
 
-MANAGERS = ("admin", "technician")
-COMMANDERS = ("admin", "technician", "operator")
-STAFF = ("admin", "operator", "technician", "clerk")
 SNAPSHOT_NAME = re.compile(r"^(cmd-[0-9a-f]{12})\.jpg$")
 
 
@@ -55,25 +52,34 @@ def build_devices_router(role: "ControlRoomRole") -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["devices"])
     registry, state = role.devices, role.storage.state
 
-    _, require = caller_guards(role.users)
+    _, require = caller_guards(session_resolver(state))
 
-    Manager = Annotated[Caller, require(*MANAGERS)]
-    Commander = Annotated[Caller, require(*COMMANDERS)]
-    Staff = Annotated[Caller, require(*STAFF)]
+    Manager = Annotated[Caller, require("manage_devices")]
+    Commander = Annotated[Caller, require("command_devices")]
+    Staff = Annotated[Caller, require("see_devices")]
 
     @router.post("/devices/enrol-tokens", status_code=201)
-    async def make_token(body: EnrolTokenIn,
-                         caller: Manager) -> dict[str, Any]:
+    async def make_token(body: EnrolTokenIn, caller: Manager) -> dict[str, Any]:
         try:
-            token = await registry.make_enrol_token(body.court, body.room,
-                                                    str(body.stream_class), body.ttl_s,
-                                                    caller.name)
+            token = await registry.make_enrol_token(
+                body.court, body.room, str(body.stream_class), body.ttl_s, caller.name
+            )
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        await audit(state, "device.enrol-token", caller.name, court=body.court,
-                    room=body.room, stream_class=str(body.stream_class))
-        return {"token": token, "expires_at": await registry.token_expiry(token),
-                "court": body.court, "room": body.room}
+        await audit(
+            state,
+            "device.enrol-token",
+            caller.name,
+            court=body.court,
+            room=body.room,
+            stream_class=str(body.stream_class),
+        )
+        return {
+            "token": token,
+            "expires_at": await registry.token_expiry(token),
+            "court": body.court,
+            "room": body.room,
+        }
 
     @router.post(ENROLL_PATH.removeprefix("/api/v1"))
     async def enroll(body: EnrolRequest, request: Request) -> EnrolResponse:
@@ -85,8 +91,15 @@ def build_devices_router(role: "ControlRoomRole") -> APIRouter:
         except ValueError as exc:  # a source name that makes no valid stream id
             raise HTTPException(422, str(exc)) from None
         peer = request.client.host if request.client else "?"
-        await audit(state, "device.enrolled", f"device {answer.device_id}", peer=peer,
-                    court=answer.court, room=answer.room, model=body.model)
+        await audit(
+            state,
+            "device.enrolled",
+            f"device {answer.device_id}",
+            peer=peer,
+            court=answer.court,
+            room=answer.room,
+            model=body.model,
+        )
         return answer
 
     @router.get("/devices")
@@ -105,8 +118,7 @@ def build_devices_router(role: "ControlRoomRole") -> APIRouter:
         _add_state_route(router, role, verb, Manager)
 
     @router.post("/devices/{device_id}/commands")
-    async def command(device_id: str, body: CommandIn,
-                      caller: Commander) -> dict[str, Any]:
+    async def command(device_id: str, body: CommandIn, caller: Commander) -> dict[str, Any]:
         return await _run_command(role, device_id, body, caller)
 
     @router.get("/devices/{device_id}/snapshots/{name}")
@@ -123,8 +135,7 @@ def build_devices_router(role: "ControlRoomRole") -> APIRouter:
     return router
 
 
-def _add_state_route(router: APIRouter, role: "ControlRoomRole", verb: str,
-                     guard: Any) -> None:
+def _add_state_route(router: APIRouter, role: "ControlRoomRole", verb: str, guard: Any) -> None:
     registry, state = role.devices, role.storage.state
 
     async def change(device_id: str, caller: guard) -> dict[str, Any]:  # type: ignore[valid-type]
@@ -137,48 +148,78 @@ def _add_state_route(router: APIRouter, role: "ControlRoomRole", verb: str,
         await audit(state, f"device.{verb}", caller.name, device=device_id)
         return await registry.view(device_id)
 
-    router.add_api_route(f"/devices/{{device_id}}/{verb}", change, methods=["POST"],
-                         name=f"device_{verb}")
+    router.add_api_route(
+        f"/devices/{{device_id}}/{verb}", change, methods=["POST"], name=f"device_{verb}"
+    )
 
 
-async def _run_command(role: "ControlRoomRole", device_id: str, body: CommandIn,
-                       caller: Caller) -> dict[str, Any]:
+async def _run_command(
+    role: "ControlRoomRole", device_id: str, body: CommandIn, caller: Caller
+) -> dict[str, Any]:
     state = role.storage.state
     try:
-        cmd, result = await role.agent_link.command(device_id, body.name, body.args,
-                                                    body.timeout_s)
+        cmd, result = await role.agent_link.command(device_id, body.name, body.args, body.timeout_s)
     except DeviceNotFound:
         raise HTTPException(404, f"device {device_id!r} not found") from None
     except CommandUndelivered as exc:
-        await audit(state, "device.command", caller.name, device=device_id, name=body.name,
-                    args=body.args, outcome="not connected")
+        await audit(
+            state,
+            "device.command",
+            caller.name,
+            device=device_id,
+            name=body.name,
+            args=body.args,
+            outcome="not connected",
+        )
         raise HTTPException(409, str(exc)) from None
     except CommandTimeout as exc:
-        await audit(state, "device.command", caller.name, device=device_id, name=body.name,
-                    args=body.args, outcome="timeout")
+        await audit(
+            state,
+            "device.command",
+            caller.name,
+            device=device_id,
+            name=body.name,
+            args=body.args,
+            outcome="timeout",
+        )
         raise HTTPException(504, str(exc)) from None
     answer: dict[str, Any] = {"id": cmd.id, "ok": result.ok, "error": result.error}
     if body.name == "snapshot" and result.ok:
         answer.update(await _store_snapshot(role, device_id, cmd.id, result.data))
     else:
         answer["data"] = result.data
-    await audit(state, "device.command", caller.name, device=device_id, command=cmd.id,
-                name=body.name, args=body.args, ok=answer["ok"], error=answer["error"])
+    await audit(
+        state,
+        "device.command",
+        caller.name,
+        device=device_id,
+        command=cmd.id,
+        name=body.name,
+        args=body.args,
+        ok=answer["ok"],
+        error=answer["error"],
+    )
     return answer
 
 
-async def _store_snapshot(role: "ControlRoomRole", device_id: str, command_id: str,
-                          data: dict[str, Any]) -> dict[str, Any]:
+async def _store_snapshot(
+    role: "ControlRoomRole", device_id: str, command_id: str, data: dict[str, Any]
+) -> dict[str, Any]:
     try:
         jpeg = base64.b64decode(str(data.get("jpeg_b64", "")), validate=True)
     except (binascii.Error, ValueError):
         jpeg = b""
     if not jpeg.startswith(b"\xff\xd8"):
         return {"ok": False, "error": "the device's snapshot is not a JPEG"}
-    await role.storage.objects.put(snapshot_key(device_id, command_id), jpeg,
-                                   content_type="image/jpeg")
-    return {"width": data.get("width"), "height": data.get("height"), "bytes": len(jpeg),
-            "url": f"/api/v1/devices/{device_id}/snapshots/{command_id}.jpg"}
+    await role.storage.objects.put(
+        snapshot_key(device_id, command_id), jpeg, content_type="image/jpeg"
+    )
+    return {
+        "width": data.get("width"),
+        "height": data.get("height"),
+        "bytes": len(jpeg),
+        "url": f"/api/v1/devices/{device_id}/snapshots/{command_id}.jpg",
+    }
 
 
 def build_pages_router() -> APIRouter:

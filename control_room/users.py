@@ -13,10 +13,11 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from media_server.access import Caller
+from core import presence
+from core.identity import caller_of_session
+from core.rights import ROLES, Caller
 from storage.state import StateStore
 
-ROLES = ("admin", "operator", "technician", "clerk")
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
 SESSION_TTL_S = 12 * 3600
 _hasher = PasswordHasher()
@@ -56,16 +57,11 @@ class Users:
             return None
         token = secrets.token_urlsafe(32)
         info = {"name": name, "role": str(record["role"])}
-        await self._state.touch_presence("session", token, SESSION_TTL_S, info)
+        await self._state.touch_presence(presence.SESSION, token, SESSION_TTL_S, info)
         return token
 
     async def caller(self, token: str | None) -> Caller | None:
-        if not token:
-            return None
-        sessions = await self._state.get_presence("session", token)
-        if not sessions:
-            return None
-        return Caller(name=str(sessions["name"]), role=str(sessions["role"]))
+        return await caller_of_session(self._state, token)
 
     async def sign_out(self, token: str) -> None:
-        await self._state.drop_presence("session", token)
+        await self._state.drop_presence(presence.SESSION, token)

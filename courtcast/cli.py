@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from core import presence
+from core.config import Config, ConfigError, load_config
 from courtcast.cli_agent import add_agent_commands
-from courtcast.config import Config, ConfigError, load_config
 
 EXIT_USAGE = 2
 
@@ -31,8 +32,10 @@ class UsageError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     # a line per HTTP request (the agent asks for backfill gaps every 10 s) is noise
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
@@ -46,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="courtcast", description=__doc__)
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="run every role in one process")
@@ -55,16 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--http-port", type=int)
     up.add_argument("--rtmp-port", type=int)
     up.add_argument("--demo", action="store_true", help="add simulated courtrooms")
-    up.add_argument("--open", action="store_true",
-                    help="no publish/play checks (local trials, loopback only)")
+    up.add_argument(
+        "--open", action="store_true", help="no publish/play checks (local trials, loopback only)"
+    )
     up.add_argument("--record-all", action="store_true", help="record every live stream")
     up.set_defaults(func=cmd_up, roles=("storage", "media_server", "recorder", "control_room"))
 
     # the recorder records the hub of its own process (no relay between nodes yet), so it
     # runs with the media server; alone it serves, verifies and exports recordings
-    for name, roles in (("media-server", ("storage", "media_server", "recorder")),
-                        ("control-room", ("storage", "control_room")),
-                        ("recorder", ("storage", "recorder"))):
+    for name, roles in (
+        ("media-server", ("storage", "media_server", "recorder")),
+        ("control-room", ("storage", "control_room")),
+        ("recorder", ("storage", "recorder")),
+    ):
         role = sub.add_parser(name, help=f"run the {name} role alone (cluster)")
         _state_args(role)
         role.add_argument("--http-port", type=int)
@@ -72,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         role.set_defaults(func=cmd_up, roles=roles, demo=False, open=False, record_all=False)
 
     users = sub.add_parser("users", help="manage users").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     add = users.add_parser("add", help="add a user (password from stdin when not a tty)")
     _state_args(add)
     add.add_argument("name")
@@ -80,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(func=cmd_users_add)
 
     streams = sub.add_parser("streams", help="streams").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     lst = streams.add_parser("list", help="registered streams with their live stats")
     _state_args(lst)
     lst.add_argument("--json", action="store_true")
@@ -88,8 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     define = streams.add_parser("add", help="register a stream and print its publish key")
     _state_args(define)
     define.add_argument("stream_id")
-    define.add_argument("--class", dest="stream_class", default="trial",
-                        choices=["trial", "security", "arraignment", "conference"])
+    define.add_argument(
+        "--class",
+        dest="stream_class",
+        default="trial",
+        choices=["trial", "security", "arraignment", "conference"],
+    )
     define.add_argument("--public", action="store_true")
     define.add_argument("--title", default="")
     define.add_argument("--source", default="", help="rtsp:// URL to pull (an IP camera)")
@@ -106,18 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _session_commands(sub: Any) -> None:
     sessions = sub.add_parser("sessions", help="trial sessions").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    opening = sessions.add_parser("open", help="open a session: every stream of the room "
-                                  "is recorded until it closes")
+        dest="action", required=True, metavar="ACTION"
+    )
+    opening = sessions.add_parser(
+        "open", help="open a session: every stream of the room is recorded until it closes"
+    )
     _state_args(opening)
     opening.add_argument("--room", required=True)
     opening.add_argument("--case", required=True, help="case number")
     opening.add_argument("--title", default="")
     opening.add_argument("--public", action="store_true", help="a public trial")
     opening.set_defaults(func=cmd_sessions, verb="open")
-    for verb, text in (("close", "close a session (its recordings are closed and signed)"),
-                       ("recess", "recess: recording pauses, with the reason logged"),
-                       ("resume", "resume after a recess")):
+    for verb, text in (
+        ("close", "close a session (its recordings are closed and signed)"),
+        ("recess", "recess: recording pauses, with the reason logged"),
+        ("resume", "resume after a recess"),
+    ):
         cmd = sessions.add_parser(verb, help=text)
         _state_args(cmd)
         cmd.add_argument("session_id")
@@ -132,14 +149,21 @@ def _session_commands(sub: Any) -> None:
 
 def _device_commands(sub: Any) -> None:
     devices = sub.add_parser("devices", help="device agents").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    token = devices.add_parser("enrol-token", help="print a one-time enrolment token for a "
-                               "courtroom (creates the court and room if new)")
+        dest="action", required=True, metavar="ACTION"
+    )
+    token = devices.add_parser(
+        "enrol-token",
+        help="print a one-time enrolment token for a courtroom (creates the court and room if new)",
+    )
     _state_args(token)
     token.add_argument("--court", required=True)
     token.add_argument("--room", required=True)
-    token.add_argument("--class", dest="stream_class", default="trial",
-                       choices=["trial", "security", "arraignment", "conference"])
+    token.add_argument(
+        "--class",
+        dest="stream_class",
+        default="trial",
+        choices=["trial", "security", "arraignment", "conference"],
+    )
     token.add_argument("--ttl-s", type=int, default=86400, help="valid this long (seconds)")
     token.set_defaults(func=cmd_devices_enrol_token)
     lst = devices.add_parser("list", help="devices with their state and sources")
@@ -150,26 +174,34 @@ def _device_commands(sub: Any) -> None:
 
 def _recording_commands(sub: Any) -> None:
     recordings = sub.add_parser("recordings", help="recordings").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     lst = recordings.add_parser("list", help="recordings, newest first (from the index)")
     _state_args(lst)
     for field in ("court", "room", "case", "date", "stream", "session"):
         lst.add_argument(f"--{field}", default="")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_recordings_list)
-    verify = recordings.add_parser("verify", help="recompute every hash, check the chain "
-                                   "and the signature (exit 1 when not OK)")
+    verify = recordings.add_parser(
+        "verify",
+        help="recompute every hash, check the chain and the signature (exit 1 when not OK)",
+    )
     _state_args(verify)
     verify.add_argument("recording_id")
-    verify.add_argument("--public-key", type=Path,
-                        help="PEM public key (default: this node's signing key)")
+    verify.add_argument(
+        "--public-key", type=Path, help="PEM public key (default: this node's signing key)"
+    )
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=cmd_recordings_verify)
     export = recordings.add_parser("export", help="remux a stretch into one MP4 (+ .sig)")
     _state_args(export)
     export.add_argument("recording_id")
-    export.add_argument("--from", dest="start", required=True,
-                        help="ISO 8601 time, UNIX seconds, or +SECONDS from the start")
+    export.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        help="ISO 8601 time, UNIX seconds, or +SECONDS from the start",
+    )
     export.add_argument("--to", dest="end", required=True)
     export.add_argument("-o", "--output", type=Path, required=True)
     export.set_defaults(func=cmd_recordings_export)
@@ -186,14 +218,18 @@ def config_from(args: argparse.Namespace) -> Config:
     for attr, key in flags.items():
         if getattr(args, attr, None) is not None:
             overrides[key] = getattr(args, attr)
-    for attr, key in (("demo", "demo.enabled"), ("open", "security.open"),
-                      ("record_all", "recorder.record_all")):
+    for attr, key in (
+        ("demo", "demo.enabled"),
+        ("open", "security.open"),
+        ("record_all", "recorder.record_all"),
+    ):
         if getattr(args, attr, False):
             overrides[key] = True
     return load_config(args.config, overrides)
 
 
 # -- up ------------------------------------------------------------------------------------
+
 
 def cmd_up(args: argparse.Namespace) -> int:
     config = config_from(args)
@@ -257,13 +293,15 @@ def print_welcome(platform: Any) -> None:
         for stream_id, title in media.demo_streams():
             lines.append(f"  demo {title}: ffplay {base}/live/{stream_id}/index.m3u8")
     if any(r.name == "control_room" for r in platform.roles):
-        lines.append(f"  technicians: {base}/devices  (sign in: courtcast users add NAME "
-                     "--role technician)")
+        lines.append(
+            f"  technicians: {base}/devices  (sign in: courtcast users add NAME --role technician)"
+        )
     lines.append("  stop with Ctrl-C")
     print("\n".join(lines), flush=True)
 
 
 # -- state commands -----------------------------------------------------------------------
+
 
 def _with_state(args: argparse.Namespace, work: Callable[[Any], Awaitable[int]]) -> int:
     config = config_from(args)
@@ -297,13 +335,13 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
 
 def cmd_streams_list(args: argparse.Namespace) -> int:
-    from control_room.api import LIVE_KIND
     from media_server.streams import StreamRegistry
 
     async def work(state: Any) -> int:
-        live = await state.present(LIVE_KIND)
-        rows = [{**d.public_view(), "stats": live.get(d.id)}
-                for d in await StreamRegistry(state).list()]
+        live = await state.present(presence.STREAM_LIVE)
+        rows = [
+            {**d.public_view(), "stats": live.get(d.id)} for d in await StreamRegistry(state).list()
+        ]
         if args.json:
             print(json.dumps(rows, indent=2))
             return 0
@@ -312,9 +350,11 @@ def cmd_streams_list(args: argparse.Namespace) -> int:
             stats = row["stats"] or {}
             video = stats.get("video") or {}
             size = f"{video.get('codec', '')} {video.get('width', '')}x{video.get('height', '')}"
-            print(f"{row['id']:24} {row['stream_class']:12} {row['public']!s:6} "
-                  f"{'yes' if stats.get('live') else 'no':5} {size if video else '-':16} "
-                  f"{stats.get('bitrate_kbps', 0):>8}")
+            print(
+                f"{row['id']:24} {row['stream_class']:12} {row['public']!s:6} "
+                f"{'yes' if stats.get('live') else 'no':5} {size if video else '-':16} "
+                f"{stats.get('bitrate_kbps', 0):>8}"
+            )
         return 0
 
     return _with_state(args, work)
@@ -324,10 +364,15 @@ def cmd_streams_add(args: argparse.Namespace) -> int:
     from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
 
     async def work(state: Any) -> int:
-        definition = StreamDefinition(id=args.stream_id, stream_class=StreamClass(args.stream_class),
-                                      public=args.public, title=args.title,
-                                      source_url=args.source, court=args.court,
-                                      room=args.room)
+        definition = StreamDefinition(
+            id=args.stream_id,
+            stream_class=StreamClass(args.stream_class),
+            public=args.public,
+            title=args.title,
+            source_url=args.source,
+            court=args.court,
+            room=args.room,
+        )
         try:
             key = await StreamRegistry(state).define(definition)
         except ValueError as exc:
@@ -340,7 +385,7 @@ def cmd_streams_add(args: argparse.Namespace) -> int:
 
 def cmd_devices_enrol_token(args: argparse.Namespace) -> int:
     from control_room.devices import DeviceRegistry
-    from recorder.index import audit
+    from core.audit import audit
 
     if args.ttl_s < 60:
         raise UsageError("--ttl-s: at least 60 seconds")
@@ -349,11 +394,19 @@ def cmd_devices_enrol_token(args: argparse.Namespace) -> int:
         who = getpass.getuser()
         try:
             token = await DeviceRegistry(state).make_enrol_token(
-                args.court, args.room, args.stream_class, args.ttl_s, who)
+                args.court, args.room, args.stream_class, args.ttl_s, who
+            )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        await audit(state, "device.enrol-token", who, court=args.court, room=args.room,
-                    stream_class=args.stream_class, via="cli")
+        await audit(
+            state,
+            "device.enrol-token",
+            who,
+            court=args.court,
+            room=args.room,
+            stream_class=args.stream_class,
+            via="cli",
+        )
         print(token)
         return 0
 
@@ -368,20 +421,28 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows, indent=2))
             return 0
-        print(f"{'COURT':16} {'ROOM':12} {'DEVICE':12} {'MODEL':20} {'STATE':10} "
-              f"{'LAST SEEN (UTC)':19} SOURCES")
+        print(
+            f"{'COURT':16} {'ROOM':12} {'DEVICE':12} {'MODEL':20} {'STATE':10} "
+            f"{'LAST SEEN (UTC)':19} SOURCES"
+        )
         for r in rows:
-            seen = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["last_seen"])) \
-                if r["last_seen"] else "never"
+            seen = (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["last_seen"]))
+                if r["last_seen"]
+                else "never"
+            )
             sources = ", ".join(f"{s['name']}:{s['state']}" for s in r["sources"]) or "-"
-            print(f"{r['court']:16} {r['room']:12} {r['id']:12} {r['model'] or '-':20} "
-                  f"{r['state']:10} {seen:19} {sources}")
+            print(
+                f"{r['court']:16} {r['room']:12} {r['id']:12} {r['model'] or '-':20} "
+                f"{r['state']:10} {seen:19} {sources}"
+            )
         return 0
 
     return _with_state(args, work)
 
 
 # -- sessions and recordings ----------------------------------------------------------------
+
 
 def cmd_sessions(args: argparse.Namespace) -> int:
     from recorder.sessions import SessionError, TrialSessions
@@ -393,10 +454,11 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             if args.verb == "list":
                 return _print_sessions(await sessions.list(), args.json)
             if args.verb == "open":
-                session = await sessions.open(args.room, args.case, args.title, args.public,
-                                              who)
-                print(f"session {session.id} open in room {session.room} "
-                      f"(case {session.case_number}); recording {', '.join(session.streams)}")
+                session = await sessions.open(args.room, args.case, args.title, args.public, who)
+                print(
+                    f"session {session.id} open in room {session.room} "
+                    f"(case {session.case_number}); recording {', '.join(session.streams)}"
+                )
             elif args.verb == "recess":
                 await sessions.recess(args.session_id, args.reason, who)
                 print(f"session {args.session_id} in recess: {args.reason}")
@@ -429,17 +491,26 @@ def cmd_recordings_list(args: argparse.Namespace) -> int:
 
     async def work(state: Any) -> int:
         rows = await RecordingIndex(state).search(
-            court=args.court, room=args.room, case_number=args.case, date=args.date,
-            stream=args.stream, session=args.session)
+            court=args.court,
+            room=args.room,
+            case_number=args.case,
+            date=args.date,
+            stream=args.stream,
+            session=args.session,
+        )
         if args.json:
             print(json.dumps(rows, indent=2))
             return 0
-        print(f"{'RECORDING':44} {'STATE':9} {'CASE':20} {'ROOM':12} {'START (UTC)':20} "
-              f"{'SECONDS':>8} {'GAPS':>4}")
+        print(
+            f"{'RECORDING':44} {'STATE':9} {'CASE':20} {'ROOM':12} {'START (UTC)':20} "
+            f"{'SECONDS':>8} {'GAPS':>4}"
+        )
         for r in rows:
             opened = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(r["opened_at"])))
-            print(f"{r['id']:44} {r['state']:9} {r['case_number'] or '-':20} "
-                  f"{r['room'] or '-':12} {opened:20} {r['duration']:>8.1f} {r['gaps']:>4}")
+            print(
+                f"{r['id']:44} {r['state']:9} {r['case_number'] or '-':20} "
+                f"{r['room'] or '-':12} {opened:20} {r['duration']:>8.1f} {r['gaps']:>4}"
+            )
         return 0
 
     return _with_state(args, work)
@@ -454,8 +525,10 @@ def _public_key(args: argparse.Namespace, config: Config) -> Any:
         path = config.data_dir / "secrets" / KEY_FILE
         return Signer.from_pem(path.read_bytes()).public
     except FileNotFoundError as exc:
-        raise UsageError(f"no public key at {exc.filename}: pass --public-key FILE "
-                         "(GET /api/v1/recordings/signing-key)") from None
+        raise UsageError(
+            f"no public key at {exc.filename}: pass --public-key FILE "
+            "(GET /api/v1/recordings/signing-key)"
+        ) from None
     except SignatureError as exc:
         raise UsageError(str(exc)) from None
 
@@ -502,15 +575,24 @@ def cmd_recordings_export(args: argparse.Namespace) -> int:
         try:
             start = parse_time(args.start, manifest.opened_at)
             end = parse_time(args.end, manifest.opened_at)
-            result = await export_clip(store, manifest, start, end, args.output,
-                                       Signer.for_data_dir(config.data_dir), _progress_bar)
+            result = await export_clip(
+                store,
+                manifest,
+                start,
+                end,
+                args.output,
+                Signer.for_data_dir(config.data_dir),
+                _progress_bar,
+            )
         except (TimeError, ExportError) as exc:
             raise UsageError(str(exc)) from None
         print(file=sys.stderr)
         await _audit_export(args, result)
-        print(f"exported {result.duration_s:.1f} s from "
-              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(result.start))} UTC to "
-              f"{result.path} ({result.bytes} bytes); signature {result.signature_path}")
+        print(
+            f"exported {result.duration_s:.1f} s from "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(result.start))} UTC to "
+            f"{result.path} ({result.bytes} bytes); signature {result.signature_path}"
+        )
         return 0
 
     return _with_objects(args, work)
@@ -518,18 +600,30 @@ def cmd_recordings_export(args: argparse.Namespace) -> int:
 
 def _progress_bar(done: float) -> None:
     filled = int(done * 30)
-    print(f"\rexporting [{'#' * filled}{'.' * (30 - filled)}] {done * 100:5.1f} %",
-          end="", file=sys.stderr, flush=True)
+    print(
+        f"\rexporting [{'#' * filled}{'.' * (30 - filled)}] {done * 100:5.1f} %",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 async def _audit_export(args: argparse.Namespace, result: Any) -> None:
-    from recorder.index import audit
+    from core.audit import audit
     from storage.role import open_state_for_cli
 
     async with open_state_for_cli(config_from(args)) as state:
-        await audit(state, "export", getpass.getuser(), recording=args.recording_id,
-                    start=result.start, end=result.end, sha256=result.sha256, via="cli",
-                    output=str(result.path))
+        await audit(
+            state,
+            "export",
+            getpass.getuser(),
+            recording=args.recording_id,
+            start=result.start,
+            end=result.end,
+            sha256=result.sha256,
+            via="cli",
+            output=str(result.path),
+        )
 
 
 if __name__ == "__main__":

@@ -18,15 +18,28 @@ STOP_TIMEOUT_S = 4.0
 def add_agent_commands(sub: Any) -> None:
     agent = sub.add_parser("agent", help="the device agent (runs next to the cameras)")
     actions = agent.add_subparsers(dest="action", required=True, metavar="ACTION")
-    enroll = actions.add_parser("enroll", help="exchange a one-time token for this device's "
-                                "identity and write the agent config (0600)")
+    enroll = actions.add_parser(
+        "enroll",
+        help="exchange a one-time token for this device's "
+        "identity and write the agent config (0600)",
+    )
     enroll.add_argument("--server", required=True, help="control plane, http://HOST:PORT")
     enroll.add_argument("--token", required=True, help="from `courtcast devices enrol-token`")
     enroll.add_argument("--out", required=True, type=Path, help="config file to write")
-    enroll.add_argument("--source", action="append", default=[], metavar="NAME=URL",
-                        help="rtsp://..., a file path, test: or /dev/videoN (repeatable)")
-    enroll.add_argument("--sub", action="append", default=[], metavar="NAME=URL",
-                        help="the sub (smaller) stream of RTSP source NAME")
+    enroll.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="rtsp://..., a file path, test: or /dev/videoN (repeatable)",
+    )
+    enroll.add_argument(
+        "--sub",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="the sub (smaller) stream of RTSP source NAME",
+    )
     enroll.add_argument("--model", default="", help="hardware model, shown to technicians")
     enroll.set_defaults(func=cmd_enroll)
     run = actions.add_parser("run", help="run the agent until SIGINT/SIGTERM")
@@ -48,8 +61,10 @@ def source_kind(url: str) -> str:
     if url.startswith("/dev/video"):
         return "v4l2"
     if "://" in url:
-        raise _usage(f"source URL {url.split('://')[0]}://... is not supported: use "
-                     "rtsp://, a file path, test: or /dev/videoN")
+        raise _usage(
+            f"source URL {url.split('://')[0]}://... is not supported: use "
+            "rtsp://, a file path, test: or /dev/videoN"
+        )
     if not Path(url).is_file():
         raise _usage(f"source file {url} does not exist")
     return "file"
@@ -84,8 +99,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         raise _usage(f"--source name: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
     from device_agents.agent import AGENT_VERSION
 
-    request = EnrolRequest(token=args.token, model=args.model, agent_version=AGENT_VERSION,
-                           sources=infos)
+    request = EnrolRequest(
+        token=args.token, model=args.model, agent_version=AGENT_VERSION, sources=infos
+    )
     answer = _post_enrol(args.server, request)
     configs = {}
     for name, url in sources.items():
@@ -94,20 +110,32 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             raise _usage(f"the server returned no stream for source {name}")
         sub = streams.sub if name in subs else None
         configs[name] = SourceConfig(
-            kind=kinds[name], url=url, sub_url=subs.get(name) if sub else None,  # type: ignore[arg-type]
+            kind=kinds[name],
+            url=url,
+            sub_url=subs.get(name) if sub else None,  # type: ignore[arg-type]
             main=StreamConfig(**streams.main.model_dump()),
-            sub=StreamConfig(**sub.model_dump()) if sub else None)
+            sub=StreamConfig(**sub.model_dump()) if sub else None,
+        )
     config = AgentConfig(
-        server=args.server.rstrip("/"), rtmp_url=answer.rtmp_url, device_id=answer.device_id,
-        device_secret=answer.device_secret, court=answer.court, room=answer.room,
-        heartbeat_s=answer.heartbeat_s, model=args.model, sources=configs,
-        spool={"dir": out.resolve().parent / f"{out.stem}-spool"})  # type: ignore[arg-type]
+        server=args.server.rstrip("/"),
+        rtmp_url=answer.rtmp_url,
+        device_id=answer.device_id,
+        device_secret=answer.device_secret,
+        court=answer.court,
+        room=answer.room,
+        heartbeat_s=answer.heartbeat_s,
+        model=args.model,
+        sources=configs,
+        spool={"dir": out.resolve().parent / f"{out.stem}-spool"},
+    )  # type: ignore[arg-type]
     try:
         write_agent_config(out, config)
     except FileExistsError:
         raise _usage(f"{out} exists already") from None
-    print(f"enrolled device {answer.device_id} ({answer.court} / {answer.room}); "
-          f"config written to {out} (0600)")
+    print(
+        f"enrolled device {answer.device_id} ({answer.court} / {answer.room}); "
+        f"config written to {out} (0600)"
+    )
     for name, source in configs.items():
         ids = [source.main.stream_id] + ([source.sub.stream_id] if source.sub else [])
         print(f"  {name}: {' '.join(ids)}")

@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from courtcast.config import Config, ConfigError
+from core.config import Config, ConfigError
 from courtcast.http_front import FrontDoor
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,10 @@ class Platform:
         async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
             # FastAPI's own handler echoes the rejected input, and a body that is not UTF-8
             # (e.g. binary sent as text/plain to a JSON route) made it answer 500
-            errors = jsonable_encoder(exc.errors(), custom_encoder={
-                bytes: lambda raw: raw.decode("utf-8", errors="replace")})
+            errors = jsonable_encoder(
+                exc.errors(),
+                custom_encoder={bytes: lambda raw: raw.decode("utf-8", errors="replace")},
+            )
             return JSONResponse({"detail": errors}, status_code=422)
 
         @self.app.get("/api/v1/health", tags=["process"])
@@ -101,10 +103,9 @@ class Platform:
         return int(self._http_sock.getsockname()[1])
 
     async def start(self) -> None:
-        from control_room.auth import session_token
+        from control_room.devices import DeviceRegistry
         from control_room.role import ControlRoomRole
-        from control_room.users import Users
-        from media_server.access import Caller
+        from core.identity import session_resolver
         from media_server.role import MediaServerRole
         from storage.role import StorageRole
 
@@ -113,13 +114,14 @@ class Platform:
         await storage.start()
         media: MediaServerRole | None = None
         if "media_server" in self.role_names:
-            users = Users(storage.state)
-
-            async def resolve_caller(request: Request) -> Caller | None:
-                return await users.caller(session_token(request))
-
-            media = MediaServerRole(self.config, storage, self.app, self.metrics,
-                                    resolve_caller, self.rtmp_sock)
+            media = MediaServerRole(
+                self.config,
+                storage,
+                self.app,
+                self.metrics,
+                session_resolver(storage.state),
+                self.rtmp_sock,
+            )
             self.roles.append(media)
             await media.start()
         if "recorder" in self.role_names:
@@ -128,11 +130,12 @@ class Platform:
             # the recorder subscribes to this process's hub (a relay from other nodes is
             # not built yet); without a media server it still serves recordings
             hub = media.hub if media is not None else None
-            recorder = RecorderRole(self.config, storage, self.app, hub)
+            devices = DeviceRegistry(storage.state)
+            recorder = RecorderRole(self.config, storage, self.app, hub, devices.streams_of)
             self.roles.append(recorder)
             await recorder.start()
         if "control_room" in self.role_names:
-            control = ControlRoomRole(self.config, storage, self)
+            control = ControlRoomRole(self.config, storage, self.app, self.agent_rtmp_port)
             self.roles.append(control)
             await control.start()
         await self._start_http()
@@ -144,8 +147,14 @@ class Platform:
                 front.add(prefix, hot)
         # httptools: uvicorn's C parser; h11 costs several times more per request, and an
         # LL-HLS viewer makes about four a second
-        cfg = uvicorn.Config(front, log_level="warning", lifespan="off", http="httptools",
-                             access_log=False, timeout_graceful_shutdown=1)
+        cfg = uvicorn.Config(
+            front,
+            log_level="warning",
+            lifespan="off",
+            http="httptools",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
         self._http = uvicorn.Server(cfg)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[self._http_sock]))
         while not self._http.started:
@@ -153,6 +162,12 @@ class Platform:
                 self._http_task.result()
                 raise RuntimeError("HTTP server ended during start")
             await asyncio.sleep(0.01)
+
+    def agent_rtmp_port(self) -> int:
+        """The RTMP port agents publish to: this process's media server's, else config's."""
+        media = next((r for r in self.roles if r.name == "media_server"), None)
+        port = getattr(media, "rtmp_port", 0)
+        return int(port) if port else self.config.rtmp.port
 
     async def stop(self) -> None:
         """Stop HTTP, then roles in reverse order; each gets a share of the budget."""
@@ -180,5 +195,9 @@ class Platform:
             roles.setdefault(name, {"state": "not running in this process"})
         running = [roles[r.name]["state"] for r in self.roles]
         status = "ok" if all(s == "ok" for s in running) else "degraded"
-        return {"status": status, "node": self.config.node.name,
-                "uptime_s": round(time.time() - self.started_at, 1), "roles": roles}
+        return {
+            "status": status,
+            "node": self.config.node.name,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "roles": roles,
+        }

@@ -24,8 +24,9 @@ AGENT_VERSION = "courtcast-agent 0.1.0"
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, config_path: Path | None = None, *,
-                 link: bool = True) -> None:
+    def __init__(
+        self, config: AgentConfig, config_path: Path | None = None, *, link: bool = True
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.hub = Hub()
@@ -34,25 +35,40 @@ class Agent:
         self.link: ControlLink | None = None
         self.backfill: Backfill | None = None
         if link:
-            self.link = ControlLink(config.server, config.device_id, config.device_secret,
-                                    config.heartbeat_s, self.heartbeat, self.handle)
+            self.link = ControlLink(
+                config.server,
+                config.device_id,
+                config.device_secret,
+                config.heartbeat_s,
+                self.heartbeat,
+                self.handle,
+            )
             # store-and-forward: runs every ~10 s, and at once when a publisher reconnects
-            self.backfill = Backfill(self.ring, config.server,
-                                     bearer(config.device_id, config.device_secret),
-                                     self._stream_ids(), sessions=self._publish_sessions)
+            self.backfill = Backfill(
+                self.ring,
+                config.server,
+                bearer(config.device_id, config.device_secret),
+                self._stream_ids(),
+                sessions=self._publish_sessions,
+            )
         self.started_at = 0.0
 
     def _stream_ids(self) -> list[str]:
-        return [s.stream_id for src in self.config.sources.values()
-                for s in (src.main, src.sub) if s is not None]
+        return [
+            s.stream_id
+            for src in self.config.sources.values()
+            for s in (src.main, src.sub)
+            if s is not None
+        ]
 
     def _publish_sessions(self) -> int:
         return sum(p.sessions for u in self.units.values() for p in u.publishers.values())
 
     def _unit(self, name: str) -> SourceUnit:
         cfg = self.config
-        return SourceUnit(self.hub, self.ring, name, cfg.sources[name], cfg.rtmp_url,
-                          cfg.spool.segment_s)
+        return SourceUnit(
+            self.hub, self.ring, name, cfg.sources[name], cfg.rtmp_url, cfg.spool.segment_s
+        )
 
     async def start(self) -> None:
         self.started_at = time.time()
@@ -62,8 +78,12 @@ class Agent:
             self.link.start()
         if self.backfill is not None:
             self.backfill.start()
-        log.info("agent %s up: %d sources, spool %s", self.config.device_id, len(self.units),
-                 self.config.spool.dir)
+        log.info(
+            "agent %s up: %d sources, spool %s",
+            self.config.device_id,
+            len(self.units),
+            self.config.spool.dir,
+        )
 
     async def stop(self) -> None:
         if self.backfill is not None:
@@ -75,11 +95,14 @@ class Agent:
 
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(
-            sent_at=time.time(), agent_version=AGENT_VERSION,
+            sent_at=time.time(),
+            agent_version=AGENT_VERSION,
             sources=[unit.health() for unit in self.units.values()],
-            spool_bytes=self.ring.size_bytes(), spool_limit_bytes=self.config.spool.max_bytes,
+            spool_bytes=self.ring.size_bytes(),
+            spool_limit_bytes=self.config.spool.max_bytes,
             clock_offset_s=self.link.clock.value if self.link is not None else None,
-            backfill_pending=self.backfill.pending if self.backfill is not None else 0)
+            backfill_pending=self.backfill.pending if self.backfill is not None else 0,
+        )
 
     async def handle(self, command: Command) -> CommandResult:
         return await run_command(self, command)
@@ -90,8 +113,11 @@ class Agent:
         if self.config_path is None:
             return []
         new = load_agent_config(self.config_path)
-        changed = [n for n in {*self.config.sources, *new.sources}
-                   if self.config.sources.get(n) != new.sources.get(n)]
+        changed = [
+            n
+            for n in {*self.config.sources, *new.sources}
+            if self.config.sources.get(n) != new.sources.get(n)
+        ]
         old_units = [self.units.pop(n) for n in changed if n in self.units]
         await asyncio.gather(*(unit.stop() for unit in old_units))
         self.config = new

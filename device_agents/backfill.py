@@ -63,9 +63,18 @@ def overlap(a0: float, a1: float, b0: float, b1: float) -> float:
 
 
 class Backfill:
-    def __init__(self, ring: Ring, server_url: str, bearer: str, streams: list[str], *,
-                 state_path: Path | None = None, interval_s: float = INTERVAL_S,
-                 sessions: Callable[[], int] | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        ring: Ring,
+        server_url: str,
+        bearer: str,
+        streams: list[str],
+        *,
+        state_path: Path | None = None,
+        interval_s: float = INTERVAL_S,
+        sessions: Callable[[], int] | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
         """bearer: the Authorization header value (protocol.bearer()); sessions: how many
         publish sessions have started so far (it grows when the uplink comes back)."""
         self.ring = ring
@@ -155,8 +164,10 @@ class Backfill:
         todo = []
         for entry in self.ring.entries(stream):
             end = entry.start + entry.duration
-            gap = next((g for g in gaps if overlap(entry.start, end, g.start, g.end)
-                        >= MIN_OVERLAP_S), None)
+            gap = next(
+                (g for g in gaps if overlap(entry.start, end, g.start, g.end) >= MIN_OVERLAP_S),
+                None,
+            )
             if gap is not None and (gap.recording_id, entry.sha256) not in self._done:
                 todo.append(_Todo(gap, entry))
         return sorted(todo, key=lambda t: (t.gap.recording_id, t.entry.start))
@@ -164,8 +175,12 @@ class Backfill:
     async def _gaps(self, stream: str) -> list[GapOut]:
         response = await self._request("GET", BACKFILL_GAPS_PATH, params={"stream": stream})
         if response.status_code != 200:
-            log.warning("backfill: gaps of %s refused (%d): %s", stream, response.status_code,
-                        response.text[:200])
+            log.warning(
+                "backfill: gaps of %s refused (%d): %s",
+                stream,
+                response.status_code,
+                response.text[:200],
+            )
             return []
         return [GapOut.model_validate(g) for g in response.json()]
 
@@ -180,15 +195,24 @@ class Backfill:
             return False
         began = time.monotonic()
         response = await self._request(
-            "PUT", BACKFILL_SEGMENT_PATH.format(recording_id=rid), content=data,
-            params={"stream": stream, "start": entry.start, "duration": entry.duration,
-                    "init": init, "media_start": entry.media_start},
-            headers={"X-Content-SHA256": entry.sha256, "Content-Type": "video/iso.segment"})
+            "PUT",
+            BACKFILL_SEGMENT_PATH.format(recording_id=rid),
+            content=data,
+            params={
+                "stream": stream,
+                "start": entry.start,
+                "duration": entry.duration,
+                "init": init,
+                "media_start": entry.media_start,
+            },
+            headers={"X-Content-SHA256": entry.sha256, "Content-Type": "video/iso.segment"},
+        )
         code = response.status_code
         result = {201: "stored", 200: "duplicate", 409: "no gap"}.get(code)
         if result is None:  # 400 (damaged on the way: next round), 401/403, 413
-            log.warning("backfill: %s of %s refused (%d): %s", entry.file, rid, code,
-                        response.text[:200])
+            log.warning(
+                "backfill: %s of %s refused (%d): %s", entry.file, rid, code, response.text[:200]
+            )
             return False
         self._remember(rid, stream, entry, result)
         if result == "stored":
@@ -209,25 +233,44 @@ class Backfill:
             data = await asyncio.to_thread(self.ring.path(stream, file).read_bytes)
         except FileNotFoundError:
             return None
-        response = await self._request("PUT", BACKFILL_INIT_PATH.format(recording_id=rid),
-                                       content=data, headers={"Content-Type": "video/mp4"})
+        response = await self._request(
+            "PUT",
+            BACKFILL_INIT_PATH.format(recording_id=rid),
+            content=data,
+            headers={"Content-Type": "video/mp4"},
+        )
         if response.status_code not in (200, 201):
-            log.warning("backfill: init %s for %s refused (%d): %s", file, rid,
-                        response.status_code, response.text[:200])
+            log.warning(
+                "backfill: init %s for %s refused (%d): %s",
+                file,
+                rid,
+                response.status_code,
+                response.text[:200],
+            )
             return None
         name = str(response.json()["init"])
         self._init_names[key] = name
         return name
 
-    async def _request(self, method: str, path: str, *, content: bytes | None = None,
-                       params: dict[str, str | float] | None = None,
-                       headers: dict[str, str] | None = None) -> httpx.Response:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        params: dict[str, str | float] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         if self._client is None:
             self._client = httpx.AsyncClient(base_url=self.server_url, timeout=self.timeout_s)
         try:
             response = await self._client.request(
-                method, path, content=content, params=params,
-                headers={"Authorization": self.bearer, **(headers or {})})
+                method,
+                path,
+                content=content,
+                params=params,
+                headers={"Authorization": self.bearer, **(headers or {})},
+            )
         except httpx.HTTPError as exc:
             raise UplinkDown(f"{type(exc).__name__}: {exc}") from None
         if response.status_code >= 500:
@@ -252,7 +295,15 @@ class Backfill:
         """Appended (and flushed) before anything else happens: a restart right after
         sees it."""
         self._done.add((rid, entry.sha256))
-        line = json.dumps({"recording": rid, "stream": stream, "file": entry.file,
-                           "sha256": entry.sha256, "result": result, "at": time.time()})
+        line = json.dumps(
+            {
+                "recording": rid,
+                "stream": stream,
+                "file": entry.file,
+                "sha256": entry.sha256,
+                "result": result,
+                "at": time.time(),
+            }
+        )
         with open(self.state_path, "a") as f:
             f.write(line + "\n")

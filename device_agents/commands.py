@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from courtcast.config import ConfigError
+from core.config import ConfigError
 from device_agents.onvif import goto_preset
 from device_agents.protocol import Command, CommandResult
 from device_agents.snapshot import SnapshotError, snapshot
@@ -68,8 +68,9 @@ async def _snapshot(agent: Agent, command: Command) -> dict[str, Any]:
     if feed is None:
         raise CommandError(f"source {unit.name!r} has no {which} stream")
     try:
-        jpeg, width, height = await snapshot(agent.hub, feed.id,
-                                             timeout_s=max(1.0, command.timeout_s - 1))
+        jpeg, width, height = await snapshot(
+            agent.hub, feed.id, timeout_s=max(1.0, command.timeout_s - 1)
+        )
     except SnapshotError as exc:
         raise CommandError(str(exc)) from None
     return {"jpeg_b64": base64.b64encode(jpeg).decode(), "width": width, "height": height}
@@ -100,8 +101,13 @@ async def _ptz(agent: Agent, command: Command) -> dict[str, Any]:
 
 
 HANDLERS: dict[str, Handler] = {
-    "start": _start, "stop": _stop, "switch": _switch, "snapshot": _snapshot,
-    "restart": _restart, "reload": _reload, "ptz": _ptz,
+    "start": _start,
+    "stop": _stop,
+    "switch": _switch,
+    "snapshot": _snapshot,
+    "restart": _restart,
+    "reload": _reload,
+    "ptz": _ptz,
 }
 
 

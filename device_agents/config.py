@@ -3,7 +3,7 @@ what it pulls. Written once by `courtcast agent enroll` with 0600 permissions (i
 device secret and the stream keys), read by `courtcast agent run`.
 
 Every model forbids unknown keys; errors are one line naming the key, in the same form as
-the platform config (courtcast.config.ConfigError).
+the platform config (core.config.ConfigError).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from courtcast.config import ConfigError, _describe, read_yaml
+from core.config import ConfigError, describe_validation_error, read_yaml
 from device_agents.protocol import SourceKind
 
 
@@ -70,8 +70,9 @@ def parse_agent_config(data: dict[str, Any], path: Path | None = None) -> AgentC
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path, {}).replace("config file", "agent config", 1)
-                          ) from None
+        raise ConfigError(
+            describe_validation_error(exc, path, {}).replace("config file", "agent config", 1)
+        ) from None
 
 
 def write_agent_config(path: Path, config: AgentConfig, *, exclusive: bool = True) -> None:
@@ -81,7 +82,8 @@ def write_agent_config(path: Path, config: AgentConfig, *, exclusive: bool = Tru
         raise FileExistsError(str(path))
     data = config.model_dump(mode="json", exclude_none=True)
     text = "# courtcast device agent: holds secrets, keep it 0600\n" + yaml.safe_dump(
-        data, sort_keys=False)
+        data, sort_keys=False
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp: 0600
     try:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from core.backoff import Backoff
 from device_agents.protocol import (
     WS_CLOSE_REFUSED,
     WS_PATH,
@@ -30,7 +31,6 @@ from device_agents.protocol import (
     HeartbeatAck,
     bearer,
 )
-from media_server.rtsp_pull import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,18 @@ class ClockOffset:
 
 
 class ControlLink:
-    def __init__(self, server: str, device_id: str, secret: str, heartbeat_s: float,
-                 make_heartbeat: HeartbeatMaker, handle: CommandHandler, *,
-                 refused_retry_s: float = 60.0, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        server: str,
+        device_id: str,
+        secret: str,
+        heartbeat_s: float,
+        make_heartbeat: HeartbeatMaker,
+        handle: CommandHandler,
+        *,
+        refused_retry_s: float = 60.0,
+        backoff: Backoff | None = None,
+    ) -> None:
         self.url = ws_url(server)
         self.headers = {"Authorization": bearer(device_id, secret)}
         self.heartbeat_s = heartbeat_s
@@ -109,16 +118,22 @@ class ControlLink:
         """One connection, to its end; the wait before the next."""
         self.state = "connecting"
         try:
-            async with websockets.connect(self.url, additional_headers=self.headers,
-                                          open_timeout=10, ping_interval=20,
-                                          ping_timeout=20, max_size=2**22) as ws:
+            async with websockets.connect(
+                self.url,
+                additional_headers=self.headers,
+                open_timeout=10,
+                ping_interval=20,
+                ping_timeout=20,
+                max_size=2**22,
+            ) as ws:
                 self.connects += 1
                 self.state, self.problem = "connected", ""
                 log.info("control link: connected to %s", self.url)
                 await self._session(ws)
         except ConnectionClosed as exc:
-            return self._closed(exc.rcvd.code if exc.rcvd else None,
-                                exc.rcvd.reason if exc.rcvd else "")
+            return self._closed(
+                exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else ""
+            )
         except InvalidStatus as exc:
             code = exc.response.status_code
             if code in (401, 403):
@@ -138,8 +153,12 @@ class ControlLink:
 
     def _refused(self, reason: str) -> float:
         self.state, self.problem = "refused", f"refused by the control plane: {reason}"
-        log.error("control link: %s; an administrator must enable this device (or enrol it "
-                  "again); retrying every %.0f s", self.problem, self.refused_retry_s)
+        log.error(
+            "control link: %s; an administrator must enable this device (or enrol it "
+            "again); retrying every %.0f s",
+            self.problem,
+            self.refused_retry_s,
+        )
         return self.refused_retry_s
 
     def _down(self, problem: str) -> None:
@@ -180,8 +199,12 @@ class ControlLink:
         except (ValueError, ValidationError) as exc:
             log.warning("control link: unreadable message: %s", str(exc)[:200])
             if isinstance(data, dict) and data.get("type") == "command" and data.get("id"):
-                self._reply(ws, CommandResult(id=str(data["id"]), ok=False,
-                                              error=f"bad command: {str(exc)[:200]}"))
+                self._reply(
+                    ws,
+                    CommandResult(
+                        id=str(data["id"]), ok=False, error=f"bad command: {str(exc)[:200]}"
+                    ),
+                )
 
     def _start_command(self, ws: ClientConnection, command: Command) -> None:
         task = asyncio.create_task(self._run_command(ws, command), name=f"cmd {command.id}")
@@ -193,8 +216,11 @@ class ControlLink:
             async with asyncio.timeout(command.timeout_s):
                 result = await self.handle(command)
         except TimeoutError:
-            result = CommandResult(id=command.id, ok=False,
-                                   error=f"{command.name} took longer than {command.timeout_s:g} s")
+            result = CommandResult(
+                id=command.id,
+                ok=False,
+                error=f"{command.name} took longer than {command.timeout_s:g} s",
+            )
         except Exception as exc:  # a failing command is answered, never fatal
             log.exception("command %s (%s) failed", command.id, command.name)
             result = CommandResult(id=command.id, ok=False, error=f"{type(exc).__name__}: {exc}")

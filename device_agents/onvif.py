@@ -16,8 +16,13 @@ from urllib.parse import unquote, urlsplit
 
 
 def _is_auth_fault(fault: Any) -> bool:
-    text = " ".join([str(getattr(fault, "message", "") or ""), str(getattr(fault, "code", "")),
-                     " ".join(str(c) for c in getattr(fault, "subcodes", None) or [])])
+    text = " ".join(
+        [
+            str(getattr(fault, "message", "") or ""),
+            str(getattr(fault, "code", "")),
+            " ".join(str(c) for c in getattr(fault, "subcodes", None) or []),
+        ]
+    )
     return "authori" in text.lower()  # ter:NotAuthorized, "Sender not authorized", ...
 
 
@@ -30,13 +35,13 @@ async def goto_preset(endpoint: str, preset: str) -> None:
         from onvif import ONVIFCamera  # type: ignore[import-not-found]
         from onvif.exceptions import ONVIFAuthError, ONVIFError  # type: ignore[import-not-found]
     except ImportError:
-        raise CommandError("ONVIF support is not installed on this agent "
-                           "(pip install onvif-zeep-async==4.3.0)") from None
+        raise CommandError(
+            "ONVIF support is not installed on this agent (pip install onvif-zeep-async==4.3.0)"
+        ) from None
     parts = urlsplit(endpoint)
     where = f"ONVIF camera {parts.hostname}:{parts.port or 80}"
     user = unquote(parts.username or "")
-    camera: Any = ONVIFCamera(parts.hostname, parts.port or 80, user,
-                              unquote(parts.password or ""))
+    camera: Any = ONVIFCamera(parts.hostname, parts.port or 80, user, unquote(parts.password or ""))
     try:
         await camera.update_xaddrs()
         media = await camera.create_media_service()
@@ -47,15 +52,17 @@ async def goto_preset(endpoint: str, preset: str) -> None:
         await ptz.GotoPreset({"ProfileToken": profiles[0].token, "PresetToken": preset})
     except zeep.exceptions.Fault as fault:
         if _is_auth_fault(fault):
-            raise CommandError(f"{where} refused user {user!r} (wrong user or password?): "
-                               f"{fault.message}") from None
+            raise CommandError(
+                f"{where} refused user {user!r} (wrong user or password?): {fault.message}"
+            ) from None
         raise CommandError(f"{where} refused preset {preset!r}: {fault.message}") from None
     except ONVIFAuthError as exc:
-        raise CommandError(f"{where} refused user {user!r} (wrong user or password?): "
-                           f"{exc}") from None
-    except (ONVIFError, zeep.exceptions.Error, aiohttp.ClientError, OSError,
-            TimeoutError) as exc:
-        raise CommandError(f"{where} unreachable or not answering ONVIF: "
-                           f"{type(exc).__name__}: {exc}") from None
+        raise CommandError(
+            f"{where} refused user {user!r} (wrong user or password?): {exc}"
+        ) from None
+    except (ONVIFError, zeep.exceptions.Error, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise CommandError(
+            f"{where} unreachable or not answering ONVIF: {type(exc).__name__}: {exc}"
+        ) from None
     finally:
         await camera.close()

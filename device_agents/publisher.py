@@ -17,11 +17,11 @@ import asyncio
 import contextlib
 import logging
 
+from core.backoff import Backoff
 from device_agents.rtmp_client import LinkDown, PublishRefused, RtmpPublishSession
 from media_server.hub import Hub, Stream, Subscription
 from media_server.media import Item, Packet, StreamEnd, StreamStart
 from media_server.rtmp.play import PlayOut
-from media_server.rtsp_pull import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,17 @@ STABLE_S = 20.0  # published this long: the next failure retries from the first 
 
 
 class Publisher:
-    def __init__(self, hub: Hub, stream_id: str, rtmp_url: str, key: str, *,
-                 write_timeout_s: float = 5.0, backoff: Backoff | None = None,
-                 refused_backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        stream_id: str,
+        rtmp_url: str,
+        key: str,
+        *,
+        write_timeout_s: float = 5.0,
+        backoff: Backoff | None = None,
+        refused_backoff: Backoff | None = None,
+    ) -> None:
         self.hub, self.stream_id = hub, stream_id
         self.rtmp_url, self.key = rtmp_url, key
         self.write_timeout_s = write_timeout_s
@@ -152,8 +160,9 @@ class _Uplink(Subscription):
     drained) and the socket buffer is under its low-water mark; anything else is queued
     for the task, in order, as a plain Subscription would."""
 
-    def __init__(self, stream: Stream, name: str, session: RtmpPublishSession,
-                 out: PlayOut) -> None:
+    def __init__(
+        self, stream: Stream, name: str, session: RtmpPublishSession, out: PlayOut
+    ) -> None:
         super().__init__(stream, name, QUEUE_PACKETS)
         self.direct = False
         self._session, self._out = session, out

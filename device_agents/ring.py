@@ -91,13 +91,25 @@ class Ring:
             self._bytes += len(data)
             return name
 
-    def add_segment(self, stream_id: str, init: str, start: float, duration: float,
-                    media_start: float, data: bytes) -> RingEntry:
+    def add_segment(
+        self,
+        stream_id: str,
+        init: str,
+        start: float,
+        duration: float,
+        media_start: float,
+        data: bytes,
+    ) -> RingEntry:
         """Store a closed segment, then its index line; drops the oldest if over."""
-        entry = RingEntry(file=f"seg-{round(start * 1000)}.m4s", init=init,
-                          start=round(start, 6), duration=round(duration, 6),
-                          media_start=round(media_start, 6), bytes=len(data),
-                          sha256=hashlib.sha256(data).hexdigest())
+        entry = RingEntry(
+            file=f"seg-{round(start * 1000)}.m4s",
+            init=init,
+            start=round(start, 6),
+            duration=round(duration, 6),
+            media_start=round(media_start, 6),
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
         with self._lock:
             ring = self._stream(stream_id)
             _write_atomic(self.path(stream_id, entry.file), data)
@@ -142,8 +154,11 @@ class Ring:
     def _evict(self) -> None:
         """Remove the oldest segments of any stream until under the limit (lock held)."""
         while self._bytes > self.max_bytes:
-            oldest = min(((s, r) for s, r in self._streams.items() if len(r.entries) > 1),
-                         key=lambda sr: sr[1].entries[0].start, default=None)
+            oldest = min(
+                ((s, r) for s, r in self._streams.items() if len(r.entries) > 1),
+                key=lambda sr: sr[1].entries[0].start,
+                default=None,
+            )
             if oldest is None:
                 return  # one segment per stream left: the limit is too small to honour
             stream_id, ring = oldest

@@ -34,8 +34,9 @@ class RingRecorder:
     def __init__(self, hub: Hub, ring: Ring, stream_id: str, segment_s: float = 2.0) -> None:
         self.hub, self.ring, self.stream_id = hub, ring, stream_id
         # parts as long as segments: one moof per segment, the ring needs no LL-HLS parts
-        self.segmenter = Segmenter(segment_s, part_target_s=segment_s * 4, window_segments=4,
-                                   prft=True)
+        self.segmenter = Segmenter(
+            segment_s, part_target_s=segment_s * 4, window_segments=4, prft=True
+        )
         self.segments = 0
         self.errors = 0
         self._seen = -1
@@ -69,8 +70,9 @@ class RingRecorder:
         try:
             self.segmenter.feed(item)
         except Exception:  # one bad packet must not stop local recording
-            log.exception("ring %s: segmenter failed; a new run starts at the next keyframe",
-                          self.stream_id)
+            log.exception(
+                "ring %s: segmenter failed; a new run starts at the next keyframe", self.stream_id
+            )
             self.segmenter.end_run()
         if self.segmenter.version != version:
             self._collect()
@@ -103,5 +105,6 @@ class RingRecorder:
     def _store(self, job: _Write) -> None:
         seg = job.segment
         name = self.ring.add_init(self.stream_id, job.init)
-        self.ring.add_segment(self.stream_id, name, seg.wallclock, seg.duration, seg.start,
-                              seg.data())
+        self.ring.add_segment(
+            self.stream_id, name, seg.wallclock, seg.duration, seg.start, seg.data()
+        )

@@ -84,17 +84,18 @@ class RtmpPublishSession:
     async def open(self) -> None:
         try:
             async with asyncio.timeout(self.timeout_s):
-                self._reader, self._writer = await asyncio.open_connection(self.host,
-                                                                           self.port)
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
                 await self._handshake()
         except TimeoutError:
             await self.close()
-            raise LinkDown(f"no answer from {self.host}:{self.port} within "
-                           f"{self.timeout_s:g} s") from None
+            raise LinkDown(
+                f"no answer from {self.host}:{self.port} within {self.timeout_s:g} s"
+            ) from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             await self.close()
-            raise LinkDown(f"cannot reach {self.host}:{self.port}: "
-                           f"{getattr(exc, 'strerror', None) or exc}") from None
+            raise LinkDown(
+                f"cannot reach {self.host}:{self.port}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
         self._read_task = asyncio.create_task(self._read_loop(), name="rtmp publish read")
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -114,15 +115,22 @@ class RtmpPublishSession:
         s0s1s2 = await self._reader.readexactly(1 + 2 * PACKET_SIZE)
         if s0s1s2[0] != VERSION:
             raise LinkDown(f"not an RTMP server (handshake version {s0s1s2[0]})")
-        self._writer.write(s0s1s2[1:1 + PACKET_SIZE])  # C2 echoes S1
+        self._writer.write(s0s1s2[1 : 1 + PACKET_SIZE])  # C2 echoes S1
         self._control(SET_CHUNK_SIZE, struct.pack(">I", CHUNK_SIZE))
         self.chunks.chunk_size = CHUNK_SIZE
         self._control(WINDOW_ACK_SIZE, struct.pack(">I", ACK_WINDOW))
 
     async def _publish(self) -> None:
-        await self._call(1.0, "connect", {
-            "app": self.app, "type": "nonprivate", "flashVer": "FMLE/3.0 (courtcast agent)",
-            "tcUrl": self.url})
+        await self._call(
+            1.0,
+            "connect",
+            {
+                "app": self.app,
+                "type": "nonprivate",
+                "flashVer": "FMLE/3.0 (courtcast agent)",
+                "tcUrl": self.url,
+            },
+        )
         result = await self._call(2.0, "createStream", None)
         self.msid = int(result[3]) if len(result) > 3 and isinstance(result[3], float) else 1
         self._status = asyncio.get_running_loop().create_future()
@@ -156,8 +164,9 @@ class RtmpPublishSession:
         self._writer.write(data)
         self.bytes_out += len(data)
 
-    def send(self, csid: int, type_id: int, timestamp: int, payload: bytes | memoryview,
-             prefix: bytes) -> None:
+    def send(
+        self, csid: int, type_id: int, timestamp: int, payload: bytes | memoryview, prefix: bytes
+    ) -> None:
         """One FLV message on the published stream (the PlayOut Send signature)."""
         self.write(self.chunks.message(csid, type_id, self.msid, timestamp, payload, prefix))
 
@@ -167,8 +176,9 @@ class RtmpPublishSession:
         if self._writer is None or self.closed_reason:
             return False
         if self._silent():
-            self._lost(f"the server acknowledged nothing for {self.timeout_s:g} s "
-                       "(the line is silent)")
+            self._lost(
+                f"the server acknowledged nothing for {self.timeout_s:g} s (the line is silent)"
+            )
             return False
         transport = self._writer.transport
         low_water = transport.get_write_buffer_limits()[0]

@@ -26,8 +26,7 @@ class Selector:
         self._epoch: int | None = None
 
     def start(self) -> None:
-        self._sub = tap(self.hub.stream(self.feed_id), f"selector {self.out_id}",
-                        self._forward)
+        self._sub = tap(self.hub.stream(self.feed_id), f"selector {self.out_id}", self._forward)
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -54,8 +53,9 @@ class Selector:
             self._unpublish("camera reconnected")
             self._epoch = item.epoch
             try:
-                self._publication = self.hub.publish(self.out_id, item.tracks,
-                                                     source=f"feed {self.feed_id}")
+                self._publication = self.hub.publish(
+                    self.out_id, item.tracks, source=f"feed {self.feed_id}"
+                )
             except StreamBusy as exc:  # only if two selectors were given one output
                 log.error("selector %s: %s", self.out_id, exc)
         elif isinstance(item, StreamEnd):

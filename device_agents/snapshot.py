@@ -35,8 +35,12 @@ async def _next_keyframe(hub: Hub, feed_id: str, timeout_s: float) -> tuple[Trac
                 item = await sub.get()
                 if isinstance(item, StreamStart):
                     video = next((t for t in item.tracks if t.is_video), None)
-                elif (isinstance(item, Packet) and item.keyframe and video is not None
-                      and item.track == video.index):
+                elif (
+                    isinstance(item, Packet)
+                    and item.keyframe
+                    and video is not None
+                    and item.track == video.index
+                ):
                     return video, item
     except TimeoutError:
         raise SnapshotError(f"no keyframe from the camera within {timeout_s:g} s") from None

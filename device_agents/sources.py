@@ -18,10 +18,11 @@ from typing import Any, Protocol
 import av
 import av.container
 
+from core.backoff import Backoff
 from device_agents.protocol import SourceHealth, SourceState
 from media_server.demo import DemoCourtroom
 from media_server.hub import Hub, Stream
-from media_server.rtsp_pull import Backoff, RtspPull
+from media_server.rtsp_pull import RtspPull
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,20 @@ class V4l2Pull(RtspPull):
         self.is_file = False  # a live device: no pacing, no looping
 
     def _open(self) -> av.container.InputContainer:
-        return av.open(self._url, format="v4l2", options={"input_format": "h264"},
-                       timeout=(self.open_timeout_s, self.timeout_s))
+        return av.open(
+            self._url,
+            format="v4l2",
+            options={"input_format": "h264"},
+            timeout=(self.open_timeout_s, self.timeout_s),
+        )
 
 
 class Feed:
     """One camera stream into the agent hub; start() / stop(), restartable."""
 
-    def __init__(self, hub: Hub, source: str, which: str, kind: str, url: str,
-                 timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, hub: Hub, source: str, which: str, kind: str, url: str, timeout_s: float = 5.0
+    ) -> None:
         self.hub, self.source, self.which = hub, source, which
         self.kind, self.url, self.timeout_s = kind, url, timeout_s
         self.id = feed_id(source, which)
@@ -72,18 +78,19 @@ class Feed:
             return
         backoff = Backoff(first_s=0.5, cap_s=15.0)
         if self.kind == "v4l2":
-            pull: RtspPull = V4l2Pull(self.hub, self.id, self.url, timeout_s=self.timeout_s,
-                                      backoff=backoff)
+            pull: RtspPull = V4l2Pull(
+                self.hub, self.id, self.url, timeout_s=self.timeout_s, backoff=backoff
+            )
         else:
-            pull = RtspPull(self.hub, self.id, self.url, timeout_s=self.timeout_s,
-                            backoff=backoff)
+            pull = RtspPull(self.hub, self.id, self.url, timeout_s=self.timeout_s, backoff=backoff)
         self._ingest = pull
         pull.start()
 
     async def _start_test(self) -> None:
         width, height = _test_size(self.url)
-        demo = DemoCourtroom(self.hub, self.id, self.source, width, height, TEST_FPS,
-                             gop_s=2.0, loop_s=TEST_LOOP_S)
+        demo = DemoCourtroom(
+            self.hub, self.id, self.source, width, height, TEST_FPS, gop_s=2.0, loop_s=TEST_LOOP_S
+        )
         self._ingest = demo
         state = self.stream.source
         state.state, state.reason, state.since = "connecting", "", time.time()
@@ -118,8 +125,17 @@ def classify(reason: str) -> str:
     found = re.search(r"video found: ([^)]*)", reason)
     if found and "no h.264" in low:
         return f"unsupported codec {found[1]}"
-    for sign in ("refused", "timeout", "no answer", "unreachable", "no route",
-                 "reset by peer", "network is", "host is down", "resolve"):
+    for sign in (
+        "refused",
+        "timeout",
+        "no answer",
+        "unreachable",
+        "no route",
+        "reset by peer",
+        "network is",
+        "host is down",
+        "resolve",
+    ):
         if sign in low:
             return f"unreachable ({reason})"
     return reason
@@ -144,17 +160,27 @@ def feed_health(feed: Feed | None) -> tuple[SourceState, str, int]:
     return "stopped", "", reconnects
 
 
-def source_health(name: str, feed: Feed | None, out: Stream | None, publishing: bool,
-                  active: str, publish_problem: str) -> SourceHealth:
+def source_health(
+    name: str,
+    feed: Feed | None,
+    out: Stream | None,
+    publishing: bool,
+    active: str,
+    publish_problem: str,
+) -> SourceHealth:
     """One source's health: its active feed's state and rates (out: the feed's stream)."""
     state, reason, reconnects = feed_health(feed)
     if state == "up" and publish_problem:
         reason = publish_problem  # the camera is fine, the uplink or the server is not
     stats = out.stats if out is not None and out.live else None
     return SourceHealth(
-        name=name, state=state, reason=reason, publishing=publishing,
+        name=name,
+        state=state,
+        reason=reason,
+        publishing=publishing,
         active="sub" if active == "sub" else "main",
         fps=round(stats.fps, 2) if stats else 0.0,
         bitrate_kbps=round(stats.bitrate_bps / 1000, 1) if stats else 0.0,
         keyframe_interval_s=round(stats.gop_seconds, 3) if stats else 0.0,
-        reconnects=reconnects)
+        reconnects=reconnects,
+    )

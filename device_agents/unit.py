@@ -19,24 +19,29 @@ from media_server.hub import Hub
 
 
 class SourceUnit:
-    def __init__(self, hub: Hub, ring: Ring, name: str, config: SourceConfig,
-                 rtmp_url: str, segment_s: float) -> None:
+    def __init__(
+        self, hub: Hub, ring: Ring, name: str, config: SourceConfig, rtmp_url: str, segment_s: float
+    ) -> None:
         self.hub, self.ring, self.name, self.config = hub, ring, name, config
         self.feeds = {"main": Feed(hub, name, "main", config.kind, config.url)}
         if config.sub_url:
             self.feeds["sub"] = Feed(hub, name, "sub", config.kind, config.sub_url)
         self.active = "main"  # which camera stream feeds the main stream id
-        self.selectors = {config.main.stream_id: Selector(hub, config.main.stream_id,
-                                                          self.feeds["main"].id)}
+        self.selectors = {
+            config.main.stream_id: Selector(hub, config.main.stream_id, self.feeds["main"].id)
+        }
         streams = [config.main]
         if config.sub is not None and "sub" in self.feeds:
-            self.selectors[config.sub.stream_id] = Selector(hub, config.sub.stream_id,
-                                                            self.feeds["sub"].id)
+            self.selectors[config.sub.stream_id] = Selector(
+                hub, config.sub.stream_id, self.feeds["sub"].id
+            )
             streams.append(config.sub)
-        self.publishers = {s.stream_id: Publisher(hub, s.stream_id, rtmp_url, s.key)
-                           for s in streams}
-        self.recorders = {s.stream_id: RingRecorder(hub, ring, s.stream_id, segment_s)
-                          for s in streams}
+        self.publishers = {
+            s.stream_id: Publisher(hub, s.stream_id, rtmp_url, s.key) for s in streams
+        }
+        self.recorders = {
+            s.stream_id: RingRecorder(hub, ring, s.stream_id, segment_s) for s in streams
+        }
 
     @property
     def main_id(self) -> str:
@@ -80,5 +85,11 @@ class SourceUnit:
         publisher = self.publishers[self.main_id]
         problems = [p.problem for p in self.publishers.values() if p.problem]
         feed = self.feeds[self.active]
-        return source_health(self.name, feed, feed.stream, publisher.publishing, self.active,
-                             problems[0] if problems else "")
+        return source_health(
+            self.name,
+            feed,
+            feed.stream,
+            publisher.publishing,
+            self.active,
+            problems[0] if problems else "",
+        )

@@ -12,15 +12,13 @@ import hashlib
 import hmac
 import logging
 import time
-from dataclasses import dataclass
 
-from courtcast.config import Config
-from courtcast.node_secrets import node_secret
+from core.config import Config
+from core.node_secrets import node_secret
+from core.rights import Caller, may
 from media_server.streams import StreamDefinition, StreamRegistry, valid_stream_id
 
 log = logging.getLogger(__name__)
-
-WATCH_PRIVATE_ROLES = frozenset({"admin", "operator"})
 
 
 class AccessDenied(Exception):
@@ -29,14 +27,6 @@ class AccessDenied(Exception):
     def __init__(self, reason: str, status: int = 403) -> None:
         super().__init__(reason)
         self.status = status
-
-
-@dataclass(frozen=True)
-class Caller:
-    """A signed-in user, as the control room resolved them."""
-
-    name: str
-    role: str
 
 
 class PlayTokens:
@@ -130,7 +120,7 @@ class AccessPolicy:
             raise AccessDenied(f"stream {stream_id!r} not found", 404)
         if definition.is_public:
             return definition
-        if caller is not None and caller.role in WATCH_PRIVATE_ROLES:
+        if may(caller, "watch_private"):
             return definition
         if token and self.tokens.check(stream_id, token):
             return definition

@@ -38,6 +38,7 @@ class BitstreamError(ValueError):
 
 # -- Annex-B and length-prefixed framing --
 
+
 def split_annexb(data: bytes | memoryview) -> list[memoryview]:
     """The NAL units of an Annex-B buffer (start codes and trailing zeros removed)."""
     buf = bytes(data) if isinstance(data, memoryview) else data
@@ -68,11 +69,11 @@ def split_avcc(data: bytes | memoryview, length_size: int = 4) -> list[memoryvie
     while pos < len(view):
         if pos + length_size > len(view):
             raise BitstreamError(f"truncated NAL length at byte {pos}")
-        size = int.from_bytes(view[pos:pos + length_size], "big")
+        size = int.from_bytes(view[pos : pos + length_size], "big")
         pos += length_size
         if size == 0 or pos + size > len(view):
             raise BitstreamError(f"NAL of {size} bytes at byte {pos} overruns the buffer")
-        nals.append(view[pos:pos + size])
+        nals.append(view[pos : pos + size])
         pos += size
     return nals
 
@@ -115,6 +116,7 @@ def is_random_access(nal: Nal, codec: str) -> bool:
 
 
 # -- SPS parsing --
+
 
 def unescape_rbsp(nal: Nal) -> bytes:
     """Remove emulation-prevention bytes (00 00 03 -> 00 00)."""
@@ -201,8 +203,9 @@ def parse_h264_sps(nal: Nal) -> SpsInfo:
     height = (2 - frame_mbs_only) * height_units * 16 - crop_y * (crop[2] + crop[3])
     if width <= 0 or height <= 0:
         raise BitstreamError(f"SPS gives an impossible size {width}x{height}")
-    return SpsInfo(sps_id, width, height, chroma, depth_luma, depth_chroma, profile_idc,
-                   level_idc, rbsp[1:4])
+    return SpsInfo(
+        sps_id, width, height, chroma, depth_luma, depth_chroma, profile_idc, level_idc, rbsp[1:4]
+    )
 
 
 def _skip_h264_scaling_matrices(r: BitReader, count: int) -> None:
@@ -260,8 +263,19 @@ def parse_h265_sps(nal: Nal) -> SpsInfo:
     depth_luma, depth_chroma = r.ue(), r.ue()
     if width <= 0 or height <= 0:
         raise BitstreamError(f"SPS gives an impossible size {width}x{height}")
-    return SpsInfo(sps_id, width, height, chroma, depth_luma, depth_chroma, ptl[0] & 0x1F,
-                   ptl[11], ptl, sub_layers_minus1 + 1, nesting)
+    return SpsInfo(
+        sps_id,
+        width,
+        height,
+        chroma,
+        depth_luma,
+        depth_chroma,
+        ptl[0] & 0x1F,
+        ptl[11],
+        ptl,
+        sub_layers_minus1 + 1,
+        nesting,
+    )
 
 
 def _skip_h265_sub_layers(r: BitReader, sub_layers_minus1: int) -> None:
@@ -273,10 +287,11 @@ def _skip_h265_sub_layers(r: BitReader, sub_layers_minus1: int) -> None:
 
 
 def _pps_id(nal: Nal, codec: str) -> int:
-    return BitReader(unescape_rbsp(nal)[2 if codec == "h265" else 1:][:8]).ue()
+    return BitReader(unescape_rbsp(nal)[2 if codec == "h265" else 1 :][:8]).ue()
 
 
 # -- decoder configuration records --
+
 
 def avcc_record(sps: Sequence[Nal], pps: Sequence[Nal]) -> bytes:
     """AVCDecoderConfigurationRecord (ISO 14496-15 5.3.3.1) with 4-byte NAL lengths."""
@@ -290,8 +305,14 @@ def avcc_record(sps: Sequence[Nal], pps: Sequence[Nal]) -> bytes:
     for nal in pps:
         out += len(nal).to_bytes(2, "big") + bytes(nal)
     if info.profile_idc in _AVCC_EXT_PROFILES:
-        out += bytes([0xFC | info.chroma_format_idc, 0xF8 | info.bit_depth_luma_minus8,
-                      0xF8 | info.bit_depth_chroma_minus8, 0])
+        out += bytes(
+            [
+                0xFC | info.chroma_format_idc,
+                0xF8 | info.bit_depth_luma_minus8,
+                0xF8 | info.bit_depth_chroma_minus8,
+                0,
+            ]
+        )
     return bytes(out)
 
 
@@ -301,9 +322,18 @@ def hvcc_record(vps: Sequence[Nal], sps: Sequence[Nal], pps: Sequence[Nal]) -> b
         raise BitstreamError("an hvcC record needs a VPS, an SPS and a PPS")
     info = parse_h265_sps(sps[0])
     out = bytearray([1, *info.profile_bytes])
-    out += bytes([0xF0, 0x00, 0xFC, 0xFC | info.chroma_format_idc,
-                  0xF8 | info.bit_depth_luma_minus8, 0xF8 | info.bit_depth_chroma_minus8,
-                  0x00, 0x00])  # min_spatial_segmentation, parallelism, avgFrameRate 0
+    out += bytes(
+        [
+            0xF0,
+            0x00,
+            0xFC,
+            0xFC | info.chroma_format_idc,
+            0xF8 | info.bit_depth_luma_minus8,
+            0xF8 | info.bit_depth_chroma_minus8,
+            0x00,
+            0x00,
+        ]
+    )  # min_spatial_segmentation, parallelism, avgFrameRate 0
     out.append((info.max_sub_layers & 7) << 3 | int(info.temporal_id_nesting) << 2 | 3)
     out.append(3)
     for kind, nals in ((H265_VPS, vps), (H265_SPS, sps), (H265_PPS, pps)):
@@ -339,7 +369,7 @@ def parse_hvcc_record(record: bytes) -> tuple[list[bytes], int]:
     for _ in range(record[22]):
         if pos + 3 > len(record):
             raise BitstreamError("hvcC array header overruns the record")
-        count = int.from_bytes(record[pos + 1:pos + 3], "big")
+        count = int.from_bytes(record[pos + 1 : pos + 3], "big")
         pos += 3
         for _ in range(count):
             nal, pos = _take16(record, pos)
@@ -350,13 +380,14 @@ def parse_hvcc_record(record: bytes) -> tuple[list[bytes], int]:
 def _take16(buf: bytes, pos: int) -> tuple[bytes, int]:
     if pos + 2 > len(buf):
         raise BitstreamError("record ends inside a NAL length")
-    size = int.from_bytes(buf[pos:pos + 2], "big")
+    size = int.from_bytes(buf[pos : pos + 2], "big")
     if size == 0 or pos + 2 + size > len(buf):
         raise BitstreamError("record NAL overruns the record")
-    return bytes(buf[pos + 2:pos + 2 + size]), pos + 2 + size
+    return bytes(buf[pos + 2 : pos + 2 + size]), pos + 2 + size
 
 
 # -- stateful: what a source sends -> what the hub keeps --
+
 
 @dataclass
 class ParameterSets:

@@ -46,6 +46,7 @@ ENCODE_LEAD_S = 2.0  # the first loop is encoded this far ahead of playback, not
 
 # -- the court tree the control room registers --
 
+
 @dataclass(frozen=True, slots=True)
 class DemoRoom:
     """One simulated courtroom and where it sits in the demo court tree (courts are
@@ -87,30 +88,54 @@ def demo_titles() -> dict[str, str]:
 # -- a 5x7 block font: rows as 5-bit numbers, most significant bit on the left --
 
 _FONT: dict[str, tuple[int, ...]] = {
-    "0": (14, 17, 19, 21, 25, 17, 14), "1": (4, 12, 4, 4, 4, 4, 14),
-    "2": (14, 17, 1, 2, 4, 8, 31), "3": (31, 2, 4, 2, 1, 17, 14),
-    "4": (2, 6, 10, 18, 31, 2, 2), "5": (31, 16, 30, 1, 1, 17, 14),
-    "6": (6, 8, 16, 30, 17, 17, 14), "7": (31, 1, 2, 4, 8, 8, 8),
-    "8": (14, 17, 17, 14, 17, 17, 14), "9": (14, 17, 17, 15, 1, 2, 12),
-    "A": (14, 17, 17, 17, 31, 17, 17), "B": (30, 17, 17, 30, 17, 17, 30),
-    "C": (14, 17, 16, 16, 16, 17, 14), "D": (28, 18, 17, 17, 17, 18, 28),
-    "E": (31, 16, 16, 30, 16, 16, 31), "F": (31, 16, 16, 30, 16, 16, 16),
-    "G": (14, 17, 16, 23, 17, 17, 15), "H": (17, 17, 17, 31, 17, 17, 17),
-    "I": (14, 4, 4, 4, 4, 4, 14), "J": (7, 2, 2, 2, 2, 18, 12),
-    "K": (17, 18, 20, 24, 20, 18, 17), "L": (16, 16, 16, 16, 16, 16, 31),
-    "M": (17, 27, 21, 21, 17, 17, 17), "N": (17, 17, 25, 21, 19, 17, 17),
-    "O": (14, 17, 17, 17, 17, 17, 14), "P": (30, 17, 17, 30, 16, 16, 16),
-    "Q": (14, 17, 17, 17, 21, 18, 13), "R": (30, 17, 17, 30, 20, 18, 17),
-    "S": (15, 16, 16, 14, 1, 1, 30), "T": (31, 4, 4, 4, 4, 4, 4),
-    "U": (17, 17, 17, 17, 17, 17, 14), "V": (17, 17, 17, 17, 17, 10, 4),
-    "W": (17, 17, 17, 21, 21, 21, 10), "X": (17, 17, 10, 4, 10, 17, 17),
-    "Y": (17, 17, 17, 10, 4, 4, 4), "Z": (31, 1, 2, 4, 8, 16, 31),
-    " ": (0, 0, 0, 0, 0, 0, 0), "-": (0, 0, 0, 31, 0, 0, 0),
-    ":": (0, 12, 12, 0, 12, 12, 0), ".": (0, 0, 0, 0, 0, 12, 12),
-    ",": (0, 0, 0, 0, 12, 4, 8), "'": (12, 4, 8, 0, 0, 0, 0),
-    "(": (2, 4, 8, 8, 8, 4, 2), ")": (8, 4, 2, 2, 2, 4, 8),
-    "/": (0, 1, 2, 4, 8, 16, 0), "#": (10, 10, 31, 10, 31, 10, 10),
-    "&": (12, 18, 20, 8, 21, 18, 13), "?": (14, 17, 1, 2, 4, 0, 4),
+    "0": (14, 17, 19, 21, 25, 17, 14),
+    "1": (4, 12, 4, 4, 4, 4, 14),
+    "2": (14, 17, 1, 2, 4, 8, 31),
+    "3": (31, 2, 4, 2, 1, 17, 14),
+    "4": (2, 6, 10, 18, 31, 2, 2),
+    "5": (31, 16, 30, 1, 1, 17, 14),
+    "6": (6, 8, 16, 30, 17, 17, 14),
+    "7": (31, 1, 2, 4, 8, 8, 8),
+    "8": (14, 17, 17, 14, 17, 17, 14),
+    "9": (14, 17, 17, 15, 1, 2, 12),
+    "A": (14, 17, 17, 17, 31, 17, 17),
+    "B": (30, 17, 17, 30, 17, 17, 30),
+    "C": (14, 17, 16, 16, 16, 17, 14),
+    "D": (28, 18, 17, 17, 17, 18, 28),
+    "E": (31, 16, 16, 30, 16, 16, 31),
+    "F": (31, 16, 16, 30, 16, 16, 16),
+    "G": (14, 17, 16, 23, 17, 17, 15),
+    "H": (17, 17, 17, 31, 17, 17, 17),
+    "I": (14, 4, 4, 4, 4, 4, 14),
+    "J": (7, 2, 2, 2, 2, 18, 12),
+    "K": (17, 18, 20, 24, 20, 18, 17),
+    "L": (16, 16, 16, 16, 16, 16, 31),
+    "M": (17, 27, 21, 21, 17, 17, 17),
+    "N": (17, 17, 25, 21, 19, 17, 17),
+    "O": (14, 17, 17, 17, 17, 17, 14),
+    "P": (30, 17, 17, 30, 16, 16, 16),
+    "Q": (14, 17, 17, 17, 21, 18, 13),
+    "R": (30, 17, 17, 30, 20, 18, 17),
+    "S": (15, 16, 16, 14, 1, 1, 30),
+    "T": (31, 4, 4, 4, 4, 4, 4),
+    "U": (17, 17, 17, 17, 17, 17, 14),
+    "V": (17, 17, 17, 17, 17, 10, 4),
+    "W": (17, 17, 17, 21, 21, 21, 10),
+    "X": (17, 17, 10, 4, 10, 17, 17),
+    "Y": (17, 17, 17, 10, 4, 4, 4),
+    "Z": (31, 1, 2, 4, 8, 16, 31),
+    " ": (0, 0, 0, 0, 0, 0, 0),
+    "-": (0, 0, 0, 31, 0, 0, 0),
+    ":": (0, 12, 12, 0, 12, 12, 0),
+    ".": (0, 0, 0, 0, 0, 12, 12),
+    ",": (0, 0, 0, 0, 12, 4, 8),
+    "'": (12, 4, 8, 0, 0, 0, 0),
+    "(": (2, 4, 8, 8, 8, 4, 2),
+    ")": (8, 4, 2, 2, 2, 4, 8),
+    "/": (0, 1, 2, 4, 8, 16, 0),
+    "#": (10, 10, 31, 10, 31, 10, 10),
+    "&": (12, 18, 20, 8, 21, 18, 13),
+    "?": (14, 17, 1, 2, 4, 0, 4),
 }
 
 
@@ -130,8 +155,10 @@ class DemoPicture:
 
     def __init__(self, title: str, width: int, height: int) -> None:
         if width % 2 or height % 4 or width < 64 or height < 64:
-            raise ValueError(f"demo picture {width}x{height}: needs an even width and a "
-                             "height divisible by 4, at least 64x64")
+            raise ValueError(
+                f"demo picture {width}x{height}: needs an even width and a "
+                "height divisible by 4, at least 64x64"
+            )
         self.width, self.height = width, height
         self.base = self._background(title)
         self.digit_scale = max(2, height // 40)
@@ -141,11 +168,11 @@ class DemoPicture:
         w, h = self.width, self.height
         image = np.empty((h * 3 // 2, w), np.uint8)
         image[:h] = np.linspace(40, 110, h, dtype=np.uint8)[:, None]
-        image[h:h + h // 4], image[h + h // 4:] = 150, 112  # U then V: a calm blue
+        image[h : h + h // 4], image[h + h // 4 :] = 150, 112  # U then V: a calm blue
         for top, bottom in ((0, h // 6), (h * 5 // 6, h)):  # neutral grey bands
             image[top:bottom] = 24
-            image[h + top // 4:h + bottom // 4] = 128
-            image[h + h // 4 + top // 4:h + h // 4 + bottom // 4] = 128
+            image[h + top // 4 : h + bottom // 4] = 128
+            image[h + h // 4 + top // 4 : h + h // 4 + bottom // 4] = 128
         title_scale = max(1, min(h // 100, (w - 32) // (6 * max(1, len(title)))))
         self._blit(image, text_mask(title, title_scale), (h // 6 - 7 * title_scale) // 2, 16)
         footer = text_mask("COURTCAST DEMO - LIVE TEST PICTURE", max(1, h // 240))
@@ -156,7 +183,7 @@ class DemoPicture:
     def _blit(image: np.ndarray, mask: np.ndarray, top: int, left: int, luma: int = 235) -> None:
         rows = min(mask.shape[0], image.shape[0] - top)
         cols = min(mask.shape[1], image.shape[1] - left)
-        region = image[top:top + rows, left:left + cols]
+        region = image[top : top + rows, left : left + cols]
         region[mask[:rows, :cols]] = luma
 
     def frame(self, wall_s: float) -> np.ndarray:
@@ -168,10 +195,10 @@ class DemoPicture:
         digits = self._seconds[second]
         self._blit(image, digits, (h - digits.shape[0]) // 2, (w - digits.shape[1]) // 2)
         bar_top = h - h // 30
-        image[bar_top:h, :int(w * (second + fraction) / 60)] = 200
+        image[bar_top:h, : int(w * (second + fraction) / 60)] = 200
         block = h // 12
         x = int(fraction * (w - block))
-        image[h // 6 + block:h // 6 + 2 * block, x:x + block] = 220
+        image[h // 6 + block : h // 6 + 2 * block, x : x + block] = 220
         return image
 
 
@@ -184,8 +211,8 @@ def tick_sound(seconds: float) -> np.ndarray:
     for second in range(math.ceil(seconds)):
         start = second * AUDIO_RATE
         pitch = 1760.0 if second % 60 == 0 else 880.0
-        chunk = samples[start:start + beep]
-        chunk += (0.25 * np.sin(2 * np.pi * pitch * t[:len(chunk)])).astype(np.float32)
+        chunk = samples[start : start + beep]
+        chunk += (0.25 * np.sin(2 * np.pi * pitch * t[: len(chunk)])).astype(np.float32)
     return samples
 
 
@@ -204,9 +231,18 @@ class _Loop:
 class DemoCourtroom:
     """A simulated courtroom camera publishing into hub stream `stream_id`."""
 
-    def __init__(self, hub: Hub, stream_id: str, title: str, width: int = 1280,
-                 height: int = 720, fps: int = 25, gop_s: float = 2.0, *,
-                 loop_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        stream_id: str,
+        title: str,
+        width: int = 1280,
+        height: int = 720,
+        fps: int = 25,
+        gop_s: float = 2.0,
+        *,
+        loop_s: float = 60.0,
+    ) -> None:
         if round(loop_s * fps) != loop_s * fps or loop_s <= 0:
             raise ValueError(f"loop_s={loop_s} must hold a whole number of frames at {fps} fps")
         self.hub, self.stream_id, self.title = hub, stream_id, title
@@ -232,18 +268,35 @@ class DemoCourtroom:
     async def start(self) -> None:
         self.started_at = float(math.floor(time.time()))
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._thread = threading.Thread(target=self._encode, args=(ready,), daemon=True,
-                                        name=f"demo-{self.stream_id}")
+        self._thread = threading.Thread(
+            target=self._encode, args=(ready,), daemon=True, name=f"demo-{self.stream_id}"
+        )
         self._thread.start()
         await asyncio.wait_for(ready, START_TIMEOUT_S)
-        tracks = (self._video_track(), Track(1, "audio", "aac", AUDIO_RATE,
-                                             self._loop.audio_config, sample_rate=AUDIO_RATE,
-                                             channels=1))
-        self._publication = self.hub.publish(self.stream_id, tracks, source="demo",
-                                             on_evict=self._evicted)
+        tracks = (
+            self._video_track(),
+            Track(
+                1,
+                "audio",
+                "aac",
+                AUDIO_RATE,
+                self._loop.audio_config,
+                sample_rate=AUDIO_RATE,
+                channels=1,
+            ),
+        )
+        self._publication = self.hub.publish(
+            self.stream_id, tracks, source="demo", on_evict=self._evicted
+        )
         self._task = asyncio.create_task(self._play(), name=f"demo-{self.stream_id}")
-        log.info("demo courtroom %s (%s) live, %dx%d@%d", self.stream_id, self.title,
-                 self.width, self.height, self.fps)
+        log.info(
+            "demo courtroom %s (%s) live, %dx%d@%d",
+            self.stream_id,
+            self.title,
+            self.width,
+            self.height,
+            self.fps,
+        )
 
     def _video_track(self) -> Track:
         assert self._loop.video_track is not None
@@ -284,8 +337,9 @@ class DemoCourtroom:
                 await asyncio.sleep(0.005)
             sent_audio = self._push_audio(rounds, due, sent_audio, loop_samples)
             dts, keyframe, data = self._loop.video[frame]
-            self._push(Packet(0, dts + rounds * loop_ticks, dts + rounds * loop_ticks,
-                              keyframe, data))
+            self._push(
+                Packet(0, dts + rounds * loop_ticks, dts + rounds * loop_ticks, keyframe, data)
+            )
             frame += 1
             if frame == self.frames:  # the loop's last audio, then round again
                 self._push_audio(rounds, self.loop_s, sent_audio, loop_samples)
@@ -294,8 +348,10 @@ class DemoCourtroom:
     def _push_audio(self, rounds: int, until_s: float, sent: int, loop_samples: int) -> int:
         """Audio of this loop up to the video frame's time; the last packet of a loop
         overlaps the next loop's start by a few ms rather than let the two drift."""
-        wanted = min(self.audio_packets,
-                     math.floor((until_s - rounds * self.loop_s) * AUDIO_RATE / AAC_FRAME) + 1)
+        wanted = min(
+            self.audio_packets,
+            math.floor((until_s - rounds * self.loop_s) * AUDIO_RATE / AAC_FRAME) + 1,
+        )
         wanted = min(wanted, len(self._loop.audio))
         for i in range(sent, wanted):
             pts = rounds * loop_samples + i * AAC_FRAME
@@ -333,8 +389,9 @@ class DemoCourtroom:
             frame.pts = index
             for packet in video.encode(frame):
                 self._add_video(packet, normalizer)
-            upto = min(self.audio_packets, math.ceil((index + 1) / self.fps * AUDIO_RATE
-                                                     / AAC_FRAME) + 1)
+            upto = min(
+                self.audio_packets, math.ceil((index + 1) / self.fps * AUDIO_RATE / AAC_FRAME) + 1
+            )
             audio_frames = self._add_audio(audio, sound, audio_frames, upto)
             if not signalled and self._loop.video_track is not None:
                 signalled = True
@@ -343,8 +400,12 @@ class DemoCourtroom:
             self._add_video(packet, normalizer)
         self._add_audio(audio, sound, audio_frames, self.audio_packets, flush=True)
         self._loop.complete = True
-        log.info("demo courtroom %s: %.0f s loop encoded (%d kB)", self.stream_id, self.loop_s,
-                 sum(len(v[2]) for v in self._loop.video) // 1024)
+        log.info(
+            "demo courtroom %s: %.0f s loop encoded (%d kB)",
+            self.stream_id,
+            self.loop_s,
+            sum(len(v[2]) for v in self._loop.video) // 1024,
+        )
 
     def _video_encoder(self) -> av.video.codeccontext.VideoCodecContext:
         ctx = av.CodecContext.create("libx264", "w")
@@ -353,9 +414,11 @@ class DemoCourtroom:
         gop = max(1, round(self.gop_s * self.fps))
         ctx.gop_size = gop
         ctx.options = {  # low bitrate, one thread, no B-frames, SPS/PPS at every IDR
-            "preset": "ultrafast", "tune": "zerolatency", "crf": "30", "threads": "1",
-            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0"
-                           ":repeat-headers=1",
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "crf": "30",
+            "threads": "1",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:repeat-headers=1",
         }
         ctx.open()
         return ctx
@@ -373,18 +436,30 @@ class DemoCourtroom:
         data, keyframe, changed = normalizer.convert(bytes(packet))
         if changed and self._loop.video_track is None:
             info = normalizer.params.sps_info()
-            self._loop.video_track = Track(0, "video", "h264", VIDEO_TIMESCALE,
-                                           normalizer.params.record(), width=info.width,
-                                           height=info.height)
+            self._loop.video_track = Track(
+                0,
+                "video",
+                "h264",
+                VIDEO_TIMESCALE,
+                normalizer.params.record(),
+                width=info.width,
+                height=info.height,
+            )
         dts = round(len(self._loop.video) * VIDEO_TIMESCALE / self.fps)
         self._loop.video.append((dts, keyframe, data))
 
-    def _add_audio(self, ctx: av.audio.codeccontext.AudioCodecContext, sound: np.ndarray,
-                   done: int, upto: int, flush: bool = False) -> int:
+    def _add_audio(
+        self,
+        ctx: av.audio.codeccontext.AudioCodecContext,
+        sound: np.ndarray,
+        done: int,
+        upto: int,
+        flush: bool = False,
+    ) -> int:
         """Encode AAC frames done..upto; packets are renumbered 0, 1, ... in loop time
         (the encoder's priming frame becomes the first; a tick 21 ms late is fine)."""
         for i in range(done, upto):
-            chunk = sound[i * AAC_FRAME:(i + 1) * AAC_FRAME].reshape(1, -1)
+            chunk = sound[i * AAC_FRAME : (i + 1) * AAC_FRAME].reshape(1, -1)
             frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
             frame.sample_rate, frame.pts = AUDIO_RATE, i * AAC_FRAME
             frame.time_base = Fraction(1, AUDIO_RATE)
@@ -409,10 +484,13 @@ def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-async def start_demo_courtrooms(hub: Hub, width: int = 1280, height: int = 720,
-                                fps: int = 25) -> list[DemoCourtroom]:
+async def start_demo_courtrooms(
+    hub: Hub, width: int = 1280, height: int = 720, fps: int = 25
+) -> list[DemoCourtroom]:
     """Every room of demo_court_tree() live in the hub (stop each when done)."""
-    rooms = [DemoCourtroom(hub, stream_id, title, width, height, fps)
-             for stream_id, title in demo_titles().items()]
+    rooms = [
+        DemoCourtroom(hub, stream_id, title, width, height, fps)
+        for stream_id, title in demo_titles().items()
+    ]
     await asyncio.gather(*(room.start() for room in rooms))
     return rooms

@@ -40,6 +40,7 @@ PRFT_ENCODER_OUTPUT = 1
 
 # -- box primitives --------------------------------------------------------------------
 
+
 def box(kind: bytes, *payload: bytes) -> bytes:
     """One box: 32-bit size, 4-char type, payload."""
     body = b"".join(payload)
@@ -53,36 +54,44 @@ def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
 
 # -- init segment ----------------------------------------------------------------------
 
+
 def init_segment(tracks: Sequence[Track]) -> bytes:
     """ftyp + moov for these tracks: one trak each, track_ID = index + 1, the media
     timescale = the track's timescale, and mvex/trex so fragments may follow."""
     ftyp = box(b"ftyp", b"iso6", struct.pack(">I", 0), b"iso6cmfcmp41")
     mvhd = full_box(
-        b"mvhd", 0, 0,
+        b"mvhd",
+        0,
+        0,
         struct.pack(">IIIIIH10x", 0, 0, 1000, 0, 0x00010000, 0x0100),
-        _UNITY_MATRIX, bytes(24), struct.pack(">I", len(tracks) + 1),
+        _UNITY_MATRIX,
+        bytes(24),
+        struct.pack(">I", len(tracks) + 1),
     )
     traks = [_trak(t) for t in tracks]
-    mvex = box(b"mvex", *(full_box(b"trex", 0, 0, struct.pack(">5I", t.index + 1, 1, 0, 0, 0))
-                          for t in tracks))
+    mvex = box(
+        b"mvex",
+        *(full_box(b"trex", 0, 0, struct.pack(">5I", t.index + 1, 1, 0, 0, 0)) for t in tracks),
+    )
     return ftyp + box(b"moov", mvhd, *traks, mvex)
 
 
 def _trak(track: Track) -> bytes:
     video = track.is_video
     tkhd = full_box(
-        b"tkhd", 0, 3,  # enabled | in movie
-        struct.pack(">IIIII8xhhH2x", 0, 0, track.index + 1, 0, 0, 0, 0,
-                    0 if video else 0x0100),
+        b"tkhd",
+        0,
+        3,  # enabled | in movie
+        struct.pack(">IIIII8xhhH2x", 0, 0, track.index + 1, 0, 0, 0, 0, 0 if video else 0x0100),
         _UNITY_MATRIX,
         struct.pack(">II", track.width << 16 if video else 0, track.height << 16 if video else 0),
     )
-    mdhd = full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, track.timescale, 0,
-                                                _LANGUAGE_UND, 0))
+    mdhd = full_box(
+        b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, track.timescale, 0, _LANGUAGE_UND, 0)
+    )
     handler, name = (b"vide", b"VideoHandler\0") if video else (b"soun", b"SoundHandler\0")
     hdlr = full_box(b"hdlr", 0, 0, struct.pack(">I4s12x", 0, handler), name)
-    media_header = (full_box(b"vmhd", 0, 1, bytes(8)) if video
-                    else full_box(b"smhd", 0, 0, bytes(4)))
+    media_header = full_box(b"vmhd", 0, 1, bytes(8)) if video else full_box(b"smhd", 0, 0, bytes(4))
     dinf = box(b"dinf", full_box(b"dref", 0, 0, struct.pack(">I", 1), full_box(b"url ", 0, 1)))
     empty = struct.pack(">I", 0)
     stbl = box(
@@ -105,8 +114,9 @@ def sample_entry(track: Track) -> bytes:
         return _visual_entry(b"hvc1", track, box(b"hvcC", track.config))
     if track.codec == "aac":
         rate, channels = aac_rate_channels(track.config)
-        return _audio_entry(b"mp4a", track.sample_rate or rate, track.channels or channels,
-                            esds(track.config))
+        return _audio_entry(
+            b"mp4a", track.sample_rate or rate, track.channels or channels, esds(track.config)
+        )
     if track.codec == "opus":
         dops, channels = opus_head_to_dops(track.config)
         return _audio_entry(b"Opus", 48000, track.channels or channels, dops)
@@ -117,11 +127,14 @@ def _visual_entry(kind: bytes, track: Track, config_box: bytes) -> bytes:
     fields = struct.pack(
         ">6xH2x2x12xHHII4xH32sHh",
         1,  # data_reference_index
-        track.width, track.height,
-        0x00480000, 0x00480000,  # 72 dpi
+        track.width,
+        track.height,
+        0x00480000,
+        0x00480000,  # 72 dpi
         1,  # frame_count
         b"",  # compressorname
-        0x0018, -1,  # depth, pre_defined
+        0x0018,
+        -1,  # depth, pre_defined
     )
     return box(kind, fields, config_box)
 
@@ -132,8 +145,21 @@ def _audio_entry(kind: bytes, sample_rate: int, channels: int, config_box: bytes
     return box(kind, fields, config_box)
 
 
-_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000,
-              11025, 8000, 7350)
+_AAC_RATES = (
+    96000,
+    88200,
+    64000,
+    48000,
+    44100,
+    32000,
+    24000,
+    22050,
+    16000,
+    12000,
+    11025,
+    8000,
+    7350,
+)
 
 
 def aac_rate_channels(asc: bytes) -> tuple[int, int]:
@@ -160,8 +186,9 @@ def _descriptor(tag: int, *payload: bytes) -> bytes:
     """An MPEG-4 descriptor: tag, size in 7-bit groups (4 bytes, what most writers use)."""
     body = b"".join(payload)
     n = len(body)
-    size = bytes([0x80 | (n >> 21) & 0x7F, 0x80 | (n >> 14) & 0x7F, 0x80 | (n >> 7) & 0x7F,
-                  n & 0x7F])
+    size = bytes(
+        [0x80 | (n >> 21) & 0x7F, 0x80 | (n >> 14) & 0x7F, 0x80 | (n >> 7) & 0x7F, n & 0x7F]
+    )
     return bytes([tag]) + size + body
 
 
@@ -184,11 +211,12 @@ def opus_head_to_dops(head: bytes) -> tuple[bytes, int]:
     channels, pre_skip, rate, gain, family = struct.unpack_from("<BHIhB", head, 9)
     body = struct.pack(">BBHIhB", 0, channels, pre_skip, rate, gain, family)
     if family != 0:
-        body += head[19:21 + channels]  # stream count, coupled count, mapping
+        body += head[19 : 21 + channels]  # stream count, coupled count, mapping
     return box(b"dOps", body), channels
 
 
 # -- fragments -------------------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class TrackRun:
@@ -231,8 +259,9 @@ class TrackRun:
         """Indexes of the keyframes among the packets (found once: a fragment asks for
         them up to three times, for sizes, flags and data)."""
         if self._keyframes is None:
-            self._keyframes = list(itertools.compress(itertools.count(),
-                                                      map(_KEYFRAME, self.packets)))
+            self._keyframes = list(
+                itertools.compress(itertools.count(), map(_KEYFRAME, self.packets))
+            )
         return self._keyframes
 
 
@@ -303,8 +332,9 @@ def fragment(
     wall-clock of the first sample of the first run; the prft box maps it to that sample's
     presentation time.
     """
-    runs = list(samples_by_track.values() if isinstance(samples_by_track, Mapping)
-                else samples_by_track)
+    runs = list(
+        samples_by_track.values() if isinstance(samples_by_track, Mapping) else samples_by_track
+    )
     runs = [r for r in runs if r.packets]
     if not runs:
         raise ValueError("a fragment needs at least one sample")
@@ -332,8 +362,9 @@ def _traf(run: TrackRun, data_offset: int) -> bytes:
     if base < 0:
         raise ValueError(f"track {track_id}: negative decode time {base}; rebase with dts_offset")
     tfdt = full_box(b"tfdt", 1, 0, struct.pack(">Q", base))
-    trun = full_box(b"trun", 1, _TRUN_FLAGS, struct.pack(">Ii", count, data_offset),
-                    _trun_entries(run))
+    trun = full_box(
+        b"trun", 1, _TRUN_FLAGS, struct.pack(">Ii", count, data_offset), _trun_entries(run)
+    )
     return box(b"traf", tfhd, tfdt, trun)
 
 
@@ -350,8 +381,9 @@ def parameter_sets(track: Track) -> bytes:
         if track.codec == "h264":
             nals, _ = parse_avcc_record(track.config)
         elif track.codec == "h265":
-            nals = [n for n in parse_hvcc_record(track.config)[0]
-                    if nal_type(n, "h265") in (32, 33, 34)]  # VPS, SPS, PPS
+            nals = [
+                n for n in parse_hvcc_record(track.config)[0] if nal_type(n, "h265") in (32, 33, 34)
+            ]  # VPS, SPS, PPS
         else:
             return b""
     except BitstreamError:
@@ -369,6 +401,9 @@ def prft(run: TrackRun, wallclock: float) -> bytes:
     time, so a player or the recorder can tell real time from media time."""
     first = run.packets[0]
     media_time = first.pts + run.dts_offset
-    return full_box(b"prft", 1, PRFT_ENCODER_OUTPUT,
-                    struct.pack(">IQQ", run.track.index + 1, ntp_timestamp(wallclock),
-                                max(media_time, 0)))
+    return full_box(
+        b"prft",
+        1,
+        PRFT_ENCODER_OUTPUT,
+        struct.pack(">IQQ", run.track.index + 1, ntp_timestamp(wallclock), max(media_time, 0)),
+    )

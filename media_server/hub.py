@@ -95,8 +95,12 @@ class Subscription:
         self._drop(lost)
         self._packets = 0
         self._skipping = video_track(self.stream.tracks) is not None
-        log.info("stream %s: subscriber %s fell behind, skipped %d packets",
-                 self.stream.id, self.name, lost)
+        log.info(
+            "stream %s: subscriber %s fell behind, skipped %d packets",
+            self.stream.id,
+            self.name,
+            lost,
+        )
 
     # -- subscriber side --
     async def get(self) -> Item:
@@ -191,8 +195,13 @@ class StreamStats:
 class Publication:
     """The publisher's handle on a stream. Only the live publication may push."""
 
-    def __init__(self, stream: Stream, source: str, on_evict: Callable[[str], None] | None,
-                 on_keyframe_request: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        source: str,
+        on_evict: Callable[[str], None] | None,
+        on_keyframe_request: Callable[[], None] | None = None,
+    ) -> None:
         self.stream = stream
         self.source = source
         self.started = time.time()
@@ -415,8 +424,13 @@ class Hub:
                     f"stream {stream_id!r} is already being published by {old.source} "
                     f"(live since {time.strftime('%H:%M:%S', time.localtime(old.started))})"
                 )
-            log.warning("stream %s: publisher %s silent %.1f s, taken over by %s",
-                        stream_id, old.source, silent, source)
+            log.warning(
+                "stream %s: publisher %s silent %.1f s, taken over by %s",
+                stream_id,
+                old.source,
+                silent,
+                source,
+            )
             stream.unpublish(old, f"taken over by {source}")
             old.evict(f"taken over by {source}")
         publication = Publication(stream, source, on_evict, on_keyframe_request)
@@ -425,8 +439,9 @@ class Hub:
             callback(stream_id)
         return publication
 
-    def subscribe(self, stream_id: str, name: str,
-                  max_packets: int = DEFAULT_QUEUE_PACKETS) -> Subscription:
+    def subscribe(
+        self, stream_id: str, name: str, max_packets: int = DEFAULT_QUEUE_PACKETS
+    ) -> Subscription:
         return self.stream(stream_id).subscribe(name, max_packets)
 
     def drop_idle(self, keep: Iterable[str] = ()) -> None:

@@ -38,18 +38,25 @@ def problems() -> list[str]:
     if not (ROOT / "setup.py").exists():
         return []
     compiled = {(ROOT / rel).with_suffix("") for rel in SOURCES}
-    out = [f"{ext.relative_to(ROOT)} is a build of a module no longer compiled: delete it"
-           for ext in _extensions() if ext.parent / ext.name.split(".")[0] not in compiled]
+    out = [
+        f"{ext.relative_to(ROOT)} is a build of a module no longer compiled: delete it"
+        for ext in _extensions()
+        if ext.parent / ext.name.split(".")[0] not in compiled
+    ]
     for rel in SOURCES:
         source = ROOT / rel
         ext = built(source)
         if ext is None:
-            out.append(f"{rel} is not compiled: it runs as plain Python, slower "
-                       f"(scripts/setup.sh venv builds it)")
+            out.append(
+                f"{rel} is not compiled: it runs as plain Python, slower "
+                f"(scripts/setup.sh venv builds it)"
+            )
             continue
         pxd = source.with_suffix(".pxd")
         newest = max(source.stat().st_mtime, pxd.stat().st_mtime if pxd.exists() else 0.0)
         if ext.stat().st_mtime < newest:
-            out.append(f"{rel} changed after {ext.name} was built: the old build runs "
-                       f"(scripts/setup.sh venv rebuilds it)")
+            out.append(
+                f"{rel} changed after {ext.name} was built: the old build runs "
+                f"(scripts/setup.sh venv rebuilds it)"
+            )
     return out

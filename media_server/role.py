@@ -13,7 +13,8 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 
-from courtcast.config import Config
+from core import presence
+from core.config import Config
 from media_server.access import AccessDenied, AccessPolicy, Caller, PlayTokens
 from media_server.hub import Hub
 from media_server.stats import HubCollector, RtmpCollector, stream_stats
@@ -23,7 +24,6 @@ from storage.role import StorageRole
 
 log = logging.getLogger(__name__)
 
-LIVE_KIND = "stream-live"  # presence entries: which node has which stream live, and its stats
 LIVE_TTL_S = 5
 RECONCILE_S = 10.0
 
@@ -33,9 +33,15 @@ CallerResolver = Callable[[Request], Awaitable[Caller | None]]
 class MediaServerRole:
     name = "media_server"
 
-    def __init__(self, config: Config, storage: StorageRole, app: FastAPI,
-                 metrics: Any, resolve_caller: CallerResolver,
-                 rtmp_sock: socket.socket | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        storage: StorageRole,
+        app: FastAPI,
+        metrics: Any,
+        resolve_caller: CallerResolver,
+        rtmp_sock: socket.socket | None,
+    ) -> None:
         self.config = config
         self.storage = storage
         self.app = app
@@ -77,8 +83,7 @@ class MediaServerRole:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(demo.stop() for demo in self.demos), return_exceptions=True)
-        await asyncio.gather(*(pull.stop() for pull in self.pulls.values()),
-                             return_exceptions=True)
+        await asyncio.gather(*(pull.stop() for pull in self.pulls.values()), return_exceptions=True)
         if self.hls is not None:
             await self.hls.close()
         if self.rtmp is not None:
@@ -88,9 +93,12 @@ class MediaServerRole:
 
     async def health(self) -> dict[str, Any]:
         streams = self.hub.streams()
-        return {"state": "ok", "streams_live": sum(s.live for s in streams),
-                "subscribers": sum(len(s.subscribers) for s in streams),
-                "rtmp_port": self.rtmp_port}
+        return {
+            "state": "ok",
+            "streams_live": sum(s.live for s in streams),
+            "subscribers": sum(len(s.subscribers) for s in streams),
+            "rtmp_port": self.rtmp_port,
+        }
 
     def demo_streams(self) -> list[tuple[str, str]]:
         return [(demo.stream_id, demo.title) for demo in self.demos]
@@ -111,8 +119,9 @@ class MediaServerRole:
             except AccessDenied as exc:
                 raise RtmpRefused(str(exc)) from None
 
-        self.rtmp = RtmpServer(self.hub, self.config.rtmp.host, 0, authorize=authorize,
-                               sock=self._rtmp_sock)
+        self.rtmp = RtmpServer(
+            self.hub, self.config.rtmp.host, 0, authorize=authorize, sock=self._rtmp_sock
+        )
         await self.rtmp.start()
         self.metrics.register(RtmpCollector(self.rtmp.stats))
 
@@ -120,9 +129,16 @@ class MediaServerRole:
         from media_server.demo import DemoCourtroom, demo_court_tree
 
         for room in demo_court_tree()[: self.config.demo.rooms]:
-            await self.registry.define(StreamDefinition(
-                id=room.stream_id, stream_class=StreamClass.trial, public=True,
-                title=room.title, court=room.court, room=room.room))
+            await self.registry.define(
+                StreamDefinition(
+                    id=room.stream_id,
+                    stream_class=StreamClass.trial,
+                    public=True,
+                    title=room.title,
+                    court=room.court,
+                    room=room.room,
+                )
+            )
             demo = DemoCourtroom(self.hub, room.stream_id, room.title)
             await demo.start()
             self.demos.append(demo)
@@ -189,10 +205,13 @@ class MediaServerRole:
         while True:
             now = time.time()
             # pulled streams too while down: their state (failed: why) is the news
-            infos = {stream.id: {**stream_stats(stream), "node": node, "at": now}
-                     for stream in self.hub.streams() if stream.live or stream.id in self.pulls}
+            infos = {
+                stream.id: {**stream_stats(stream), "node": node, "at": now}
+                for stream in self.hub.streams()
+                if stream.live or stream.id in self.pulls
+            }
             with contextlib.suppress(Exception):  # Redis down: health says so
-                await self.storage.state.touch_presences(LIVE_KIND, LIVE_TTL_S, infos)
+                await self.storage.state.touch_presences(presence.STREAM_LIVE, LIVE_TTL_S, infos)
             self.hub.drop_idle(keep=self.pulls.keys())
             await asyncio.sleep(1.0)
 
@@ -212,8 +231,7 @@ class MediaServerRole:
         except AccessDenied as exc:
             raise HTTPException(exc.status, str(exc)) from None
 
-    async def authorize_publish(self, request: Request, stream_id: str,
-                                bearer: str | None) -> None:
+    async def authorize_publish(self, request: Request, stream_id: str, bearer: str | None) -> None:
         peer = request.client.host if request.client else "?"
         try:
             await self.access.check_publish(stream_id, bearer, f"whip {peer}")
@@ -231,7 +249,7 @@ class MediaServerRole:
 
     async def audit(self, action: str, who: str, details: dict[str, Any]) -> None:
         """One line of the audit trail (DESIGN.md §7); the recorder's writer, one format."""
-        from recorder.index import audit
+        from core.audit import audit
 
         await audit(self.storage.state, action, who, **details)
 
@@ -251,9 +269,12 @@ class MediaServerRole:
                 return Caller("open-mode", "admin")
             return found
 
-        return RoomHooks(resolve_caller=caller, audit=self.audit,
-                         define_streams=self.define_private_streams,
-                         store=StateRoomStore(self.storage.state))
+        return RoomHooks(
+            resolve_caller=caller,
+            audit=self.audit,
+            define_streams=self.define_private_streams,
+            store=StateRoomStore(self.storage.state),
+        )
 
     def _mount_webrtc(self) -> None:
         from media_server.webrtc.http import make_webrtc_router
@@ -261,11 +282,20 @@ class MediaServerRole:
         from media_server.webrtc.service import WebRTCOptions
 
         cfg = self.config.webrtc
-        ice = IceConfig(servers=[IceServer(**s.model_dump()) for s in cfg.ice_servers],
-                        host_addresses=cfg.host_addresses,
-                        include_loopback=cfg.include_loopback,
-                        connect_timeout_s=cfg.connect_timeout_s)
+        ice = IceConfig(
+            servers=[IceServer(**s.model_dump()) for s in cfg.ice_servers],
+            host_addresses=cfg.host_addresses,
+            include_loopback=cfg.include_loopback,
+            connect_timeout_s=cfg.connect_timeout_s,
+        )
         options = WebRTCOptions(shared_packetization=cfg.shared_packetization)
-        self.app.include_router(make_webrtc_router(
-            self.hub, self.authorize_play, self.authorize_publish, ice, options,
-            self._room_hooks()))
+        self.app.include_router(
+            make_webrtc_router(
+                self.hub,
+                self.authorize_play,
+                self.authorize_publish,
+                ice,
+                options,
+                self._room_hooks(),
+            )
+        )

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
-import re
 import threading
 import time
 from collections import deque
@@ -33,6 +31,8 @@ import av
 import av.container
 import av.error
 
+from core.backoff import Backoff
+from core.redact import redact_url
 from media_server.bitstream import AccessUnitNormalizer, BitstreamError
 from media_server.hub import Hub, Publication, SourceState, StreamBusy
 from media_server.media import Packet, Track
@@ -44,41 +44,9 @@ STABLE_S = 30.0  # a source up this long gets its reconnect backoff reset
 STOP_GRACE_S = 2.0  # how long stop() waits for the worker before leaving it behind
 VIDEO_CODECS = {"h264": "h264", "hevc": "h265"}
 
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s'\"<>]*@")
-_SECRET_QUERY = re.compile(
-    r"(?P<key>[?&;](?:user(?:name)?|pass(?:word|wd)?|pwd|token|key|secret|auth)=)[^&;#\s'\"]*",
-    re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """The URL (or any text holding URLs) with credentials masked:
-    rtsp://user:pass@host/x?password=y -> rtsp://***@host/x?password=***.
-    Masks up to the last '@' so a password holding '@' or '/' cannot leak."""
-    text = _USERINFO.sub(r"\g<scheme>***@", url)
-    return _SECRET_QUERY.sub(r"\g<key>***", text)
-
 
 class SourceError(Exception):
     """The source answered, but with nothing we can publish (message for the user)."""
-
-
-class Backoff:
-    """Reconnect waits doubling from first_s up to cap_s, each spread by +-jitter so
-    cameras that dropped together (a switch reboot) do not all call back at once."""
-
-    def __init__(self, first_s: float = 0.5, cap_s: float = 30.0, jitter: float = 0.2,
-                 rng: Callable[[], float] = random.random) -> None:
-        self.first_s, self.cap_s, self.jitter = first_s, cap_s, jitter
-        self._rng = rng
-        self.attempt = 0
-
-    def next(self) -> float:
-        base = min(self.cap_s, self.first_s * 2.0 ** min(self.attempt, 64))
-        self.attempt += 1
-        return base * (1.0 - self.jitter + 2.0 * self.jitter * self._rng())
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class _InterruptClock:
@@ -133,11 +101,12 @@ def _install_interrupts() -> bool:
     if current is not time:  # a PyAV whose callback no longer asks time.monotonic
         log.debug("PyAV interrupt hook unavailable: stop() waits for the read timeout")
         return False
-    setattr(core, "time", _INTERRUPTS)
+    core.time = _INTERRUPTS
     return True
 
 
 # -- hand-over items (worker thread -> event loop) --
+
 
 @dataclass(frozen=True, slots=True)
 class _Publish:
@@ -188,15 +157,29 @@ class _TrackReader:
 
     def _build_track(self, ctx: Any, config: bytes) -> Track:
         if self.normalizer is None:
-            return Track(self.index, "audio", "aac", self.timescale, config,
-                         sample_rate=ctx.sample_rate, channels=ctx.channels)
+            return Track(
+                self.index,
+                "audio",
+                "aac",
+                self.timescale,
+                config,
+                sample_rate=ctx.sample_rate,
+                channels=ctx.channels,
+            )
         width, height, record = ctx.width, ctx.height, b""
         if self.normalizer.params.complete:
             record = self.normalizer.params.record()
             info = self.normalizer.params.sps_info()
             width, height = info.width, info.height
-        return Track(self.index, "video", self.codec, self.timescale,  # type: ignore[arg-type]
-                     record, width=width, height=height)
+        return Track(
+            self.index,
+            "video",
+            self.codec,
+            self.timescale,  # type: ignore[arg-type]
+            record,
+            width=width,
+            height=height,
+        )
 
     @property
     def ready(self) -> bool:
@@ -221,12 +204,20 @@ class _TrackReader:
         record = self.normalizer.params.record()
         if record != self.track.config:
             info = self.normalizer.params.sps_info()
-            self.track = Track(self.index, "video", self.codec,  # type: ignore[arg-type]
-                               self.timescale, record, width=info.width, height=info.height)
+            self.track = Track(
+                self.index,
+                "video",
+                self.codec,  # type: ignore[arg-type]
+                self.timescale,
+                record,
+                width=info.width,
+                height=info.height,
+            )
             self.new_track = self.track
 
-    def _stamp(self, data: bytes, keyframe: bool, packet: av.Packet,
-               arrival: float) -> list[Packet]:
+    def _stamp(
+        self, data: bytes, keyframe: bool, packet: av.Packet, arrival: float
+    ) -> list[Packet]:
         """Timestamps in the track's timescale; a packet without any (RTSP's first, before
         the first RTP timestamp mapping) gets one from its neighbour, a packet going
         backwards is dropped, as a muxer would refuse it."""
@@ -242,8 +233,11 @@ class _TrackReader:
         out: list[Packet] = []
         if self._pending is not None and self.last_dts is None:
             early = dts - self.step
-            out.append(Packet(self.index, early, early, self._pending[1], self._pending[0],
-                              self._pending[2]))
+            out.append(
+                Packet(
+                    self.index, early, early, self._pending[1], self._pending[0], self._pending[2]
+                )
+            )
             self.first_dts = self.last_dts = early
         self._pending = None
         if self.last_dts is not None and dts <= self.last_dts:
@@ -285,9 +279,17 @@ class RtspPull:
     once, stop() once; the state is hub.stream(stream_id).source.
     """
 
-    def __init__(self, hub: Hub, stream_id: str, url: str, transport: str = "tcp",
-                 timeout_s: float = DEFAULT_TIMEOUT_S, *, backoff: Backoff | None = None,
-                 stable_s: float = STABLE_S) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        stream_id: str,
+        url: str,
+        transport: str = "tcp",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        *,
+        backoff: Backoff | None = None,
+        stable_s: float = STABLE_S,
+    ) -> None:
         if transport not in ("tcp", "udp"):
             raise ValueError(f"transport must be 'tcp' or 'udp', not {transport!r}")
         self.hub = hub
@@ -334,8 +336,9 @@ class RtspPull:
         self._loop = asyncio.get_running_loop()
         _install_interrupts()
         self._set_state("connecting", "", 0)  # visible at once, before the thread runs
-        self._thread = threading.Thread(target=self._run, name=f"pull-{self.stream_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"pull-{self.stream_id}", daemon=True
+        )
         self._thread.start()
 
     async def stop(self) -> None:
@@ -350,8 +353,12 @@ class RtspPull:
             if not thread.is_alive():
                 _INTERRUPTS.release(thread)  # in case it ended before being marked
             else:
-                log.warning("stream %s: puller of %s still blocked; it ends within %.0f s",
-                            self.stream_id, self.safe_url, self.timeout_s * 2)
+                log.warning(
+                    "stream %s: puller of %s still blocked; it ends within %.0f s",
+                    self.stream_id,
+                    self.safe_url,
+                    self.timeout_s * 2,
+                )
         self._outbox.clear()
         self._close_publication("source stopped")
         self._set_state("stopped", "", self.reconnects)
@@ -384,8 +391,11 @@ class RtspPull:
         session = item.session
         try:
             self._publication = self.hub.publish(
-                self.stream_id, item.tracks, source=f"pull {self.safe_url}",
-                on_evict=lambda reason: self._evicted(session, reason))
+                self.stream_id,
+                item.tracks,
+                source=f"pull {self.safe_url}",
+                on_evict=lambda reason: self._evicted(session, reason),
+            )
         except StreamBusy as exc:
             self._leave(session, f"stream busy: {exc}")
             self._set_state("failed", self._leave_reason, self.reconnects)
@@ -450,8 +460,14 @@ class RtspPull:
         # the state before the end: whoever sees the stream end (API, tests) sees why
         self._send(_State("failed", reason, self.reconnects))
         self._send(_End(reason))
-        log.warning("stream %s: %s failed after %.1f s: %s; retry in %.1f s", self.stream_id,
-                    self.safe_url, time.monotonic() - started, reason, self.next_retry_s)
+        log.warning(
+            "stream %s: %s failed after %.1f s: %s; retry in %.1f s",
+            self.stream_id,
+            self.safe_url,
+            time.monotonic() - started,
+            reason,
+            self.next_retry_s,
+        )
         self._stopping.wait(self.next_retry_s)
         self.reconnects += 1
 
@@ -478,8 +494,9 @@ class RtspPull:
         }
         started = time.monotonic()
         try:
-            return av.open(self._url, options=options,
-                           timeout=(self.open_timeout_s, self.timeout_s))
+            return av.open(
+                self._url, options=options, timeout=(self.open_timeout_s, self.timeout_s)
+            )
         except av.error.InvalidDataError:
             # an RTSP request cut short by the timeout comes back as "invalid data"
             if time.monotonic() - started < self.open_timeout_s * 0.95:
@@ -492,8 +509,9 @@ class RtspPull:
         return self.timeout_s * 2
 
     def _readers(self, container: av.container.InputContainer) -> dict[int, _TrackReader]:
-        video = next((s for s in container.streams.video
-                      if s.codec_context.name in VIDEO_CODECS), None)
+        video = next(
+            (s for s in container.streams.video if s.codec_context.name in VIDEO_CODECS), None
+        )
         if video is None:
             found = ", ".join(s.codec_context.name for s in container.streams.video) or "none"
             raise SourceError(f"no H.264/H.265 video track (video found: {found})")
@@ -503,19 +521,35 @@ class RtspPull:
                 readers[stream.index] = _TrackReader(1, stream, "aac")
         return readers
 
-    def _describe(self, container: av.container.InputContainer,
-                  readers: dict[int, _TrackReader]) -> None:
-        kept = [f"{r.codec} {r.track.width}x{r.track.height}" if r.is_video
-                else f"{r.codec} {r.track.sample_rate} Hz" for r in readers.values()]
-        skipped = [f"{s.type} {s.codec_context.name}" for s in container.streams
-                   if s.index not in readers and s.type in ("video", "audio")]
-        log.info("stream %s: connected to %s (%s): %s%s", self.stream_id, self.safe_url,
-                 "file" if self.is_file else self.transport, ", ".join(kept),
-                 f"; skipped {', '.join(skipped)} (transcoding not yet supported)"
-                 if skipped else "")
+    def _describe(
+        self, container: av.container.InputContainer, readers: dict[int, _TrackReader]
+    ) -> None:
+        kept = [
+            f"{r.codec} {r.track.width}x{r.track.height}"
+            if r.is_video
+            else f"{r.codec} {r.track.sample_rate} Hz"
+            for r in readers.values()
+        ]
+        skipped = [
+            f"{s.type} {s.codec_context.name}"
+            for s in container.streams
+            if s.index not in readers and s.type in ("video", "audio")
+        ]
+        log.info(
+            "stream %s: connected to %s (%s): %s%s",
+            self.stream_id,
+            self.safe_url,
+            "file" if self.is_file else self.transport,
+            ", ".join(kept),
+            f"; skipped {', '.join(skipped)} (transcoding not yet supported)" if skipped else "",
+        )
 
-    def _forward(self, container: av.container.InputContainer,
-                 readers: dict[int, _TrackReader], live_since: list[float]) -> None:
+    def _forward(
+        self,
+        container: av.container.InputContainer,
+        readers: dict[int, _TrackReader],
+        live_since: list[float],
+    ) -> None:
         video = next(r for r in readers.values() if r.is_video)
         published = False
         for packet, arrival in self._packets(container, readers):
@@ -538,8 +572,9 @@ class RtspPull:
                     self._send(_NewTracks(tuple(r.track for r in readers.values())))
                 self._send(out)
 
-    def _packets(self, container: av.container.InputContainer,
-                 readers: dict[int, _TrackReader]) -> Iterator[tuple[av.Packet, float]]:
+    def _packets(
+        self, container: av.container.InputContainer, readers: dict[int, _TrackReader]
+    ) -> Iterator[tuple[av.Packet, float]]:
         """Packets with their arrival time; a file is looped and paced in real time."""
         if not self.is_file:
             last = time.monotonic()

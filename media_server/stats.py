@@ -29,22 +29,32 @@ def stream_stats(stream: Stream) -> dict[str, Any]:
         "epoch": stream.epoch,
         "uptime_s": round(stream.uptime, 1),
         "video": {"codec": video.codec, "width": video.width, "height": video.height}
-        if video else None,
-        "audio": {"codec": audio.codec, "sample_rate": audio.sample_rate,
-                  "channels": audio.channels} if audio else None,
+        if video
+        else None,
+        "audio": {
+            "codec": audio.codec,
+            "sample_rate": audio.sample_rate,
+            "channels": audio.channels,
+        }
+        if audio
+        else None,
         "fps": round(s.fps, 2),
         "bitrate_kbps": round(s.bitrate_bps / 1000, 1),
         "gop_s": round(s.gop_seconds, 3),
         "gop_frames": s.gop_frames,
         "viewers": sum(sub.viewers for sub in stream.subscribers),
-        "subscribers": [{"name": sub.name, "viewers": sub.viewers, "queued": sub.queued,
-                         "drops": sub.drops}
-                        for sub in stream.subscribers],
+        "subscribers": [
+            {"name": sub.name, "viewers": sub.viewers, "queued": sub.queued, "drops": sub.drops}
+            for sub in stream.subscribers
+        ],
         "packets": s.packets,
         "bytes": s.bytes,
         "drops": s.drops,
-        "source": {"state": stream.source.state, "reason": stream.source.reason,
-                   "reconnects": stream.source.reconnects},
+        "source": {
+            "state": stream.source.state,
+            "reason": stream.source.reason,
+            "reconnects": stream.source.reconnects,
+        },
         "last_end_reason": stream.last_end_reason,
     }
 
@@ -57,16 +67,19 @@ class HubCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         label = ["stream"]
-        live = GaugeMetricFamily("courtcast_stream_live", "1 while the stream has a publisher",
-                                 labels=label)
-        viewers = GaugeMetricFamily("courtcast_stream_subscribers", "Subscribers (outputs, viewers)",
-                                    labels=label)
+        live = GaugeMetricFamily(
+            "courtcast_stream_live", "1 while the stream has a publisher", labels=label
+        )
+        viewers = GaugeMetricFamily(
+            "courtcast_stream_subscribers", "Subscribers (outputs, viewers)", labels=label
+        )
         bitrate = GaugeMetricFamily("courtcast_stream_bitrate_bps", "Ingest bitrate", labels=label)
         fps = GaugeMetricFamily("courtcast_stream_fps", "Ingest video frame rate", labels=label)
         packets = CounterMetricFamily("courtcast_stream_packets", "Packets received", labels=label)
         bytes_in = CounterMetricFamily("courtcast_stream_bytes", "Bytes received", labels=label)
-        drops = CounterMetricFamily("courtcast_stream_drops",
-                                    "Packets dropped for slow subscribers", labels=label)
+        drops = CounterMetricFamily(
+            "courtcast_stream_drops", "Packets dropped for slow subscribers", labels=label
+        )
         for stream in self._hub.streams():
             sid = [stream.id]
             live.add_metric(sid, 1.0 if stream.live else 0.0)
@@ -81,23 +94,45 @@ class HubCollector(Collector):
 
 # (metric, kind, help, RtmpStats field)
 _RTMP_METRICS = (
-    ("courtcast_rtmp_connections", CounterMetricFamily, "RTMP connections accepted",
-     "connections_total"),
-    ("courtcast_rtmp_connections_open", GaugeMetricFamily, "RTMP connections open",
-     "connections_open"),
-    ("courtcast_rtmp_publishing", GaugeMetricFamily, "RTMP connections publishing",
-     "publishing"),
+    (
+        "courtcast_rtmp_connections",
+        CounterMetricFamily,
+        "RTMP connections accepted",
+        "connections_total",
+    ),
+    (
+        "courtcast_rtmp_connections_open",
+        GaugeMetricFamily,
+        "RTMP connections open",
+        "connections_open",
+    ),
+    ("courtcast_rtmp_publishing", GaugeMetricFamily, "RTMP connections publishing", "publishing"),
     ("courtcast_rtmp_playing", GaugeMetricFamily, "RTMP connections playing", "playing"),
-    ("courtcast_rtmp_received_bytes", CounterMetricFamily, "Bytes read from RTMP peers",
-     "bytes_in"),
-    ("courtcast_rtmp_sent_bytes", CounterMetricFamily, "Bytes written to RTMP peers",
-     "bytes_out"),
-    ("courtcast_rtmp_reads", CounterMetricFamily,
-     "Socket reads (publishers are read in batches)", "reads"),
-    ("courtcast_rtmp_refused", CounterMetricFamily, "Connections, publishes and plays refused",
-     "refused"),
-    ("courtcast_rtmp_protocol_errors", CounterMetricFamily,
-     "Connections closed for malformed RTMP", "protocol_errors"),
+    (
+        "courtcast_rtmp_received_bytes",
+        CounterMetricFamily,
+        "Bytes read from RTMP peers",
+        "bytes_in",
+    ),
+    ("courtcast_rtmp_sent_bytes", CounterMetricFamily, "Bytes written to RTMP peers", "bytes_out"),
+    (
+        "courtcast_rtmp_reads",
+        CounterMetricFamily,
+        "Socket reads (publishers are read in batches)",
+        "reads",
+    ),
+    (
+        "courtcast_rtmp_refused",
+        CounterMetricFamily,
+        "Connections, publishes and plays refused",
+        "refused",
+    ),
+    (
+        "courtcast_rtmp_protocol_errors",
+        CounterMetricFamily,
+        "Connections closed for malformed RTMP",
+        "protocol_errors",
+    ),
 )
 
 

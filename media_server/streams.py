@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from media_server.rtsp_pull import redact_url
+from core.redact import redact_url
 from storage.state import StateStore
 
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

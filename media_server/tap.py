@@ -25,8 +25,9 @@ OnError = Callable[[], None]
 
 
 class Tap(Subscription):
-    def __init__(self, stream: Stream, name: str, on_item: OnItem,
-                 on_error: OnError | None = None) -> None:
+    def __init__(
+        self, stream: Stream, name: str, on_item: OnItem, on_error: OnError | None = None
+    ) -> None:
         super().__init__(stream, name, max_packets=0)
         self._on_item = on_item
         self._on_error = on_error
@@ -37,8 +38,9 @@ class Tap(Subscription):
         try:
             self._on_item(item)
         except Exception:  # a bug in one output must not break the pusher's other outputs
-            log.exception("stream %s: %s failed on %s", self.stream.id, self.name,
-                          type(item).__name__)
+            log.exception(
+                "stream %s: %s failed on %s", self.stream.id, self.name, type(item).__name__
+            )
             if self._on_error is not None:
                 self._on_error()
 

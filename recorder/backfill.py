@@ -69,8 +69,8 @@ class SegmentIn:
 
 # -- reading an init segment (pure) -------------------------------------------------------
 
-def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int,
-                                                                                   int]]:
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
     """(type, payload start, payload end) of each box in data[start:end]."""
     end = len(data) if end is None else end
     pos = start
@@ -125,7 +125,7 @@ def _codec(data: bytes, kind: bytes, a: int, b: int) -> str:
         avcc = _child(data, a + 78, b, b"avcC")  # after the VisualSampleEntry fields
         if avcc is None or avcc[1] - avcc[0] < 4:
             raise ValueError("avc1 without avcC")
-        return "avc1." + data[avcc[0] + 1:avcc[0] + 4].hex()
+        return "avc1." + data[avcc[0] + 1 : avcc[0] + 4].hex()
     named = {b"hvc1": "hvc1", b"hev1": "hvc1", b"mp4a": "mp4a.40.2", b"Opus": "opus"}
     if kind not in named:
         raise ValueError(f"codec {kind.decode(errors='replace')!r} is not recorded")
@@ -140,8 +140,10 @@ def codec_mismatch(recording: list[str], agent: list[str]) -> str:
     """Why the agent's codecs cannot join the recording ('' when they can)."""
     if not recording or sorted(map(family, recording)) == sorted(map(family, agent)):
         return ""
-    return (f"the agent's init has codecs {', '.join(agent)}, the recording "
-            f"{', '.join(recording)}: backfill cannot mix them (same camera, same settings?)")
+    return (
+        f"the agent's init has codecs {', '.join(agent)}, the recording "
+        f"{', '.join(recording)}: backfill cannot mix them (same camera, same settings?)"
+    )
 
 
 def looks_like_fragment(data: bytes) -> bool:
@@ -149,6 +151,7 @@ def looks_like_fragment(data: bytes) -> bool:
 
 
 # -- who may change the manifest -----------------------------------------------------------
+
 
 class _Target(Protocol):
     manifest: Manifest
@@ -203,10 +206,17 @@ class _Stored:
         # the object first: a manifest never lists what is not stored (a retry after a
         # failure here writes the same name again)
         await self.role.storage.objects.put(f"{self.prefix}seg-{seq}.m4s", data, "video/mp4")
-        self.manifest.append(start=meta["start"], duration=meta["duration"],
-                             data_sha256=meta["sha256"], size=len(data), init=meta["init"],
-                             media_start=meta["media_start"], discontinuity=True,
-                             backfilled=True, seq=seq)
+        self.manifest.append(
+            start=meta["start"],
+            duration=meta["duration"],
+            data_sha256=meta["sha256"],
+            size=len(data),
+            init=meta["init"],
+            media_start=meta["media_start"],
+            discontinuity=True,
+            backfilled=True,
+            seq=seq,
+        )
         self.manifest.fill_gaps()
         await self._save()
         return seq
@@ -216,12 +226,14 @@ class _Stored:
         objects, data = self.role.storage.objects, self.manifest.to_bytes()
         await objects.put(self.prefix + "manifest.json", data, "application/json")
         if self.manifest.state == "closed":
-            await objects.put(self.prefix + "manifest.sig", self.role.signer.sign(data),
-                              "application/json")
+            await objects.put(
+                self.prefix + "manifest.sig", self.role.signer.sign(data), "application/json"
+            )
         await self.role.index.put(self.manifest, self.role.options.node)
 
 
 # -- the service --------------------------------------------------------------------------
+
 
 class RecordingBackfill:
     """What the backfill API does, given the device's streams (authenticated by the API)."""
@@ -242,8 +254,10 @@ class RecordingBackfill:
             manifest = await self._current(record["id"])
             if manifest is None:
                 continue
-            found += [GapOut(recording_id=manifest.recording_id, stream=stream,
-                             start=g.start, end=g.end) for g in manifest.fillable_gaps()]
+            found += [
+                GapOut(recording_id=manifest.recording_id, stream=stream, start=g.start, end=g.end)
+                for g in manifest.fillable_gaps()
+            ]
         return sorted(found, key=lambda g: g.start)
 
     async def _current(self, rid: str) -> Manifest | None:
@@ -275,8 +289,9 @@ class RecordingBackfill:
             if why := codec_mismatch(live_codecs, codecs):
                 raise BackfillError(409, why)
             taken = {i.name for i in inits}
-            name = next(f"init-bf{n}.mp4" for n in range(len(inits) + 1)
-                        if f"init-bf{n}.mp4" not in taken)
+            name = next(
+                f"init-bf{n}.mp4" for n in range(len(inits) + 1) if f"init-bf{n}.mp4" not in taken
+            )
             await target.add_init(InitEntry(name, digest, len(data), codecs), data)
             return {"status": "stored", "init": name}
 
@@ -290,18 +305,33 @@ class RecordingBackfill:
             if seg.sha256 in target.known_sha256():
                 return {"status": "duplicate"}
             if seg.init not in {i.name for i in target.inits()}:
-                raise BackfillError(400, f"unknown init {seg.init!r}: upload the init first "
-                                         "and use the name it was given")
+                raise BackfillError(
+                    400,
+                    f"unknown init {seg.init!r}: upload the init first "
+                    "and use the name it was given",
+                )
             end = seg.start + seg.duration
             if target.manifest.backfill_room(seg.start, end) < MIN_OVERLAP_S:
-                raise BackfillError(409, "no gap there: the recording has media (or a "
-                                         "recess, or a filled gap) at that time")
-            meta = {"start": round(seg.start, 6), "duration": round(seg.duration, 6),
-                    "init": seg.init, "media_start": round(seg.media_start, 6),
-                    "discontinuity": True, "backfilled": True, "sha256": seg.sha256}
+                raise BackfillError(
+                    409,
+                    "no gap there: the recording has media (or a "
+                    "recess, or a filled gap) at that time",
+                )
+            meta = {
+                "start": round(seg.start, 6),
+                "duration": round(seg.duration, 6),
+                "init": seg.init,
+                "media_start": round(seg.media_start, 6),
+                "discontinuity": True,
+                "backfilled": True,
+                "sha256": seg.sha256,
+            }
             seq = await target.add_segment(seg.data, meta)
-            filled = [g for g in target.manifest.gaps if g.filled
-                      and overlap(seg.start, end, g.start, g.end) > 0]
+            filled = [
+                g
+                for g in target.manifest.gaps
+                if g.filled and overlap(seg.start, end, g.start, g.end) > 0
+            ]
             return {"status": "stored", "seq": seq, "gap_filled": bool(filled)}
 
         return await self._change(rid, work)
@@ -311,12 +341,18 @@ class RecordingBackfill:
         if seg.stream != stream:
             raise BackfillError(400, f"recording is of stream {stream}, not {seg.stream}")
         if sha256_hex(seg.data) != seg.sha256.lower():
-            raise BackfillError(400, "X-Content-SHA256 does not match the body: the upload "
-                                     "was damaged; send it again")
-        if not (math.isfinite(seg.start) and 0 < seg.duration <= MAX_SEGMENT_S
-                and math.isfinite(seg.media_start)):
-            raise BackfillError(400, f"start/duration out of range (duration must be in "
-                                     f"(0, {MAX_SEGMENT_S:.0f}] s)")
+            raise BackfillError(
+                400,
+                "X-Content-SHA256 does not match the body: the upload was damaged; send it again",
+            )
+        if not (
+            math.isfinite(seg.start)
+            and 0 < seg.duration <= MAX_SEGMENT_S
+            and math.isfinite(seg.media_start)
+        ):
+            raise BackfillError(
+                400, f"start/duration out of range (duration must be in (0, {MAX_SEGMENT_S:.0f}] s)"
+            )
         if not looks_like_fragment(seg.data):
             raise BackfillError(400, "the body is not an fMP4 media segment (moof/prft)")
 
@@ -331,8 +367,9 @@ class RecordingBackfill:
 
     # -- one change at a time --
 
-    async def _change(self, rid: str,
-                      work: Callable[[_Target], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    async def _change(
+        self, rid: str, work: Callable[[_Target], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
         async with self._locks.setdefault(rid, asyncio.Lock()):
             live = self.role.find(rid)
             if live is not None and not live.closing:
@@ -341,8 +378,10 @@ class RecordingBackfill:
                 except RecordingClosing:
                     pass  # closed meanwhile: its final manifest is changed below
             lock = self.role.storage.state.raw.lock(
-                f"{self.role.storage.state.prefix}lock:backfill:{rid}", timeout=LOCK_TIMEOUT_S,
-                blocking_timeout=LOCK_TIMEOUT_S / 2)
+                f"{self.role.storage.state.prefix}lock:backfill:{rid}",
+                timeout=LOCK_TIMEOUT_S,
+                blocking_timeout=LOCK_TIMEOUT_S / 2,
+            )
             async with lock:
                 return await work(_Stored(self.role, await self._closed_manifest(rid)))
 
@@ -352,8 +391,9 @@ class RecordingBackfill:
             await self.role.wait_closed()  # being closed by this process: its signature
             manifest = await self._current_stored(rid)
         if manifest.state != "closed":
-            raise BackfillError(503, f"recording {rid} is being written by another recorder; "
-                                     "try again later")
+            raise BackfillError(
+                503, f"recording {rid} is being written by another recorder; try again later"
+            )
         return manifest
 
     async def _current_stored(self, rid: str) -> Manifest:

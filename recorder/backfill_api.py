@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 
+from core.identity import CredentialError
 from device_agents.protocol import (
     BACKFILL_GAPS_PATH,
     BACKFILL_INIT_PATH,
@@ -32,15 +33,12 @@ def make_backfill_router(role: "RecorderRole") -> APIRouter:
 
     async def device_streams(request: Request) -> list[str]:
         """The streams of the device whose bearer credential this is (401 otherwise)."""
-        from control_room.devices import DeviceAuthError, DeviceRegistry
-
         try:
-            device = await DeviceRegistry(role.storage.state).authenticate(
-                request.headers.get("authorization", ""))
-        except DeviceAuthError as exc:
-            raise HTTPException(401, f"device not accepted: {exc}",
-                                headers={"WWW-Authenticate": "Bearer"}) from None
-        return list(device.streams)
+            return await role.device_streams(request.headers.get("authorization", ""))
+        except CredentialError as exc:
+            raise HTTPException(
+                401, f"device not accepted: {exc}", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
 
     Streams = Annotated[list[str], Depends(device_streams)]
 
@@ -50,8 +48,9 @@ def make_backfill_router(role: "RecorderRole") -> APIRouter:
             raise HTTPException(413, f"body of {size} bytes; at most {limit}")
         data = await request.body()
         if not data or len(data) > limit:
-            raise HTTPException(400 if not data else 413, "empty body" if not data
-                                else f"body over {limit} bytes")
+            raise HTTPException(
+                400 if not data else 413, "empty body" if not data else f"body over {limit} bytes"
+            )
         return data
 
     async def answer(work: Any, status: int = 200) -> Response:
@@ -76,10 +75,17 @@ def make_backfill_router(role: "RecorderRole") -> APIRouter:
         return await answer(service.put_init(recording_id, streams, data))
 
     @router.put(BACKFILL_SEGMENT_PATH)
-    async def put_segment(recording_id: str, request: Request, streams: Streams,
-                          stream: str, start: float, duration: float, init: str,
-                          sha256: Annotated[str, Header(alias="X-Content-SHA256")],
-                          media_start: Annotated[float, Query()] = 0.0) -> Response:
+    async def put_segment(
+        recording_id: str,
+        request: Request,
+        streams: Streams,
+        stream: str,
+        start: float,
+        duration: float,
+        init: str,
+        sha256: Annotated[str, Header(alias="X-Content-SHA256")],
+        media_start: Annotated[float, Query()] = 0.0,
+    ) -> Response:
         if not all(map(math.isfinite, (start, duration, media_start))):
             raise HTTPException(400, "start, duration and media_start must be numbers")
         if stream not in streams:

@@ -84,6 +84,7 @@ class ExportResult:
 
 # -- which media, in which order (pure) ---------------------------------------------------
 
+
 @dataclass
 class Piece:
     """Segments that continue one another (one init, one media timeline), and the
@@ -149,8 +150,16 @@ def plan(manifest: Manifest, start: float, end: float) -> list[Piece]:
 
 # -- the export ---------------------------------------------------------------------------
 
-async def export_clip(store: ObjectStore, manifest: Manifest, start: float, end: float,
-                      out: Path, signer: Signer, progress: Progress | None = None) -> ExportResult:
+
+async def export_clip(
+    store: ObjectStore,
+    manifest: Manifest,
+    start: float,
+    end: float,
+    out: Path,
+    signer: Signer,
+    progress: Progress | None = None,
+) -> ExportResult:
     if end <= start:
         raise TimeError("--to must be after --from")
     pieces = plan(manifest, start, end)
@@ -170,26 +179,32 @@ async def export_clip(store: ObjectStore, manifest: Manifest, start: float, end:
         # PyAV blocks: a thread, so the API keeps serving while a long clip is written
         media_s = await asyncio.to_thread(_join, pieces, sources, out, progress)
     data_sha = _file_sha256(out)
+    size = (await asyncio.to_thread(out.stat)).st_size
     first, last = round(pieces[0].wall_from, 6), round(pieces[-1].wall_to, 6)
-    statement = {"kind": "courtcast-export/1", "recording_id": manifest.recording_id,
-                 "stream": manifest.stream, "case_number": manifest.case_number,
-                 "from": first, "to": last,
-                 "requested_from": start, "requested_to": end,
-                 "sha256": data_sha, "bytes": out.stat().st_size,
-                 "manifest_sha256": hashlib.sha256(manifest.to_bytes()).hexdigest()}
+    statement = {
+        "kind": "courtcast-export/1",
+        "recording_id": manifest.recording_id,
+        "stream": manifest.stream,
+        "case_number": manifest.case_number,
+        "from": first,
+        "to": last,
+        "requested_from": start,
+        "requested_to": end,
+        "sha256": data_sha,
+        "bytes": size,
+        "manifest_sha256": hashlib.sha256(manifest.to_bytes()).hexdigest(),
+    }
     sig_path = out.with_name(out.name + ".sig")
-    sig_path.write_bytes(sign_statement(signer, statement))
-    return ExportResult(out, first, last, media_s, data_sha, out.stat().st_size, sig_path)
+    await asyncio.to_thread(sig_path.write_bytes, sign_statement(signer, statement))
+    return ExportResult(out, first, last, media_s, data_sha, size, sig_path)
 
 
-def _join(pieces: list[Piece], sources: list[Path], out: Path,
-          progress: Progress | None) -> float:
+def _join(pieces: list[Piece], sources: list[Path], out: Path, progress: Progress | None) -> float:
     """Remux the pieces into out; returns the clip's media seconds."""
     total = sum(p.media_to - p.media_from for p in pieces)
     inputs = [av.open(str(path), format="mp4") for path in sources]
     try:
-        with av.open(str(out), "w", format="mp4",
-                     options={"movflags": "+faststart"}) as output:
+        with av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as output:
             joiner = _Joiner(output, inputs, total, progress)
             for piece, source in zip(pieces, inputs, strict=True):
                 joiner.write(piece, source)
@@ -216,8 +231,11 @@ def _mismatch(a: Stream, b: Stream) -> str:
     ca, cb = a.codec_context, b.codec_context
     if ca.name != cb.name:
         return f"the {a.type} codec changed ({ca.name} to {cb.name})"
-    if isinstance(ca, AudioCodecContext) and isinstance(cb, AudioCodecContext) \
-            and (ca.sample_rate, ca.channels) != (cb.sample_rate, cb.channels):
+    if (
+        isinstance(ca, AudioCodecContext)
+        and isinstance(cb, AudioCodecContext)
+        and (ca.sample_rate, ca.channels) != (cb.sample_rate, cb.channels)
+    ):
         return "the audio format changed (sample rate or channels)"
     return ""
 
@@ -225,8 +243,13 @@ def _mismatch(a: Stream, b: Stream) -> str:
 class _Joiner:
     """Writes pieces one after another into one MP4 with continuous timestamps."""
 
-    def __init__(self, output: OutputContainer, inputs: list[InputContainer], total_s: float,
-                 progress: Progress | None) -> None:
+    def __init__(
+        self,
+        output: OutputContainer,
+        inputs: list[InputContainer],
+        total_s: float,
+        progress: Progress | None,
+    ) -> None:
         self.output = output
         self.total_s = total_s
         self.progress = progress
@@ -247,13 +270,17 @@ class _Joiner:
             template = found[0]
             for other in found[1:]:
                 if why := _mismatch(template, other):
-                    raise ExportError(f"{why} inside this stretch; export the parts before "
-                                      "and after the change separately")
+                    raise ExportError(
+                        f"{why} inside this stretch; export the parts before "
+                        "and after the change separately"
+                    )
             track = self.output.add_stream_from_template(template)
             self.extradata[kind] = bytes(template.codec_context.extradata or b"")
             name = template.codec_context.name
-            if any(bytes(f.codec_context.extradata or b"") != self.extradata[kind]
-                   for f in found) and name in IN_BAND_TAGS:
+            if (
+                any(bytes(f.codec_context.extradata or b"") != self.extradata[kind] for f in found)
+                and name in IN_BAND_TAGS
+            ):
                 track.codec_context.codec_tag = IN_BAND_TAGS[name]
             self.tracks[kind] = track
 
@@ -265,8 +292,9 @@ class _Joiner:
         prefix = self._prefix(streams.get("video"))
         media_from, media_to = piece.media_from, piece.media_to
         shift = Fraction(self.at - media_from).limit_denominator(1_000_000)
-        ticks = {s.index: round(shift / s.time_base) for s in streams.values()
-                 if s.time_base is not None}
+        ticks = {
+            s.index: round(shift / s.time_base) for s in streams.values() if s.time_base is not None
+        }
         held: list[AvPacket] = []
         for pkt in _packets(source, list(streams.values())):
             t = _seconds(pkt)
@@ -316,8 +344,11 @@ class _Joiner:
         self._report(end)
 
     def _report(self, at: float) -> None:
-        if self.progress is not None and self.total_s > 0 and at - self.reported >= 0.01 \
-                * self.total_s:
+        if (
+            self.progress is not None
+            and self.total_s > 0
+            and at - self.reported >= 0.01 * self.total_s
+        ):
             self.reported = at
             self.progress(max(0.0, min(1.0, at / self.total_s)))
 
@@ -332,8 +363,11 @@ def _packets(source: InputContainer, streams: list[Stream]) -> Iterator[AvPacket
 def _from_keyframe(held: list[AvPacket], lead: Stream, media_from: float) -> list[AvPacket]:
     """Of the packets before `from`, those from the lead track's last keyframe at or
     before it on (every track: a decoder starts there, the edit list hides the rest)."""
-    keys = [_seconds(p) for p in held
-            if p.stream.index == lead.index and (p.is_keyframe or lead.type == "audio")]
+    keys = [
+        _seconds(p)
+        for p in held
+        if p.stream.index == lead.index and (p.is_keyframe or lead.type == "audio")
+    ]
     first = max((k for k in keys if k <= media_from + EPS_S), default=-math.inf)
     return [p for p in held if _seconds(p) >= first - EPS_S]
 

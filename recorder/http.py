@@ -1,8 +1,8 @@
 """HTTP API of the recorder: recordings (list, manifest, verify, HLS playback, export) and
 trial sessions (open, recess, resume, close).
 
-Who may do what: clerks and admins open and close sessions and export; staff (admin,
-clerk, operator) list, play and verify every recording; anyone may play the recording of
+Who may do what (core.rights): manage_sessions opens and closes sessions and exports;
+read_recordings lists, plays and verifies every recording; anyone may play the recording of
 a public trial, and fetch the signing key. `security.open` (local trials) allows all.
 Exports are audited.
 """
@@ -19,9 +19,10 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
-from media_server.access import Caller
+from core.audit import audit
+from core.identity import caller_guards, session_resolver
+from core.rights import Caller, may
 from recorder.export import ExportError, export_clip
-from recorder.index import audit
 from recorder.manifest import Manifest, object_prefix
 from recorder.playback import TimeError, parse_time
 from recorder.playback import playlist as make_playlist
@@ -33,8 +34,6 @@ from storage.objects import ObjectNotFound
 if TYPE_CHECKING:
     from recorder.role import RecorderRole
 
-STAFF = ("admin", "clerk", "operator")
-CLERKS = ("admin", "clerk")
 MEDIA_NAME = re.compile(r"^(seg-\d+\.m4s|init(-\d+|-bf\d+)?\.mp4)$")  # -bf: backfill
 
 
@@ -54,32 +53,20 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     state, objects = role.storage.state, role.storage.objects
     open_mode = role.config.security.open
 
-    async def current_caller(request: Request) -> Caller | None:
-        from control_room.auth import session_token
-        from control_room.users import Users
+    current_caller, require = caller_guards(session_resolver(state), open_mode)
 
-        return await Users(state).caller(session_token(request))
-
-    def allowed(caller: Caller | None, roles: tuple[str, ...]) -> bool:
-        return open_mode or (caller is not None and caller.role in roles)
-
-    def require(*roles: str) -> Any:
-        async def guard(caller: Annotated[Caller | None, Depends(current_caller)]) -> Caller | None:
-            if not allowed(caller, roles):
-                raise HTTPException(401 if caller is None else 403,
-                                    "sign in first" if caller is None
-                                    else f"role {caller.role} may not do this")
-            return caller
-        return Depends(guard)
+    def allowed(caller: Caller | None, right: str) -> bool:
+        return open_mode or may(caller, right)
 
     async def readable(rid: str, caller: Caller | None) -> dict[str, Any]:
         """The index record, if this caller may play it (public trials: anyone)."""
         record = await role.index.get(rid)
         if record is None:
             raise HTTPException(404, f"no recording {rid}")
-        if not allowed(caller, STAFF) and not record.get("public"):
-            raise HTTPException(401 if caller is None else 403,
-                                "this recording is not public: sign in first")
+        if not allowed(caller, "read_recordings") and not record.get("public"):
+            raise HTTPException(
+                401 if caller is None else 403, "this recording is not public: sign in first"
+            )
         return record
 
     async def manifest_of(rid: str) -> Manifest:
@@ -94,19 +81,32 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
 
     @router.get("/recordings/signing-key", tags=["recordings"])
     async def signing_key() -> PlainTextResponse:
-        return PlainTextResponse(public_pem(role.signer.public),
-                                 headers={"X-Key-Id": role.signer.key_id})
+        return PlainTextResponse(
+            public_pem(role.signer.public), headers={"X-Key-Id": role.signer.key_id}
+        )
 
     @router.get("/recordings", tags=["recordings"])
-    async def list_recordings(caller: Anyone, court: str = "", room: str = "",
-                              case_number: str = "", date: str = "", stream: str = "",
-                              session: str = "") -> dict[str, Any]:
+    async def list_recordings(
+        caller: Anyone,
+        court: str = "",
+        room: str = "",
+        case_number: str = "",
+        date: str = "",
+        stream: str = "",
+        session: str = "",
+    ) -> dict[str, Any]:
         try:
-            found = await role.index.search(court=court, room=room, case_number=case_number,
-                                            date=date, stream=stream, session=session)
+            found = await role.index.search(
+                court=court,
+                room=room,
+                case_number=case_number,
+                date=date,
+                stream=stream,
+                session=session,
+            )
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
-        if not allowed(caller, STAFF):
+        if not allowed(caller, "read_recordings"):
             found = [r for r in found if r.get("public")]
         return {"recordings": found}
 
@@ -116,7 +116,9 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         return {**record, "manifest": (await manifest_of(rid)).to_dict()}
 
     @router.get("/recordings/{rid}/verify", tags=["recordings"])
-    async def verify(rid: str, caller: Annotated[Caller | None, require(*STAFF)]) -> dict[str, Any]:
+    async def verify(
+        rid: str, caller: Annotated[Caller | None, require("read_recordings")]
+    ) -> dict[str, Any]:
         # a recording whose manifest is gone is a failed verification (evidence removed);
         # an id nobody ever recorded is just not found
         if await role.index.get(rid) is None and not await objects.list(object_prefix(rid)):
@@ -124,10 +126,14 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         return (await verify_recording(objects, rid, role.signer.public)).to_dict()
 
     @router.get("/recordings/{rid}/index.m3u8", tags=["recordings"])
-    async def playlist(rid: str, request: Request, caller: Anyone,
-                       start: Annotated[str | None, Query(alias="from")] = None,
-                       end: Annotated[str | None, Query(alias="to")] = None,
-                       snapshot: bool = False) -> Response:
+    async def playlist(
+        rid: str,
+        request: Request,
+        caller: Anyone,
+        start: Annotated[str | None, Query(alias="from")] = None,
+        end: Annotated[str | None, Query(alias="to")] = None,
+        snapshot: bool = False,
+    ) -> Response:
         await readable(rid, caller)
         manifest = await manifest_of(rid)
         try:
@@ -137,28 +143,50 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
             raise HTTPException(400, str(exc)) from None
         token = request.query_params.get("token")
         text = make_playlist(manifest, lo, hi, f"token={token}" if token else "", snapshot)
-        return Response(text, media_type="application/vnd.apple.mpegurl",
-                        headers={"Cache-Control": "no-cache"})
+        return Response(
+            text, media_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-cache"}
+        )
 
     @router.get("/recordings/{rid}/export.mp4", tags=["recordings"])
-    async def export(rid: str, caller: Annotated[Caller | None, require(*CLERKS)],
-                     start: Annotated[str, Query(alias="from")],
-                     end: Annotated[str, Query(alias="to")]) -> FileResponse:
+    async def export(
+        rid: str,
+        caller: Annotated[Caller | None, require("manage_sessions")],
+        start: Annotated[str, Query(alias="from")],
+        end: Annotated[str, Query(alias="to")],
+    ) -> FileResponse:
         manifest = await manifest_of(rid)
         tmp = tempfile.TemporaryDirectory(prefix="courtcast-export-")
         out = Path(tmp.name) / f"{rid}.mp4"
         try:
-            result = await export_clip(objects, manifest, parse_time(start, manifest.opened_at),
-                                       parse_time(end, manifest.opened_at), out, role.signer)
+            result = await export_clip(
+                objects,
+                manifest,
+                parse_time(start, manifest.opened_at),
+                parse_time(end, manifest.opened_at),
+                out,
+                role.signer,
+            )
         except (TimeError, ExportError) as exc:
             tmp.cleanup()
             raise HTTPException(400, str(exc)) from None
-        await audit(state, "export", caller.name if caller else "open-mode", recording=rid,
-                    start=result.start, end=result.end, sha256=result.sha256, via="http")
+        await audit(
+            state,
+            "export",
+            caller.name if caller else "open-mode",
+            recording=rid,
+            start=result.start,
+            end=result.end,
+            sha256=result.sha256,
+            via="http",
+        )
         signature = base64.b64encode(result.signature_path.read_bytes()).decode()
-        return FileResponse(out, media_type="video/mp4", filename=out.name,
-                            headers={"X-Courtcast-Signature": signature},
-                            background=BackgroundTask(tmp.cleanup))
+        return FileResponse(
+            out,
+            media_type="video/mp4",
+            filename=out.name,
+            headers={"X-Courtcast-Signature": signature},
+            background=BackgroundTask(tmp.cleanup),
+        )
 
     @router.get("/recordings/{rid}/{name}", tags=["recordings"])
     async def media(rid: str, name: str, caller: Anyone) -> Response:
@@ -169,8 +197,9 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
             data = await objects.get(f"{object_prefix(rid)}{name}")
         except ObjectNotFound:
             raise HTTPException(404, f"recording {rid} has no {name}") from None
-        return Response(data, media_type="video/mp4",
-                        headers={"Cache-Control": "max-age=86400, immutable"})
+        return Response(
+            data, media_type="video/mp4", headers={"Cache-Control": "max-age=86400, immutable"}
+        )
 
     # -- trial sessions -----------------------------------------------------------------
 
@@ -181,51 +210,70 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         try:
             return view(await work)
         except SessionError as exc:
-            raise HTTPException(409 if "already" in str(exc) or "cannot" in str(exc)
-                                else 404 if str(exc).startswith("no session") else 400,
-                                str(exc)) from None
+            raise HTTPException(
+                409
+                if "already" in str(exc) or "cannot" in str(exc)
+                else 404
+                if str(exc).startswith("no session")
+                else 400,
+                str(exc),
+            ) from None
 
     @router.post("/sessions", tags=["sessions"], status_code=201)
-    async def open_session(body: SessionIn,
-                           caller: Annotated[Caller | None, require(*CLERKS)]) -> dict[str, Any]:
+    async def open_session(
+        body: SessionIn, caller: Annotated[Caller | None, require("manage_sessions")]
+    ) -> dict[str, Any]:
         who = caller.name if caller else "open-mode"
-        return await acting(role.sessions.open(body.room, body.case_number, body.title,
-                                               body.public, who))
+        return await acting(
+            role.sessions.open(body.room, body.case_number, body.title, body.public, who)
+        )
 
     @router.get("/sessions", tags=["sessions"])
-    async def list_sessions(caller: Annotated[Caller | None, require(*STAFF)],
-                            state_: Annotated[str | None, Query(alias="state")] = None
-                            ) -> dict[str, Any]:
+    async def list_sessions(
+        caller: Annotated[Caller | None, require("read_recordings")],
+        state_: Annotated[str | None, Query(alias="state")] = None,
+    ) -> dict[str, Any]:
         return {"sessions": [view(s) for s in await role.sessions.list(state_)]}
 
     @router.get("/sessions/{sid}", tags=["sessions"])
-    async def get_session(sid: str, caller: Annotated[Caller | None, require(*STAFF)]
-                          ) -> dict[str, Any]:
+    async def get_session(
+        sid: str, caller: Annotated[Caller | None, require("read_recordings")]
+    ) -> dict[str, Any]:
         body = await acting(role.sessions.get(sid))
         recordings = await role.index.search(session=sid)
         body["recordings"] = recordings
         # every camera of the courtroom on one clock: each playlist carries program
         # date-times, so players aligned on them (or seeking with ?from=) show one moment
-        body["playback"] = [{"stream": r["stream"], "recording": r["id"],
-                             "playlist": f"/api/v1/recordings/{r['id']}/index.m3u8",
-                             "opened_at": r["opened_at"], "closed_at": r["closed_at"]}
-                            for r in sorted(recordings, key=lambda r: r["stream"])]
+        body["playback"] = [
+            {
+                "stream": r["stream"],
+                "recording": r["id"],
+                "playlist": f"/api/v1/recordings/{r['id']}/index.m3u8",
+                "opened_at": r["opened_at"],
+                "closed_at": r["closed_at"],
+            }
+            for r in sorted(recordings, key=lambda r: r["stream"])
+        ]
         return body
 
     @router.post("/sessions/{sid}/recess", tags=["sessions"])
-    async def recess(sid: str, body: RecessIn,
-                     caller: Annotated[Caller | None, require(*CLERKS)]) -> dict[str, Any]:
-        return await acting(role.sessions.recess(sid, body.reason,
-                                                 caller.name if caller else "open-mode"))
+    async def recess(
+        sid: str, body: RecessIn, caller: Annotated[Caller | None, require("manage_sessions")]
+    ) -> dict[str, Any]:
+        return await acting(
+            role.sessions.recess(sid, body.reason, caller.name if caller else "open-mode")
+        )
 
     @router.post("/sessions/{sid}/resume", tags=["sessions"])
-    async def resume(sid: str, caller: Annotated[Caller | None, require(*CLERKS)]
-                     ) -> dict[str, Any]:
+    async def resume(
+        sid: str, caller: Annotated[Caller | None, require("manage_sessions")]
+    ) -> dict[str, Any]:
         return await acting(role.sessions.resume(sid, caller.name if caller else "open-mode"))
 
     @router.post("/sessions/{sid}/close", tags=["sessions"])
-    async def close(sid: str, caller: Annotated[Caller | None, require(*CLERKS)]
-                    ) -> dict[str, Any]:
+    async def close(
+        sid: str, caller: Annotated[Caller | None, require("manage_sessions")]
+    ) -> dict[str, Any]:
         return await acting(role.sessions.close(sid, caller.name if caller else "open-mode"))
 
     return router

@@ -15,10 +15,17 @@ from recorder.manifest import Manifest
 from storage.state import Record, StateStore
 
 KIND = "recording"
-INDEXED = ("court", "room", "case_number", "date", "stream", "session", "state", "node",
-           "stream_class")
-AUDIT_STREAM = "audit"
-AUDIT_MAX_AGE_S = 10 * 365 * 86400  # evidence: the audit trail outlives the recordings
+INDEXED = (
+    "court",
+    "room",
+    "case_number",
+    "date",
+    "stream",
+    "session",
+    "state",
+    "node",
+    "stream_class",
+)
 
 
 def day_of(ts: float) -> str:
@@ -33,14 +40,23 @@ class RecordingIndex:
 
     async def put(self, manifest: Manifest, node: str, **extra: Any) -> None:
         record = {
-            "stream": manifest.stream, "session": manifest.session, "court": manifest.court,
-            "room": manifest.room, "case_number": manifest.case_number,
-            "stream_class": manifest.stream_class, "public": manifest.public,
+            "stream": manifest.stream,
+            "session": manifest.session,
+            "court": manifest.court,
+            "room": manifest.room,
+            "case_number": manifest.case_number,
+            "stream_class": manifest.stream_class,
+            "public": manifest.public,
             "state": manifest.state,
-            "date": day_of(manifest.opened_at), "opened_at": manifest.opened_at,
-            "closed_at": manifest.closed_at, "segments": len(manifest.segments),
-            "duration": round(manifest.duration, 3), "gaps": len(manifest.gaps),
-            "node": node, "updated": time.time(), **extra,
+            "date": day_of(manifest.opened_at),
+            "opened_at": manifest.opened_at,
+            "closed_at": manifest.closed_at,
+            "segments": len(manifest.segments),
+            "duration": round(manifest.duration, 3),
+            "gaps": len(manifest.gaps),
+            "node": node,
+            "updated": time.time(),
+            **extra,
         }
         await self.state.put_record(KIND, manifest.recording_id, record)
 
@@ -64,9 +80,3 @@ class RecordingIndex:
 
     async def delete(self, recording_id: str) -> None:
         await self.state.delete_record(KIND, recording_id)
-
-
-async def audit(state: StateStore, action: str, who: str, **details: Any) -> None:
-    """One line of the audit trail (DESIGN.md §7: every export and deletion)."""
-    await state.append_event(AUDIT_STREAM, {"action": action, "who": who, "at": time.time(),
-                                            **details}, AUDIT_MAX_AGE_S)

@@ -170,9 +170,16 @@ class Manifest:
 
     def header(self) -> dict[str, Any]:
         """What the chain starts from: who and what was recorded, with which codecs."""
-        return {"format": FORMAT, "recording_id": self.recording_id, "stream": self.stream,
-                "session": self.session, "court": self.court, "room": self.room,
-                "case_number": self.case_number, "opened_at": self.opened_at}
+        return {
+            "format": FORMAT,
+            "recording_id": self.recording_id,
+            "stream": self.stream,
+            "session": self.session,
+            "court": self.court,
+            "room": self.room,
+            "case_number": self.case_number,
+            "opened_at": self.opened_at,
+        }
 
     def genesis(self) -> str:
         return sha256_hex(canonical(self.header()))
@@ -185,16 +192,33 @@ class Manifest:
             cached = self._last = (self.segments[-1], self.segments[-1].entry_hash())
         return cached[1]
 
-    def append(self, *, start: float, duration: float, data_sha256: str, size: int,
-               init: str, media_start: float, discontinuity: bool,
-               backfilled: bool = False, seq: int | None = None) -> SegmentEntry:
+    def append(
+        self,
+        *,
+        start: float,
+        duration: float,
+        data_sha256: str,
+        size: int,
+        init: str,
+        media_start: float,
+        discontinuity: bool,
+        backfilled: bool = False,
+        seq: int | None = None,
+    ) -> SegmentEntry:
         """The next entry of the chain; seq: the object's number when the writer chose it
         (unique; a backfilled segment may hold a number above the live one being written)."""
-        entry = SegmentEntry(seq=self.next_seq if seq is None else seq, start=round(start, 6),
-                             duration=round(duration, 6), bytes=size, sha256=data_sha256,
-                             init=init, media_start=round(media_start, 6),
-                             discontinuity=discontinuity, prev=self.last_hash(),
-                             backfilled=backfilled)
+        entry = SegmentEntry(
+            seq=self.next_seq if seq is None else seq,
+            start=round(start, 6),
+            duration=round(duration, 6),
+            bytes=size,
+            sha256=data_sha256,
+            init=init,
+            media_start=round(media_start, 6),
+            discontinuity=discontinuity,
+            prev=self.last_hash(),
+            backfilled=backfilled,
+        )
         self.segments.append(entry)
         return entry
 
@@ -225,8 +249,7 @@ class Manifest:
     def fillable_gaps(self) -> list[Gap]:
         """Gaps a device agent's local recording may fill: not a recess (nothing is to be
         recorded then), not filled yet, not empty."""
-        return [g for g in self.open_gaps()
-                if g.cause != GapCause.recess and g.end - g.start > 0]
+        return [g for g in self.open_gaps() if g.cause != GapCause.recess and g.end - g.start > 0]
 
     def backfill_room(self, start: float, end: float) -> float:
         """Seconds of [start, end) that lie in a gap backfill may add to and that no
@@ -268,8 +291,7 @@ class Manifest:
             count, total = 0, 0.0  # the list was replaced or cut: sum again
         for seg in self.segments[count:]:
             total += seg.duration
-        self._duration = (len(self.segments), self.segments[-1] if self.segments else None,
-                          total)
+        self._duration = (len(self.segments), self.segments[-1] if self.segments else None, total)
         return float(total)
 
     def codecs(self) -> list[str]:
@@ -299,8 +321,10 @@ class Manifest:
         cache: list[str] = self.__dict__.setdefault("_segment_json", [])
         if len(cache) > len(self.segments):
             cache.clear()
-        cache.extend(json.dumps(stored(e), sort_keys=True, separators=(",", ":"))
-                     for e in self.segments[len(cache):])
+        cache.extend(
+            json.dumps(stored(e), sort_keys=True, separators=(",", ":"))
+            for e in self.segments[len(cache) :]
+        )
         entries = ",\n".join(cache)
         return text.replace(marker, f'"segments":[\n{entries}]').encode() + b"\n"
 

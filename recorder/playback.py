@@ -35,8 +35,7 @@ class TimeError(ValueError):
 
 
 def program_date_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str, base: float) -> float:
@@ -51,8 +50,10 @@ def parse_time(text: str, base: float) -> float:
     try:
         parsed = datetime.fromisoformat(text)  # 3.11 reads a "Z" zone itself
     except ValueError:
-        raise TimeError(f"time {text!r}: use ISO 8601 (2026-11-22T09:30:00Z), UNIX seconds, "
-                        "or +SECONDS from the recording's start") from None
+        raise TimeError(
+            f"time {text!r}: use ISO 8601 (2026-11-22T09:30:00Z), UNIX seconds, "
+            "or +SECONDS from the recording's start"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
@@ -61,12 +62,20 @@ def parse_time(text: str, base: float) -> float:
 def select(manifest: Manifest, start: float | None, end: float | None) -> list[SegmentEntry]:
     """The segments covering [start, end): from the one holding start (its keyframe is at
     or before start) to the last that begins before end."""
-    return [s for s in manifest.segments
-            if (start is None or s.end > start) and (end is None or s.start < end)]
+    return [
+        s
+        for s in manifest.segments
+        if (start is None or s.end > start) and (end is None or s.start < end)
+    ]
 
 
-def playlist(manifest: Manifest, start: float | None = None, end: float | None = None,
-             query: str = "", snapshot: bool = False) -> str:
+def playlist(
+    manifest: Manifest,
+    start: float | None = None,
+    end: float | None = None,
+    query: str = "",
+    snapshot: bool = False,
+) -> str:
     """The playlist of [start, end) a player gets (the module's docstring says which)."""
     segments = select(manifest, start, end)
     if manifest.state != "closed" and not snapshot and end is None:
@@ -79,9 +88,14 @@ def render(segments: list[SegmentEntry], query: str = "", vod: bool = True) -> s
     """The playlist of these segments, in this order."""
     suffix = f"?{query}" if query else ""
     target = max((math.ceil(s.duration) for s in segments), default=1)
-    lines = ["#EXTM3U", "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{target}",
-             "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-INDEPENDENT-SEGMENTS",
-             f"#EXT-X-PLAYLIST-TYPE:{'VOD' if vod else 'EVENT'}"]
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-VERSION:7",
+        f"#EXT-X-TARGETDURATION:{target}",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-INDEPENDENT-SEGMENTS",
+        f"#EXT-X-PLAYLIST-TYPE:{'VOD' if vod else 'EVENT'}",
+    ]
     init = None
     prev: SegmentEntry | None = None
     for seg in segments:

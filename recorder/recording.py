@@ -91,8 +91,15 @@ class RecordingClosing(Exception):
 class Recording:
     """Writes one recording of one stream. start() / pause() / resume() / close()."""
 
-    def __init__(self, hub: Hub, store: ObjectStore, index: RecordingIndex, signer: Signer,
-                 manifest: Manifest, options: RecorderOptions) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        store: ObjectStore,
+        index: RecordingIndex,
+        signer: Signer,
+        manifest: Manifest,
+        options: RecorderOptions,
+    ) -> None:
         self.hub = hub
         self.store = store
         self.index = index
@@ -101,8 +108,13 @@ class Recording:
         self.options = options
         self.id = manifest.recording_id
         self.spool = Spool(options.spool_dir, self.id, options.meter)
-        self.segmenter = Segmenter(options.segment_target_s, options.part_target_s,
-                                   window_segments=8, first_msn=0, prft=True)
+        self.segmenter = Segmenter(
+            options.segment_target_s,
+            options.part_target_s,
+            window_segments=8,
+            first_msn=0,
+            prft=True,
+        )
         self.upload_latencies: deque[float] = deque(maxlen=10000)
         self.outage_since: float | None = None
         self.spool_alert = False
@@ -163,14 +175,19 @@ class Recording:
         self.manifest.state = "closed"
         self.manifest.closed_at = round(time.time(), 6)
         data = self.manifest.to_bytes()
-        await self._put_retrying(f"{object_prefix(self.id)}manifest.json", data,
-                                 "application/json")
-        await self._put_retrying(f"{object_prefix(self.id)}manifest.sig",
-                                 self.signer.sign(data), "application/json")
+        await self._put_retrying(f"{object_prefix(self.id)}manifest.json", data, "application/json")
+        await self._put_retrying(
+            f"{object_prefix(self.id)}manifest.sig", self.signer.sign(data), "application/json"
+        )
         await self.index.put(self.manifest, self.options.node)
         self.spool.remove()
-        log.info("recording %s closed: %d segments, %.1f s, %d gaps", self.id,
-                 len(self.manifest.segments), self.manifest.duration, len(self.manifest.gaps))
+        log.info(
+            "recording %s closed: %d segments, %.1f s, %d gaps",
+            self.id,
+            len(self.manifest.segments),
+            self.manifest.duration,
+            len(self.manifest.gaps),
+        )
         return self.manifest
 
     async def stop(self, timeout_s: float = 1.0) -> None:
@@ -223,17 +240,20 @@ class Recording:
             self.segmenter.feed(item)
             if isinstance(item, StreamEnd):
                 self._collect()
-                self._open_gap(self._s.wallclock_end or time.time(), GapCause.publisher_lost,
-                               item.reason)
+                self._open_gap(
+                    self._s.wallclock_end or time.time(), GapCause.publisher_lost, item.reason
+                )
             elif isinstance(item, Skipped):
                 self._collect()
-                self._open_gap(self._s.wallclock_end or time.time(), "recorder-overload",
-                               f"{item.count} packets skipped")
+                self._open_gap(
+                    self._s.wallclock_end or time.time(),
+                    "recorder-overload",
+                    f"{item.count} packets skipped",
+                )
             elif isinstance(item, StreamStart):
                 self._s.force_discontinuity = bool(self._s.seq_of_msn)
         except Exception:  # one bad packet must not end the recording: new run after it
-            log.exception("recording %s: segmenter failed; next keyframe starts a new run",
-                          self.id)
+            log.exception("recording %s: segmenter failed; next keyframe starts a new run", self.id)
             self.segmenter.end_run()
 
     def _open_gap(self, start: float, cause: str, reason: str = "") -> None:
@@ -268,8 +288,12 @@ class Recording:
             self._s.force_discontinuity = True
         discontinuity = seg.discontinuity or self._s.force_discontinuity
         self._s.force_discontinuity = False
-        return {"start": seg.wallclock, "media_start": seg.start,
-                "init": self._init_name(seg), "discontinuity": discontinuity}
+        return {
+            "start": seg.wallclock,
+            "media_start": seg.start,
+            "init": self._init_name(seg),
+            "discontinuity": discontinuity,
+        }
 
     def _spool_parts(self, seg: Segment) -> None:
         new = seg.msn not in self._s.seq_of_msn
@@ -294,11 +318,18 @@ class Recording:
         used = self.options.meter.used
         self.spool_alert = used > SPOOL_ALERT * self.options.spool_limit_bytes
         if self.spool_alert:
-            log.warning("spool %s is %d %% full", self.options.spool_dir,
-                        100 * used // self.options.spool_limit_bytes)
+            log.warning(
+                "spool %s is %d %% full",
+                self.options.spool_dir,
+                100 * used // self.options.spool_limit_bytes,
+            )
         if used > self.options.spool_limit_bytes:
-            log.error("recording %s: spool full (%d bytes), segment %d dropped", self.id,
-                      self.options.spool_limit_bytes, seq)
+            log.error(
+                "recording %s: spool full (%d bytes), segment %d dropped",
+                self.id,
+                self.options.spool_limit_bytes,
+                seq,
+            )
             self.spool.drop_open(seq)
             self._s.parts_spooled.pop(seq, None)
             self._open_gap(seg.wallclock, GapCause.storage_outage, "spool full")
@@ -311,8 +342,7 @@ class Recording:
         self._append_parts(seq, seg)
         self._s.parts_spooled.pop(seq, None)
         pending = self.spool.close_segment(seq, meta)
-        self._queue(_Job(f"{object_prefix(self.id)}seg-{seq}.m4s", pending.path,
-                         segment=pending))
+        self._queue(_Job(f"{object_prefix(self.id)}seg-{seq}.m4s", pending.path, segment=pending))
 
     def _init_name(self, seg: Segment) -> str:
         data = self.segmenter.inits.get(seg.init_id) or init_segment(self.segmenter.tracks)
@@ -325,10 +355,14 @@ class Recording:
         if digest in known:  # same codecs as before a restart
             name = known[digest]
         else:
-            name = "init.mp4" if not self.manifest.inits and not self._has_pending_init() \
+            name = (
+                "init.mp4"
+                if not self.manifest.inits and not self._has_pending_init()
                 else f"init-{self._s.next_seq - 1}.mp4"
-            entry = InitEntry(name, digest, len(data),
-                              [codec_string(t) for t in self.segmenter.tracks])
+            )
+            entry = InitEntry(
+                name, digest, len(data), [codec_string(t) for t in self.segmenter.tracks]
+            )
             path = self.spool.put_init(name, data)
             self._queue(_Job(f"{object_prefix(self.id)}{name}", path, init=entry))
         self._s.init_names[data] = name
@@ -370,11 +404,17 @@ class Recording:
             backfilled = bool(meta.get("backfilled"))
             # seq from the job: a backfilled segment may take a seq while the live one
             # before it is still open (recorder/backfill.py)
-            self.manifest.append(start=meta["start"], duration=meta["duration"],
-                                 data_sha256=sha256_hex(data), size=len(data),
-                                 init=meta["init"], media_start=meta["media_start"],
-                                 discontinuity=meta["discontinuity"], seq=job.segment.seq,
-                                 backfilled=backfilled)
+            self.manifest.append(
+                start=meta["start"],
+                duration=meta["duration"],
+                data_sha256=sha256_hex(data),
+                size=len(data),
+                init=meta["init"],
+                media_start=meta["media_start"],
+                discontinuity=meta["discontinuity"],
+                seq=job.segment.seq,
+                backfilled=backfilled,
+            )
             if backfilled:
                 self.manifest.fill_gaps()  # before the checkpoint, so it says so at once
             await self._checkpoint()
@@ -389,14 +429,18 @@ class Recording:
             except (StorageError, OSError) as exc:
                 if self.outage_since is None:
                     self.outage_since = time.time()
-                    log.warning("recording %s: object store unreachable (%s); spooling",
-                                self.id, exc)
+                    log.warning(
+                        "recording %s: object store unreachable (%s); spooling", self.id, exc
+                    )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
             if self.outage_since is not None:
-                log.info("recording %s: object store back after %.1f s", self.id,
-                         time.time() - self.outage_since)
+                log.info(
+                    "recording %s: object store back after %.1f s",
+                    self.id,
+                    time.time() - self.outage_since,
+                )
                 self.outage_since = None
             return
 
@@ -405,8 +449,7 @@ class Recording:
         if self.outage_since is not None or self.spool.has_manifest:
             # the store may not have it: a restart during the outage resumes from this copy
             self.spool.save_manifest(data)
-        await self._put_retrying(f"{object_prefix(self.id)}manifest.json", data,
-                                 "application/json")
+        await self._put_retrying(f"{object_prefix(self.id)}manifest.json", data, "application/json")
         await self._refresh_index()
 
     async def _refresh_index(self) -> None:
@@ -415,8 +458,11 @@ class Recording:
         m = self.manifest
         what = (len(m.gaps), sum(g.filled for g in m.gaps), len(m.inits))
         now = time.monotonic()
-        if self._indexed is not None and self._indexed[0] == what \
-                and now - self._indexed[1] < INDEX_EVERY_S:
+        if (
+            self._indexed is not None
+            and self._indexed[0] == what
+            and now - self._indexed[1] < INDEX_EVERY_S
+        ):
             return
         with contextlib.suppress(Exception):  # the index is a catalogue; the next one fixes it
             await self.index.put(m, self.options.node)
@@ -441,8 +487,7 @@ class Recording:
         if self.closing:
             raise RecordingClosing(self.id)
         path = self.spool.put_init(entry.name, data)
-        await self._queue_and_wait(_Job(f"{object_prefix(self.id)}{entry.name}", path,
-                                        init=entry))
+        await self._queue_and_wait(_Job(f"{object_prefix(self.id)}{entry.name}", path, init=entry))
 
     async def add_segment(self, data: bytes, meta: dict[str, Any]) -> int:
         """A segment from a device agent (meta: start, duration, init, media_start,
@@ -455,8 +500,9 @@ class Recording:
         seq = self._s.next_seq
         self._s.next_seq += 1
         pending = self.spool.put_segment(seq, data, meta)
-        await self._queue_and_wait(_Job(f"{object_prefix(self.id)}seg-{seq}.m4s",
-                                        pending.path, segment=pending))
+        await self._queue_and_wait(
+            _Job(f"{object_prefix(self.id)}seg-{seq}.m4s", pending.path, segment=pending)
+        )
         return seq
 
     async def _queue_and_wait(self, job: _Job) -> None:
@@ -481,8 +527,13 @@ class Recording:
         listed = {s.seq for s in self.manifest.segments}
         for pending in self.spool.pending_segments():
             if pending.seq not in listed:
-                self._queue(_Job(f"{object_prefix(self.id)}seg-{pending.seq}.m4s",
-                                 pending.path, segment=pending))
+                self._queue(
+                    _Job(
+                        f"{object_prefix(self.id)}seg-{pending.seq}.m4s",
+                        pending.path,
+                        segment=pending,
+                    )
+                )
                 if not pending.meta.get("backfilled"):  # those lie back in a gap
                     ends.append(pending.meta["start"] + pending.meta["duration"])
                 self._s.next_seq = max(self._s.next_seq, pending.seq + 1)
@@ -494,13 +545,18 @@ class Recording:
                 continue
             meta = {**left.meta, "duration": left.duration}
             pending = self.spool.put_segment(left.seq, b"".join(left.parts), meta)
-            self._queue(_Job(f"{object_prefix(self.id)}seg-{left.seq}.m4s", pending.path,
-                             segment=pending))
+            self._queue(
+                _Job(f"{object_prefix(self.id)}seg-{left.seq}.m4s", pending.path, segment=pending)
+            )
             ends.append(meta["start"] + left.duration)
             self._s.next_seq = max(self._s.next_seq, left.seq + 1)
         media_end = self.manifest.media_end + sum(
-            j.segment.meta["duration"] for j in self._jobs if j.segment is not None
-            and j.segment.seq not in listed and not j.segment.meta.get("backfilled"))
+            j.segment.meta["duration"]
+            for j in self._jobs
+            if j.segment is not None
+            and j.segment.seq not in listed
+            and not j.segment.meta.get("backfilled")
+        )
         # continue the media timeline where the last run ended, so that the recording
         # plays (and exports) as one fMP4 timeline; the segmenter has no public knob yet
         self.segmenter._timeline_end = media_end

@@ -10,7 +10,8 @@ import shutil
 import time
 from pathlib import Path
 
-from recorder.index import RecordingIndex, audit
+from core.audit import audit
+from recorder.index import RecordingIndex
 from recorder.manifest import object_prefix
 from storage.objects import ObjectStore
 
@@ -22,8 +23,12 @@ NEVER_DELETED = ("trial", "arraignment")
 DISK_ALERT_FREE = 0.10  # alert when less than this share of the data disk is free
 
 
-async def apply_retention(store: ObjectStore, index: RecordingIndex,
-                          retention_days: dict[str, int], now: float | None = None) -> list[str]:
+async def apply_retention(
+    store: ObjectStore,
+    index: RecordingIndex,
+    retention_days: dict[str, int],
+    now: float | None = None,
+) -> list[str]:
     """Delete closed recordings past their class's retention; returns their ids."""
     now = time.time() if now is None else now
     deleted: list[str] = []
@@ -34,14 +39,16 @@ async def apply_retention(store: ObjectStore, index: RecordingIndex,
         for record in await index.search(stream_class=stream_class, state="closed"):
             closed_at = float(record.get("closed_at") or now)
             if closed_at < cutoff:
-                await delete_recording(store, index, record["id"], "retention",
-                                       f"{stream_class} kept {days} days")
+                await delete_recording(
+                    store, index, record["id"], "retention", f"{stream_class} kept {days} days"
+                )
                 deleted.append(record["id"])
     return deleted
 
 
-async def delete_recording(store: ObjectStore, index: RecordingIndex, recording_id: str,
-                           who: str, reason: str) -> None:
+async def delete_recording(
+    store: ObjectStore, index: RecordingIndex, recording_id: str, who: str, reason: str
+) -> None:
     """Objects first, the index entry last, so a crash half-way is retried next round."""
     prefix = object_prefix(recording_id)
     objects = await store.list(prefix)
@@ -50,8 +57,9 @@ async def delete_recording(store: ObjectStore, index: RecordingIndex, recording_
             await store.delete(info.key)
     await store.delete(f"{prefix}manifest.json")
     await index.delete(recording_id)
-    await audit(index.state, "delete", who, recording=recording_id, reason=reason,
-                objects=len(objects))
+    await audit(
+        index.state, "delete", who, recording=recording_id, reason=reason, objects=len(objects)
+    )
     log.info("recording %s deleted (%s)", recording_id, reason)
 
 
@@ -60,8 +68,16 @@ async def disk_pressure_alert(index: RecordingIndex, data_dir: Path) -> bool:
     usage = shutil.disk_usage(data_dir)
     if usage.free / usage.total >= DISK_ALERT_FREE:
         return False
-    await index.state.append_event(ALERTS_STREAM, {
-        "kind": "disk-pressure", "at": time.time(), "path": str(data_dir),
-        "free_bytes": usage.free, "message": "recordings disk nearly full; trial recordings "
-        "are never deleted automatically: add storage or move recordings"}, ALERTS_MAX_AGE_S)
+    await index.state.append_event(
+        ALERTS_STREAM,
+        {
+            "kind": "disk-pressure",
+            "at": time.time(),
+            "path": str(data_dir),
+            "free_bytes": usage.free,
+            "message": "recordings disk nearly full; trial recordings "
+            "are never deleted automatically: add storage or move recordings",
+        },
+        ALERTS_MAX_AGE_S,
+    )
     return True

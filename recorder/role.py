@@ -25,7 +25,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from courtcast.config import Config
+from core.config import Config
+from core.identity import DeviceStreams, no_devices
 from media_server.hub import Hub
 from media_server.streams import CHANGES as STREAM_CHANGES
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
@@ -61,9 +62,16 @@ def new_recording_id(stream_id: str, now: float) -> str:
 class RecorderRole:
     name = "recorder"
 
-    def __init__(self, config: Config, storage: StorageRole, app: FastAPI | None,
-                 hub: Hub | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        storage: StorageRole,
+        app: FastAPI | None,
+        hub: Hub | None,
+        device_streams: DeviceStreams = no_devices,
+    ) -> None:
         self.config = config
+        self.device_streams = device_streams  # who may upload backfill, and for which streams
         self.storage = storage
         self.app = app
         self.hub = hub
@@ -72,9 +80,13 @@ class RecorderRole:
         self.sessions = TrialSessions(storage.state)
         self.registry = StreamRegistry(storage.state)
         cfg = config.recorder
-        self.options = RecorderOptions(cfg.segment_target_s, cfg.part_target_s,
-                                       config.spool_dir, cfg.spool_limit_mb << 20,
-                                       config.node.name)
+        self.options = RecorderOptions(
+            cfg.segment_target_s,
+            cfg.part_target_s,
+            config.spool_dir,
+            cfg.spool_limit_mb << 20,
+            config.node.name,
+        )
         self.active: dict[tuple[str, str], Recording] = {}
         self._closing: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -108,8 +120,7 @@ class RecorderRole:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # the process stops, the recordings do not end: a restart resumes them with a gap
-        await asyncio.gather(*(r.stop(0.3) for r in self.active.values()),
-                             return_exceptions=True)
+        await asyncio.gather(*(r.stop(0.3) for r in self.active.values()), return_exceptions=True)
         self.active.clear()
         for task in self._closing:
             task.cancel()
@@ -117,9 +128,13 @@ class RecorderRole:
     async def health(self) -> dict[str, Any]:
         outage = any(r.outage_since is not None for r in self.active.values())
         full = any(r.spool_alert for r in self.active.values())
-        return {"state": "degraded" if outage or full else "ok", "recording": len(self.active),
-                "spooling": outage, "spool_over_80_percent": full,
-                "signing_key_id": self.signer.key_id}
+        return {
+            "state": "degraded" if outage or full else "ok",
+            "recording": len(self.active),
+            "spooling": outage,
+            "spool_over_80_percent": full,
+            "signing_key_id": self.signer.key_id,
+        }
 
     # -- what to record -----------------------------------------------------------------
 
@@ -133,17 +148,24 @@ class RecorderRole:
         by_id = {d.id: d for d in definitions}
         live = {s.id for s in self.hub.streams() if s.live} if self.hub is not None else set()
         recorded = {sid for sid, sess in self.active if sess == CONTINUOUS}
-        continuous = [d for d in definitions if d.enabled and d.stream_class ==
-                      StreamClass.security]
+        continuous = [
+            d for d in definitions if d.enabled and d.stream_class == StreamClass.security
+        ]
         # an arraignment side is recorded from the moment it is on air, session or not, and
         # stays recorded (gaps while off air) as long as its room's streams exist
         in_session = {sid for sid, _ in wanted}
-        continuous += [d for d in definitions if d.enabled and d.stream_class ==
-                       StreamClass.arraignment and d.id not in in_session
-                       and (d.id in live or d.id in recorded)]
+        continuous += [
+            d
+            for d in definitions
+            if d.enabled
+            and d.stream_class == StreamClass.arraignment
+            and d.id not in in_session
+            and (d.id in live or d.id in recorded)
+        ]
         if self.config.recorder.record_all and self.hub is not None:
-            continuous += [by_id.get(sid) or StreamDefinition(id=sid)
-                           for sid in sorted(live | recorded)]
+            continuous += [
+                by_id.get(sid) or StreamDefinition(id=sid) for sid in sorted(live | recorded)
+            ]
         for definition in continuous:
             w = Wanted(definition, None)
             wanted[w.key] = w
@@ -168,16 +190,30 @@ class RecorderRole:
         now = time.time()
         d, s = w.stream, w.session
         manifest = Manifest(
-            recording_id=new_recording_id(d.id, now), stream=d.id,
-            session=s.id if s else "", court=(s.court if s else "") or d.court,
-            room=(s.room if s else "") or d.room, case_number=s.case_number if s else "",
-            stream_class=str(d.stream_class), opened_at=round(now, 6),
-            public=bool(s is not None and s.public and d.stream_class == StreamClass.trial))
-        recording = Recording(self.hub_or_fail(), self.storage.objects, self.index,
-                              self.signer, manifest, self.options)
+            recording_id=new_recording_id(d.id, now),
+            stream=d.id,
+            session=s.id if s else "",
+            court=(s.court if s else "") or d.court,
+            room=(s.room if s else "") or d.room,
+            case_number=s.case_number if s else "",
+            stream_class=str(d.stream_class),
+            opened_at=round(now, 6),
+            public=bool(s is not None and s.public and d.stream_class == StreamClass.trial),
+        )
+        recording = Recording(
+            self.hub_or_fail(),
+            self.storage.objects,
+            self.index,
+            self.signer,
+            manifest,
+            self.options,
+        )
         await recording.start()
-        log.info("recording %s started (%s)", manifest.recording_id,
-                 f"session {s.id}" if s else "continuous")
+        log.info(
+            "recording %s started (%s)",
+            manifest.recording_id,
+            f"session {s.id}" if s else "continuous",
+        )
         return recording
 
     def _due_for_rotation(self, key: tuple[str, str], recording: Recording) -> bool:
@@ -212,21 +248,29 @@ class RecorderRole:
     async def wait_closed(self, timeout_s: float = 30.0) -> None:
         """Wait for recordings being closed (tests, and the CLI waiting for signatures)."""
         if self._closing:
-            await asyncio.wait_for(asyncio.gather(*self._closing, return_exceptions=True),
-                                   timeout_s)
+            await asyncio.wait_for(
+                asyncio.gather(*self._closing, return_exceptions=True), timeout_s
+            )
 
     async def _resume_open(self) -> None:
         """Recordings this node had open when it stopped (or was killed) go on, each with a
         recorder-restart gap; reconcile then closes those no longer wanted."""
         for record in await self.index.search(state="recording", node=self.options.node):
             try:
-                manifest = await load_manifest(self.storage.objects, self.options.spool_dir,
-                                               record["id"])
+                manifest = await load_manifest(
+                    self.storage.objects, self.options.spool_dir, record["id"]
+                )
             except (LookupError, ValueError) as exc:
                 log.error("recording %s cannot be resumed: %s", record["id"], exc)
                 continue
-            recording = Recording(self.hub_or_fail(), self.storage.objects, self.index,
-                                  self.signer, manifest, self.options)
+            recording = Recording(
+                self.hub_or_fail(),
+                self.storage.objects,
+                self.index,
+                self.signer,
+                manifest,
+                self.options,
+            )
             await recording.start(resumed=True)
             self.active[(manifest.stream, manifest.session)] = recording
             log.info("recording %s resumed after a restart", manifest.recording_id)

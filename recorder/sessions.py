@@ -64,25 +64,35 @@ class TrialSessions:
         for name in ("room", "state", "case_number"):
             state.declare_index(KIND, name)
 
-    async def open(self, room: str, case_number: str, title: str = "", public: bool = False,
-                   who: str = "") -> TrialSession:
+    async def open(
+        self, room: str, case_number: str, title: str = "", public: bool = False, who: str = ""
+    ) -> TrialSession:
         if not room or not case_number:
             raise SessionError("a session needs a room and a case number")
         for other in await self.state.find_records(KIND, "room", room):
             if other.get("state") in ACTIVE:
-                raise SessionError(f"room {room} already has session {other['id']} open; "
-                                   "close it first")
+                raise SessionError(
+                    f"room {room} already has session {other['id']} open; close it first"
+                )
         streams = room_streams(await StreamRegistry(self.state).list(), room)
         if not streams:
-            raise SessionError(f"room {room} has no streams: register its cameras with "
-                               f"`courtcast streams add ID` and room {room}")
+            raise SessionError(
+                f"room {room} has no streams: register its cameras with "
+                f"`courtcast streams add ID` and room {room}"
+            )
         now = time.time()
         day = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
         session = TrialSession(
-            id=f"s-{day}-{secrets.token_hex(3)}", room=room, case_number=case_number,
-            title=title, court=next((d.court for d in streams if d.court), ""), public=public,
-            opened_at=now, streams=[d.id for d in streams],
-            events=[{"event": "open", "at": now, "who": who}])
+            id=f"s-{day}-{secrets.token_hex(3)}",
+            room=room,
+            case_number=case_number,
+            title=title,
+            court=next((d.court for d in streams if d.court), ""),
+            public=public,
+            opened_at=now,
+            streams=[d.id for d in streams],
+            events=[{"event": "open", "at": now, "who": who}],
+        )
         await self._save(session)
         return session
 
@@ -93,8 +103,11 @@ class TrialSessions:
         return TrialSession.from_record(record)
 
     async def list(self, state: str | None = None) -> list[TrialSession]:
-        records = (await self.state.find_records(KIND, "state", state) if state
-                   else await self.state.list_records(KIND))
+        records = (
+            await self.state.find_records(KIND, "state", state)
+            if state
+            else await self.state.list_records(KIND)
+        )
         sessions = [TrialSession.from_record(r) for r in records]
         return sorted(sessions, key=lambda s: s.opened_at, reverse=True)
 
@@ -112,8 +125,9 @@ class TrialSessions:
     async def close(self, session_id: str, who: str = "") -> TrialSession:
         return await self._change(session_id, "closed", ACTIVE, who, "")
 
-    async def _change(self, session_id: str, to: str, allowed_from: tuple[str, ...],
-                      who: str, reason: str) -> TrialSession:
+    async def _change(
+        self, session_id: str, to: str, allowed_from: tuple[str, ...], who: str, reason: str
+    ) -> TrialSession:
         session = await self.get(session_id)
         event = {"open": "resume", "recess": "recess", "closed": "close"}[to]
         if session.state not in allowed_from:

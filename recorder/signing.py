@@ -37,8 +37,9 @@ def key_id(public: Ed25519PublicKey) -> str:
 
 
 def public_pem(public: Ed25519PublicKey) -> str:
-    return public.public_bytes(serialization.Encoding.PEM,
-                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
 
 
 def load_public_pem(pem: str | bytes) -> Ed25519PublicKey:
@@ -69,9 +70,11 @@ class Signer:
         except FileNotFoundError:
             pass
         private = Ed25519PrivateKey.generate()
-        pem = private.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another process made it first: use theirs
@@ -90,8 +93,12 @@ class Signer:
     def sign(self, data: bytes) -> bytes:
         """The signature file's bytes for `data`."""
         signature = base64.b64encode(self._private.sign(data)).decode()
-        return json.dumps({"algorithm": "ed25519", "key_id": self.key_id,
-                           "signature": signature}, indent=1).encode() + b"\n"
+        return (
+            json.dumps(
+                {"algorithm": "ed25519", "key_id": self.key_id, "signature": signature}, indent=1
+            ).encode()
+            + b"\n"
+        )
 
 
 def verify_signature(public: Ed25519PublicKey, data: bytes, sig_file: bytes) -> None:

@@ -199,8 +199,11 @@ class Spool:
         return PendingSegment(seq, self.dir / f"seg-{seq}.m4s", meta)
 
     def pending_segments(self) -> list[PendingSegment]:
-        found = [PendingSegment(seq, self.dir / f"seg-{seq}.m4s", e.meta)
-                 for seq, e in self._entries.items() if e.closed]
+        found = [
+            PendingSegment(seq, self.dir / f"seg-{seq}.m4s", e.meta)
+            for seq, e in self._entries.items()
+            if e.closed
+        ]
         return sorted((p for p in found if p.path.exists()), key=lambda p: p.seq)
 
     def done(self, pending: PendingSegment) -> None:
@@ -247,7 +250,7 @@ class Spool:
                 continue
             data = b""
             with contextlib.suppress(FileNotFoundError):
-                data = (self.dir / f"seg-{seq}.m4s").read_bytes()[:entry.end]
+                data = (self.dir / f"seg-{seq}.m4s").read_bytes()[: entry.end]
             found.append(OpenSegment(seq, entry.meta, [data] if data else [], entry.duration))
         return found
 

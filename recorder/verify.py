@@ -59,21 +59,27 @@ class VerifyReport:
     def summary(self) -> str:
         if self.ok:
             signed = "signed" if self.signed else "not signed yet (recording open)"
-            return (f"OK: recording {self.recording_id}, {self.segments} segments, "
-                    f"{self.duration_s:.1f} s, {self.completeness()}, {signed}")
+            return (
+                f"OK: recording {self.recording_id}, {self.segments} segments, "
+                f"{self.duration_s:.1f} s, {self.completeness()}, {signed}"
+            )
         p = self.problems[0]
         more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
         detail = f": {p.detail}" if p.detail else ""
         return f"NOT OK: {p.object} {p.why}{detail}{more}"
 
     def completeness(self) -> str:
-        filled = (f" ({self.filled_gaps} filled by backfill, {self.backfilled_segments} "
-                  "segments)") if self.filled_gaps else ""
+        filled = (
+            (f" ({self.filled_gaps} filled by backfill, {self.backfilled_segments} segments)")
+            if self.filled_gaps
+            else ""
+        )
         if not self.remaining_gaps:
             return f"complete, no gaps{filled}"
-        listed = "; ".join(f"{g['from']} to {g['to']} {g['cause']}"
-                           + (f" ({g['reason']})" if g["reason"] else "")
-                           for g in self.remaining_gaps)
+        listed = "; ".join(
+            f"{g['from']} to {g['to']} {g['cause']}" + (f" ({g['reason']})" if g["reason"] else "")
+            for g in self.remaining_gaps
+        )
         n = len(self.remaining_gaps)
         return f"{n} gap{'s' if n > 1 else ''} left: {listed}{filled}"
 
@@ -86,8 +92,14 @@ class VerifyReport:
 
 
 def _gap_out(gap: Gap) -> dict[str, Any]:
-    return {"start": gap.start, "end": gap.end, "from": program_date_time(gap.start),
-            "to": program_date_time(gap.end), "cause": gap.cause, "reason": gap.reason}
+    return {
+        "start": gap.start,
+        "end": gap.end,
+        "from": program_date_time(gap.start),
+        "to": program_date_time(gap.end),
+        "cause": gap.cause,
+        "reason": gap.reason,
+    }
 
 
 async def _sha256(store: ObjectStore, key: str) -> str | None:
@@ -100,8 +112,9 @@ async def _sha256(store: ObjectStore, key: str) -> str | None:
     return digest.hexdigest()
 
 
-async def verify_recording(store: ObjectStore, recording_id: str,
-                           public_key: Ed25519PublicKey) -> VerifyReport:
+async def verify_recording(
+    store: ObjectStore, recording_id: str, public_key: Ed25519PublicKey
+) -> VerifyReport:
     report = VerifyReport(recording_id)
     prefix = object_prefix(recording_id)
     try:
@@ -126,8 +139,14 @@ async def verify_recording(store: ObjectStore, recording_id: str,
     return report
 
 
-async def _check_signature(store: ObjectStore, prefix: str, raw: bytes, manifest: Manifest,
-                           public_key: Ed25519PublicKey, report: VerifyReport) -> None:
+async def _check_signature(
+    store: ObjectStore,
+    prefix: str,
+    raw: bytes,
+    manifest: Manifest,
+    public_key: Ed25519PublicKey,
+    report: VerifyReport,
+) -> None:
     try:
         sig = await store.get(f"{prefix}manifest.sig")
     except ObjectNotFound:
@@ -142,8 +161,9 @@ async def _check_signature(store: ObjectStore, prefix: str, raw: bytes, manifest
     report.signed = True
 
 
-async def _check_inits(store: ObjectStore, prefix: str, manifest: Manifest,
-                       report: VerifyReport) -> None:
+async def _check_inits(
+    store: ObjectStore, prefix: str, manifest: Manifest, report: VerifyReport
+) -> None:
     for init in manifest.inits:
         digest = await _sha256(store, prefix + init.name)
         if digest is None:
@@ -152,8 +172,9 @@ async def _check_inits(store: ObjectStore, prefix: str, manifest: Manifest,
             report.fail(init.name, "changed", "its SHA-256 differs from the manifest's")
 
 
-async def _check_segments(store: ObjectStore, prefix: str, manifest: Manifest,
-                          report: VerifyReport) -> None:
+async def _check_segments(
+    store: ObjectStore, prefix: str, manifest: Manifest, report: VerifyReport
+) -> None:
     by_hash = {s.sha256: s.seq for s in manifest.segments}
     expected_prev = manifest.genesis()
     seen: set[int] = set()
@@ -163,10 +184,12 @@ async def _check_segments(store: ObjectStore, prefix: str, manifest: Manifest,
         # number when it arrives, so it may come before a live one with a lower number
         in_order = entry.backfilled or entry.seq > last_live
         if entry.prev != expected_prev or entry.seq in seen or not in_order:
-            report.fail(entry.name, "broken chain",
-                        "the manifest entry does not follow the one before it")
-        if entry.backfilled and not any(overlap(entry.start, entry.end, g.start, g.end) > 0
-                                        for g in manifest.gaps):
+            report.fail(
+                entry.name, "broken chain", "the manifest entry does not follow the one before it"
+            )
+        if entry.backfilled and not any(
+            overlap(entry.start, entry.end, g.start, g.end) > 0 for g in manifest.gaps
+        ):
             report.fail(entry.name, "misplaced", "a backfilled segment outside every gap")
         seen.add(entry.seq)
         last_live = last_live if entry.backfilled else entry.seq
@@ -182,8 +205,9 @@ async def _check_segments(store: ObjectStore, prefix: str, manifest: Manifest,
                 report.fail(entry.name, "changed", "its SHA-256 differs from the manifest's")
 
 
-async def _check_extra(store: ObjectStore, prefix: str, manifest: Manifest,
-                       report: VerifyReport) -> None:
+async def _check_extra(
+    store: ObjectStore, prefix: str, manifest: Manifest, report: VerifyReport
+) -> None:
     listed = {s.name for s in manifest.segments} | {i.name for i in manifest.inits}
     for info in await store.list(prefix):
         name = info.key.removeprefix(prefix)

@@ -84,9 +84,7 @@ def validate_key(key: str) -> str:
         if part in (".", ".."):
             raise ValueError(f"object key {key!r} must not contain '.' or '..' parts")
         if part.startswith("."):
-            raise ValueError(
-                f"object key {key!r}: parts starting with '.' are reserved ({part!r})"
-            )
+            raise ValueError(f"object key {key!r}: parts starting with '.' are reserved ({part!r})")
     return key
 
 
@@ -176,7 +174,7 @@ class ObjectStore(abc.ABC):
         with `probe` it checks the backend once, without retrying.
         """
 
-    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+    async def close(self) -> None:  # noqa: B027 (most stores hold nothing to release)
         """Release connections and threads."""
 
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from courtcast.config import Config
-from courtcast.node_secrets import node_secret
+from core.config import Config
+from core.node_secrets import node_secret
 from storage.objects import ObjectStore, open_object_store
 from storage.redis_server import EmbeddedRedis
 from storage.state import StateStore, StateStoreUnavailable
@@ -53,8 +53,11 @@ class StorageRole:
         objects = await self._objects.health() if self._objects else {"state": "starting"}
         overall = "ok" if state["state"] == objects["state"] == "ok" else "degraded"
         backend = "embedded" if self.embedded else "external"
-        return {"state": overall, "redis": {**state, "kind": backend},
-                "objects": {**objects, "backend": self.config.objects.backend}}
+        return {
+            "state": overall,
+            "redis": {**state, "kind": backend},
+            "objects": {**objects, "backend": self.config.objects.backend},
+        }
 
 
 async def open_state(config: Config, owner: StorageRole | None = None) -> StateStore:

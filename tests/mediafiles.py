@@ -57,13 +57,29 @@ def make_clip(
         cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={sample_rate}"]
     cmd += ["-t", str(seconds)]
     if video:
-        cmd += ["-c:v", VIDEO_ENCODERS[video], "-pix_fmt", "yuv420p", "-preset", "ultrafast",
-                "-g", str(gop), "-keyint_min", str(gop), "-bf", str(bframes)]
+        cmd += [
+            "-c:v",
+            VIDEO_ENCODERS[video],
+            "-pix_fmt",
+            "yuv420p",
+            "-preset",
+            "ultrafast",
+            "-g",
+            str(gop),
+            "-keyint_min",
+            str(gop),
+            "-bf",
+            str(bframes),
+        ]
         if video == "h264":
             cmd += ["-sc_threshold", "0"]
         else:
-            cmd += ["-x265-params", f"scenecut=0:bframes={bframes}:log-level=error",
-                    "-tag:v", "hvc1"]
+            cmd += [
+                "-x265-params",
+                f"scenecut=0:bframes={bframes}:log-level=error",
+                "-tag:v",
+                "hvc1",
+            ]
     if audio:
         cmd += ["-c:a", AUDIO_ENCODERS[audio], "-b:a", "64k", "-ac", "1"]
     subprocess.run([*cmd, str(out)], check=True, timeout=60)
@@ -94,18 +110,32 @@ def _track(i: int, stream: av.stream.Stream) -> Track:
     config = bytes(stream.codec_context.extradata or b"")
     if isinstance(stream, VideoStream):
         video = stream.codec_context
-        return Track(i, "video", codec, time_base.denominator, config,
-                     width=video.width, height=video.height)
+        return Track(
+            i, "video", codec, time_base.denominator, config, width=video.width, height=video.height
+        )
     assert isinstance(stream, AudioStream)
     audio = stream.codec_context
-    return Track(i, "audio", codec, time_base.denominator, config,
-                 sample_rate=audio.sample_rate, channels=audio.channels)
+    return Track(
+        i,
+        "audio",
+        codec,
+        time_base.denominator,
+        config,
+        sample_rate=audio.sample_rate,
+        channels=audio.channels,
+    )
 
 
 def shifted(packets: list[Packet], tracks: tuple[Track, ...], seconds: float) -> list[Packet]:
     """Copies of the packets moved `seconds` later (to loop a clip)."""
-    return [replace(p, dts=p.dts + round(seconds * tracks[p.track].timescale),
-                    pts=p.pts + round(seconds * tracks[p.track].timescale)) for p in packets]
+    return [
+        replace(
+            p,
+            dts=p.dts + round(seconds * tracks[p.track].timescale),
+            pts=p.pts + round(seconds * tracks[p.track].timescale),
+        )
+        for p in packets
+    ]
 
 
 async def publish(
@@ -138,8 +168,9 @@ async def publish(
     return pub
 
 
-def looped(tracks: tuple[Track, ...], packets: list[Packet], seconds: float,
-           times: int) -> list[Packet]:
+def looped(
+    tracks: tuple[Track, ...], packets: list[Packet], seconds: float, times: int
+) -> list[Packet]:
     """The clip repeated `times` times back to back, each copy trimmed to presentation
     times in [0, seconds) so that every track's dts keeps increasing across copies."""
     one = [p for p in packets if 0 <= p.pts / tracks[p.track].timescale < seconds]

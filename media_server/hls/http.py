@@ -78,8 +78,9 @@ class LiveFastPath:
     """
 
     def __init__(self, outputs: HlsOutputs, authorize: Authorize) -> None:
-        self._routes = [Route(path, _Endpoint(handle))
-                        for path, handle in _handlers(outputs, authorize)]
+        self._routes = [
+            Route(path, _Endpoint(handle)) for path, handle in _handlers(outputs, authorize)
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
         for route in self._routes:
@@ -95,12 +96,14 @@ class LiveFastPath:
 
 
 async def _send_error(send: Send, exc: HTTPException) -> None:
-    body = json.dumps({"detail": exc.detail}, ensure_ascii=False,
-                      separators=(",", ":")).encode()
-    headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-               for k, v in (exc.headers or {}).items()]
-    headers += [(b"content-length", str(len(body)).encode()),
-                (b"content-type", b"application/json")]
+    body = json.dumps({"detail": exc.detail}, ensure_ascii=False, separators=(",", ":")).encode()
+    headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()
+    ]
+    headers += [
+        (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/json"),
+    ]
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -128,17 +131,22 @@ def _handlers(outputs: HlsOutputs, authorize: Authorize) -> list[tuple[str, Hand
         if seg.last_msn is None:
             wait = options.block_timeout_s if msn is not None else options.first_segment_wait_s
             if not await output.wait_first_segment(wait):
-                raise HTTPException(503, f"stream {stream_id!r} has no segment yet",
-                                    headers={"Retry-After": "1"})
+                raise HTTPException(
+                    503, f"stream {stream_id!r} has no segment yet", headers={"Retry-After": "1"}
+                )
         if msn is not None:
             newest = seg.last_msn
             assert newest is not None
             if msn > newest + 2:
-                raise HTTPException(400, f"_HLS_msn={msn} is too far ahead of the stream "
-                                         f"(last segment {newest})")
+                raise HTTPException(
+                    400, f"_HLS_msn={msn} is too far ahead of the stream (last segment {newest})"
+                )
             if not await output.wait_for(msn, part, options.block_timeout_s):
-                raise HTTPException(503, "the requested segment or part did not appear in time",
-                                    headers={"Retry-After": "1"})
+                raise HTTPException(
+                    503,
+                    "the requested segment or part did not appear in time",
+                    headers={"Retry-After": "1"},
+                )
         return output.playlist_bytes(child_query(request)), playlist_headers
 
     async def init_segment(request: Request, params: dict[str, Any]) -> tuple[bytes, Headers]:
@@ -174,10 +182,12 @@ def _handlers(outputs: HlsOutputs, authorize: Authorize) -> list[tuple[str, Hand
     # the paths are disjoint, so the order only decides how many patterns a request is
     # tried against: the most frequent first (an LL-HLS player asks for parts and
     # playlists; plain HLS players for segments; init once)
-    return [("/live/{stream_id}/part-{msn:int}.{index:int}.m4s", part),
-            ("/live/{stream_id}/index.m3u8", media_playlist),
-            ("/live/{stream_id}/seg-{msn:int}.m4s", segment),
-            ("/live/{stream_id}/init-{init_id:int}.mp4", init_segment)]
+    return [
+        ("/live/{stream_id}/part-{msn:int}.{index:int}.m4s", part),
+        ("/live/{stream_id}/index.m3u8", media_playlist),
+        ("/live/{stream_id}/seg-{msn:int}.m4s", segment),
+        ("/live/{stream_id}/init-{init_id:int}.mp4", init_segment),
+    ]
 
 
 def blocking_request(request: Request) -> tuple[int | None, int | None]:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HlsOptions:
-    """Knobs; the first four have the names of courtcast.config.HlsConfig's fields, so
+    """Knobs; the first four have the names of core.config.HlsConfig's fields, so
     `HlsOptions(**config.hls.model_dump())` works."""
 
     segment_target_s: float = 2.0
@@ -49,9 +49,14 @@ class HlsOutput:
         self.options = options
         # time-based first number: names (seg-N, part-N.i, init-N) of a later output for
         # the same stream never repeat an earlier one's, so caches cannot serve stale media
-        self.segmenter = Segmenter(options.segment_target_s, options.part_target_s,
-                                   options.window_segments, first_msn=int(time.time()),
-                                   prft=options.prft, on_change=self._on_change)
+        self.segmenter = Segmenter(
+            options.segment_target_s,
+            options.part_target_s,
+            options.window_segments,
+            first_msn=int(time.time()),
+            prft=options.prft,
+            on_change=self._on_change,
+        )
         self.last_request = time.monotonic()
         self._changed = asyncio.Event()
         self._rendered: tuple[int, str, str, bytes] | None = None  # version, query, text
@@ -95,8 +100,9 @@ class HlsOutput:
     async def wait_part(self, msn: int, index: int, timeout: float) -> bool:
         """Wait for a part that is still to come (the preload hint)."""
         seg = self.segmenter
-        return await self._wait(lambda: seg.part(msn, index) is not None
-                                or not seg.is_future_part(msn, index), timeout)
+        return await self._wait(
+            lambda: seg.part(msn, index) is not None or not seg.is_future_part(msn, index), timeout
+        )
 
     async def _wait(self, ready: Callable[[], bool], timeout: float) -> bool:
         loop = asyncio.get_running_loop()

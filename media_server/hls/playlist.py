@@ -69,15 +69,19 @@ def _first_with_parts(segments: list[Segment], keep_s: float) -> int:
     """Index of the oldest segment whose parts are still listed."""
     total = 0.0
     for k in range(len(segments) - 1, -1, -1):
-        total += segments[k].duration if segments[k].complete else sum(
-            p.duration for p in segments[k].parts)
+        total += (
+            segments[k].duration
+            if segments[k].complete
+            else sum(p.duration for p in segments[k].parts)
+        )
         if total > keep_s:
             return k + 1
     return 0
 
 
-def _segment_lines(seg: Segment, first: bool, new_map: bool, with_parts: bool,
-                   query: str) -> list[str]:
+def _segment_lines(
+    seg: Segment, first: bool, new_map: bool, with_parts: bool, query: str
+) -> list[str]:
     if not seg.complete:
         return _render_segment(seg, first, new_map, with_parts, query)
     key = (first, new_map, with_parts, query)
@@ -89,8 +93,9 @@ def _segment_lines(seg: Segment, first: bool, new_map: bool, with_parts: bool,
     return lines
 
 
-def _render_segment(seg: Segment, first: bool, new_map: bool, with_parts: bool,
-                    query: str) -> list[str]:
+def _render_segment(
+    seg: Segment, first: bool, new_map: bool, with_parts: bool, query: str
+) -> list[str]:
     lines = []
     if seg.discontinuity and not first:
         lines.append("#EXT-X-DISCONTINUITY")
@@ -100,8 +105,10 @@ def _render_segment(seg: Segment, first: bool, new_map: bool, with_parts: bool,
     if with_parts:
         for part in seg.parts:
             independent = ",INDEPENDENT=YES" if part.independent else ""
-            lines.append(f'#EXT-X-PART:DURATION={part.duration:.5f},'
-                         f'URI="part-{part.msn}.{part.index}.m4s{query}"{independent}')
+            lines.append(
+                f"#EXT-X-PART:DURATION={part.duration:.5f},"
+                f'URI="part-{part.msn}.{part.index}.m4s{query}"{independent}'
+            )
     if seg.complete:
         lines.append(f"#EXTINF:{seg.duration:.5f},")
         lines.append(f"seg-{seg.msn}.m4s{query}")

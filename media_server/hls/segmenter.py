@@ -142,8 +142,7 @@ class Segmenter:
             self.live = False
             self._changed()
         elif isinstance(item, Skipped):
-            log.info("hls: skipped %d packets, the next segment starts a discontinuity",
-                     item.count)
+            log.info("hls: skipped %d packets, the next segment starts a discontinuity", item.count)
             self.end_run()
 
     def _stream_start(self, start: StreamStart) -> None:
@@ -198,8 +197,12 @@ class Segmenter:
     def _drop(self, p: Packet, why: str) -> None:
         self.dropped += 1
         if self.dropped & (self.dropped - 1) == 0:  # log the 1st, 2nd, 4th, 8th... drop
-            log.info("hls: dropped packet of track %d (%s), %d dropped so far",
-                     p.track, why, self.dropped)
+            log.info(
+                "hls: dropped packet of track %d (%s), %d dropped so far",
+                p.track,
+                why,
+                self.dropped,
+            )
 
     def _lead_packet(self, p: Packet) -> bool:
         sync = p.keyframe or not self.tracks[self._lead].is_video
@@ -227,8 +230,10 @@ class Segmenter:
         """Map this run onto the output timeline, continuing where the last one ended."""
         base = self._timeline_end
         lead_ts = self._lead_ts
-        offsets = [round(base * t.timescale) - round(first.dts * t.timescale / lead_ts)
-                   for t in self.tracks]
+        offsets = [
+            round(base * t.timescale) - round(first.dts * t.timescale / lead_ts)
+            for t in self.tracks
+        ]
         self._run = _Run(offsets, base, first.arrival)
         self._open_segment(first)
 
@@ -240,8 +245,14 @@ class Segmenter:
         self._pending_discontinuity = False
         if discontinuity:
             self._discontinuity_seq += 1
-        self.open = Segment(self._next_msn, start, run.wallclock + start - run.base,
-                            self._init_id, discontinuity, self._discontinuity_seq)
+        self.open = Segment(
+            self._next_msn,
+            start,
+            run.wallclock + start - run.base,
+            self._init_id,
+            discontinuity,
+            self._discontinuity_seq,
+        )
         self._next_msn += 1
         self._seg_start = self._part_start = first.dts
 
@@ -262,8 +273,15 @@ class Segmenter:
         if end_dts is None:
             end_dts = lead_packets[-1].dts + _last_duration(lead_packets, lead_track)
         cut = None if all_in else (end_dts + run.offsets[self._lead]) / self._lead_ts
-        runs = [TrackRun(lead_track, lead_packets, end_dts, run.offsets[self._lead],
-                         keyframe_prefix=self._keyframe_prefix)]
+        runs = [
+            TrackRun(
+                lead_track,
+                lead_packets,
+                end_dts,
+                run.offsets[self._lead],
+                keyframe_prefix=self._keyframe_prefix,
+            )
+        ]
         for i, pending in enumerate(self._pending):
             if i != self._lead and pending:
                 runs.append(self._take_until(i, pending, cut))
@@ -275,8 +293,9 @@ class Segmenter:
         self._fragment_seq += 1
         first = lead_packets[0]
         independent = first.keyframe or not lead_track.is_video
-        seg.parts.append(Part(seg.msn, len(seg.parts), data,
-                              (end_dts - first.dts) / self._lead_ts, independent))
+        seg.parts.append(
+            Part(seg.msn, len(seg.parts), data, (end_dts - first.dts) / self._lead_ts, independent)
+        )
         self._timeline_end = (end_dts + run.offsets[self._lead]) / self._lead_ts
         self._pending[self._lead] = lead_pending[-1:] if keep_last else []
         self._part_start = end_dts

@@ -65,6 +65,7 @@ class AmfDate:
 
 # -- decode --
 
+
 class _Reader:
     __slots__ = ("data", "pos", "refs")
 
@@ -76,9 +77,11 @@ class _Reader:
     def take(self, n: int) -> bytes:
         end = self.pos + n
         if end > len(self.data):
-            raise AmfError(f"AMF0 value truncated: need {n} bytes at offset {self.pos}, "
-                           f"have {len(self.data) - self.pos}")
-        chunk = self.data[self.pos:end]
+            raise AmfError(
+                f"AMF0 value truncated: need {n} bytes at offset {self.pos}, "
+                f"have {len(self.data) - self.pos}"
+            )
+        chunk = self.data[self.pos : end]
         self.pos = end
         return chunk
 
@@ -126,7 +129,7 @@ def _value(r: _Reader, depth: int) -> Any:
         return None
     if marker == UNDEFINED_MARKER:
         return UNDEFINED
-    if marker == LONG_STRING or marker == XML_DOCUMENT:
+    if marker in (LONG_STRING, XML_DOCUMENT):
         return r.text(r.u32())
     if marker == DATE:
         millis, tz = _DATE.unpack(r.take(10))
@@ -178,6 +181,7 @@ def _strict_array(r: _Reader, depth: int) -> list[Any]:
 
 
 # -- encode --
+
 
 def encode(*values: Any) -> bytes:
     out = bytearray()

@@ -69,9 +69,12 @@ class _InStream:
 class ChunkReader:
     """Bytes in, messages out. Raises ChunkError on anything malformed or over a bound."""
 
-    def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE,
-                 max_streams: int = DEFAULT_MAX_STREAMS,
-                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
+    def __init__(
+        self,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.max_message = max_message
         self.max_streams = max_streams
@@ -87,7 +90,7 @@ class ChunkReader:
         while self._chunk(out):
             pass
         if self._pos:
-            del self._data[:self._pos]
+            del self._data[: self._pos]
             self._pos = 0
         return out
 
@@ -116,8 +119,10 @@ class ChunkReader:
         st = self._stream(csid, fmt)
         continuing = st.buf is not None
         if continuing and fmt != 3:
-            raise ChunkError(f"chunk stream {csid}: a new type {fmt} header arrived before "
-                             f"its previous message was complete")
+            raise ChunkError(
+                f"chunk stream {csid}: a new type {fmt} header arrived before "
+                f"its previous message was complete"
+            )
         field = st.field
         length, type_id, stream_id, extended = st.length, st.type_id, st.stream_id, st.extended
         if fmt < 3:
@@ -127,7 +132,7 @@ class ChunkReader:
                 length = data[pos + 3] << 16 | data[pos + 4] << 8 | data[pos + 5]
                 type_id = data[pos + 6]
                 if fmt == 0:  # 32 bits: shifted in a C int it would overflow, so not shifts
-                    stream_id = int.from_bytes(data[pos + 7:pos + 11], "little")
+                    stream_id = int.from_bytes(data[pos + 7 : pos + 11], "little")
             extended = field == EXTENDED
         pos += hsize
         if extended:
@@ -178,9 +183,9 @@ class ChunkReader:
         size = self.chunk_size
         step, count = size + 1, (length - 1) // size
         with memoryview(self._data) as view:  # released before feed() resizes the buffer
-            parts = [view[at:at + size] for at in range(pos, pos + count * step, step)]
+            parts = [view[at : at + size] for at in range(pos, pos + count * step, step)]
             at = pos + count * step
-            parts.append(view[at:at + length - count * size])
+            parts.append(view[at : at + length - count * size])
             payload = b"".join(parts)
             for part in parts:
                 part.release()
@@ -191,49 +196,52 @@ class ChunkReader:
         if st is not None:
             return st
         if fmt > 1:
-            raise ChunkError(f"chunk stream {csid} starts with a type {fmt} header, which "
-                             f"refers to a previous message that never came")
+            raise ChunkError(
+                f"chunk stream {csid} starts with a type {fmt} header, which "
+                f"refers to a previous message that never came"
+            )
         if len(self._streams) >= self.max_streams:
             raise ChunkError(f"more than {self.max_streams} chunk streams opened")
         st = self._streams[csid] = _InStream()
         return st
 
-    def _extended(self, pos: int, field: int, fmt: int,
-                  continuing: bool) -> tuple[int, int] | None:
+    def _extended(self, pos: int, field: int, fmt: int, continuing: bool) -> tuple[int, int] | None:
         """Read the 4-byte extended timestamp. In a continuation chunk some encoders leave
         it out: take the bytes only when they repeat the value of the message's header."""
         data = self._data
         if len(data) < pos + 4:
             return None
-        value = int.from_bytes(data[pos:pos + 4], "big")
+        value = int.from_bytes(data[pos : pos + 4], "big")
         if fmt < 3 or not continuing:
             return pos + 4, value
         return (pos + 4, field) if value == field else (pos, field)
 
     def _check_length(self, csid: int, length: int) -> None:
         if length > self.max_message:
-            raise ChunkError(f"chunk stream {csid}: message of {length} bytes exceeds the "
-                             f"limit of {self.max_message}")
+            raise ChunkError(
+                f"chunk stream {csid}: message of {length} bytes exceeds the "
+                f"limit of {self.max_message}"
+            )
 
-    def _take(self, st: _InStream, csid: int, data: bytearray, pos: int, size: int,
-              out: list[Message]) -> None:
+    def _take(
+        self, st: _InStream, csid: int, data: bytearray, pos: int, size: int, out: list[Message]
+    ) -> None:
         if st.buf is None:
             if size == st.length:  # the common case: a whole message in one chunk
                 with memoryview(data) as view:  # one copy, not two
-                    self._emit(st, csid, bytes(view[pos:pos + size]), out)
+                    self._emit(st, csid, bytes(view[pos : pos + size]), out)
                 return
             st.buf = bytearray()
         if self._pending + size > self.max_pending:
             raise ChunkError(f"more than {self.max_pending} bytes of unfinished messages")
-        st.buf += data[pos:pos + size]
+        st.buf += data[pos : pos + size]
         self._pending += size
         if len(st.buf) == st.length:
             payload, st.buf = bytes(st.buf), None  # messages carry bytes, whatever path
             self._pending -= len(payload)
             self._emit(st, csid, payload, out)
 
-    def _emit(self, st: _InStream, csid: int, payload: bytes,
-              out: list[Message]) -> None:
+    def _emit(self, st: _InStream, csid: int, payload: bytes, out: list[Message]) -> None:
         msg = Message(csid, st.type_id, st.stream_id, st.timestamp, payload)
         if st.stream_id == 0 and msg.type_id in (SET_CHUNK_SIZE, ABORT):
             self._control(msg)
@@ -257,11 +265,13 @@ class ChunkReader:
 
 # -- writer --
 
+
 class _OutStream:
     __slots__ = ("field", "length", "relative", "stream_id", "timestamp", "type_id")
 
-    def __init__(self, timestamp: int, field: int, length: int, type_id: int,
-                 stream_id: int, relative: bool) -> None:
+    def __init__(
+        self, timestamp: int, field: int, length: int, type_id: int, stream_id: int, relative: bool
+    ) -> None:
         self.timestamp, self.field, self.length = timestamp, field, length
         self.type_id, self.stream_id, self.relative = type_id, stream_id, relative
 
@@ -283,8 +293,15 @@ class ChunkWriter:
         self.chunk_size = chunk_size
         self._streams: dict[int, _OutStream] = {}
 
-    def message(self, csid: int, type_id: int, stream_id: int, timestamp: int,
-                payload: bytes | bytearray | memoryview, prefix: bytes = b"") -> bytes:
+    def message(
+        self,
+        csid: int,
+        type_id: int,
+        stream_id: int,
+        timestamp: int,
+        payload: bytes | bytearray | memoryview,
+        prefix: bytes = b"",
+    ) -> bytes:
         """The chunks of one message whose payload is prefix + payload (the prefix lets a
         caller put a tag header before frame bytes without copying them twice)."""
         if not 2 <= csid <= 65599:
@@ -293,13 +310,15 @@ class ChunkWriter:
         if length > 0xFFFFFF:
             raise ValueError(f"message of {length} bytes is too large for RTMP")
         fmt, field = self._header_kind(csid, type_id, stream_id, timestamp & TS_MASK, length)
-        parts: list[bytes | memoryview] = [self._header(fmt, csid, field, length, type_id,
-                                                        stream_id)]
+        parts: list[bytes | memoryview] = [
+            self._header(fmt, csid, field, length, type_id, stream_id)
+        ]
         self._chunk_parts(parts, csid, field, prefix, memoryview(payload))
         return b"".join(parts)
 
-    def _header_kind(self, csid: int, type_id: int, stream_id: int, ts: int,
-                     length: int) -> tuple[int, int]:
+    def _header_kind(
+        self, csid: int, type_id: int, stream_id: int, ts: int, length: int
+    ) -> tuple[int, int]:
         prev = self._streams.get(csid)
         delta = (ts - prev.timestamp) & TS_MASK if prev is not None else 0
         if prev is None or prev.stream_id != stream_id or delta >= 0x80000000:
@@ -314,8 +333,9 @@ class ChunkWriter:
         return fmt, field
 
     @staticmethod
-    def _header(fmt: int, csid: int, field: int, length: int, type_id: int,
-                stream_id: int) -> bytes:
+    def _header(
+        fmt: int, csid: int, field: int, length: int, type_id: int, stream_id: int
+    ) -> bytes:
         head = bytearray(_basic_header(fmt, csid))
         ts_field = min(field, EXTENDED)
         if fmt < 3:
@@ -329,8 +349,14 @@ class ChunkWriter:
             head += _U32.pack(field)
         return bytes(head)
 
-    def _chunk_parts(self, parts: list[bytes | memoryview], csid: int, field: int,
-                     prefix: bytes, payload: memoryview) -> None:
+    def _chunk_parts(
+        self,
+        parts: list[bytes | memoryview],
+        csid: int,
+        field: int,
+        prefix: bytes,
+        payload: memoryview,
+    ) -> None:
         size = self.chunk_size
         cont = _basic_header(3, csid)
         if field >= EXTENDED:
@@ -347,4 +373,4 @@ class ChunkWriter:
         parts.append(payload[:room])
         for off in range(room, len(payload), size):
             parts.append(cont)
-            parts.append(payload[off:off + size])
+            parts.append(payload[off : off + size])

@@ -31,14 +31,44 @@ Buffer = bytes | bytearray | memoryview
 
 _LEGACY_VIDEO = {7: "h264", 12: "h265"}
 LEGACY_VIDEO_IDS = {codec: codec_id for codec_id, codec in _LEGACY_VIDEO.items()}
-_VIDEO_NAMES = {1: "JPEG", 2: "Sorenson H.263", 3: "Screen video", 4: "On2 VP6",
-                5: "On2 VP6 with alpha", 6: "Screen video v2"}
+_VIDEO_NAMES = {
+    1: "JPEG",
+    2: "Sorenson H.263",
+    3: "Screen video",
+    4: "On2 VP6",
+    5: "On2 VP6 with alpha",
+    6: "Screen video v2",
+}
 _FOURCC_VIDEO = {b"avc1": "h264", b"hvc1": "h265"}
-_AUDIO_NAMES = {0: "linear PCM", 1: "ADPCM", 2: "MP3", 3: "linear PCM LE",
-                4: "Nellymoser 16k", 5: "Nellymoser 8k", 6: "Nellymoser", 7: "G.711 A-law",
-                8: "G.711 mu-law", 11: "Speex", 14: "MP3 8k", 15: "device specific"}
-_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025,
-              8000, 7350)
+_AUDIO_NAMES = {
+    0: "linear PCM",
+    1: "ADPCM",
+    2: "MP3",
+    3: "linear PCM LE",
+    4: "Nellymoser 16k",
+    5: "Nellymoser 8k",
+    6: "Nellymoser",
+    7: "G.711 A-law",
+    8: "G.711 mu-law",
+    11: "Speex",
+    14: "MP3 8k",
+    15: "device specific",
+}
+_AAC_RATES = (
+    96000,
+    88200,
+    64000,
+    48000,
+    44100,
+    32000,
+    24000,
+    22050,
+    16000,
+    12000,
+    11025,
+    8000,
+    7350,
+)
 
 
 class FlvError(RtmpProtocolError):
@@ -73,6 +103,7 @@ def si24(b: Buffer, at: int) -> int:
 
 # -- ingest --
 
+
 def parse_video(payload: Buffer) -> VideoTag:
     view = memoryview(payload)
     if not len(view):
@@ -87,8 +118,9 @@ def parse_video(payload: Buffer) -> VideoTag:
     if frame_type == 5:  # video info / command frame: nothing to carry
         return VideoTag(codec, INFO, False, 0, view[1:])
     if len(view) < 5:
-        raise FlvError(f"{codec} video message of {len(view)} bytes is shorter than its "
-                       f"5-byte header")
+        raise FlvError(
+            f"{codec} video message of {len(view)} bytes is shorter than its 5-byte header"
+        )
     packet_type = view[1]
     if packet_type > END_OF_SEQUENCE:
         raise FlvError(f"unknown {codec} packet type {packet_type}")
@@ -102,8 +134,9 @@ def _enhanced_video(view: memoryview) -> VideoTag:
     fourcc = bytes(view[1:5])
     codec = _FOURCC_VIDEO.get(fourcc)
     if codec is None:
-        raise UnsupportedCodec(f"unsupported video codec {fourcc.decode('latin-1')!r}: "
-                               f"send H.264 or H.265")
+        raise UnsupportedCodec(
+            f"unsupported video codec {fourcc.decode('latin-1')!r}: send H.264 or H.265"
+        )
     keyframe = frame_type in (1, 4)
     if frame_type == 5 or packet_type in (4, 5):  # command frame, metadata, TS config
         return VideoTag(codec, INFO, False, 0, view[5:])
@@ -117,8 +150,10 @@ def _enhanced_video(view: memoryview) -> VideoTag:
         return VideoTag(codec, END_OF_SEQUENCE, False, 0, view[5:])
     if packet_type == 3:
         return VideoTag(codec, FRAME, keyframe, 0, view[5:])
-    raise UnsupportedCodec(f"enhanced RTMP video packet type {packet_type} (multitrack or "
-                           f"ModEx) is not supported: send one plain track")
+    raise UnsupportedCodec(
+        f"enhanced RTMP video packet type {packet_type} (multitrack or "
+        f"ModEx) is not supported: send one plain track"
+    )
 
 
 def parse_audio(payload: Buffer) -> AudioTag:
@@ -143,8 +178,9 @@ def _enhanced_audio(view: memoryview) -> AudioTag:
         raise FlvError("enhanced RTMP audio message shorter than its 5-byte header")
     packet_type, fourcc = view[0] & 0x0F, bytes(view[1:5])
     if fourcc != b"mp4a":
-        raise UnsupportedCodec(f"unsupported audio codec {fourcc.decode('latin-1')!r} on "
-                               f"RTMP: send AAC")
+        raise UnsupportedCodec(
+            f"unsupported audio codec {fourcc.decode('latin-1')!r} on RTMP: send AAC"
+        )
     if packet_type == 0:
         return AudioTag("aac", SEQUENCE_HEADER, view[5:])
     if packet_type == 1:
@@ -157,17 +193,32 @@ def _enhanced_audio(view: memoryview) -> AudioTag:
 def video_track(index: int, codec: str, config: bytes) -> Track:
     """A video Track from a sequence header; FlvError if the record is unusable."""
     width, height = _video_size(codec, config)
-    return Track(index=index, kind="video", codec=codec,  # type: ignore[arg-type]
-                 timescale=1000, config=config, width=width, height=height)
+    return Track(
+        index=index,
+        kind="video",
+        codec=codec,  # type: ignore[arg-type]
+        timescale=1000,
+        config=config,
+        width=width,
+        height=height,
+    )
 
 
 def audio_track(index: int, config: bytes) -> Track:
     rate, channels = parse_asc(config)
-    return Track(index=index, kind="audio", codec="aac", timescale=1000, config=config,
-                 sample_rate=rate, channels=channels)
+    return Track(
+        index=index,
+        kind="audio",
+        codec="aac",
+        timescale=1000,
+        config=config,
+        sample_rate=rate,
+        channels=channels,
+    )
 
 
 # -- codec configuration records --
+
 
 def _video_size(codec: str, config: bytes) -> tuple[int, int]:
     """Picture size from the SPS inside an avcC / hvcC sequence header."""
@@ -179,7 +230,8 @@ def _video_size(codec: str, config: bytes) -> tuple[int, int]:
         if length_size != 4:
             raise UnsupportedCodec(
                 f"{codec.upper()} with {length_size}-byte NAL lengths is not supported: "
-                "use 4-byte lengths (every common encoder does)")
+                "use 4-byte lengths (every common encoder does)"
+            )
         sps = next((n for n in nals if nal_type(n, codec) == _SPS_TYPE[codec]), None)
         if sps is None:
             raise FlvError(f"{codec} sequence header carries no SPS")
@@ -228,6 +280,7 @@ def _asc(config: bytes) -> tuple[int, int]:
 
 # -- aggregate messages --
 
+
 def split_aggregate(payload: Buffer, timestamp: int) -> list[tuple[int, int, memoryview]]:
     """The (type, timestamp, body) of each FLV-tag-shaped sub-message; timestamps are
     shifted so the first sub-message has the aggregate message's own timestamp."""
@@ -244,12 +297,13 @@ def split_aggregate(payload: Buffer, timestamp: int) -> list[tuple[int, int, mem
         if end + 4 > len(view):
             raise FlvError("aggregate message: sub-message body truncated")
         base = ts if base is None else base
-        out.append((type_id, (timestamp + ts - base) & 0xFFFFFFFF, view[pos + 11:end]))
+        out.append((type_id, (timestamp + ts - base) & 0xFFFFFFFF, view[pos + 11 : end]))
         pos = end + 4  # back pointer
     return out
 
 
 # -- play --
+
 
 def _fourcc(track: Track) -> bytes:
     return b"hvc1" if track.codec == "h265" else b"avc1"
@@ -283,10 +337,15 @@ def metadata(tracks: tuple[Track, ...]) -> bytes:
     for track in tracks:
         if track.codec in ("h264", "h265"):
             codec_id = 7 if track.codec == "h264" else int.from_bytes(b"hvc1", "big")
-            info.update(width=float(track.width), height=float(track.height),
-                        videocodecid=float(codec_id))
+            info.update(
+                width=float(track.width), height=float(track.height), videocodecid=float(codec_id)
+            )
         elif track.codec == "aac":
-            info.update(audiocodecid=10.0, audiosamplerate=float(track.sample_rate),
-                        audiochannels=float(track.channels), stereo=track.channels == 2)
+            info.update(
+                audiocodecid=10.0,
+                audiosamplerate=float(track.sample_rate),
+                audiochannels=float(track.channels),
+                stereo=track.channels == 2,
+            )
     info["encoder"] = "courtcast"
     return amf0.encode("onMetaData", info)

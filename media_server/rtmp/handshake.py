@@ -25,11 +25,13 @@ def check_c0(version: int) -> None:
     if version == VERSION:
         return
     if version in (6, 8, 9):
-        raise HandshakeError(f"encrypted RTMP (RTMPE, version {version}) is not supported: "
-                             f"use plain rtmp://")
+        raise HandshakeError(
+            f"encrypted RTMP (RTMPE, version {version}) is not supported: use plain rtmp://"
+        )
     if version == 0x16:
-        raise HandshakeError("not an RTMP client: a TLS handshake (rtmps:// is not served "
-                             "on this port)")
+        raise HandshakeError(
+            "not an RTMP client: a TLS handshake (rtmps:// is not served on this port)"
+        )
     if version in (ord("G"), ord("P"), ord("H"), ord("O")):
         raise HandshakeError("not an RTMP client: an HTTP request sent to the RTMP port")
     raise HandshakeError(f"not an RTMP client (handshake version {version}, expected 3)")

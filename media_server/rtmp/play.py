@@ -49,8 +49,7 @@ class PlayOut:
         self.waiting_key = self.has_video
         if not self.tracks:
             return
-        self.send(CSID_DATA, DATA_AMF0, self.last, flv.metadata(tuple(self.tracks.values())),
-                  b"")
+        self.send(CSID_DATA, DATA_AMF0, self.last, flv.metadata(tuple(self.tracks.values())), b"")
         for track in self.tracks.values():
             if track.is_video:
                 self.send(CSID_VIDEO, VIDEO, self.last, flv.video_config_tag(track), b"")

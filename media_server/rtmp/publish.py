@@ -86,9 +86,11 @@ class Ingest:
         if len(values) < 2 or values[0] != "onMetaData" or not isinstance(values[1], dict):
             return
         self.metadata = dict(values[1])
-        self.expect = {kind for kind, key in (("video", "videocodecid"),
-                                              ("audio", "audiocodecid"))
-                       if self.metadata.get(key) not in (None, 0, 0.0, "")}
+        self.expect = {
+            kind
+            for kind, key in (("video", "videocodecid"), ("audio", "audiocodecid"))
+            if self.metadata.get(key) not in (None, 0, 0.0, "")
+        }
         if not self.announced and self._all_expected():
             self._announce()
 
@@ -97,11 +99,25 @@ class Ingest:
         head = payload[0] if payload else 0
         # the common case, read off its first bytes without making a tag (what parse_video
         # makes of it, checked by tests): a legacy coded frame of the announced codec
-        if (src is not None and head & 0x8F == src.legacy_id and head >> 4 != 5
-                and len(payload) > 5 and payload[1] == flv.FRAME and self.announced):
+        if (
+            src is not None
+            and head & 0x8F == src.legacy_id
+            and head >> 4 != 5
+            and len(payload) > 5
+            and payload[1] == flv.FRAME
+            and self.announced
+        ):
             dts = src.unwrap(timestamp)
-            self.publication.push(Packet(src.index, dts, dts + flv.si24(payload, 2),
-                                         head >> 4 in (1, 4), bytes(payload[5:]), arrival))
+            self.publication.push(
+                Packet(
+                    src.index,
+                    dts,
+                    dts + flv.si24(payload, 2),
+                    head >> 4 in (1, 4),
+                    bytes(payload[5:]),
+                    arrival,
+                )
+            )
             return
         tag = flv.parse_video(payload)
         if tag.kind == flv.FRAME:
@@ -112,19 +128,25 @@ class Ingest:
                 self._announce()
             if len(tag.data):
                 dts = src.unwrap(timestamp)
-                self.publication.push(Packet(src.index, dts, dts + tag.cto, tag.keyframe,
-                                             bytes(tag.data), arrival))
+                self.publication.push(
+                    Packet(src.index, dts, dts + tag.cto, tag.keyframe, bytes(tag.data), arrival)
+                )
         elif tag.kind == flv.SEQUENCE_HEADER:
             config = bytes(tag.data)
             if self.video is None or self.video.config != config:
-                self._configured("video", tag.codec, config,
-                                 flv.video_track(0, tag.codec, config))
+                self._configured("video", tag.codec, config, flv.video_track(0, tag.codec, config))
 
     def on_audio(self, timestamp: int, payload: bytes | bytearray, arrival: float) -> None:
         src = self.audio
         # the common case, as on_video's: a raw AAC frame (sound format 10, packet type 1)
-        if (src is not None and len(payload) > 2 and payload[0] >> 4 == 10
-                and payload[1] == flv.FRAME and self.announced and self.audio_problem is None):
+        if (
+            src is not None
+            and len(payload) > 2
+            and payload[0] >> 4 == 10
+            and payload[1] == flv.FRAME
+            and self.announced
+            and self.audio_problem is None
+        ):
             dts = src.unwrap(timestamp)
             self.publication.push(Packet(src.index, dts, dts, True, bytes(payload[2:]), arrival))
             return

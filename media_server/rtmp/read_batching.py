@@ -46,8 +46,12 @@ def low_water_mark(bytes_in_tick: int, tick_s: float = TICK_S) -> int:
 class ReadBatching:
     """Keeps one connection's SO_RCVLOWAT in step with its rate until stopped."""
 
-    def __init__(self, transport: asyncio.Transport, received: Callable[[], int],
-                 may_hold: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        received: Callable[[], int],
+        may_hold: Callable[[], bool],
+    ) -> None:
         self._socket = transport.get_extra_info("socket")
         self._received = received  # what the connection has read so far
         self._may_hold = may_hold  # False while a real-time viewer watches

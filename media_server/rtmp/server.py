@@ -110,9 +110,17 @@ def split_query_key(text: str) -> tuple[str, str | None]:
 
 
 class RtmpServer:
-    def __init__(self, hub: Hub, host: str = "0.0.0.0", port: int = 1935,
-                 authorize: Authorize | None = None, *, app: str = "live",
-                 limits: RtmpLimits | None = None, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        host: str = "0.0.0.0",
+        port: int = 1935,
+        authorize: Authorize | None = None,
+        *,
+        app: str = "live",
+        limits: RtmpLimits | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
         """authorize(stream_id, key, "publish" | "play", peer) raises RtmpRefused to refuse;
         None lets everyone in (open mode, local trials only). sock: an already bound
         listening socket (the platform binds early so a busy port is a config error)."""
@@ -140,8 +148,9 @@ class RtmpServer:
         if self._sock is not None:
             self._server = await loop.create_server(lambda: _Connection(self), sock=self._sock)
         else:
-            self._server = await loop.create_server(lambda: _Connection(self), self.host,
-                                                    self._port)
+            self._server = await loop.create_server(
+                lambda: _Connection(self), self.host, self._port
+            )
         log.info("RTMP listening on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
@@ -293,7 +302,7 @@ class _Connection(asyncio.BufferedProtocol):
                 arrival = time.time()
                 for msg in messages:
                     kind = msg.type_id
-                    if not backlog and (kind == VIDEO or kind == AUDIO):
+                    if not backlog and kind in (VIDEO, AUDIO):
                         self._media(kind, msg.timestamp, msg.payload, arrival)
                     else:
                         backlog.append((msg, arrival))
@@ -360,8 +369,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self.close_reason is not None:
             reason, warn = self.close_reason.reason, self.close_reason.warn
         await self._cleanup(reason)
-        log.log(logging.WARNING if warn else logging.INFO,
-                "rtmp %s: closed: %s", self.peer, reason)
+        log.log(logging.WARNING if warn else logging.INFO, "rtmp %s: closed: %s", self.peer, reason)
 
     def close(self, reason: str) -> asyncio.Task[Any] | None:
         """Ask this connection to end (from outside its task)."""
@@ -485,8 +493,15 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport.write(data)
         self.stats.bytes_out += len(data)
 
-    def _send(self, csid: int, type_id: int, msid: int, payload: bytes | memoryview,
-              timestamp: int = 0, prefix: bytes = b"") -> None:
+    def _send(
+        self,
+        csid: int,
+        type_id: int,
+        msid: int,
+        payload: bytes | memoryview,
+        timestamp: int = 0,
+        prefix: bytes = b"",
+    ) -> None:
         self._write(self.chunks_out.message(csid, type_id, msid, timestamp, payload, prefix))
 
     async def _drain(self) -> None:
@@ -496,8 +511,9 @@ class _Connection(asyncio.BufferedProtocol):
         except TimeoutError:
             assert self.transport is not None
             self.transport.abort()  # close() would wait for the unsent bytes
-            raise _Closing(f"client took no data for {self.limits.write_timeout:g} s "
-                           f"({self.phase})") from None
+            raise _Closing(
+                f"client took no data for {self.limits.write_timeout:g} s ({self.phase})"
+            ) from None
 
     async def _writable(self) -> None:
         """StreamWriter.drain's flow control: wait while the transport's buffer is full."""
@@ -513,16 +529,18 @@ class _Connection(asyncio.BufferedProtocol):
         self._send(csid, COMMAND_AMF0, msid, amf0.encode(*values))
 
     def _status(self, msid: int, level: str, code: str, description: str) -> None:
-        self._command(msid, "onStatus", 0.0, None,
-                      {"level": level, "code": code, "description": description})
+        self._command(
+            msid, "onStatus", 0.0, None, {"level": level, "code": code, "description": description}
+        )
 
     def _user_control(self, event: int, value: int) -> None:
         self._send(CSID_CONTROL, USER_CONTROL, 0, struct.pack(">HI", event, value))
 
     # -- incoming messages --
 
-    def _media(self, type_id: int, timestamp: int, payload: bytes | bytearray,
-               arrival: float) -> None:
+    def _media(
+        self, type_id: int, timestamp: int, payload: bytes | bytearray, arrival: float
+    ) -> None:
         if self.ingest is None:
             return  # media before publish (or after unpublish): nothing to attach it to
         if type_id == VIDEO:
@@ -553,8 +571,12 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _on_user_control(self, payload: bytes | bytearray) -> None:
         if len(payload) >= 6 and int.from_bytes(payload[:2], "big") == PING_REQUEST:
-            self._send(CSID_CONTROL, USER_CONTROL, 0,
-                       struct.pack(">H", PING_RESPONSE) + bytes(payload[2:6]))
+            self._send(
+                CSID_CONTROL,
+                USER_CONTROL,
+                0,
+                struct.pack(">H", PING_RESPONSE) + bytes(payload[2:6]),
+            )
 
     async def _on_command(self, msg: Message) -> None:
         values = _amf_values(msg)
@@ -575,8 +597,7 @@ class _Connection(asyncio.BufferedProtocol):
         elif name == "play":
             await self._on_play(msg.stream_id, _first_str(args))
         elif name in ("deleteStream", "closeStream"):
-            self._on_delete(int(args[0]) if args and isinstance(args[0], float)
-                            else msg.stream_id)
+            self._on_delete(int(args[0]) if args and isinstance(args[0], float) else msg.stream_id)
         elif txid:  # releaseStream, FCPublish, FCUnpublish, getStreamLength, ...
             self._command(0, "_result", txid, None)
         await self._drain()
@@ -587,10 +608,18 @@ class _Connection(asyncio.BufferedProtocol):
         app, app_key = split_query_key(str(obj.get("app", "")))
         _, tc_key = split_query_key(str(obj.get("tcUrl", "")))
         if app.strip("/") != self.server.app:
-            self._command(0, "_error", txid, None, {
-                "level": "error", "code": "NetConnection.Connect.Rejected",
-                "description": f"unknown application {app!r}: use "
-                               f"rtmp://HOST:PORT/{self.server.app}/STREAM_ID?key=KEY"})
+            self._command(
+                0,
+                "_error",
+                txid,
+                None,
+                {
+                    "level": "error",
+                    "code": "NetConnection.Connect.Rejected",
+                    "description": f"unknown application {app!r}: use "
+                    f"rtmp://HOST:PORT/{self.server.app}/STREAM_ID?key=KEY",
+                },
+            )
             self.stats.refused += 1
             raise _Closing(f"connect refused: unknown application {app!r}")
         self.app_key = app_key or tc_key
@@ -600,10 +629,18 @@ class _Connection(asyncio.BufferedProtocol):
         self._send(CSID_CONTROL, SET_PEER_BANDWIDTH, 0, _U32.pack(window) + b"\x02")
         self._send(CSID_CONTROL, SET_CHUNK_SIZE, 0, _U32.pack(self.limits.chunk_size))
         self.chunks_out.chunk_size = self.limits.chunk_size
-        self._command(0, "_result", txid,
-                      {"fmsVer": "FMS/3,5,7,7009", "capabilities": 31.0, "mode": 1.0},
-                      {"level": "status", "code": "NetConnection.Connect.Success",
-                       "description": "Connection succeeded.", "objectEncoding": 0.0})
+        self._command(
+            0,
+            "_result",
+            txid,
+            {"fmsVer": "FMS/3,5,7,7009", "capabilities": 31.0, "mode": 1.0},
+            {
+                "level": "status",
+                "code": "NetConnection.Connect.Success",
+                "description": "Connection succeeded.",
+                "objectEncoding": 0.0,
+            },
+        )
 
     def _stream_name(self, name: str | None, action: str) -> tuple[str, str | None]:
         if not name:
@@ -647,8 +684,9 @@ class _Connection(asyncio.BufferedProtocol):
     async def _on_publish(self, msid: int, name: str | None) -> None:
         stream_id = await self._check(msid, "publish", name, "NetStream.Publish.Denied")
         try:
-            publication = self.server.hub.publish(stream_id, (), source=f"rtmp {self.peer}",
-                                                  on_evict=self._evicted)
+            publication = self.server.hub.publish(
+                stream_id, (), source=f"rtmp {self.peer}", on_evict=self._evicted
+            )
         except StreamBusy as exc:
             self._refuse(msid, "NetStream.Publish.BadName", f"publish {stream_id!r}", str(exc))
         self.ingest = Ingest(publication, f"{self.peer} {stream_id}")
@@ -656,8 +694,9 @@ class _Connection(asyncio.BufferedProtocol):
         self.stats.publishing += 1
         assert self.transport is not None
         stream = publication.stream
-        self.batching = ReadBatching(self.transport, lambda: self.received,
-                                     lambda: not stream.realtime)
+        self.batching = ReadBatching(
+            self.transport, lambda: self.received, lambda: not stream.realtime
+        )
         self._user_control(STREAM_BEGIN, msid)
         self._status(msid, "status", "NetStream.Publish.Start", f"{stream_id} is now published")
         log.info("rtmp %s: publishing %s", self.peer, stream_id)
@@ -695,15 +734,22 @@ class _Connection(asyncio.BufferedProtocol):
 
     async def _play_loop(self, stream_id: str, msid: int) -> None:
         sub = self.server.hub.subscribe(stream_id, f"rtmp play {self.peer}")
-        out = PlayOut(lambda csid, type_id, ts, payload, prefix:
-                      self._send(csid, type_id, msid, payload, ts, prefix))
+        out = PlayOut(
+            lambda csid, type_id, ts, payload, prefix: self._send(
+                csid, type_id, msid, payload, ts, prefix
+            )
+        )
         try:
             while True:
                 item: Item | None = await sub.get()
                 while item is not None:
                     if isinstance(item, StreamEnd):
-                        self._status(msid, "status", "NetStream.Play.UnpublishNotify",
-                                     f"{stream_id} stopped: {item.reason}")
+                        self._status(
+                            msid,
+                            "status",
+                            "NetStream.Play.UnpublishNotify",
+                            f"{stream_id} stopped: {item.reason}",
+                        )
                     out.handle(item)
                     item = sub.get_nowait()
                 await self._drain()

@@ -26,8 +26,12 @@ from storage.state import StateStore
 
 SEATS: tuple[str, ...] = ("court", "detention", "lawyer", "interpreter")
 REQUIRED_SEATS = ("court", "detention")
-DEFAULT_LABELS = {"court": "Courtroom", "detention": "Detention centre", "lawyer": "Lawyer",
-                  "interpreter": "Interpreter"}
+DEFAULT_LABELS = {
+    "court": "Courtroom",
+    "detention": "Detention centre",
+    "lawyer": "Lawyer",
+    "interpreter": "Interpreter",
+}
 ROOM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 STREAM_PREFIX = "arraignment-"
 CODE_DIGITS = 8
@@ -53,7 +57,7 @@ def parse_room_stream(stream_id: str) -> tuple[str, str] | None:
         return None
     for seat in SEATS:
         suffix = f"-{seat}"
-        room_id = stream_id[len(STREAM_PREFIX):-len(suffix)]
+        room_id = stream_id[len(STREAM_PREFIX) : -len(suffix)]
         if stream_id.endswith(suffix) and ROOM_ID.match(room_id):
             return room_id, seat
     return None
@@ -101,22 +105,36 @@ class Room:
         return "detention" if seat == "court" else "court"
 
     def to_record(self) -> dict[str, Any]:
-        return {"created": self.created, "created_by": self.created_by,
-                "seats": {name: asdict(s) for name, s in self.seats.items()}}
+        return {
+            "created": self.created,
+            "created_by": self.created_by,
+            "seats": {name: asdict(s) for name, s in self.seats.items()},
+        }
 
     @classmethod
     def from_record(cls, room_id: str, record: dict[str, Any]) -> Room:
         seats = {name: Seat(**s) for name, s in record.get("seats", {}).items()}
-        return cls(room_id, seats, float(record.get("created", 0.0)),
-                   str(record.get("created_by", "")))
+        return cls(
+            room_id, seats, float(record.get("created", 0.0)), str(record.get("created_by", ""))
+        )
 
     def public_view(self) -> dict[str, Any]:
         """What the control API lists: no digests, only whether codes/seats are in use."""
-        return {"room": self.id, "created": self.created, "created_by": self.created_by,
-                "seats": {name: {"label": s.label, "stream": room_stream(self.id, name),
-                                 "code_pending": bool(s.code_digest),
-                                 "joined": bool(s.token_digest), "joined_at": s.joined_at}
-                          for name, s in self.seats.items()}}
+        return {
+            "room": self.id,
+            "created": self.created,
+            "created_by": self.created_by,
+            "seats": {
+                name: {
+                    "label": s.label,
+                    "stream": room_stream(self.id, name),
+                    "code_pending": bool(s.code_digest),
+                    "joined": bool(s.token_digest),
+                    "joined_at": s.joined_at,
+                }
+                for name, s in self.seats.items()
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -184,8 +202,9 @@ class ArraignmentRooms:
     def __init__(self, store: RoomStore | None = None) -> None:
         self.store: RoomStore = store or MemoryRoomStore()
 
-    async def create(self, room_id: str, labels: dict[str, str] | None = None,
-                     created_by: str = "") -> dict[str, str]:
+    async def create(
+        self, room_id: str, labels: dict[str, str] | None = None, created_by: str = ""
+    ) -> dict[str, str]:
         """Open a room with court, detention and any optional seats named in labels;
         returns each seat's one-time join code (shown once, stored hashed)."""
         if not ROOM_ID.match(room_id):
@@ -225,15 +244,25 @@ class ArraignmentRooms:
                 seat.joined_at = time.time()
                 await self.store.put(room_id, room.to_record())
                 return self._joined(room, seat, token)
-        raise RoomError(403, "this join code is not valid for the room: it was mistyped or has "
-                             "been used already; ask the clerk for a new one")
+        raise RoomError(
+            403,
+            "this join code is not valid for the room: it was mistyped or has "
+            "been used already; ask the clerk for a new one",
+        )
 
     def _joined(self, room: Room, seat: Seat, token: str) -> Joined:
         main = room.primary_other(seat.seat)
         others = (main, *(s for s in room.seats if s not in (seat.seat, main)))
-        return Joined(room.id, seat.seat, seat.label, room.seats[main].label, token,
-                      room_stream(room.id, seat.seat), room_stream(room.id, main),
-                      tuple(room_stream(room.id, s) for s in others))
+        return Joined(
+            room.id,
+            seat.seat,
+            seat.label,
+            room.seats[main].label,
+            token,
+            room_stream(room.id, seat.seat),
+            room_stream(room.id, main),
+            tuple(room_stream(room.id, s) for s in others),
+        )
 
     async def leave(self, room_id: str, token: str | None) -> Seat:
         room = await self.get(room_id)

@@ -19,7 +19,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from media_server.access import WATCH_PRIVATE_ROLES, Caller
+from core.identity import ResolveCaller
+from core.rights import Caller, may
 from media_server.streams import StreamClass, StreamDefinition
 from media_server.webrtc.arraignment import (
     ArraignmentRooms,
@@ -36,9 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 API = "/api/v1/arraignments"
-MANAGE_ROLES = frozenset({"admin", "operator"})
 
-ResolveCaller = Callable[[Request], Awaitable[Caller | None]]
 Audit = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # action, who, details
 DefineStreams = Callable[[list[StreamDefinition]], Awaitable[None]]
 
@@ -76,7 +75,8 @@ class CreateRoom(BaseModel):
     seats: dict[str, str] = Field(
         default_factory=dict,
         description="Seat -> label. court and detention are always there; add lawyer "
-                    "and/or interpreter for their seats. Empty label: the default.")
+        "and/or interpreter for their seats. Empty label: the default.",
+    )
 
 
 def peer(request: Request) -> str:
@@ -101,17 +101,21 @@ def _add_seat_routes(router: APIRouter, service: WebRTCService) -> None:
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     @router.post("/arraignment/{room_id}/join")
-    async def arraignment_join(room_id: str, body: JoinRequest,
-                               request: Request) -> JSONResponse:
+    async def arraignment_join(room_id: str, body: JoinRequest, request: Request) -> JSONResponse:
         try:
             joined = await rooms.join(room_id, body.code)
         except RoomError as exc:
-            await audit("arraignment.join-refused", f"peer {peer(request)}",
-                        {"room": room_id, "status": exc.status})
+            await audit(
+                "arraignment.join-refused",
+                f"peer {peer(request)}",
+                {"room": room_id, "status": exc.status},
+            )
             return _refuse(exc)
-        await audit("arraignment.join", f"seat {joined.side}",
-                    {"room": room_id, "seat": joined.side, "label": joined.label,
-                     "peer": peer(request)})
+        await audit(
+            "arraignment.join",
+            f"seat {joined.side}",
+            {"room": room_id, "seat": joined.side, "label": joined.label, "peer": peer(request)},
+        )
         return JSONResponse(asdict(joined), headers={"Cache-Control": "no-store"})
 
     @router.post("/arraignment/{room_id}/leave")
@@ -121,8 +125,11 @@ def _add_seat_routes(router: APIRouter, service: WebRTCService) -> None:
         except RoomError as exc:
             return _refuse(exc)
         await service.whip.close_stream(room_stream(room_id, seat.seat), "left the room")
-        await audit("arraignment.leave", f"seat {seat.seat}",
-                    {"room": room_id, "seat": seat.seat, "peer": peer(request)})
+        await audit(
+            "arraignment.leave",
+            f"seat {seat.seat}",
+            {"room": room_id, "seat": seat.seat, "peer": peer(request)},
+        )
         return JSONResponse({"left": seat.seat})
 
 
@@ -131,16 +138,23 @@ async def manager(service: WebRTCService, request: Request) -> Caller:
     caller = await service.room_hooks.resolve_caller(request)
     if caller is None:
         raise HTTPException(401, "sign in as an admin or operator to manage arraignment rooms")
-    if caller.role not in MANAGE_ROLES:
+    if not may(caller, "manage_arraignment"):
         raise HTTPException(403, f"role {caller.role!r} may not manage arraignment rooms")
     return caller
 
 
 def seat_definitions(room_id: str, labels: dict[str, str]) -> list[StreamDefinition]:
     """Private, recorded streams for the recorder and the operator's play check."""
-    return [StreamDefinition(id=room_stream(room_id, seat), stream_class=StreamClass.arraignment,
-                             public=False, title=f"Arraignment {room_id}: {label}",
-                             room=room_id) for seat, label in labels.items()]
+    return [
+        StreamDefinition(
+            id=room_stream(room_id, seat),
+            stream_class=StreamClass.arraignment,
+            public=False,
+            title=f"Arraignment {room_id}: {label}",
+            room=room_id,
+        )
+        for seat, label in labels.items()
+    ]
 
 
 def _add_control_routes(router: APIRouter, service: WebRTCService) -> None:
@@ -155,12 +169,16 @@ def _add_control_routes(router: APIRouter, service: WebRTCService) -> None:
             return _refuse(exc)
         room = await rooms.get(body.room)
         await hooks.define_streams(
-            seat_definitions(room.id, {s: seat.label for s, seat in room.seats.items()}))
-        await hooks.audit("arraignment.create", caller.name,
-                          {"room": room.id, "seats": sorted(room.seats)})
-        return JSONResponse({**room.public_view(), "codes": codes,
-                             "page": f"/arraignment/{room.id}"},
-                            status_code=201, headers={"Cache-Control": "no-store"})
+            seat_definitions(room.id, {s: seat.label for s, seat in room.seats.items()})
+        )
+        await hooks.audit(
+            "arraignment.create", caller.name, {"room": room.id, "seats": sorted(room.seats)}
+        )
+        return JSONResponse(
+            {**room.public_view(), "codes": codes, "page": f"/arraignment/{room.id}"},
+            status_code=201,
+            headers={"Cache-Control": "no-store"},
+        )
 
     @router.get(API)
     async def list_rooms(request: Request) -> list[dict[str, Any]]:
@@ -184,8 +202,9 @@ def _add_control_routes(router: APIRouter, service: WebRTCService) -> None:
             return _refuse(exc)
         await service.whip.close_stream(room_stream(room_id, seat), "join code re-issued")
         await hooks.audit("arraignment.reissue", caller.name, {"room": room_id, "seat": seat})
-        return JSONResponse({"room": room_id, "seat": seat, "code": code},
-                            headers={"Cache-Control": "no-store"})
+        return JSONResponse(
+            {"room": room_id, "seat": seat, "code": code}, headers={"Cache-Control": "no-store"}
+        )
 
     @router.delete(API + "/{room_id}")
     async def close_room(room_id: str, request: Request) -> JSONResponse:
@@ -218,9 +237,13 @@ async def audit_watch(service: WebRTCService, request: Request, stream_id: str) 
         return
     caller = await service.room_hooks.resolve_caller(request)
     who = caller.name if caller is not None else f"peer {peer(request)}"
-    details = {"room": parsed[0], "seat": parsed[1], "stream": stream_id,
-               "peer": peer(request),
-               "private_role": bool(caller and caller.role in WATCH_PRIVATE_ROLES)}
+    details = {
+        "room": parsed[0],
+        "seat": parsed[1],
+        "stream": stream_id,
+        "peer": peer(request),
+        "private_role": may(caller, "watch_private"),
+    }
     await service.room_hooks.audit("arraignment.watch", who, details)
 
 

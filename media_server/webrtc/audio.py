@@ -53,7 +53,8 @@ class AacOpusCodec:
         self._timescale = track.timescale
         self._time_base = fractions.Fraction(1, track.timescale)
         self._resampler = av.AudioResampler(
-            format="s16", layout="stereo", rate=OPUS_RATE, frame_size=OPUS_FRAME)
+            format="s16", layout="stereo", rate=OPUS_RATE, frame_size=OPUS_FRAME
+        )
         self._encoder = av.CodecContext.create("libopus", "w")
         self._encoder.sample_rate = OPUS_RATE
         self._encoder.layout = "stereo"

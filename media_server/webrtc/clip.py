@@ -17,17 +17,35 @@ from media_server.hub import Hub, Publication
 from media_server.media import Codec, Packet, Track
 
 
-def make_test_clip(path: Path, *, seconds: float = 4.0, width: int = 640, height: int = 360,
-                   fps: int = 30, gop: int = 30, video_codec: str = "libx264",
-                   audio: bool = True, bitrate: str = "800k") -> Path:
+def make_test_clip(
+    path: Path,
+    *,
+    seconds: float = 4.0,
+    width: int = 640,
+    height: int = 360,
+    fps: int = 30,
+    gop: int = 30,
+    video_codec: str = "libx264",
+    audio: bool = True,
+    bitrate: str = "800k",
+) -> Path:
     """An MP4 with a moving test picture (no B-frames) and a 1 kHz tone in AAC."""
     video = ["-c:v", video_codec, "-g", str(gop), "-bf", "0", "-b:v", bitrate]
     if video_codec == "libx264":
         video += ["-profile:v", "baseline", "-tune", "zerolatency", "-preset", "veryfast"]
     elif video_codec == "libx265":
         video += ["-x265-params", "log-level=error:bframes=0", "-tag:v", "hvc1"]
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-           "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}"]
+    cmd = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={width}x{height}:rate={fps}",
+    ]
     if audio:
         cmd += ["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"]
     cmd += ["-t", str(seconds), "-pix_fmt", "yuv420p", *video]
@@ -51,9 +69,15 @@ def load_clip(path: Path) -> Clip:
         tracks = tuple(_track(i, s) for i, s in enumerate(streams))
         index = {s.index: i for i, s in enumerate(streams)}
         packets = [
-            Packet(index[p.stream.index], p.dts, p.pts if p.pts is not None else p.dts,
-                   bool(p.is_keyframe), bytes(p))
-            for p in container.demux(streams) if p.size and p.dts is not None
+            Packet(
+                index[p.stream.index],
+                p.dts,
+                p.pts if p.pts is not None else p.dts,
+                bool(p.is_keyframe),
+                bytes(p),
+            )
+            for p in container.demux(streams)
+            if p.size and p.dts is not None
         ]
     # one period for all tracks, so audio and video stay in step loop after loop
     period_s = max(_duration(t.index, packets) / t.timescale for t in tracks)
@@ -73,8 +97,9 @@ def _track(index: int, stream: av.stream.Stream) -> Track:
     config = bytes(ctx.extradata or b"")
     if stream.type == "video":
         return Track(index, "video", codec, timescale, config, width=ctx.width, height=ctx.height)
-    return Track(index, "audio", codec, timescale, config,
-                 sample_rate=ctx.sample_rate, channels=ctx.channels)
+    return Track(
+        index, "audio", codec, timescale, config, sample_rate=ctx.sample_rate, channels=ctx.channels
+    )
 
 
 def _duration(track: int, packets: list[Packet]) -> int:
@@ -114,5 +139,6 @@ class ClipPublisher:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            self.publication.push(replace(packet, dts=packet.dts + shift,
-                                          pts=packet.pts + shift, arrival=time.time()))
+            self.publication.push(
+                replace(packet, dts=packet.dts + shift, pts=packet.pts + shift, arrival=time.time())
+            )

@@ -3,8 +3,8 @@ AAC->Opus transcoder.
 
 One task per stream (Fanout) reads the hub and hands each item to every viewer by a plain
 call, and each viewer sends its packets there and then: a frame costs one task wake-up
-per stream, not one or two per viewer (a wake-up was ~12% of the server's time at 20
-viewers, as much as SRTP). The hub hands every subscriber the same Packet objects. The RTP payloads of a video frame
+per stream, not one or two per viewer (what a wake-up per viewer cost: bench/RESULTS.md).
+The hub hands every subscriber the same Packet objects. The RTP payloads of a video frame
 (parameter sets on keyframes, STAP-A/FU-A split) depend only on the frame, so the first
 viewer to send a frame computes them and the others reuse them; each viewer's sender then
 adds only its RTP header and SRTP. Entries are keyed by the Packet object and hold it, so
@@ -36,12 +36,14 @@ log = logging.getLogger(__name__)
 PAYLOAD_CACHE_FRAMES = 512  # ~17 s of 30 fps video: viewers further apart recompute
 
 
-def frame_nals(packet: Packet, parameter_sets: tuple[bytes, ...],
-               length_size: int = 4) -> list[bytes | memoryview]:
+def frame_nals(
+    packet: Packet, parameter_sets: tuple[bytes, ...], length_size: int = 4
+) -> list[bytes | memoryview]:
     """The NAL units to send for one frame: keyframes start with SPS/PPS (from avcC when
     the frame does not carry its own), access unit delimiters are dropped."""
     nals: list[bytes | memoryview] = [
-        n for n in avcc_nals(packet.data, length_size) if nal_type(n) != NAL_AUD]
+        n for n in avcc_nals(packet.data, length_size) if nal_type(n) != NAL_AUD
+    ]
     if packet.keyframe:
         inband = {nal_type(n) for n in nals}
         if NAL_SPS not in inband or NAL_PPS not in inband:
@@ -58,22 +60,23 @@ class PayloadCacheStats:
 class VideoPayloadCache:
     """RTP payloads per video frame, computed once for all viewers of a stream."""
 
-    def __init__(self, max_frames: int = PAYLOAD_CACHE_FRAMES,
-                 max_payload: int = MAX_PAYLOAD) -> None:
+    def __init__(
+        self, max_frames: int = PAYLOAD_CACHE_FRAMES, max_payload: int = MAX_PAYLOAD
+    ) -> None:
         self.max_frames = max_frames
         self.max_payload = max_payload
         self.stats = PayloadCacheStats()
         self._entries: OrderedDict[int, tuple[Packet, list[bytes]]] = OrderedDict()
 
-    def payloads(self, packet: Packet, parameter_sets: tuple[bytes, ...],
-                 length_size: int = 4) -> list[bytes]:
+    def payloads(
+        self, packet: Packet, parameter_sets: tuple[bytes, ...], length_size: int = 4
+    ) -> list[bytes]:
         key = id(packet)
         hit = self._entries.get(key)
         if hit is not None and hit[0] is packet:
             self.stats.reused += 1
             return hit[1]
-        payloads = h264_payloads(frame_nals(packet, parameter_sets, length_size),
-                                 self.max_payload)
+        payloads = h264_payloads(frame_nals(packet, parameter_sets, length_size), self.max_payload)
         self.stats.computed += 1
         self._entries[key] = (packet, payloads)
         if len(self._entries) > self.max_frames:

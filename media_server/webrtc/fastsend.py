@@ -37,9 +37,20 @@ from aiortc.utils import random32, uint16_add
 log = logging.getLogger(__name__)
 
 P = "_RTCRtpSender__"
-NEEDED = ("rtp_started", "rtp_history", "rtp_header_extensions_map", "mid", "track",
-          "rtp_exited", "ntp_timestamp", "rtp_timestamp", "octet_count", "packet_count",
-          "rtx_payload_type", "rtx_sequence_number")
+NEEDED = (
+    "rtp_started",
+    "rtp_history",
+    "rtp_header_extensions_map",
+    "mid",
+    "track",
+    "rtp_exited",
+    "ntp_timestamp",
+    "rtp_timestamp",
+    "octet_count",
+    "packet_count",
+    "rtx_payload_type",
+    "rtx_sequence_number",
+)
 NTP_TIMESTAMP, RTP_TIMESTAMP = P + "ntp_timestamp", P + "rtp_timestamp"
 OCTETS, PACKETS = P + "octet_count", P + "packet_count"
 
@@ -65,7 +76,8 @@ def install(sender: RTCRtpSender) -> None:
         raise RuntimeError(f"aiortc internals changed: RTCRtpSender lacks {missing}")
     sender._run_rtp = lambda codec: run_rtp(sender, codec)  # type: ignore[method-assign]
     sender._retransmit = (  # type: ignore[method-assign,assignment]
-        lambda sequence_number: retransmit(sender, sequence_number))
+        lambda sequence_number: retransmit(sender, sequence_number)
+    )
 
 
 def abs_send_time() -> int:
@@ -73,16 +85,21 @@ def abs_send_time() -> int:
     return int((time.time() + NTP_OFFSET) * 262144) & 0xFFFFFF
 
 
-def gso_runs(sizes: list[int], max_segments: int = GSO_MAX_SEGMENTS,
-             max_bytes: int = GSO_MAX_BYTES) -> list[tuple[int, int]]:
+def gso_runs(
+    sizes: list[int], max_segments: int = GSO_MAX_SEGMENTS, max_bytes: int = GSO_MAX_BYTES
+) -> list[tuple[int, int]]:
     """Split packets into [start, end) runs the kernel can segment from one buffer: all of
     a run's packets have its first packet's size, except that the last may be shorter."""
     runs: list[tuple[int, int]] = []
     start = 0
     while start < len(sizes):
         size, end, total = sizes[start], start + 1, sizes[start]
-        while (end < len(sizes) and end - start < max_segments
-               and total + sizes[end] <= max_bytes and sizes[end] <= size):
+        while (
+            end < len(sizes)
+            and end - start < max_segments
+            and total + sizes[end] <= max_bytes
+            and sizes[end] <= size
+        ):
             total += sizes[end]
             end += 1
             if sizes[end - 1] < size:
@@ -141,8 +158,9 @@ class UdpPath:
                 self.sendto(data, self.addr)
             return
         try:
-            self.sock.sendmsg(run, [(socket.SOL_UDP, UDP_SEGMENT, pack("=H", len(run[0])))],
-                              0, self.addr)
+            self.sock.sendmsg(
+                run, [(socket.SOL_UDP, UDP_SEGMENT, pack("=H", len(run[0])))], 0, self.addr
+            )
         except BlockingIOError:
             pass  # socket buffer full: lost like on the wire; NACK/RTX may repair
         except OSError as exc:
@@ -184,7 +202,7 @@ class RtpOut:
         mark = ABS_SEND_SENTINEL.to_bytes(3, "big")
         at = block.find(mark)
         if at >= 0 and block.rfind(mark) == at:
-            return block[:at], block[at + 3:]
+            return block[:at], block[at + 3 :]
         return block if block == self._extension_block(0) else None
 
     def _extension_block(self, send_time: int) -> bytes:
@@ -208,8 +226,18 @@ class RtpOut:
         seq, ssrc, history, last = self.seq, self.ssrc, self.history, len(payloads) - 1
         packets = []
         for i, payload in enumerate(payloads):
-            data = pack("!BBHLL", first, (0x80 if i == last else 0) | self.payload_type, seq,
-                        timestamp, ssrc) + extension + payload
+            data = (
+                pack(
+                    "!BBHLL",
+                    first,
+                    (0x80 if i == last else 0) | self.payload_type,
+                    seq,
+                    timestamp,
+                    ssrc,
+                )
+                + extension
+                + payload
+            )
             history[seq % RTP_HISTORY_SIZE] = (seq, data)
             packets.append(data)
             seq = (seq + 1) & 0xFFFF
@@ -281,8 +309,12 @@ async def retransmit(sender: RTCRtpSender, sequence_number: int) -> None:
     rtx_type = getattr(sender, P + "rtx_payload_type")
     if rtx_type is not None:
         rtx_seq = getattr(sender, P + "rtx_sequence_number")
-        packet = wrap_rtx(RtpPacket.parse(data, ext_map), payload_type=rtx_type,
-                          sequence_number=rtx_seq, ssrc=sender._rtx_ssrc)
+        packet = wrap_rtx(
+            RtpPacket.parse(data, ext_map),
+            payload_type=rtx_type,
+            sequence_number=rtx_seq,
+            ssrc=sender._rtx_ssrc,
+        )
         setattr(sender, P + "rtx_sequence_number", uint16_add(rtx_seq, 1))
         data = packet.serialize(ext_map)
     await sender.transport._send_rtp(data)

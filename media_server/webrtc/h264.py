@@ -34,13 +34,13 @@ def avcc_nals(data: bytes | memoryview, length_size: int = 4) -> list[memoryview
     nals: list[memoryview] = []
     pos, end = 0, len(view)
     while pos + length_size <= end:
-        size = int.from_bytes(view[pos:pos + length_size], "big")
+        size = int.from_bytes(view[pos : pos + length_size], "big")
         pos += length_size
         if size == 0:
             continue
         if pos + size > end:
             raise H264Error(f"NAL unit of {size} bytes overruns its {end}-byte access unit")
-        nals.append(view[pos:pos + size])
+        nals.append(view[pos : pos + size])
         pos += size
     if pos != end:
         raise H264Error(f"{end - pos} trailing bytes after the last NAL unit")
@@ -104,11 +104,11 @@ def _read_sets(record: bytes, pos: int, count: int, skip: int) -> tuple[list[byt
     for _ in range(count):
         if pos + 2 > len(record):
             raise H264Error("avcC record truncated in a parameter set length")
-        size = int.from_bytes(record[pos:pos + 2], "big")
+        size = int.from_bytes(record[pos : pos + 2], "big")
         pos += 2
         if pos + size > len(record) or size == 0:
             raise H264Error("avcC record truncated in a parameter set")
-        sets.append(record[pos:pos + size])
+        sets.append(record[pos : pos + size])
         pos += size
     return sets, pos
 

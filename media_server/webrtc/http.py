@@ -30,16 +30,18 @@ SDP = "application/sdp"
 SESSION_METHODS = "DELETE"
 
 
-def make_webrtc_router(hub: Hub, authorize_play: AuthorizePlay,
-                       authorize_publish: AuthorizePublish,
-                       ice_config: IceConfig | None = None,
-                       options: WebRTCOptions | None = None,
-                       room_hooks: RoomHooks | None = None) -> APIRouter:
+def make_webrtc_router(
+    hub: Hub,
+    authorize_play: AuthorizePlay,
+    authorize_publish: AuthorizePublish,
+    ice_config: IceConfig | None = None,
+    options: WebRTCOptions | None = None,
+    room_hooks: RoomHooks | None = None,
+) -> APIRouter:
     """WHIP and WHEP endpoints over hub, and arraignment rooms (room_hooks: caller, audit,
     stream registry, room store). The service is at router.webrtc (stats, tests) and its
     sessions are closed on the app's shutdown."""
-    service = WebRTCService(hub, ice_config or IceConfig(), options or WebRTCOptions(),
-                            room_hooks)
+    service = WebRTCService(hub, ice_config or IceConfig(), options or WebRTCOptions(), room_hooks)
     router = APIRouter(tags=["webrtc"], on_shutdown=[service.close])
     router.webrtc = service  # type: ignore[attr-defined]
     _add_whep(router, service, authorize_play)
@@ -115,8 +117,9 @@ def _add_whip(router: APIRouter, service: WebRTCService, authorize: AuthorizePub
 async def _read_offer(request: Request) -> str:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != SDP:
-        raise HTTPException(415, f"send the SDP offer as Content-Type: {SDP} "
-                                 f"(got {content_type or 'none'!r})")
+        raise HTTPException(
+            415, f"send the SDP offer as Content-Type: {SDP} (got {content_type or 'none'!r})"
+        )
     body = await request.body()
     if len(body) > MAX_OFFER_BYTES:
         raise HTTPException(413, f"SDP offer larger than {MAX_OFFER_BYTES} bytes")
@@ -127,8 +130,12 @@ async def _read_offer(request: Request) -> str:
 
 
 def _created(answer: str, location: str) -> Response:
-    return Response(answer, status_code=201, media_type=SDP,
-                    headers={"Location": location, "Access-Control-Expose-Headers": "Location"})
+    return Response(
+        answer,
+        status_code=201,
+        media_type=SDP,
+        headers={"Location": location, "Access-Control-Expose-Headers": "Location"},
+    )
 
 
 def _refuse(exc: SignalingError) -> Response:
@@ -138,5 +145,10 @@ def _refuse(exc: SignalingError) -> Response:
 
 def _no_patch() -> Response:
     return JSONResponse(
-        {"detail": "trickle ICE and ICE restarts are not supported: the answer already "
-                   "carries every candidate"}, status_code=405, headers={"Allow": SESSION_METHODS})
+        {
+            "detail": "trickle ICE and ICE restarts are not supported: the answer already "
+            "carries every candidate"
+        },
+        status_code=405,
+        headers={"Allow": SESSION_METHODS},
+    )

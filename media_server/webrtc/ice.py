@@ -51,10 +51,12 @@ class IceConfig(BaseModel):
     )
 
     def rtc_configuration(self) -> RTCConfiguration:
-        return RTCConfiguration(iceServers=[
-            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
-            for s in self.servers
-        ])
+        return RTCConfiguration(
+            iceServers=[
+                RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+                for s in self.servers
+            ]
+        )
 
     def candidate_addresses(self) -> list[str]:
         if self.host_addresses is not None:
@@ -83,8 +85,12 @@ def bind_candidate_addresses(pc: RTCPeerConnection, chosen: list[str]) -> None:
     for connection in _ice_connections(pc):
         original: GatherFn = connection.get_component_candidates
 
-        async def gather(component: int, addresses: list[str] | None = None,
-                         timeout: int = 5, _original: GatherFn = original) -> list[Candidate]:
+        async def gather(
+            component: int,
+            addresses: list[str] | None = None,
+            timeout: int = 5,
+            _original: GatherFn = original,
+        ) -> list[Candidate]:
             return await _original(component=component, addresses=chosen, timeout=timeout)
 
         connection.get_component_candidates = gather

@@ -1,8 +1,8 @@
 """RTP payloads for H.264 (RFC 6184, packetization-mode 1), computed from NAL units.
 
 Pure functions. Small NAL units (parameter sets, SEI) travel together in one STAP-A,
-large ones are split into FU-A fragments of equal size (the last a little shorter), the rest go as single NAL
-unit packets. The output is the list of RTP payloads of one frame, in order; the sender
+large ones are split into FU-A fragments of equal size (the last a little shorter), the
+rest go as single NAL unit packets. The output is the list of RTP payloads of one frame, in order; the sender
 adds headers (and sets the marker bit on the last one).
 """
 
@@ -15,8 +15,9 @@ STAP_A = 24
 FU_A = 28
 
 
-def h264_payloads(nals: Sequence[bytes | memoryview],
-                  max_payload: int = MAX_PAYLOAD) -> list[bytes]:
+def h264_payloads(
+    nals: Sequence[bytes | memoryview], max_payload: int = MAX_PAYLOAD
+) -> list[bytes]:
     """The RTP payloads carrying these NAL units of one access unit."""
     payloads: list[bytes] = []
     group: list[bytes | memoryview] = []
@@ -72,5 +73,5 @@ def fu_a(nal: bytes | memoryview, max_payload: int = MAX_PAYLOAD) -> list[bytes]
     out: list[bytes] = []
     for i, pos in enumerate(range(0, len(body), size)):
         fu_header = kind | (0x80 if i == 0 else 0) | (0x40 if pos + size >= len(body) else 0)
-        out.append(indicator + bytes([fu_header]) + body[pos:pos + size].tobytes())
+        out.append(indicator + bytes([fu_header]) + body[pos : pos + size].tobytes())
     return out

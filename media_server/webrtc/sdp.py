@@ -79,8 +79,10 @@ def parse_offer(text: str) -> Offer:
             if target is None:
                 session_ice, session_fp = session_ice or ice, session_fp or fp
             else:
-                target.has_ice, target.has_fingerprint = target.has_ice or ice, \
-                    target.has_fingerprint or fp
+                target.has_ice, target.has_fingerprint = (
+                    target.has_ice or ice,
+                    target.has_fingerprint or fp,
+                )
     if not media:
         raise SdpError("the SDP offer has no media (m=) section")
     for index, m in enumerate(media):
@@ -95,9 +97,13 @@ def _media_line(value: str, number: int) -> OfferedMedia:
     return OfferedMedia(kind=parts[0], port=int(parts[1].split("/")[0]))
 
 
-def _attribute(value: str, media: OfferedMedia | None, index: int,
-               rtpmaps: dict[tuple[int, int], tuple[str, int]],
-               fmtps: dict[tuple[int, int], dict[str, str]]) -> tuple[bool, bool]:
+def _attribute(
+    value: str,
+    media: OfferedMedia | None,
+    index: int,
+    rtpmaps: dict[tuple[int, int], tuple[str, int]],
+    fmtps: dict[tuple[int, int], dict[str, str]],
+) -> tuple[bool, bool]:
     name, _, rest = value.partition(":")
     if media is not None and name in DIRECTIONS:
         media.direction = name
@@ -118,14 +124,21 @@ def _attribute(value: str, media: OfferedMedia | None, index: int,
         pt, _, params = rest.partition(" ")
         if pt.isdigit():
             fmtps[(index, int(pt))] = {
-                k.strip().lower(): v.strip() for k, _, v in
-                (p.partition("=") for p in params.split(";")) if k.strip()}
+                k.strip().lower(): v.strip()
+                for k, _, v in (p.partition("=") for p in params.split(";"))
+                if k.strip()
+            }
     return name in ("ice-ufrag", "ice-pwd"), name == "fingerprint"
 
 
-def _finish(m: OfferedMedia, index: int, rtpmaps: dict[tuple[int, int], tuple[str, int]],
-            fmtps: dict[tuple[int, int], dict[str, str]], session_ice: bool,
-            session_fp: bool) -> None:
+def _finish(
+    m: OfferedMedia,
+    index: int,
+    rtpmaps: dict[tuple[int, int], tuple[str, int]],
+    fmtps: dict[tuple[int, int], dict[str, str]],
+    session_ice: bool,
+    session_fp: bool,
+) -> None:
     for (i, pt), (name, rate) in rtpmaps.items():
         if i == index:
             m.codecs.append(OfferedCodec(pt, name, rate, fmtps.get((i, pt), {})))
@@ -147,7 +160,8 @@ def check_webrtc(offer: Offer) -> None:
 def _aiortc_h264_profiles() -> set[object]:
     return {
         parse_h264_profile_level_id(str(c.parameters["profile-level-id"]))[0]
-        for c in CODECS["video"] if c.mimeType.lower() == "video/h264"
+        for c in CODECS["video"]
+        if c.mimeType.lower() == "video/h264"
     }
 
 

@@ -27,19 +27,25 @@ class WebRTCOptions(BaseModel):
     shared_packetization: bool = Field(
         default=True,
         description="Compute each video frame's RTP payloads once per stream and reuse them "
-        "for every viewer (False: aiortc packetizes for each viewer; for comparison).")
+        "for every viewer (False: aiortc packetizes for each viewer; for comparison).",
+    )
     whip_keyframe_interval_s: float = Field(
-        default=2.0, gt=0,
+        default=2.0,
+        gt=0,
         description="Ask WHIP publishers for a keyframe this often (browsers send none "
-        "unasked; HLS segments and recordings start only on keyframes).")
+        "unasked; HLS segments and recordings start only on keyframes).",
+    )
     max_sessions: int = Field(
-        default=MAX_SESSIONS, ge=1,
-        description="WHEP viewers one node serves at most; more are answered 503.")
+        default=MAX_SESSIONS,
+        ge=1,
+        description="WHEP viewers one node serves at most; more are answered 503.",
+    )
 
 
 class WebRTCService:
-    def __init__(self, hub: Hub, ice: IceConfig, options: WebRTCOptions,
-                 room_hooks: RoomHooks | None = None) -> None:
+    def __init__(
+        self, hub: Hub, ice: IceConfig, options: WebRTCOptions, room_hooks: RoomHooks | None = None
+    ) -> None:
         self.hub = hub
         self.ice = ice
         self.options = options
@@ -56,10 +62,13 @@ class WebRTCService:
         busy = len(self.whep.sessions) + len(self.whip.sessions) + self._opening
         if busy >= limit:
             hint = f"; watch over HLS: /live/{stream_id}/index.m3u8" if kind == "whep" else ""
-            raise SignalingError(503, f"this media node is serving its limit of {limit} "
-                                      f"WebRTC sessions ({len(self.whep.sessions)} viewers, "
-                                      f"{len(self.whip.sessions)} publishers); try again "
-                                      f"shortly{hint}")
+            raise SignalingError(
+                503,
+                f"this media node is serving its limit of {limit} "
+                f"WebRTC sessions ({len(self.whep.sessions)} viewers, "
+                f"{len(self.whip.sessions)} publishers); try again "
+                f"shortly{hint}",
+            )
         self._opening += 1
         try:
             yield

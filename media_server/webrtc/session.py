@@ -22,8 +22,16 @@ from media_server.webrtc.ice import IceConfig, bind_candidate_addresses
 log = logging.getLogger(__name__)
 
 # what aiortc raises for offers it cannot take, after our own checks let them through
-AIORTC_REFUSALS = (ValueError, KeyError, IndexError, TypeError, InternalError,
-                   InvalidAccessError, InvalidStateError, OperationError)
+AIORTC_REFUSALS = (
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    InternalError,
+    InvalidAccessError,
+    InvalidStateError,
+    OperationError,
+)
 
 
 class PeerSession:
@@ -31,8 +39,13 @@ class PeerSession:
 
     kind = "webrtc"
 
-    def __init__(self, stream_id: str, pc: RTCPeerConnection, ice: IceConfig,
-                 on_closed: Callable[[PeerSession], None]) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        pc: RTCPeerConnection,
+        ice: IceConfig,
+        on_closed: Callable[[PeerSession], None],
+    ) -> None:
         self.id = secrets.token_urlsafe(12)
         self.stream_id = stream_id
         self.pc = pc
@@ -44,7 +57,8 @@ class PeerSession:
         self._on_closed = on_closed
         self._tasks: set[asyncio.Task[None]] = set()
         self._timeout = asyncio.get_running_loop().call_later(
-            ice.connect_timeout_s, self._not_connected)
+            ice.connect_timeout_s, self._not_connected
+        )
         pc.on("connectionstatechange", self._on_state)
 
     @property
@@ -91,8 +105,9 @@ class PeerSession:
         self.closed = True
         self.end_reason = reason
         self._timeout.cancel()
-        log.info("%s session %s of %s ended: %s", self.kind.upper(), self.id,
-                 self.stream_id, reason)
+        log.info(
+            "%s session %s of %s ended: %s", self.kind.upper(), self.id, self.stream_id, reason
+        )
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:

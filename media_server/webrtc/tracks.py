@@ -42,9 +42,11 @@ VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_RATE)
 AUDIO_TIME_BASE = fractions.Fraction(1, OPUS_RATE)
 START_WAIT_S = 1.0  # a viewer whose other sender never starts gets what it can
 MAX_QUEUED = 300  # items waiting for a sender that stopped asking: drop, resync on a key
-B_FRAMES = ("the stream has B-frames (frames out of presentation order), which browsers "
-            "do not decode over WebRTC: set the encoder to bframes=0 (zerolatency) or "
-            "watch it over HLS")
+B_FRAMES = (
+    "the stream has B-frames (frames out of presentation order), which browsers "
+    "do not decode over WebRTC: set the encoder to bframes=0 (zerolatency) or "
+    "watch it over HLS"
+)
 
 
 def reorders(packets: list[Packet], track: int) -> bool:
@@ -154,10 +156,18 @@ class ViewerFeed:
     """One viewer: the stream's hub items (from egress.Fanout) routed to its video and
     audio FeedTracks, on this viewer's own timelines."""
 
-    def __init__(self, hub: Hub, egress: StreamEgress, *, video: bool, audio: bool,
-                 shared: bool = True, name: str = "webrtc viewer",
-                 request_keyframe: Callable[[str], None] | None = None,
-                 on_ended: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        egress: StreamEgress,
+        *,
+        video: bool,
+        audio: bool,
+        shared: bool = True,
+        name: str = "webrtc viewer",
+        request_keyframe: Callable[[str], None] | None = None,
+        on_ended: Callable[[str], None] | None = None,
+    ) -> None:
         self.hub = hub
         self.egress = egress
         self.stream_id = egress.stream_id

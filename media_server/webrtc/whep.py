@@ -52,35 +52,48 @@ class ViewerPlan:
     audio: bool
 
 
-def plan_viewer(stream_id: str, tracks: tuple[Track, ...], offer: Offer,
-                gop: list[Packet] | None = None) -> ViewerPlan:
+def plan_viewer(
+    stream_id: str, tracks: tuple[Track, ...], offer: Offer, gop: list[Packet] | None = None
+) -> ViewerPlan:
     """Match a stream's tracks to what the offer can receive, or say why not."""
     video = video_track(tracks)
     audio = next((t for t in tracks if not t.is_video), None)
     gop = gop or []
     for m in offer.media:
         if m.port and m.kind in ("audio", "video") and m.direction not in ("recvonly", "sendrecv"):
-            raise SignalingError(400, f"a WHEP offer receives media, but its {m.kind} section "
-                                      f"is {m.direction}; make the transceiver recvonly")
+            raise SignalingError(
+                400,
+                f"a WHEP offer receives media, but its {m.kind} section "
+                f"is {m.direction}; make the transceiver recvonly",
+            )
     offered_video = offer.of_kind("video")
     offered_audio = offer.of_kind("audio")
     if video is not None and video.codec != "h264" and offered_video:
-        raise SignalingError(406, f"stream {stream_id!r} carries {video.codec.upper()} video, "
-                                  "which is forwarded to WebRTC viewers only as H.264; "
-                                  f"watch it over HLS: /live/{stream_id}/index.m3u8")
+        raise SignalingError(
+            406,
+            f"stream {stream_id!r} carries {video.codec.upper()} video, "
+            "which is forwarded to WebRTC viewers only as H.264; "
+            f"watch it over HLS: /live/{stream_id}/index.m3u8",
+        )
     want_video = video is not None and bool(offered_video)
     if want_video and not any(offers_h264(m) for m in offered_video):
-        raise SignalingError(406, "the offer has no H.264 (packetization-mode=1, baseline "
-                                  f"profile) but only {codec_names(offered_video[0])}; "
-                                  f"stream {stream_id!r} is forwarded as H.264, never "
-                                  "transcoded: use a browser with H.264 WebRTC support")
+        raise SignalingError(
+            406,
+            "the offer has no H.264 (packetization-mode=1, baseline "
+            f"profile) but only {codec_names(offered_video[0])}; "
+            f"stream {stream_id!r} is forwarded as H.264, never "
+            "transcoded: use a browser with H.264 WebRTC support",
+        )
     if want_video and video is not None and reorders(gop, video.index):
         raise SignalingError(406, f"stream {stream_id!r}: {B_FRAMES}")
     want_audio = audio is not None and any(offers_opus(m) for m in offered_audio)
     if not want_video and not want_audio:
         has = ", ".join(f"{t.kind} {t.codec}" for t in tracks) or "no tracks yet"
-        raise SignalingError(406, f"nothing in the offer can play stream {stream_id!r} "
-                                  f"({has}); offer H.264 video and/or Opus audio")
+        raise SignalingError(
+            406,
+            f"nothing in the offer can play stream {stream_id!r} "
+            f"({has}); offer H.264 video and/or Opus audio",
+        )
     return ViewerPlan(want_video, want_audio)
 
 
@@ -93,8 +106,13 @@ def preferred(kind: str, mime: str) -> list[RTCRtpCodecCapability]:
 class WhepSession(PeerSession):
     kind = "whep"
 
-    def __init__(self, stream_id: str, pc: RTCPeerConnection, ice: IceConfig,
-                 on_closed: Callable[[PeerSession], None]) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        pc: RTCPeerConnection,
+        ice: IceConfig,
+        on_closed: Callable[[PeerSession], None],
+    ) -> None:
         super().__init__(stream_id, pc, ice, on_closed)
         self.feed: ViewerFeed | None = None
         self.egress: StreamEgress | None = None
@@ -129,8 +147,14 @@ async def _tracks_known(stream: Stream, timeout_s: float = TRACKS_WAIT_S) -> Non
 class WhepEndpoint:
     """Opens and ends WHEP sessions over a hub."""
 
-    def __init__(self, hub: Hub, ice: IceConfig, *, shared_packetization: bool = True,
-                 request_keyframe: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        ice: IceConfig,
+        *,
+        shared_packetization: bool = True,
+        request_keyframe: Callable[[str], None] | None = None,
+    ) -> None:
         self.hub = hub
         self.ice = ice
         self.shared = shared_packetization
@@ -138,8 +162,9 @@ class WhepEndpoint:
         self.egresses = EgressRegistry(hub)
         self.sessions: dict[str, WhepSession] = {}
 
-    async def open(self, stream_id: str, offer_sdp: str,
-                   viewer: str = "") -> tuple[WhepSession, str]:
+    async def open(
+        self, stream_id: str, offer_sdp: str, viewer: str = ""
+    ) -> tuple[WhepSession, str]:
         try:
             offer = parse_offer(offer_sdp)
             check_webrtc(offer)
@@ -164,10 +189,16 @@ class WhepEndpoint:
 
     def _wire(self, session: WhepSession, plan: ViewerPlan, viewer: str) -> None:
         egress = self.egresses.acquire(session.stream_id)
-        feed = ViewerFeed(self.hub, egress, video=plan.video, audio=plan.audio,
-                          shared=self.shared, name=f"whep {session.id} {viewer}".strip(),
-                          request_keyframe=self.request_keyframe,
-                          on_ended=lambda reason: session.close_soon(reason))
+        feed = ViewerFeed(
+            self.hub,
+            egress,
+            video=plan.video,
+            audio=plan.audio,
+            shared=self.shared,
+            name=f"whep {session.id} {viewer}".strip(),
+            request_keyframe=self.request_keyframe,
+            on_ended=lambda reason: session.close_soon(reason),
+        )
         session.attach(feed, egress, self.egresses)
         if feed.video_track is not None:
             session.add_track(feed.video_track, "video/h264", self.shared)

@@ -77,9 +77,17 @@ def tap_receiver(receiver: RTCRtpReceiver, on_frame: Callable[[JitterFrame], Non
 class WhipIngest:
     """One publisher's frames into the hub, tracks aligned on arrival time."""
 
-    def __init__(self, hub: Hub, stream_id: str, source: str, *, video: bool, audio: bool,
-                 on_evict: Callable[[str], None],
-                 on_keyframe_request: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        stream_id: str,
+        source: str,
+        *,
+        video: bool,
+        audio: bool,
+        on_evict: Callable[[str], None],
+        on_keyframe_request: Callable[[], None] | None = None,
+    ) -> None:
         self.hub = hub
         self.stream_id = stream_id
         self.source = source
@@ -129,11 +137,29 @@ class WhipIngest:
     def _tracks(self, video: VideoFrame | None) -> tuple[Track, ...]:
         tracks: list[Track] = []
         if video is not None and self.video_index is not None:
-            tracks.append(Track(self.video_index, "video", "h264", VIDEO_RATE,
-                                video.config or b"", width=video.width, height=video.height))
+            tracks.append(
+                Track(
+                    self.video_index,
+                    "video",
+                    "h264",
+                    VIDEO_RATE,
+                    video.config or b"",
+                    width=video.width,
+                    height=video.height,
+                )
+            )
         if self.audio_index is not None:
-            tracks.append(Track(self.audio_index, "audio", "opus", OPUS_RATE, opus_head(2),
-                                sample_rate=OPUS_RATE, channels=2))
+            tracks.append(
+                Track(
+                    self.audio_index,
+                    "audio",
+                    "opus",
+                    OPUS_RATE,
+                    opus_head(2),
+                    sample_rate=OPUS_RATE,
+                    channels=2,
+                )
+            )
         return tuple(tracks)
 
     def _start(self, video: VideoFrame | None) -> None:
@@ -143,9 +169,14 @@ class WhipIngest:
             return
         try:
             self.publication = self.hub.publish(
-                self.stream_id, tracks, self.source, on_evict=self._on_evict,
-                on_keyframe_request=self._on_keyframe_request if self.video_index is not None
-                else None)
+                self.stream_id,
+                tracks,
+                self.source,
+                on_evict=self._on_evict,
+                on_keyframe_request=self._on_keyframe_request
+                if self.video_index is not None
+                else None,
+            )
         except StreamBusy as exc:
             self.error = str(exc)
             self._on_evict(str(exc))
@@ -163,8 +194,14 @@ class WhipIngest:
 class WhipSession(PeerSession):
     kind = "whip"
 
-    def __init__(self, stream_id: str, pc: RTCPeerConnection, ice: IceConfig,
-                 on_closed: Callable[[PeerSession], None], keyframe_interval_s: float) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        pc: RTCPeerConnection,
+        ice: IceConfig,
+        on_closed: Callable[[PeerSession], None],
+        keyframe_interval_s: float,
+    ) -> None:
         super().__init__(stream_id, pc, ice, on_closed)
         self.ingest: WhipIngest | None = None
         self.keyframe_interval_s = keyframe_interval_s
@@ -203,8 +240,11 @@ class WhipSession(PeerSession):
     async def _send_pli(self) -> None:
         assert self._video is not None
         self._last_request = time.monotonic()
-        ssrcs = [self._video_ssrc] if self._video_ssrc else [
-            s.source for s in self._video.receiver.getSynchronizationSources()]
+        ssrcs = (
+            [self._video_ssrc]
+            if self._video_ssrc
+            else [s.source for s in self._video.receiver.getSynchronizationSources()]
+        )
         for ssrc in ssrcs:
             await self._video.receiver._send_rtcp_pli(ssrc)
         self.keyframe_requests += 1
@@ -218,13 +258,19 @@ def plan_publish(offer: Offer) -> tuple[bool, bool]:
     """(video, audio) this offer publishes, or why it cannot be taken."""
     for m in offer.media:
         if m.port and m.kind in ("audio", "video") and m.direction not in ("sendonly", "sendrecv"):
-            raise SignalingError(400, f"a WHIP offer sends media, but its {m.kind} section is "
-                                      f"{m.direction}; make the transceiver sendonly")
+            raise SignalingError(
+                400,
+                f"a WHIP offer sends media, but its {m.kind} section is "
+                f"{m.direction}; make the transceiver sendonly",
+            )
     videos, audios = offer.of_kind("video"), offer.of_kind("audio")
     if videos and not offers_h264(videos[0]):
-        raise SignalingError(406, f"publish H.264 video (packetization-mode=1, baseline "
-                                  f"profile); the offer has {codec_names(videos[0])}. Video is "
-                                  "stored and forwarded as sent, never transcoded")
+        raise SignalingError(
+            406,
+            f"publish H.264 video (packetization-mode=1, baseline "
+            f"profile); the offer has {codec_names(videos[0])}. Video is "
+            "stored and forwarded as sent, never transcoded",
+        )
     if audios and not offers_opus(audios[0]):
         raise SignalingError(406, f"publish Opus audio; the offer has {codec_names(audios[0])}")
     if not videos and not audios:
@@ -241,8 +287,7 @@ class WhipEndpoint:
         self.keyframe_interval_s = keyframe_interval_s
         self.sessions: dict[str, WhipSession] = {}
 
-    async def open(self, stream_id: str, offer_sdp: str,
-                   source: str) -> tuple[WhipSession, str]:
+    async def open(self, stream_id: str, offer_sdp: str, source: str) -> tuple[WhipSession, str]:
         try:
             offer = parse_offer(offer_sdp)
             check_webrtc(offer)
@@ -250,11 +295,22 @@ class WhipEndpoint:
             raise SignalingError(400, f"bad SDP offer: {exc}") from exc
         video, audio = plan_publish(offer)
         self._refuse_if_busy(stream_id)
-        session = WhipSession(stream_id, new_peer_connection(self.ice), self.ice, self._closed,
-                              keyframe_interval_s=self.keyframe_interval_s)
-        ingest = WhipIngest(self.hub, stream_id, source, video=video, audio=audio,
-                            on_evict=lambda reason: session.close_soon(reason),
-                            on_keyframe_request=session.request_keyframe)
+        session = WhipSession(
+            stream_id,
+            new_peer_connection(self.ice),
+            self.ice,
+            self._closed,
+            keyframe_interval_s=self.keyframe_interval_s,
+        )
+        ingest = WhipIngest(
+            self.hub,
+            stream_id,
+            source,
+            video=video,
+            audio=audio,
+            on_evict=lambda reason: session.close_soon(reason),
+            on_keyframe_request=session.request_keyframe,
+        )
         ok = False
         try:
             session.wire(ingest, offer)
@@ -268,16 +324,27 @@ class WhipEndpoint:
 
     def _refuse_if_busy(self, stream_id: str) -> None:
         for other in self.sessions.values():
-            if other.stream_id == stream_id and not other.closed and other.ingest is not None \
-                    and other.ingest.publication is None:
-                raise SignalingError(409, f"stream {stream_id!r} has a WHIP publisher "
-                                          "connecting; DELETE its session first")
+            if (
+                other.stream_id == stream_id
+                and not other.closed
+                and other.ingest is not None
+                and other.ingest.publication is None
+            ):
+                raise SignalingError(
+                    409,
+                    f"stream {stream_id!r} has a WHIP publisher "
+                    "connecting; DELETE its session first",
+                )
         stream = self.hub.find(stream_id)
         pub = stream.publication if stream is not None else None
-        if pub is not None and pub.alive and \
-                time.monotonic() - pub.last_packet < self.hub.stale_publisher_s:
-            raise SignalingError(409, f"stream {stream_id!r} is already being published by "
-                                      f"{pub.source}")
+        if (
+            pub is not None
+            and pub.alive
+            and time.monotonic() - pub.last_packet < self.hub.stale_publisher_s
+        ):
+            raise SignalingError(
+                409, f"stream {stream_id!r} is already being published by {pub.source}"
+            )
 
     def _closed(self, session: PeerSession) -> None:
         self.sessions.pop(session.id, None)

@@ -39,16 +39,20 @@ class FakeAgent:
         self.ws: ClientConnection | None = None
         self.acks: asyncio.Queue[HeartbeatAck] = asyncio.Queue()
         self.commands: list[Command] = []
-        self.sources = [SourceHealth(name=name, state="up", publishing=True, fps=25.0)
-                        for name in enrolled.streams]
+        self._tasks: set[asyncio.Task[None]] = set()  # answers under way (kept referenced)
+        self.sources = [
+            SourceHealth(name=name, state="up", publishing=True, fps=25.0)
+            for name in enrolled.streams
+        ]
         self.last_beat = 0.0  # time.monotonic() of the last heartbeat sent
         self._reader: asyncio.Task[None] | None = None
         self._beats: asyncio.Task[None] | None = None
 
     async def connect(self, secret: str | None = None) -> ClientConnection:
         auth = bearer(self.enrolled.device_id, secret or self.enrolled.device_secret)
-        self.ws = await websockets.connect(self.url, additional_headers={"Authorization": auth},
-                                           max_size=None)
+        self.ws = await websockets.connect(
+            self.url, additional_headers={"Authorization": auth}, max_size=None
+        )
         self._reader = asyncio.create_task(self._read(self.ws))
         return self.ws
 
@@ -59,7 +63,8 @@ class FakeAgent:
                 if msg["type"] == "heartbeat-ack":
                     self.acks.put_nowait(HeartbeatAck(**msg))
                 elif msg["type"] == "command":
-                    asyncio.create_task(self._answer(ws, Command(**msg)))
+                    self._tasks.add(task := asyncio.create_task(self._answer(ws, Command(**msg))))
+                    task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, ws: ClientConnection, cmd: Command) -> None:
         self.commands.append(cmd)
@@ -70,9 +75,14 @@ class FakeAgent:
 
     async def heartbeat(self, clock_offset_s: float | None = None) -> HeartbeatAck:
         assert self.ws is not None
-        beat = Heartbeat(sent_at=time.time(), agent_version="0.1.0", sources=self.sources,
-                         spool_bytes=1 << 20, spool_limit_bytes=1 << 30,
-                         clock_offset_s=clock_offset_s)
+        beat = Heartbeat(
+            sent_at=time.time(),
+            agent_version="0.1.0",
+            sources=self.sources,
+            spool_bytes=1 << 20,
+            spool_limit_bytes=1 << 30,
+            clock_offset_s=clock_offset_s,
+        )
         await self.ws.send(beat.model_dump_json())
         self.last_beat = time.monotonic()
         return await asyncio.wait_for(self.acks.get(), 5)
@@ -82,6 +92,7 @@ class FakeAgent:
             while True:
                 await self.heartbeat()
                 await asyncio.sleep(interval_s)
+
         self._beats = asyncio.create_task(beat())
 
     async def stop_heartbeats(self) -> None:
@@ -106,10 +117,9 @@ class FakeAgent:
 
 async def refused(base_ws: str, authorization: str) -> tuple[int | None, str]:
     """Connect with a credential the server should refuse: its close code and reason."""
-    async with websockets.connect(base_ws + WS_PATH,
-                                  additional_headers={"Authorization": authorization}) as ws:
+    async with websockets.connect(
+        base_ws + WS_PATH, additional_headers={"Authorization": authorization}
+    ) as ws:
         with contextlib.suppress(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
     return ws.close_code, ws.close_reason or ""
-
-

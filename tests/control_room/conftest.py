@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from courtcast.config import load_config
+from core.config import load_config
 from courtcast.platform import Platform
 from device_agents.protocol import ENROLL_PATH, EnrolResponse, SourceInfo
 from tests.control_room.agent import FakeAgent
@@ -21,9 +21,16 @@ PASSWORD = "correct horse battery"
 
 
 async def start_platform(data_dir: Path, **overrides: Any) -> Platform:
-    config = load_config(overrides={"node.data_dir": str(data_dir), "http.port": 0,
-                                    "rtmp.port": 0, "devices.heartbeat_s": HEARTBEAT_S,
-                                    **overrides}, environ={})
+    config = load_config(
+        overrides={
+            "node.data_dir": str(data_dir),
+            "http.port": 0,
+            "rtmp.port": 0,
+            "devices.heartbeat_s": HEARTBEAT_S,
+            **overrides,
+        },
+        environ={},
+    )
     node = Platform(config)
     await node.start()
     return node
@@ -64,15 +71,30 @@ async def admin(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
     await client.aclose()
 
 
-async def enrol(node: Platform, admin: httpx.AsyncClient, court: str = "Zhengzhou High",
-                room: str = "Room 3", sources: list[SourceInfo] | None = None,
-                model: str = "Hikvision DS-2CD2143G2") -> EnrolResponse:
+async def enrol(
+    node: Platform,
+    admin: httpx.AsyncClient,
+    court: str = "Zhengzhou High",
+    room: str = "Room 3",
+    sources: list[SourceInfo] | None = None,
+    model: str = "Hikvision DS-2CD2143G2",
+) -> EnrolResponse:
     made = await admin.post("/api/v1/devices/enrol-tokens", json={"court": court, "room": room})
     assert made.status_code == 201, made.text
-    sources = sources if sources is not None else [
-        SourceInfo(name="bench", kind="rtsp", has_sub=True), SourceInfo(name="wide", kind="test")]
-    body = {"token": made.json()["token"], "model": model, "agent_version": "0.1.0",
-            "sources": [s.model_dump() for s in sources]}
+    sources = (
+        sources
+        if sources is not None
+        else [
+            SourceInfo(name="bench", kind="rtsp", has_sub=True),
+            SourceInfo(name="wide", kind="test"),
+        ]
+    )
+    body = {
+        "token": made.json()["token"],
+        "model": model,
+        "agent_version": "0.1.0",
+        "sources": [s.model_dump() for s in sources],
+    }
     async with httpx.AsyncClient(base_url=base_url(node), timeout=10) as anonymous:
         answer = await anonymous.post(ENROLL_PATH, json=body)
     assert answer.status_code == 200, answer.text
@@ -88,8 +110,9 @@ async def agents(platform: Platform) -> AsyncIterator[list[FakeAgent]]:
         await agent.close()
 
 
-async def connect_agent(node: Platform, enrolled: EnrolResponse,
-                        agents: list[FakeAgent]) -> FakeAgent:
+async def connect_agent(
+    node: Platform, enrolled: EnrolResponse, agents: list[FakeAgent]
+) -> FakeAgent:
     agent = FakeAgent(f"ws://127.0.0.1:{node.http_port}", enrolled)
     agents.append(agent)
     await agent.connect()

@@ -33,8 +33,7 @@ async def device_events(node: Platform, device_id: str) -> list[str]:
     return [e["event"] for e in await registry.events(device_id)]
 
 
-async def wait_events(node: Platform, device_id: str, want: list[str],
-                      timeout: float = 3) -> None:
+async def wait_events(node: Platform, device_id: str, want: list[str], timeout: float = 3) -> None:
     """The ack goes out before the heartbeat is stored (its server_time must be prompt),
     so the events of the last heartbeat may land just after it."""
     deadline = time.monotonic() + timeout
@@ -44,8 +43,9 @@ async def wait_events(node: Platform, device_id: str, want: list[str],
         await asyncio.sleep(0.02)
 
 
-async def wait_state(admin: httpx.AsyncClient, device_id: str, want: str,
-                     timeout: float = 5) -> dict[str, Any]:
+async def wait_state(
+    admin: httpx.AsyncClient, device_id: str, want: str, timeout: float = 5
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         row = (await admin.get(f"/api/v1/devices/{device_id}")).json()
@@ -57,7 +57,8 @@ async def wait_state(admin: httpx.AsyncClient, device_id: str, want: str,
 
 
 async def test_heartbeats_online_then_offline_after_three_missed(
-        platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]) -> None:
+    platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]
+) -> None:
     enrolled = await enrol(platform, admin)
     agent = await connect_agent(platform, enrolled, agents)
     before = time.time()
@@ -83,7 +84,8 @@ async def test_heartbeats_online_then_offline_after_three_missed(
 
 
 async def test_a_blip_shorter_than_three_heartbeats_does_not_flap(
-        platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]) -> None:
+    platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]
+) -> None:
     enrolled = await enrol(platform, admin)
     agent = await connect_agent(platform, enrolled, agents)
     seen: list[str] = []
@@ -106,16 +108,18 @@ async def test_a_blip_shorter_than_three_heartbeats_does_not_flap(
     assert await device_events(platform, enrolled.device_id) == ["enrolled", "online"]
 
 
-async def test_source_and_clock_events(platform: Platform, admin: httpx.AsyncClient,
-                                       agents: list[FakeAgent]) -> None:
+async def test_source_and_clock_events(
+    platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]
+) -> None:
     enrolled = await enrol(platform, admin)
     agent = await connect_agent(platform, enrolled, agents)
     await agent.heartbeat(clock_offset_s=0.2)
     agent.sources[0] = SourceHealth(name="bench", state="down", reason="wrong credentials")
     for offset in (2.5, 2.7, -3.0):  # one excursion: one alert
         await agent.heartbeat(clock_offset_s=offset)
-    await wait_events(platform, enrolled.device_id,
-                      ["enrolled", "online", "source-down", "clock-offset"])
+    await wait_events(
+        platform, enrolled.device_id, ["enrolled", "online", "source-down", "clock-offset"]
+    )
     row = (await admin.get(f"/api/v1/devices/{enrolled.device_id}")).json()
     assert row["sources"][0]["state"] == "down"
     assert row["sources"][0]["reason"] == "wrong credentials"
@@ -123,9 +127,19 @@ async def test_source_and_clock_events(platform: Platform, admin: httpx.AsyncCli
     agent.sources[0] = SourceHealth(name="bench", state="up")
     await agent.heartbeat(clock_offset_s=0.1)
     await agent.heartbeat(clock_offset_s=1.5)  # a second excursion: a second alert
-    await wait_events(platform, enrolled.device_id, [
-        "enrolled", "online", "source-down", "clock-offset", "source-up", "clock-ok",
-        "clock-offset"])
+    await wait_events(
+        platform,
+        enrolled.device_id,
+        [
+            "enrolled",
+            "online",
+            "source-down",
+            "clock-offset",
+            "source-up",
+            "clock-ok",
+            "clock-offset",
+        ],
+    )
     alerts = await platform.roles[0].state.read_events("alerts")  # type: ignore[attr-defined]
     clock = [a for _, a in alerts if a["kind"] == "clock-offset"]
     assert [a["offset_s"] for a in clock] == [2.5, 1.5]
@@ -133,11 +147,14 @@ async def test_source_and_clock_events(platform: Platform, admin: httpx.AsyncCli
 
 
 async def test_bad_credentials_are_refused_with_4403(
-        platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]) -> None:
+    platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]
+) -> None:
     enrolled = await enrol(platform, admin)
     ws = f"ws://127.0.0.1:{platform.http_port}"
     assert await refused(ws, bearer(enrolled.device_id, "wrong")) == (
-        WS_CLOSE_REFUSED, "wrong credentials")
+        WS_CLOSE_REFUSED,
+        "wrong credentials",
+    )
     assert await refused(ws, bearer("dev-12345678", "x")) == (WS_CLOSE_REFUSED, "unknown device")
     assert await refused(ws, "") == (WS_CLOSE_REFUSED, "unknown device")
     agent = await connect_agent(platform, enrolled, agents)
@@ -146,15 +163,18 @@ async def test_bad_credentials_are_refused_with_4403(
     assert answer.status_code == 200 and answer.json()["state"] == "disabled"
     assert await agent.closed() == (WS_CLOSE_REFUSED, "device disabled")
     assert await refused(ws, bearer(enrolled.device_id, enrolled.device_secret)) == (
-        WS_CLOSE_REFUSED, "device disabled")
+        WS_CLOSE_REFUSED,
+        "device disabled",
+    )
     answer = await admin.post(f"/api/v1/devices/{enrolled.device_id}/enable")
     assert answer.json()["state"] in ("online", "offline")
     again = await connect_agent(platform, enrolled, agents)
     await again.heartbeat()
 
 
-async def test_a_newer_connection_takes_over(platform: Platform, admin: httpx.AsyncClient,
-                                             agents: list[FakeAgent]) -> None:
+async def test_a_newer_connection_takes_over(
+    platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]
+) -> None:
     enrolled = await enrol(platform, admin)
     old = await connect_agent(platform, enrolled, agents)
     await old.heartbeat()
@@ -186,13 +206,20 @@ async def test_stop_with_agents_connected_is_prompt(tmp_path: Path) -> None:
 
 
 async def test_bad_messages_are_ignored_and_a_binary_frame_closes_only_that_socket(
-        platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]) -> None:
+    platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]
+) -> None:
     enrolled = await enrol(platform, admin)
     agent = await connect_agent(platform, enrolled, agents)
     assert agent.ws is not None
-    for bad in ("not json", "[1, 2]", "{}", '{"type": "reboot"}',
-                '{"type": "heartbeat", "sent_at": "yesterday"}',
-                '{"type": "command-result", "ok": "maybe"}', "x" * 100_000):
+    for bad in (
+        "not json",
+        "[1, 2]",
+        "{}",
+        '{"type": "reboot"}',
+        '{"type": "heartbeat", "sent_at": "yesterday"}',
+        '{"type": "command-result", "ok": "maybe"}',
+        "x" * 100_000,
+    ):
         await agent.ws.send(bad)
     ack = await agent.heartbeat()  # the same socket still works after each of them
     assert ack.server_time > 0

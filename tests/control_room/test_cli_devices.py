@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from control_room.devices import DeviceRegistry
-from courtcast.config import load_config
+from core.config import load_config
 from device_agents.protocol import EnrolRequest, SourceInfo
 from storage.role import open_state_for_cli
 
@@ -20,14 +20,25 @@ COURTCAST = [sys.executable, "-m", "courtcast.cli"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*COURTCAST, *args], capture_output=True, text=True, timeout=30,
-                          check=False)
+    return subprocess.run(
+        [*COURTCAST, *args], capture_output=True, text=True, timeout=30, check=False
+    )
 
 
 async def test_enrol_token_then_list(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
-    made = run("devices", "enrol-token", "--data-dir", data, "--court", "Luoyang Inter",
-               "--room", "Room 1", "--class", "security")
+    made = run(
+        "devices",
+        "enrol-token",
+        "--data-dir",
+        data,
+        "--court",
+        "Luoyang Inter",
+        "--room",
+        "Room 1",
+        "--class",
+        "security",
+    )
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
     assert len(token) >= 32 and "\n" not in token
@@ -35,11 +46,15 @@ async def test_enrol_token_then_list(tmp_path: Path) -> None:
     config = load_config(overrides={"node.data_dir": data}, environ={})
     async with open_state_for_cli(config) as state:
         registry = DeviceRegistry(state)
-        enrolled = await registry.enroll(EnrolRequest(
-            token=token, model="Dahua NVR", sources=[SourceInfo(name="hall", kind="rtsp")]),
-            "rtmp://127.0.0.1:1935/live")
+        enrolled = await registry.enroll(
+            EnrolRequest(
+                token=token, model="Dahua NVR", sources=[SourceInfo(name="hall", kind="rtsp")]
+            ),
+            "rtmp://127.0.0.1:1935/live",
+        )
         assert (await state.get_record("stream", "luoyang-inter-room-1-hall") or {}).get(
-            "stream_class") == "security"
+            "stream_class"
+        ) == "security"
 
     table = run("devices", "list", "--data-dir", data)
     assert table.returncode == 0, table.stderr
@@ -50,14 +65,16 @@ async def test_enrol_token_then_list(tmp_path: Path) -> None:
     assert row.endswith("hall:unknown")
     listed = json.loads(run("devices", "list", "--data-dir", data, "--json").stdout)
     assert [(d["id"], d["court"], d["state"]) for d in listed] == [
-        (enrolled.device_id, "Luoyang Inter", "never-seen")]
+        (enrolled.device_id, "Luoyang Inter", "never-seen")
+    ]
     assert "secret_sha256" not in listed[0]
 
 
 def test_enrol_token_mistakes_are_one_line(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
-    short = run("devices", "enrol-token", "--data-dir", data, "--court", "C", "--room", "R",
-                "--ttl-s", "5")
+    short = run(
+        "devices", "enrol-token", "--data-dir", data, "--court", "C", "--room", "R", "--ttl-s", "5"
+    )
     assert short.returncode == 2
     assert short.stderr.strip() == "courtcast: --ttl-s: at least 60 seconds"
     bad = run("devices", "enrol-token", "--data-dir", data, "--court", "a:b", "--room", "R")

@@ -35,8 +35,11 @@ def make_jpeg(width: int, height: int) -> bytes:
 async def agent_answers(cmd: Command) -> CommandResult | None:
     if cmd.name == "snapshot":
         jpeg = make_jpeg(320, 180)
-        return CommandResult(id=cmd.id, ok=True, data={
-            "jpeg_b64": base64.b64encode(jpeg).decode(), "width": 320, "height": 180})
+        return CommandResult(
+            id=cmd.id,
+            ok=True,
+            data={"jpeg_b64": base64.b64encode(jpeg).decode(), "width": 320, "height": 180},
+        )
     if cmd.name == "ptz":
         return CommandResult(id=cmd.id, ok=False, error="camera has no PTZ")
     if cmd.name == "reload":
@@ -45,7 +48,8 @@ async def agent_answers(cmd: Command) -> CommandResult | None:
 
 
 async def test_command_round_trip_timeout_and_audit(
-        platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]) -> None:
+    platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]
+) -> None:
     enrolled = await enrol(platform, admin)
     agent = await connect_agent(platform, enrolled, agents)
     agent.handler = agent_answers
@@ -77,17 +81,23 @@ async def test_command_round_trip_timeout_and_audit(
     audit = await platform.roles[0].state.read_events("audit")  # type: ignore[attr-defined]
     commands = [e for _, e in audit if e["action"] == "device.command"]
     assert [(e["who"], e["name"]) for e in commands] == [
-        ("olga", "restart"), ("olga", "ptz"), ("olga", "reload")]
+        ("olga", "restart"),
+        ("olga", "ptz"),
+        ("olga", "reload"),
+    ]
     assert commands[2]["outcome"] == "timeout" and commands[0]["ok"] is True
 
 
 async def test_snapshot_is_stored_and_served_to_staff(
-        platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]) -> None:
+    platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]
+) -> None:
     enrolled = await enrol(platform, admin)
     agent = await connect_agent(platform, enrolled, agents)
     agent.handler = agent_answers
-    answer = await admin.post(f"/api/v1/devices/{enrolled.device_id}/commands",
-                              json={"name": "snapshot", "args": {"source": "bench"}})
+    answer = await admin.post(
+        f"/api/v1/devices/{enrolled.device_id}/commands",
+        json={"name": "snapshot", "args": {"source": "bench"}},
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert (body["ok"], body["width"], body["height"]) == (True, 320, 180)
@@ -96,7 +106,8 @@ async def test_snapshot_is_stored_and_served_to_staff(
     served = await admin.get(body["url"])
     assert served.status_code == 200 and served.headers["content-type"] == "image/jpeg"
     stored = await control(platform).storage.objects.get(
-        f"snapshots/{enrolled.device_id}/{command_id}.jpg")
+        f"snapshots/{enrolled.device_id}/{command_id}.jpg"
+    )
     assert stored == served.content
     with av.open(io.BytesIO(served.content), "r") as container:
         frame = next(container.decode(video=0))
@@ -106,10 +117,12 @@ async def test_snapshot_is_stored_and_served_to_staff(
 
 
 async def test_a_command_to_an_unconnected_device_says_so(
-        platform: Platform, admin: httpx.AsyncClient) -> None:
+    platform: Platform, admin: httpx.AsyncClient
+) -> None:
     enrolled = await enrol(platform, admin)
-    answer = await admin.post(f"/api/v1/devices/{enrolled.device_id}/commands",
-                              json={"name": "snapshot"})
+    answer = await admin.post(
+        f"/api/v1/devices/{enrolled.device_id}/commands", json={"name": "snapshot"}
+    )
     assert answer.status_code == 409
     assert answer.json()["detail"] == f"device {enrolled.device_id} is not connected"
     missing = await admin.post("/api/v1/devices/dev-00000000/commands", json={"name": "stop"})

@@ -54,17 +54,22 @@ def background() -> Iterator[Background]:
     bg.close()
 
 
-def test_devices_page_shows_devices_and_acts_on_them(chromium_browser: Any,
-                                                     background: Background,
-                                                     tmp_path: Path) -> None:
+def test_devices_page_shows_devices_and_acts_on_them(
+    chromium_browser: Any, background: Background, tmp_path: Path
+) -> None:
     node: Platform = background.run(start_platform(tmp_path / "data"))
     agents: list[FakeAgent] = []
 
     async def setup() -> str:
         admin = await signed_in(node, "tess", "technician")
-        enrolled = await enrol(node, admin, court="Kaifeng Basic", room="Tribunal 2",
-                               sources=[SourceInfo(name="bench", kind="rtsp", has_sub=True)],
-                               model="Uniview IPC3614")
+        enrolled = await enrol(
+            node,
+            admin,
+            court="Kaifeng Basic",
+            room="Tribunal 2",
+            sources=[SourceInfo(name="bench", kind="rtsp", has_sub=True)],
+            model="Uniview IPC3614",
+        )
         await admin.aclose()
         agent = await connect_agent(node, enrolled, agents)
         agent.start_heartbeats(HEARTBEAT_S)
@@ -83,8 +88,16 @@ def test_devices_page_shows_devices_and_acts_on_them(chromium_browser: Any,
         badge = row.locator("td").nth(4).locator(".badge")
         badge.filter(has_text="online").wait_for(timeout=10_000)
         text = row.inner_text()
-        for seen in ("Kaifeng Basic", "Tribunal 2", device_id, "Uniview IPC3614", "bench",
-                     "up", "0.1.0", "s ago"):
+        for seen in (
+            "Kaifeng Basic",
+            "Tribunal 2",
+            device_id,
+            "Uniview IPC3614",
+            "bench",
+            "up",
+            "0.1.0",
+            "s ago",
+        ):
             assert seen in text, (seen, text)
         assert page.get_by_text("Signed in as tess (technician)").is_visible()
 
@@ -104,8 +117,10 @@ def test_devices_page_shows_devices_and_acts_on_them(chromium_browser: Any,
         assert row.get_by_role("button").count() == 0  # nothing left to do with it
         assert page.locator("#error").inner_text() == ""
     finally:
+
         async def teardown() -> None:
             for agent in agents:
                 await agent.close()
             await node.stop()
+
         background.run(teardown())

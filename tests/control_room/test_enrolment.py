@@ -22,15 +22,23 @@ async def post_enroll(node: Platform, token: str) -> httpx.Response:
         return await http.post(ENROLL_PATH, json={"token": token, "model": "X"})
 
 
-async def test_token_enrols_once_and_credentials_work(platform: Platform,
-                                                       admin: httpx.AsyncClient) -> None:
-    made = await admin.post("/api/v1/devices/enrol-tokens",
-                            json={"court": "Zhengzhou High", "room": "Room 3"})
+async def test_token_enrols_once_and_credentials_work(
+    platform: Platform, admin: httpx.AsyncClient
+) -> None:
+    made = await admin.post(
+        "/api/v1/devices/enrol-tokens", json={"court": "Zhengzhou High", "room": "Room 3"}
+    )
     assert made.status_code == 201
     token = made.json()["token"]
-    body = {"token": token, "model": "Hikvision", "agent_version": "0.1.0",
-            "sources": [{"name": "bench", "kind": "rtsp", "has_sub": True},
-                        {"name": "wide", "kind": "test"}]}
+    body = {
+        "token": token,
+        "model": "Hikvision",
+        "agent_version": "0.1.0",
+        "sources": [
+            {"name": "bench", "kind": "rtsp", "has_sub": True},
+            {"name": "wide", "kind": "test"},
+        ],
+    }
     async with httpx.AsyncClient(base_url=base_url(platform), timeout=10) as http:
         first = await http.post(ENROLL_PATH, json=body)
         again = await http.post(ENROLL_PATH, json=body)
@@ -50,8 +58,11 @@ async def test_token_enrols_once_and_credentials_work(platform: Platform,
     state = platform.roles[0].state  # type: ignore[attr-defined]
     registry = DeviceRegistry(state)
     device = await registry.authenticate(bearer(answer["device_id"], answer["device_secret"]))
-    assert device.streams == ["zhengzhou-high-room-3-bench", "zhengzhou-high-room-3-bench-sub",
-                              "zhengzhou-high-room-3-wide"]
+    assert device.streams == [
+        "zhengzhou-high-room-3-bench",
+        "zhengzhou-high-room-3-bench-sub",
+        "zhengzhou-high-room-3-wide",
+    ]
     with pytest.raises(DeviceAuthError, match="wrong credentials"):
         await registry.authenticate(bearer(answer["device_id"], "guess"))
     with pytest.raises(DeviceAuthError, match="unknown device"):
@@ -90,8 +101,15 @@ async def test_concurrent_enrolments_with_one_token_one_wins(platform: Platform)
     # and straight at the registry, no HTTP between: still exactly one device
     token = await registry.make_enrol_token("C", "R2")
     results = await asyncio.gather(
-        *(registry.enroll(EnrolRequest(token=token, sources=[SourceInfo(name="a", kind="test")]),
-                          "rtmp://x/live") for _ in range(8)), return_exceptions=True)
+        *(
+            registry.enroll(
+                EnrolRequest(token=token, sources=[SourceInfo(name="a", kind="test")]),
+                "rtmp://x/live",
+            )
+            for _ in range(8)
+        ),
+        return_exceptions=True,
+    )
     assert sum(not isinstance(r, Exception) for r in results) == 1
     assert len(await registry.list()) == 2
 
@@ -106,8 +124,10 @@ async def test_who_may_make_tokens(platform: Platform) -> None:
     try:
         r = await operator.post("/api/v1/devices/enrol-tokens", json={"court": "C", "room": "R"})
         assert r.status_code == 403
-        r = await tech.post("/api/v1/devices/enrol-tokens",
-                            json={"court": "C", "room": "R", "stream_class": "security"})
+        r = await tech.post(
+            "/api/v1/devices/enrol-tokens",
+            json={"court": "C", "room": "R", "stream_class": "security"},
+        )
         assert r.status_code == 201
         enrolled = await enrol(platform, tech, court="C", room="R9")
         listed = (await operator.get("/api/v1/devices")).json()
@@ -123,8 +143,9 @@ async def test_who_may_make_tokens(platform: Platform) -> None:
         await tech.aclose()
 
 
-async def test_a_stream_in_use_is_not_taken_over(platform: Platform,
-                                                  admin: httpx.AsyncClient) -> None:
+async def test_a_stream_in_use_is_not_taken_over(
+    platform: Platform, admin: httpx.AsyncClient
+) -> None:
     first = await enrol(platform, admin, court="C", room="R")
     made = await admin.post("/api/v1/devices/enrol-tokens", json={"court": "C", "room": "R"})
     token = made.json()["token"]

@@ -24,12 +24,38 @@ pytestmark = pytest.mark.timeout(60)
 async def ffmpeg_publish(url: str) -> asyncio.subprocess.Process:
     """A live test pattern published over RTMP (H.264 + AAC), until killed."""
     return await asyncio.create_subprocess_exec(
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
-        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "40",
-        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25",
-        "-c:a", "aac", "-f", "flv", url,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "40",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        "25",
+        "-c:a",
+        "aac",
+        "-f",
+        "flv",
+        url,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 async def wait_live(node: Platform, stream_id: str, timeout: float = 10) -> None:
@@ -53,7 +79,8 @@ def publish_url(node: Platform, enrolled: EnrolResponse, source: str) -> str:
 
 
 async def test_revoke_closes_the_websocket_and_drops_the_publisher(
-        platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]) -> None:
+    platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]
+) -> None:
     enrolled = await enrol(platform, admin, sources=[SourceInfo(name="bench", kind="test")])
     agent = await connect_agent(platform, enrolled, agents)
     await agent.heartbeat()
@@ -81,8 +108,7 @@ async def test_revoke_closes_the_websocket_and_drops_the_publisher(
     retry = await ffmpeg_publish(url)
     await asyncio.wait_for(retry.communicate(), 15)
     assert retry.returncode != 0
-    assert not media(platform).hub.find(stream_id) or not media(platform).hub.find(
-        stream_id).live
+    assert not media(platform).hub.find(stream_id) or not media(platform).hub.find(stream_id).live
     ws = f"ws://127.0.0.1:{platform.http_port}"
     credential = bearer(enrolled.device_id, enrolled.device_secret)
     assert await refused(ws, credential) == (WS_CLOSE_REFUSED, "device revoked")
@@ -95,7 +121,8 @@ async def test_revoke_closes_the_websocket_and_drops_the_publisher(
 
 
 async def test_disable_then_enable_restores_the_same_keys(
-        platform: Platform, admin: httpx.AsyncClient) -> None:
+    platform: Platform, admin: httpx.AsyncClient
+) -> None:
     enrolled = await enrol(platform, admin)
     streams = StreamRegistry(platform.roles[0].state)  # type: ignore[attr-defined]
     cred = enrolled.streams["bench"].sub

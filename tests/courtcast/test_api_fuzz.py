@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from courtcast.config import load_config
+from core.config import load_config
 from courtcast.platform import Platform
 
 pytestmark = pytest.mark.timeout(240)
@@ -44,8 +44,15 @@ class LivePlatform:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        config = load_config(overrides={"node.data_dir": str(data_dir), "http.port": 0,
-                                        "rtmp.port": 0, "security.open": False}, environ={})
+        config = load_config(
+            overrides={
+                "node.data_dir": str(data_dir),
+                "http.port": 0,
+                "rtmp.port": 0,
+                "security.open": False,
+            },
+            environ={},
+        )
         self.node = self.run(self._start(config))
 
     async def _start(self, config: Any) -> Platform:
@@ -81,8 +88,9 @@ def sign_in(live: LivePlatform) -> str:
     control = next(r for r in live.node.roles if r.name == "control_room")
     if live.run(control.users.get_role(ADMIN)) is None:
         live.run(control.users.add(ADMIN, "admin", PASSWORD))
-    answer = httpx.post(f"{live.url}/api/v1/login", json={"name": ADMIN, "password": PASSWORD},
-                        timeout=10)
+    answer = httpx.post(
+        f"{live.url}/api/v1/login", json={"name": ADMIN, "password": PASSWORD}, timeout=10
+    )
     assert answer.status_code == 200, answer.text
     return str(answer.json()["token"])
 
@@ -100,10 +108,15 @@ def operations(live: LivePlatform) -> list[Any]:
     return found
 
 
-def fuzz(live: LivePlatform, operations: list[Any], headers: dict[str, str],
-         excluded: set[tuple[str, str]] = frozenset(),  # type: ignore[assignment]
-         pinned: dict[str, str] | None = None, examples: int = EXAMPLES,
-         modes: tuple[GenerationMode, ...] = tuple(GenerationMode)) -> list[str]:
+def fuzz(
+    live: LivePlatform,
+    operations: list[Any],
+    headers: dict[str, str],
+    excluded: set[tuple[str, str]] = frozenset(),  # type: ignore[assignment]
+    pinned: dict[str, str] | None = None,
+    examples: int = EXAMPLES,
+    modes: tuple[GenerationMode, ...] = tuple(GenerationMode),
+) -> list[str]:
     """Every operation with valid and invalid inputs; one line per 5xx answer. With
     `pinned`, only the operations whose path parameters are all pinned, called with those
     (real ids, so the handlers get past "not found")."""
@@ -118,13 +131,21 @@ def fuzz(live: LivePlatform, operations: list[Any], headers: dict[str, str],
         for mode in modes:
 
             @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path))
-            @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                      phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             def one(case: Any) -> None:
                 response = case.call(base_url=live.url, headers=headers, timeout=10)
                 if response.status_code >= 500:
-                    server_errors.append(f"{response.status_code} {case.as_curl_command()}\n"
-                                         f"    {response.text[:300]}")
+                    server_errors.append(
+                        f"{response.status_code} {case.as_curl_command()}\n"
+                        f"    {response.text[:300]}"
+                    )
 
             try:
                 one()
@@ -137,8 +158,9 @@ def seed(live: LivePlatform, token: str) -> dict[str, str]:
     """A stream, a trial session, an arraignment room and an enrolled device: their ids."""
     auth = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=live.url, headers=auth, timeout=10) as admin:
-        made = admin.post("/api/v1/streams", json={"id": "court-a", "court": "High",
-                                                   "room": "room-1"})
+        made = admin.post(
+            "/api/v1/streams", json={"id": "court-a", "court": "High", "room": "room-1"}
+        )
         assert made.status_code == 201, made.text
         session = admin.post("/api/v1/sessions", json={"room": "room-1", "case_number": "C-1"})
         assert session.status_code == 201, session.text
@@ -146,14 +168,21 @@ def seed(live: LivePlatform, token: str) -> dict[str, str]:
         assert room.status_code == 201, room.text
         enrol = admin.post("/api/v1/devices/enrol-tokens", json={"court": "High", "room": "r2"})
         assert enrol.status_code == 201, enrol.text
-        device = admin.post("/api/v1/devices/enroll", json={
-            "token": enrol.json()["token"], "sources": [{"name": "bench", "kind": "test"}]})
+        device = admin.post(
+            "/api/v1/devices/enroll",
+            json={"token": enrol.json()["token"], "sources": [{"name": "bench", "kind": "test"}]},
+        )
         assert device.status_code == 200, device.text
     enrolled = device.json()
-    return {"stream_id": "court-a", "sid": session.json()["id"], "room_id": "arr-1",
-            "seat": "court", "device_id": enrolled["device_id"],
-            "device_stream": enrolled["streams"]["bench"]["main"]["stream_id"],
-            "device_bearer": f"Bearer {enrolled['device_id']}.{enrolled['device_secret']}"}
+    return {
+        "stream_id": "court-a",
+        "sid": session.json()["id"],
+        "room_id": "arr-1",
+        "seat": "court",
+        "device_id": enrolled["device_id"],
+        "device_stream": enrolled["streams"]["bench"]["main"]["stream_id"],
+        "device_bearer": f"Bearer {enrolled['device_id']}.{enrolled['device_secret']}",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -161,65 +190,98 @@ def seeded(live: LivePlatform, token: str) -> dict[str, str]:
     return seed(live, token)
 
 
-def test_no_operation_answers_5xx_to_an_admin(live: LivePlatform, operations: list[Any],
-                                              token: str) -> None:
-    errors = fuzz(live, operations, {"Authorization": f"Bearer {token}"}, AUTH_EXCLUDED,
-                  examples=EXAMPLES_RANDOM_IDS)
+def test_no_operation_answers_5xx_to_an_admin(
+    live: LivePlatform, operations: list[Any], token: str
+) -> None:
+    errors = fuzz(
+        live,
+        operations,
+        {"Authorization": f"Bearer {token}"},
+        AUTH_EXCLUDED,
+        examples=EXAMPLES_RANDOM_IDS,
+    )
     assert not errors, "\n".join(errors)
 
 
-def test_no_operation_answers_5xx_to_the_public(live: LivePlatform,
-                                                operations: list[Any]) -> None:
+def test_no_operation_answers_5xx_to_the_public(live: LivePlatform, operations: list[Any]) -> None:
     # the public meets 401/403 before any input is read: valid inputs are enough
-    errors = fuzz(live, operations, {}, examples=EXAMPLES_RANDOM_IDS,
-                  modes=(GenerationMode.POSITIVE,))
+    errors = fuzz(
+        live, operations, {}, examples=EXAMPLES_RANDOM_IDS, modes=(GenerationMode.POSITIVE,)
+    )
     assert not errors, "\n".join(errors)
 
 
-def test_no_backfill_operation_answers_5xx_to_a_device(live: LivePlatform,
-                                                       operations: list[Any],
-                                                       seeded: dict[str, str]) -> None:
+def test_no_backfill_operation_answers_5xx_to_a_device(
+    live: LivePlatform, operations: list[Any], seeded: dict[str, str]
+) -> None:
     backfill = [op for op in operations if "/backfill/" in op.path]
     assert backfill
     errors = fuzz(live, backfill, {"Authorization": seeded["device_bearer"]})
     assert not errors, "\n".join(errors)
 
 
-def test_no_operation_answers_5xx_on_real_ids(live: LivePlatform, operations: list[Any],
-                                             token: str, seeded: dict[str, str]) -> None:
-    errors = fuzz(live, operations, {"Authorization": f"Bearer {token}"}, AUTH_EXCLUDED,
-                  pinned=seeded)
+def test_no_operation_answers_5xx_on_real_ids(
+    live: LivePlatform, operations: list[Any], token: str, seeded: dict[str, str]
+) -> None:
+    errors = fuzz(
+        live, operations, {"Authorization": f"Bearer {token}"}, AUTH_EXCLUDED, pinned=seeded
+    )
     assert not errors, "\n".join(errors)
 
 
-CONTENT_TYPES = ["application/json", "application/sdp", "application/trickle-ice-sdpfrag",
-                 "text/plain", "application/octet-stream", "multipart/form-data", ""]
-RAW_BODIES = st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
-                       st.sampled_from([b"{", b"[]", b"null", b"\xff\xfe\x00", b'{"a": 1e999}',
-                                        b"v=0\r\n", b'"' + b"\\" * 3 + b'"']))
+CONTENT_TYPES = [
+    "application/json",
+    "application/sdp",
+    "application/trickle-ice-sdpfrag",
+    "text/plain",
+    "application/octet-stream",
+    "multipart/form-data",
+    "",
+]
+RAW_BODIES = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=200).map(str.encode),
+    st.sampled_from(
+        [
+            b"{",
+            b"[]",
+            b"null",
+            b"\xff\xfe\x00",
+            b'{"a": 1e999}',
+            b"v=0\r\n",
+            b'"' + b"\\" * 3 + b'"',
+        ]
+    ),
+)
 
 
-def raw_bodies(url: str, method: str, query: dict[str, str],
-               headers: dict[str, str]) -> list[str]:
+def raw_bodies(url: str, method: str, query: dict[str, str], headers: dict[str, str]) -> list[str]:
     server_errors: list[str] = []
 
     @given(body=RAW_BODIES, content_type=st.sampled_from(CONTENT_TYPES))
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     def one(body: bytes, content_type: str) -> None:
         sent = {**headers, "Content-Type": content_type} if content_type else headers
-        response = httpx.request(method, url, params=query, headers=sent, content=body,
-                                 timeout=10)
+        response = httpx.request(method, url, params=query, headers=sent, content=body, timeout=10)
         if response.status_code >= 500:
-            server_errors.append(f"{response.status_code} {method} {url} {content_type!r} "
-                                 f"{body[:60]!r}")
+            server_errors.append(
+                f"{response.status_code} {method} {url} {content_type!r} {body[:60]!r}"
+            )
 
     one()
     return server_errors
 
 
-def test_raw_bodies_of_any_type_get_no_5xx(live: LivePlatform, operations: list[Any],
-                                           token: str, seeded: dict[str, str]) -> None:
+def test_raw_bodies_of_any_type_get_no_5xx(
+    live: LivePlatform, operations: list[Any], token: str, seeded: dict[str, str]
+) -> None:
     """Bodies the schema does not describe: bytes, broken JSON, non-UTF-8 text, SDP-ish
     lines, under any content type, to every operation that takes a body (the WHIP/WHEP
     and backfill ones read theirs raw), on real ids."""
@@ -240,17 +302,18 @@ def test_raw_bodies_of_any_type_get_no_5xx(live: LivePlatform, operations: list[
         if path.endswith("/segments"):
             headers = {**headers, "X-Content-SHA256": "0" * 64}
 
-        server_errors += raw_bodies(f"{live.url}{path}", operation.method.upper(), query,
-                                    headers)
+        server_errors += raw_bodies(f"{live.url}{path}", operation.method.upper(), query, headers)
     assert not server_errors, "\n".join(server_errors)
 
 
-def test_a_body_that_is_not_utf8_is_a_422_with_the_reason(live: LivePlatform,
-                                                           token: str) -> None:
+def test_a_body_that_is_not_utf8_is_a_422_with_the_reason(live: LivePlatform, token: str) -> None:
     """It was a 500: FastAPI's validation answer echoed the input and failed to decode it."""
-    answer = httpx.post(f"{live.url}/api/v1/streams", content=b"\xff\xfe\x00garbage",
-                        headers={"Authorization": f"Bearer {token}",
-                                 "Content-Type": "text/plain"}, timeout=10)
+    answer = httpx.post(
+        f"{live.url}/api/v1/streams",
+        content=b"\xff\xfe\x00garbage",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"},
+        timeout=10,
+    )
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"][0]["msg"]
 
@@ -259,6 +322,7 @@ def test_still_serving_after_the_fuzzing(live: LivePlatform, token: str) -> None
     health = httpx.get(f"{live.url}/api/v1/health", timeout=10)
     assert health.status_code == 200, health.text
     assert health.json()["status"] == "ok"
-    me = httpx.get(f"{live.url}/api/v1/me", headers={"Authorization": f"Bearer {token}"},
-                   timeout=10)
+    me = httpx.get(
+        f"{live.url}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
     assert me.json() == {"name": ADMIN, "role": "admin"}

@@ -19,8 +19,9 @@ COURTCAST = [sys.executable, "-m", "courtcast.cli"]
 
 
 def run(args: list[str], stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(COURTCAST + args, input=stdin, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        COURTCAST + args, input=stdin, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def pids_using(path: Path) -> list[int]:
@@ -45,9 +46,20 @@ def node(tmp_path: Path):  # type: ignore[no-untyped-def]
     data = tmp_path / "data"
     http_port, rtmp_port = free_port(), free_port()
     proc = subprocess.Popen(
-        COURTCAST + ["up", "--data-dir", str(data), "--http-port", str(http_port),
-                     "--rtmp-port", str(rtmp_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        COURTCAST
+        + [
+            "up",
+            "--data-dir",
+            str(data),
+            "--http-port",
+            str(http_port),
+            "--rtmp-port",
+            str(rtmp_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_http(f"http://127.0.0.1:{http_port}/api/v1/health", timeout_s=30)
         yield proc, f"http://127.0.0.1:{http_port}", data
@@ -89,18 +101,23 @@ def test_kill_9_leaves_no_orphan_redis(node) -> None:  # type: ignore[no-untyped
 
 def test_cli_reaches_the_running_node(node) -> None:  # type: ignore[no-untyped-def]
     _, base, data = node
-    added = run(["users", "add", "olga", "--role", "operator", "--data-dir", str(data)],
-                stdin="correct horse battery\n")
+    added = run(
+        ["users", "add", "olga", "--role", "operator", "--data-dir", str(data)],
+        stdin="correct horse battery\n",
+    )
     assert added.returncode == 0, added.stderr
     stream = run(["streams", "add", "court1-room2", "--public", "--data-dir", str(data)])
     assert stream.returncode == 0, stream.stderr
     assert "publish key:" in stream.stdout
     listed = run(["streams", "list", "--json", "--data-dir", str(data)])
     assert '"court1-room2"' in listed.stdout
-    login = httpx.post(f"{base}/api/v1/login",
-                       json={"name": "olga", "password": "correct horse battery"})
+    login = httpx.post(
+        f"{base}/api/v1/login", json={"name": "olga", "password": "correct horse battery"}
+    )
     assert login.status_code == 200
-    me = httpx.get(f"{base}/api/v1/me", headers={"authorization": f"Bearer {login.json()['token']}"})
+    me = httpx.get(
+        f"{base}/api/v1/me", headers={"authorization": f"Bearer {login.json()['token']}"}
+    )
     assert me.json() == {"name": "olga", "role": "operator"}
     wrong = httpx.post(f"{base}/api/v1/login", json={"name": "olga", "password": "nope-nope"})
     assert wrong.status_code == 401
@@ -129,12 +146,17 @@ def test_bad_configs_end_with_one_line_and_exit_2(tmp_path: Path) -> None:
     bad_type = tmp_path / "bad-type.yaml"
     bad_type.write_text("rtmp:\n  port: many\n")
     assert "rtmp.port: Input should be a valid integer" in one_line_error(
-        run(["up", "--config", str(bad_type)]))
+        run(["up", "--config", str(bad_type)])
+    )
     missing = one_line_error(run(["up", "--config", str(tmp_path / "missing.yaml")]))
     assert "missing.yaml: not found" in missing
-    env = subprocess.run(COURTCAST + ["up", "--data-dir", str(tmp_path / "d")],
-                         env={**os.environ, "COURTCAST_HLS__PART_TARGET_S": "9"},
-                         capture_output=True, text=True, timeout=30)
+    env = subprocess.run(
+        COURTCAST + ["up", "--data-dir", str(tmp_path / "d")],
+        env={**os.environ, "COURTCAST_HLS__PART_TARGET_S": "9"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "COURTCAST_HLS__PART_TARGET_S: hls.part_target_s" in one_line_error(env)
 
 
@@ -143,11 +165,29 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run(["up", "--data-dir", str(tmp_path / "d"), "--http-port", str(port),
-                      "--rtmp-port", str(free_port())])
+        result = run(
+            [
+                "up",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--http-port",
+                str(port),
+                "--rtmp-port",
+                str(free_port()),
+            ]
+        )
         assert f"http.port: cannot listen on 127.0.0.1:{port}" in one_line_error(result)
-        result = run(["up", "--data-dir", str(tmp_path / "d"), "--http-port", str(free_port()),
-                      "--rtmp-port", str(port)])
+        result = run(
+            [
+                "up",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--http-port",
+                str(free_port()),
+                "--rtmp-port",
+                str(port),
+            ]
+        )
         assert f"rtmp.port: cannot listen on 127.0.0.1:{port}" in one_line_error(result)
     assert pids_using(tmp_path / "d") == []
 

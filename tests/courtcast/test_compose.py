@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 
 import yaml
 
+from core.config import load_config
 from courtcast.cli import build_parser
-from courtcast.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "configs/cluster.yaml"
@@ -55,16 +55,22 @@ def test_published_ports_match_the_config() -> None:
 
 def test_environment_overrides_are_real_config_keys() -> None:
     for name, service in courtcast_services().items():
-        env = {k: "x" if "SECRET" in k else "http://localhost:1"
-               for k in service["environment"]}
+        env = {k: "x" if "SECRET" in k else "http://localhost:1" for k in service["environment"]}
         assert env, name
         load_config(CLUSTER, environ=env)  # an unknown key would raise ConfigError
 
 
 def test_dockerfile_ships_every_role_and_the_configs() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
-    copied = set(re.findall(r"^COPY (\S+) ", dockerfile, flags=re.M))
-    for package in ("courtcast", "media_server", "recorder", "control_room",
-                    "device_agents", "storage", "configs"):
+    copied = set(re.findall(r"^COPY (\S+) ", dockerfile, flags=re.MULTILINE))
+    for package in (
+        "courtcast",
+        "media_server",
+        "recorder",
+        "control_room",
+        "device_agents",
+        "storage",
+        "configs",
+    ):
         assert package in copied
     assert "ffmpeg" in dockerfile and 'ENTRYPOINT ["courtcast"]' in dockerfile

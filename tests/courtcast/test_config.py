@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from courtcast.config import ConfigError, load_config
+from core.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,15 +31,29 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "env", "expected"),
     [
-        ("http:\n  port: eighty\n", {},
-         "config file {path}: http.port: Input should be a valid integer"),
+        (
+            "http:\n  port: eighty\n",
+            {},
+            "config file {path}: http.port: Input should be a valid integer",
+        ),
         ("htp:\n  port: 1\n", {}, "config file {path}: htp: unknown key"),
-        ("hls:\n  part_target_s: 3\n", {}, "hls.part_target_s: Input should be less than or equal to 1"),
+        (
+            "hls:\n  part_target_s: 3\n",
+            {},
+            "hls.part_target_s: Input should be less than or equal to 1",
+        ),
         ("objects:\n  backend: s3\n", {}, "objects: backend is s3 but objects.s3"),
         ("", {"COURTCAST_HTTP__PORT": "x"}, "environment COURTCAST_HTTP__PORT: http.port"),
-        ("", {"COURTCAST_RTMP__PROT": "1"}, "environment COURTCAST_RTMP__PROT: rtmp.prot: unknown key"),
-        ("security:\n  open: true\nhttp:\n  host: 0.0.0.0\n", {},
-         "security.open refuses http.host=0.0.0.0"),
+        (
+            "",
+            {"COURTCAST_RTMP__PROT": "1"},
+            "environment COURTCAST_RTMP__PROT: rtmp.prot: unknown key",
+        ),
+        (
+            "security:\n  open: true\nhttp:\n  host: 0.0.0.0\n",
+            {},
+            "security.open refuses http.host=0.0.0.0",
+        ),
         ("http: [1, 2\n", {}, "config file {path} line 2"),
         ("- a\n- b\n", {}, "the top level must be a mapping"),
     ],

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from courtcast.config import load_config
+from core.config import load_config
 from courtcast.platform import Platform
 from media_server.access import PLAY_CACHE_S
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
@@ -23,8 +23,15 @@ pytestmark = pytest.mark.timeout(120)
 
 
 async def start_platform(tmp_path: Path, **overrides: Any) -> Platform:
-    config = load_config(overrides={"node.data_dir": str(tmp_path / "data"),
-                                    "http.port": 0, "rtmp.port": 0, **overrides}, environ={})
+    config = load_config(
+        overrides={
+            "node.data_dir": str(tmp_path / "data"),
+            "http.port": 0,
+            "rtmp.port": 0,
+            **overrides,
+        },
+        environ={},
+    )
     node = Platform(config)
     await node.start()
     return node
@@ -53,7 +60,8 @@ async def define(node: Platform, stream_id: str, **fields: Any) -> str:
 async def run(*cmd: str, timeout: float = 60) -> tuple[int, str]:
     """Run a command; it is killed (and reaped) if it overruns or the caller is cancelled."""
     proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except BaseException:
@@ -64,8 +72,21 @@ async def run(*cmd: str, timeout: float = 60) -> tuple[int, str]:
 
 
 async def push(clip: Path, url: str) -> tuple[int, str]:
-    return await run("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re",
-                     "-i", str(clip), "-c", "copy", "-f", "flv", url)
+    return await run(
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-i",
+        str(clip),
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        url,
+    )
 
 
 async def cancel(task: asyncio.Task[Any]) -> None:
@@ -75,8 +96,17 @@ async def cancel(task: asyncio.Task[Any]) -> None:
 
 
 async def probe(path: Path) -> dict[str, Any]:
-    code, out = await run("ffprobe", "-v", "error", "-count_frames", "-show_streams",
-                          "-show_format", "-of", "json", str(path))
+    code, out = await run(
+        "ffprobe",
+        "-v",
+        "error",
+        "-count_frames",
+        "-show_streams",
+        "-show_format",
+        "-of",
+        "json",
+        str(path),
+    )
     assert code == 0, out
     return json.loads(out)
 
@@ -85,8 +115,11 @@ async def scrape(node: Platform) -> dict[tuple[str, str | None], float]:
     """/metrics as {(sample, its stream label): value}, read with Prometheus's parser."""
     async with httpx.AsyncClient(base_url=base_url(node)) as http:
         text = (await http.get("/metrics")).text
-    return {(sample.name, sample.labels.get("stream")): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, sample.labels.get("stream")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 async def wait_live(node: Platform, stream_id: str, timeout: float = 10) -> None:
@@ -99,11 +132,11 @@ async def wait_live(node: Platform, stream_id: str, timeout: float = 10) -> None
     raise AssertionError(f"{stream_id} never went live")
 
 
-async def test_rtmp_in_ll_hls_out_decodes_like_the_source(platform: Platform,
-                                                          tmp_path: Path) -> None:
+async def test_rtmp_in_ll_hls_out_decodes_like_the_source(
+    platform: Platform, tmp_path: Path
+) -> None:
     seconds, fps = 6, 25
-    clip = make_clip(tmp_path, seconds=seconds, fps=fps, gop=2 * fps, bframes=2,
-                     size=(640, 360))
+    clip = make_clip(tmp_path, seconds=seconds, fps=fps, gop=2 * fps, bframes=2, size=(640, 360))
     key = await define(platform, "court-a", public=True)
     rtmp = f"rtmp://127.0.0.1:{media_role(platform).rtmp_port}/live/court-a?key={key}"
     publisher = asyncio.create_task(push(clip, rtmp))
@@ -114,9 +147,26 @@ async def test_rtmp_in_ll_hls_out_decodes_like_the_source(platform: Platform,
     playlist = f"{base_url(platform)}/live/court-a/index.m3u8"
     out = tmp_path / "from-hls.mp4"
     # read the whole window from its first segment; give up 4 reloads after the last one
-    reader = asyncio.create_task(run(
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-live_start_index", "0",
-        "-m3u8_hold_counters", "4", "-i", playlist, "-c", "copy", "-y", str(out), timeout=60))
+    reader = asyncio.create_task(
+        run(
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-live_start_index",
+            "0",
+            "-m3u8_hold_counters",
+            "4",
+            "-i",
+            playlist,
+            "-c",
+            "copy",
+            "-y",
+            str(out),
+            timeout=60,
+        )
+    )
     code, log = await publisher
     assert code == 0, log
     code, log = await reader
@@ -137,7 +187,8 @@ async def test_rtmp_in_ll_hls_out_decodes_like_the_source(platform: Platform,
 
 
 async def test_private_stream_needs_a_signed_in_operator_or_a_token(
-        platform: Platform, tmp_path: Path) -> None:
+    platform: Platform, tmp_path: Path
+) -> None:
     clip = make_clip(tmp_path, seconds=8, fps=25, gop=25)
     key = await define(platform, "hall-cam", stream_class=StreamClass.security, public=True)
     port = media_role(platform).rtmp_port
@@ -163,8 +214,9 @@ async def test_private_stream_needs_a_signed_in_operator_or_a_token(
         await http.post("/api/v1/login", json={"name": "tom", "password": "correct horse battery"})
         assert (await http.get("/api/v1/streams/hall-cam/play-url")).status_code == 403
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-        login = await http.post("/api/v1/login",
-                                json={"name": "olga", "password": "correct horse battery"})
+        login = await http.post(
+            "/api/v1/login", json={"name": "olga", "password": "correct horse battery"}
+        )
         assert login.status_code == 200
         as_operator = await http.get("/live/hall-cam/index.m3u8")
         assert as_operator.status_code == 200 and "#EXTM3U" in as_operator.text
@@ -176,8 +228,9 @@ async def test_private_stream_needs_a_signed_in_operator_or_a_token(
     await cancel(publisher)
 
 
-async def test_a_stream_made_private_stops_playing_at_once(platform: Platform,
-                                                           tmp_path: Path) -> None:
+async def test_a_stream_made_private_stops_playing_at_once(
+    platform: Platform, tmp_path: Path
+) -> None:
     """Egress caches the definitions it checks (PLAY_CACHE_S); a change reaches the cache
     over pub/sub, long before that bound."""
     clip = make_clip(tmp_path, seconds=8, fps=25, gop=25)
@@ -198,8 +251,21 @@ async def test_a_stream_made_private_stops_playing_at_once(platform: Platform,
 
 
 async def record_hls(url: str, out: Path, seconds: float) -> dict[str, Any]:
-    code, log = await run("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
-                          "-i", url, "-t", str(seconds), "-c", "copy", "-y", str(out))
+    code, log = await run(
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-i",
+        url,
+        "-t",
+        str(seconds),
+        "-c",
+        "copy",
+        "-y",
+        str(out),
+    )
     assert code == 0, log
     return await probe(out)
 
@@ -215,8 +281,9 @@ async def test_demo_courtrooms_are_live_public_and_decode(tmp_path: Path) -> Non
         assert len(demos) == 2
         stream_id = demos[0][0]
         await wait_live(node, stream_id)
-        info = await record_hls(f"{base_url(node)}/live/{stream_id}/index.m3u8",
-                                tmp_path / "demo.mp4", 3)
+        info = await record_hls(
+            f"{base_url(node)}/live/{stream_id}/index.m3u8", tmp_path / "demo.mp4", 3
+        )
         video = stream_info(info, "video")
         assert (video["width"], video["height"]) == (1280, 720)
         assert int(video["nb_read_frames"]) >= 3 * 25 - 1
@@ -234,7 +301,8 @@ async def test_demo_courtrooms_are_live_public_and_decode(tmp_path: Path) -> Non
 
 
 async def test_rtsp_camera_is_pulled_to_ll_hls_and_comes_back_after_a_reboot(
-        platform: Platform, tmp_path: Path, rtsp_camera: Any) -> None:
+    platform: Platform, tmp_path: Path, rtsp_camera: Any
+) -> None:
     camera = await asyncio.to_thread(rtsp_camera, user="clerk", password="s3cret:pw")
     await define(platform, "court-cam", source_url=camera.url, public=True)
     await wait_live(platform, "court-cam", timeout=15)

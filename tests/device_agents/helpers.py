@@ -13,19 +13,43 @@ from device_agents.config import AgentConfig, SourceConfig, StreamConfig
 from device_agents.ring import Ring
 
 
-def source(kind: str, url: str, main: tuple[str, str], sub: tuple[str, str] | None = None,
-           sub_url: str | None = None) -> SourceConfig:
-    return SourceConfig(kind=kind, url=url, sub_url=sub_url,  # type: ignore[arg-type]
-                        main=StreamConfig(stream_id=main[0], key=main[1]),
-                        sub=StreamConfig(stream_id=sub[0], key=sub[1]) if sub else None)
+def source(
+    kind: str,
+    url: str,
+    main: tuple[str, str],
+    sub: tuple[str, str] | None = None,
+    sub_url: str | None = None,
+) -> SourceConfig:
+    return SourceConfig(
+        kind=kind,
+        url=url,
+        sub_url=sub_url,  # type: ignore[arg-type]
+        main=StreamConfig(stream_id=main[0], key=main[1]),
+        sub=StreamConfig(stream_id=sub[0], key=sub[1]) if sub else None,
+    )
 
 
-def agent_config(tmp_path: Path, rtmp_port: int, sources: dict[str, SourceConfig],
-                 server: str = "http://127.0.0.1:9", **more: Any) -> AgentConfig:
-    return AgentConfig(server=server, rtmp_url=f"rtmp://127.0.0.1:{rtmp_port}/live",
-                       device_id="dev-1", device_secret="s3cret", court="c", room="r",
-                       sources=sources, spool={"dir": tmp_path / "spool",  # type: ignore[arg-type]
-                                               "max_bytes": 1 << 30}, **more)
+def agent_config(
+    tmp_path: Path,
+    rtmp_port: int,
+    sources: dict[str, SourceConfig],
+    server: str = "http://127.0.0.1:9",
+    **more: Any,
+) -> AgentConfig:
+    return AgentConfig(
+        server=server,
+        rtmp_url=f"rtmp://127.0.0.1:{rtmp_port}/live",
+        device_id="dev-1",
+        device_secret="s3cret",
+        court="c",
+        room="r",
+        sources=sources,
+        spool={
+            "dir": tmp_path / "spool",  # type: ignore[arg-type]
+            "max_bytes": 1 << 30,
+        },
+        **more,
+    )
 
 
 async def until(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:

@@ -21,7 +21,6 @@ import yaml
 
 from courtcast.platform import Platform
 from tests.courtcast.test_platform import base_url, run, start_platform
-from tests.device_agents.helpers import until
 
 pytestmark = pytest.mark.timeout(90)
 COURTCAST = [str(Path(sys.executable).parent / "courtcast")]  # the console script
@@ -31,29 +30,54 @@ async def signed_in_admin(node: Platform) -> httpx.AsyncClient:
     users = next(r for r in node.roles if r.name == "control_room").users
     await users.add("ada", "admin", "correct horse battery")
     client = httpx.AsyncClient(base_url=base_url(node), timeout=15)
-    answer = await client.post("/api/v1/login", json={"name": "ada",
-                                                      "password": "correct horse battery"})
+    answer = await client.post(
+        "/api/v1/login", json={"name": "ada", "password": "correct horse battery"}
+    )
     assert answer.status_code == 200, answer.text
     return client
 
 
 async def test_enrol_run_online_play_snapshot_stop(tmp_path: Path, rtsp_camera: Any) -> None:
-    camera = await asyncio.to_thread(rtsp_camera, user="cam", password="pw1x",
-                                     size="640x360", sub_size="320x180")
+    camera = await asyncio.to_thread(
+        rtsp_camera, user="cam", password="pw1x", size="640x360", sub_size="320x180"
+    )
     data = tmp_path / "data"
     node = await start_platform(tmp_path, **{"devices.heartbeat_s": 0.5})
     admin = await signed_in_admin(node)
     agent: asyncio.subprocess.Process | None = None
     try:
-        code, out = await run(*COURTCAST, "devices", "enrol-token", "--court", "Zhengzhou High",
-                              "--room", "Room 3", "--data-dir", str(data))
+        code, out = await run(
+            *COURTCAST,
+            "devices",
+            "enrol-token",
+            "--court",
+            "Zhengzhou High",
+            "--room",
+            "Room 3",
+            "--data-dir",
+            str(data),
+        )
         assert code == 0, out
         token = out.strip().splitlines()[-1]
         server = base_url(node)
         conf = tmp_path / "agent.yaml"
-        code, out = await run(*COURTCAST, "agent", "enroll", "--server", server, "--token",
-                              token, "--out", str(conf), "--source", f"bench={camera.url}",
-                              "--sub", f"bench={camera.sub_url}", "--model", "test cam")
+        code, out = await run(
+            *COURTCAST,
+            "agent",
+            "enroll",
+            "--server",
+            server,
+            "--token",
+            token,
+            "--out",
+            str(conf),
+            "--source",
+            f"bench={camera.url}",
+            "--sub",
+            f"bench={camera.sub_url}",
+            "--model",
+            "test cam",
+        )
         assert code == 0, out
         assert stat.S_IMODE(os.stat(conf).st_mode) == 0o600
         written = yaml.safe_load(conf.read_text())
@@ -61,17 +85,33 @@ async def test_enrol_run_online_play_snapshot_stop(tmp_path: Path, rtsp_camera: 
         sub_id = written["sources"]["bench"]["sub"]["stream_id"]
         assert main_id in out and sub_id in out and sub_id == f"{main_id}-sub"
         # the token is spent; an existing --out is not overwritten
-        code, again = await run(*COURTCAST, "agent", "enroll", "--server", server, "--token",
-                                token, "--out", str(tmp_path / "b.yaml"))
+        code, again = await run(
+            *COURTCAST,
+            "agent",
+            "enroll",
+            "--server",
+            server,
+            "--token",
+            token,
+            "--out",
+            str(tmp_path / "b.yaml"),
+        )
         assert code == 2 and "enrolment refused" in again, again
         assert len(again.strip().splitlines()) == 1, again
-        code, again = await run(*COURTCAST, "agent", "enroll", "--server", server, "--token",
-                                "x", "--out", str(conf))
+        code, again = await run(
+            *COURTCAST, "agent", "enroll", "--server", server, "--token", "x", "--out", str(conf)
+        )
         assert code == 2 and "exists already" in again
 
         agent = await asyncio.create_subprocess_exec(
-            *COURTCAST, "agent", "run", "--config", str(conf),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            *COURTCAST,
+            "agent",
+            "run",
+            "--config",
+            str(conf),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         device_id = written["device_id"]
 
         async def device() -> dict[str, Any]:
@@ -79,8 +119,11 @@ async def test_enrol_run_online_play_snapshot_stop(tmp_path: Path, rtsp_camera: 
 
         for _ in range(300):
             seen = await device()
-            if seen["state"] == "online" and seen["sources"][0]["state"] == "up" \
-                    and seen["sources"][0].get("publishing"):
+            if (
+                seen["state"] == "online"
+                and seen["sources"][0]["state"] == "up"
+                and seen["sources"][0].get("publishing")
+            ):
                 break
             await asyncio.sleep(0.1)
         assert seen["state"] == "online", seen
@@ -89,13 +132,25 @@ async def test_enrol_run_online_play_snapshot_stop(tmp_path: Path, rtsp_camera: 
 
         for stream_id, size in ((main_id, (640, 360)), (sub_id, (320, 180))):
             url = (await admin.get(f"/api/v1/streams/{stream_id}/play-url")).json()["hls"]
-            code, out = await run("ffprobe", "-v", "error", "-select_streams", "v:0",
-                                  "-show_entries", "stream=width,height", "-of", "csv=p=0",
-                                  server + url, timeout=30)
+            code, out = await run(
+                "ffprobe",
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=width,height",
+                "-of",
+                "csv=p=0",
+                server + url,
+                timeout=30,
+            )
             assert code == 0 and set(out.split()) == {f"{size[0]},{size[1]}"}, out
 
-        answer = await admin.post(f"/api/v1/devices/{device_id}/commands",
-                                  json={"name": "snapshot", "args": {"source": "bench"}})
+        answer = await admin.post(
+            f"/api/v1/devices/{device_id}/commands",
+            json={"name": "snapshot", "args": {"source": "bench"}},
+        )
         assert answer.status_code == 200 and answer.json()["ok"], answer.text
         assert (answer.json()["width"], answer.json()["height"]) == (640, 360)
         jpeg = await admin.get(answer.json()["url"])

@@ -29,30 +29,45 @@ from tests.device_agents.helpers import agent_config, decode_ring, source, until
 pytestmark = pytest.mark.timeout(90)
 
 
-async def test_main_and_sub_play_over_ll_hls_and_commands_work(tmp_path: Path,
-                                                               rtsp_camera: Any) -> None:
-    camera = await asyncio.to_thread(rtsp_camera, user="clerk", password="pw",
-                                     size="640x360", sub_size="320x180")
+async def test_main_and_sub_play_over_ll_hls_and_commands_work(
+    tmp_path: Path, rtsp_camera: Any
+) -> None:
+    camera = await asyncio.to_thread(
+        rtsp_camera, user="clerk", password="pw", size="640x360", sub_size="320x180"
+    )
     node = await start_platform(tmp_path)
     agent: Agent | None = None
     try:
         main_key = await define(node, "c-r-cam", public=True)
         sub_key = await define(node, "c-r-cam-sub", public=True)
         await define(node, "c-r-bad", public=True)
-        config = agent_config(tmp_path, media_role(node).rtmp_port, {
-            "cam": source("rtsp", camera.url, ("c-r-cam", main_key),
-                          ("c-r-cam-sub", sub_key), camera.sub_url),
-            "bad": source("test", "test:160x120", ("c-r-bad", "not-the-key")),
-        })
+        config = agent_config(
+            tmp_path,
+            media_role(node).rtmp_port,
+            {
+                "cam": source(
+                    "rtsp",
+                    camera.url,
+                    ("c-r-cam", main_key),
+                    ("c-r-cam-sub", sub_key),
+                    camera.sub_url,
+                ),
+                "bad": source("test", "test:160x120", ("c-r-bad", "not-the-key")),
+            },
+        )
         agent = Agent(config, link=False)
         await agent.start()
         hub = media_role(node).hub
         for stream_id in ("c-r-cam", "c-r-cam-sub"):
-            await until(lambda s=stream_id: (st := hub.find(s)) is not None and st.live
-                        and st.tracks, 20, f"{stream_id} live on the server")
+            await until(
+                lambda s=stream_id: (st := hub.find(s)) is not None and st.live and st.tracks,
+                20,
+                f"{stream_id} live on the server",
+            )
         for stream_id, size in (("c-r-cam", (640, 360)), ("c-r-cam-sub", (320, 180))):
-            info = await record_hls(f"{base_url(node)}/live/{stream_id}/index.m3u8",
-                                    tmp_path / f"{stream_id}.mp4", 2)
+            info = await record_hls(
+                f"{base_url(node)}/live/{stream_id}/index.m3u8", tmp_path / f"{stream_id}.mp4", 2
+            )
             video = stream_info(info, "video")
             assert (video["width"], video["height"]) == size
             assert int(video["nb_read_frames"]) >= 40  # 2 s at 25 fps, decoded
@@ -69,23 +84,29 @@ async def test_main_and_sub_play_over_ll_hls_and_commands_work(tmp_path: Path,
         jpeg = base64.b64decode(result.data["jpeg_b64"])
         with av.open(io.BytesIO(jpeg)) as image:
             frame = next(image.decode(video=0))
-        assert (frame.width, frame.height) == (640, 360) == (result.data["width"],
-                                                             result.data["height"])
+        assert (
+            (frame.width, frame.height)
+            == (640, 360)
+            == (result.data["width"], result.data["height"])
+        )
 
         # switch: the main stream id now carries the camera's sub stream
-        result = await agent.handle(Command(id="2", name="switch",
-                                            args={"source": "cam", "stream": "sub"}))
+        result = await agent.handle(
+            Command(id="2", name="switch", args={"source": "cam", "stream": "sub"})
+        )
         assert result.ok and agent.units["cam"].health().active == "sub"
-        await until(lambda: (st := hub.find("c-r-cam")).live and st.tracks
-                    and st.tracks[0].width == 320, 15, "main stream id shows the sub feed")
+        await until(
+            lambda: (st := hub.find("c-r-cam")).live and st.tracks and st.tracks[0].width == 320,
+            15,
+            "main stream id shows the sub feed",
+        )
 
         health = agent.units["cam"].health()
         assert health.state == "up" and health.publishing and health.fps > 10
         assert health.bitrate_kbps > 50 and 0.5 <= health.keyframe_interval_s <= 1.5
         unknown = await agent.handle(Command(id="3", name="ptz", args={"preset": "1"}))
         assert not unknown.ok and "source" in unknown.error  # two sources: say which
-        ptz = await agent.handle(Command(id="4", name="ptz",
-                                         args={"source": "cam", "preset": "1"}))
+        ptz = await agent.handle(Command(id="4", name="ptz", args={"source": "cam", "preset": "1"}))
         assert not ptz.ok and ptz.error == "camera has no ONVIF endpoint"
     finally:
         if agent is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from courtcast.config import ConfigError
+from core.config import ConfigError
 from device_agents.config import load_agent_config, write_agent_config
 from device_agents.ring import Ring
 from tests.device_agents.helpers import agent_config, source
@@ -18,8 +18,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "agent.example.yaml"
 
 
 def test_config_is_written_0600_and_read_back(tmp_path: Path) -> None:
-    config = agent_config(tmp_path, 1935, {"cam": source("rtsp", "rtsp://u:p@cam/1",
-                                                         ("c-r-cam", "key1"))})
+    config = agent_config(
+        tmp_path, 1935, {"cam": source("rtsp", "rtsp://u:p@cam/1", ("c-r-cam", "key1"))}
+    )
     path = tmp_path / "agent.yaml"
     write_agent_config(path, config)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -55,8 +56,9 @@ def test_ring_is_bounded_oldest_first_and_survives_a_restart(tmp_path: Path) -> 
         assert ring.add_init(stream, b"init-" + stream.encode()) == "init-0.mp4"  # same bytes
     for i in range(10):
         for n, stream in enumerate(("a", "b")):
-            ring.add_segment(stream, "init-0.mp4", 1000.0 + 2 * i + n * 0.5, 2.0, 2.0 * i,
-                             bytes(1000))
+            ring.add_segment(
+                stream, "init-0.mp4", 1000.0 + 2 * i + n * 0.5, 2.0, 2.0 * i, bytes(1000)
+            )
         assert ring.size_bytes() <= 10_000
     kept = {s: [e.start for e in ring.entries(s)] for s in ("a", "b")}
     assert kept["a"][-1] == 1018.0 and kept["b"][-1] == 1018.5

@@ -46,8 +46,11 @@ class ControlPlane:
             if data["type"] == "heartbeat":
                 beat = Heartbeat.model_validate(data)
                 self.beats.append(beat)
-                await ws.send(HeartbeatAck(sent_at=beat.sent_at,
-                                           server_time=time.time() + SKEW_S).model_dump_json())
+                await ws.send(
+                    HeartbeatAck(
+                        sent_at=beat.sent_at, server_time=time.time() + SKEW_S
+                    ).model_dump_json()
+                )
             else:
                 self.results[data["id"]] = data
 
@@ -61,9 +64,13 @@ async def test_heartbeats_clock_commands_and_refusal(tmp_path: Path) -> None:
     plane = ControlPlane()
     async with serve(plane.handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
-        config = agent_config(tmp_path, free_port(),
-                              {"pattern": source("test", "test:320x240", ("c-r-p", "k"))},
-                              server=f"http://127.0.0.1:{port}", heartbeat_s=0.2)
+        config = agent_config(
+            tmp_path,
+            free_port(),
+            {"pattern": source("test", "test:320x240", ("c-r-p", "k"))},
+            server=f"http://127.0.0.1:{port}",
+            heartbeat_s=0.2,
+        )
         agent = Agent(config)
         await agent.start()
         try:

@@ -24,14 +24,16 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.mark.parametrize("blackhole", [False, True], ids=["dropped", "blackhole"])
 async def test_cut_link_publisher_comes_back_and_ring_has_no_hole(
-        tmp_path: Path, rtsp_camera: Any, tcp_proxy: Any, blackhole: bool) -> None:
+    tmp_path: Path, rtsp_camera: Any, tcp_proxy: Any, blackhole: bool
+) -> None:
     camera = await asyncio.to_thread(rtsp_camera)
     server_hub = Hub()
     server = RtmpServer(server_hub, "127.0.0.1", 0)
     await server.start()
     proxy = tcp_proxy(server.port)
-    config = agent_config(tmp_path, proxy.port,
-                          {"cam": source("rtsp", camera.url, ("c-r-cam", "k"))})
+    config = agent_config(
+        tmp_path, proxy.port, {"cam": source("rtsp", camera.url, ("c-r-cam", "k"))}
+    )
     agent = Agent(config, link=False)
     publisher = None
     try:
@@ -53,8 +55,11 @@ async def test_cut_link_publisher_comes_back_and_ring_has_no_hole(
         stream = server_hub.find("c-r-cam")
         # a connect made into the blackhole hangs until its 5 s timeout, then the backoff
         # (up to 5 s) and the next keyframe: up to ~12 s, more on a loaded machine
-        await until(lambda: stream.live and stream.epoch > epoch and stream.stats.keyframes,
-                    25 if blackhole else 15, "live again after the cut")
+        await until(
+            lambda: stream.live and stream.epoch > epoch and stream.stats.keyframes,
+            25 if blackhole else 15,
+            "live again after the cut",
+        )
         back_s = loop.time() - restored
         assert publisher.sessions >= 2 and publisher.reconnects >= 1
         await asyncio.sleep(2.5)

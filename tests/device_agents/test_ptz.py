@@ -33,8 +33,12 @@ async def _move_away(port: int, user: str, password: str) -> None:
         media = await camera.create_media_service()
         ptz = await camera.create_ptz_service()
         token = (await media.GetProfiles())[0].token
-        await ptz.AbsoluteMove({"ProfileToken": token, "Position": {
-            "PanTilt": {"x": -1.0, "y": 1.0}, "Zoom": {"x": 1.0}}})
+        await ptz.AbsoluteMove(
+            {
+                "ProfileToken": token,
+                "Position": {"PanTilt": {"x": -1.0, "y": 1.0}, "Zoom": {"x": 1.0}},
+            }
+        )
     finally:
         await camera.close()
 
@@ -46,8 +50,12 @@ def _agent(onvif_url: str) -> Any:
 
 
 async def test_ptz_goes_to_preset_on_a_real_onvif_camera(onvif_camera: Any) -> None:
-    cam = await asyncio.to_thread(onvif_camera, user="clerk", password="p@ss:w/rd",
-                                  presets={"bench": BENCH, "witness": WITNESS})
+    cam = await asyncio.to_thread(
+        onvif_camera,
+        user="clerk",
+        password="p@ss:w/rd",
+        presets={"bench": BENCH, "witness": WITNESS},
+    )
     # the endpoint carries the password percent-encoded, as an operator writes it in YAML
     endpoint = f"http://clerk:p%40ss%3Aw%2Frd@127.0.0.1:{cam.port}"
     assert await asyncio.to_thread(cam.position) == (0.0, 0.0, 0.0)
@@ -58,16 +66,18 @@ async def test_ptz_goes_to_preset_on_a_real_onvif_camera(onvif_camera: Any) -> N
     assert await asyncio.to_thread(cam.position) == pytest.approx(BENCH)
 
     # the agent's command, as the control plane sends it
-    result = await run_command(_agent(endpoint), Command(id="p1", name="ptz",
-                                                         args={"preset": "witness"}))
+    result = await run_command(
+        _agent(endpoint), Command(id="p1", name="ptz", args={"preset": "witness"})
+    )
     assert result.ok, result.error
     assert result.data == {"preset": "witness"}
     assert await asyncio.to_thread(cam.position) == pytest.approx(WITNESS)
 
 
 async def test_ptz_wrong_password_is_a_clear_error(onvif_camera: Any) -> None:
-    cam = await asyncio.to_thread(onvif_camera, user="clerk", password="right",
-                                  presets={"bench": BENCH})
+    cam = await asyncio.to_thread(
+        onvif_camera, user="clerk", password="right", presets={"bench": BENCH}
+    )
     wrong = f"http://clerk:wrong@127.0.0.1:{cam.port}"
     with pytest.raises(CommandError) as caught:
         await goto_preset(wrong, "bench")
@@ -75,14 +85,17 @@ async def test_ptz_wrong_password_is_a_clear_error(onvif_camera: Any) -> None:
     assert f"ONVIF camera 127.0.0.1:{cam.port} refused user 'clerk'" in message, message
     assert "wrong user or password" in message
 
-    result = await run_command(_agent(wrong), Command(id="p2", name="ptz",
-                                                      args={"preset": "bench"}))
+    result = await run_command(
+        _agent(wrong), Command(id="p2", name="ptz", args={"preset": "bench"})
+    )
     assert not result.ok and result.error == message
     assert await asyncio.to_thread(cam.position) == (0.0, 0.0, 0.0)  # it did not move
 
     # nobody listening: also an error an operator can read
     cam.stop()
-    result = await run_command(_agent(f"http://clerk:right@127.0.0.1:{cam.port}"),
-                               Command(id="p3", name="ptz", args={"preset": "bench"}))
+    result = await run_command(
+        _agent(f"http://clerk:right@127.0.0.1:{cam.port}"),
+        Command(id="p3", name="ptz", args={"preset": "bench"}),
+    )
     assert not result.ok
     assert result.error.startswith(f"ONVIF camera 127.0.0.1:{cam.port} unreachable"), result.error

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def test_reload_starts_new_sources_stops_removed_ones_and_keeps_the_rest(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     port = free_port()  # nobody listens: publishing is down, which reload does not care about
     keep = source("test", "test:160x120", ("c-r-keep", "k1"))
     path = tmp_path / "agent.yaml"
@@ -29,8 +30,9 @@ async def test_reload_starts_new_sources_stops_removed_ones_and_keeps_the_rest(
         kept_unit = agent.units["keep"]
 
         added = source("test", "test:160x120", ("c-r-new", "k2"))
-        write_agent_config(path, agent_config(tmp_path, port, {"keep": keep, "new": added}),
-                           exclusive=False)
+        write_agent_config(
+            path, agent_config(tmp_path, port, {"keep": keep, "new": added}), exclusive=False
+        )
         result = await agent.handle(Command(id="1", name="reload"))
         assert result.ok and result.data == {"restarted": ["new"]}, result
         assert agent.units["keep"] is kept_unit, "an unchanged source is not restarted"

@@ -19,21 +19,29 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def test_wrong_password_and_unreachable_camera_are_down_with_reasons(
-        tmp_path: Path, rtsp_camera: Any) -> None:
+    tmp_path: Path, rtsp_camera: Any
+) -> None:
     camera = await asyncio.to_thread(rtsp_camera, user="admin", password="Hunter2pw")
     wrong = camera.url.replace("admin:Hunter2pw@", "admin:Wrong7pw@")
     nowhere = f"rtsp://127.0.0.1:{free_port()}/cam"
-    config = agent_config(tmp_path, free_port(), {
-        "locked": source("rtsp", wrong, ("c-r-locked", "k1")),
-        "gone": source("rtsp", nowhere, ("c-r-gone", "k2")),
-        "fine": source("rtsp", camera.url, ("c-r-fine", "k3")),
-    })
+    config = agent_config(
+        tmp_path,
+        free_port(),
+        {
+            "locked": source("rtsp", wrong, ("c-r-locked", "k1")),
+            "gone": source("rtsp", nowhere, ("c-r-gone", "k2")),
+            "fine": source("rtsp", camera.url, ("c-r-fine", "k3")),
+        },
+    )
     agent = Agent(config, link=False)
     await agent.start()
     try:
         await until(lambda: agent.units["locked"].health().state == "down", 15)
-        await until(lambda: agent.units["gone"].health().reconnects >= 2, 15,
-                    "the unreachable camera is retried")
+        await until(
+            lambda: agent.units["gone"].health().reconnects >= 2,
+            15,
+            "the unreachable camera is retried",
+        )
         await until(lambda: agent.units["fine"].health().state == "up", 15)
         beat = agent.heartbeat()
     finally:
@@ -51,11 +59,28 @@ async def test_a_source_in_an_unsupported_codec_is_down_and_says_which(tmp_path:
     # MPEG-4 Part 2, as older cameras and encoders send: courtcast never transcodes, so the
     # technician must be told to switch the camera to H.264/H.265
     clip = tmp_path / "old.mp4"
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
-                    "testsrc2=size=320x240:rate=25", "-t", "2", "-c:v", "mpeg4", str(clip)],
-                   check=True, timeout=60)
-    config = agent_config(tmp_path, free_port(), {
-        "old": source("file", str(clip), ("c-r-old", "k1"))})
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-t",
+            "2",
+            "-c:v",
+            "mpeg4",
+            str(clip),
+        ],
+        check=True,
+        timeout=60,
+    )
+    config = agent_config(
+        tmp_path, free_port(), {"old": source("file", str(clip), ("c-r-old", "k1"))}
+    )
     agent = Agent(config, link=False)
     await agent.start()
     try:
@@ -67,10 +92,12 @@ async def test_a_source_in_an_unsupported_codec_is_down_and_says_which(tmp_path:
 
 
 def test_reasons_are_classified() -> None:
-    assert classify("unauthorized: check the user name and password in the source URL") \
+    assert (
+        classify("unauthorized: check the user name and password in the source URL")
         == "wrong credentials"
-    assert classify("no H.264/H.265 video track (video found: mjpeg)") \
-        == "unsupported codec mjpeg"
-    assert classify("connection refused: is the camera up, and is the port right?") \
-        .startswith("unreachable")
+    )
+    assert classify("no H.264/H.265 video track (video found: mjpeg)") == "unsupported codec mjpeg"
+    assert classify("connection refused: is the camera up, and is the port right?").startswith(
+        "unreachable"
+    )
     assert classify("no answer within 5 s (timeout)").startswith("unreachable")

@@ -55,31 +55,44 @@ async def play_url(node: Platform, stream: str) -> str:
     users = next(r for r in node.roles if r.name == "control_room").users  # type: ignore[attr-defined]
     await users.add("olga", "operator", "correct horse battery")
     async with httpx.AsyncClient(base_url=base_url(node), timeout=10) as http:
-        login = await http.post("/api/v1/login", json={"name": "olga",
-                                                       "password": "correct horse battery"})
+        login = await http.post(
+            "/api/v1/login", json={"name": "olga", "password": "correct horse battery"}
+        )
         assert login.status_code == 200, login.text
         answer = await http.get(f"/api/v1/streams/{stream}/play-url")
         assert answer.status_code == 200, answer.text
         return base_url(node) + str(answer.json()["hls"])
 
 
-async def enrol_agent(node: Platform, tmp_path: Path, camera_url: str, server: str,
-                      rtmp_url: str) -> Agent:
+async def enrol_agent(
+    node: Platform, tmp_path: Path, camera_url: str, server: str, rtmp_url: str
+) -> Agent:
     """`courtcast agent enroll` with a one-time token (through the proxied link), then the
     agent with its RTMP pointed at the proxy too (the server names its own port; the proxy
     is the WAN in between)."""
     registry = DeviceRegistry(node.roles[0].state)  # type: ignore[attr-defined]
     token = await registry.make_enrol_token("c1", "r1")
     out = tmp_path / "agent.yaml"
-    enrolled = await cli("agent", "enroll", "--server", server, "--token", token, "--out",
-                         str(out), "--source", f"cam={camera_url}")
+    enrolled = await cli(
+        "agent",
+        "enroll",
+        "--server",
+        server,
+        "--token",
+        token,
+        "--out",
+        str(out),
+        "--source",
+        f"cam={camera_url}",
+    )
     assert enrolled.returncode == 0, enrolled.stderr
     config = load_agent_config(out).model_copy(update={"rtmp_url": rtmp_url})
     return Agent(config, out)
 
 
 async def test_wan_cut_live_resumes_and_backfill_closes_the_gap(
-        tmp_path: Path, rtsp_camera: Any, tcp_proxy: ProxyFactory) -> None:
+    tmp_path: Path, rtsp_camera: Any, tcp_proxy: ProxyFactory
+) -> None:
     camera = await asyncio.to_thread(rtsp_camera, size="320x240")
     node = await start_platform(tmp_path, **{"recorder.segment_target_s": 2.0})
     agent: Agent | None = None
@@ -87,18 +100,26 @@ async def test_wan_cut_live_resumes_and_backfill_closes_the_gap(
     http_proxy = tcp_proxy(node.http_port, link=link)
     rtmp_proxy = tcp_proxy(media_role(node).rtmp_port, link=link)
     try:
-        agent = await enrol_agent(node, tmp_path, camera.url,
-                                  f"http://127.0.0.1:{http_proxy.port}",
-                                  f"rtmp://127.0.0.1:{rtmp_proxy.port}/live")
+        agent = await enrol_agent(
+            node,
+            tmp_path,
+            camera.url,
+            f"http://127.0.0.1:{http_proxy.port}",
+            f"rtmp://127.0.0.1:{rtmp_proxy.port}/live",
+        )
         stream = agent.config.sources["cam"].main.stream_id
         await agent.start()
         hub = media_role(node).hub
-        await until(lambda: (s := hub.find(stream)) is not None and s.live and s.tracks, 20,
-                    "live on the server")
+        await until(
+            lambda: (s := hub.find(stream)) is not None and s.live and s.tracks,
+            20,
+            "live on the server",
+        )
         role = recorder_role(node)
         session = await role.sessions.open("r1", "C-60", "wan cut", public=True)
-        recording = await until(lambda: next(iter(role.active.values()), None), 10,
-                                "recording started")
+        recording = await until(
+            lambda: next(iter(role.active.values()), None), 10, "recording started"
+        )
         url = await play_url(node, stream)
         async with httpx.AsyncClient(timeout=10) as http:
             await asyncio.sleep(4)
@@ -119,11 +140,15 @@ async def test_wan_cut_live_resumes_and_backfill_closes_the_gap(
         video = next(s for s in info["streams"] if s["codec_type"] == "video")
         assert int(video["nb_read_frames"]) >= 40 and video["width"] == 320
         # backfill closes the cut's gap (the periodic round, or the reconnect kick)
-        gaps = await until(lambda: [g for g in recording.manifest.gaps
-                                    if g.cause == "publisher-lost"], 20, "gap recorded")
+        gaps = await until(
+            lambda: [g for g in recording.manifest.gaps if g.cause == "publisher-lost"],
+            20,
+            "gap recorded",
+        )
         assert len(gaps) == 1 and gaps[0].end - gaps[0].start >= CUT_S - 1, gaps
-        await until(lambda: all(g.filled for g in recording.manifest.gaps), 60,
-                    "gap filled by backfill")
+        await until(
+            lambda: all(g.filled for g in recording.manifest.gaps), 60, "gap filled by backfill"
+        )
         backfill_done_s = time.monotonic() - restored
         uploader = agent.backfill
         assert uploader is not None
@@ -142,8 +167,7 @@ async def test_wan_cut_live_resumes_and_backfill_closes_the_gap(
         backfilled = [s for s in manifest.segments if s.backfilled]
         assert len({s.sha256 for s in backfilled}) == len(backfilled) == uploader.uploaded
         assert uploader.duplicates == 0
-        sent = [json.loads(line) for line in
-                uploader.state_path.read_text().splitlines()]
+        sent = [json.loads(line) for line in uploader.state_path.read_text().splitlines()]
         stored = [(r["recording"], r["sha256"]) for r in sent if r["result"] == "stored"]
         assert len(stored) == len(set(stored)) == len(backfilled)
         covered = sum(min(s.end, gaps[0].end) - max(s.start, gaps[0].start) for s in backfilled)
@@ -152,9 +176,11 @@ async def test_wan_cut_live_resumes_and_backfill_closes_the_gap(
         played = await probe(f"{base_url(node)}/api/v1/recordings/{rid}/index.m3u8")  # type: ignore[arg-type]
         frames = next(s for s in played["streams"] if s["codec_type"] == "video")
         assert abs(int(frames["nb_read_frames"]) / FPS - manifest.duration) <= 2.0
-        print(f"\nWAN cut {CUT_S:.0f} s: live back {live_back_s:.1f} s after restore; "
-              f"backfill {len(backfilled)} segments, {sum(s.bytes for s in backfilled)} bytes, "
-              f"gap filled {backfill_done_s:.1f} s after restore")
+        print(
+            f"\nWAN cut {CUT_S:.0f} s: live back {live_back_s:.1f} s after restore; "
+            f"backfill {len(backfilled)} segments, {sum(s.bytes for s in backfilled)} bytes, "
+            f"gap filled {backfill_done_s:.1f} s after restore"
+        )
     finally:
         if agent is not None:
             await agent.stop()

@@ -48,8 +48,9 @@ async def ask(port: int, payload: bytes) -> bytes:
     return line
 
 
-async def test_passes_cuts_restores_and_blackholes(tcp_proxy: ProxyFactory,
-                                                   sink: tuple[int, list[int]]) -> None:
+async def test_passes_cuts_restores_and_blackholes(
+    tcp_proxy: ProxyFactory, sink: tuple[int, list[int]]
+) -> None:
     port, _ = sink
     proxy = tcp_proxy(port)
     assert await ask(proxy.port, b"hello\n") == b"ok 6\n"
@@ -76,8 +77,9 @@ async def test_passes_cuts_restores_and_blackholes(tcp_proxy: ProxyFactory,
     assert await ask(proxy.port, b"back\n") == b"ok 5\n"
 
 
-async def test_rate_limit_shapes_a_transfer(tcp_proxy: ProxyFactory,
-                                            sink: tuple[int, list[int]]) -> None:
+async def test_rate_limit_shapes_a_transfer(
+    tcp_proxy: ProxyFactory, sink: tuple[int, list[int]]
+) -> None:
     port, _ = sink
     rate = 10_000_000 / 8  # 10 Mbit/s
     proxy = tcp_proxy(port, link=Link(rate_bytes_s=rate))

@@ -68,14 +68,18 @@ def write_mp4(path: Path, tracks: tuple[Track, ...], packets: list[Packet]) -> N
 
 
 def _mux_stream(out: av.container.OutputContainer, track: Track) -> av.stream.Stream:
-    stream = out.add_stream(MUX_CODECS[track.codec],
-                            rate=None if track.is_video else track.sample_rate)
+    stream = out.add_stream(
+        MUX_CODECS[track.codec], rate=None if track.is_video else track.sample_rate
+    )
     ctx = stream.codec_context
     if track.is_video:
         ctx.width, ctx.height, ctx.pix_fmt = track.width, track.height, "yuv420p"
         ctx.time_base = Fraction(1, track.timescale)
-        ctx.options = ({"preset": "ultrafast", "x265-params": "log-level=none"}
-                       if track.codec == "h265" else {"preset": "ultrafast"})
+        ctx.options = (
+            {"preset": "ultrafast", "x265-params": "log-level=none"}
+            if track.codec == "h265"
+            else {"preset": "ultrafast"}
+        )
     else:
         ctx.layout = "stereo" if track.channels == 2 else "mono"
     ctx.open()
@@ -101,10 +105,23 @@ def _duration(same: list[Packet], packet: Packet) -> int:
 def probe(path: Path) -> dict[str, dict[str, object]]:
     """ffprobe's view of a file after decoding every frame: streams by codec type."""
     result = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-show_entries",
-         "stream=codec_type,codec_name,width,height,nb_read_frames,sample_rate,channels,duration"
-         ":format=duration", "-of", "json", str(path)],
-        capture_output=True, text=True, timeout=60, check=True)
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height,nb_read_frames,sample_rate,channels,duration"
+            ":format=duration",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     info = json.loads(result.stdout)
     streams = {s["codec_type"]: s for s in info["streams"]}
     streams["format"] = info.get("format", {})
@@ -113,6 +130,10 @@ def probe(path: Path) -> dict[str, dict[str, object]]:
 
 def decode_errors(path: Path) -> str:
     """What ffmpeg complains about while decoding the whole file ('' when clean)."""
-    result = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return result.stderr.strip()

@@ -20,8 +20,9 @@ from tests.media_server.media_check import decode_errors, probe, write_mp4
 FPS = 25
 
 
-def encode(codec: str, width: int, height: int, frames: int = 30,
-           options: dict[str, str] | None = None) -> list[bytes]:
+def encode(
+    codec: str, width: int, height: int, frames: int = 30, options: dict[str, str] | None = None
+) -> list[bytes]:
     """Annex-B access units as an encoder without global header emits them."""
     ctx = av.CodecContext.create(codec, "w")
     ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
@@ -63,12 +64,20 @@ def hub_packets(units: list[bytes], codec: str) -> tuple[Track, list[Packet]]:
         data, keyframe, _ = normalizer.convert(unit)
         packets.append(Packet(0, i * 3600, i * 3600, keyframe, data))
     info = normalizer.params.sps_info()
-    track = Track(0, "video", codec, 90000, normalizer.params.record(),  # type: ignore[arg-type]
-                  width=info.width, height=info.height)
+    track = Track(
+        0,
+        "video",
+        codec,
+        90000,
+        normalizer.params.record(),  # type: ignore[arg-type]
+        width=info.width,
+        height=info.height,
+    )
     return track, packets
 
 
 # -- framing --
+
 
 def test_split_annexb_3_and_4_byte_start_codes_and_trailing_zeros() -> None:
     data = b"\x00\x00\x00\x01\x67\xaa\x00\x00\x01\x68\xbb\x00\x00\x00\x00\x01\x65\xcc\xdd\x00"
@@ -94,10 +103,12 @@ def test_split_avcc_rejects_overruns() -> None:
 
 def test_emulation_prevention_is_removed() -> None:
     assert bs.unescape_rbsp(b"\x67\x00\x00\x03\x01\x00\x00\x03\x00\x00\x03") == (
-        b"\x67\x00\x00\x01\x00\x00\x00\x00")
+        b"\x67\x00\x00\x01\x00\x00\x00\x00"
+    )
 
 
 # -- SPS --
+
 
 @pytest.mark.parametrize("width,height", [(320, 240), (854, 480), (1280, 720), (1920, 1080)])
 def test_h264_sps_size(width: int, height: int) -> None:
@@ -125,9 +136,11 @@ def test_h265_sps_size(width: int, height: int) -> None:
 
 # -- records, checked by FFmpeg --
 
+
 @pytest.mark.parametrize("fixture", ["h264_baseline", "h264_high", "h265"])
-def test_record_decodes_in_mp4(fixture: str, request: pytest.FixtureRequest,
-                               tmp_path: Path) -> None:
+def test_record_decodes_in_mp4(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     units = request.getfixturevalue(fixture)
     codec = "h265" if fixture == "h265" else "h264"
     track, packets = hub_packets(units, codec)
@@ -145,8 +158,11 @@ def test_avcc_record_matches_ffmpeg(h264_high: list[bytes], tmp_path: Path) -> N
     raw = tmp_path / "in.h264"
     raw.write_bytes(b"".join(h264_high))
     mp4 = tmp_path / "ffmpeg.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-r", str(FPS), "-i", str(raw), "-c", "copy",
-                    str(mp4)], check=True, timeout=60)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-r", str(FPS), "-i", str(raw), "-c", "copy", str(mp4)],
+        check=True,
+        timeout=60,
+    )
     with av.open(str(mp4)) as container:
         theirs = bytes(container.streams.video[0].codec_context.extradata)
     track, _ = hub_packets(h264_high, "h264")
@@ -164,9 +180,15 @@ def test_hvcc_record_round_trips(h265: list[bytes]) -> None:
 
 # -- the normalizer --
 
+
 def test_normalizer_drops_aud_and_flags_keyframes() -> None:
-    units = encode("libx264", 320, 240, frames=30, options={
-        "preset": "ultrafast", "bf": "0", "g": "10", "x264-params": "aud=1"})
+    units = encode(
+        "libx264",
+        320,
+        240,
+        frames=30,
+        options={"preset": "ultrafast", "bf": "0", "g": "10", "x264-params": "aud=1"},
+    )
     normalizer = bs.AccessUnitNormalizer("h264")
     flags = []
     for unit in units:
@@ -205,6 +227,7 @@ def test_normalizer_refuses_other_codecs() -> None:
 
 
 # -- fuzz: malformed input raises BitstreamError, nothing else --
+
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200), st.sampled_from(["h264", "h265"]))

@@ -29,7 +29,7 @@ def boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple
     while pos < end:
         size, kind = struct.unpack_from(">I4s", data, pos)
         assert size >= 8 and pos + size <= end, (kind, size)
-        yield kind, data[pos + 8:pos + size]
+        yield kind, data[pos + 8 : pos + size]
         pos += size
 
 
@@ -54,7 +54,7 @@ def test_init_segment_layout() -> None:
     tkhd = find(init, "moov/trak/tkhd")
     assert struct.unpack_from(">II", tkhd, 76) == (640 << 16, 360 << 16)
     stsd = find(init, "moov/trak/mdia/minf/stbl/stsd")
-    assert stsd[8 + 4:8 + 8] == b"avc1" and b"avcC\x01\x64\x00\x1f" in stsd
+    assert stsd[8 + 4 : 8 + 8] == b"avc1" and b"avcC\x01\x64\x00\x1f" in stsd
 
 
 def test_audio_sample_entries() -> None:
@@ -64,7 +64,8 @@ def test_audio_sample_entries() -> None:
     assert b"\x05\x80\x80\x80\x02\x11\x90" in mp4a  # DecoderSpecificInfo = the ASC
     opus = fmp4.sample_entry(Track(0, "audio", "opus", 48000, OPUS_HEAD))
     assert opus[4:8] == b"Opus" and opus.endswith(
-        b"dOps" + bytes([0, 2]) + struct.pack(">HIhB", 312, 48000, 0, 0))
+        b"dOps" + bytes([0, 2]) + struct.pack(">HIhB", 312, 48000, 0, 0)
+    )
 
 
 def test_aac_config_parsing() -> None:
@@ -74,11 +75,16 @@ def test_aac_config_parsing() -> None:
 
 
 def test_fragment_layout() -> None:
-    video = [Packet(0, 3000 * k, 3000 * k + 6000 - (k % 3) * 3000, k == 0, bytes([k]) * (10 + k))
-             for k in range(4)]
+    video = [
+        Packet(0, 3000 * k, 3000 * k + 6000 - (k % 3) * 3000, k == 0, bytes([k]) * (10 + k))
+        for k in range(4)
+    ]
     audio = [Packet(1, 1024 * k, 1024 * k, True, b"a" * 7) for k in range(3)]
-    frag = fmp4.fragment(7, [TrackRun(VIDEO, video, next_dts=12500, dts_offset=100),
-                             TrackRun(AUDIO, audio)], prft_wallclock=1_700_000_000.5)
+    frag = fmp4.fragment(
+        7,
+        [TrackRun(VIDEO, video, next_dts=12500, dts_offset=100), TrackRun(AUDIO, audio)],
+        prft_wallclock=1_700_000_000.5,
+    )
     kinds = [k for k, _ in boxes(frag)]
     assert kinds == [b"prft", b"moof", b"mdat"]
     prft = find(frag, "prft")
@@ -94,16 +100,18 @@ def test_fragment_layout() -> None:
     assert trun[0] == 1  # version 1: signed composition offsets
     count, offset = struct.unpack_from(">Ii", trun, 4)
     entries = [struct.unpack_from(">IIIi", trun, 12 + 16 * i) for i in range(count)]
-    assert entries == [(3000, 10, fmp4.SYNC_SAMPLE, 6000),
-                       (3000, 11, fmp4.NON_SYNC_SAMPLE, 3000),
-                       (3000, 12, fmp4.NON_SYNC_SAMPLE, 0),
-                       (3500, 13, fmp4.NON_SYNC_SAMPLE, 6000)]
-    assert frag[moof_start + offset:moof_start + offset + 10] == b"\x00" * 10
+    assert entries == [
+        (3000, 10, fmp4.SYNC_SAMPLE, 6000),
+        (3000, 11, fmp4.NON_SYNC_SAMPLE, 3000),
+        (3000, 12, fmp4.NON_SYNC_SAMPLE, 0),
+        (3500, 13, fmp4.NON_SYNC_SAMPLE, 6000),
+    ]
+    assert frag[moof_start + offset : moof_start + offset + 10] == b"\x00" * 10
     audio_trun = find(trafs[1], "trun")
     a_count, a_offset = struct.unpack_from(">Ii", audio_trun, 4)
     durations = [struct.unpack_from(">I", audio_trun, 12 + 16 * i)[0] for i in range(a_count)]
     assert durations == [1024, 1024, 1024]  # the last keeps the previous duration
-    assert frag[moof_start + a_offset:moof_start + a_offset + 21] == b"a" * 21
+    assert frag[moof_start + a_offset : moof_start + a_offset + 21] == b"a" * 21
 
 
 def test_lone_sample_gets_a_plausible_duration_and_negative_time_is_refused() -> None:
@@ -131,8 +139,9 @@ def remux(tracks: tuple[Track, ...], packets: list[Packet], part_s: float = 0.5)
                 if not mine:
                     continue
                 later = [q for q in packets if q.track == track.index and q.dts > mine[-1].dts]
-                runs.append(TrackRun(track, mine, later[0].dts if later else None,
-                                     offsets[track.index]))
+                runs.append(
+                    TrackRun(track, mine, later[0].dts if later else None, offsets[track.index])
+                )
             out.append(fmp4.fragment(seq, runs, 1_700_000_000.0 + seq))
             seq, pending, limit = seq + 1, [], limit + part_s
         if p is not None:
@@ -142,18 +151,32 @@ def remux(tracks: tuple[Track, ...], packets: list[Packet], part_s: float = 0.5)
 
 def ffprobe_streams(path: Path) -> list[dict]:
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-show_entries",
-         "stream=codec_type,codec_name,width,height,nb_read_frames,duration", "-of", "json",
-         str(path)], capture_output=True, text=True, check=True, timeout=60)
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height,nb_read_frames,duration",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return json.loads(out.stdout)["streams"]
 
 
-@pytest.mark.parametrize("video,audio,bframes", [("h264", "aac", 0), ("h264", "opus", 2),
-                                                 ("h265", "aac", 2)])
-def test_remuxed_clip_decodes(tmp_path: Path, video: Literal["h264", "h265"],
-                              audio: Literal["aac", "opus"], bframes: int) -> None:
-    clip = make_clip(tmp_path, seconds=3, fps=25, gop=25, bframes=bframes, video=video,
-                     audio=audio)
+@pytest.mark.parametrize(
+    "video,audio,bframes", [("h264", "aac", 0), ("h264", "opus", 2), ("h265", "aac", 2)]
+)
+def test_remuxed_clip_decodes(
+    tmp_path: Path, video: Literal["h264", "h265"], audio: Literal["aac", "opus"], bframes: int
+) -> None:
+    clip = make_clip(tmp_path, seconds=3, fps=25, gop=25, bframes=bframes, video=video, audio=audio)
     tracks, packets = load_clip(clip)
     out = tmp_path / "out.mp4"
     out.write_bytes(remux(tracks, packets))
@@ -161,7 +184,10 @@ def test_remuxed_clip_decodes(tmp_path: Path, video: Literal["h264", "h265"],
     assert set(streams) == {"video", "audio"}
     v = streams["video"]
     assert (v["codec_name"], v["width"], v["height"]) == (
-        {"h264": "h264", "h265": "hevc"}[video], 320, 240)
+        {"h264": "h264", "h265": "hevc"}[video],
+        320,
+        240,
+    )
     assert int(v["nb_read_frames"]) == 75
     assert float(v["duration"]) == pytest.approx(3.0, abs=0.05)
     audio_frames = sum(1 for p in packets if p.track == 1)
@@ -181,8 +207,9 @@ def test_b_frames_come_out_in_presentation_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("video,types", [("h264", [7, 8]), ("h265", [32, 33, 34])])
-def test_parameter_sets_go_in_front_of_keyframes(tmp_path: Path, video: Literal["h264", "h265"],
-                                                 types: list[int]) -> None:
+def test_parameter_sets_go_in_front_of_keyframes(
+    tmp_path: Path, video: Literal["h264", "h265"], types: list[int]
+) -> None:
     tracks, _ = load_clip(make_clip(tmp_path, seconds=1, video=video, audio=None))
     prefix = fmp4.parameter_sets(tracks[0])
     nal_types, pos = [], 0

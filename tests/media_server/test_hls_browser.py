@@ -13,9 +13,9 @@ import shutil
 import subprocess
 import tarfile
 import time
-from typing import Any
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import APIRouter
@@ -60,9 +60,12 @@ def hlsjs() -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     tarball = cache / f"hls.js-{HLSJS_VERSION}.tgz"
     if not tarball.exists():
-        done = subprocess.run([npm, "pack", f"hls.js@{HLSJS_VERSION}", "--pack-destination",
-                               str(cache), "--silent"], capture_output=True, text=True,
-                              timeout=120)
+        done = subprocess.run(
+            [npm, "pack", f"hls.js@{HLSJS_VERSION}", "--pack-destination", str(cache), "--silent"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if done.returncode != 0 or not tarball.exists():
             pytest.fail(f"npm pack hls.js failed: {done.stderr.strip()[-300:]}")
     with tarfile.open(tarball) as tar:
@@ -85,8 +88,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, hlsjs: Path) -> Iterator[Live
         return HTMLResponse(PLAYER.replace("LOW_LATENCY", "true" if mode == "ll" else "false"))
 
     # B-frames as OBS sends them by default
-    clip = make_clip(tmp_path_factory.mktemp("clips"), seconds=CLIP_S, fps=25, gop=25,
-                     bframes=2)
+    clip = make_clip(tmp_path_factory.mktemp("clips"), seconds=CLIP_S, fps=25, gop=25, bframes=2)
     server = LiveServer(clip, HlsOptions(), extra)
     server.publish_forever("court-1")
     try:

@@ -61,8 +61,9 @@ class LiveServer:
     def _serve(self, app: Any) -> str:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                               http="httptools"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", lifespan="off", http="httptools")
+        )
         serving = asyncio.run_coroutine_threadsafe(server.serve([sock]), self.loop)
         while not server.started:
             time.sleep(0.02)
@@ -82,8 +83,11 @@ class LiveServer:
 
     def publish_forever(self, stream_id: str) -> None:
         packets = looped(self.tracks, self.packets, CLIP_S, times=100)
-        self._publishers.append(asyncio.run_coroutine_threadsafe(
-            publish(self.hub, stream_id, self.tracks, packets), self.loop))
+        self._publishers.append(
+            asyncio.run_coroutine_threadsafe(
+                publish(self.hub, stream_id, self.tracks, packets), self.loop
+            )
+        )
 
     def wait_ready(self, stream_id: str, query: str = "") -> str:
         """The first playlist, once the stream has a segment."""
@@ -133,8 +137,11 @@ def test_playlist_headers_and_media(live: LiveServer) -> None:
     init = re.search(r'#EXT-X-MAP:URI="(init-\d+\.mp4)"', r.text)[1]  # type: ignore[index]
     seg = re.findall(r"^(seg-\d+\.m4s)$", r.text, re.MULTILINE)[-1]
     part = re.findall(r'URI="(part-\d+\.\d+\.m4s)"', r.text)[-1]
-    for name, ctype in ((init, "video/mp4"), (seg, "video/iso.segment"),
-                        (part, "video/iso.segment")):
+    for name, ctype in (
+        (init, "video/mp4"),
+        (seg, "video/iso.segment"),
+        (part, "video/iso.segment"),
+    ):
         got = httpx.get(f"{live.url}/live/court-1/{name}")
         assert got.status_code == 200, name
         assert got.headers["content-type"] == ctype
@@ -145,10 +152,23 @@ def test_playlist_headers_and_media(live: LiveServer) -> None:
 def test_ffprobe_plays_the_live_playlist(live: LiveServer) -> None:
     live.wait_ready("court-1")
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-read_intervals", "%+3", "-show_entries",
-         "frame=media_type,pts_time,width,height", "-of", "json",
-         f"{live.url}/live/court-1/index.m3u8"],
-        capture_output=True, text=True, timeout=60, check=True)
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-read_intervals",
+            "%+3",
+            "-show_entries",
+            "frame=media_type,pts_time,width,height",
+            "-of",
+            "json",
+            f"{live.url}/live/court-1/index.m3u8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     frames = json.loads(out.stdout)["frames"]
     video = [f for f in frames if f["media_type"] == "video"]
     audio = [f for f in frames if f["media_type"] == "audio"]
@@ -168,13 +188,13 @@ def test_blocking_reload_returns_when_the_part_appears(live: LiveServer) -> None
         for _ in range(6):
             msn, part = hinted_part(text)
             started = time.monotonic()
-            r = client.get("/live/court-1/index.m3u8",
-                           params={"_HLS_msn": msn, "_HLS_part": part})
+            r = client.get("/live/court-1/index.m3u8", params={"_HLS_msn": msn, "_HLS_part": part})
             waits.append(time.monotonic() - started)
             assert r.status_code == 200
             text = r.text
-            assert (f'URI="part-{msn}.{part}.m4s"' in text
-                    or f'URI="part-{msn + 1}.0.m4s"' in text)  # the segment ended first
+            assert (
+                f'URI="part-{msn}.{part}.m4s"' in text or f'URI="part-{msn + 1}.0.m4s"' in text
+            )  # the segment ended first
     # each reload waited for the next part, and no longer than one part (0.5 s) + slack
     assert max(waits) < 0.5 + 0.15, waits
     assert sum(waits) / len(waits) > 0.2, waits
@@ -225,21 +245,23 @@ def test_live_stream_without_video_yet_is_503_with_retry_after(live: LiveServer)
     assert time.monotonic() - started < live.options.first_segment_wait_s + 0.5
 
 
-def test_authorize_guards_every_route_and_the_token_reaches_child_uris(
-        live: LiveServer) -> None:
+def test_authorize_guards_every_route_and_the_token_reaches_child_uris(live: LiveServer) -> None:
     assert httpx.get(f"{live.url}/live/private-1/index.m3u8").status_code == 403
     text = live.wait_ready("private-1", "?token=ok")
     uris = re.findall(r'URI="([^"]+)"', text) + re.findall(r"^(seg-.*)$", text, re.MULTILINE)
     assert uris and all(u.endswith("?token=ok") for u in uris)
-    names = [re.search(r'#EXT-X-MAP:URI="([^"?]+)', text)[1],  # type: ignore[index]
-             re.findall(r"^(seg-[^?]+)", text, re.MULTILINE)[-1],
-             re.findall(r'URI="(part-[^"?]+)', text)[-1]]
+    names = [
+        re.search(r'#EXT-X-MAP:URI="([^"?]+)', text)[1],  # type: ignore[index]
+        re.findall(r"^(seg-[^?]+)", text, re.MULTILINE)[-1],
+        re.findall(r'URI="(part-[^"?]+)', text)[-1],
+    ]
     live.calls.clear()
     for name in names:
         assert httpx.get(f"{live.url}/live/private-1/{name}").status_code == 403
         assert httpx.get(f"{live.url}/live/private-1/{name}?token=ok").status_code == 200
-    assert [c for c in live.calls if c[1] == "private-1"] == [(n, "private-1") for n in names
-                                                              for _ in range(2)]
+    assert [c for c in live.calls if c[1] == "private-1"] == [
+        (n, "private-1") for n in names for _ in range(2)
+    ]
 
 
 def test_only_get_is_allowed(live: LiveServer) -> None:
@@ -257,14 +279,27 @@ def test_the_fast_path_answers_as_the_app_routes_do(live: LiveServer) -> None:
     text = live.wait_ready("court-1")
     last = int(re.findall(r"^seg-(\d+)\.m4s$", text, re.MULTILINE)[-1])
     init = re.search(r'#EXT-X-MAP:URI="(init-\d+\.mp4)"', text)[1]  # type: ignore[index]
-    paths = ["court-1/index.m3u8", f"court-1/{init}", f"court-1/seg-{last}.m4s",
-             f"court-1/part-{last}.0.m4s", f"court-1/index.m3u8?_HLS_msn={last}",
-             f"court-1/index.m3u8?_HLS_msn={last}&_HLS_part=0&x=1",
-             "court-1/index.m3u8?_HLS_msn=abc", "court-1/index.m3u8?_HLS_part=1",
-             f"court-1/index.m3u8?_HLS_msn={last + 10}", "court-1/seg-1.m4s",
-             "court-1/init-1.mp4", "court-1/part-1.0.m4s", "court-1/other.txt",
-             "court-1/seg-x.m4s", "nobody/index.m3u8", "private-1/index.m3u8",
-             "private-1/index.m3u8?token=bad", "court-1/", "court-1"]
+    paths = [
+        "court-1/index.m3u8",
+        f"court-1/{init}",
+        f"court-1/seg-{last}.m4s",
+        f"court-1/part-{last}.0.m4s",
+        f"court-1/index.m3u8?_HLS_msn={last}",
+        f"court-1/index.m3u8?_HLS_msn={last}&_HLS_part=0&x=1",
+        "court-1/index.m3u8?_HLS_msn=abc",
+        "court-1/index.m3u8?_HLS_part=1",
+        f"court-1/index.m3u8?_HLS_msn={last + 10}",
+        "court-1/seg-1.m4s",
+        "court-1/init-1.mp4",
+        "court-1/part-1.0.m4s",
+        "court-1/other.txt",
+        "court-1/seg-x.m4s",
+        "nobody/index.m3u8",
+        "private-1/index.m3u8",
+        "private-1/index.m3u8?token=bad",
+        "court-1/",
+        "court-1",
+    ]
     compared = 0
     with httpx.Client(timeout=10) as fast, httpx.Client(timeout=10) as plain:
         for path in paths:
@@ -282,5 +317,8 @@ def test_the_fast_path_answers_as_the_app_routes_do(live: LiveServer) -> None:
 def _comparable(headers: httpx.Headers) -> list[tuple[str, str]]:
     """Headers in order, without the date and the lengths of bodies that change live."""
     live_body = headers.get("content-type", "").startswith(("video/", "application/vnd"))
-    return [(k, v) for k, v in headers.multi_items()
-            if k != "date" and not (live_body and k == "content-length")]
+    return [
+        (k, v)
+        for k, v in headers.multi_items()
+        if k != "date" and not (live_body and k == "content-length")
+    ]

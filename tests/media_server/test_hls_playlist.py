@@ -24,34 +24,36 @@ def segmenter_with(*items: Item, window: int = 6) -> Segmenter:
 
 def test_live_playlist_exact() -> None:
     seg = segmenter_with(StreamStart((VIDEO, AUDIO), 1), *av_stream(4.6))
-    assert playlist.render(seg, "?token=t1") == "\n".join([
-        "#EXTM3U",
-        "#EXT-X-VERSION:6",
-        "#EXT-X-TARGETDURATION:2",
-        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500",
-        "#EXT-X-PART-INF:PART-TARGET=0.500",
-        "#EXT-X-MEDIA-SEQUENCE:0",
-        "#EXT-X-DISCONTINUITY-SEQUENCE:0",
-        '#EXT-X-MAP:URI="init-0.mp4?token=t1"',
-        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z",
-        '#EXT-X-PART:DURATION=0.50000,URI="part-0.0.m4s?token=t1",INDEPENDENT=YES',
-        '#EXT-X-PART:DURATION=0.50000,URI="part-0.1.m4s?token=t1"',
-        '#EXT-X-PART:DURATION=0.50000,URI="part-0.2.m4s?token=t1"',
-        '#EXT-X-PART:DURATION=0.50000,URI="part-0.3.m4s?token=t1"',
-        "#EXTINF:2.00000,",
-        "seg-0.m4s?token=t1",
-        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z",
-        '#EXT-X-PART:DURATION=0.50000,URI="part-1.0.m4s?token=t1",INDEPENDENT=YES',
-        '#EXT-X-PART:DURATION=0.50000,URI="part-1.1.m4s?token=t1"',
-        '#EXT-X-PART:DURATION=0.50000,URI="part-1.2.m4s?token=t1"',
-        '#EXT-X-PART:DURATION=0.50000,URI="part-1.3.m4s?token=t1"',
-        "#EXTINF:2.00000,",
-        "seg-1.m4s?token=t1",
-        "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:24.000Z",
-        '#EXT-X-PART:DURATION=0.50000,URI="part-2.0.m4s?token=t1",INDEPENDENT=YES',
-        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-2.1.m4s?token=t1"',
-        "",
-    ])
+    assert playlist.render(seg, "?token=t1") == "\n".join(
+        [
+            "#EXTM3U",
+            "#EXT-X-VERSION:6",
+            "#EXT-X-TARGETDURATION:2",
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500",
+            "#EXT-X-PART-INF:PART-TARGET=0.500",
+            "#EXT-X-MEDIA-SEQUENCE:0",
+            "#EXT-X-DISCONTINUITY-SEQUENCE:0",
+            '#EXT-X-MAP:URI="init-0.mp4?token=t1"',
+            "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z",
+            '#EXT-X-PART:DURATION=0.50000,URI="part-0.0.m4s?token=t1",INDEPENDENT=YES',
+            '#EXT-X-PART:DURATION=0.50000,URI="part-0.1.m4s?token=t1"',
+            '#EXT-X-PART:DURATION=0.50000,URI="part-0.2.m4s?token=t1"',
+            '#EXT-X-PART:DURATION=0.50000,URI="part-0.3.m4s?token=t1"',
+            "#EXTINF:2.00000,",
+            "seg-0.m4s?token=t1",
+            "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z",
+            '#EXT-X-PART:DURATION=0.50000,URI="part-1.0.m4s?token=t1",INDEPENDENT=YES',
+            '#EXT-X-PART:DURATION=0.50000,URI="part-1.1.m4s?token=t1"',
+            '#EXT-X-PART:DURATION=0.50000,URI="part-1.2.m4s?token=t1"',
+            '#EXT-X-PART:DURATION=0.50000,URI="part-1.3.m4s?token=t1"',
+            "#EXTINF:2.00000,",
+            "seg-1.m4s?token=t1",
+            "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:24.000Z",
+            '#EXT-X-PART:DURATION=0.50000,URI="part-2.0.m4s?token=t1",INDEPENDENT=YES',
+            '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-2.1.m4s?token=t1"',
+            "",
+        ]
+    )
 
 
 def test_old_parts_leave_the_playlist_and_segments_slide() -> None:
@@ -65,9 +67,14 @@ def test_old_parts_leave_the_playlist_and_segments_slide() -> None:
 
 def test_discontinuity_new_map_and_sequence() -> None:
     restarted = (Track(0, "video", "h264", 90000, b"\x01\x4d", 640, 480), AUDIO)
-    seg = segmenter_with(StreamStart((VIDEO, AUDIO), 1), *av_stream(4.2),
-                         StreamEnd("publisher left"), StreamStart(restarted, 2),
-                         *av_stream(4.2), window=3)
+    seg = segmenter_with(
+        StreamStart((VIDEO, AUDIO), 1),
+        *av_stream(4.2),
+        StreamEnd("publisher left"),
+        StreamStart(restarted, 2),
+        *av_stream(4.2),
+        window=3,
+    )
     lines = playlist.render(seg).splitlines()
     # window: segment 1, segment 2 (the short end of publication 1), segment 3 (new epoch)
     assert "#EXT-X-DISCONTINUITY-SEQUENCE:0" in lines
@@ -117,9 +124,21 @@ def test_a_plain_client_plays_across_a_publisher_restart(tmp_path: Path) -> None
     for s in seg.segments:
         (tmp_path / f"seg-{s.msn}.m4s").write_bytes(s.data())
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "frame=media_type,pts_time,width,height",
-         "-of", "json", str(tmp_path / "index.m3u8")],
-        capture_output=True, text=True, timeout=60, check=True)
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "frame=media_type,pts_time,width,height",
+            "-of",
+            "json",
+            str(tmp_path / "index.m3u8"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     video = [f for f in json.loads(out.stdout)["frames"] if f["media_type"] == "video"]
     sizes = [(f["width"], f["height"]) for f in video]
     assert sizes == [(320, 240)] * 75 + [(640, 360)] * 75

@@ -12,13 +12,18 @@ from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Tr
 
 VIDEO = Track(0, "video", "h264", 90000, b"\x01\x64\x00\x1f\xff\xe1\x00\x00", 320, 240)
 AUDIO = Track(1, "audio", "aac", 48000, bytes([0x11, 0x90]), sample_rate=48000, channels=2)
-AUDIO_ONLY = Track(0, "audio", "aac", 48000, bytes([0x11, 0x90]), sample_rate=48000,
-                   channels=2)
+AUDIO_ONLY = Track(0, "audio", "aac", 48000, bytes([0x11, 0x90]), sample_rate=48000, channels=2)
 T0 = 1_700_000_000.0
 
 
-def av_stream(seconds: float, fps: float = 30, gop: int = 60, audio: bool = True,
-              start_s: float = 0.0, first_frame: int = 0) -> list[Packet]:
+def av_stream(
+    seconds: float,
+    fps: float = 30,
+    gop: int = 60,
+    audio: bool = True,
+    start_s: float = 0.0,
+    first_frame: int = 0,
+) -> list[Packet]:
     """Video at 90 kHz (+ 48 kHz AAC frames of 1024 samples), interleaved by time."""
     frame = 90000 / fps
     out: list[tuple[float, Packet]] = []
@@ -52,8 +57,9 @@ def all_parts(seg: Segmenter) -> list[Part]:
 
 def test_segments_cut_at_keyframes_once_target_reached() -> None:
     # GOP 50 frames = 1.667 s against a 2 s target: segments of two GOPs, 3.333 s
-    seg = feed(Segmenter(window_segments=10), [StreamStart((VIDEO, AUDIO), 1),
-                                                *av_stream(12, gop=50)])
+    seg = feed(
+        Segmenter(window_segments=10), [StreamStart((VIDEO, AUDIO), 1), *av_stream(12, gop=50)]
+    )
     durations = [round(s.duration, 4) for s in seg.segments]
     assert durations == [3.3333, 3.3333, 3.3333]
     assert all(s.parts[0].independent for s in seg.segments)
@@ -120,8 +126,10 @@ def test_video_before_the_first_keyframe_and_audio_before_it_are_dropped() -> No
 
 
 def test_audio_only_streams_are_cut_by_time() -> None:
-    packets = [Packet(0, k * 1024, k * 1024, True, b"a" * 10, T0 + k * 1024 / 48000)
-               for k in range(int(7 * 48000 / 1024))]
+    packets = [
+        Packet(0, k * 1024, k * 1024, True, b"a" * 10, T0 + k * 1024 / 48000)
+        for k in range(int(7 * 48000 / 1024))
+    ]
     seg = feed(Segmenter(), [StreamStart((AUDIO_ONLY,), 1), *packets])
     assert len(seg.segments) == 3
     for s in seg.segments:
@@ -141,9 +149,14 @@ def test_skipped_packets_end_the_segment_with_a_discontinuity() -> None:
 
 
 def test_a_big_timestamp_jump_starts_a_new_run() -> None:
-    seg = feed(Segmenter(window_segments=10),
-               [StreamStart((VIDEO,), 1), *av_stream(3, audio=False),
-                *av_stream(3, audio=False, start_s=100)])
+    seg = feed(
+        Segmenter(window_segments=10),
+        [
+            StreamStart((VIDEO,), 1),
+            *av_stream(3, audio=False),
+            *av_stream(3, audio=False, start_s=100),
+        ],
+    )
     segs = timeline(seg)
     assert [s.discontinuity for s in segs] == [False, False, True, False]
     assert segs[2].start == pytest.approx(3.0)

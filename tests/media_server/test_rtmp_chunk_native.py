@@ -41,10 +41,17 @@ def _as_python() -> ModuleType:
 
 python = _as_python()
 # as in test_rtmp_chunk.py, with stream ids over the full 32 bits: C ints must not overflow
-messages = st.lists(st.tuples(
-    st.sampled_from([3, 4, 5, 6, 7, 70, 400]), st.sampled_from([AUDIO, VIDEO, 18, 20]),
-    st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFFFFFFFF), st.binary(max_size=700),
-    st.binary(max_size=6)), max_size=12)
+messages = st.lists(
+    st.tuples(
+        st.sampled_from([3, 4, 5, 6, 7, 70, 400]),
+        st.sampled_from([AUDIO, VIDEO, 18, 20]),
+        st.integers(0, 0xFFFFFFFF),
+        st.integers(0, 0xFFFFFFFF),
+        st.binary(max_size=700),
+        st.binary(max_size=6),
+    ),
+    max_size=12,
+)
 LIMITS = {"max_message": 64 * 1024, "max_streams": 16, "max_pending": 256 * 1024}
 
 
@@ -72,11 +79,15 @@ def test_the_compiled_reader_is_what_runs() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(msgs=messages, chunk_size=st.sampled_from([1, 7, 128, 4096]),
-       cuts=st.lists(st.integers(0, 9000), max_size=20),
-       hits=st.lists(st.tuples(st.integers(0, 9000), st.integers(0, 255)), max_size=4))
-def test_compiled_and_python_readers_agree(msgs: list[Any], chunk_size: int, cuts: list[int],
-                                           hits: list[tuple[int, int]]) -> None:
+@given(
+    msgs=messages,
+    chunk_size=st.sampled_from([1, 7, 128, 4096]),
+    cuts=st.lists(st.integers(0, 9000), max_size=20),
+    hits=st.lists(st.tuples(st.integers(0, 9000), st.integers(0, 255)), max_size=4),
+)
+def test_compiled_and_python_readers_agree(
+    msgs: list[Any], chunk_size: int, cuts: list[int], hits: list[tuple[int, int]]
+) -> None:
     data = bytearray(written(msgs, chunk_size))
     for at, value in hits:  # overwritten bytes: bad headers, lengths, chunk sizes
         if at < len(data):
@@ -88,8 +99,8 @@ def test_compiled_and_python_readers_agree(msgs: list[Any], chunk_size: int, cut
 
 
 async def test_compiled_and_python_readers_agree_on_an_ffmpeg_publish(
-        rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What ffmpeg sent a real server after the handshake, in the pieces it was read in."""
     reads: list[bytes] = []
 
@@ -102,8 +113,9 @@ async def test_compiled_and_python_readers_agree_on_an_ffmpeg_publish(
     server = RtmpServer(Hub(), "127.0.0.1", 0)
     await server.start()
     try:
-        rc, _, err = await rtmp_ffmpeg.run(*push_args(
-            rtmp_media["nobf"], f"rtmp://127.0.0.1:{server.port}/live/x", realtime=True))
+        rc, _, err = await rtmp_ffmpeg.run(
+            *push_args(rtmp_media["nobf"], f"rtmp://127.0.0.1:{server.port}/live/x", realtime=True)
+        )
         assert rc == 0, err
     finally:
         await server.stop()

@@ -9,15 +9,18 @@ from media_server.rtmp import amf0, flv
 from media_server.rtmp.flv import FlvError, UnsupportedCodec
 
 # avcC records written by x264: 320x240 High, 1920x1080 Baseline (cropped from 1088)
-AVCC_320 = bytes.fromhex("0164000dffe10019676400" "0dacd94141fb0110000003001000000303c0f14299"
-                         "6001000468ef8fcbfdf8f800")
-AVCC_1080 = bytes.fromhex("0142c028ffe100196742c028da01e0089f97011000000300100000030320f1832a"
-                          "01000468ce0fc8")
+AVCC_320 = bytes.fromhex(
+    "0164000dffe100196764000dacd94141fb0110000003001000000303c0f142996001000468ef8fcbfdf8f800"
+)
+AVCC_1080 = bytes.fromhex(
+    "0142c028ffe100196742c028da01e0089f97011000000300100000030320f1832a01000468ce0fc8"
+)
 # hvcC written by x265 for 1280x720 (VPS, SPS, PPS)
 HVCC_720 = bytes.fromhex(
     "0101600000009000000000005df000fcfdf8f800000f03200001001840010c01ffff0160000003009000"
     "0003000003005d959409210001002b42010101600000030090000003000003005da00280802d16595952"
-    "930bc05a02000003000200000300321022000100064401c073c189")
+    "930bc05a02000003000200000300321022000100064401c073c189"
+)
 ASC_48K_MONO = bytes.fromhex("1188")
 ASC_44K_STEREO = bytes.fromhex("1210")
 
@@ -42,7 +45,11 @@ def test_hevc_sps_size() -> None:
 def test_avc_frame_with_negative_composition_time() -> None:
     tag = flv.parse_video(b"\x27\x01\xff\xff\xdf" + b"\x00\x00\x00\x02ab")
     assert (tag.kind, tag.keyframe, tag.cto, bytes(tag.data)) == (
-        flv.FRAME, False, -33, b"\x00\x00\x00\x02ab")
+        flv.FRAME,
+        False,
+        -33,
+        b"\x00\x00\x00\x02ab",
+    )
 
 
 def test_legacy_codec_id_12_is_hevc() -> None:
@@ -55,7 +62,11 @@ def test_enhanced_rtmp_hevc() -> None:
     assert (seq.codec, seq.kind, bytes(seq.data)) == ("h265", flv.SEQUENCE_HEADER, HVCC_720)
     frame = flv.parse_video(b"\x91hvc1\x00\x00\x21data")
     assert (frame.kind, frame.keyframe, frame.cto, bytes(frame.data)) == (
-        flv.FRAME, True, 33, b"data")
+        flv.FRAME,
+        True,
+        33,
+        b"data",
+    )
     framex = flv.parse_video(b"\xa3hvc1data")
     assert (framex.kind, framex.keyframe, framex.cto) == (flv.FRAME, False, 0)
     assert flv.parse_video(b"\x94hvc1meta").kind == flv.INFO
@@ -72,40 +83,49 @@ def test_aac_tags() -> None:
     assert flv.parse_audio(b"\x91mp4a\x21").kind == flv.FRAME
 
 
-@pytest.mark.parametrize("payload, words", [
-    (b"\x22\x00", "Sorenson H.263"),
-    (b"\x14\x00", "VP6"),
-    (b"\x91av01\x00\x00\x00", "'av01'"),
-    (b"\x96hvc1", "multitrack"),
-])
+@pytest.mark.parametrize(
+    "payload, words",
+    [
+        (b"\x22\x00", "Sorenson H.263"),
+        (b"\x14\x00", "VP6"),
+        (b"\x91av01\x00\x00\x00", "'av01'"),
+        (b"\x96hvc1", "multitrack"),
+    ],
+)
 def test_unsupported_video_codecs_are_named(payload: bytes, words: str) -> None:
     with pytest.raises(UnsupportedCodec, match=words):
         flv.parse_video(payload)
 
 
-@pytest.mark.parametrize("payload, words", [
-    (b"\x2f\x00", "MP3"), (b"\x7f\x00", "G.711 A-law"), (b"\x90Opus", "'Opus'")])
+@pytest.mark.parametrize(
+    "payload, words", [(b"\x2f\x00", "MP3"), (b"\x7f\x00", "G.711 A-law"), (b"\x90Opus", "'Opus'")]
+)
 def test_unsupported_audio_codecs_say_send_aac(payload: bytes, words: str) -> None:
     with pytest.raises(UnsupportedCodec, match=f"{words}.*send AAC"):
         flv.parse_audio(payload)
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda: flv.parse_video(b""), "empty"),
-    (lambda: flv.parse_video(b"\x17\x01\x00"), "shorter than its 5-byte header"),
-    (lambda: flv.parse_video(b"\x17\x07\x00\x00\x00"), "unknown h264 packet type"),
-    (lambda: flv.parse_video(b"\x91hvc1\x00"), "shorter than its 8-byte header"),
-    (lambda: flv.parse_audio(b"\xaf"), "shorter than its 2-byte header"),
-    (lambda: flv.video_track(0, "h264", b"\x00" * 10), "not an avcC"),
-    (lambda: flv.video_track(0, "h264", AVCC_320[:20]), "overruns the record"),
-    (lambda: flv.video_track(0, "h264", AVCC_320[:4] + b"\xfd" + AVCC_320[5:]),
-     "2-byte NAL lengths"),
-    (lambda: flv.video_track(0, "h265", HVCC_720[:23]), "overruns the record"),
-    (lambda: flv.video_track(0, "h265", HVCC_720[:22] + b"\x00"), "no SPS"),
-    (lambda: flv.parse_asc(b"\x00\x00"), "object type 0"),
-    (lambda: flv.parse_asc(b"\x17\x08"), "reserved sampling frequency"),
-    (lambda: flv.parse_asc(b"\x12"), "truncated"),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: flv.parse_video(b""), "empty"),
+        (lambda: flv.parse_video(b"\x17\x01\x00"), "shorter than its 5-byte header"),
+        (lambda: flv.parse_video(b"\x17\x07\x00\x00\x00"), "unknown h264 packet type"),
+        (lambda: flv.parse_video(b"\x91hvc1\x00"), "shorter than its 8-byte header"),
+        (lambda: flv.parse_audio(b"\xaf"), "shorter than its 2-byte header"),
+        (lambda: flv.video_track(0, "h264", b"\x00" * 10), "not an avcC"),
+        (lambda: flv.video_track(0, "h264", AVCC_320[:20]), "overruns the record"),
+        (
+            lambda: flv.video_track(0, "h264", AVCC_320[:4] + b"\xfd" + AVCC_320[5:]),
+            "2-byte NAL lengths",
+        ),
+        (lambda: flv.video_track(0, "h265", HVCC_720[:23]), "overruns the record"),
+        (lambda: flv.video_track(0, "h265", HVCC_720[:22] + b"\x00"), "no SPS"),
+        (lambda: flv.parse_asc(b"\x00\x00"), "object type 0"),
+        (lambda: flv.parse_asc(b"\x17\x08"), "reserved sampling frequency"),
+        (lambda: flv.parse_asc(b"\x12"), "truncated"),
+    ],
+)
 def test_malformed_payloads(call: object, words: str) -> None:
     with pytest.raises(FlvError, match=words):
         call()  # type: ignore[operator]
@@ -113,19 +133,27 @@ def test_malformed_payloads(call: object, words: str) -> None:
 
 def test_aggregate_message_split() -> None:
     def sub(type_id: int, ts: int, body: bytes) -> bytes:
-        head = bytes((type_id,)) + len(body).to_bytes(3, "big") + (ts & 0xFFFFFF).to_bytes(
-            3, "big") + bytes((ts >> 24,)) + b"\x00\x00\x00"
+        head = (
+            bytes((type_id,))
+            + len(body).to_bytes(3, "big")
+            + (ts & 0xFFFFFF).to_bytes(3, "big")
+            + bytes((ts >> 24,))
+            + b"\x00\x00\x00"
+        )
         return head + body + (11 + len(body)).to_bytes(4, "big")
 
     payload = sub(9, 5000, b"\x17\x01\x00\x00\x00v") + sub(8, 5021, b"\xaf\x01a")
     parts = flv.split_aggregate(payload, 100)
     assert [(t, ts, bytes(b)) for t, ts, b in parts] == [
-        (9, 100, b"\x17\x01\x00\x00\x00v"), (8, 121, b"\xaf\x01a")]
+        (9, 100, b"\x17\x01\x00\x00\x00v"),
+        (8, 121, b"\xaf\x01a"),
+    ]
     with pytest.raises(FlvError, match="truncated"):
         flv.split_aggregate(payload[:-3], 0)
 
 
 # -- play side: what we build parses back --
+
 
 def test_play_tags_round_trip_h264() -> None:
     track = flv.video_track(0, "h264", AVCC_320)
@@ -133,8 +161,7 @@ def test_play_tags_round_trip_h264() -> None:
     assert (seq.kind, bytes(seq.data)) == (flv.SEQUENCE_HEADER, AVCC_320)
     packet = Packet(0, 1000, 1067, False, b"\x00\x00\x00\x01x")
     tag = flv.parse_video(flv.video_frame_prefix(track, packet, -33) + packet.data)
-    assert (tag.codec, tag.keyframe, tag.cto, bytes(tag.data)) == ("h264", False, -33,
-                                                                   packet.data)
+    assert (tag.codec, tag.keyframe, tag.cto, bytes(tag.data)) == ("h264", False, -33, packet.data)
 
 
 def test_play_tags_round_trip_hevc_enhanced() -> None:
@@ -147,8 +174,11 @@ def test_play_tags_round_trip_hevc_enhanced() -> None:
 
 
 def test_metadata_describes_the_tracks() -> None:
-    tracks = (flv.video_track(0, "h264", AVCC_320), flv.audio_track(1, ASC_44K_STEREO),
-              Track(2, "audio", "opus", 48000, b""))
+    tracks = (
+        flv.video_track(0, "h264", AVCC_320),
+        flv.audio_track(1, ASC_44K_STEREO),
+        Track(2, "audio", "opus", 48000, b""),
+    )
     name, info = amf0.decode(flv.metadata(tracks))
     assert name == "onMetaData"
     assert info["width"] == 320 and info["height"] == 240 and info["videocodecid"] == 7

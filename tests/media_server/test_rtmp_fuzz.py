@@ -47,7 +47,7 @@ def chunk_target(data: bytes) -> None:
     step = 1 + (data[0] if data else 0) % 160  # split points vary with the input
     try:
         for pos in range(0, len(data), step):
-            reader.feed(data[pos:pos + step])
+            reader.feed(data[pos : pos + step])
             assert reader.buffered <= len(data), "reader holds more than it was given"
     except ChunkError:
         pass
@@ -77,8 +77,7 @@ def flv_target(data: bytes) -> None:
 
 def handshake_target(data: bytes) -> None:
     try:
-        handshake.server_response(data[:handshake.C0C1_SIZE].ljust(handshake.C0C1_SIZE, b"\0"),
-                                  0)
+        handshake.server_response(data[: handshake.C0C1_SIZE].ljust(handshake.C0C1_SIZE, b"\0"), 0)
     except handshake.HandshakeError:
         pass
 
@@ -90,9 +89,12 @@ def ingest_target(data: bytes) -> None:
     pos = 0
     try:
         while pos + 5 <= len(data):
-            kind, ts, size = data[pos], int.from_bytes(data[pos + 1:pos + 3], "big"), \
-                int.from_bytes(data[pos + 3:pos + 5], "big") % 512
-            body = data[pos + 5:pos + 5 + size]
+            kind, ts, size = (
+                data[pos],
+                int.from_bytes(data[pos + 1 : pos + 3], "big"),
+                int.from_bytes(data[pos + 3 : pos + 5], "big") % 512,
+            )
+            body = data[pos + 5 : pos + 5 + size]
             pos += 5 + size
             if kind % 3 == 0:
                 ing.on_video(ts, body, 0.0)
@@ -105,6 +107,7 @@ def ingest_target(data: bytes) -> None:
 
 
 # -- seeds: valid inputs the mutator starts from --
+
 
 def _session_bytes() -> bytes:
     w = ChunkWriter()
@@ -121,28 +124,49 @@ def _session_bytes() -> bytes:
 def _ingest_seed() -> bytes:
     def msg(kind: int, ts: int, body: bytes) -> bytes:
         return bytes((kind,)) + ts.to_bytes(2, "big") + len(body).to_bytes(2, "big") + body
-    return (msg(2, 0, amf0.encode("@setDataFrame", "onMetaData",
-                                  amf0.EcmaArray(videocodecid=7.0, audiocodecid=10.0)))
-            + msg(0, 0, b"\x17\x00\x00\x00\x00" + AVCC_320) + msg(1, 0, b"\xaf\x00" + ASC_48K_MONO)
-            + msg(0, 0, b"\x17\x01\x00\x00\x21\x00\x00\x00\x01e") + msg(1, 21, b"\xaf\x01ab")
-            + msg(0, 33, b"\x91hvc1\x00\x00\x00x") + msg(0, 66, b"\x1c\x00\x00\x00\x00" + HVCC_720))
+
+    return (
+        msg(
+            2,
+            0,
+            amf0.encode(
+                "@setDataFrame", "onMetaData", amf0.EcmaArray(videocodecid=7.0, audiocodecid=10.0)
+            ),
+        )
+        + msg(0, 0, b"\x17\x00\x00\x00\x00" + AVCC_320)
+        + msg(1, 0, b"\xaf\x00" + ASC_48K_MONO)
+        + msg(0, 0, b"\x17\x01\x00\x00\x21\x00\x00\x00\x01e")
+        + msg(1, 21, b"\xaf\x01ab")
+        + msg(0, 33, b"\x91hvc1\x00\x00\x00x")
+        + msg(0, 66, b"\x1c\x00\x00\x00\x00" + HVCC_720)
+    )
 
 
 SEEDS: dict[str, list[bytes]] = {
     "chunk": [_session_bytes()],
-    "amf0": [amf0.encode("connect", 1.0, {"app": "live", "flashVer": "FMLE/3.0", "n": [1.0, None]}),
-             amf0.encode("@setDataFrame", "onMetaData", amf0.EcmaArray(width=320.0, stereo=True)),
-             amf0.encode(amf0.TypedObject("c", {"d": amf0.AmfDate(1.0, 0)}), "x" * 300)],
-    "flv": [b"\x01\x17\x00\x00\x00\x00" + AVCC_320, b"\x01\x17\x00\x00\x00\x00" + AVCC_1080,
-            b"\x01\x90hvc1" + HVCC_720, b"\x01\x1c\x00\x00\x00\x00" + HVCC_720,
-            b"\x00\xaf\x00" + ASC_44K_STEREO, b"\x00\x90mp4a" + ASC_48K_MONO,
-            b"\x01\x27\x01\xff\xff\xdfdata"],
+    "amf0": [
+        amf0.encode("connect", 1.0, {"app": "live", "flashVer": "FMLE/3.0", "n": [1.0, None]}),
+        amf0.encode("@setDataFrame", "onMetaData", amf0.EcmaArray(width=320.0, stereo=True)),
+        amf0.encode(amf0.TypedObject("c", {"d": amf0.AmfDate(1.0, 0)}), "x" * 300),
+    ],
+    "flv": [
+        b"\x01\x17\x00\x00\x00\x00" + AVCC_320,
+        b"\x01\x17\x00\x00\x00\x00" + AVCC_1080,
+        b"\x01\x90hvc1" + HVCC_720,
+        b"\x01\x1c\x00\x00\x00\x00" + HVCC_720,
+        b"\x00\xaf\x00" + ASC_44K_STEREO,
+        b"\x00\x90mp4a" + ASC_48K_MONO,
+        b"\x01\x27\x01\xff\xff\xdfdata",
+    ],
     "handshake": [b"\x03" + bytes(1536)],
     "ingest": [_ingest_seed()],
 }
 TARGETS: dict[str, Callable[[bytes], None]] = {
-    "chunk": chunk_target, "amf0": amf0_target, "flv": flv_target,
-    "handshake": handshake_target, "ingest": ingest_target,
+    "chunk": chunk_target,
+    "amf0": amf0_target,
+    "flv": flv_target,
+    "handshake": handshake_target,
+    "ingest": ingest_target,
 }
 _INTERESTING = (0, 1, 2, 3, 0x7F, 0x80, 0xFE, 0xFF)
 
@@ -160,16 +184,16 @@ def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
         elif op == 2:
             buf[at:at] = rng.randbytes(rng.randint(1, 16))
         elif op == 3:
-            del buf[at:at + rng.randint(1, 64)]
+            del buf[at : at + rng.randint(1, 64)]
         elif op == 4:
             other = rng.choice(pool)
             start = rng.randrange(len(other) + 1)
-            buf[at:] = other[start:start + rng.randint(1, 200)]
+            buf[at:] = other[start : start + rng.randint(1, 200)]
         elif op == 5:
             buf = buf[:at]
         elif buf:
             size = rng.randint(1, 4)
-            buf[at:at + size] = b"\xff" * size
+            buf[at : at + size] = b"\xff" * size
     return bytes(buf)
 
 
@@ -180,8 +204,11 @@ def run_random(name: str, cases: int, seed: int = 0) -> int:
     target, pool = TARGETS[name], SEEDS[name]
     clean = 0
     for i in range(cases):
-        data = rng.randbytes(rng.randint(0, 64)) if i % 10 == 0 else mutate(
-            rng, rng.choice(pool), pool)
+        data = (
+            rng.randbytes(rng.randint(0, 64))
+            if i % 10 == 0
+            else mutate(rng, rng.choice(pool), pool)
+        )
         target(data)  # anything but the module's own error propagates and fails
         clean += 1
     return clean
@@ -194,8 +221,9 @@ def test_mutated_inputs_raise_only_the_module_error(name: str) -> None:
         TARGETS[name](seed)  # and the seeds themselves parse
 
 
-fuzz_settings = settings(max_examples=200, deadline=None,
-                         suppress_health_check=[HealthCheck.too_slow])
+fuzz_settings = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @fuzz_settings
@@ -264,12 +292,16 @@ async def _read_all(reader: asyncio.StreamReader) -> bytes:
 
 
 async def test_garbage_connections_are_closed_and_a_publish_keeps_flowing(
-        rtmp_server: RtmpServer, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner,
-        caplog: pytest.LogCaptureFixture) -> None:
+    rtmp_server: RtmpServer,
+    rtmp_media: dict[str, Path],
+    rtmp_ffmpeg: FfmpegRunner,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     url = f"rtmp://127.0.0.1:{rtmp_server.port}/live/court"
     sub = rtmp_server.hub.subscribe("court", "test", max_packets=100_000)
-    publisher = await rtmp_ffmpeg.start(*push_args(rtmp_media["nobf"], url, realtime=True,
-                                                   loop=True))
+    publisher = await rtmp_ffmpeg.start(
+        *push_args(rtmp_media["nobf"], url, realtime=True, loop=True)
+    )
     await wait_for(lambda: sub.queued > 10)
     with caplog.at_level(logging.INFO, logger="media_server.rtmp"):
         await asyncio.gather(*(_garbage_client(rtmp_server.port, c) for c in GARBAGE_CASES))

@@ -17,9 +17,15 @@ def test_plain_handshake_answer() -> None:
     assert s2 == c1
 
 
-@pytest.mark.parametrize("first, words", [
-    (b"G", "an HTTP request"), (b"\x16", "a TLS handshake"), (b"\x06", "RTMPE"),
-    (b"\x01", "version 1, expected 3")])
+@pytest.mark.parametrize(
+    "first, words",
+    [
+        (b"G", "an HTTP request"),
+        (b"\x16", "a TLS handshake"),
+        (b"\x06", "RTMPE"),
+        (b"\x01", "version 1, expected 3"),
+    ],
+)
 def test_wrong_first_byte_is_named(first: bytes, words: str) -> None:
     with pytest.raises(HandshakeError, match=words):
         handshake.server_response(first + bytes(1536), 0)

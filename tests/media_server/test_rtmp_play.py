@@ -18,41 +18,62 @@ from tests.media_server.test_rtmp_flv import ASC_48K_MONO, AVCC_320
 
 
 async def test_ffmpeg_plays_from_the_gop_cache_and_decodes(
-        rtmp_server: RtmpServer, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner,
-        tmp_path: Path) -> None:
+    rtmp_server: RtmpServer, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner, tmp_path: Path
+) -> None:
     url = f"rtmp://127.0.0.1:{rtmp_server.port}/live/hall?key=k"
     await rtmp_ffmpeg.start(*push_args(rtmp_media["bf"], url, realtime=True, loop=True))
     hub = rtmp_server.hub
     await wait_for(lambda: (s := hub.find("hall")) is not None and len(s.gop()) > 15)
     out = tmp_path / "played.flv"
-    rc, _, err = await rtmp_ffmpeg.run("-v", "error", "-i", url, "-c", "copy", "-frames:v", "30",
-                                       "-f", "flv", str(out))
+    rc, _, err = await rtmp_ffmpeg.run(
+        "-v", "error", "-i", url, "-c", "copy", "-frames:v", "30", "-f", "flv", str(out)
+    )
     assert rc == 0, err
     rc, text, err = await rtmp_ffmpeg.run(
-        "-v", "error", "-show_entries", "packet=codec_type,dts,flags:stream=codec_name,width,"
-        "height", "-of", "json", str(out), tool="ffprobe")
+        "-v",
+        "error",
+        "-show_entries",
+        "packet=codec_type,dts,flags:stream=codec_name,width,height",
+        "-of",
+        "json",
+        str(out),
+        tool="ffprobe",
+    )
     assert rc == 0, err
     info = json.loads(text)
     assert {(s["codec_name"], s.get("width")) for s in info["streams"]} == {
-        ("h264", 320), ("aac", None)}
+        ("h264", 320),
+        ("aac", None),
+    }
     video = [p for p in info["packets"] if p["codec_type"] == "video"]
     assert len(video) == 30 and "K" in video[0]["flags"]
     assert 0 <= int(info["packets"][0]["dts"]) < 200, "player clock starts near 0"
     # every frame decodes, the first one included, with no decoder complaint
-    rc, text, err = await rtmp_ffmpeg.run("-v", "error", "-select_streams", "v",
-                                          "-show_entries", "frame=key_frame,pict_type", "-of",
-                                          "csv", str(out), tool="ffprobe")
+    rc, text, err = await rtmp_ffmpeg.run(
+        "-v",
+        "error",
+        "-select_streams",
+        "v",
+        "-show_entries",
+        "frame=key_frame,pict_type",
+        "-of",
+        "csv",
+        str(out),
+        tool="ffprobe",
+    )
     assert rc == 0 and not err.strip(), err
     frames = text.split()
     assert len(frames) == 30 and frames[0].startswith("frame,1,I")
-    rc, _, err = await rtmp_ffmpeg.run("-v", "error", "-i", url, "-frames:v", "20", "-f", "null",
-                                       "-")
+    rc, _, err = await rtmp_ffmpeg.run(
+        "-v", "error", "-i", url, "-frames:v", "20", "-f", "null", "-"
+    )
     assert rc == 0 and not err.strip(), err
     assert rtmp_server.stats.bytes_out > 50_000
 
 
 async def test_player_that_stops_reading_is_dropped_alone(
-        rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner) -> None:
+    rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner
+) -> None:
     server = RtmpServer(Hub(), "127.0.0.1", 0, limits=RtmpLimits(write_timeout=0.5))
     await server.start()
     try:
@@ -80,15 +101,19 @@ AUDIO_TRACK = flv.audio_track(1, ASC_48K_MONO)
 
 def recorder() -> tuple[PlayOut, list[tuple[int, int, bytes]]]:
     sent: list[tuple[int, int, bytes]] = []
-    out = PlayOut(lambda csid, type_id, ts, payload, prefix:
-                  sent.append((type_id, ts, prefix + bytes(payload))))
+    out = PlayOut(
+        lambda csid, type_id, ts, payload, prefix: sent.append(
+            (type_id, ts, prefix + bytes(payload))
+        )
+    )
     return out, sent
 
 
 def media(sent: list[tuple[int, int, bytes]]) -> list[tuple[str, int, int]]:
     """(kind, timestamp, flv packet type) of the audio/video messages sent."""
-    return [("v" if t == VIDEO else "a", ts, body[1]) for t, ts, body in sent
-            if t in (VIDEO, AUDIO)]
+    return [
+        ("v" if t == VIDEO else "a", ts, body[1]) for t, ts, body in sent if t in (VIDEO, AUDIO)
+    ]
 
 
 def test_start_sends_metadata_and_sequence_headers_then_rebased_packets() -> None:
@@ -138,10 +163,10 @@ def test_other_timescales_are_converted_and_opus_is_left_out() -> None:
 
 
 async def test_player_waiting_before_the_publisher_gets_the_stream(
-        rtmp_server: RtmpServer, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner) -> None:
+    rtmp_server: RtmpServer, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner
+) -> None:
     url = f"rtmp://127.0.0.1:{rtmp_server.port}/live/later"
-    player = await rtmp_ffmpeg.start("-v", "error", "-i", url, "-frames:v", "15", "-f", "null",
-                                     "-")
+    player = await rtmp_ffmpeg.start("-v", "error", "-i", url, "-frames:v", "15", "-f", "null", "-")
     await wait_for(lambda: rtmp_server.stats.playing == 1)
     await rtmp_ffmpeg.start(*push_args(rtmp_media["nobf"], url, realtime=True, loop=True))
     _, err = await asyncio.wait_for(player.communicate(), 20)

@@ -39,19 +39,28 @@ Stamps = dict[str, list[tuple[int, int, bool, int]]]
 async def reference_stamps(ffmpeg: FfmpegRunner, source: Path, tmp: Path) -> Stamps:
     """Per kind: (dts, pts, keyframe, size) as ffmpeg's FLV muxer writes them, via ffprobe."""
     out = tmp / "reference.flv"
-    rc, _, err = await ffmpeg.run("-loglevel", "error", "-y", "-i", str(source), "-c", "copy",
-                                  "-f", "flv", str(out))
+    rc, _, err = await ffmpeg.run(
+        "-loglevel", "error", "-y", "-i", str(source), "-c", "copy", "-f", "flv", str(out)
+    )
     assert rc == 0, err
-    rc, text, err = await ffmpeg.run("-v", "error", "-show_entries",
-                                     "packet=stream_index,dts,pts,flags,size:stream=index,"
-                                     "codec_type", "-of", "json", str(out), tool="ffprobe")
+    rc, text, err = await ffmpeg.run(
+        "-v",
+        "error",
+        "-show_entries",
+        "packet=stream_index,dts,pts,flags,size:stream=index,codec_type",
+        "-of",
+        "json",
+        str(out),
+        tool="ffprobe",
+    )
     assert rc == 0, err
     info = json.loads(text)
     kinds = {s["index"]: s["codec_type"] for s in info["streams"]}
     stamps: Stamps = {"video": [], "audio": []}
     for p in info["packets"]:
         stamps[kinds[p["stream_index"]]].append(
-            (int(p["dts"]), int(p["pts"]), "K" in p["flags"], int(p["size"])))
+            (int(p["dts"]), int(p["pts"]), "K" in p["flags"], int(p["size"]))
+        )
     return stamps
 
 
@@ -60,20 +69,24 @@ def hub_stamps(items: list, tracks: tuple[Track, ...]) -> Stamps:
     for item in items:
         if isinstance(item, Packet):
             kind = tracks[item.track].kind
-            stamps[kind].append((item.dts, item.pts, item.keyframe or kind == "audio",
-                                 len(item.data)))
+            stamps[kind].append(
+                (item.dts, item.pts, item.keyframe or kind == "audio", len(item.data))
+            )
     return stamps
 
 
 def rebase(stamps: Stamps, offset: int) -> Stamps:
-    return {k: [(d + offset, p + offset, key, n) for d, p, key, n in v]
-            for k, v in stamps.items()}
+    return {k: [(d + offset, p + offset, key, n) for d, p, key, n in v] for k, v in stamps.items()}
 
 
 @pytest.mark.parametrize("clip", ["bf", "nobf"])
 async def test_timestamps_match_ffmpeg_flv_exactly(
-        clip: str, rtmp_server: RtmpServer, rtmp_media: dict[str, Path],
-        rtmp_ffmpeg: FfmpegRunner, tmp_path: Path) -> None:
+    clip: str,
+    rtmp_server: RtmpServer,
+    rtmp_media: dict[str, Path],
+    rtmp_ffmpeg: FfmpegRunner,
+    tmp_path: Path,
+) -> None:
     source = rtmp_media[clip]
     sub = rtmp_server.hub.subscribe("cam1", "test", max_packets=100_000)
     url = f"rtmp://127.0.0.1:{rtmp_server.port}/live/cam1?key=k"
@@ -88,10 +101,19 @@ async def test_timestamps_match_ffmpeg_flv_exactly(
     tracks = starts[0].tracks
     video, audio = tracks
     assert (video.kind, video.codec, video.width, video.height, video.index) == (
-        "video", "h264", 320, 240, 0)
+        "video",
+        "h264",
+        320,
+        240,
+        0,
+    )
     assert video.config[0] == 1 and video.timescale == 1000
-    assert (audio.kind, audio.codec, audio.sample_rate, audio.channels) == ("audio", "aac",
-                                                                             48000, 1)
+    assert (audio.kind, audio.codec, audio.sample_rate, audio.channels) == (
+        "audio",
+        "aac",
+        48000,
+        1,
+    )
     got = hub_stamps(items, tracks)
     want = await reference_stamps(rtmp_ffmpeg, source, tmp_path)
     seconds = 20 if clip == "bf" else 4
@@ -106,7 +128,8 @@ async def test_timestamps_match_ffmpeg_flv_exactly(
 
 @pytest.mark.parametrize("how", ["stream name", "tcUrl", "app"])
 async def test_key_found_in_stream_name_tcurl_or_app(
-        how: str, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner) -> None:
+    how: str, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner
+) -> None:
     calls: list[tuple[str, str | None, str]] = []
 
     async def authorize(stream_id: str, key: str | None, action: str, peer: str) -> None:
@@ -117,8 +140,11 @@ async def test_key_found_in_stream_name_tcurl_or_app(
     await server.start()
     base = f"rtmp://127.0.0.1:{server.port}/live"
     try:
-        extra = {"stream name": [], "tcUrl": ["-rtmp_tcurl", f"{base}?key=S3CRET"],
-                 "app": ["-rtmp_app", "live?key=S3CRET", "-rtmp_playpath", "court7"]}[how]
+        extra = {
+            "stream name": [],
+            "tcUrl": ["-rtmp_tcurl", f"{base}?key=S3CRET"],
+            "app": ["-rtmp_app", "live?key=S3CRET", "-rtmp_playpath", "court7"],
+        }[how]
         url = f"{base}/court7?key=S3CRET" if how == "stream name" else f"{base}/court7"
         args = push_args(rtmp_media["nobf"], url)
         rc, _, err = await rtmp_ffmpeg.run(*args[:-1], *extra, args[-1])
@@ -140,19 +166,21 @@ async def refusing(stream_id: str, key: str | None, action: str, peer: str) -> N
 
 
 async def test_refused_key_fails_with_reason_and_others_keep_flowing(
-        rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner,
-        caplog: pytest.LogCaptureFixture) -> None:
+    rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner, caplog: pytest.LogCaptureFixture
+) -> None:
     server = RtmpServer(Hub(), "127.0.0.1", 0, refusing)
     await server.start()
     base = f"rtmp://127.0.0.1:{server.port}/live"
     try:
         sub = server.hub.subscribe("ok", "test", max_packets=100_000)
-        good = await rtmp_ffmpeg.start(*push_args(rtmp_media["nobf"], f"{base}/ok?key=good",
-                                                  realtime=True, loop=True))
+        good = await rtmp_ffmpeg.start(
+            *push_args(rtmp_media["nobf"], f"{base}/ok?key=good", realtime=True, loop=True)
+        )
         await wait_for(lambda: sub.queued > 20)
         with caplog.at_level(logging.INFO, logger="media_server.rtmp"):
-            rc, _, err = await rtmp_ffmpeg.run(*push_args(rtmp_media["nobf"],
-                                                          f"{base}/secret?key=bad"))
+            rc, _, err = await rtmp_ffmpeg.run(
+                *push_args(rtmp_media["nobf"], f"{base}/secret?key=bad")
+            )
         assert rc != 0
         assert "wrong or missing key for stream 'secret'" in err
         assert "publish 'secret' refused: wrong or missing key" in caplog.text
@@ -166,11 +194,11 @@ async def test_refused_key_fails_with_reason_and_others_keep_flowing(
 
 
 async def test_second_publisher_is_refused_as_busy(
-        rtmp_server: RtmpServer, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner) -> None:
+    rtmp_server: RtmpServer, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner
+) -> None:
     url = f"rtmp://127.0.0.1:{rtmp_server.port}/live/room1"
     sub = rtmp_server.hub.subscribe("room1", "test", max_packets=100_000)
-    first = await rtmp_ffmpeg.start(*push_args(rtmp_media["nobf"], url, realtime=True,
-                                               loop=True))
+    first = await rtmp_ffmpeg.start(*push_args(rtmp_media["nobf"], url, realtime=True, loop=True))
     await wait_for(lambda: sub.queued > 20)
     rc, _, err = await rtmp_ffmpeg.run(*push_args(rtmp_media["nobf"], url))
     assert rc != 0 and "already being published" in err
@@ -183,14 +211,16 @@ async def test_second_publisher_is_refused_as_busy(
     assert not rtmp_server.hub.find("room1").live  # type: ignore[union-attr]
 
 
-async def test_unknown_app_is_rejected(rtmp_server: RtmpServer, rtmp_media: dict[str, Path],
-                                       rtmp_ffmpeg: FfmpegRunner) -> None:
+async def test_unknown_app_is_rejected(
+    rtmp_server: RtmpServer, rtmp_media: dict[str, Path], rtmp_ffmpeg: FfmpegRunner
+) -> None:
     url = f"rtmp://127.0.0.1:{rtmp_server.port}/vod/x"
     rc, _, err = await rtmp_ffmpeg.run(*push_args(rtmp_media["nobf"], url))
     assert rc != 0 and "unknown application 'vod'" in err
 
 
 # -- the ingest state machine, from bytes --
+
 
 def video_seq(config: bytes = AVCC_320) -> bytes:
     return b"\x17\x00\x00\x00\x00" + config
@@ -206,11 +236,22 @@ def ingest() -> tuple[Ingest, Subscription]:
     return Ingest(hub.publish("s", (), "test"), "test"), sub
 
 
-video_frames = st.tuples(st.just("video"), st.sampled_from([1, 2, 3, 4, 5]),
-                         st.sampled_from([7, 12]), st.sampled_from([1, 2]),
-                         st.integers(0, 0xFFFFFF), st.binary(max_size=6))
-audio_frames = st.tuples(st.just("audio"), st.just(10), st.sampled_from([0xF, 0xE, 0x2]),
-                         st.just(1), st.just(0), st.binary(max_size=6))
+video_frames = st.tuples(
+    st.just("video"),
+    st.sampled_from([1, 2, 3, 4, 5]),
+    st.sampled_from([7, 12]),
+    st.sampled_from([1, 2]),
+    st.integers(0, 0xFFFFFF),
+    st.binary(max_size=6),
+)
+audio_frames = st.tuples(
+    st.just("audio"),
+    st.just(10),
+    st.sampled_from([0xF, 0xE, 0x2]),
+    st.just(1),
+    st.just(0),
+    st.binary(max_size=6),
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -236,8 +277,7 @@ def test_frames_become_the_packets_the_flv_parsers_describe(msgs: list) -> None:
             atag = flv.parse_audio(payload)
             if atag.kind == flv.FRAME and len(atag.data):
                 expected.append((1, ts, ts, True, bytes(atag.data)))
-    got = [(i.track, i.dts, i.pts, i.keyframe, i.data) for i in drain(sub)
-           if isinstance(i, Packet)]
+    got = [(i.track, i.dts, i.pts, i.keyframe, i.data) for i in drain(sub) if isinstance(i, Packet)]
     assert got == expected
     assert all(type(data) is bytes for *_, data in got)
 
@@ -249,8 +289,12 @@ def test_timestamps_unwrap_across_32_bits() -> None:
         ing.on_video(ts, frame(ts == 0xFFFFFF00, 33), 0.0)
     dts = [(i.dts, i.pts) for i in drain(sub) if isinstance(i, Packet)]
     base = 0xFFFFFF00
-    assert dts == [(base, base + 33), (base + 0xDF, base + 0xDF + 33),
-                   (base + 0x11E, base + 0x11E + 33), (base + 0x15D, base + 0x15D + 33)]
+    assert dts == [
+        (base, base + 33),
+        (base + 0xDF, base + 0xDF + 33),
+        (base + 0x11E, base + 0x11E + 33),
+        (base + 0x15D, base + 0x15D + 33),
+    ]
 
 
 def test_tracks_announced_when_metadata_promises_are_kept() -> None:
@@ -273,7 +317,9 @@ def test_changed_sequence_header_restarts_subscribers() -> None:
     ing.on_video(40, b"\x1c\x00\x00\x00\x00" + HVCC_720, 0.0)
     starts = [i for i in drain(sub) if isinstance(i, StreamStart)]
     assert [(s.tracks[0].codec, s.tracks[0].width) for s in starts if s.tracks] == [
-        ("h264", 320), ("h265", 1280)]
+        ("h264", 320),
+        ("h265", 1280),
+    ]
 
 
 def test_frames_before_any_sequence_header_are_dropped() -> None:
@@ -313,17 +359,21 @@ async def test_acknowledgements_ping_and_connect_answer(rtmp_server: RtmpServer)
     try:
         await client.handshake()
         client.command(0, "connect", 1.0, {"app": "live", "tcUrl": "rtmp://h/live"})
-        client.writer.write(client.chunks.message(2, WINDOW_ACK_SIZE, 0, 0,
-                                                  struct.pack(">I", 3000)))
-        client.writer.write(client.chunks.message(2, USER_CONTROL, 0, 0,
-                                                  struct.pack(">HI", 6, 1234)))
+        client.writer.write(
+            client.chunks.message(2, WINDOW_ACK_SIZE, 0, 0, struct.pack(">I", 3000))
+        )
+        client.writer.write(
+            client.chunks.message(2, USER_CONTROL, 0, 0, struct.pack(">HI", 6, 1234))
+        )
         client.command(0, "createStream", 2.0, None)
         client.command(1, "publish", 0.0, None, "acked", "live")
-        client.writer.write(client.chunks.message(6, VIDEO, 1, 0, b"\x17\x00\x00\x00\x00"
-                                                  + AVCC_320))
+        client.writer.write(
+            client.chunks.message(6, VIDEO, 1, 0, b"\x17\x00\x00\x00\x00" + AVCC_320)
+        )
         for i in range(3):
-            client.writer.write(client.chunks.message(6, VIDEO, 1, 33 * i, bytes(1500),
-                                                      b"\x17\x01\x00\x00\x00"))
+            client.writer.write(
+                client.chunks.message(6, VIDEO, 1, 33 * i, bytes(1500), b"\x17\x01\x00\x00\x00")
+            )
         reader, got = ChunkReader(), list[Message]()
         while not any(m.type_id == ACKNOWLEDGEMENT for m in got):
             got += reader.feed(await asyncio.wait_for(client.reader.read(65536), 5))
@@ -333,10 +383,10 @@ async def test_acknowledgements_ping_and_connect_answer(rtmp_server: RtmpServer)
     assert kinds[:3] == [WINDOW_ACK_SIZE, SET_PEER_BANDWIDTH, SET_CHUNK_SIZE]
     commands = [amf0.decode(m.payload) for m in got if m.type_id == COMMAND_AMF0]
     assert commands[0][0] == "_result" and commands[0][3]["code"] == (
-        "NetConnection.Connect.Success")
+        "NetConnection.Connect.Success"
+    )
     assert ["_result", 2.0, None, 1.0] in commands
-    assert any(c[0] == "onStatus" and c[3]["code"] == "NetStream.Publish.Start"
-               for c in commands)
+    assert any(c[0] == "onStatus" and c[3]["code"] == "NetStream.Publish.Start" for c in commands)
     pong = [m.payload for m in got if m.type_id == USER_CONTROL and m.payload[:2] == b"\0\7"]
     assert pong == [struct.pack(">HI", 7, 1234)]
     ack = next(m for m in got if m.type_id == ACKNOWLEDGEMENT)
@@ -351,17 +401,18 @@ async def _publish_at_once(port: int, stream: str, frames: int) -> RawRtmpClient
     client.command(0, "connect", 1.0, {"app": "live", "tcUrl": "rtmp://h/live"})
     client.command(0, "createStream", 2.0, None)
     client.command(1, "publish", 0.0, None, stream, "live")
-    client.writer.write(client.chunks.message(6, VIDEO, 1, 0, b"\x17\x00\x00\x00\x00"
-                                              + AVCC_320))
+    client.writer.write(client.chunks.message(6, VIDEO, 1, 0, b"\x17\x00\x00\x00\x00" + AVCC_320))
     for i in range(frames):
-        client.writer.write(client.chunks.message(6, VIDEO, 1, 33 * i, bytes(300),
-                                                  b"\x17\x01\x00\x00\x00"))
+        client.writer.write(
+            client.chunks.message(6, VIDEO, 1, 33 * i, bytes(300), b"\x17\x01\x00\x00\x00")
+        )
     await client.writer.drain()
     return client
 
 
 async def test_media_behind_a_slow_publish_check_waits_for_it() -> None:
     """Media parsed in data_received must not overtake the publish command before it."""
+
     async def slow_authorize(stream_id: str, key: str | None, action: str, peer: str) -> None:
         await asyncio.sleep(0.2)
 

@@ -56,8 +56,11 @@ def _low_water(server: RtmpServer) -> int:
 async def _await_status(client: RawRtmpClient, reader: ChunkReader, code: str) -> float:
     """Seconds until an onStatus with code arrives."""
     start, got = time.monotonic(), list[Message]()
-    while not any(amf0.decode(m.payload)[3]["code"] == code for m in got
-                  if m.type_id == COMMAND_AMF0 and amf0.decode(m.payload)[0] == "onStatus"):
+    while not any(
+        amf0.decode(m.payload)[3]["code"] == code
+        for m in got
+        if m.type_id == COMMAND_AMF0 and amf0.decode(m.payload)[0] == "onStatus"
+    ):
         got += reader.feed(await asyncio.wait_for(client.reader.read(65536), 5))
     return time.monotonic() - start
 
@@ -80,7 +83,7 @@ def test_batching_on_uvloop_too() -> None:
 async def _failure_of(case: Awaitable[None]) -> BaseException | None:
     try:
         await case
-    except Exception as exc:  # noqa: BLE001 - handed to the test to raise
+    except Exception as exc:
         return exc
     return None
 
@@ -90,8 +93,9 @@ async def _frames(client: RawRtmpClient, first: int, seconds: float) -> int:
     start, count = time.monotonic(), int(RATE / WRITE * seconds)
     for i in range(first, first + count):
         await asyncio.sleep(max(0.0, start + (i - first) * WRITE / RATE - time.monotonic()))
-        client.writer.write(client.chunks.message(6, VIDEO, 1, 4 * i, bytes(WRITE - 17),
-                                                  b"\x27\x01\x00\x00\x00"))
+        client.writer.write(
+            client.chunks.message(6, VIDEO, 1, 4 * i, bytes(WRITE - 17), b"\x27\x01\x00\x00\x00")
+        )
     return first + count
 
 
@@ -107,8 +111,9 @@ async def _fast_then_quiet() -> None:
         client.command(1, "publish", 0.0, None, "batched", "live")
         reader = ChunkReader()
         await _await_status(client, reader, "NetStream.Publish.Start")
-        client.writer.write(client.chunks.message(6, VIDEO, 1, 0, b"\x17\x00\x00\x00\x00"
-                                                  + AVCC_320))
+        client.writer.write(
+            client.chunks.message(6, VIDEO, 1, 0, b"\x17\x00\x00\x00\x00" + AVCC_320)
+        )
         sent = await _frames(client, 0, 0.75)  # the first ticks set the mark
         reads = server.stats.reads
         writes = await _frames(client, sent, 0.75) - sent
@@ -165,12 +170,16 @@ async def test_publisher_waiting_for_acks_at_its_window_is_not_stalled() -> None
     await client.handshake()
     reading = asyncio.create_task(read_acks())
     try:
-        send(client.chunks.message(3, 20, 0, 0, amf0.encode(
-            "connect", 1.0, {"app": "live", "tcUrl": "rtmp://h/live"})))
+        send(
+            client.chunks.message(
+                3, 20, 0, 0, amf0.encode("connect", 1.0, {"app": "live", "tcUrl": "rtmp://h/live"})
+            )
+        )
         send(client.chunks.message(2, WINDOW_ACK_SIZE, 0, 0, struct.pack(">I", window)))
         send(client.chunks.message(3, 20, 0, 0, amf0.encode("createStream", 2.0, None)))
-        send(client.chunks.message(3, 20, 1, 0, amf0.encode(
-            "publish", 0.0, None, "strict", "live")))
+        send(
+            client.chunks.message(3, 20, 1, 0, amf0.encode("publish", 0.0, None, "strict", "live"))
+        )
         send(client.chunks.message(6, VIDEO, 1, 0, b"\x17\x00\x00\x00\x00" + AVCC_320))
         start = time.monotonic()
         for i in range(int(RATE / WRITE * 2)):  # 2 s at 250 kB/s: eight windows
@@ -180,8 +189,11 @@ async def test_publisher_waiting_for_acks_at_its_window_is_not_stalled() -> None
                 began = time.monotonic()
                 await asyncio.wait_for(acks.wait(), 5)
                 stalled += time.monotonic() - began
-            send(client.chunks.message(6, VIDEO, 1, 4 * i, bytes(WRITE - 17),
-                                       b"\x27\x01\x00\x00\x00"))
+            send(
+                client.chunks.message(
+                    6, VIDEO, 1, 4 * i, bytes(WRITE - 17), b"\x27\x01\x00\x00\x00"
+                )
+            )
         assert _low_water(server) > MIN_BYTES
         assert acked > 6 * (window - MAX_BYTES)
         assert stalled < 0.1, stalled  # without the early ack: 0.2 s and more

@@ -14,9 +14,11 @@ import av
 import numpy as np
 import pytest
 
+from core.backoff import Backoff
+from core.redact import redact_url
 from media_server.hub import Hub
 from media_server.media import Packet, StreamEnd, StreamStart
-from media_server.rtsp_pull import Backoff, RtspPull, redact_url
+from media_server.rtsp_pull import RtspPull
 from tests.fixtures.rtsp_camera import RtspCamera
 from tests.media_server.media_check import collect, decode_errors, probe, write_mp4
 
@@ -66,16 +68,22 @@ class StateLog:
 
 # -- pure parts --
 
-@pytest.mark.parametrize("url,expected", [
-    ("rtsp://admin:secret@10.0.0.5:554/Streaming/101", "rtsp://***@10.0.0.5:554/Streaming/101"),
-    ("rtsp://admin@cam/x", "rtsp://***@cam/x"),
-    ("rtsp://u:p@ss/w@rd@cam:554/s", "rtsp://***@cam:554/s"),
-    ("rtsp://cam/live?user=admin&password=secret&ch=1",
-     "rtsp://cam/live?user=***&password=***&ch=1"),
-    ("rtsp://cam:554/s", "rtsp://cam:554/s"),
-    ("/var/media/loop.mp4", "/var/media/loop.mp4"),
-    ("error opening 'rtsp://a:b@h/x': refused", "error opening 'rtsp://***@h/x': refused"),
-])
+
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        ("rtsp://admin:secret@10.0.0.5:554/Streaming/101", "rtsp://***@10.0.0.5:554/Streaming/101"),
+        ("rtsp://admin@cam/x", "rtsp://***@cam/x"),
+        ("rtsp://u:p@ss/w@rd@cam:554/s", "rtsp://***@cam:554/s"),
+        (
+            "rtsp://cam/live?user=admin&password=secret&ch=1",
+            "rtsp://cam/live?user=***&password=***&ch=1",
+        ),
+        ("rtsp://cam:554/s", "rtsp://cam:554/s"),
+        ("/var/media/loop.mp4", "/var/media/loop.mp4"),
+        ("error opening 'rtsp://a:b@h/x': refused", "error opening 'rtsp://***@h/x': refused"),
+    ],
+)
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
 
@@ -83,7 +91,16 @@ def test_redact_url(url: str, expected: str) -> None:
 def test_backoff_grows_with_jitter_caps_and_resets() -> None:
     backoff = Backoff(0.5, 30.0, jitter=0.2, rng=lambda: 1.0)
     assert [round(backoff.next(), 2) for _ in range(9)] == [
-        0.6, 1.2, 2.4, 4.8, 9.6, 19.2, 36.0, 36.0, 36.0]
+        0.6,
+        1.2,
+        2.4,
+        4.8,
+        9.6,
+        19.2,
+        36.0,
+        36.0,
+        36.0,
+    ]
     backoff.reset()
     low = Backoff(0.5, 30.0, jitter=0.2, rng=lambda: 0.0)
     assert backoff.next() == pytest.approx(0.6) and low.next() == pytest.approx(0.4)
@@ -98,8 +115,10 @@ def test_transport_is_checked() -> None:
 
 # -- against the camera --
 
-async def test_h264_tcp_reaches_hub_and_decodes(rtsp_camera: Camera, tmp_path: Path,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+
+async def test_h264_tcp_reaches_hub_and_decodes(
+    rtsp_camera: Camera, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     camera = rtsp_camera(user="admin", password=PASSWORD)
     hub = Hub()
@@ -116,7 +135,11 @@ async def test_h264_tcp_reaches_hub_and_decodes(rtsp_camera: Camera, tmp_path: P
     video, audio = starts[0].tracks
     assert (video.codec, video.width, video.height, video.timescale) == ("h264", 640, 360, 90000)
     assert (audio.codec, audio.sample_rate, audio.channels, audio.timescale) == (
-        "aac", 48000, 1, 48000)
+        "aac",
+        48000,
+        1,
+        48000,
+    )
     assert packets[0].track == 0 and packets[0].keyframe
     path = tmp_path / "pulled.mp4"
     write_mp4(path, starts[0].tracks, packets)
@@ -132,8 +155,9 @@ async def test_h264_tcp_reaches_hub_and_decodes(rtsp_camera: Camera, tmp_path: P
 
 
 @pytest.mark.parametrize("codec,transport", [("h264", "udp"), ("h265", "tcp")])
-async def test_udp_and_h265(codec: str, transport: str, rtsp_camera: Camera,
-                            tmp_path: Path) -> None:
+async def test_udp_and_h265(
+    codec: str, transport: str, rtsp_camera: Camera, tmp_path: Path
+) -> None:
     camera = rtsp_camera(codec=codec)
     hub = Hub()
     sub = hub.subscribe("room-2", "test")
@@ -153,13 +177,13 @@ async def test_udp_and_h265(codec: str, transport: str, rtsp_camera: Camera,
 
 
 async def test_camera_reboot_reconnects_with_backoff_and_new_epoch(
-        rtsp_camera: Camera, caplog: pytest.LogCaptureFixture) -> None:
+    rtsp_camera: Camera, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     camera = rtsp_camera(audio="none", user="admin", password=PASSWORD)
     hub = Hub()
     sub = hub.subscribe("room-3", "test")
-    pull = RtspPull(hub, "room-3", camera.url, timeout_s=2.0,
-                    backoff=Backoff(0.2, 1.6, jitter=0.1))
+    pull = RtspPull(hub, "room-3", camera.url, timeout_s=2.0, backoff=Backoff(0.2, 1.6, jitter=0.1))
     pull.start()
     states = StateLog(pull)
     try:
@@ -246,8 +270,9 @@ async def test_hung_camera_fails_with_timeout(rtsp_camera: Camera) -> None:
     assert 0.9 <= elapsed < 3.5
 
 
-async def test_wrong_password_says_so_and_hides_it(rtsp_camera: Camera,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+async def test_wrong_password_says_so_and_hides_it(
+    rtsp_camera: Camera, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     camera = rtsp_camera(audio="none", user="admin", password=PASSWORD)
     wrong = camera.url.replace(PASSWORD, "Wr0ng-pa55")
@@ -262,8 +287,9 @@ async def test_wrong_password_says_so_and_hides_it(rtsp_camera: Camera,
     assert "Wr0ng-pa55" not in caplog.text and "Wr0ng-pa55" not in str(states.seen)
 
 
-async def test_pcma_audio_is_skipped_with_a_note(rtsp_camera: Camera,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+async def test_pcma_audio_is_skipped_with_a_note(
+    rtsp_camera: Camera, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     camera = rtsp_camera(audio="pcma")
     hub = Hub()
@@ -280,6 +306,7 @@ async def test_pcma_audio_is_skipped_with_a_note(rtsp_camera: Camera,
 
 
 # -- a local file, looped in real time --
+
 
 def make_file(path: Path, seconds: float = 1.0, fps: int = 25) -> None:
     with av.open(str(path), "w") as out:

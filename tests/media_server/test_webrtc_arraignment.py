@@ -26,12 +26,16 @@ from tests.media_server.test_webrtc_http import LiveServer, webrtc_clips  # noqa
 
 async def test_join_codes_are_one_time_and_tokens_open_only_their_seat() -> None:
     rooms = ArraignmentRooms()
-    codes = await rooms.create("r1", {"court": "Court 3",
-                                      "detention": "Zhengzhou detention centre"})
+    codes = await rooms.create(
+        "r1", {"court": "Court 3", "detention": "Zhengzhou detention centre"}
+    )
     assert set(codes) == {"court", "detention"} and codes["court"] != codes["detention"]
     court = await rooms.join("r1", codes["court"])
     assert (court.side, court.publish, court.play) == (
-        "court", "arraignment-r1-court", "arraignment-r1-detention")
+        "court",
+        "arraignment-r1-court",
+        "arraignment-r1-detention",
+    )
     assert court.other_label == "Zhengzhou detention centre"
     with pytest.raises(RoomError, match="used already") as spent:
         await rooms.join("r1", codes["court"])
@@ -60,8 +64,9 @@ async def test_optional_seats_play_every_other_seat() -> None:
     assert set(codes) == {"court", "detention", "lawyer", "interpreter"}
     lawyer = await rooms.join("r2", codes["lawyer"])
     assert lawyer.play == room_stream("r2", "court") and lawyer.label == "Defence lawyer"
-    assert set(lawyer.plays) == {room_stream("r2", s) for s in ("court", "detention",
-                                                                 "interpreter")}
+    assert set(lawyer.plays) == {
+        room_stream("r2", s) for s in ("court", "detention", "interpreter")
+    }
     for stream in lawyer.plays:
         assert await rooms.may_play(stream, lawyer.token)
     assert await rooms.may_publish(room_stream("r2", "lawyer"), lawyer.token)
@@ -120,15 +125,18 @@ def join(page: Any, code: str) -> None:
 
 
 def remote_frames(page: Any) -> int:
-    return int(page.evaluate("""async () => {
+    return int(
+        page.evaluate("""async () => {
         let n = 0;
         (await window.arraignment.viewer.getStats()).forEach(s => {
             if (s.type === 'inbound-rtp' && s.kind === 'video') n = s.framesDecoded; });
-        return n; }"""))
+        return n; }""")
+    )
 
 
-def test_courtroom_and_detention_centre_see_each_other(chromium_browser: Any,
-                                                       server: LiveServer) -> None:
+def test_courtroom_and_detention_centre_see_each_other(
+    chromium_browser: Any, server: LiveServer
+) -> None:
     assert server.service is not None
     rooms = server.service.rooms
 
@@ -140,8 +148,9 @@ def test_courtroom_and_detention_centre_see_each_other(chromium_browser: Any,
     detention = open_room(chromium_browser, server, "r7")
     started = time.monotonic()
     join(court, codes["court"])
-    court.wait_for_function("document.getElementById('status').textContent.includes('Waiting')",
-                            timeout=10_000)
+    court.wait_for_function(
+        "document.getElementById('status').textContent.includes('Waiting')", timeout=10_000
+    )
     join(detention, codes["detention"])
     for page in (court, detention):
         page.wait_for_function("window.arraignment.playing === true", timeout=15_000)
@@ -152,19 +161,25 @@ def test_courtroom_and_detention_centre_see_each_other(chromium_browser: Any,
     time.sleep(1.0)
     for page in (court, detention):
         assert remote_frames(page) > first[page] > 0
-    print(f"\narraignment: both sides see each other {time.monotonic() - started:.1f} s after "
-          "the first join")
+    print(
+        f"\narraignment: both sides see each other {time.monotonic() - started:.1f} s after "
+        "the first join"
+    )
 
     with httpx.Client(base_url=server.url) as client:
         reuse = client.post("/arraignment/r7/join", json={"code": codes["court"]})
         assert reuse.status_code == 403 and "used already" in reuse.json()["detail"]
-        stranger = client.post(f"/whep/{room_stream('r7', 'court')}", content="v=0\n",
-                               headers={"Content-Type": "application/sdp"})
+        stranger = client.post(
+            f"/whep/{room_stream('r7', 'court')}",
+            content="v=0\n",
+            headers={"Content-Type": "application/sdp"},
+        )
         assert stranger.status_code == 403, "a room stream plays only for its seats"
 
     court.click("#leave")
-    court.wait_for_function("document.getElementById('status').textContent.includes('left')",
-                            timeout=5_000)
+    court.wait_for_function(
+        "document.getElementById('status').textContent.includes('left')", timeout=5_000
+    )
     deadline = time.monotonic() + 5
     while (s := server.hub.find(room_stream("r7", "court"))) is not None and s.live:
         assert time.monotonic() < deadline, "the court's stream did not end on leave"
@@ -174,16 +189,15 @@ def test_courtroom_and_detention_centre_see_each_other(chromium_browser: Any,
     detention.close()
 
 
-async def test_control_api_registers_private_streams_and_audits_every_step(
-        tmp_path: Path) -> None:
+async def test_control_api_registers_private_streams_and_audits_every_step(tmp_path: Path) -> None:
     from fastapi import FastAPI, HTTPException, Request
 
+    from core.audit import audit
     from media_server.access import Caller
     from media_server.hub import Hub
     from media_server.streams import StreamClass, StreamRegistry
     from media_server.webrtc import make_webrtc_router
     from media_server.webrtc.arraignment_http import RoomHooks
-    from recorder.index import audit
 
     server = EmbeddedRedis(tmp_path / "redis")
     await server.start()
@@ -210,20 +224,24 @@ async def test_control_api_registers_private_streams_and_audits_every_step(
     async def write_audit(action: str, who: str, details: dict[str, Any]) -> None:
         await audit(state, action, who, **details)
 
-    hooks = RoomHooks(resolve_caller=caller, store=StateRoomStore(state), audit=write_audit,
-                      define_streams=define)
+    hooks = RoomHooks(
+        resolve_caller=caller, store=StateRoomStore(state), audit=write_audit, define_streams=define
+    )
     app = FastAPI()
-    app.include_router(make_webrtc_router(Hub(), authorize_play, authorize_publish,
-                                          room_hooks=hooks))
+    app.include_router(
+        make_webrtc_router(Hub(), authorize_play, authorize_publish, room_hooks=hooks)
+    )
     operator = {"x-user": "olga/operator"}
     sdp = {"Content-Type": "application/sdp"}
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test"
+        ) as client:
             body = {"room": "a1", "seats": {"court": "Court 5", "lawyer": "Defence"}}
             assert (await client.post("/api/v1/arraignments", json=body)).status_code == 401
-            clerk = await client.post("/api/v1/arraignments", json=body,
-                                      headers={"x-user": "vic/viewer"})
+            clerk = await client.post(
+                "/api/v1/arraignments", json=body, headers={"x-user": "vic/viewer"}
+            )
             assert clerk.status_code == 403 and "may not manage" in clerk.json()["detail"]
             made = await client.post("/api/v1/arraignments", json=body, headers=operator)
             assert made.status_code == 201, made.text
@@ -238,28 +256,32 @@ async def test_control_api_registers_private_streams_and_audits_every_step(
 
             wrong = await client.post("/arraignment/a1/join", json={"code": "00000000"})
             assert wrong.status_code == 403 and "not valid" in wrong.json()["detail"]
-            court = (await client.post("/arraignment/a1/join",
-                                       json={"code": codes["court"]})).json()
-            stranger = await client.post(f"/whep/{room_stream('a1', 'court')}",
-                                         content="v=0\n", headers=sdp)
+            court = (
+                await client.post("/arraignment/a1/join", json={"code": codes["court"]})
+            ).json()
+            stranger = await client.post(
+                f"/whep/{room_stream('a1', 'court')}", content="v=0\n", headers=sdp
+            )
             assert stranger.status_code == 404, "a private seat stays hidden from the public"
-            watch = await client.post(f"/whep/{room_stream('a1', 'court')}",
-                                      content="v=0\n", headers={**sdp, **operator})
+            watch = await client.post(
+                f"/whep/{room_stream('a1', 'court')}", content="v=0\n", headers={**sdp, **operator}
+            )
             assert watch.status_code == 400, "let through (then the bad SDP is refused)"
             listed = (await client.get("/api/v1/arraignments", headers=operator)).json()
             seats = listed[0]["seats"]
             assert seats["court"]["joined"] and seats["detention"]["code_pending"]
             assert "code_digest" not in str(listed) and codes["court"] not in str(listed)
-            left = await client.post("/arraignment/a1/leave",
-                                     headers={"Authorization": f"Bearer {court['token']}"})
+            left = await client.post(
+                "/arraignment/a1/leave", headers={"Authorization": f"Bearer {court['token']}"}
+            )
             assert left.json() == {"left": "court"}
-            code = await client.post("/api/v1/arraignments/a1/seats/lawyer/code",
-                                     headers=operator)
+            code = await client.post("/api/v1/arraignments/a1/seats/lawyer/code", headers=operator)
             assert code.status_code == 200 and code.json()["code"] != codes["lawyer"]
             closed = await client.delete("/api/v1/arraignments/a1", headers=operator)
             assert closed.json() == {"closed": "a1"}
-            assert (await client.post("/arraignment/a1/join",
-                                      json={"code": codes["detention"]})).status_code == 404
+            assert (
+                await client.post("/arraignment/a1/join", json={"code": codes["detention"]})
+            ).status_code == 404
 
         events = [e for _, e in await state.read_events("audit")]
         assert [(e["action"], e["who"]) for e in events] == [

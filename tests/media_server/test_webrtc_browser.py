@@ -147,16 +147,19 @@ def test_chromium_plays_a_hub_stream_over_whep(chromium_browser: Any, server: Li
     post_to_frame = page.evaluate("window.firstFrame - window.t0")
     post_to_answer = page.evaluate("window.tAnswer - window.t0")
     page.wait_for_function("window.loudness > 0.01", timeout=5_000)  # AAC became Opus
-    print(f"\nWHEP in Chromium: answer {post_to_answer:.0f} ms, first decoded frame "
-          f"{post_to_frame:.0f} ms after the POST; {stats['inbound-rtp:video']['framesDecoded']}"
-          f" frames, audio level {page.evaluate('window.loudness'):.2f}")
+    print(
+        f"\nWHEP in Chromium: answer {post_to_answer:.0f} ms, first decoded frame "
+        f"{post_to_frame:.0f} ms after the POST; {stats['inbound-rtp:video']['framesDecoded']}"
+        f" frames, audio level {page.evaluate('window.loudness'):.2f}"
+    )
     assert post_to_frame < 3000
     assert page.evaluate(f"hangUp('{answer['location']}')") == 200
     page.close()
 
 
 def test_chromium_publishes_over_whip_and_a_second_page_plays_it(
-        chromium_browser: Any, server: LiveServer) -> None:
+    chromium_browser: Any, server: LiveServer
+) -> None:
     publisher = open_page(chromium_browser, server)
     started = time.monotonic()
     answer = publisher.evaluate(f"whipPublish('/whip/cam1', '{PUBLISH_KEY}')")
@@ -172,9 +175,11 @@ def test_chromium_publishes_over_whip_and_a_second_page_plays_it(
     assert sps_dimensions(config.sps[0]) == (video.width, video.height) and video.width > 0
     assert view["keyframes"] >= 2, "periodic keyframe requests answered"
     assert view["packets"] > 50
-    print(f"\nWHIP from Chromium: in the hub {into_hub * 1000:.0f} ms after the POST, "
-          f"{video.width}x{video.height}, {view['keyframes']} keyframes in "
-          f"{time.monotonic() - started:.1f} s")
+    print(
+        f"\nWHIP from Chromium: in the hub {into_hub * 1000:.0f} ms after the POST, "
+        f"{video.width}x{video.height}, {view['keyframes']} keyframes in "
+        f"{time.monotonic() - started:.1f} s"
+    )
 
     viewer = open_page(chromium_browser, server)
     replay = viewer.evaluate("whepPlay('/whep/cam1')")
@@ -195,8 +200,14 @@ def _hub_view(server: LiveServer, stream_id: str) -> dict[str, Any]:
         if stream is None:
             return {"live": False}
         gop: list[Packet] = stream.gop()
-        return {"live": stream.live, "tracks": stream.tracks, "packets": stream.stats.packets,
-                "keyframes": stream.stats.keyframes, "gop": len(gop)}
+        return {
+            "live": stream.live,
+            "tracks": stream.tracks,
+            "packets": stream.stats.packets,
+            "keyframes": stream.stats.keyframes,
+            "gop": len(gop),
+        }
+
     return server.call(look())
 
 

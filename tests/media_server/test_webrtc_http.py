@@ -36,8 +36,9 @@ SDP = {"Content-Type": "application/sdp"}
 class LiveServer:
     """uvicorn + hub + test streams in a thread; `call` runs a coroutine on its loop."""
 
-    def __init__(self, clips: dict[str, Path], page: str = "",
-                 options: WebRTCOptions | None = None) -> None:
+    def __init__(
+        self, clips: dict[str, Path], page: str = "", options: WebRTCOptions | None = None
+    ) -> None:
         self.clips = clips
         self.page = page
         self.options = options or WebRTCOptions()
@@ -71,8 +72,10 @@ class LiveServer:
 
     async def _serve(self) -> None:
         app = self._app()
-        publishers = [asyncio.create_task(ClipPublisher(self.hub, sid, load_clip(path)).run())
-                      for sid, path in self.clips.items()]
+        publishers = [
+            asyncio.create_task(ClipPublisher(self.hub, sid, load_clip(path)).run())
+            for sid, path in self.clips.items()
+        ]
         config = uvicorn.Config(app, log_level="warning", lifespan="on")
         self._server = uvicorn.Server(config)
         self.loop.call_later(0.3, self._ready.set)
@@ -83,14 +86,20 @@ class LiveServer:
 
     def _app(self) -> FastAPI:
         app = FastAPI()
-        router = make_webrtc_router(self.hub, authorize_play, authorize_publish,
-                                    IceConfig(host_addresses=["127.0.0.1"]), self.options)
+        router = make_webrtc_router(
+            self.hub,
+            authorize_play,
+            authorize_publish,
+            IceConfig(host_addresses=["127.0.0.1"]),
+            self.options,
+        )
         self.service = router.webrtc  # type: ignore[attr-defined]
         app.include_router(router)
 
         @app.get("/test/page")
         async def page() -> HTMLResponse:
             return HTMLResponse(self.page)
+
         return app
 
 
@@ -102,8 +111,11 @@ async def authorize_play(request: Request, stream_id: str) -> None:
 
 async def authorize_publish(request: Request, stream_id: str, bearer: str | None) -> None:
     if bearer is None:
-        raise HTTPException(401, "publishing needs Authorization: Bearer <stream key>",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "publishing needs Authorization: Bearer <stream key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if bearer != PUBLISH_KEY:
         raise HTTPException(403, f"wrong key for stream {stream_id!r}")
 
@@ -114,8 +126,9 @@ def webrtc_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("webrtc-clips")
     return {
         "court1": make_test_clip(base / "court1.mp4", seconds=4),
-        "hevc1": make_test_clip(base / "hevc1.mp4", seconds=2, width=320, height=240,
-                                video_codec="libx265", audio=False),
+        "hevc1": make_test_clip(
+            base / "hevc1.mp4", seconds=2, width=320, height=240, video_codec="libx265", audio=False
+        ),
     }
 
 
@@ -127,6 +140,7 @@ def webrtc_server(webrtc_clips: dict[str, Path]) -> Iterator[LiveServer]:
 
 
 # -- an aiortc WHEP client --
+
 
 class Viewer:
     def __init__(self, pc: RTCPeerConnection, response: httpx.Response) -> None:
@@ -140,8 +154,13 @@ class Viewer:
         await self.pc.close()
 
 
-async def open_viewer(base: str, stream_id: str, *, kinds: tuple[str, ...] = ("video", "audio"),
-                      video_mime: str | None = None) -> Viewer:
+async def open_viewer(
+    base: str,
+    stream_id: str,
+    *,
+    kinds: tuple[str, ...] = ("video", "audio"),
+    video_mime: str | None = None,
+) -> Viewer:
     pc = new_peer_connection(IceConfig())
     for kind in kinds:
         transceiver = pc.addTransceiver(kind, direction="recvonly")
@@ -151,8 +170,9 @@ async def open_viewer(base: str, stream_id: str, *, kinds: tuple[str, ...] = ("v
     bind_candidate_addresses(pc, ["127.0.0.1"])
     await pc.setLocalDescription(await pc.createOffer())
     async with httpx.AsyncClient(base_url=base) as client:
-        response = await client.post(f"/whep/{stream_id}", content=pc.localDescription.sdp,
-                                     headers=SDP)
+        response = await client.post(
+            f"/whep/{stream_id}", content=pc.localDescription.sdp, headers=SDP
+        )
     if response.status_code == 201:
         await pc.setRemoteDescription(RTCSessionDescription(response.text, "answer"))
     return Viewer(pc, response)
@@ -161,10 +181,12 @@ async def open_viewer(base: str, stream_id: str, *, kinds: tuple[str, ...] = ("v
 async def frames(track: MediaStreamTrack, count: int, timeout: float = 8.0) -> list[Any]:
     async def take() -> list[Any]:
         return [await track.recv() for _ in range(count)]
+
     return await asyncio.wait_for(take(), timeout)
 
 
 # -- tests --
+
 
 async def test_aiortc_viewer_decodes_the_stream_as_sent(webrtc_server: LiveServer) -> None:
     started = time.monotonic()
@@ -188,7 +210,8 @@ async def test_aiortc_viewer_decodes_the_stream_as_sent(webrtc_server: LiveServe
 
 
 async def test_viewers_share_one_packetization_and_one_transcoder(
-        webrtc_server: LiveServer) -> None:
+    webrtc_server: LiveServer,
+) -> None:
     viewers = [await open_viewer(webrtc_server.url, "court1") for _ in range(3)]
     assert all(v.response.status_code == 201 for v in viewers)
     for v in viewers:
@@ -201,8 +224,10 @@ async def test_viewers_share_one_packetization_and_one_transcoder(
     stats = egress.video.stats
     assert stats.reused >= stats.computed, f"payloads not shared: {stats}"
     assert len(egress.audio.listeners) == 3, "one AAC->Opus transcoder for all viewers"
-    print(f"\nshared packetization: {stats.computed} frames packetized, {stats.reused} reused; "
-          f"AAC->Opus {egress.audio.frames_out} frames, {egress.audio.cpu_s * 1000:.0f} ms CPU")
+    print(
+        f"\nshared packetization: {stats.computed} frames packetized, {stats.reused} reused; "
+        f"AAC->Opus {egress.audio.frames_out} frames, {egress.audio.cpu_s * 1000:.0f} ms CPU"
+    )
     for v in viewers:
         await v.close()
     await _until(lambda: service.whep.egresses.get("court1") is None, 10)
@@ -210,8 +235,10 @@ async def test_viewers_share_one_packetization_and_one_transcoder(
 
 async def test_per_viewer_pass_through_mode_also_plays(webrtc_clips: dict[str, Path]) -> None:
     server = await asyncio.to_thread(
-        lambda: LiveServer({"court1": webrtc_clips["court1"]},
-                           options=WebRTCOptions(shared_packetization=False)).start())
+        lambda: LiveServer(
+            {"court1": webrtc_clips["court1"]}, options=WebRTCOptions(shared_packetization=False)
+        ).start()
+    )
     try:
         viewer = await open_viewer(server.url, "court1", kinds=("video",))
         assert viewer.response.status_code == 201, viewer.response.text
@@ -223,10 +250,13 @@ async def test_per_viewer_pass_through_mode_also_plays(webrtc_clips: dict[str, P
 
 
 async def test_session_limit_is_503_with_a_reason_and_frees_on_hang_up(
-        webrtc_clips: dict[str, Path]) -> None:
+    webrtc_clips: dict[str, Path],
+) -> None:
     server = await asyncio.to_thread(
-        lambda: LiveServer({"court1": webrtc_clips["court1"]},
-                           options=WebRTCOptions(max_sessions=2)).start())
+        lambda: LiveServer(
+            {"court1": webrtc_clips["court1"]}, options=WebRTCOptions(max_sessions=2)
+        ).start()
+    )
     try:
         first = await open_viewer(server.url, "court1", kinds=("video",))
         second = await open_viewer(server.url, "court1", kinds=("video",))
@@ -249,8 +279,9 @@ async def test_session_limit_is_503_with_a_reason_and_frees_on_hang_up(
         await asyncio.to_thread(server.stop)
 
 
-async def test_rtmp_publisher_plays_over_whep(webrtc_server: LiveServer,
-                                              webrtc_clips: dict[str, Path]) -> None:
+async def test_rtmp_publisher_plays_over_whep(
+    webrtc_server: LiveServer, webrtc_clips: dict[str, Path]
+) -> None:
     """ffmpeg -> RTMP (millisecond timestamps, AVCC) -> hub -> WHEP: same bytes, decodable;
     and the RTMP reads are not batched while a WebRTC viewer watches (read_batching.py)."""
     from media_server.rtmp.server import RtmpServer
@@ -262,9 +293,21 @@ async def test_rtmp_publisher_plays_over_whep(webrtc_server: LiveServer,
 
     rtmp = webrtc_server.call(start_rtmp())
     ffmpeg = await asyncio.create_subprocess_exec(
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
-        "-i", str(webrtc_clips["court1"]), "-c", "copy", "-f", "flv",
-        f"rtmp://127.0.0.1:{rtmp.port}/live/rtmp1")
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-stream_loop",
+        "-1",
+        "-i",
+        str(webrtc_clips["court1"]),
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        f"rtmp://127.0.0.1:{rtmp.port}/live/rtmp1",
+    )
     try:
         await _until(lambda: (s := webrtc_server.hub.find("rtmp1")) is not None and s.live, 10)
         stream = webrtc_server.hub.stream("rtmp1")
@@ -285,17 +328,30 @@ async def test_rtmp_publisher_plays_over_whep(webrtc_server: LiveServer,
         webrtc_server.call(rtmp.stop())
 
 
-@pytest.mark.parametrize("stream_id,body,headers,status,reason", [
-    ("nosuch", None, SDP, 404, "not live"),
-    ("court1", "this is not SDP", SDP, 400, "must start with 'v=0'"),
-    ("court1", "v=0\nm=video 9 UDP/TLS/RTP/SAVPF 96\na=rtpmap:96 H264/90000\n", SDP, 400,
-     "no ICE credentials"),
-    ("court1", None, {"Content-Type": "text/plain"}, 415, "application/sdp"),
-    (PRIVATE, None, SDP, 403, "private"),
-])
-async def test_whep_refusals_are_readable(webrtc_server: LiveServer, stream_id: str,
-                                         body: str | None, headers: dict[str, str],
-                                         status: int, reason: str) -> None:
+@pytest.mark.parametrize(
+    "stream_id,body,headers,status,reason",
+    [
+        ("nosuch", None, SDP, 404, "not live"),
+        ("court1", "this is not SDP", SDP, 400, "must start with 'v=0'"),
+        (
+            "court1",
+            "v=0\nm=video 9 UDP/TLS/RTP/SAVPF 96\na=rtpmap:96 H264/90000\n",
+            SDP,
+            400,
+            "no ICE credentials",
+        ),
+        ("court1", None, {"Content-Type": "text/plain"}, 415, "application/sdp"),
+        (PRIVATE, None, SDP, 403, "private"),
+    ],
+)
+async def test_whep_refusals_are_readable(
+    webrtc_server: LiveServer,
+    stream_id: str,
+    body: str | None,
+    headers: dict[str, str],
+    status: int,
+    reason: str,
+) -> None:
     offer = body if body is not None else await _offer()
     async with httpx.AsyncClient(base_url=webrtc_server.url) as client:
         response = await client.post(f"/whep/{stream_id}", content=offer, headers=headers)
@@ -312,8 +368,9 @@ async def test_h265_stream_is_refused_with_406(webrtc_server: LiveServer) -> Non
 
 
 async def test_offer_without_h264_is_refused_with_406(webrtc_server: LiveServer) -> None:
-    viewer = await open_viewer(webrtc_server.url, "court1", kinds=("video",),
-                               video_mime="video/VP8")
+    viewer = await open_viewer(
+        webrtc_server.url, "court1", kinds=("video",), video_mime="video/VP8"
+    )
     assert viewer.response.status_code == 406
     assert "no H.264" in viewer.response.json()["detail"]
     await viewer.close()
@@ -323,10 +380,14 @@ async def test_whip_needs_the_right_bearer_key(webrtc_server: LiveServer) -> Non
     offer = await _offer(direction="sendonly")
     async with httpx.AsyncClient(base_url=webrtc_server.url) as client:
         missing = await client.post("/whip/cam9", content=offer, headers=SDP)
-        wrong = await client.post("/whip/cam9", content=offer,
-                                  headers={**SDP, "Authorization": "Bearer nope"})
-        viewer_offer = await client.post("/whip/cam9", content=await _offer(),
-                                         headers={**SDP, "Authorization": f"Bearer {PUBLISH_KEY}"})
+        wrong = await client.post(
+            "/whip/cam9", content=offer, headers={**SDP, "Authorization": "Bearer nope"}
+        )
+        viewer_offer = await client.post(
+            "/whip/cam9",
+            content=await _offer(),
+            headers={**SDP, "Authorization": f"Bearer {PUBLISH_KEY}"},
+        )
     assert missing.status_code == 401 and "Bearer" in missing.json()["detail"]
     assert wrong.status_code == 403 and "wrong key" in wrong.json()["detail"]
     assert viewer_offer.status_code == 400 and "sendonly" in viewer_offer.json()["detail"]
@@ -334,8 +395,11 @@ async def test_whip_needs_the_right_bearer_key(webrtc_server: LiveServer) -> Non
 
 async def test_patch_is_405_and_unknown_sessions_404(webrtc_server: LiveServer) -> None:
     async with httpx.AsyncClient(base_url=webrtc_server.url) as client:
-        patch = await client.patch("/whep/court1/abc", content="a=end-of-candidates",
-                                   headers={"Content-Type": "application/trickle-ice-sdpfrag"})
+        patch = await client.patch(
+            "/whep/court1/abc",
+            content="a=end-of-candidates",
+            headers={"Content-Type": "application/trickle-ice-sdpfrag"},
+        )
         delete = await client.delete("/whip/court1/abc")
         options = await client.options("/whep/court1")
     assert patch.status_code == 405 and patch.headers["allow"] == "DELETE"

@@ -45,10 +45,11 @@ from media_server.webrtc.whip import plan_publish
 
 # avcC records captured from ffmpeg/libx264 (constrained baseline 640x360, high 1280x720)
 AVCC_BASELINE_360 = bytes.fromhex(
-    "0142c01effe100196742c01eda0280bfe5c0440000030004000003"
-    "00f23c58ba8001000468ce3c80")
+    "0142c01effe100196742c01eda0280bfe5c044000003000400000300f23c58ba8001000468ce3c80"
+)
 AVCC_HIGH_720 = bytes.fromhex(
-    "0164001fffe1001a6764001facd9405005bb0110000003001000000303c0f183196001000668ebe3cb22c0fdf8f800")
+    "0164001fffe1001a6764001facd9405005bb0110000003001000000303c0f183196001000668ebe3cb22c0fdf8f800"
+)
 
 SPS = parse_avcc_config(AVCC_BASELINE_360).sps[0]
 PPS = parse_avcc_config(AVCC_BASELINE_360).pps[0]
@@ -93,6 +94,7 @@ def h264_track(config: bytes = AVCC_BASELINE_360) -> Track:
 
 # -- H.264 bytes --
 
+
 def test_avcc_and_annexb_round_trip() -> None:
     nals = [SPS, PPS, IDR]
     assert [bytes(n) for n in avcc_nals(to_avcc(nals))] == nals
@@ -123,6 +125,7 @@ def test_avcc_config_parse_build_and_sps_facts() -> None:
 
 
 # -- RTP payloads --
+
 
 def reassemble(payloads: list[bytes]) -> bytes:
     return b"".join(h264_depayload(p) for p in payloads)
@@ -166,13 +169,17 @@ def test_payload_cache_computes_once_for_all_viewers() -> None:
 
 # -- SDP offers --
 
-@pytest.mark.parametrize("body,reason", [
-    ("", "must start with 'v=0'"),
-    ("hello", "must start with 'v=0'"),
-    ("v=0\nthis is not sdp", "not an SDP line"),
-    ("v=0\no=- 1 1 IN IP4 0.0.0.0\n", "no media"),
-    ("v=0\nm=video\n", "malformed m= line"),
-])
+
+@pytest.mark.parametrize(
+    "body,reason",
+    [
+        ("", "must start with 'v=0'"),
+        ("hello", "must start with 'v=0'"),
+        ("v=0\nthis is not sdp", "not an SDP line"),
+        ("v=0\no=- 1 1 IN IP4 0.0.0.0\n", "no media"),
+        ("v=0\nm=video\n", "malformed m= line"),
+    ],
+)
 def test_bad_offers_say_why(body: str, reason: str) -> None:
     with pytest.raises(SdpError, match=reason):
         parse_offer(body)
@@ -198,7 +205,7 @@ def test_viewer_plan_refuses_what_a_browser_cannot_play() -> None:
         plan_viewer("c", (hevc, aac), offer)
     assert refused.value.status == 406
     no_h264 = parse_offer(CHROME_LIKE_OFFER.replace("H264/90000", "VP9/90000"))
-    with pytest.raises(SignalingError, match="no H.264") as refused:
+    with pytest.raises(SignalingError, match=r"no H\.264") as refused:
         plan_viewer("c", (h264_track(), aac), no_h264)
     assert refused.value.status == 406
     sending = parse_offer(CHROME_LIKE_OFFER.replace("a=recvonly", "a=sendonly"))
@@ -209,8 +216,12 @@ def test_viewer_plan_refuses_what_a_browser_cannot_play() -> None:
 def test_b_frames_are_refused_with_a_reason() -> None:
     offer = parse_offer(CHROME_LIKE_OFFER)
     in_order = [Packet(0, i, i, i == 0, b"") for i in range(3)]
-    reordered = [Packet(0, 0, 0, True, b""), Packet(0, 1, 3, False, b""),
-                 Packet(0, 2, 1, False, b""), Packet(0, 3, 2, False, b"")]
+    reordered = [
+        Packet(0, 0, 0, True, b""),
+        Packet(0, 1, 3, False, b""),
+        Packet(0, 2, 1, False, b""),
+        Packet(0, 3, 2, False, b""),
+    ]
     assert plan_viewer("c", (h264_track(),), offer, in_order).video
     with pytest.raises(SignalingError, match="B-frames") as refused:
         plan_viewer("c", (h264_track(),), offer, reordered)
@@ -223,11 +234,12 @@ def test_publish_plan_wants_sendonly_h264_and_opus() -> None:
     with pytest.raises(SignalingError, match="sendonly"):
         plan_publish(parse_offer(CHROME_LIKE_OFFER))
     vp8 = CHROME_LIKE_OFFER.replace("a=recvonly", "a=sendonly").replace("H264/", "VP9/")
-    with pytest.raises(SignalingError, match="publish H.264"):
+    with pytest.raises(SignalingError, match=r"publish H\.264"):
         plan_publish(parse_offer(vp8))
 
 
 # -- WHIP assembly --
+
 
 def test_assembler_waits_for_parameter_sets_and_a_keyframe() -> None:
     asm = H264Assembler()
@@ -252,10 +264,12 @@ def test_ice_config_uses_no_public_stun_unless_told() -> None:
     closed = IceConfig(host_addresses=["10.1.2.3"])
     assert closed.rtc_configuration().iceServers == []
     assert closed.candidate_addresses() == ["10.1.2.3", "127.0.0.1"]
-    assert IceConfig(host_addresses=["10.1.2.3"], include_loopback=False) \
-        .candidate_addresses() == ["10.1.2.3"]
-    relayed = IceConfig(servers=[IceServer(urls=["turn:10.0.0.9:3478"], username="u",
-                                           credential="p")])
+    assert IceConfig(host_addresses=["10.1.2.3"], include_loopback=False).candidate_addresses() == [
+        "10.1.2.3"
+    ]
+    relayed = IceConfig(
+        servers=[IceServer(urls=["turn:10.0.0.9:3478"], username="u", credential="p")]
+    )
     (server,) = relayed.rtc_configuration().iceServers or []
     assert server.urls == ["turn:10.0.0.9:3478"] and server.credential == "p"
 
@@ -265,8 +279,9 @@ async def test_candidates_come_from_the_configured_addresses() -> None:
     pc.addTransceiver("video", direction="recvonly")
     bind_candidate_addresses(pc, ["127.0.0.1"])
     await pc.setLocalDescription(await pc.createOffer())
-    candidates = [line for line in pc.localDescription.sdp.splitlines()
-                  if line.startswith("a=candidate")]
+    candidates = [
+        line for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate")
+    ]
     await pc.close()
     assert candidates and all(" 127.0.0.1 " in c and "typ host" in c for c in candidates)
 
@@ -277,6 +292,7 @@ def test_opus_head() -> None:
 
 
 # -- timelines and the viewer feed --
+
 
 def test_timeline_stays_continuous_over_restarts() -> None:
     line = Timeline(3000)
@@ -334,8 +350,9 @@ async def test_viewer_without_cached_keyframe_asks_for_one_and_waits() -> None:
     hub = Hub()
     asked: list[str] = []
     pub = hub.publish("c", (h264_track(),), "test")
-    feed = ViewerFeed(hub, StreamEgress(hub, "c"), video=True, audio=False,
-                      request_keyframe=asked.append)
+    feed = ViewerFeed(
+        hub, StreamEgress(hub, "c"), video=True, audio=False, request_keyframe=asked.append
+    )
     assert feed.video_track is not None
     feed.start()
     await _until(lambda: bool(hub.stream("c").subscribers))
@@ -351,8 +368,7 @@ async def test_b_frames_arriving_later_end_the_viewer() -> None:
     hub = Hub()
     pub = hub.publish("c", (h264_track(),), "test")
     ended: list[str] = []
-    feed = ViewerFeed(hub, StreamEgress(hub, "c"), video=True, audio=False,
-                      on_ended=ended.append)
+    feed = ViewerFeed(hub, StreamEgress(hub, "c"), video=True, audio=False, on_ended=ended.append)
     feed.start()
     await _until(lambda: bool(hub.stream("c").subscribers))
     for dts, pts in ((0, 0), (3000, 9000), (6000, 3000)):
@@ -365,8 +381,7 @@ async def test_h265_publication_ends_the_viewer() -> None:
     hub = Hub()
     pub = hub.publish("c", (h264_track(),), "test")
     ended: list[str] = []
-    feed = ViewerFeed(hub, StreamEgress(hub, "c"), video=True, audio=False,
-                      on_ended=ended.append)
+    feed = ViewerFeed(hub, StreamEgress(hub, "c"), video=True, audio=False, on_ended=ended.append)
     feed.start()
     await _until(lambda: bool(hub.stream("c").subscribers))
     pub.set_tracks((Track(0, "video", "h265", 90000, b""),))
@@ -383,6 +398,7 @@ async def _until(check: Callable[[], bool], timeout: float = 2.0) -> None:
 
 # -- AAC -> Opus --
 
+
 def test_aac_to_opus_costs_little(tmp_path: Path) -> None:
     clip = load_clip(make_test_clip(tmp_path / "tone.mp4", seconds=3, width=160, height=90))
     aac = next(t for t in clip.tracks if t.codec == "aac")
@@ -393,10 +409,13 @@ def test_aac_to_opus_costs_little(tmp_path: Path) -> None:
     cpu = time.process_time() - start
     seconds = len(packets) * 1024 / aac.sample_rate
     assert len(frames) >= int(seconds * 50) - 3  # 20 ms frames, minus codec delay
-    assert [b.timestamp - a.timestamp for a, b in itertools.pairwise(frames)] == \
-        [OPUS_FRAME] * (len(frames) - 1)
-    print(f"\nAAC->Opus: {cpu * 1000 / seconds:.1f} ms CPU per audio second "
-          f"({len(frames)} Opus frames from {len(packets)} AAC frames)")
+    assert [b.timestamp - a.timestamp for a, b in itertools.pairwise(frames)] == [OPUS_FRAME] * (
+        len(frames) - 1
+    )
+    print(
+        f"\nAAC->Opus: {cpu * 1000 / seconds:.1f} ms CPU per audio second "
+        f"({len(frames)} Opus frames from {len(packets)} AAC frames)"
+    )
     assert cpu / seconds < 0.2
 
 
@@ -418,14 +437,21 @@ async def test_lean_send_path_writes_what_aiortc_parses_and_resends_over_rtx() -
     from aiortc.rtp import RtpPacket, unwrap_rtx
 
     from media_server.webrtc import fastsend
+
     dtls = FakeDtls()
     sender = RTCRtpSender("video", dtls)  # type: ignore[arg-type]
     fastsend.install(sender)
     ext_map = getattr(sender, fastsend.P + "rtp_header_extensions_map")
-    ext_map.configure(RTCRtpParameters(headerExtensions=[
-        RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
-        RTCRtpHeaderExtensionParameters(
-            id=2, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time")]))
+    ext_map.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+                RTCRtpHeaderExtensionParameters(
+                    id=2, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+                ),
+            ]
+        )
+    )
     setattr(sender, fastsend.P + "mid", "0")
     out = fastsend.RtpOut(sender, 102)
     out.seq, out.origin = 65534, 0
@@ -438,7 +464,8 @@ async def test_lean_send_path_writes_what_aiortc_parses_and_resends_over_rtx() -
     assert [p.sequence_number for p in packets] == [65534, 65535, 0]
     assert [p.marker for p in packets] == [0, 0, 1]
     assert {(p.timestamp, p.ssrc, p.payload_type, p.extensions.mid) for p in packets} == {
-        (123456, sender._ssrc, 102, "0")}
+        (123456, sender._ssrc, 102, "0")
+    }
     assert [p.payload for p in packets] == payloads
     sent_at = packets[0].extensions.abs_send_time
     assert sent_at is not None
@@ -454,6 +481,7 @@ async def test_lean_send_path_writes_what_aiortc_parses_and_resends_over_rtx() -
 
 def test_gso_runs_are_equal_sizes_closed_by_at_most_one_shorter_packet() -> None:
     from media_server.webrtc.fastsend import gso_runs
+
     assert gso_runs([]) == []
     assert gso_runs([100]) == [(0, 1)]
     assert gso_runs([40, 1200, 1200, 1199, 1200, 1200]) == [(0, 1), (1, 4), (4, 6)]
@@ -474,16 +502,19 @@ async def test_udp_path_sends_a_frame_in_few_syscalls_and_the_viewer_gets_every_
     from aiortc.rtcdtlstransport import State
 
     from media_server.webrtc.fastsend import UdpPath
+
     loop = asyncio.get_running_loop()
     viewer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     viewer.bind(("127.0.0.1", 0))
     viewer.setblocking(False)
     transport, _ = await loop.create_datagram_endpoint(
-        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
     try:
         dtls = SimpleNamespace(_tx_srtp=FakeSrtp(), _state=State.CONNECTED)
-        pair = SimpleNamespace(protocol=SimpleNamespace(transport=transport),
-                               remote_addr=viewer.getsockname())
+        pair = SimpleNamespace(
+            protocol=SimpleNamespace(transport=transport), remote_addr=viewer.getsockname()
+        )
         path = UdpPath(dtls, pair)
         frame = [b"s" * 30] + [bytes([i]) * 1200 for i in range(6)] + [b"z" * 1190]
         path.send(frame)
@@ -497,15 +528,23 @@ async def test_udp_path_sends_a_frame_in_few_syscalls_and_the_viewer_gets_every_
         transport.close()
         viewer.close()
 
+
 async def test_keyframe_requests_reach_a_whip_publisher_through_the_hub() -> None:
     from media_server.webrtc.depacketize import VideoFrame
     from media_server.webrtc.whep import WhepEndpoint
     from media_server.webrtc.whip import WhipIngest
+
     hub = Hub()
     asked: list[str] = []
-    ingest = WhipIngest(hub, "cam", "whip test", video=True, audio=False,
-                        on_evict=lambda reason: None,
-                        on_keyframe_request=lambda: asked.append("pli"))
+    ingest = WhipIngest(
+        hub,
+        "cam",
+        "whip test",
+        video=True,
+        audio=False,
+        on_evict=lambda reason: None,
+        on_keyframe_request=lambda: asked.append("pli"),
+    )
     ingest._start(VideoFrame(b"", True, h264_track().config, 64, 64))
     assert hub.stream("cam").live
     WhepEndpoint(hub, IceConfig()).request_keyframe("cam")  # what a joining viewer calls

@@ -36,19 +36,26 @@ async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
 
 
 def s3_store(server: S3Server, **kwargs: Any) -> ObjectStore:
-    return open_object_store("s3", endpoint=server.endpoint, access_key=server.access_key,
-                             secret_key=server.secret_key,
-                             bucket=f"rec-{uuid.uuid4().hex[:16]}", **kwargs)
+    return open_object_store(
+        "s3",
+        endpoint=server.endpoint,
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        bucket=f"rec-{uuid.uuid4().hex[:16]}",
+        **kwargs,
+    )
 
 
 @pytest.fixture(params=["disk", "s3"])
 async def objects(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
     if request.param == "disk":
-        store = open_object_store("disk", root=tmp_path / "objects",
-                                  signing_secret=secrets.token_bytes(32))
+        store = open_object_store(
+            "disk", root=tmp_path / "objects", signing_secret=secrets.token_bytes(32)
+        )
     else:
-        store = s3_store(request.getfixturevalue("s3_server"), retry_budget_s=2.0,
-                         request_timeout_s=2.0)
+        store = s3_store(
+            request.getfixturevalue("s3_server"), retry_budget_s=2.0, request_timeout_s=2.0
+        )
     yield store
     await store.close()
 
@@ -65,14 +72,18 @@ def index(state: StateStore) -> RecordingIndex:
 
 @pytest.fixture
 def options(tmp_path: Path) -> RecorderOptions:
-    return RecorderOptions(segment_target_s=2.0, part_target_s=0.5,
-                           spool_dir=tmp_path / "spool")
+    return RecorderOptions(segment_target_s=2.0, part_target_s=0.5, spool_dir=tmp_path / "spool")
 
 
 def new_manifest(stream: str = "room-1", **fields: Any) -> Manifest:
     import time
-    return Manifest(recording_id=f"{stream}-{uuid.uuid4().hex[:8]}", stream=stream,
-                    opened_at=time.time(), **fields)
+
+    return Manifest(
+        recording_id=f"{stream}-{uuid.uuid4().hex[:8]}",
+        stream=stream,
+        opened_at=time.time(),
+        **fields,
+    )
 
 
 async def assemble(store: ObjectStore, manifest: Manifest, out: Path) -> Path:
@@ -85,9 +96,24 @@ async def assemble(store: ObjectStore, manifest: Manifest, out: Path) -> Path:
 
 
 def ffprobe(path: Path | str, *extra: str) -> dict[str, Any]:
-    out = subprocess.run(["ffprobe", "-v", "error", *extra, "-count_frames", "-show_streams",
-                          "-show_format", "-of", "json", str(path)],
-                         capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            *extra,
+            "-count_frames",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout))
 
@@ -97,8 +123,11 @@ def decoded_video(path: Path) -> list[float]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.codec_context.options = {"err_detect": "explode"}
-        return [float(f.pts * f.time_base) for f in container.decode(stream)
-                if f.pts is not None and f.time_base is not None]
+        return [
+            float(f.pts * f.time_base)
+            for f in container.decode(stream)
+            if f.pts is not None and f.time_base is not None
+        ]
 
 
 def decoded_seconds(info: dict[str, Any], fps: int) -> float:

@@ -87,8 +87,7 @@ def agent_segments(clip: Path, wallclock: float, seconds: float) -> Made:
             if t > seconds:
                 continue
             shift = round(n * (clip_s + 1 / FPS) * tracks[p.track].timescale)
-            segmenter.feed(replace(p, dts=p.dts + shift, pts=p.pts + shift,
-                                   arrival=wallclock + t))
+            segmenter.feed(replace(p, dts=p.dts + shift, pts=p.pts + shift, arrival=wallclock + t))
     segmenter.end_run()
     return Made(next(iter(segmenter.inits.values())), list(segmenter.segments))
 
@@ -96,28 +95,38 @@ def agent_segments(clip: Path, wallclock: float, seconds: float) -> Made:
 async def enrol_device(node: Platform, room: str) -> EnrolResponse:
     registry = DeviceRegistry(node.roles[0].state)  # type: ignore[attr-defined]
     token = await registry.make_enrol_token("c1", room)
-    return await registry.enroll(EnrolRequest(token=token, sources=[
-        SourceInfo(name="cam", kind="test")]), f"rtmp://127.0.0.1:{media_role(node).rtmp_port}/live")
+    return await registry.enroll(
+        EnrolRequest(token=token, sources=[SourceInfo(name="cam", kind="test")]),
+        f"rtmp://127.0.0.1:{media_role(node).rtmp_port}/live",
+    )
 
 
 def client(node: Platform, device: EnrolResponse | None) -> httpx.AsyncClient:
-    headers = {"Authorization": bearer(device.device_id, device.device_secret)} if device \
-        else {}
+    headers = {"Authorization": bearer(device.device_id, device.device_secret)} if device else {}
     return httpx.AsyncClient(base_url=base_url(node), headers=headers, timeout=30)
 
 
-async def put_segment(http: httpx.AsyncClient, rid: str, stream: str, seg: Segment,
-                      init: str, sha: str | None = None) -> httpx.Response:
+async def put_segment(
+    http: httpx.AsyncClient, rid: str, stream: str, seg: Segment, init: str, sha: str | None = None
+) -> httpx.Response:
     data = seg.data()
-    return await http.put(BACKFILL_SEGMENT_PATH.format(recording_id=rid), content=data,
-                          params={"stream": stream, "start": seg.wallclock,
-                                  "duration": seg.duration, "init": init,
-                                  "media_start": seg.start},
-                          headers={"X-Content-SHA256": sha or hashlib.sha256(data).hexdigest()})
+    return await http.put(
+        BACKFILL_SEGMENT_PATH.format(recording_id=rid),
+        content=data,
+        params={
+            "stream": stream,
+            "start": seg.wallclock,
+            "duration": seg.duration,
+            "init": init,
+            "media_start": seg.start,
+        },
+        headers={"X-Content-SHA256": sha or hashlib.sha256(data).hexdigest()},
+    )
 
 
-async def record_with_gap(node: Platform, tmp_path: Path, stream: str, key: str,
-                          away_s: float = 3.0) -> tuple[str, asyncio.Task[tuple[int, str]]]:
+async def record_with_gap(
+    node: Platform, tmp_path: Path, stream: str, key: str, away_s: float = 3.0
+) -> tuple[str, asyncio.Task[tuple[int, str]]]:
     """Publish 6 s, open the session while live, lose the publisher ~3 s, publish again:
     the open recording's id (a publisher-lost gap in it) and the second publisher, still
     publishing for a while (close the session before it ends: no trailing gap)."""
@@ -149,15 +158,22 @@ async def record_with_gap(node: Platform, tmp_path: Path, stream: str, key: str,
 
 
 @pytest.mark.parametrize("backend", ["disk", "s3"])
-async def test_backfill_fills_the_gap_verifies_and_plays(tmp_path: Path, backend: str,
-                                                        request: pytest.FixtureRequest) -> None:
+async def test_backfill_fills_the_gap_verifies_and_plays(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     settings: dict[str, Any] = {"recorder.segment_target_s": 2.0}
     cli_config: list[str] = []
     if backend == "s3":
         s3: S3Server = request.getfixturevalue("s3_server")
-        objects = {"backend": "s3", "s3": {
-            "endpoint": s3.endpoint, "access_key": s3.access_key, "secret_key": s3.secret_key,
-            "bucket": f"bf-{uuid.uuid4().hex[:12]}"}}
+        objects = {
+            "backend": "s3",
+            "s3": {
+                "endpoint": s3.endpoint,
+                "access_key": s3.access_key,
+                "secret_key": s3.secret_key,
+                "bucket": f"bf-{uuid.uuid4().hex[:12]}",
+            },
+        }
         settings |= {"objects.backend": "s3", "objects.s3": objects["s3"]}
         config = tmp_path / "s3.json"  # JSON is YAML: the CLI reads the same store
         config.write_text(json.dumps({"objects": objects}))
@@ -169,51 +185,65 @@ async def test_backfill_fills_the_gap_verifies_and_plays(tmp_path: Path, backend
         await node.stop()
 
 
-async def run_backfill_scenario(node: Platform, tmp_path: Path,
-                                cli_config: list[str] | None = None) -> None:
+async def run_backfill_scenario(
+    node: Platform, tmp_path: Path, cli_config: list[str] | None = None
+) -> None:
     device = await enrol_device(node, "r1")
     other = await enrol_device(node, "r2")
     stream = device.streams["cam"].main.stream_id
     role = recorder_role(node)
-    rid, publisher = await record_with_gap(node, tmp_path, stream,
-                                           device.streams["cam"].main.key)
+    rid, publisher = await record_with_gap(node, tmp_path, stream, device.streams["cam"].main.key)
     live = role.find(rid)
     assert live is not None
     [gap] = [g for g in live.manifest.gaps if g.cause == "publisher-lost"]
     # 3 s away, plus ffmpeg's start, which takes seconds on a loaded machine
     assert 2.5 <= gap.end - gap.start <= 9, gap
     # the agent recorded all along: a different encode (B-frames) so its init is its own
-    made = agent_segments(make_clip(tmp_path, seconds=4, fps=FPS, gop=FPS, bframes=2),
-                          gap.start - 3.0, gap.end - gap.start + 6.0)
-    needed = [s for s in made.segments
-              if min(s.wallclock + s.duration, gap.end) - max(s.wallclock, gap.start) >= 0.1]
+    made = agent_segments(
+        make_clip(tmp_path, seconds=4, fps=FPS, gop=FPS, bframes=2),
+        gap.start - 3.0,
+        gap.end - gap.start + 6.0,
+    )
+    needed = [
+        s
+        for s in made.segments
+        if min(s.wallclock + s.duration, gap.end) - max(s.wallclock, gap.start) >= 0.1
+    ]
     outside = made.segments[0]  # [gap.start - 3, - 1]: recorded media is there
     assert outside.wallclock + outside.duration <= gap.start
-    async with client(node, device) as http, client(node, other) as intruder, \
-            client(node, None) as anonymous:
+    async with (
+        client(node, device) as http,
+        client(node, other) as intruder,
+        client(node, None) as anonymous,
+    ):
         # who may ask
         gaps = await http.get(BACKFILL_GAPS_PATH, params={"stream": stream})
         assert gaps.status_code == 200, gaps.text
         assert [(g["recording_id"], g["start"], g["end"]) for g in gaps.json()] == [
-            (rid, gap.start, gap.end)]
-        assert (await anonymous.get(BACKFILL_GAPS_PATH, params={"stream": stream})
-                ).status_code == 401
-        assert (await intruder.get(BACKFILL_GAPS_PATH, params={"stream": stream})
-                ).status_code == 403
+            (rid, gap.start, gap.end)
+        ]
+        assert (
+            await anonymous.get(BACKFILL_GAPS_PATH, params={"stream": stream})
+        ).status_code == 401
+        assert (
+            await intruder.get(BACKFILL_GAPS_PATH, params={"stream": stream})
+        ).status_code == 403
         wrong = client(node, replace_secret(device))
-        assert (await wrong.get(BACKFILL_GAPS_PATH, params={"stream": stream})
-                ).status_code == 401
+        assert (await wrong.get(BACKFILL_GAPS_PATH, params={"stream": stream})).status_code == 401
         await wrong.aclose()
         init_url = BACKFILL_INIT_PATH.format(recording_id=rid)
         assert (await intruder.put(init_url, content=made.init)).status_code == 403
         # the init: stored once, then a duplicate with the same name
         first = await http.put(init_url, content=made.init)
-        assert first.status_code == 201 and first.json() == {"status": "stored",
-                                                              "init": "init-bf0.mp4"}
+        assert first.status_code == 201 and first.json() == {
+            "status": "stored",
+            "init": "init-bf0.mp4",
+        }
         again = await http.put(init_url, content=made.init)
         assert again.status_code == 200 and again.json()["init"] == "init-bf0.mp4"
-        h265 = agent_segments(make_clip(tmp_path, seconds=2, fps=FPS, gop=FPS, video="h265"),
-                              gap.start, 2.0)
+        h265 = agent_segments(
+            make_clip(tmp_path, seconds=2, fps=FPS, gop=FPS, video="h265"), gap.start, 2.0
+        )
         refused = await http.put(init_url, content=h265.init)
         assert refused.status_code == 409 and "hvc1" in refused.text, refused.text
         # bad uploads
@@ -221,8 +251,9 @@ async def run_backfill_scenario(node: Platform, tmp_path: Path,
         assert bad_sha.status_code == 400 and "SHA256" in bad_sha.text
         no_gap = await put_segment(http, rid, stream, outside, "init-bf0.mp4")
         assert no_gap.status_code == 409 and "no gap there" in no_gap.text
-        assert (await put_segment(intruder, rid, stream, needed[0], "init-bf0.mp4")
-                ).status_code == 403
+        assert (
+            await put_segment(intruder, rid, stream, needed[0], "init-bf0.mp4")
+        ).status_code == 403
         # half while the recording is open (through the live writer) ...
         half = len(needed) // 2
         for seg in needed[:half]:
@@ -237,8 +268,9 @@ async def run_backfill_scenario(node: Platform, tmp_path: Path,
         await role.wait_closed()
         assert role.find(rid) is None
         assert (await publisher)[0] == 0
-        answers = [await put_segment(http, rid, stream, seg, "init-bf0.mp4")
-                   for seg in needed[half:]]
+        answers = [
+            await put_segment(http, rid, stream, seg, "init-bf0.mp4") for seg in needed[half:]
+        ]
         assert [a.status_code for a in answers] == [201] * len(answers), answers[-1].text
         assert answers[-1].json()["gap_filled"] is True
         # nothing twice: the same content again is a duplicate, nothing new is stored
@@ -255,8 +287,9 @@ async def run_backfill_scenario(node: Platform, tmp_path: Path,
     report = await verify_recording(objects, rid, role.signer.public)
     assert report.ok and report.signed and report.complete, report.summary()
     assert report.backfilled_segments == len(needed) and report.filled_gaps == 1
-    verified = await cli("recordings", "verify", rid, "--data-dir", str(tmp_path / "data"),
-                         *(cli_config or []))
+    verified = await cli(
+        "recordings", "verify", rid, "--data-dir", str(tmp_path / "data"), *(cli_config or [])
+    )
     assert verified.returncode == 0 and "complete, no gaps" in verified.stdout, verified.stdout
 
     check_playlist(playlist, needed, gap.start, gap.end)
@@ -285,19 +318,22 @@ async def clerk(node: Platform) -> httpx.AsyncClient:
 
     await Users(node.roles[0].state).add("clerk1", "clerk", "pw-123456789")  # type: ignore[attr-defined]
     http = httpx.AsyncClient(base_url=base_url(node), timeout=60)
-    token = (await http.post("/api/v1/login", json={"name": "clerk1",
-                                                    "password": "pw-123456789"})).json()
+    token = (
+        await http.post("/api/v1/login", json={"name": "clerk1", "password": "pw-123456789"})
+    ).json()
     http.headers["authorization"] = f"Bearer {token['token']}"
     return http
 
 
-async def export_across(http: httpx.AsyncClient, rid: str, start: float, end: float,
-                        out: Path) -> None:
+async def export_across(
+    http: httpx.AsyncClient, rid: str, start: float, end: float, out: Path
+) -> None:
     """The HTTP export of [start, end): wall-clock order over the backfilled part, its
     length about what was asked, every frame decodable across both joins."""
     try:
-        response = await http.get(f"/api/v1/recordings/{rid}/export.mp4",
-                                  params={"from": str(start), "to": str(end)})
+        response = await http.get(
+            f"/api/v1/recordings/{rid}/export.mp4", params={"from": str(start), "to": str(end)}
+        )
     finally:
         await http.aclose()
     assert response.status_code == 200, response.text
@@ -320,8 +356,11 @@ def check_playlist(text: str, needed: list[Segment], gap_start: float, gap_end: 
     EXT-X-MAP and between discontinuities."""
     lines = text.splitlines()
     maps = [line for line in lines if line.startswith("#EXT-X-MAP")]
-    assert maps == ['#EXT-X-MAP:URI="init.mp4"', '#EXT-X-MAP:URI="init-bf0.mp4"',
-                    '#EXT-X-MAP:URI="init.mp4"'], maps
+    assert maps == [
+        '#EXT-X-MAP:URI="init.mp4"',
+        '#EXT-X-MAP:URI="init-bf0.mp4"',
+        '#EXT-X-MAP:URI="init.mp4"',
+    ], maps
     at = lines.index('#EXT-X-MAP:URI="init-bf0.mp4"')
     back = lines.index('#EXT-X-MAP:URI="init.mp4"', at)
     assert lines[at - 1] == "#EXT-X-DISCONTINUITY" and lines[back - 1] == "#EXT-X-DISCONTINUITY"
@@ -340,24 +379,31 @@ async def test_agent_uploader_fills_from_its_ring_once(tmp_path: Path) -> None:
     try:
         device = await enrol_device(node, "r1")
         stream = device.streams["cam"].main.stream_id
-        rid, publisher = await record_with_gap(node, tmp_path, stream,
-                                               device.streams["cam"].main.key, away_s=5.0)
+        rid, publisher = await record_with_gap(
+            node, tmp_path, stream, device.streams["cam"].main.key, away_s=5.0
+        )
         live = recorder_role(node).find(rid)
         assert live is not None
         [gap] = [g for g in live.manifest.gaps if g.cause == "publisher-lost"]
-        made = agent_segments(make_clip(tmp_path, seconds=4, fps=FPS, gop=FPS, bframes=2),
-                              gap.start - 8.0, gap.end - gap.start + 12.0)
+        made = agent_segments(
+            make_clip(tmp_path, seconds=4, fps=FPS, gop=FPS, bframes=2),
+            gap.start - 8.0,
+            gap.end - gap.start + 12.0,
+        )
         # the ring when the first uploader runs: up to the first segment in the gap (one
         # 2 s segment cannot cover a 5 s gap)
-        first_in = next(n for n, s in enumerate(made.segments)
-                        if min(s.wallclock + s.duration, gap.end) - max(s.wallclock, gap.start)
-                        >= 0.1)
-        early = made.segments[:first_in + 1]
+        first_in = next(
+            n
+            for n, s in enumerate(made.segments)
+            if min(s.wallclock + s.duration, gap.end) - max(s.wallclock, gap.start) >= 0.1
+        )
+        early = made.segments[: first_in + 1]
         auth = bearer(device.device_id, device.device_secret)
         first = await upload_from_ring(tmp_path, node, auth, stream, made.init, early)
         assert first.uploaded >= 1 and first.pending == 0 and not gap.filled
-        second = await upload_from_ring(tmp_path, node, auth, stream, made.init,
-                                        made.segments[len(early):])
+        second = await upload_from_ring(
+            tmp_path, node, auth, stream, made.init, made.segments[len(early) :]
+        )
         assert second.uploaded >= 1 and second.duplicates == 0 and gap.filled
         backfilled = [s for s in live.manifest.segments if s.backfilled]
         assert len(backfilled) == first.uploaded + second.uploaded
@@ -367,8 +413,9 @@ async def test_agent_uploader_fills_from_its_ring_once(tmp_path: Path) -> None:
         await node.stop()
 
 
-async def upload_from_ring(tmp_path: Path, node: Platform, auth: str, stream: str,
-                           init: bytes, segments: list[Segment]) -> Backfill:
+async def upload_from_ring(
+    tmp_path: Path, node: Platform, auth: str, stream: str, init: bytes, segments: list[Segment]
+) -> Backfill:
     """An agent run: a Ring on the spool (what earlier runs left is loaded), these new
     segments recorded into it, one backfill round."""
     ring = Ring(tmp_path / "spool", 1 << 30)

@@ -32,8 +32,20 @@ class Node:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [*COURTCAST, "up", "--data-dir", str(self.data), "--http-port", str(self.http),
-                 "--rtmp-port", str(self.rtmp), "--open"], stdout=log, stderr=log)
+                [
+                    *COURTCAST,
+                    "up",
+                    "--data-dir",
+                    str(self.data),
+                    "--http-port",
+                    str(self.http),
+                    "--rtmp-port",
+                    str(self.rtmp),
+                    "--open",
+                ],
+                stdout=log,
+                stderr=log,
+            )
         wait_http(f"http://127.0.0.1:{self.http}/api/v1/health", timeout_s=30)
 
     def kill9(self) -> None:
@@ -51,16 +63,35 @@ class Node:
                 self.proc.wait()
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run([*COURTCAST, *args, "--data-dir", str(self.data)],
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [*COURTCAST, *args, "--data-dir", str(self.data)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
     def publish(self, clip: Path, stream: str, key: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-i",
-                                 str(clip), "-c", "copy", "-f", "flv",
-                                 f"rtmp://127.0.0.1:{self.rtmp}/live/{stream}?key={key}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-re",
+                "-i",
+                str(clip),
+                "-c",
+                "copy",
+                "-f",
+                "flv",
+                f"rtmp://127.0.0.1:{self.rtmp}/live/{stream}?key={key}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 @pytest.fixture
@@ -80,7 +111,8 @@ def wait_for_segments(node: Node, count: int, timeout_s: float = 20) -> None:
 
 
 def test_kill_9_mid_segment_resumes_with_a_gap_and_loses_at_most_a_part(
-        node: Node, tmp_path: Path) -> None:
+    node: Node, tmp_path: Path
+) -> None:
     clip = make_clip(tmp_path, seconds=30, fps=25, gop=50)  # 2 s GOPs, 4 s segments
     node.start()
     added = node.cli("streams", "add", "cam-1", "--class", "trial", "--room", "r9")
@@ -108,7 +140,8 @@ def test_kill_9_mid_segment_resumes_with_a_gap_and_loses_at_most_a_part(
         publisher.wait()
     rid = record["id"]
     manifest = Manifest.from_bytes(
-        (node.data / "objects" / "recordings" / rid / "manifest.json").read_bytes())
+        (node.data / "objects" / "recordings" / rid / "manifest.json").read_bytes()
+    )
     [gap] = [g for g in manifest.gaps if g.cause == "recorder-restart"]
     lost = killed - gap.start
     print(f"kill -9: media lost before the kill {lost:.3f} s")
@@ -117,5 +150,5 @@ def test_kill_9_mid_segment_resumes_with_a_gap_and_loses_at_most_a_part(
     assert manifest.duration >= 5.0
     # the segment the kill interrupted was recovered from its spooled parts
     before = [s for s in manifest.segments if s.end <= gap.start + 0.001]
-    assert before and before[-1].duration < 4.0 - 1e-3 or len(before) >= 2
+    assert (before and before[-1].duration < 4.0 - 1e-3) or len(before) >= 2
     assert node.cli("recordings", "verify", rid).startswith("OK")

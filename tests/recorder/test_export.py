@@ -27,8 +27,9 @@ FPS = 25
 GAP = (8.0, 12.0)  # seconds after T0 with no live media (the WAN cut)
 
 
-def live_segments(clip: Path, t0: float, runs: list[tuple[float, float]]) -> tuple[
-        bytes, list[Segment]]:
+def live_segments(
+    clip: Path, t0: float, runs: list[tuple[float, float]]
+) -> tuple[bytes, list[Segment]]:
     """What the recorder's segmenter makes of publications at (offset, seconds) after t0:
     one media timeline, each later publication a discontinuity."""
     tracks, packets = load_clip(clip)
@@ -47,10 +48,12 @@ async def put_recording(store: ObjectStore, tmp_path: Path, t0: float) -> Manife
     """A closed recording with a filled publisher-lost gap, stored."""
     manifest = new_manifest(state="closed")
     prefix = f"recordings/{manifest.recording_id}/"
-    init, live = live_segments(make_clip(tmp_path, seconds=10, fps=FPS, gop=FPS), t0,
-                               [(0.0, GAP[0]), (GAP[1], 8.0)])
-    agent = agent_segments(make_clip(tmp_path, seconds=4, fps=FPS, gop=FPS, bframes=2),
-                           t0 + GAP[0] - 3.0, 10.0)
+    init, live = live_segments(
+        make_clip(tmp_path, seconds=10, fps=FPS, gop=FPS), t0, [(0.0, GAP[0]), (GAP[1], 8.0)]
+    )
+    agent = agent_segments(
+        make_clip(tmp_path, seconds=4, fps=FPS, gop=FPS, bframes=2), t0 + GAP[0] - 3.0, 10.0
+    )
     await add_init(store, manifest, "init.mp4", init)
     await add_init(store, manifest, "init-bf0.mp4", agent.init)
     for seg in live:
@@ -71,17 +74,26 @@ async def add_init(store: ObjectStore, manifest: Manifest, name: str, data: byte
     manifest.inits.append(InitEntry(name, sha256_hex(data), len(data), []))
 
 
-async def add_segment(store: ObjectStore, manifest: Manifest, seg: Segment, init: str,
-                      backfilled: bool) -> None:
+async def add_segment(
+    store: ObjectStore, manifest: Manifest, seg: Segment, init: str, backfilled: bool
+) -> None:
     data, seq = seg.data(), manifest.next_seq
     await store.put(f"recordings/{manifest.recording_id}/seg-{seq}.m4s", data, "video/mp4")
-    manifest.append(start=seg.wallclock, duration=seg.duration, data_sha256=sha256_hex(data),
-                    size=len(data), init=init, media_start=seg.start,
-                    discontinuity=seg.discontinuity or backfilled, backfilled=backfilled)
+    manifest.append(
+        start=seg.wallclock,
+        duration=seg.duration,
+        data_sha256=sha256_hex(data),
+        size=len(data),
+        init=init,
+        media_start=seg.start,
+        discontinuity=seg.discontinuity or backfilled,
+        backfilled=backfilled,
+    )
 
 
-async def test_export_across_a_backfilled_gap(objects: ObjectStore, tmp_path: Path,
-                                              signer: Signer) -> None:
+async def test_export_across_a_backfilled_gap(
+    objects: ObjectStore, tmp_path: Path, signer: Signer
+) -> None:
     t0 = round(time.time() - 60, 3)
     manifest = await put_recording(objects, tmp_path, t0)
     start, end = t0 + 4.3, t0 + 15.3  # from inside a live GOP, over both joins
@@ -109,8 +121,9 @@ async def test_export_across_a_backfilled_gap(objects: ObjectStore, tmp_path: Pa
     assert statement["from"] == round(start, 6) and statement["to"] == round(end, 6)
 
 
-async def test_export_of_live_media_only_is_exact(objects: ObjectStore, tmp_path: Path,
-                                                  signer: Signer) -> None:
+async def test_export_of_live_media_only_is_exact(
+    objects: ObjectStore, tmp_path: Path, signer: Signer
+) -> None:
     """The stretch before the cut: one piece, one init, avc1 as before backfill."""
     t0 = round(time.time() - 60, 3)
     manifest = await put_recording(objects, tmp_path, t0)
@@ -130,27 +143,54 @@ def test_plan_shows_an_overlap_once() -> None:
     where it starts; the next live segment after the backfilled one ends it."""
     m = Manifest(recording_id="r", stream="s", opened_at=100.0)
     for n in range(3):
-        m.append(start=100.0 + 2 * n, duration=2.0, data_sha256="x", size=1, init="init.mp4",
-                 media_start=2.0 * n, discontinuity=False)
-    m.append(start=110.0, duration=2.0, data_sha256="x", size=1, init="init.mp4",
-             media_start=6.0, discontinuity=True)
+        m.append(
+            start=100.0 + 2 * n,
+            duration=2.0,
+            data_sha256="x",
+            size=1,
+            init="init.mp4",
+            media_start=2.0 * n,
+            discontinuity=False,
+        )
+    m.append(
+        start=110.0,
+        duration=2.0,
+        data_sha256="x",
+        size=1,
+        init="init.mp4",
+        media_start=6.0,
+        discontinuity=True,
+    )
     for n, at in enumerate((105.0, 107.0, 109.0)):
-        m.append(start=at, duration=2.0, data_sha256="x", size=1, init="init-bf0.mp4",
-                 media_start=50.0 + 2 * n, discontinuity=True, backfilled=True)
+        m.append(
+            start=at,
+            duration=2.0,
+            data_sha256="x",
+            size=1,
+            init="init-bf0.mp4",
+            media_start=50.0 + 2 * n,
+            discontinuity=True,
+            backfilled=True,
+        )
     pieces = plan(m, 101.0, 111.0)
     assert [(p.init, p.wall_from, p.wall_to) for p in pieces] == [
-        ("init.mp4", 101.0, 105.0), ("init-bf0.mp4", 105.0, 110.0), ("init.mp4", 110.0, 111.0)]
+        ("init.mp4", 101.0, 105.0),
+        ("init-bf0.mp4", 105.0, 110.0),
+        ("init.mp4", 110.0, 111.0),
+    ]
     assert [len(p.segments) for p in pieces] == [3, 3, 1]
     assert (pieces[0].media_from, pieces[0].media_to) == (1.0, 5.0)
     assert (pieces[1].media_from, pieces[1].media_to) == (50.0, 55.0)
 
 
-async def test_codec_change_inside_a_stretch_is_refused(objects: ObjectStore, tmp_path: Path,
-                                                        signer: Signer) -> None:
+async def test_codec_change_inside_a_stretch_is_refused(
+    objects: ObjectStore, tmp_path: Path, signer: Signer
+) -> None:
     t0 = round(time.time() - 60, 3)
     manifest = await put_recording(objects, tmp_path, t0)
-    h265 = agent_segments(make_clip(tmp_path, seconds=2, fps=FPS, gop=FPS, video="h265"),
-                          t0 + 30, 2.0)
+    h265 = agent_segments(
+        make_clip(tmp_path, seconds=2, fps=FPS, gop=FPS, video="h265"), t0 + 30, 2.0
+    )
     await add_init(objects, manifest, "init-30.mp4", h265.init)
     await add_segment(objects, manifest, h265.segments[0], "init-30.mp4", backfilled=False)
     with pytest.raises(ExportError, match="codec changed"):
@@ -159,9 +199,23 @@ async def test_codec_change_inside_a_stretch_is_refused(objects: ObjectStore, tm
 
 def test_piece_media_times_follow_its_segments() -> None:
     m = Manifest(recording_id="r", stream="s", opened_at=0.0)
-    a = m.append(start=10.0, duration=2.0, data_sha256="x", size=1, init="i",
-                 media_start=4.0, discontinuity=False)
-    b = m.append(start=12.01, duration=2.0, data_sha256="x", size=1, init="i",
-                 media_start=6.0, discontinuity=False)
+    a = m.append(
+        start=10.0,
+        duration=2.0,
+        data_sha256="x",
+        size=1,
+        init="i",
+        media_start=4.0,
+        discontinuity=False,
+    )
+    b = m.append(
+        start=12.01,
+        duration=2.0,
+        data_sha256="x",
+        size=1,
+        init="i",
+        media_start=6.0,
+        discontinuity=False,
+    )
     piece = Piece("i", [a, b], 11.0, 13.01)
     assert (piece.media_from, piece.media_to) == (5.0, 7.0)

@@ -42,19 +42,38 @@ class CountingPuts:
 
 
 async def test_s3_outage_spools_then_uploads_in_order_once(
-        tmp_path: Path, s3_server: S3Server, index: RecordingIndex, signer: Signer,
-        options: RecorderOptions) -> None:
+    tmp_path: Path,
+    s3_server: S3Server,
+    index: RecordingIndex,
+    signer: Signer,
+    options: RecorderOptions,
+) -> None:
     store = s3_store(s3_server, retry_budget_s=1.0, request_timeout_s=1.0)
     counting = CountingPuts(store)
     clip = make_clip(tmp_path, seconds=4, fps=25, gop=25)
     tracks, packets = load_clip(clip)
     hub = Hub()
-    recording = Recording(hub, counting, index, signer,  # type: ignore[arg-type]
-                          new_manifest("cam-s3"), options)
+    recording = Recording(
+        hub,
+        counting,
+        index,
+        signer,  # type: ignore[arg-type]
+        new_manifest("cam-s3"),
+        options,
+    )
     pub = hub.publish("cam-s3", tracks, "test")
     await recording.start()
-    feed = asyncio.create_task(publish(hub, "cam-s3", tracks, looped(tracks, packets, 4, 4),
-                                       realtime=True, publication=pub, close=False))
+    feed = asyncio.create_task(
+        publish(
+            hub,
+            "cam-s3",
+            tracks,
+            looped(tracks, packets, 4, 4),
+            realtime=True,
+            publication=pub,
+            close=False,
+        )
+    )
     try:
         await asyncio.sleep(3)
         s3_server.pause()

@@ -40,23 +40,31 @@ def recorder_role(node: Platform) -> Any:
 async def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """The CLI in a subprocess, awaited (the node under test shares this event loop)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "courtcast.cli", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "courtcast.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
 
 
 async def test_session_recorded_played_back_exported_and_verified(tmp_path: Path) -> None:
     clip = make_clip(tmp_path, seconds=12, fps=FPS, gop=FPS, size=(320, 240))
-    node = await start_platform(tmp_path, **{"security.open": True,
-                                             "recorder.segment_target_s": 2.0})
+    node = await start_platform(
+        tmp_path, **{"security.open": True, "recorder.segment_target_s": 2.0}
+    )
     data_dir = str(tmp_path / "data")
     try:
         base = f"http://127.0.0.1:{node.http_port}/api/v1"
         key = await define(node, "r1-judge", room="r1", court="c1")
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-            opened = await http.post("/sessions", json={"room": "r1", "case_number": "A-7",
-                                                        "title": "A v B", "public": True})
+            opened = await http.post(
+                "/sessions",
+                json={"room": "r1", "case_number": "A-7", "title": "A v B", "public": True},
+            )
             assert opened.status_code == 201, opened.text
             sid = opened.json()["id"]
             rtmp = f"rtmp://127.0.0.1:{media_role(node).rtmp_port}/live/r1-judge?key={key}"
@@ -98,11 +106,17 @@ async def test_session_recorded_played_back_exported_and_verified(tmp_path: Path
         # seek by wall-clock: only the segments around [from, to)
         segs = manifest["segments"]
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-            part = (await http.get(f"/recordings/{rid}/index.m3u8", params={
-                "from": str(segs[1]["start"] + 0.1), "to": str(segs[2]["start"] + 0.1)})).text
+            part = (
+                await http.get(
+                    f"/recordings/{rid}/index.m3u8",
+                    params={"from": str(segs[1]["start"] + 0.1), "to": str(segs[2]["start"] + 0.1)},
+                )
+            ).text
             session = (await http.get(f"/sessions/{sid}")).json()
         assert [line for line in part.splitlines() if line.startswith("seg-")] == [
-            f"seg-{segs[1]['seq']}.m4s", f"seg-{segs[2]['seq']}.m4s"]
+            f"seg-{segs[1]['seq']}.m4s",
+            f"seg-{segs[2]['seq']}.m4s",
+        ]
         assert session["playback"][0]["playlist"].endswith(f"{rid}/index.m3u8")
         # CLI on the running node: list, verify, export of 2.5 s (before the recess)
         listed = await cli("recordings", "list", "--data-dir", data_dir, "--case", "A-7", "--json")
@@ -111,15 +125,25 @@ async def test_session_recorded_played_back_exported_and_verified(tmp_path: Path
         assert ok.returncode == 0 and ok.stdout.startswith("OK"), ok.stdout + ok.stderr
         first = manifest["segments"][0]["start"]
         clip = tmp_path / "clip.mp4"
-        exported = await cli("recordings", "export", rid, "--data-dir", data_dir, "--from",
-                             str(first + 0.5), "--to", str(first + 3.0), "-o", str(clip))
+        exported = await cli(
+            "recordings",
+            "export",
+            rid,
+            "--data-dir",
+            data_dir,
+            "--from",
+            str(first + 0.5),
+            "--to",
+            str(first + 3.0),
+            "-o",
+            str(clip),
+        )
         assert exported.returncode == 0, exported.stderr
         assert "100.0 %" in exported.stderr
         info = ffprobe(clip)
         seconds = float(info["format"]["duration"])
         assert abs(seconds - 2.5) <= 0.1, seconds  # cut at the keyframe before, shown from --from
-        statement = verify_export(load_public_pem(pem), clip,
-                                  Path(str(clip) + ".sig").read_bytes())
+        statement = verify_export(load_public_pem(pem), clip, Path(str(clip) + ".sig").read_bytes())
         assert statement["recording_id"] == rid
         state = node.roles[0].state  # type: ignore[attr-defined]
         audit = [e for _, e in await state.read_events("audit")]
@@ -130,8 +154,11 @@ async def test_session_recorded_played_back_exported_and_verified(tmp_path: Path
 
 async def test_record_all_resumes_after_a_restart_with_a_gap(tmp_path: Path) -> None:
     clip = make_clip(tmp_path, seconds=20, fps=FPS, gop=FPS)
-    overrides = {"security.open": True, "recorder.record_all": True,
-                 "recorder.segment_target_s": 2.0}
+    overrides = {
+        "security.open": True,
+        "recorder.record_all": True,
+        "recorder.segment_target_s": 2.0,
+    }
     node = await start_platform(tmp_path, **overrides)
     port = media_role(node).rtmp_port
     publisher = asyncio.create_task(push(clip, f"rtmp://127.0.0.1:{port}/live/cam-9"))
@@ -177,8 +204,9 @@ async def test_private_recordings_need_a_signed_in_clerk(tmp_path: Path) -> None
             refused = await anon.post("/sessions", json={"room": "r2", "case_number": "P-1"})
             assert refused.status_code == 401
         async with httpx.AsyncClient(base_url=base, timeout=30) as clerk:
-            token = (await clerk.post("/login", json={"name": "clerk1",
-                                                      "password": "pw-123456789"})).json()
+            token = (
+                await clerk.post("/login", json={"name": "clerk1", "password": "pw-123456789"})
+            ).json()
             clerk.headers["authorization"] = f"Bearer {token['token']}"
             opened = await clerk.post("/sessions", json={"room": "r2", "case_number": "P-1"})
             assert opened.status_code == 201, opened.text
@@ -192,7 +220,8 @@ async def test_private_recordings_need_a_signed_in_clerk(tmp_path: Path) -> None
             assert (await clerk.get("/recordings/no-such-rec/verify")).status_code == 404
         async with httpx.AsyncClient(base_url=base, timeout=30) as anon:
             assert (await anon.get("/recordings", params={"room": "r2"})).json() == {
-                "recordings": []}
+                "recordings": []
+            }
             denied = await anon.get(f"/recordings/{record['id']}/index.m3u8")
             assert denied.status_code == 401
             assert (await anon.get(f"/recordings/{record['id']}/verify")).status_code == 401
@@ -201,7 +230,8 @@ async def test_private_recordings_need_a_signed_in_clerk(tmp_path: Path) -> None
 
 
 async def test_an_arraignment_side_is_recorded_from_going_on_air_without_a_session(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     clip = make_clip(tmp_path, seconds=20, fps=FPS, gop=FPS)
     node = await start_platform(tmp_path, **{"recorder.segment_target_s": 2.0})
     port = media_role(node).rtmp_port
@@ -210,7 +240,8 @@ async def test_an_arraignment_side_is_recorded_from_going_on_air_without_a_sessi
     key = await define(node, "arraignment-r9-court", stream_class="arraignment", room="r9")
     assert not recorder_role(node).active, "nothing is recorded before it is on air"
     publisher = asyncio.create_task(
-        push(clip, f"rtmp://127.0.0.1:{port}/live/arraignment-r9-court?key={key}"))
+        push(clip, f"rtmp://127.0.0.1:{port}/live/arraignment-r9-court?key={key}")
+    )
     try:
         await wait_live(node, "arraignment-r9-court")
         on_air = media_role(node).hub.stream("arraignment-r9-court").publication.started

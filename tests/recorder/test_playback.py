@@ -9,13 +9,28 @@ from recorder.playback import playlist
 
 
 def live(m: Manifest, at: float, discontinuity: bool = False) -> None:
-    m.append(start=at, duration=2.0, data_sha256="x", size=1, init="init.mp4",
-             media_start=at - 100.0, discontinuity=discontinuity)
+    m.append(
+        start=at,
+        duration=2.0,
+        data_sha256="x",
+        size=1,
+        init="init.mp4",
+        media_start=at - 100.0,
+        discontinuity=discontinuity,
+    )
 
 
 def backfilled(m: Manifest, at: float) -> None:
-    m.append(start=at, duration=2.0, data_sha256="x", size=1, init="init-bf0.mp4",
-             media_start=at, discontinuity=True, backfilled=True)
+    m.append(
+        start=at,
+        duration=2.0,
+        data_sha256="x",
+        size=1,
+        init="init-bf0.mp4",
+        media_start=at,
+        discontinuity=True,
+        backfilled=True,
+    )
 
 
 def names(text: str) -> list[str]:

@@ -24,36 +24,61 @@ pytestmark = pytest.mark.timeout(90)
 FPS = 25
 
 
-async def record_clip(tmp_path: Path, objects: ObjectStore, index: RecordingIndex,
-                      signer: Signer, options: RecorderOptions, seconds: int = 4,
-                      times: int = 3, gap_s: float = 0.0) -> Manifest:
+async def record_clip(
+    tmp_path: Path,
+    objects: ObjectStore,
+    index: RecordingIndex,
+    signer: Signer,
+    options: RecorderOptions,
+    seconds: int = 4,
+    times: int = 3,
+    gap_s: float = 0.0,
+) -> Manifest:
     """Publish the clip `times` times and record it; with gap_s, in real time as separate
     publications with the publisher away gap_s between them."""
     clip = make_clip(tmp_path, seconds=seconds, fps=FPS, gop=FPS, bframes=2)
     tracks, packets = load_clip(clip)
     hub = Hub()
-    recording = Recording(hub, objects, index, signer,
-                          new_manifest(court="c1", room="r1", case_number="(2026)A-1"), options)
+    recording = Recording(
+        hub,
+        objects,
+        index,
+        signer,
+        new_manifest(court="c1", room="r1", case_number="(2026)A-1"),
+        options,
+    )
     pub = hub.publish("room-1", tracks, "test")
     await recording.start()
     if gap_s:
         for n in range(times):
             last = n == times - 1
-            await publish(hub, "room-1", tracks, packets, realtime=True, publication=pub,
-                          close=not last)
+            await publish(
+                hub, "room-1", tracks, packets, realtime=True, publication=pub, close=not last
+            )
             if not last:
                 await asyncio.sleep(gap_s)
                 pub = hub.publish("room-1", tracks, "test")
     else:
-        await publish(hub, "room-1", tracks, looped(tracks, packets, seconds, times),
-                      realtime=False, publication=pub, close=False)
+        await publish(
+            hub,
+            "room-1",
+            tracks,
+            looped(tracks, packets, seconds, times),
+            realtime=False,
+            publication=pub,
+            close=False,
+        )
     await asyncio.sleep(0.2)
     return await recording.close()
 
 
 async def test_records_segments_manifest_and_signature(
-        tmp_path: Path, objects: ObjectStore, index: RecordingIndex, signer: Signer,
-        options: RecorderOptions) -> None:
+    tmp_path: Path,
+    objects: ObjectStore,
+    index: RecordingIndex,
+    signer: Signer,
+    options: RecorderOptions,
+) -> None:
     manifest = await record_clip(tmp_path, objects, index, signer, options)
     assert manifest.state == "closed" and manifest.gaps == []
     assert manifest.codecs()[0].startswith("avc1.") and "mp4a.40.2" in manifest.codecs()
@@ -63,7 +88,8 @@ async def test_records_segments_manifest_and_signature(
     starts = [s.start for s in manifest.segments]
     assert starts == sorted(starts)
     assert [s.prev for s in manifest.segments[1:]] == [
-        s.entry_hash() for s in manifest.segments[:-1]]
+        s.entry_hash() for s in manifest.segments[:-1]
+    ]
     report = await verify_recording(objects, manifest.recording_id, signer.public)
     assert report.ok and report.signed, report.summary()
     info = ffprobe(await assemble(objects, manifest, tmp_path / "all.mp4"))
@@ -76,10 +102,15 @@ async def test_records_segments_manifest_and_signature(
 
 @pytest.mark.parametrize("objects", ["disk"], indirect=True)  # S3: test_sixty_seconds
 async def test_publisher_lost_is_one_gap_and_a_discontinuity(
-        tmp_path: Path, objects: ObjectStore, index: RecordingIndex, signer: Signer,
-        options: RecorderOptions) -> None:
-    manifest = await record_clip(tmp_path, objects, index, signer, options, seconds=3,
-                                 times=2, gap_s=2.0)
+    tmp_path: Path,
+    objects: ObjectStore,
+    index: RecordingIndex,
+    signer: Signer,
+    options: RecorderOptions,
+) -> None:
+    manifest = await record_clip(
+        tmp_path, objects, index, signer, options, seconds=3, times=2, gap_s=2.0
+    )
     assert len(manifest.gaps) == 1
     first = manifest.gaps[0]
     assert first.cause == GapCause.publisher_lost
@@ -94,8 +125,13 @@ async def test_publisher_lost_is_one_gap_and_a_discontinuity(
 
 @pytest.mark.parametrize("tamper", ["flip", "delete", "swap", "extra", "manifest"])
 async def test_verify_names_the_first_bad_object(
-        tmp_path: Path, objects: ObjectStore, index: RecordingIndex, signer: Signer,
-        options: RecorderOptions, tamper: str) -> None:
+    tmp_path: Path,
+    objects: ObjectStore,
+    index: RecordingIndex,
+    signer: Signer,
+    options: RecorderOptions,
+    tamper: str,
+) -> None:
     manifest = await record_clip(tmp_path, objects, index, signer, options, times=2)
     prefix = f"recordings/{manifest.recording_id}/"
     seg2, seg3 = (prefix + manifest.segments[i].name for i in (2, 3))

@@ -16,23 +16,46 @@ from tests.mediafiles import load_clip, make_clip, publish
 from tests.recorder.conftest import new_manifest
 
 
-async def record(tmp_path: Path, objects: ObjectStore, index: RecordingIndex, signer: Signer,
-                 options: RecorderOptions, stream_class: str) -> str:
+async def record(
+    tmp_path: Path,
+    objects: ObjectStore,
+    index: RecordingIndex,
+    signer: Signer,
+    options: RecorderOptions,
+    stream_class: str,
+) -> str:
     tracks, packets = load_clip(make_clip(tmp_path, seconds=2, fps=25, gop=25))
     hub = Hub()
-    recording = Recording(hub, objects, index, signer,
-                          new_manifest(f"cam-{stream_class}", stream_class=stream_class), options)
+    recording = Recording(
+        hub,
+        objects,
+        index,
+        signer,
+        new_manifest(f"cam-{stream_class}", stream_class=stream_class),
+        options,
+    )
     pub = hub.publish(recording.manifest.stream, tracks, "test")
     await recording.start()
-    await publish(hub, recording.manifest.stream, tracks, packets, realtime=False,
-                  publication=pub, close=False)
+    await publish(
+        hub,
+        recording.manifest.stream,
+        tracks,
+        packets,
+        realtime=False,
+        publication=pub,
+        close=False,
+    )
     await recording.close()
     return recording.id
 
 
 async def test_security_recordings_expire_trial_recordings_never(
-        tmp_path: Path, objects: ObjectStore, index: RecordingIndex, signer: Signer,
-        options: RecorderOptions) -> None:
+    tmp_path: Path,
+    objects: ObjectStore,
+    index: RecordingIndex,
+    signer: Signer,
+    options: RecorderOptions,
+) -> None:
     security = await record(tmp_path, objects, index, signer, options, "security")
     trial = await record(tmp_path, objects, index, signer, options, "trial")
     days = {"security": 30, "trial": 1}  # a trial entry is refused by config; ignored here too
@@ -44,4 +67,5 @@ async def test_security_recordings_expire_trial_recordings_never(
     assert await objects.list(f"recordings/{trial}/") != []
     audit = [e for _, e in await index.state.read_events("audit")]
     assert [(e["action"], e["recording"], e["who"]) for e in audit] == [
-        ("delete", security, "retention")]
+        ("delete", security, "retention")
+    ]

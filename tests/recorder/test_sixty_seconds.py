@@ -23,11 +23,21 @@ FPS, GOP_S = 25, 1
 
 async def test_sixty_seconds_over_rtmp_into_s3(tmp_path: Path, s3_server: S3Server) -> None:
     clip = make_clip(tmp_path, seconds=30, fps=FPS, gop=FPS * GOP_S)
-    s3 = {"endpoint": s3_server.endpoint, "access_key": s3_server.access_key,
-          "secret_key": s3_server.secret_key, "bucket": f"rec-{uuid.uuid4().hex[:12]}"}
-    node = await start_platform(tmp_path, **{
-        "security.open": True, "recorder.record_all": True, "objects.backend": "s3",
-        "objects.s3": s3})
+    s3 = {
+        "endpoint": s3_server.endpoint,
+        "access_key": s3_server.access_key,
+        "secret_key": s3_server.secret_key,
+        "bucket": f"rec-{uuid.uuid4().hex[:12]}",
+    }
+    node = await start_platform(
+        tmp_path,
+        **{
+            "security.open": True,
+            "recorder.record_all": True,
+            "objects.backend": "s3",
+            "objects.s3": s3,
+        },
+    )
     try:
         url = f"rtmp://127.0.0.1:{media_role(node).rtmp_port}/live/hall-1"
         for half in range(2):
@@ -56,8 +66,9 @@ async def test_sixty_seconds_over_rtmp_into_s3(tmp_path: Path, s3_server: S3Serv
             assert verified["ok"] and verified["signed"], verified
             start = manifest.segments[0].start
             clip_out = tmp_path / "export.mp4"
-            response = await http.get(f"{base}/export.mp4",
-                                      params={"from": str(start + 10), "to": str(start + 20)})
+            response = await http.get(
+                f"{base}/export.mp4", params={"from": str(start + 10), "to": str(start + 20)}
+            )
             assert response.status_code == 200, response.text
             assert response.headers["x-courtcast-signature"]
             clip_out.write_bytes(response.content)

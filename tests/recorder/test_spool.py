@@ -27,8 +27,7 @@ def test_a_killed_writer_leaves_closed_and_open_segments(tmp_path: Path) -> None
     assert closed.seq == 0 and closed.meta["duration"] == 1.0
     assert closed.path.read_bytes() == b"a" * 10 + b"b" * 10
     [left] = again.open_segments()
-    assert (left.seq, left.parts, left.duration, left.meta) == (1, [b"c" * 7], 0.5,
-                                                                {"start": 2.0})
+    assert (left.seq, left.parts, left.duration, left.meta) == (1, [b"c" * 7], 0.5, {"start": 2.0})
 
 
 def test_spares_are_written_over_and_cut_to_length(tmp_path: Path) -> None:
@@ -47,8 +46,9 @@ def test_spares_are_written_over_and_cut_to_length(tmp_path: Path) -> None:
     assert Spool(tmp_path, "r1").open_segments()[0].parts == [b"z" * 5]
 
 
-def test_compaction_keeps_only_what_is_pending(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compaction_keeps_only_what_is_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(spool_module, "JOURNAL_COMPACT_BYTES", 500)
     spool = Spool(tmp_path, "r1")
     for seq in range(40):

@@ -508,7 +508,7 @@ async def test_s3_unreachable_or_refusing_is_reported_not_crashed(s3_server: S3S
 
     wrong_secret = _s3(s3_server, _fresh_bucket(), secret_key="not-the-secret")
     started = time.monotonic()
-    with pytest.raises(StorageUnavailable, match="S3 refused .* secret key"):
+    with pytest.raises(StorageUnavailable, match=r"S3 refused .* secret key"):
         await wrong_secret.put("a/b", b"x")
     assert time.monotonic() - started < 2  # a refusal is not retried
     assert (await wrong_secret.health())["state"] == "degraded"

@@ -208,7 +208,7 @@ def load_config(
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path, env_keys)) from None
+        raise ConfigError(describe_validation_error(exc, path, env_keys)) from None
 
 
 def read_yaml(path: Path, what: str = "config file") -> dict[str, Any]:
@@ -239,7 +239,7 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str] | os._Environ[str])
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue  # COURTCAST_CONFIG and friends are not key paths
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         _set_path(data, parts, value)
         used[".".join(parts)] = name
     return used
@@ -255,7 +255,9 @@ def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _describe(exc: ValidationError, path: Path | None, env_keys: dict[str, str]) -> str:
+def describe_validation_error(
+    exc: ValidationError, path: Path | None, env_keys: dict[str, str]
+) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"])
     message = err["msg"].removeprefix("Value error, ")
@@ -263,8 +265,11 @@ def _describe(exc: ValidationError, path: Path | None, env_keys: dict[str, str])
         message = "unknown key"
     elif "input" in err and not isinstance(err["input"], dict):
         message += f" (got {err['input']!r})"
-    origin = f"environment {env_keys[key]}" if key in env_keys else (
-        f"config file {path}" if path else "config")
+    origin = (
+        f"environment {env_keys[key]}"
+        if key in env_keys
+        else (f"config file {path}" if path else "config")
+    )
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     where = f"{key}: " if key else ""

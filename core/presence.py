@@ -1,0 +1,8 @@
+"""The kinds of presence keys (Redis keys with a TTL) that roles share.
+
+A presence kind is written by one role and read by others, so its name lives here.
+"""
+
+SESSION = "session"  # a signed-in user's session
+DEVICE = "device"  # a device agent's last heartbeat
+STREAM_LIVE = "stream-live"  # which node has which stream live, and its stats

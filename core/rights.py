@@ -1,0 +1,51 @@
+"""Who may do what: the one definition of each role's rights, deny by default.
+
+Every router and every protocol asks `may(caller, RIGHT)`; nothing else names role sets.
+A right not listed here is held by nobody.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROLES = ("admin", "operator", "technician", "clerk")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A signed-in user, as the control room resolved them."""
+
+    name: str
+    role: str
+
+
+# right -> the roles that hold it
+RIGHTS: dict[str, frozenset[str]] = {
+    # watch a private stream (arraignment, security, closed hearing) live
+    "watch_private": frozenset({"admin", "operator"}),
+    # open, close and manage arraignment rooms
+    "manage_arraignment": frozenset({"admin", "operator"}),
+    # list, play and verify every recording; list trial sessions
+    "read_recordings": frozenset({"admin", "clerk", "operator"}),
+    # open, recess, resume and close trial sessions; export recordings
+    "manage_sessions": frozenset({"admin", "clerk"}),
+    # define streams (and get their publish keys)
+    "define_streams": frozenset({"admin", "technician"}),
+    # mint a short-lived play URL for a private stream
+    "mint_play_urls": frozenset({"admin", "operator"}),
+    # enrol, edit and revoke devices
+    "manage_devices": frozenset({"admin", "technician"}),
+    # send commands to devices (snapshot, switch, PTZ ...)
+    "command_devices": frozenset({"admin", "technician", "operator"}),
+    # see the device list and its health
+    "see_devices": frozenset({"admin", "operator", "technician", "clerk"}),
+}
+
+
+def roles_with(right: str) -> frozenset[str]:
+    """The roles holding `right`; an unknown right is a programming error."""
+    return RIGHTS[right]
+
+
+def may(caller: Caller | None, right: str) -> bool:
+    return caller is not None and caller.role in RIGHTS[right]
