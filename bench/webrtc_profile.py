@@ -71,10 +71,13 @@ LEAF: tuple[tuple[str, Rule], ...] = (
 # any-frame rules, in order
 STACK: tuple[tuple[str, Rule], ...] = (
     ("AAC->Opus transcoder (worker thread)", in_file("webrtc/audio.py")),
-    ("our send path: RTP headers, history, batching (fastsend)", in_file("webrtc/fastsend.py")),
-    ("payloads once per frame (packetize, h264)", in_file("webrtc/packetize.py", "webrtc/h264.py")),
+    (
+        "our send path: RTP headers, history, batching (rtp_out, udp_path, the sender patch)",
+        in_file("webrtc/rtp_out.py", "webrtc/udp_path.py", "patches/aiortc_fast_sender.py"),
+    ),
+    ("payloads once per frame (codecs: h264, bitstream)", in_file("media_server/codecs/")),
     ("fan-out + viewer routing (egress, tracks)", in_file("webrtc/egress.py", "webrtc/tracks.py")),
-    ("publisher (test clip -> hub)", in_file("webrtc/clip.py", "media_server/hub.py")),
+    ("publisher (test clip -> hub)", in_file("fixtures/clip.py", "media_server/hub.py")),
     ("aiortc/aioice: RTCP, ICE consent, DTLS", in_file("aiortc/", "aioice/")),
 )
 
@@ -113,7 +116,7 @@ def summarize(raw: Path) -> Counter[str]:
 def profile(viewers: int, seconds: float, raw: Path) -> None:
     from webrtc_viewers import free_port, wait_up
 
-    from media_server.webrtc.clip import make_test_clip
+    from tests.fixtures.clip import make_test_clip
 
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:

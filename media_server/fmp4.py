@@ -18,7 +18,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, sub
 
-from media_server.bitstream import BitstreamError, nal_type, parse_avcc_record, parse_hvcc_record
+from media_server.codecs.aac import rate_and_channels
+from media_server.codecs.bitstream import BitstreamError
+from media_server.codecs.h264 import parse_avcc_record
+from media_server.codecs.h265 import parse_hvcc_record
+from media_server.codecs.video import nal_type
 from media_server.media import Packet, Track
 
 NTP_UNIX_OFFSET = 2208988800  # seconds from 1900-01-01 (NTP epoch) to 1970-01-01
@@ -113,7 +117,7 @@ def sample_entry(track: Track) -> bytes:
     if track.codec == "h265":
         return _visual_entry(b"hvc1", track, box(b"hvcC", track.config))
     if track.codec == "aac":
-        rate, channels = aac_rate_channels(track.config)
+        rate, channels = rate_and_channels(track.config)
         return _audio_entry(
             b"mp4a", track.sample_rate or rate, track.channels or channels, esds(track.config)
         )
@@ -143,43 +147,6 @@ def _audio_entry(kind: bytes, sample_rate: int, channels: int, config_box: bytes
     rate = sample_rate if sample_rate <= 0xFFFF else 0  # 16.16 cannot say more
     fields = struct.pack(">6xH8xHH4xI", 1, channels or 2, 16, rate << 16)
     return box(kind, fields, config_box)
-
-
-_AAC_RATES = (
-    96000,
-    88200,
-    64000,
-    48000,
-    44100,
-    32000,
-    24000,
-    22050,
-    16000,
-    12000,
-    11025,
-    8000,
-    7350,
-)
-
-
-def aac_rate_channels(asc: bytes) -> tuple[int, int]:
-    """Sample rate and channel count from an AudioSpecificConfig (0, 0 if unreadable)."""
-    if len(asc) < 2:
-        return 0, 0
-    bits = int.from_bytes(asc[:8].ljust(8, b"\0"), "big")
-    object_type = bits >> 59
-    pos = 59
-    if object_type == 31:  # escape: 6 more bits of object type
-        pos -= 6
-    index = (bits >> (pos - 4)) & 0xF
-    pos -= 4
-    if index == 0xF:
-        rate = (bits >> (pos - 24)) & 0xFFFFFF
-        pos -= 24
-    else:
-        rate = _AAC_RATES[index] if index < len(_AAC_RATES) else 0
-    channels = (bits >> (pos - 4)) & 0xF
-    return rate, channels
 
 
 def _descriptor(tag: int, *payload: bytes) -> bytes:
@@ -310,7 +277,7 @@ def guess_duration(track: Track) -> int:
     a 30 fps video frame."""
     ts = track.timescale
     if track.codec == "aac":
-        rate = track.sample_rate or aac_rate_channels(track.config)[0] or 48000
+        rate = track.sample_rate or rate_and_channels(track.config)[0] or 48000
         return max(1, round(ts * 1024 / rate))
     if track.codec == "opus":
         return max(1, ts // 50)

@@ -12,15 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from media_server.bitstream import (
-    BitReader,
-    BitstreamError,
-    nal_type,
-    parse_avcc_record,
-    parse_h264_sps,
-    parse_h265_sps,
-    parse_hvcc_record,
-)
+from media_server.codecs import aac
+from media_server.codecs.bitstream import BitstreamError
+from media_server.codecs.h264 import parse_avcc_record, parse_h264_sps
+from media_server.codecs.h265 import parse_h265_sps, parse_hvcc_record
+from media_server.codecs.video import nal_type
 from media_server.media import Packet, Track
 from media_server.rtmp import amf0
 from media_server.rtmp.errors import RtmpProtocolError
@@ -54,21 +50,6 @@ _AUDIO_NAMES = {
     14: "MP3 8k",
     15: "device specific",
 }
-_AAC_RATES = (
-    96000,
-    88200,
-    64000,
-    48000,
-    44100,
-    32000,
-    24000,
-    22050,
-    16000,
-    12000,
-    11025,
-    8000,
-    7350,
-)
 
 
 class FlvError(RtmpProtocolError):
@@ -253,29 +234,10 @@ def _checked_size(width: int, height: int) -> tuple[int, int]:
 def parse_asc(config: bytes) -> tuple[int, int]:
     """(sample rate, channels) of an AudioSpecificConfig; channels 0 = given by a PCE."""
     try:
-        return _asc(config)
+        asc = aac.parse_asc(config)
     except BitstreamError as exc:
         raise FlvError(f"AudioSpecificConfig: {exc}") from None
-
-
-def _asc(config: bytes) -> tuple[int, int]:
-    b = BitReader(bytes(config[:16]))
-    object_type = b.bits(5)
-    if object_type == 31:
-        object_type = 32 + b.bits(6)
-    if object_type == 0:
-        raise FlvError("AudioSpecificConfig: audio object type 0 is invalid")
-    index = b.bits(4)
-    if index == 15:
-        rate = b.bits(24)
-    elif index < len(_AAC_RATES):
-        rate = _AAC_RATES[index]
-    else:
-        raise FlvError(f"AudioSpecificConfig: reserved sampling frequency index {index}")
-    channels = b.bits(4)
-    if not 0 < rate <= 192000:
-        raise FlvError(f"AudioSpecificConfig: impossible sample rate {rate}")
-    return rate, channels
+    return asc.sample_rate, asc.channels
 
 
 # -- aggregate messages --

@@ -2,7 +2,7 @@
 
 Two modes, both without re-encoding:
 - shared (default): RTP payloads computed once per stream (egress.VideoPayloadCache) and
-  sent at once, by a plain call, through the sender's fastsend.RtpOut: a viewer costs
+  sent at once, by a plain call, through the sender's rtp_out.RtpOut: a viewer costs
   only RTP headers, SRTP and the send, and no task wake-up of its own.
 - pass-through: items are av.Packet in Annex-B, queued for aiortc's own send loop, which
   calls the codec's pack() for each viewer.
@@ -27,12 +27,14 @@ import av
 from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from media_server.codecs.bitstream import BitstreamError, nals_to_annexb
+from media_server.codecs.h264 import parse_avcc_record
 from media_server.hub import Hub
 from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Track, video_track
-from media_server.webrtc import fastsend
+from media_server.patches import aiortc_fast_sender
+from media_server.webrtc import rtp_out
 from media_server.webrtc.audio import OPUS_FRAME, OPUS_RATE, OpusFrame
 from media_server.webrtc.egress import StreamEgress, frame_nals
-from media_server.webrtc.h264 import H264Error, parse_avcc_config, to_annexb
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +72,9 @@ class EncodedFrame:
 
 
 def use_prepacketized(sender: RTCRtpSender) -> None:
-    """Make sender take shared payloads through fastsend.RtpOut, bound to its FeedTrack
+    """Make sender take shared payloads through rtp_out.RtpOut, bound to its FeedTrack
     (aiortc's own loop, encoder and track.recv() are then never used)."""
-    fastsend.install(sender)
+    aiortc_fast_sender.install(sender, rtp_out.RtpOut)
 
 
 class Timeline:
@@ -106,9 +108,9 @@ class FeedTrack(MediaStreamTrack):
         self.kind = kind
         self._feed = feed
         self._queue: asyncio.Queue[object | None] = asyncio.Queue()
-        self.out: fastsend.RtpOut | None = None
+        self.out: rtp_out.RtpOut | None = None
 
-    def bind(self, out: fastsend.RtpOut) -> None:
+    def bind(self, out: rtp_out.RtpOut) -> None:
         """The sender is up: frames go straight to it from now on."""
         self.out = out
         self._feed.track_bound()
@@ -268,13 +270,13 @@ class ViewerFeed:
             self.fail(f"the stream now carries {video.codec.upper()} video, not H.264")
             return
         try:
-            config = parse_avcc_config(video.config) if video is not None else None
-        except H264Error as exc:
+            params, length_size = parse_avcc_record(video.config) if video is not None else ([], 4)
+        except BitstreamError as exc:
             self.fail(f"the stream's H.264 config is unusable: {exc}")
             return
         self._video = video
-        self._params = config.parameter_sets if config else ()
-        self._length_size = config.length_size if config else 4
+        self._params = tuple(params)
+        self._length_size = length_size
         audio = next((t for t in tracks if not t.is_video), None)
         self._audio = audio if self.audio_track is not None else None
         self._set_transcoding(self._audio is not None and self._audio.codec == "aac")
@@ -301,7 +303,7 @@ class ViewerFeed:
         out = self._video_out.map(ts)
         try:
             sent = self._send_video(packet, out)
-        except H264Error as exc:
+        except BitstreamError as exc:
             log.warning("stream %s: bad H.264 frame skipped: %s", self.stream_id, exc)
             self._await_key = True
             return
@@ -318,7 +320,7 @@ class ViewerFeed:
             payloads = self.egress.video.payloads(packet, self._params, self._length_size)
             return self.video_track.send(payloads, ts)
         nals = frame_nals(packet, self._params, self._length_size)
-        av_packet = av.Packet(to_annexb(nals))
+        av_packet = av.Packet(nals_to_annexb(nals))
         av_packet.pts = ts
         av_packet.time_base = VIDEO_TIME_BASE
         return self.video_track.put(av_packet)

@@ -14,15 +14,16 @@ import av
 import av.container
 import av.stream
 
-from media_server.bitstream import nal_type, nals_to_avcc, split_avcc
-from media_server.hub import Subscription
+from media_server.codecs.bitstream import nals_to_avcc, split_avcc
+from media_server.codecs.video import nal_type
+from media_server.consumer import QueuedConsumer
 from media_server.media import Packet, StreamEnd, StreamStart, Track
 
 MUX_CODECS = {"h264": "h264", "h265": "hevc", "aac": "aac"}
 PARAMETER_SETS = {7, 8, 32, 33, 34}  # H.264 SPS/PPS, H.265 VPS/SPS/PPS
 
 
-async def collect(sub: Subscription, seconds: float) -> tuple[list[StreamStart], list[Packet]]:
+async def collect(sub: QueuedConsumer, seconds: float) -> tuple[list[StreamStart], list[Packet]]:
     """Everything a subscriber gets for `seconds`."""
     starts: list[StreamStart] = []
     packets: list[Packet] = []

@@ -68,12 +68,6 @@ def test_audio_sample_entries() -> None:
     )
 
 
-def test_aac_config_parsing() -> None:
-    assert fmp4.aac_rate_channels(bytes([0x11, 0x90])) == (48000, 2)
-    assert fmp4.aac_rate_channels(bytes([0x12, 0x08])) == (44100, 1)
-    assert fmp4.aac_rate_channels(b"") == (0, 0)
-
-
 def test_fragment_layout() -> None:
     video = [
         Packet(0, 3000 * k, 3000 * k + 6000 - (k % 3) * 3000, k == 0, bytes([k]) * (10 + k))

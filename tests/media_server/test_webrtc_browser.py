@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from media_server.codecs.h264 import parse_avcc_record, parse_h264_sps
 from media_server.media import Packet
-from media_server.webrtc.h264 import parse_avcc_config, sps_dimensions
 from tests.media_server.test_webrtc_http import (
     PUBLISH_KEY,
     LiveServer,
@@ -171,8 +171,8 @@ def test_chromium_publishes_over_whip_and_a_second_page_plays_it(
     view = _hub_view(server, "cam1")
     video = view["tracks"][0]
     assert (video.kind, video.codec, view["tracks"][1].codec) == ("video", "h264", "opus")
-    config = parse_avcc_config(video.config)
-    assert sps_dimensions(config.sps[0]) == (video.width, video.height) and video.width > 0
+    sps = parse_h264_sps(parse_avcc_record(video.config)[0][0])
+    assert (sps.width, sps.height) == (video.width, video.height) and video.width > 0
     assert view["keyframes"] >= 2, "periodic keyframe requests answered"
     assert view["packets"] > 50
     print(
