@@ -3,12 +3,11 @@ for ever: it waits for the source, connects, sends from the cached keyframe on, 
 the link dies (EOF, reset, or nothing drained for write_timeout_s) it reconnects with a
 growing wait and starts again from the next keyframe. A refused key is retried slowly.
 
-It reads through a bounded hub subscription: a slow uplink makes the subscription skip
-to the next keyframe; the source and the ring never wait for it. While the link keeps up
-(nothing queued, the socket's buffer under its low-water mark), packets are written to it
-inside the hub's push instead (no task wake-up per packet); the first one that finds the
-buffer fuller goes to the queue, and the publisher task takes over until it is empty and
-drained again.
+It reads through a queued hub consumer: a slow uplink makes it skip to the next keyframe;
+the source and the ring never wait for it. While the link keeps up (nothing queued, the
+socket's buffer under its low-water mark), packets are written to it inside the hub's push
+instead (no task wake-up per packet); the first one that finds the buffer fuller goes to
+the queue, and the publisher task takes over until it is empty and drained again.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ import logging
 
 from core.backoff import Backoff
 from device_agents.rtmp_client import LinkDown, PublishRefused, RtmpPublishSession
-from media_server.hub import Hub, Stream, Subscription
+from media_server.consumer import QueuedConsumer
+from media_server.hub import Hub, Stream
 from media_server.media import Item, Packet, StreamEnd, StreamStart
 from media_server.rtmp.play import PlayOut
 
@@ -154,11 +154,11 @@ class Publisher:
             sub.close()
 
 
-class _Uplink(Subscription):
-    """The publisher's subscription: packets and stream starts go straight to the link
-    while `direct` (set by the publisher task when nothing is queued and the link is
-    drained) and the socket buffer is under its low-water mark; anything else is queued
-    for the task, in order, as a plain Subscription would."""
+class _Uplink(QueuedConsumer):
+    """The publisher's consumer: the queued kind with a write-through. Packets and stream
+    starts go straight to the link while `direct` (set by the publisher task when nothing
+    is queued and the link is drained) and the socket buffer is under its low-water mark;
+    anything else is queued for the task, in order, as the queued kind does."""
 
     def __init__(
         self, stream: Stream, name: str, session: RtmpPublishSession, out: PlayOut

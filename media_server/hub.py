@@ -1,9 +1,9 @@
 """The hub: one bus per stream id, packets fanned out to subscribers without copies.
 
 Ingests (RTMP, RTSP pull, WHIP) publish; outputs (LL-HLS, RTMP play, WHEP, the recorder)
-subscribe. The hub keeps the current GOP so a new subscriber starts at once from the last
-keyframe. Every subscriber has a bounded queue: one that falls behind loses its backlog,
-skips to the next keyframe and is counted; it never blocks the publisher or anyone else.
+attach a consumer (media_server/consumer.py: a bounded queue read by a task, or a Tap
+called inside the push). The hub keeps the current GOP and replays it, after the stream's
+start, to every consumer that attaches, so a new one starts at once from the last keyframe.
 
 All methods run on the event loop. Blocking ingests (PyAV in a thread) hand packets over
 with loop.call_soon_threadsafe.
@@ -15,130 +15,25 @@ this hub like any other ingest.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Track, video_track
+from media_server.consumer import Consumer, QueuedConsumer
+from media_server.media import Item, Packet, StreamEnd, StreamStart, Track, video_track
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_PACKETS = 600  # ~8 s of 30 fps video + 48 kHz AAC
 MAX_GOP_PACKETS = 3000  # a stream without keyframes must not grow the cache for ever
 MAX_GOP_BYTES = 32 * 1024 * 1024
-STALE_PUBLISHER_S = 5.0
-MAX_MARKERS = 8  # a publisher silent this long may be taken over
+STALE_PUBLISHER_S = 5.0  # a publisher silent this long may be taken over
 
 
 class StreamBusy(Exception):
     """A second publisher tried to take a stream whose publisher is alive."""
-
-
-class Subscription:
-    """One reader of a stream: a bounded queue the publisher never waits on."""
-
-    def __init__(self, stream: Stream, name: str, max_packets: int) -> None:
-        self.stream = stream
-        self.name = name
-        self.max_packets = max_packets
-        self.viewers = 1  # the readers it stands for (a WebRTC fan-out: all its viewers)
-        # shows frames as they come (WebRTC): the ingest must not hold bytes back for it
-        self.realtime = False
-        self.drops = 0
-        self.created = time.time()
-        self._queue: deque[Item] = deque()
-        self._packets = 0
-        self._skipping = False
-        self._wakeup = asyncio.Event()
-        self.closed = False
-
-    # -- publisher side (sync, never blocks) --
-    def offer(self, item: Item) -> None:
-        if self.closed:
-            return
-        if isinstance(item, Packet):
-            if self._skipping:
-                if not (item.keyframe and self._is_video(item)):
-                    self._drop(1)
-                    return
-                self._skipping = False
-            if self._packets >= self.max_packets:
-                self._fall_behind()
-                if not (item.keyframe and self._is_video(item)):
-                    self._drop(1)
-                    return
-                self._skipping = False
-            self._packets += 1
-        self._queue.append(item)
-        self._wakeup.set()
-
-    def _drop(self, count: int) -> None:
-        self.drops += count
-        self.stream.stats.drops += count
-
-    def _is_video(self, packet: Packet) -> bool:
-        tracks = self.stream.tracks
-        return packet.track < len(tracks) and tracks[packet.track].is_video
-
-    def _fall_behind(self) -> None:
-        """Drop the backlog, keep markers, resume at the next video keyframe."""
-        lost = self._packets
-        earlier = sum(i.count for i in self._queue if isinstance(i, Skipped))
-        markers = [i for i in self._queue if isinstance(i, (StreamStart, StreamEnd))]
-        # a reader that never reads must not grow the queue with markers either
-        self._queue = deque(markers[-MAX_MARKERS:])
-        self._queue.append(Skipped(earlier + lost))
-        self._drop(lost)
-        self._packets = 0
-        self._skipping = video_track(self.stream.tracks) is not None
-        log.info(
-            "stream %s: subscriber %s fell behind, skipped %d packets",
-            self.stream.id,
-            self.name,
-            lost,
-        )
-
-    # -- subscriber side --
-    async def get(self) -> Item:
-        """Next item, waiting for one. Raises EOFError once closed and drained."""
-        while not self._queue:
-            if self.closed:
-                raise EOFError(self.name)
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        return self._pop()
-
-    def get_nowait(self) -> Item | None:
-        return self._pop() if self._queue else None
-
-    def _pop(self) -> Item:
-        item = self._queue.popleft()
-        if isinstance(item, Packet):
-            self._packets -= 1
-        return item
-
-    @property
-    def queued(self) -> int:
-        return self._packets
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._wakeup.set()
-            self.stream.unsubscribe(self)
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Item:
-        try:
-            return await self.get()
-        except EOFError:
-            raise StopAsyncIteration from None
 
 
 @dataclass
@@ -252,7 +147,7 @@ class SourceState:
     reconnects: int = 0
 
 
-SubscriptionT = TypeVar("SubscriptionT", bound=Subscription)
+ConsumerT = TypeVar("ConsumerT", bound=Consumer)
 
 
 class Stream:
@@ -265,7 +160,7 @@ class Stream:
         self.publication: Publication | None = None
         # replaced, never changed in place: push() iterates it with no copy per packet while
         # a subscriber may leave (or join) during the offer
-        self.subscribers: list[Subscription] = []
+        self.subscribers: list[Consumer] = []
         self.stats = StreamStats()
         self.source = SourceState()
         self.last_end_reason = ""
@@ -354,25 +249,30 @@ class Stream:
             sub.offer(marker)
         self._notify()
 
-    # -- subscriber path --
-    def subscribe(self, name: str, max_packets: int) -> Subscription:
-        return self.attach(Subscription(self, name, max_packets))
+    # -- consumer path --
+    def subscribe(self, name: str, max_packets: int) -> QueuedConsumer:
+        return self.attach(QueuedConsumer(self, name, max_packets))
 
-    def attach(self, sub: SubscriptionT) -> SubscriptionT:
-        """Add a subscriber (a Subscription or a subclass, e.g. one handling items inside
-        the push): it is offered the current publication's start and cached GOP, then
-        everything pushed."""
-        if self.live:
-            sub.offer(StreamStart(self.tracks, self.epoch))
-            for packet in self._gop:
-                sub.offer(packet)
-        self.subscribers = [*self.subscribers, sub]
+    def attach(self, consumer: ConsumerT) -> ConsumerT:
+        """Add a consumer of any kind: it is offered the replay, then everything pushed."""
+        self.replay(consumer.offer)
+        self.subscribers = [*self.subscribers, consumer]
         self._notify()
-        return sub
+        return consumer
 
-    def unsubscribe(self, sub: Subscription) -> None:
-        if sub in self.subscribers:
-            self.subscribers = [s for s in self.subscribers if s is not sub]
+    def replay(self, offer: Callable[[Item], None]) -> None:
+        """Hand offer what a reader joining now starts from: the live publication's start
+        and the cached GOP (nothing while nobody publishes). attach() does this for every
+        consumer; a consumer that serves several readers (the WebRTC fan-out) does it for
+        each one that joins it later."""
+        if self.live:
+            offer(StreamStart(self.tracks, self.epoch))
+            for packet in self._gop:
+                offer(packet)
+
+    def unsubscribe(self, consumer: Consumer) -> None:
+        if consumer in self.subscribers:
+            self.subscribers = [s for s in self.subscribers if s is not consumer]
             self._notify()
 
     def _notify(self) -> None:
@@ -441,7 +341,7 @@ class Hub:
 
     def subscribe(
         self, stream_id: str, name: str, max_packets: int = DEFAULT_QUEUE_PACKETS
-    ) -> Subscription:
+    ) -> QueuedConsumer:
         return self.stream(stream_id).subscribe(name, max_packets)
 
     def drop_idle(self, keep: Iterable[str] = ()) -> None:

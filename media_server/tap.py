@@ -1,13 +1,11 @@
-"""Tap: a hub subscriber that handles each item at once, inside the publisher's push.
+"""Tap: the inline kind of hub consumer (media_server/consumer.py), called inside the
+publisher's push.
 
 For outputs that are plain, fast, non-blocking Python: the LL-HLS segmenter, the agent's
-selector and ring recorder. Behind a queued Subscription each of them costs a task wake-up
-per packet (Event.set, a future, a loop turn); a tap costs one call. Nothing here may block
-or await: a tap runs on the pusher's stack. Outputs that must wait on a network (RTMP play,
+selector and ring recorder. Behind a queued consumer each of them costs a task wake-up per
+packet (Event.set, a future, a loop turn); a tap costs one call. Nothing here may block or
+await: a tap runs on the pusher's stack. Outputs that must wait on a network (RTMP play,
 WebRTC, the agent's uplink) keep a queue, which is what lets a slow one skip.
-
-It is a Subscription, so the hub lists and unsubscribes it like any other; its queue stays
-empty.
 """
 
 from __future__ import annotations
@@ -15,7 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from media_server.hub import Stream, Subscription
+from media_server.consumer import Consumer
+from media_server.hub import Stream
 from media_server.media import Item
 
 log = logging.getLogger(__name__)
@@ -24,11 +23,11 @@ OnItem = Callable[[Item], None]
 OnError = Callable[[], None]
 
 
-class Tap(Subscription):
+class Tap(Consumer):
     def __init__(
         self, stream: Stream, name: str, on_item: OnItem, on_error: OnError | None = None
     ) -> None:
-        super().__init__(stream, name, max_packets=0)
+        super().__init__(stream, name)
         self._on_item = on_item
         self._on_error = on_error
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import av
 
-from media_server.hub import Hub, Subscription
+from media_server.consumer import QueuedConsumer
+from media_server.hub import Hub
 from media_server.media import Packet, Skipped, StreamEnd, StreamStart, Track
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class AacToOpus:
         self.frames_out = 0
         self.cpu_s = 0.0
         self._task: asyncio.Task[None] | None = None
-        self._sub: Subscription | None = None
+        self._sub: QueuedConsumer | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     def attach(self, listener: Listener) -> None:

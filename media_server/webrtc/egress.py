@@ -1,5 +1,5 @@
-"""What all WebRTC viewers of one stream share: one hub subscription, RTP payloads and the
-AAC->Opus transcoder.
+"""What all WebRTC viewers of one stream share: one queued hub consumer, RTP payloads and
+the AAC->Opus transcoder.
 
 One task per stream (Fanout) reads the hub and hands each item to every viewer by a plain
 call, and each viewer sends its packets there and then: a frame costs one task wake-up
@@ -17,19 +17,22 @@ import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
-from media_server.hub import Hub, Subscription
-from media_server.media import Item, Packet, StreamStart
-from media_server.webrtc.audio import AacToOpus
-from media_server.webrtc.h264 import (
+from media_server.codecs.bitstream import split_avcc
+from media_server.codecs.h264 import (
+    MAX_PAYLOAD,
     NAL_AUD,
     NAL_PPS,
     NAL_SPS,
-    avcc_nals,
+    h264_payloads,
     nal_type,
 )
-from media_server.webrtc.packetize import MAX_PAYLOAD, h264_payloads
+from media_server.consumer import QueuedConsumer
+from media_server.hub import Hub
+from media_server.media import Item, Packet
+from media_server.webrtc.audio import AacToOpus
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ def frame_nals(
     """The NAL units to send for one frame: keyframes start with SPS/PPS (from avcC when
     the frame does not carry its own), access unit delimiters are dropped."""
     nals: list[bytes | memoryview] = [
-        n for n in avcc_nals(packet.data, length_size) if nal_type(n) != NAL_AUD
+        n for n in split_avcc(packet.data, length_size) if nal_type(n) != NAL_AUD
     ]
     if packet.keyframe:
         inband = {nal_type(n) for n in nals}
@@ -96,16 +99,17 @@ class Receiver(Protocol):
 
 
 class Fanout:
-    """One hub subscription for all WebRTC viewers of a stream, alive while it has any.
+    """One queued hub consumer for all WebRTC viewers of a stream, alive while it has any.
 
-    A viewer joins at the stream's cached GOP: join() first hands the items already queued
-    to the viewers there before, so the newcomer gets each packet exactly once."""
+    A viewer joins at the stream's cached GOP, replayed by the hub: join() first hands the
+    items already queued to the viewers there before, so the newcomer gets each packet
+    exactly once."""
 
     def __init__(self, hub: Hub, stream_id: str) -> None:
         self.hub = hub
         self.stream_id = stream_id
         self.viewers: tuple[Receiver, ...] = ()
-        self._sub: Subscription | None = None
+        self._sub: QueuedConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
     def join(self, viewer: Receiver) -> None:
@@ -116,11 +120,8 @@ class Fanout:
         self._drain(self._sub)  # what the hub already gave the others, the GOP includes
         self.viewers = (*self.viewers, viewer)
         self._rename()
-        stream = self.hub.stream(self.stream_id)
-        if stream.live:  # what Stream.subscribe would have queued for a subscriber of its own
-            self._deliver(viewer, StreamStart(stream.tracks, stream.epoch))
-            for packet in stream.gop():
-                self._deliver(viewer, packet)
+        # what the hub replays to a consumer attaching now, to this viewer alone
+        self.hub.stream(self.stream_id).replay(partial(self._deliver, viewer))
 
     def leave(self, viewer: Receiver) -> None:
         self.viewers = tuple(v for v in self.viewers if v is not viewer)
@@ -142,7 +143,7 @@ class Fanout:
             self._sub.name = f"webrtc ({len(self.viewers)} viewers)"
             self._sub.viewers = len(self.viewers)
 
-    async def _run(self, sub: Subscription) -> None:
+    async def _run(self, sub: QueuedConsumer) -> None:
         try:
             while True:
                 self._dispatch(await sub.get())
@@ -150,7 +151,7 @@ class Fanout:
         except EOFError:
             pass
 
-    def _drain(self, sub: Subscription) -> None:
+    def _drain(self, sub: QueuedConsumer) -> None:
         while (item := sub.get_nowait()) is not None:
             self._dispatch(item)
 

@@ -12,7 +12,7 @@ import pytest
 
 from courtcast.platform import Platform
 from device_agents.protocol import WS_CLOSE_REFUSED, EnrolResponse, SourceInfo, bearer
-from media_server.hub import Subscription
+from media_server.consumer import QueuedConsumer
 from media_server.media import StreamEnd
 from media_server.streams import StreamRegistry
 from tests.control_room.agent import FakeAgent, refused
@@ -65,7 +65,7 @@ async def wait_live(node: Platform, stream_id: str, timeout: float = 10) -> None
         await asyncio.sleep(0.05)
 
 
-async def next_end(sub: Subscription) -> StreamEnd:
+async def next_end(sub: QueuedConsumer) -> StreamEnd:
     async for item in sub:
         if isinstance(item, StreamEnd):
             return item

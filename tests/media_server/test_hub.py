@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from media_server.hub import Hub, StreamBusy
-from media_server.media import Packet, Skipped, StreamEnd, StreamStart, Track
+from media_server.consumer import Consumer
+from media_server.hub import Hub, Stream, StreamBusy
+from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Track
 
 VIDEO = Track(0, "video", "h264", 1000, b"\x01avcC", width=1280, height=720)
 AUDIO = Track(1, "audio", "aac", 1000, b"\x12\x10", sample_rate=48000, channels=2)
@@ -172,3 +173,30 @@ async def test_subscribers_ask_the_live_ingest_for_a_keyframe() -> None:
     assert not hub.stream("cam").request_keyframe() and asked == ["pli"]
     hub.publish("rtmp-cam", TRACKS, "rtmp")
     assert not hub.stream("rtmp-cam").request_keyframe(), "an ingest that cannot be asked"
+
+
+class Recorder(Consumer):
+    """The smallest consumer: the contract alone."""
+
+    def __init__(self, stream: Stream) -> None:
+        super().__init__(stream, "recorder")
+        self.items: list[Item] = []
+
+    def offer(self, item: Item) -> None:
+        self.items.append(item)
+
+
+async def test_the_hub_replays_start_and_gop_to_any_consumer_that_attaches() -> None:
+    hub = Hub()
+    stream = hub.stream("room1")
+    idle = stream.attach(Recorder(stream))
+    assert idle.items == [], "nothing to replay while nobody publishes"
+    pub = hub.publish("room1", TRACKS, "test")
+    for i in range(4):
+        pub.push(video(i * 40, key=i == 2))
+    late = stream.attach(Recorder(stream))
+    assert isinstance(late.items[0], StreamStart) and late.items[0].epoch == 1
+    assert [p.dts for p in late.items[1:]] == [80, 120]  # type: ignore[union-attr]
+    assert (late.queued, late.drops, late.viewers, late.realtime) == (0, 0, 1, False)
+    late.close()
+    assert stream.subscribers == [idle]
