@@ -48,10 +48,13 @@ GROUPS = (
     ("LL-HLS segmenter + fMP4 (hub -> parts)", "media_server/hls/segmenter.py:Segmenter.feed"),
     (
         "RTMP ingest: chunks, FLV, hub push",
-        "media_server/rtmp/server.py:_Connection.buffer_updated",
+        "media_server/rtmp/transport.py:RtmpTransport.buffer_updated",
     ),
-    ("RTMP ingest: chunks, FLV, hub push", "media_server/rtmp/server.py:_Connection.data_received"),
-    ("RTMP ingest: chunks, FLV, hub push", "media_server/rtmp/server.py:_Connection.run"),
+    (
+        "RTMP ingest: chunks, FLV, hub push",
+        "media_server/rtmp/transport.py:RtmpTransport.data_received",
+    ),
+    ("RTMP ingest: chunks, FLV, hub push", "media_server/rtmp/transport.py:RtmpTransport.run"),
     (
         "live stats -> Redis presence (1/s per stream)",
         "media_server/role.py:MediaServerRole._publish_live_stats",

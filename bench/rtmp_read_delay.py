@@ -30,6 +30,7 @@ from media_server.hub import Hub
 from media_server.media import Packet, StreamStart
 from media_server.rtmp import read_batching
 from media_server.rtmp import server as rtmp_server
+from media_server.rtmp import transport as rtmp_transport
 
 SETTLE_S = 2.0
 CLIPS = {
@@ -108,7 +109,7 @@ class _NoBatching:
 
 async def publish_once(clip: Path, name: str, batch_ms: float) -> Run:
     # the name the server calls when a publish starts
-    setattr(rtmp_server, "ReadBatching", _BATCHING if batch_ms else _NoBatching)  # noqa: B010
+    setattr(rtmp_transport, "ReadBatching", _BATCHING if batch_ms else _NoBatching)  # noqa: B010
     read_batching.BATCH_S = batch_ms / 1000
     hub = Hub()
     sub = hub.subscribe("s", "bench", max_packets=100_000)
@@ -198,7 +199,7 @@ def main() -> None:
         )
 
 
-_BATCHING = rtmp_server.ReadBatching
+_BATCHING = rtmp_transport.ReadBatching
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@ a local video device) pulled into the agent's own hub, remuxed, never transcoded
 
 The feed ids in the agent hub are `cam/{source}/main` and `cam/{source}/sub`; what leaves
 the agent (publisher, ring) reads the output streams the selector fills from them.
-RTSP and files reuse media_server.rtsp_pull.RtspPull (its worker thread, timeouts, loop
+RTSP and files reuse media_server.rtsp.pull.RtspPull (its worker thread, timeouts, loop
 with continued timestamps, reasons); the test pattern reuses the demo courtroom's
 generator (it must encode: it is a picture made here).
 """
@@ -22,7 +22,7 @@ from core.backoff import Backoff
 from device_agents.protocol import SourceHealth, SourceState
 from media_server.demo import DemoCourtroom
 from media_server.hub import Hub, Stream
-from media_server.rtsp_pull import RtspPull
+from media_server.rtsp.pull import RtspPull
 
 log = logging.getLogger(__name__)
 

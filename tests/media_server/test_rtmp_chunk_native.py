@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from media_server import native
 from media_server.hub import Hub
 from media_server.rtmp import chunk as compiled
-from media_server.rtmp import server as server_module
+from media_server.rtmp import transport as transport_module
 from media_server.rtmp.chunk import AUDIO, VIDEO
 from media_server.rtmp.server import RtmpServer
 from tests.fixtures.rtmp import FfmpegRunner, push_args
@@ -109,7 +109,7 @@ async def test_compiled_and_python_readers_agree_on_an_ffmpeg_publish(
             reads.append(bytes(data))
             return super().feed(data)
 
-    monkeypatch.setattr(server_module, "ChunkReader", Recording)
+    monkeypatch.setattr(transport_module, "ChunkReader", Recording)
     server = RtmpServer(Hub(), "127.0.0.1", 0)
     await server.start()
     try:
