@@ -291,7 +291,8 @@ def tx() -> str:
 async def janus_viewer(client: httpx.AsyncClient, host: str, counter: dict[str, int]) -> Any:
     from aiortc import RTCSessionDescription
 
-    from media_server.webrtc.ice import IceConfig, bind_candidate_addresses, new_peer_connection
+    from media_server.patches.aiortc_ice_addresses import bind_candidate_addresses
+    from media_server.webrtc.ice import IceConfig, new_peer_connection
 
     session = (await client.post("", json={"janus": "create", "transaction": tx()})).json()
     sid = session["data"]["id"]
@@ -351,7 +352,7 @@ async def _viewers(count: int, seconds: float, host: str) -> None:
 
 
 def bench(counts: list[int], seconds: float, event_loops: int) -> None:
-    from media_server.webrtc.clip import make_test_clip
+    from tests.fixtures.clip import make_test_clip
 
     with tempfile.TemporaryDirectory() as tmp, namespace():
         clip = make_test_clip(

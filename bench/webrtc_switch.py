@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=12)
     args = parser.parse_args()
-    from media_server.webrtc.clip import make_test_clip
+    from tests.fixtures.clip import make_test_clip
 
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_test_clip(

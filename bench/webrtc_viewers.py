@@ -44,13 +44,13 @@ def serve(port: int, clip: Path, shared: bool, gso: bool, host: str = "127.0.0.1
     import uvicorn
     from fastapi import FastAPI
 
-    from media_server.webrtc import fastsend
+    from media_server.webrtc import udp_path
 
-    fastsend.USE_GSO = gso
+    udp_path.USE_GSO = gso
 
     from media_server.hub import Hub
     from media_server.webrtc import IceConfig, WebRTCOptions, make_webrtc_router
-    from media_server.webrtc.clip import ClipPublisher, load_clip
+    from tests.fixtures.clip import ClipPublisher, load_clip
 
     async def allow(*_: Any) -> None:
         return None
@@ -87,7 +87,8 @@ def viewers(
 async def _viewers(port: int, count: int, seconds: float, host: str, server: str) -> None:
     from aiortc import RTCSessionDescription
 
-    from media_server.webrtc.ice import IceConfig, bind_candidate_addresses, new_peer_connection
+    from media_server.patches.aiortc_ice_addresses import bind_candidate_addresses
+    from media_server.webrtc.ice import IceConfig, new_peer_connection
 
     counters = [{"packets": 0, "bytes": 0} for _ in range(count)]
     pcs = []
@@ -279,7 +280,7 @@ def main() -> None:
 
 
 def bench(args: argparse.Namespace) -> None:
-    from media_server.webrtc.clip import make_test_clip
+    from tests.fixtures.clip import make_test_clip
 
     counts = [int(n) for n in args.viewers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

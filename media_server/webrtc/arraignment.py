@@ -295,9 +295,6 @@ class ArraignmentRooms:
         found = await self._seat_for(stream_id, token)
         return found is not None and found[1].seat != found[0]
 
-    def is_room_stream(self, stream_id: str) -> bool:
-        return parse_room_stream(stream_id) is not None
-
     async def _seat_for(self, stream_id: str, token: str | None) -> tuple[str, Seat] | None:
         """(the stream's seat, the token's seat) when both belong to the same room."""
         parsed = parse_room_stream(stream_id)

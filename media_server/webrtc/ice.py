@@ -9,10 +9,7 @@ server list (empty by default) and candidate addresses from config.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-from aioice import Candidate
 from aioice import ice as aioice_ice
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from pydantic import BaseModel, Field
@@ -70,39 +67,3 @@ class IceConfig(BaseModel):
 
 def new_peer_connection(config: IceConfig) -> RTCPeerConnection:
     return RTCPeerConnection(configuration=config.rtc_configuration())
-
-
-GatherFn = Callable[..., Awaitable[list[Candidate]]]
-
-
-def bind_candidate_addresses(pc: RTCPeerConnection, chosen: list[str]) -> None:
-    """Make every ICE gatherer of pc bind exactly these addresses.
-
-    Call after setRemoteDescription (which creates the transports) and before
-    setLocalDescription (which gathers). aioice has no option for the address list, so
-    the public per-component gathering method is wrapped on each connection.
-    """
-    for connection in _ice_connections(pc):
-        original: GatherFn = connection.get_component_candidates
-
-        async def gather(
-            component: int,
-            addresses: list[str] | None = None,
-            timeout: int = 5,
-            _original: GatherFn = original,
-        ) -> list[Candidate]:
-            return await _original(component=component, addresses=chosen, timeout=timeout)
-
-        connection.get_component_candidates = gather
-
-
-def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
-    found: list[Any] = []
-    for transceiver in pc.getTransceivers():
-        gatherer = transceiver.sender.transport.transport.iceGatherer
-        connection = getattr(gatherer, "_connection", None)
-        if connection is None:
-            raise RuntimeError("aiortc internals changed: RTCIceGatherer._connection is gone")
-        if connection not in found:
-            found.append(connection)
-    return found

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pydantic import BaseModel, Field
 
 from media_server.hub import Hub
+from media_server.patches import aiortc_fast_sender, aiortc_ice_addresses, aiortc_receiver_tap
 from media_server.webrtc.arraignment import ArraignmentRooms
 from media_server.webrtc.arraignment_http import RoomHooks
 from media_server.webrtc.errors import SignalingError
@@ -16,8 +17,9 @@ from media_server.webrtc.ice import IceConfig
 from media_server.webrtc.whep import WhepEndpoint
 from media_server.webrtc.whip import WhipEndpoint
 
-# All sessions share one event loop (one core): measured ~15 ms CPU per second per 2 Mbit/s
-# viewer (bench/webrtc_viewers.py), so past ~60 every viewer's video would stutter.
+# All sessions share one event loop (one core): the cap keeps a margin below the count at
+# which every viewer's video would stutter (what a viewer costs: bench/RESULTS.md, "Viewers
+# per core").
 MAX_SESSIONS = 60
 PUBLISHER_RESERVE = 8  # a courtroom publishing must not be locked out by a full wall
 RETRY_AFTER_S = 10
@@ -46,6 +48,9 @@ class WebRTCService:
     def __init__(
         self, hub: Hub, ice: IceConfig, options: WebRTCOptions, room_hooks: RoomHooks | None = None
     ) -> None:
+        aiortc_fast_sender.check()  # at start-up: an aiortc upgrade fails here, loudly
+        aiortc_receiver_tap.check()
+        aiortc_ice_addresses.check()
         self.hub = hub
         self.ice = ice
         self.options = options

@@ -16,8 +16,9 @@ from typing import Any
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 
+from media_server.patches.aiortc_ice_addresses import bind_candidate_addresses
 from media_server.webrtc.errors import SignalingError
-from media_server.webrtc.ice import IceConfig, bind_candidate_addresses
+from media_server.webrtc.ice import IceConfig
 
 log = logging.getLogger(__name__)
 

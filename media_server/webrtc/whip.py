@@ -1,9 +1,9 @@
 """WHIP (RFC 9725): a browser or encoder publishes H.264 + Opus into the hub, undecoded.
 
-aiortc's receiver reassembles frames from RTP (jitter buffer, NACK, RTCP reports) and
-hands them to a decoder thread through a queue. Here that queue is replaced by a tap that
-gives the encoded frame to the ingest instead: nothing is decoded. The ingest publishes
-once the first keyframe brings SPS/PPS (the hub's tracks need the avcC).
+aiortc's receiver reassembles frames from RTP (jitter buffer, NACK, RTCP reports); a tap
+(patches/aiortc_receiver_tap) gives each encoded frame to the ingest instead of a decoder:
+nothing is decoded. The ingest publishes once the first keyframe brings SPS/PPS (the hub's
+tracks need the avcC).
 
 Browsers send a keyframe only when asked. HLS segments and recordings can only start on
 keyframes and a joining viewer needs one, so the session asks (RTCP PLI) every
@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable
 
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
+from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc.jitterbuffer import JitterFrame
 
+from media_server.codecs.bitstream import BitstreamError
+from media_server.codecs.h264 import H264Assembler, VideoFrame
 from media_server.hub import Hub, Publication, StreamBusy
 from media_server.media import Packet, Track
+from media_server.patches.aiortc_receiver_tap import tap_receiver
 from media_server.webrtc.audio import OPUS_RATE, opus_head
-from media_server.webrtc.depacketize import H264Assembler, VideoFrame
 from media_server.webrtc.errors import SignalingError
-from media_server.webrtc.h264 import H264Error
 from media_server.webrtc.ice import IceConfig, new_peer_connection
 from media_server.webrtc.sdp import (
     Offer,
@@ -45,33 +45,6 @@ log = logging.getLogger(__name__)
 
 VIDEO_RATE = 90000
 MIN_KEYFRAME_GAP_S = 0.3  # on-demand requests closer than this are merged
-
-
-class FrameTap:
-    """Takes the place of an aiortc receiver's decoder queue (aiortc 1.16 internals).
-
-    put() runs on the event loop (from the receiver's RTP handler); the idle decoder
-    thread blocks in get() until the receiver stops, then ends the remote track."""
-
-    def __init__(self, on_frame: Callable[[JitterFrame], None]) -> None:
-        self._on_frame = on_frame
-        self._done = threading.Event()
-
-    def put(self, task: tuple[object, JitterFrame] | None) -> None:
-        if task is None:
-            self._done.set()
-        else:
-            self._on_frame(task[1])
-
-    def get(self) -> None:
-        self._done.wait()
-
-
-def tap_receiver(receiver: RTCRtpReceiver, on_frame: Callable[[JitterFrame], None]) -> None:
-    attr = "_RTCRtpReceiver__decoder_queue"
-    if not hasattr(receiver, attr):
-        raise RuntimeError("aiortc internals changed: RTCRtpReceiver has no __decoder_queue")
-    setattr(receiver, attr, FrameTap(on_frame))
 
 
 class WhipIngest:
@@ -107,7 +80,7 @@ class WhipIngest:
         ts = self._aligned(self.video_index, frame.timestamp, VIDEO_RATE)
         try:
             video = self.assembler.push(frame.data)
-        except H264Error as exc:
+        except BitstreamError as exc:
             log.info("WHIP %s: unusable H.264 frame dropped: %s", self.stream_id, exc)
             self.assembler.lost()
             return

@@ -22,10 +22,11 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from media_server.hub import Hub
+from media_server.patches.aiortc_ice_addresses import bind_candidate_addresses
 from media_server.webrtc import IceConfig, WebRTCOptions, make_webrtc_router
-from media_server.webrtc.clip import ClipPublisher, load_clip, make_test_clip
-from media_server.webrtc.ice import bind_candidate_addresses, new_peer_connection
+from media_server.webrtc.ice import new_peer_connection
 from media_server.webrtc.service import WebRTCService
+from tests.fixtures.clip import ClipPublisher, load_clip, make_test_clip
 
 T = TypeVar("T")
 PUBLISH_KEY = "secret-key"

@@ -1,5 +1,6 @@
-"""Pure parts of the WebRTC package: H.264 bytes, RTP payloads, SDP offers, the WHIP
-assembler, timelines, the shared payload cache, AAC->Opus. No network, no browser."""
+"""Pure parts of the WebRTC package: a frame's NAL units, the shared payload cache, SDP
+offers, timelines, AAC->Opus. No network, no browser. (H.264 bytes, RTP payloads and the
+WHIP assembler: tests/media_server/codecs.)"""
 
 from __future__ import annotations
 
@@ -10,51 +11,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiortc.codecs.h264 import h264_depayload
 
+from media_server.codecs.bitstream import nals_to_avcc
+from media_server.codecs.h264 import STAP_A
 from media_server.hub import Hub
 from media_server.media import Packet, Track
+from media_server.patches.aiortc_ice_addresses import bind_candidate_addresses
 from media_server.stats import stream_stats
 from media_server.webrtc.audio import OPUS_FRAME, AacOpusCodec, opus_head
-from media_server.webrtc.clip import load_clip, make_test_clip
-from media_server.webrtc.depacketize import H264Assembler
 from media_server.webrtc.egress import StreamEgress, VideoPayloadCache, frame_nals
 from media_server.webrtc.errors import SignalingError
-from media_server.webrtc.h264 import (
-    H264Error,
-    annexb_nals,
-    avcc_nals,
-    build_avcc_config,
-    parse_avcc_config,
-    profile_level_id,
-    sps_dimensions,
-    to_annexb,
-    to_avcc,
-)
-from media_server.webrtc.ice import (
-    IceConfig,
-    IceServer,
-    bind_candidate_addresses,
-    new_peer_connection,
-)
-from media_server.webrtc.packetize import FU_A, STAP_A, h264_payloads
+from media_server.webrtc.ice import IceConfig, IceServer, new_peer_connection
 from media_server.webrtc.sdp import SdpError, offers_h264, parse_offer
 from media_server.webrtc.tracks import EncodedFrame, Timeline, ViewerFeed
 from media_server.webrtc.whep import plan_viewer
 from media_server.webrtc.whip import plan_publish
-
-# avcC records captured from ffmpeg/libx264 (constrained baseline 640x360, high 1280x720)
-AVCC_BASELINE_360 = bytes.fromhex(
-    "0142c01effe100196742c01eda0280bfe5c044000003000400000300f23c58ba8001000468ce3c80"
-)
-AVCC_HIGH_720 = bytes.fromhex(
-    "0164001fffe1001a6764001facd9405005bb0110000003001000000303c0f183196001000668ebe3cb22c0fdf8f800"
-)
-
-SPS = parse_avcc_config(AVCC_BASELINE_360).sps[0]
-PPS = parse_avcc_config(AVCC_BASELINE_360).pps[0]
-IDR = bytes([0x65]) + bytes(range(256)) * 20  # 5 KB slice: needs FU-A
-P_SLICE = bytes([0x41]) + b"\x11" * 300
+from tests.fixtures.clip import load_clip, make_test_clip
+from tests.media_server.codecs.samples import AVCC_BASELINE_360, IDR, P_SLICE, PPS, SPS
 
 CHROME_LIKE_OFFER = """v=0
 o=- 1 2 IN IP4 127.0.0.1
@@ -92,73 +65,24 @@ def h264_track(config: bytes = AVCC_BASELINE_360) -> Track:
     return Track(0, "video", "h264", 90000, config, 640, 360)
 
 
-# -- H.264 bytes --
-
-
-def test_avcc_and_annexb_round_trip() -> None:
-    nals = [SPS, PPS, IDR]
-    assert [bytes(n) for n in avcc_nals(to_avcc(nals))] == nals
-    assert annexb_nals(to_annexb(nals)) == nals
-    three_byte = b"\x00\x00\x01" + SPS + b"\x00\x00\x01" + PPS + b"\x00\x00\x00\x01" + P_SLICE
-    assert annexb_nals(three_byte) == [SPS, PPS, P_SLICE]
-
-
-def test_avcc_overrun_is_an_error() -> None:
-    with pytest.raises(H264Error, match="overruns"):
-        avcc_nals(b"\x00\x00\x01\x00" + b"\x65" * 10)
-    with pytest.raises(H264Error, match="trailing"):
-        avcc_nals(b"\x00\x00\x00\x02\x65\x00\x01")
-
-
-def test_avcc_config_parse_build_and_sps_facts() -> None:
-    config = parse_avcc_config(AVCC_BASELINE_360)
-    assert config.length_size == 4 and len(config.sps) == 1 and len(config.pps) == 1
-    assert build_avcc_config(config.sps, config.pps) == AVCC_BASELINE_360
-    assert sps_dimensions(config.sps[0]) == (640, 360)
-    assert profile_level_id(config.sps[0]) == "42c01e"
-    high = parse_avcc_config(AVCC_HIGH_720)
-    assert sps_dimensions(high.sps[0]) == (1280, 720)
-    with pytest.raises(H264Error):
-        parse_avcc_config(b"\x02\x00")
-    with pytest.raises(H264Error):
-        parse_avcc_config(AVCC_BASELINE_360[:12])
-
-
-# -- RTP payloads --
-
-
-def reassemble(payloads: list[bytes]) -> bytes:
-    return b"".join(h264_depayload(p) for p in payloads)
-
-
-def test_payloads_aggregate_small_units_and_fragment_large_ones() -> None:
-    payloads = h264_payloads([SPS, PPS, IDR], max_payload=1200)
-    assert payloads[0][0] & 0x1F == STAP_A
-    assert all(p[0] & 0x1F == FU_A for p in payloads[1:])
-    assert max(len(p) for p in payloads) <= 1200
-    sizes = [len(p) for p in payloads[1:]]
-    assert len(set(sizes[:-1])) == 1, "fragments share one size (UDP GSO sends them at once)"
-    assert 0 <= sizes[0] - sizes[-1] < len(sizes), "and the last is not a tiny one"
-    assert annexb_nals(reassemble(payloads)) == [SPS, PPS, IDR]
-
-
-def test_payload_of_a_single_small_unit_is_the_unit() -> None:
-    assert h264_payloads([P_SLICE]) == [P_SLICE]
+# -- a frame's NAL units and RTP payloads --
 
 
 def test_keyframes_carry_parameter_sets_from_the_config() -> None:
-    key = Packet(0, 0, 0, True, to_avcc([IDR]))
-    delta = Packet(0, 1, 1, False, to_avcc([b"\x09\x10", P_SLICE]))  # AUD is dropped
+    key = Packet(0, 0, 0, True, nals_to_avcc([IDR]))
+    delta = Packet(0, 1, 1, False, nals_to_avcc([b"\x09\x10", P_SLICE]))  # AUD is dropped
     params = (SPS, PPS)
     assert [bytes(n) for n in frame_nals(key, params)] == [SPS, PPS, IDR]
     assert [bytes(n) for n in frame_nals(delta, params)] == [P_SLICE]
-    inband = Packet(0, 0, 0, True, to_avcc([SPS, PPS, IDR]))
+    inband = Packet(0, 0, 0, True, nals_to_avcc([SPS, PPS, IDR]))
     assert [bytes(n) for n in frame_nals(inband, (b"\x67old", b"\x68old"))] == [SPS, PPS, IDR]
 
 
 def test_payload_cache_computes_once_for_all_viewers() -> None:
     cache = VideoPayloadCache(max_frames=2)
-    packets = [Packet(0, i, i, i == 0, to_avcc([IDR if i == 0 else P_SLICE])) for i in range(3)]
+    packets = [
+        Packet(0, i, i, i == 0, nals_to_avcc([IDR if i == 0 else P_SLICE])) for i in range(3)
+    ]
     first = [cache.payloads(p, (SPS, PPS)) for p in packets]
     again = cache.payloads(packets[2], (SPS, PPS))
     assert again is first[2]
@@ -238,28 +162,6 @@ def test_publish_plan_wants_sendonly_h264_and_opus() -> None:
         plan_publish(parse_offer(vp8))
 
 
-# -- WHIP assembly --
-
-
-def test_assembler_waits_for_parameter_sets_and_a_keyframe() -> None:
-    asm = H264Assembler()
-    assert asm.push(to_annexb([P_SLICE])) is None
-    first = asm.push(to_annexb([b"\x09\xf0", SPS, PPS, IDR]))
-    assert first is not None and first.keyframe and first.config == AVCC_BASELINE_360
-    assert (first.width, first.height) == (640, 360)
-    assert [bytes(n) for n in avcc_nals(first.data)] == [IDR]
-    delta = asm.push(to_annexb([P_SLICE]))
-    assert delta is not None and not delta.keyframe and delta.config is None
-    again = asm.push(to_annexb([SPS, PPS, IDR]))
-    assert again is not None and again.config is None, "same SPS/PPS: no new config"
-    high_sps = parse_avcc_config(AVCC_HIGH_720).sps[0]
-    changed = asm.push(to_annexb([high_sps, PPS, IDR]))
-    assert changed is not None and changed.config is not None and changed.width == 1280
-    asm.lost()
-    assert asm.push(to_annexb([P_SLICE])) is None
-    assert asm.dropped == 2
-
-
 def test_ice_config_uses_no_public_stun_unless_told() -> None:
     closed = IceConfig(host_addresses=["10.1.2.3"])
     assert closed.rtc_configuration().iceServers == []
@@ -306,7 +208,7 @@ async def test_viewer_starts_from_the_cached_gop_squeezed_to_the_live_edge() -> 
     hub = Hub()
     pub = hub.publish("c", (h264_track(),), "test")
     for i in range(4):
-        pub.push(Packet(0, i * 3000, i * 3000, i == 1, to_avcc([IDR if i == 1 else P_SLICE])))
+        pub.push(Packet(0, i * 3000, i * 3000, i == 1, nals_to_avcc([IDR if i == 1 else P_SLICE])))
     egress = StreamEgress(hub, "c")
     feed = ViewerFeed(hub, egress, video=True, audio=False, name="t")
     assert feed.video_track is not None
@@ -314,7 +216,7 @@ async def test_viewer_starts_from_the_cached_gop_squeezed_to_the_live_edge() -> 
     got = [await feed.video_track.recv() for _ in range(3)]
     assert all(isinstance(f, EncodedFrame) for f in got)
     assert [f.timestamp for f in got] == [0, 1, 2]  # type: ignore[attr-defined]
-    pub.push(Packet(0, 4 * 3000, 4 * 3000, False, to_avcc([P_SLICE])))
+    pub.push(Packet(0, 4 * 3000, 4 * 3000, False, nals_to_avcc([P_SLICE])))
     live = await feed.video_track.recv()
     assert live.timestamp == 2 + 3000  # type: ignore[attr-defined]
     assert got[0].payloads[0][0] & 0x1F == STAP_A  # type: ignore[attr-defined]
@@ -325,15 +227,15 @@ async def test_viewer_starts_from_the_cached_gop_squeezed_to_the_live_edge() -> 
 async def test_viewers_share_one_subscription_and_a_late_one_misses_nothing() -> None:
     hub = Hub()
     pub = hub.publish("c", (h264_track(),), "test")
-    pub.push(Packet(0, 0, 0, True, to_avcc([IDR])))
-    pub.push(Packet(0, 3000, 3000, False, to_avcc([P_SLICE])))
+    pub.push(Packet(0, 0, 0, True, nals_to_avcc([IDR])))
+    pub.push(Packet(0, 3000, 3000, False, nals_to_avcc([P_SLICE])))
     egress = StreamEgress(hub, "c")
     first = ViewerFeed(hub, egress, video=True, audio=False, name="a")
     second = ViewerFeed(hub, egress, video=True, audio=False, name="b")
     first.start()
-    pub.push(Packet(0, 6000, 6000, False, to_avcc([P_SLICE])))  # queued, not yet handed out
+    pub.push(Packet(0, 6000, 6000, False, nals_to_avcc([P_SLICE])))  # queued, not yet handed out
     second.start()  # joins between: hands it to the first viewer, then starts at the GOP
-    pub.push(Packet(0, 9000, 9000, False, to_avcc([P_SLICE])))
+    pub.push(Packet(0, 9000, 9000, False, nals_to_avcc([P_SLICE])))
     await _until(lambda: first.stats.video_frames == 4 and second.stats.video_frames == 4)
     await asyncio.sleep(0.05)
     assert (first.stats.video_frames, second.stats.video_frames) == (4, 4), "none twice"
@@ -356,8 +258,8 @@ async def test_viewer_without_cached_keyframe_asks_for_one_and_waits() -> None:
     assert feed.video_track is not None
     feed.start()
     await _until(lambda: bool(hub.stream("c").subscribers))
-    pub.push(Packet(0, 0, 0, False, to_avcc([P_SLICE])))
-    pub.push(Packet(0, 3000, 3000, True, to_avcc([IDR])))
+    pub.push(Packet(0, 0, 0, False, nals_to_avcc([P_SLICE])))
+    pub.push(Packet(0, 3000, 3000, True, nals_to_avcc([IDR])))
     frame = await feed.video_track.recv()
     assert asked == ["c"] and feed.stats.waited_for_key == 1
     assert frame.timestamp == 0  # type: ignore[attr-defined]
@@ -372,7 +274,7 @@ async def test_b_frames_arriving_later_end_the_viewer() -> None:
     feed.start()
     await _until(lambda: bool(hub.stream("c").subscribers))
     for dts, pts in ((0, 0), (3000, 9000), (6000, 3000)):
-        pub.push(Packet(0, dts, pts, dts == 0, to_avcc([IDR if dts == 0 else P_SLICE])))
+        pub.push(Packet(0, dts, pts, dts == 0, nals_to_avcc([IDR if dts == 0 else P_SLICE])))
     await _until(lambda: bool(ended))
     assert "B-frames" in ended[0]
 
@@ -436,12 +338,13 @@ async def test_lean_send_path_writes_what_aiortc_parses_and_resends_over_rtx() -
     from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
     from aiortc.rtp import RtpPacket, unwrap_rtx
 
-    from media_server.webrtc import fastsend
+    from media_server.patches import aiortc_fast_sender
+    from media_server.webrtc import rtp_out
 
     dtls = FakeDtls()
     sender = RTCRtpSender("video", dtls)  # type: ignore[arg-type]
-    fastsend.install(sender)
-    ext_map = getattr(sender, fastsend.P + "rtp_header_extensions_map")
+    aiortc_fast_sender.install(sender, rtp_out.RtpOut)
+    ext_map = getattr(sender, aiortc_fast_sender.P + "rtp_header_extensions_map")
     ext_map.configure(
         RTCRtpParameters(
             headerExtensions=[
@@ -452,8 +355,8 @@ async def test_lean_send_path_writes_what_aiortc_parses_and_resends_over_rtx() -
             ]
         )
     )
-    setattr(sender, fastsend.P + "mid", "0")
-    out = fastsend.RtpOut(sender, 102)
+    setattr(sender, aiortc_fast_sender.P + "mid", "0")
+    out = rtp_out.RtpOut(sender, 102)
     out.seq, out.origin = 65534, 0
     payloads = [b"\x7c\x85" + b"a" * 50, b"\x7c\x05" + b"b" * 50, b"\x7c\x45" + b"c" * 7]
     out.send_frame(payloads, 123456)
@@ -469,8 +372,8 @@ async def test_lean_send_path_writes_what_aiortc_parses_and_resends_over_rtx() -
     assert [p.payload for p in packets] == payloads
     sent_at = packets[0].extensions.abs_send_time
     assert sent_at is not None
-    assert abs(sent_at - fastsend.abs_send_time()) < 262144 // 10, "abs-send-time is now"
-    setattr(sender, fastsend.P + "rtx_payload_type", 103)
+    assert abs(sent_at - rtp_out.abs_send_time()) < 262144 // 10, "abs-send-time is now"
+    setattr(sender, aiortc_fast_sender.P + "rtx_payload_type", 103)
     await sender._retransmit(65535)
     rtx = RtpPacket.parse(dtls.sent[-1], ext_map)
     assert rtx.payload_type == 103 and rtx.ssrc == sender._rtx_ssrc
@@ -480,7 +383,7 @@ async def test_lean_send_path_writes_what_aiortc_parses_and_resends_over_rtx() -
 
 
 def test_gso_runs_are_equal_sizes_closed_by_at_most_one_shorter_packet() -> None:
-    from media_server.webrtc.fastsend import gso_runs
+    from media_server.webrtc.udp_path import gso_runs
 
     assert gso_runs([]) == []
     assert gso_runs([100]) == [(0, 1)]
@@ -501,7 +404,7 @@ async def test_udp_path_sends_a_frame_in_few_syscalls_and_the_viewer_gets_every_
 
     from aiortc.rtcdtlstransport import State
 
-    from media_server.webrtc.fastsend import UdpPath
+    from media_server.webrtc.udp_path import UdpPath
 
     loop = asyncio.get_running_loop()
     viewer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -530,7 +433,7 @@ async def test_udp_path_sends_a_frame_in_few_syscalls_and_the_viewer_gets_every_
 
 
 async def test_keyframe_requests_reach_a_whip_publisher_through_the_hub() -> None:
-    from media_server.webrtc.depacketize import VideoFrame
+    from media_server.codecs.h264 import VideoFrame
     from media_server.webrtc.whep import WhepEndpoint
     from media_server.webrtc.whip import WhipIngest
 
