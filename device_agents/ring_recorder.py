@@ -1,9 +1,10 @@
 """Records one output stream of the agent hub into the ring, all the time, whatever the
-uplink does: hub items -> the recorder's Segmenter (keyframe-aligned fMP4, wall-clock in
-prft) -> closed segments written in a worker thread, in order.
+uplink does: hub items -> the Segmenter (keyframe-aligned fMP4, wall-clock in prft) ->
+closed segments written in a worker thread, in order.
 
-The segmenter is fed by a Tap, inside the hub's push (it is pure CPU and never waits);
-only the disk writes leave the event loop.
+The segmenter is fed by a Tap, inside the hub's push (it is pure CPU and never waits) and
+tells of each closed segment, which is queued for writing; only the disk writes leave the
+event loop.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from device_agents.ring import Ring
-from media_server.fmp4 import init_segment
-from media_server.hls.segmenter import Segment, Segmenter
+from media_server.hls.segmenter import Change, Segment, Segmenter
 from media_server.hub import Hub
 from media_server.media import Item
 from media_server.tap import Tap, tap
@@ -37,9 +37,9 @@ class RingRecorder:
         self.segmenter = Segmenter(
             segment_s, part_target_s=segment_s * 4, window_segments=4, prft=True
         )
+        self.segmenter.listen(self._on_change)
         self.segments = 0
         self.errors = 0
-        self._seen = -1
         self._writes: deque[_Write] = deque()
         self._wrote = asyncio.Event()
         self._sub: Tap | None = None
@@ -53,8 +53,7 @@ class RingRecorder:
         """Close the open segment and write what is queued (within timeout_s)."""
         if self._sub is not None:
             self._sub.close()
-        self.segmenter.end_run()
-        self._collect()
+        self.segmenter.end_run()  # the open segment closes, and is queued
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 while self._writes:
@@ -66,7 +65,6 @@ class RingRecorder:
                 await self._writer
 
     def _feed(self, item: Item) -> None:
-        version = self.segmenter.version
         try:
             self.segmenter.feed(item)
         except Exception:  # one bad packet must not stop local recording
@@ -74,18 +72,13 @@ class RingRecorder:
                 "ring %s: segmenter failed; a new run starts at the next keyframe", self.stream_id
             )
             self.segmenter.end_run()
-        if self.segmenter.version != version:
-            self._collect()
 
-    def _collect(self) -> None:
-        """Queue the segments closed since the last look, with the init each needs."""
-        seg = self.segmenter
-        for done in seg.segments:
-            if done.msn > self._seen:
-                self._seen = done.msn
-                init = seg.inits.get(done.init_id) or init_segment(seg.tracks)
-                self._writes.append(_Write(init, done))
-                self._wrote.set()
+    def _on_change(self, change: Change, segment: Segment | None) -> None:
+        """Queue each closed segment with the init it needs (the segmenter keeps the init
+        of every segment in its window)."""
+        if change is Change.segment and segment is not None:
+            self._writes.append(_Write(self.segmenter.inits[segment.init_id], segment))
+            self._wrote.set()
 
     async def _write_loop(self) -> None:
         while True:

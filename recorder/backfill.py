@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from device_agents.protocol import GapOut
-from recorder.manifest import InitEntry, Manifest, object_prefix, overlap, sha256_hex
+from recorder.manifest import InitEntry, Manifest, overlap, sha256_hex
+from recorder.manifest_store import read_manifest, save_manifest
 from recorder.recording import Recording, RecordingClosing
 from storage.objects import ObjectNotFound
+from storage.recording_keys import backfill_init_name, object_key, segment_key
 
 if TYPE_CHECKING:
     from recorder.role import RecorderRole
@@ -188,7 +190,6 @@ class _Stored:
     def __init__(self, role: RecorderRole, manifest: Manifest) -> None:
         self.role = role
         self.manifest = manifest
-        self.prefix = object_prefix(manifest.recording_id)
 
     def known_sha256(self) -> set[str]:
         return {s.sha256 for s in self.manifest.segments}
@@ -197,7 +198,8 @@ class _Stored:
         return list(self.manifest.inits)
 
     async def add_init(self, entry: InitEntry, data: bytes) -> None:
-        await self.role.storage.objects.put(self.prefix + entry.name, data, "video/mp4")
+        key = object_key(self.manifest.recording_id, entry.name)
+        await self.role.storage.objects.put(key, data, "video/mp4")
         self.manifest.inits.append(entry)
         await self._save()
 
@@ -205,7 +207,8 @@ class _Stored:
         seq = self.manifest.next_seq
         # the object first: a manifest never lists what is not stored (a retry after a
         # failure here writes the same name again)
-        await self.role.storage.objects.put(f"{self.prefix}seg-{seq}.m4s", data, "video/mp4")
+        key = segment_key(self.manifest.recording_id, seq)
+        await self.role.storage.objects.put(key, data, "video/mp4")
         self.manifest.append(
             start=meta["start"],
             duration=meta["duration"],
@@ -222,13 +225,7 @@ class _Stored:
         return seq
 
     async def _save(self) -> None:
-        """Manifest, then its new signature: verify passes again once both are written."""
-        objects, data = self.role.storage.objects, self.manifest.to_bytes()
-        await objects.put(self.prefix + "manifest.json", data, "application/json")
-        if self.manifest.state == "closed":
-            await objects.put(
-                self.prefix + "manifest.sig", self.role.signer.sign(data), "application/json"
-            )
+        await save_manifest(self.role.storage.objects.put, self.manifest, self.role.signer)
         await self.role.index.put(self.manifest, self.role.options.node)
 
 
@@ -265,10 +262,9 @@ class RecordingBackfill:
         if live is not None:
             return live.manifest
         try:
-            raw = await self.role.storage.objects.get(f"{object_prefix(rid)}manifest.json")
+            return await read_manifest(self.role.storage.objects, rid)
         except ObjectNotFound:
             return None
-        return Manifest.from_bytes(raw)
 
     # -- uploads --
 
@@ -289,9 +285,8 @@ class RecordingBackfill:
             if why := codec_mismatch(live_codecs, codecs):
                 raise BackfillError(409, why)
             taken = {i.name for i in inits}
-            name = next(
-                f"init-bf{n}.mp4" for n in range(len(inits) + 1) if f"init-bf{n}.mp4" not in taken
-            )
+            names = (backfill_init_name(n) for n in range(len(inits) + 1))
+            name = next(n for n in names if n not in taken)
             await target.add_init(InitEntry(name, digest, len(data), codecs), data)
             return {"status": "stored", "init": name}
 
@@ -377,10 +372,8 @@ class RecordingBackfill:
                     return await work(_Live(live))
                 except RecordingClosing:
                     pass  # closed meanwhile: its final manifest is changed below
-            lock = self.role.storage.state.raw.lock(
-                f"{self.role.storage.state.prefix}lock:backfill:{rid}",
-                timeout=LOCK_TIMEOUT_S,
-                blocking_timeout=LOCK_TIMEOUT_S / 2,
+            lock = self.role.storage.state.lock(
+                f"backfill:{rid}", timeout_s=LOCK_TIMEOUT_S, wait_s=LOCK_TIMEOUT_S / 2
             )
             async with lock:
                 return await work(_Stored(self.role, await self._closed_manifest(rid)))
@@ -398,7 +391,6 @@ class RecordingBackfill:
 
     async def _current_stored(self, rid: str) -> Manifest:
         try:
-            raw = await self.role.storage.objects.get(f"{object_prefix(rid)}manifest.json")
+            return await read_manifest(self.role.storage.objects, rid)
         except ObjectNotFound:
             raise BackfillError(404, f"recording {rid} has no manifest yet") from None
-        return Manifest.from_bytes(raw)

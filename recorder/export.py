@@ -45,17 +45,15 @@ from av.packet import Packet as AvPacket
 from av.stream import Stream
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from media_server.bitstream import (
-    BitstreamError,
-    nal_type,
-    parse_avcc_record,
-    parse_hvcc_record,
-    split_avcc,
-)
-from recorder.manifest import Manifest, SegmentEntry, canonical, object_prefix
+from media_server.codecs.bitstream import BitstreamError, split_avcc
+from media_server.codecs.h264 import parse_avcc_record
+from media_server.codecs.h265 import parse_hvcc_record
+from media_server.codecs.video import nal_type
+from recorder.manifest import Manifest, SegmentEntry, canonical
 from recorder.playback import TimeError, select
 from recorder.signing import SignatureError, Signer, verify_signature
 from storage.objects import ObjectStore
+from storage.recording_keys import recording_prefix
 
 Progress = Callable[[float], None]  # fraction done, 0..1
 
@@ -165,7 +163,7 @@ async def export_clip(
     pieces = plan(manifest, start, end)
     if not pieces:
         raise TimeError("nothing was recorded between --from and --to")
-    prefix = object_prefix(manifest.recording_id)
+    prefix = recording_prefix(manifest.recording_id)
     with tempfile.TemporaryDirectory(prefix="courtcast-export-") as tmp:
         sources = []
         for n, piece in enumerate(pieces):
@@ -295,7 +293,7 @@ class _Joiner:
         ticks = {
             s.index: round(shift / s.time_base) for s in streams.values() if s.time_base is not None
         }
-        held: list[AvPacket] = []
+        held: list[AvPacket[Any]] = []
         for pkt in _packets(source, list(streams.values())):
             t = _seconds(pkt)
             if t < media_from - EPS_S:
@@ -327,7 +325,7 @@ class _Joiner:
             return b""
         return _parameter_sets(video.codec_context.name, config)
 
-    def _put(self, pkt: AvPacket, ticks: dict[int, int], prefix: bytes) -> None:
+    def _put(self, pkt: AvPacket[Any], ticks: dict[int, int], prefix: bytes) -> None:
         stream = pkt.stream
         track = self.tracks[stream.type]
         if prefix and stream.type == "video" and pkt.is_keyframe:
@@ -353,14 +351,16 @@ class _Joiner:
             self.progress(max(0.0, min(1.0, at / self.total_s)))
 
 
-def _packets(source: InputContainer, streams: list[Stream]) -> Iterator[AvPacket]:
+def _packets(source: InputContainer, streams: list[Stream]) -> Iterator[AvPacket[Any]]:
     """The source's media packets (not the demuxer's empty flush packets)."""
     for pkt in source.demux(streams):
         if pkt.size and pkt.dts is not None and pkt.pts is not None:
             yield pkt
 
 
-def _from_keyframe(held: list[AvPacket], lead: Stream, media_from: float) -> list[AvPacket]:
+def _from_keyframe(
+    held: list[AvPacket[Any]], lead: Stream, media_from: float
+) -> list[AvPacket[Any]]:
     """Of the packets before `from`, those from the lead track's last keyframe at or
     before it on (every track: a decoder starts there, the edit list hides the rest)."""
     keys = [
@@ -372,7 +372,7 @@ def _from_keyframe(held: list[AvPacket], lead: Stream, media_from: float) -> lis
     return [p for p in held if _seconds(p) >= first - EPS_S]
 
 
-def _seconds(pkt: AvPacket) -> float:
+def _seconds(pkt: AvPacket[Any]) -> float:
     """A demuxed packet's decode time (_packets lets only timed packets through)."""
     assert pkt.dts is not None and pkt.time_base is not None
     return float(pkt.dts * pkt.time_base)
@@ -394,7 +394,7 @@ def _parameter_sets(codec: str, config: bytes) -> bytes:
     return b"".join(len(n).to_bytes(4, "big") + n for n in nals)
 
 
-def _with_parameter_sets(pkt: AvPacket, codec: str, prefix: bytes) -> AvPacket:
+def _with_parameter_sets(pkt: AvPacket[Any], codec: str, prefix: bytes) -> AvPacket[Any]:
     """pkt, with the parameter sets in front unless it carries some already."""
     data = bytes(pkt)
     types = {nal_type(n, "h265" if codec == "hevc" else "h264") for n in split_avcc(data)}

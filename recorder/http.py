@@ -9,7 +9,6 @@ Exports are audited.
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations.
 import base64
-import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,18 +22,18 @@ from core.audit import audit
 from core.identity import caller_guards, session_resolver
 from core.rights import Caller, may
 from recorder.export import ExportError, export_clip
-from recorder.manifest import Manifest, object_prefix
+from recorder.manifest import Manifest
+from recorder.manifest_store import read_manifest
 from recorder.playback import TimeError, parse_time
 from recorder.playback import playlist as make_playlist
 from recorder.sessions import SessionError, TrialSession
 from recorder.signing import public_pem
 from recorder.verify import verify_recording
 from storage.objects import ObjectNotFound
+from storage.recording_keys import is_media_name, object_key, recording_prefix
 
 if TYPE_CHECKING:
     from recorder.role import RecorderRole
-
-MEDIA_NAME = re.compile(r"^(seg-\d+\.m4s|init(-\d+|-bf\d+)?\.mp4)$")  # -bf: backfill
 
 
 class SessionIn(BaseModel):
@@ -71,7 +70,7 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
 
     async def manifest_of(rid: str) -> Manifest:
         try:
-            return Manifest.from_bytes(await objects.get(f"{object_prefix(rid)}manifest.json"))
+            return await read_manifest(objects, rid)
         except ObjectNotFound:
             raise HTTPException(404, f"recording {rid} has no manifest yet") from None
 
@@ -121,7 +120,7 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     ) -> dict[str, Any]:
         # a recording whose manifest is gone is a failed verification (evidence removed);
         # an id nobody ever recorded is just not found
-        if await role.index.get(rid) is None and not await objects.list(object_prefix(rid)):
+        if await role.index.get(rid) is None and not await objects.list(recording_prefix(rid)):
             raise HTTPException(404, f"no recording {rid}")
         return (await verify_recording(objects, rid, role.signer.public)).to_dict()
 
@@ -190,11 +189,11 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
 
     @router.get("/recordings/{rid}/{name}", tags=["recordings"])
     async def media(rid: str, name: str, caller: Anyone) -> Response:
-        if not MEDIA_NAME.match(name):
+        if not is_media_name(name):
             raise HTTPException(404, f"no object {name} in a recording")
         await readable(rid, caller)
         try:
-            data = await objects.get(f"{object_prefix(rid)}{name}")
+            data = await objects.get(object_key(rid, name))
         except ObjectNotFound:
             raise HTTPException(404, f"recording {rid} has no {name}") from None
         return Response(

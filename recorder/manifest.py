@@ -1,9 +1,10 @@
 """The manifest of a recording (DESIGN.md §6): its source of truth, next to its media.
 
-`recordings/{id}/manifest.json` lists the init segments, every media segment (sequence,
-wall-clock start, duration, bytes, SHA-256, and the hash of the previous entry: a chain)
-and every gap with its cause. The chain starts from the hash of the header (ids, codecs,
-inits), so an entry cannot be moved to another recording or reordered without breaking it.
+`recordings/{id}/manifest.json` (keys: storage/recording_keys.py) lists the init
+segments, every media segment (sequence, wall-clock start, duration, bytes, SHA-256, and
+the hash of the previous entry: a chain) and every gap with its cause. The chain starts
+from the hash of the header (ids, codecs, inits), so an entry cannot be moved to another
+recording or reordered without breaking it.
 
 Hashes are over canonical JSON (sorted keys, no spaces), so anyone can recompute them with
 a few lines in any language. Pure code, no I/O.
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from storage.recording_keys import segment_name
+
 FORMAT = "courtcast-recording/1"
 
 
@@ -32,6 +35,7 @@ class GapCause(StrEnum):
     recess = "recess"
     recorder_restart = "recorder-restart"
     storage_outage = "storage-outage"
+    recorder_overload = "recorder-overload"  # the recorder fell behind the hub and skipped
 
 
 def canonical(value: Any) -> bytes:
@@ -94,17 +98,9 @@ def merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
-def segment_key(recording_id: str, seq: int) -> str:
-    return f"recordings/{recording_id}/seg-{seq}.m4s"
-
-
-def object_prefix(recording_id: str) -> str:
-    return f"recordings/{recording_id}/"
-
-
 @dataclass(slots=True)
 class InitEntry:
-    name: str  # "init.mp4", or "init-{seq}.mp4" after a codec change
+    name: str  # "init.mp4", "init-{seq}.mp4" after a codec change, "init-bf{n}.mp4" backfill
     sha256: str
     bytes: int
     codecs: list[str]
@@ -128,7 +124,7 @@ class SegmentEntry:
 
     @property
     def name(self) -> str:
-        return f"seg-{self.seq}.m4s"
+        return segment_name(self.seq)
 
     @property
     def end(self) -> float:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from core.audit import audit
 from recorder.index import RecordingIndex
-from recorder.manifest import object_prefix
 from storage.objects import ObjectStore
+from storage.recording_keys import MANIFEST_NAME, manifest_key, recording_prefix
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,11 @@ async def delete_recording(
     store: ObjectStore, index: RecordingIndex, recording_id: str, who: str, reason: str
 ) -> None:
     """Objects first, the index entry last, so a crash half-way is retried next round."""
-    prefix = object_prefix(recording_id)
-    objects = await store.list(prefix)
+    objects = await store.list(recording_prefix(recording_id))
     for info in objects:
-        if not info.key.endswith("manifest.json"):
+        if not info.key.endswith(MANIFEST_NAME):
             await store.delete(info.key)
-    await store.delete(f"{prefix}manifest.json")
+    await store.delete(manifest_key(recording_id))
     await index.delete(recording_id)
     await audit(
         index.state, "delete", who, recording=recording_id, reason=reason, objects=len(objects)

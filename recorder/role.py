@@ -32,7 +32,8 @@ from media_server.streams import CHANGES as STREAM_CHANGES
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
 from recorder.index import RecordingIndex
 from recorder.manifest import Manifest
-from recorder.recording import RecorderOptions, Recording, load_manifest
+from recorder.manifest_store import load_manifest
+from recorder.recording import RecorderOptions, Recording
 from recorder.sessions import CHANGES as SESSION_CHANGES
 from recorder.sessions import TrialSession, TrialSessions, room_streams
 from recorder.signing import Signer

@@ -19,8 +19,8 @@ written whole then renamed, so a kill -9 leaves them whole or absent. No fsync: 
 process loses nothing the kernel already has; a power cut may lose the last second or so.
 
 Why a journal and spares: creating a file, and deleting one full of fresh data, are the
-costly part of spooling (about 0.4 ms of CPU per file created on this VM's ext4), far more
-than writing a segment's bytes. A journal line per event instead of an index and a
+costly part of spooling, far more than writing a segment's bytes (bench/RESULTS.md,
+Recorder: profile and fixes). A journal line per event instead of an index and a
 metadata file per segment, and an uploaded segment's file renamed to `spare-<n>` and
 written over by a later segment (truncated to its length when it closes), make it no file
 created or deleted per segment in the steady state (there were three created and

@@ -13,18 +13,22 @@ else the gaps left, each with its time and cause.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from recorder.manifest import Gap, Manifest, object_prefix, overlap
+from recorder.manifest import Gap, Manifest, overlap
 from recorder.playback import program_date_time
 from recorder.signing import SignatureError, verify_signature
 from storage.objects import ObjectNotFound, ObjectStore
-
-MEDIA_NAME = re.compile(r"^(seg-\d+\.m4s|init(-\d+|-bf\d+)?\.mp4)$")
+from storage.recording_keys import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    is_media_name,
+    recording_prefix,
+    segment_name,
+)
 
 
 @dataclass
@@ -116,16 +120,16 @@ async def verify_recording(
     store: ObjectStore, recording_id: str, public_key: Ed25519PublicKey
 ) -> VerifyReport:
     report = VerifyReport(recording_id)
-    prefix = object_prefix(recording_id)
+    prefix = recording_prefix(recording_id)
     try:
-        raw = await store.get(f"{prefix}manifest.json")
+        raw = await store.get(prefix + MANIFEST_NAME)
     except ObjectNotFound:
-        report.fail("manifest.json", "missing")
+        report.fail(MANIFEST_NAME, "missing")
         return report
     try:
         manifest = Manifest.from_bytes(raw)
     except ValueError as exc:
-        report.fail("manifest.json", "unreadable", str(exc))
+        report.fail(MANIFEST_NAME, "unreadable", str(exc))
         return report
     report.state, report.segments = manifest.state, len(manifest.segments)
     report.duration_s, report.gaps = round(manifest.duration, 3), len(manifest.gaps)
@@ -148,15 +152,15 @@ async def _check_signature(
     report: VerifyReport,
 ) -> None:
     try:
-        sig = await store.get(f"{prefix}manifest.sig")
+        sig = await store.get(prefix + SIGNATURE_NAME)
     except ObjectNotFound:
         if manifest.state == "closed":
-            report.fail("manifest.sig", "missing", "a closed recording must be signed")
+            report.fail(SIGNATURE_NAME, "missing", "a closed recording must be signed")
         return
     try:
         verify_signature(public_key, raw, sig)
     except SignatureError as exc:
-        report.fail("manifest.json", "bad signature", str(exc))
+        report.fail(MANIFEST_NAME, "bad signature", str(exc))
         return
     report.signed = True
 
@@ -200,7 +204,8 @@ async def _check_segments(
         elif digest != entry.sha256:
             other = by_hash.get(digest)
             if other is not None:
-                report.fail(entry.name, "reordered", f"it holds the content of seg-{other}.m4s")
+                why = f"it holds the content of {segment_name(other)}"
+                report.fail(entry.name, "reordered", why)
             else:
                 report.fail(entry.name, "changed", "its SHA-256 differs from the manifest's")
 
@@ -211,8 +216,8 @@ async def _check_extra(
     listed = {s.name for s in manifest.segments} | {i.name for i in manifest.inits}
     for info in await store.list(prefix):
         name = info.key.removeprefix(prefix)
-        if name in ("manifest.json", "manifest.sig") or name in listed:
+        if name in (MANIFEST_NAME, SIGNATURE_NAME) or name in listed:
             continue
-        if MEDIA_NAME.match(name) and manifest.state != "closed":
+        if is_media_name(name) and manifest.state != "closed":
             continue  # an open recording's next segment, uploaded before its checkpoint
         report.fail(name, "extra", "an object the manifest does not list")

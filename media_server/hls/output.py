@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from media_server.hls import playlist
-from media_server.hls.segmenter import Segmenter
+from media_server.hls.segmenter import Change, Segment, Segmenter
 from media_server.hub import Hub
 from media_server.tap import tap
 
@@ -55,11 +55,11 @@ class HlsOutput:
             options.window_segments,
             first_msn=int(time.time()),
             prft=options.prft,
-            on_change=self._on_change,
         )
         self.last_request = time.monotonic()
         self._changed = asyncio.Event()
-        self._rendered: tuple[int, str, str, bytes] | None = None  # version, query, text
+        self._rendered: tuple[str, str, bytes] | None = None  # query, text, body
+        self.segmenter.listen(self._on_change)  # before the tap: it replays the GOP at once
         self._tap = tap(hub.stream(stream_id), "hls", self.segmenter.feed, self._start_over)
 
     def _start_over(self) -> None:
@@ -67,7 +67,8 @@ class HlsOutput:
         log.warning("hls %s: starting over at the next keyframe", self.stream_id)
         self.segmenter.end_run()
 
-    def _on_change(self) -> None:
+    def _on_change(self, change: Change, segment: Segment | None) -> None:
+        self._rendered = None
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -76,18 +77,17 @@ class HlsOutput:
 
     def playlist(self, query: str = "") -> str:
         """The rendered playlist, rendered once per change (many viewers, one render)."""
-        return self._render(query)[2]
+        return self._render(query)[1]
 
     def playlist_bytes(self, query: str = "") -> bytes:
         """The playlist as the HTTP body (UTF-8), encoded once per render."""
-        return self._render(query)[3]
+        return self._render(query)[2]
 
-    def _render(self, query: str) -> tuple[int, str, str, bytes]:
-        version = self.segmenter.version
-        cached = self._rendered
-        if cached is None or cached[0] != version or cached[1] != query:
+    def _render(self, query: str) -> tuple[str, str, bytes]:
+        cached = self._rendered  # dropped by every change
+        if cached is None or cached[0] != query:
             text = playlist.render(self.segmenter, query)
-            cached = self._rendered = (version, query, text, text.encode())
+            cached = self._rendered = (query, text, text.encode())
         return cached
 
     async def wait_for(self, msn: int, part: int | None, timeout: float) -> bool:

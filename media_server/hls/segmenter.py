@@ -1,7 +1,10 @@
-"""Cut a stream's packets into LL-HLS parts and segments, in memory.
+"""Cut a stream's packets into fMP4 parts and segments, in memory.
 
-The segmenter is synchronous and does no I/O: the output feeds it hub items and serves
-what it holds. Rules:
+The segmenter is synchronous and does no I/O. Three outputs use it: LL-HLS (serves the
+window it holds), the recorder (spools and uploads what it makes) and the device agent's
+ring (writes closed segments to disk). Each feeds it hub items and is told of what it made
+by a listener (`listen`), called when a publication starts or ends and when a part or a
+segment closes. Rules:
 
 - A segment starts only at a keyframe of the lead track (the video track; for audio-only
   streams every frame is a keyframe), the first one at or after the segment target.
@@ -12,7 +15,8 @@ what it holds. Rules:
 - Each run of continuous media (a publication, or what follows a skip or a timestamp jump)
   is rebased to continue the output timeline where the previous run ended, so plain HLS
   clients see monotonic timestamps; the run starts with a discontinuity and, if the codec
-  config changed, a new init segment.
+  config changed, a new init segment. A writer resumed after a restart says where its
+  timeline ended (`continue_timeline`).
 - Packets whose dts does not increase on their track are dropped and counted.
 - Keyframes carry the parameter sets in-band too, so players that keep the first init
   segment (FFmpeg) still follow a resolution change after a restart.
@@ -25,6 +29,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from media_server import fmp4
 from media_server.fmp4 import TrackRun
@@ -77,6 +82,18 @@ class Segment:
         return self._data
 
 
+class Change(StrEnum):
+    """What a listener is told, with the segment it concerns (None for start and end)."""
+
+    start = "start"  # a publication began: new tracks, maybe a new init segment
+    part = "part"  # a part closed: the newest part of the segment
+    segment = "segment"  # the segment closed: complete, it will not change any more
+    end = "end"  # the publication ended: not live any more
+
+
+Listener = Callable[[Change, Segment | None], None]
+
+
 @dataclass(slots=True)
 class _Run:
     """Where a run of continuous media sits on the output timeline."""
@@ -96,20 +113,18 @@ class Segmenter:
         window_segments: int = 6,
         first_msn: int = 0,
         prft: bool = True,
-        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.segment_target_s = segment_target_s
         self.part_target_s = part_target_s
         self.window_segments = window_segments
         self.prft = prft
-        self.on_change = on_change
         self.segments: deque[Segment] = deque()  # complete, oldest first
         self.open: Segment | None = None
         self.inits: dict[int, bytes] = {}
         self.tracks: tuple[Track, ...] = ()
         self.epoch = 0
         self.live = False
-        self.version = 0  # grows with every new part or segment
+        self.version = 0  # grows with every change a listener is told of
         self.dropped = 0
         self.max_segment_s = 0.0
         self._next_msn = first_msn
@@ -118,6 +133,7 @@ class Segmenter:
         self._discontinuity_seq = 0
         self._pending_discontinuity = False
         self._timeline_end = 0.0
+        self._listeners: list[Listener] = []
         self._lead = -1
         self._lead_ts = 1
         self._keyframe_prefix = b""
@@ -130,6 +146,18 @@ class Segmenter:
         self._seg_units = 0.0
         self._gap_units = 0.0
 
+    def listen(self, listener: Listener) -> None:
+        """Call listener(change, segment) after each change, inside feed() or end_run():
+        it runs on the feeder's stack, so it must be quick and must not block."""
+        self._listeners.append(listener)
+
+    def continue_timeline(self, end_s: float) -> None:
+        """Start the next run at end_s (seconds) on the output timeline, as if a run had
+        ended there: a writer resumed after a restart continues its media timeline."""
+        if self._run is not None:
+            raise RuntimeError("continue_timeline: a run is open; end_run() first")
+        self._timeline_end = end_s
+
     # -- input --------------------------------------------------------------------------
 
     def feed(self, item: Item) -> None:
@@ -140,9 +168,11 @@ class Segmenter:
         elif isinstance(item, StreamEnd):
             self.end_run()
             self.live = False
-            self._changed()
+            self._changed(Change.end, None)
         elif isinstance(item, Skipped):
-            log.info("hls: skipped %d packets, the next segment starts a discontinuity", item.count)
+            log.info(
+                "segmenter: skipped %d packets, the next segment starts a discontinuity", item.count
+            )
             self.end_run()
 
     def _stream_start(self, start: StreamStart) -> None:
@@ -155,7 +185,7 @@ class Segmenter:
         try:
             init = fmp4.init_segment(start.tracks) if lead else b""
         except ValueError as e:
-            log.warning("hls: cannot package this stream: %s", e)
+            log.warning("segmenter: cannot package this stream: %s", e)
             lead = None
         if lead is None:
             self.tracks, self._lead, self.live = (), -1, False
@@ -171,7 +201,7 @@ class Segmenter:
         self._last_dts = [None] * len(start.tracks)
         self._init_id = self._next_msn  # unique: no segment of an older init has this msn
         self.inits[self._init_id] = init
-        self._changed()
+        self._changed(Change.start, None)
 
     def _packet(self, p: Packet) -> None:
         i = p.track
@@ -183,7 +213,9 @@ class Segmenter:
             return
         if i == self._lead:
             if last is not None and p.dts - last > self._gap_units and self._run:
-                log.info("hls: lead dts jumped %.1f s, new run", (p.dts - last) / self._lead_ts)
+                log.info(
+                    "segmenter: lead dts jumped %.1f s, new run", (p.dts - last) / self._lead_ts
+                )
                 self.end_run()
             if not self._lead_packet(p):
                 return
@@ -198,7 +230,7 @@ class Segmenter:
         self.dropped += 1
         if self.dropped & (self.dropped - 1) == 0:  # log the 1st, 2nd, 4th, 8th... drop
             log.info(
-                "hls: dropped packet of track %d (%s), %d dropped so far",
+                "segmenter: dropped packet of track %d (%s), %d dropped so far",
                 p.track,
                 why,
                 self.dropped,
@@ -299,7 +331,7 @@ class Segmenter:
         self._timeline_end = (end_dts + run.offsets[self._lead]) / self._lead_ts
         self._pending[self._lead] = lead_pending[-1:] if keep_last else []
         self._part_start = end_dts
-        self._changed()
+        self._changed(Change.part, seg)
 
     def _take_until(self, i: int, pending: list[Packet], cut: float | None) -> TrackRun:
         """The packets of track i that start before the cut (output seconds)."""
@@ -332,7 +364,7 @@ class Segmenter:
         used = {s.init_id for s in self.segments} | {self._init_id}
         for init_id in [k for k in self.inits if k not in used]:
             del self.inits[init_id]
-        self._changed()
+        self._changed(Change.segment, seg)
 
     def end_run(self) -> None:
         """Close what is pending (publisher gone, skip, jump); what follows is a new run
@@ -344,10 +376,10 @@ class Segmenter:
         self._run = None
         self._pending = [[] for _ in self._pending]
 
-    def _changed(self) -> None:
+    def _changed(self, change: Change, segment: Segment | None) -> None:
         self.version += 1
-        if self.on_change is not None:
-            self.on_change()
+        for listener in self._listeners:
+            listener(change, segment)
 
     # -- queries (what the HTTP side asks) ----------------------------------------------
 

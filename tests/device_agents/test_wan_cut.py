@@ -29,6 +29,7 @@ from device_agents.agent import Agent
 from device_agents.config import load_agent_config
 from recorder.manifest import Manifest
 from recorder.verify import verify_recording
+from storage.recording_keys import manifest_key
 from tests.courtcast.test_platform import base_url, media_role, probe, record_hls, start_platform
 from tests.device_agents.helpers import until
 from tests.fixtures.tcp_proxy import Link, ProxyFactory
@@ -163,7 +164,7 @@ async def test_wan_cut_live_resumes_and_backfill_closes_the_gap(
         verified = await cli("recordings", "verify", rid, "--data-dir", str(tmp_path / "data"))
         assert "complete, no gaps" in verified.stdout, verified.stdout + verified.stderr
         # nothing uploaded twice: every backfilled entry once, no duplicate answers
-        manifest = Manifest.from_bytes(await objects.get(f"recordings/{rid}/manifest.json"))
+        manifest = Manifest.from_bytes(await objects.get(manifest_key(rid)))
         backfilled = [s for s in manifest.segments if s.backfilled]
         assert len({s.sha256 for s in backfilled}) == len(backfilled) == uploader.uploaded
         assert uploader.duplicates == 0

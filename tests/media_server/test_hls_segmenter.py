@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from media_server.hls.segmenter import Part, Segment, Segmenter
+from media_server.hls.segmenter import Change, Part, Segment, Segmenter
 from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Track
 
 VIDEO = Track(0, "video", "h264", 90000, b"\x01\x64\x00\x1f\xff\xe1\x00\x00", 320, 240)
@@ -105,6 +105,26 @@ def test_same_start_announced_again_changes_nothing() -> None:
     version = seg.version
     seg.feed(StreamStart((VIDEO, AUDIO), 1))
     assert seg.version == version and not timeline(seg)[-1].discontinuity
+
+
+def test_listeners_hear_of_each_part_and_segment_as_it_closes() -> None:
+    seg = Segmenter()
+    heard: list[tuple[Change, int | None]] = []
+    seg.listen(lambda change, s: heard.append((change, s.msn if s else None)))
+    feed(seg, [StreamStart((VIDEO, AUDIO), 1), *av_stream(4.5), StreamEnd("gone")])
+    assert heard[0] == (Change.start, None) and heard[-1] == (Change.end, None)
+    assert [m for c, m in heard if c == Change.segment] == [s.msn for s in seg.segments]
+    parts = [m for c, m in heard if c == Change.part]
+    assert parts == [s.msn for s in seg.segments for _ in s.parts]
+
+
+def test_a_resumed_writer_continues_its_timeline() -> None:
+    seg = Segmenter()
+    seg.continue_timeline(42.0)
+    feed(seg, [StreamStart((VIDEO, AUDIO), 1), *av_stream(3)])
+    assert seg.segments[0].start == pytest.approx(42.0)
+    with pytest.raises(RuntimeError):
+        seg.continue_timeline(0.0)  # a run is open
 
 
 def test_non_monotonic_dts_is_dropped() -> None:

@@ -19,6 +19,7 @@ from recorder.manifest import Manifest
 from recorder.recording import RecorderOptions
 from recorder.signing import Signer
 from storage.objects import ObjectStore, open_object_store
+from storage.recording_keys import object_key
 from storage.redis_server import EmbeddedRedis
 from storage.state import StateStore
 from tests.fixtures.s3 import S3Server
@@ -88,9 +89,9 @@ def new_manifest(stream: str = "room-1", **fields: Any) -> Manifest:
 
 async def assemble(store: ObjectStore, manifest: Manifest, out: Path) -> Path:
     """init + every segment, as one fragmented MP4 a player can read."""
-    prefix = f"recordings/{manifest.recording_id}/"
-    parts = [await store.get(prefix + manifest.inits[0].name)]
-    parts += [await store.get(prefix + s.name) for s in manifest.segments]
+    rid = manifest.recording_id
+    parts = [await store.get(object_key(rid, manifest.inits[0].name))]
+    parts += [await store.get(object_key(rid, s.name)) for s in manifest.segments]
     out.write_bytes(b"".join(parts))
     return out
 

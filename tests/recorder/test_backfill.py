@@ -40,6 +40,7 @@ from media_server.hls.segmenter import Segment, Segmenter
 from media_server.media import StreamStart
 from recorder.manifest import Manifest
 from recorder.verify import verify_recording
+from storage.recording_keys import manifest_key, recording_prefix
 from tests.courtcast.test_platform import (
     base_url,
     cancel,
@@ -275,10 +276,10 @@ async def run_backfill_scenario(
         assert answers[-1].json()["gap_filled"] is True
         # nothing twice: the same content again is a duplicate, nothing new is stored
         objects = node.roles[0].objects  # type: ignore[attr-defined]
-        stored = {o.key for o in await objects.list(f"recordings/{rid}/")}
+        stored = {o.key for o in await objects.list(recording_prefix(rid))}
         dup = await put_segment(http, rid, stream, needed[0], "init-bf0.mp4")
         assert dup.status_code == 200 and dup.json() == {"status": "duplicate"}
-        assert {o.key for o in await objects.list(f"recordings/{rid}/")} == stored
+        assert {o.key for o in await objects.list(recording_prefix(rid))} == stored
         assert (await http.get(BACKFILL_GAPS_PATH, params={"stream": stream})).json() == []
         playlist = (await anonymous.get(f"/api/v1/recordings/{rid}/index.m3u8")).text
         clip = tmp_path / "across-the-gap.mp4"
@@ -293,7 +294,7 @@ async def run_backfill_scenario(
     assert verified.returncode == 0 and "complete, no gaps" in verified.stdout, verified.stdout
 
     check_playlist(playlist, needed, gap.start, gap.end)
-    manifest = Manifest.from_bytes(await objects.get(f"recordings/{rid}/manifest.json"))
+    manifest = Manifest.from_bytes(await objects.get(manifest_key(rid)))
     assert [g.filled_by for g in manifest.gaps] == ["backfill"]
     recorded = sum(s.duration for s in manifest.segments)
     info = await probe(f"{base_url(node)}/api/v1/recordings/{rid}/index.m3u8")  # type: ignore[arg-type]

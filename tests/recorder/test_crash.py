@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from recorder.manifest import Manifest
+from storage.recording_keys import manifest_key
 from tests.mediafiles import make_clip
 from tests.netutil import free_port, wait_http
 
@@ -139,9 +140,7 @@ def test_kill_9_mid_segment_resumes_with_a_gap_and_loses_at_most_a_part(
         publisher.kill()
         publisher.wait()
     rid = record["id"]
-    manifest = Manifest.from_bytes(
-        (node.data / "objects" / "recordings" / rid / "manifest.json").read_bytes()
-    )
+    manifest = Manifest.from_bytes((node.data / "objects" / manifest_key(rid)).read_bytes())
     [gap] = [g for g in manifest.gaps if g.cause == "recorder-restart"]
     lost = killed - gap.start
     print(f"kill -9: media lost before the kill {lost:.3f} s")

@@ -19,6 +19,7 @@ from recorder.export import ExportError, Piece, export_clip, plan, verify_export
 from recorder.manifest import Gap, GapCause, InitEntry, Manifest, sha256_hex
 from recorder.signing import Signer
 from storage.objects import ObjectStore
+from storage.recording_keys import manifest_key, object_key, segment_key
 from tests.mediafiles import load_clip, make_clip
 from tests.recorder.conftest import decoded_video, ffprobe, new_manifest
 from tests.recorder.test_backfill import agent_segments
@@ -47,7 +48,6 @@ def live_segments(
 async def put_recording(store: ObjectStore, tmp_path: Path, t0: float) -> Manifest:
     """A closed recording with a filled publisher-lost gap, stored."""
     manifest = new_manifest(state="closed")
-    prefix = f"recordings/{manifest.recording_id}/"
     init, live = live_segments(
         make_clip(tmp_path, seconds=10, fps=FPS, gop=FPS), t0, [(0.0, GAP[0]), (GAP[1], 8.0)]
     )
@@ -65,12 +65,12 @@ async def put_recording(store: ObjectStore, tmp_path: Path, t0: float) -> Manife
         if min(seg.wallclock + seg.duration, gap.end) - max(seg.wallclock, gap.start) >= 0.1:
             await add_segment(store, manifest, seg, "init-bf0.mp4", backfilled=True)
     assert manifest.fill_gaps() == [gap]
-    await store.put(prefix + "manifest.json", manifest.to_bytes(), "application/json")
+    await store.put(manifest_key(manifest.recording_id), manifest.to_bytes(), "application/json")
     return manifest
 
 
 async def add_init(store: ObjectStore, manifest: Manifest, name: str, data: bytes) -> None:
-    await store.put(f"recordings/{manifest.recording_id}/{name}", data, "video/mp4")
+    await store.put(object_key(manifest.recording_id, name), data, "video/mp4")
     manifest.inits.append(InitEntry(name, sha256_hex(data), len(data), []))
 
 
@@ -78,7 +78,7 @@ async def add_segment(
     store: ObjectStore, manifest: Manifest, seg: Segment, init: str, backfilled: bool
 ) -> None:
     data, seq = seg.data(), manifest.next_seq
-    await store.put(f"recordings/{manifest.recording_id}/seg-{seq}.m4s", data, "video/mp4")
+    await store.put(segment_key(manifest.recording_id, seq), data, "video/mp4")
     manifest.append(
         start=seg.wallclock,
         duration=seg.duration,

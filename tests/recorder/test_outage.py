@@ -16,6 +16,7 @@ from recorder.recording import RecorderOptions, Recording
 from recorder.signing import Signer
 from recorder.verify import verify_recording
 from storage.objects import ObjectInfo, ObjectStore
+from storage.recording_keys import object_key
 from tests.fixtures.s3 import S3Server
 from tests.mediafiles import load_clip, looped, make_clip, publish
 from tests.recorder.conftest import new_manifest, s3_store
@@ -86,7 +87,7 @@ async def test_s3_outage_spools_then_uploads_in_order_once(
     await feed
     manifest = await recording.close(timeout_s=60)
     segment_keys = [k for k in counting.order if k.endswith(".m4s")]
-    expected = [f"recordings/{manifest.recording_id}/{s.name}" for s in manifest.segments]
+    expected = [object_key(manifest.recording_id, s.name) for s in manifest.segments]
     assert segment_keys == expected  # in order
     assert all(counting.puts[k] == 1 for k in expected)  # once each
     assert abs(manifest.duration - 16.0) <= 0.1 and manifest.gaps == []

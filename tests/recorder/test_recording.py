@@ -16,6 +16,7 @@ from recorder.recording import RecorderOptions, Recording
 from recorder.signing import Signer
 from recorder.verify import verify_recording
 from storage.objects import ObjectStore
+from storage.recording_keys import manifest_key, object_key, recording_prefix
 from tests.mediafiles import load_clip, looped, make_clip, publish
 from tests.recorder.conftest import assemble, decoded_seconds, ffprobe, new_manifest
 
@@ -133,8 +134,8 @@ async def test_verify_names_the_first_bad_object(
     tamper: str,
 ) -> None:
     manifest = await record_clip(tmp_path, objects, index, signer, options, times=2)
-    prefix = f"recordings/{manifest.recording_id}/"
-    seg2, seg3 = (prefix + manifest.segments[i].name for i in (2, 3))
+    rid = manifest.recording_id
+    seg2, seg3 = (object_key(rid, manifest.segments[i].name) for i in (2, 3))
     if tamper == "flip":
         data = bytearray(await objects.get(seg2))
         data[len(data) // 2] ^= 0x01
@@ -149,11 +150,11 @@ async def test_verify_names_the_first_bad_object(
         await objects.put(seg3, a)
         expected = ("seg-2.m4s", "reordered")
     elif tamper == "extra":
-        await objects.put(prefix + "seg-99.m4s", await objects.get(seg2))
+        await objects.put(recording_prefix(rid) + "seg-99.m4s", await objects.get(seg2))
         expected = ("seg-99.m4s", "extra")
     else:
-        raw = (await objects.get(prefix + "manifest.json")).replace(b'"closed"', b'"closxd"')
-        await objects.put(prefix + "manifest.json", raw)
+        raw = (await objects.get(manifest_key(rid))).replace(b'"closed"', b'"closxd"')
+        await objects.put(manifest_key(rid), raw)
         expected = ("manifest.json", "bad signature")
     report = await verify_recording(objects, manifest.recording_id, signer.public)
     assert not report.ok

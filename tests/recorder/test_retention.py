@@ -12,6 +12,7 @@ from recorder.recording import RecorderOptions, Recording
 from recorder.retention import apply_retention
 from recorder.signing import Signer
 from storage.objects import ObjectStore
+from storage.recording_keys import recording_prefix
 from tests.mediafiles import load_clip, make_clip, publish
 from tests.recorder.conftest import new_manifest
 
@@ -62,9 +63,9 @@ async def test_security_recordings_expire_trial_recordings_never(
     assert await apply_retention(objects, index, days, now=time.time() + 29 * 86400) == []
     deleted = await apply_retention(objects, index, days, now=time.time() + 31 * 86400)
     assert deleted == [security]
-    assert await objects.list(f"recordings/{security}/") == []
+    assert await objects.list(recording_prefix(security)) == []
     assert await index.get(security) is None
-    assert await objects.list(f"recordings/{trial}/") != []
+    assert await objects.list(recording_prefix(trial)) != []
     audit = [e for _, e in await index.state.read_events("audit")]
     assert [(e["action"], e["recording"], e["who"]) for e in audit] == [
         ("delete", security, "retention")
