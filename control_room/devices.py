@@ -1,17 +1,18 @@
 """Devices (agents on courtroom hardware): enrolment, credentials, disable/revoke, liveness.
 
-Kept in Redis through the StateStore (DESIGN.md §6):
-    record  enrol-token/{sha256(token)}   court, room, class, expiry (the token itself never)
-    key     {p}enrol-spent:{sha256}       SET NX by the one enrolment that spends it
-    record  device/{id}                   identity, sources, stream ids, secret's sha256
-    record  court/{name}, room/{court}/{room}
+Kept in the StateStore (DESIGN.md §6), which owns the keys:
+    record   enrol-token/{sha256(token)}  court, room, class, expiry (the token itself never)
+    claim    enrol-spent/{sha256}         taken by the one enrolment that spends the token
+    record   device/{id}                  identity, sources, stream ids, secret's sha256
+    record   court/{name}, room/{court}/{room}
     presence device/{id}                  the latest Heartbeat (TTL: 3 heartbeats + a little)
-    hash    {p}device-liveness            id -> never-seen | online | offline (CAS in Lua, so
+    liveness device/{id}                  never-seen | online | offline (compare-and-set, so
                                           every control-room process may run the loop)
-    hash    {p}device-seen                id -> last heartbeat time (outlives the presence)
-    hash    {p}device-clock               id -> "1" while its clock offset is over the limit
-    hash    {p}device-sources             id -> JSON {source: state} of the last heartbeat
-Transitions go to the "device-events" stream and the "devices" pub/sub channel.
+    map      device-seen                  id -> last heartbeat time (outlives the presence)
+    map      device-clock                 id -> "1" while its clock offset is over the limit
+    map      device-sources               id -> JSON {source: state} of the last heartbeat
+Stream definitions go through the StreamRegistry. Transitions go to the "device-events"
+stream and the "devices" pub/sub channel.
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ from device_agents.protocol import (
     StreamCredential,
     stream_id_for,
 )
-from media_server.streams import CHANGES as STREAM_CHANGES
-from media_server.streams import KIND as STREAM_KIND
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
 from storage.state import StateStore
 
@@ -49,31 +48,7 @@ EVENTS_MAX_AGE_S = 90 * 86400
 CHANNEL = "devices"  # pub/sub: a device's state changed
 ALERTS = "alerts"  # the alerts stream the recorder writes too
 ALERTS_MAX_AGE_S = 90 * 86400
-
-# Online again (from never-seen or offline): 1 if this call made the transition.
-# KEYS: liveness hash. ARGV: id.
-_ONLINE_LUA = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old == 'online' then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], 'online')
-return 1
-"""
-
-# Offline when online and the presence key has expired: 1 if this call made the transition.
-# KEYS: liveness hash, presence key. ARGV: id.
-_OFFLINE_LUA = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'online' then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], 'offline')
-return 1
-"""
-
-# Set a hash field, returning what it held before ("" for nothing).
-_SWAP_LUA = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return old or ''
-"""
+SPENT = "enrol-spent"  # claim scope: enrolment tokens spent
 
 
 class DeviceAuthError(CredentialError):
@@ -131,26 +106,10 @@ class DeviceRegistry:
     def __init__(self, state: StateStore) -> None:
         self._state = state
         self._streams = StreamRegistry(state)
-        redis = state.raw
-        self._online = redis.register_script(_ONLINE_LUA)
-        self._offline = redis.register_script(_OFFLINE_LUA)
-        self._swap = redis.register_script(_SWAP_LUA)
-
-    # -- keys --
-
-    def _key(self, name: str) -> str:
-        return f"{self._state.prefix}{name}"
-
-    def _presence_key(self, device_id: str) -> str:
-        return f"{self._state.prefix}presence:{presence.DEVICE}:{device_id}"
-
-    async def _hash(self, name: str) -> dict[str, str]:
-        raw = await self._state.raw.hgetall(self._key(name))
-        return {str(k): str(v) for k, v in (raw or {}).items()}
-
-    async def _hget(self, name: str, field: str) -> str | None:
-        value = await self._state.raw.hget(self._key(name), field)
-        return None if value is None else str(value)
+        self._liveness = state.liveness(presence.DEVICE)
+        self._seen = state.field_map("device-seen")
+        self._clock = state.field_map("device-clock")
+        self._sources = state.field_map("device-sources")
 
     # -- enrolment --
 
@@ -210,14 +169,13 @@ class DeviceRegistry:
             raise EnrolError(401, "enrolment token unknown: ask a technician for a new one")
         if time.time() > float(grant["expires_at"]):
             raise EnrolError(410, "enrolment token expired: ask a technician for a new one")
-        spent_key = self._key(f"enrol-spent:{sha}")
         used = EnrolError(409, "enrolment token already used: ask a technician for a new one")
-        if await self._state.raw.exists(spent_key):
-            raise used  # said first; the SET NX below is what decides
+        if await self._state.is_claimed(SPENT, sha):
+            raise used  # said first; the claim below is what decides
         await self._check_streams_free(req, str(grant["court"]), str(grant["room"]))
         device_id = f"dev-{secrets.token_hex(4)}"
-        # the atomic spend: one SET NX wins, every other caller sees the key taken
-        if not await self._state.raw.set(spent_key, device_id, nx=True):
+        # the atomic spend: one claim wins, every other caller sees it taken
+        if not await self._state.claim(SPENT, sha, device_id):
             raise used
         return await self._create(device_id, req, grant, rtmp_url, heartbeat_s)
 
@@ -268,7 +226,7 @@ class DeviceRegistry:
             secret_sha256=digest(secret),
         )
         await self._state.put_record(KIND, device_id, device.to_record())
-        await self._state.raw.hset(self._key("device-liveness"), device_id, "never-seen")
+        await self._liveness.add(device_id)
         await self.event(device, "enrolled", model=req.model, streams=ids)
         return EnrolResponse(
             device_id=device_id,
@@ -353,16 +311,10 @@ class DeviceRegistry:
         return device
 
     async def _set_streams(self, device: Device, enabled: bool) -> None:
-        """Flip the device's stream definitions, keeping their key digests (so enable
-        restores the same keys); each write publishes a "streams" change."""
+        """Flip the device's stream definitions, keeping their keys (so enable restores
+        the same keys); each change publishes a "streams" change."""
         for stream_id in device.streams:
-            definition = await self._streams.get(stream_id)
-            if definition is None or definition.enabled == enabled:
-                continue
-            definition.enabled = enabled
-            # written as is (not define(): that would make a new key)
-            await self._state.put_record(STREAM_KIND, stream_id, definition.to_record())
-            await self._state.publish(STREAM_CHANGES, {"id": stream_id, "change": "defined"})
+            await self._streams.set_enabled(stream_id, enabled)
 
     # -- liveness and health --
 
@@ -379,9 +331,8 @@ class DeviceRegistry:
         await self._state.touch_presence(
             presence.DEVICE, device.id, self.presence_ttl_s(heartbeat_s), info
         )
-        await self._state.raw.hset(self._key("device-seen"), device.id, str(now))
-        redis_keys = [self._key("device-liveness")]
-        if await self._online(keys=redis_keys, args=[device.id]):
+        await self._seen.set(device.id, str(now))
+        if await self._liveness.mark_online(device.id):
             await self.event(device, "online", agent_version=beat.agent_version)
         if beat.agent_version and beat.agent_version != device.agent_version:
             device.agent_version = beat.agent_version
@@ -390,12 +341,12 @@ class DeviceRegistry:
         await self._clock_events(device, beat.clock_offset_s, clock_limit_s)
 
     async def _source_events(self, device: Device, beat: Heartbeat) -> None:
-        raw = await self._hget("device-sources", device.id)
+        raw = await self._sources.get(device.id)
         before: dict[str, str] = json.loads(raw) if raw else {}
         now = {s.name: s.state for s in beat.sources}
         if now == before:
             return
-        await self._state.raw.hset(self._key("device-sources"), device.id, json.dumps(now))
+        await self._sources.set(device.id, json.dumps(now))
         for source in beat.sources:
             old = before.get(source.name)
             if (
@@ -411,12 +362,7 @@ class DeviceRegistry:
         if offset is None:
             return
         over = abs(offset) > limit
-        was_over = (
-            await self._swap(
-                keys=[self._key("device-clock")], args=[device.id, "1" if over else "0"]
-            )
-            == "1"
-        )
+        was_over = await self._clock.swap(device.id, "1" if over else "0") == "1"
         if over == was_over:
             return  # one alert per excursion
         if over:
@@ -444,13 +390,12 @@ class DeviceRegistry:
     async def mark_offline_if_silent(self) -> list[str]:
         """Devices online whose presence expired become offline (atomically, so several
         control-room processes running this make one transition); returns their ids."""
-        states = await self._hash("device-liveness")
+        states = await self._liveness.all()
         gone: list[str] = []
         for device_id, state in states.items():
             if state != "online":
                 continue
-            keys = [self._key("device-liveness"), self._presence_key(device_id)]
-            if await self._offline(keys=keys, args=[device_id]):
+            if await self._liveness.mark_offline_if_absent(device_id):
                 gone.append(device_id)
                 try:
                     device = await self.get(device_id)
@@ -476,12 +421,8 @@ class DeviceRegistry:
 
     async def events(self, device_id: str | None = None, count: int = 500) -> list[dict[str, Any]]:
         """The latest events (oldest first), of one device or all."""
-        entries = await self._state.raw.xrevrange(self._key(f"stream:{EVENTS}"), count=count)
-        out = [
-            {str(k): json.loads(v) for k, v in (fields or {}).items()}
-            for _, fields in entries or []
-        ]
-        return [e for e in reversed(out) if device_id is None or e.get("device") == device_id]
+        entries = await self._state.latest_events(EVENTS, count)
+        return [e for _, e in entries if device_id is None or e.get("device") == device_id]
 
     # -- the technicians' view --
 
@@ -489,8 +430,8 @@ class DeviceRegistry:
         """Every device with its state, last seen and the health of its last heartbeat."""
         records = await self._state.list_records(KIND)
         present = await self._state.present(presence.DEVICE)
-        liveness = await self._hash("device-liveness")
-        seen = await self._hash("device-seen")
+        liveness = await self._liveness.all()
+        seen = await self._seen.all()
         rows = [
             self._row(
                 Device.from_record(r),
@@ -507,8 +448,8 @@ class DeviceRegistry:
         return self._row(
             device,
             await self._state.get_presence(presence.DEVICE, device_id),
-            await self._hget("device-liveness", device_id),
-            await self._hget("device-seen", device_id),
+            await self._liveness.get(device_id),
+            await self._seen.get(device_id),
         )
 
     @staticmethod

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from fractions import Fraction
+from typing import Literal
 
 import av
 
 from media_server.hub import Hub
 from media_server.media import Packet, StreamStart, Track
 
-DECODERS = {"h264": "h264", "h265": "hevc"}
+DECODERS: dict[str, Literal["h264", "hevc"]] = {"h264": "h264", "h265": "hevc"}
 
 
 class SnapshotError(Exception):

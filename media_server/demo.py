@@ -5,7 +5,7 @@ Each room encodes one loop (60 s by default) once, with PyAV's libx264 and AAC, 
 worker thread, publishing while it encodes (a couple of seconds ahead, no faster, so four
 rooms starting together do not saturate the machine); afterwards it only replays the
 packets with timestamps shifted by the loop length. So CPU is spent during the first loop
-only (about a tenth of a core at 720p25 here), and the replay costs next to nothing.
+only, and the replay costs next to nothing.
 
 The picture: the room's title, a big ":SS" showing the wall clock's seconds, a bar
 filling across each minute and a block crossing the frame each second; the audio ticks
@@ -27,11 +27,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
 
-from media_server.bitstream import AccessUnitNormalizer
+from media_server.codecs.video import AccessUnitNormalizer
 from media_server.hub import Hub, Publication
 from media_server.media import Packet, Track
 
@@ -78,11 +79,6 @@ def demo_court_tree() -> list[DemoRoom]:
         DemoRoom("demo-east-1", "Courtroom 1", *_EAST),
         DemoRoom("demo-east-2", "Courtroom 2", *_EAST),
     ]
-
-
-def demo_titles() -> dict[str, str]:
-    """stream id -> the title burned into its picture."""
-    return {room.stream_id: room.title for room in demo_court_tree()}
 
 
 # -- a 5x7 block font: rows as 5-bit numbers, most significant bit on the left --
@@ -381,7 +377,7 @@ class DemoCourtroom:
         audio_frames, signalled = 0, False
         for index in range(self.frames):
             at = self.started_at + index / self.fps
-            # paced: a room costs ~0.1 core for one loop instead of a core for seconds
+            # paced: a room costs a little CPU for one loop instead of a core for seconds
             if self._stopping.wait(max(0.0, at - ENCODE_LEAD_S - time.time())):
                 return
             image = picture.frame(at)
@@ -432,7 +428,7 @@ class DemoCourtroom:
         ctx.open()
         return ctx
 
-    def _add_video(self, packet: av.Packet, normalizer: AccessUnitNormalizer) -> None:
+    def _add_video(self, packet: av.Packet[Any], normalizer: AccessUnitNormalizer) -> None:
         data, keyframe, changed = normalizer.convert(bytes(packet))
         if changed and self._loop.video_track is None:
             info = normalizer.params.sps_info()
@@ -468,7 +464,7 @@ class DemoCourtroom:
             self._take_audio(ctx.encode(None))
         return max(done, upto)
 
-    def _take_audio(self, packets: list[av.Packet]) -> None:
+    def _take_audio(self, packets: list[av.Packet[Any]]) -> None:
         for packet in packets:
             if len(self._loop.audio) < self.audio_packets:
                 self._loop.audio.append(bytes(packet))
@@ -482,15 +478,3 @@ def _resolve(future: asyncio.Future[None]) -> None:
 def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
-
-
-async def start_demo_courtrooms(
-    hub: Hub, width: int = 1280, height: int = 720, fps: int = 25
-) -> list[DemoCourtroom]:
-    """Every room of demo_court_tree() live in the hub (stop each when done)."""
-    rooms = [
-        DemoCourtroom(hub, stream_id, title, width, height, fps)
-        for stream_id, title in demo_titles().items()
-    ]
-    await asyncio.gather(*(room.start() for room in rooms))
-    return rooms

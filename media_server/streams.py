@@ -105,6 +105,18 @@ class StreamRegistry:
         await self._state.publish(CHANGES, {"id": definition.id, "change": "defined"})
         return key
 
+    async def set_enabled(self, stream_id: str, enabled: bool) -> bool:
+        """Enable or disable a stream, keeping its key digest (so enabling restores the
+        same key, where define() would make a new one); False if there is no such stream
+        or it already was so."""
+        definition = await self.get(stream_id)
+        if definition is None or definition.enabled == enabled:
+            return False
+        definition.enabled = enabled
+        await self._state.put_record(KIND, stream_id, definition.to_record())
+        await self._state.publish(CHANGES, {"id": stream_id, "change": "defined"})
+        return True
+
     async def get(self, stream_id: str) -> StreamDefinition | None:
         record = await self._state.get_record(KIND, stream_id)
         return StreamDefinition.from_record(record) if record else None

@@ -24,12 +24,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, BinaryIO, TypeVar
 
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
-from minio.helpers import check_bucket_name
+from minio.helpers import DictType, check_bucket_name
 
 from storage.objects import (
     CHUNK_SIZE,
@@ -109,7 +109,7 @@ class _Upload:
     and an async iterable is spooled (memory up to one part, then a temp file) while hashed.
     """
 
-    def __init__(self, size: int, sha256: str, opener: Callable[[], IO[bytes]]) -> None:
+    def __init__(self, size: int, sha256: str, opener: Callable[[], BinaryIO]) -> None:
         self.size, self.sha256, self._opener = size, sha256, opener
         self._spool: IO[bytes] | None = None
 
@@ -132,7 +132,8 @@ class _Upload:
 
     @classmethod
     async def from_stream(cls, data: AsyncIterable[bytes], spool_dir: Path | None) -> _Upload:
-        spool = tempfile.SpooledTemporaryFile(max_size=PART_SIZE, dir=spool_dir)  # noqa: SIM115
+        spool_path = None if spool_dir is None else str(spool_dir)
+        spool = tempfile.SpooledTemporaryFile(max_size=PART_SIZE, dir=spool_path)  # noqa: SIM115
         sha = hashlib.sha256()
 
         def absorb(chunk: bytes) -> None:  # hashing 1 MiB takes ms: not on the event loop
@@ -149,7 +150,7 @@ class _Upload:
         upload._spool = spool
         return upload
 
-    def open(self) -> IO[bytes]:
+    def open(self) -> BinaryIO:
         return self._opener()
 
     def close(self) -> None:
@@ -157,7 +158,7 @@ class _Upload:
             self._spool.close()
 
 
-def _rewound(spool: IO[bytes]) -> IO[bytes]:
+def _rewound(spool: IO[bytes]) -> BinaryIO:
     spool.seek(0)
     return _NoClose(spool)  # type: ignore[return-value]
 
@@ -168,7 +169,7 @@ class _NoClose(io.RawIOBase):
     def __init__(self, inner: IO[bytes]) -> None:
         self._inner = inner
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         return self._inner.read(size)
 
     def readable(self) -> bool:
@@ -204,7 +205,7 @@ class _RangeReader:
     def _open(self) -> bool:
         """Open at self.pos; False if that is at or past the end of the object."""
         length = 0 if self.end is None else self.end - self.pos
-        headers = {"If-Match": self.etag} if self.etag else None
+        headers: DictType | None = {"If-Match": self.etag} if self.etag else None
         try:
             self.resp = self.client.get_object(
                 self.bucket, self.key, offset=self.pos, length=length, request_headers=headers

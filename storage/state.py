@@ -1,6 +1,7 @@
 """The state store: Redis, through redis-py's asyncio client, with the few shapes the roles
-need (DESIGN.md §6): registry records, presence with a TTL, pub/sub commands, and streams
-of events/alerts/audit capped by age.
+need (DESIGN.md §6): registry records, presence with a TTL, pub/sub commands, streams of
+events/alerts/audit capped by age, and for coordination between processes one-time claims,
+locks, field maps and liveness (maps.py). The roles use these methods, never Redis itself.
 
 Faults. Every command retries ConnectionError/TimeoutError with redis-py's own
 `Retry(ExponentialWithJitterBackoff)`, so a Redis restart is ridden over; only an outage
@@ -18,6 +19,10 @@ Keys (prefix default "cc:"; a kind may not contain ':'):
     {p}presence-ids:{kind}       set of ids that may be present (pruned on read)
     {p}chan:{channel}            pub/sub channel (messages are JSON objects)
     {p}stream:{stream}           stream of events
+    {p}lock:{name}               string, a lock (redis-py's: a token with an expiry)
+    {p}{scope}:{id}              string, a one-time claim: the holder that took it
+    {p}{name}                    hash, a field map: field -> plain text (maps.py)
+    {p}{kind}-liveness           hash, id -> never-seen | online | offline (maps.py)
 
 Encoding: every record field value and every event field value is stored as its JSON text,
 so types round-trip and nesting is allowed: "abc" is stored as "\"abc\"", 42 as "42",
@@ -31,24 +36,24 @@ import asyncio
 import json
 import logging
 import time
-import urllib.parse
 from collections.abc import Iterable, Mapping
-from types import TracebackType
-from typing import Any, Literal, Self, TypedDict
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal, TypedDict
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.redact import redact_url
+from storage.maps import FieldMap, Liveness
+from storage.pubsub import ChannelSubscription
 
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
-_SUB_POLL_S = 0.5
+# scopes a claim may not take: their keys have other shapes
+_NOT_CLAIMS = {"rec", "ids", "idx", "presence", "presence-ids", "chan", "stream", "lock"}
 
 
 class Health(TypedDict):
@@ -120,15 +125,6 @@ def _decode_fields(raw: Mapping[Any, Any]) -> Record:
     return {str(field): json.loads(text) for field, text in raw.items()}
 
 
-def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 def _check_name(what: str, name: str) -> None:
     if not name or ":" in name:
         raise ValueError(f"{what} must be non-empty and contain no ':', got {name!r}")
@@ -177,13 +173,14 @@ class StateStore:
         self._health_interval_s = health_interval_s
         self._watch_task: asyncio.Task[None] | None = None
         self._closing = False
-        self._subscriptions: set[Subscription] = set()
+        self._subscriptions: set[ChannelSubscription] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
     @property
     def raw(self) -> aioredis.Redis:
-        """The underlying client (decode_responses=True, retrying), for what is not here."""
+        """The underlying client (decode_responses=True, retrying), for tests of the layout;
+        the roles use the methods here."""
         return self._redis
 
     async def connect(self, timeout_s: float = 10.0) -> None:
@@ -192,7 +189,7 @@ class StateStore:
         while not await self._ping():
             if time.monotonic() > deadline:
                 raise StateStoreUnavailable(
-                    f"Redis at {_redact(self.url)} did not answer within {timeout_s:.0f} s "
+                    f"Redis at {redact_url(self.url)} did not answer within {timeout_s:.0f} s "
                     f"({self._health['error']}): start it, or fix state.redis_url"
                 )
             await asyncio.sleep(0.05)
@@ -375,9 +372,14 @@ class StateStore:
         """Send a JSON message; returns how many subscribers got it (none are queued)."""
         return int(await self._redis.publish(f"{self.prefix}chan:{channel}", _encode(message)))
 
-    def subscribe(self, channel: str) -> Subscription:
-        """Messages of a channel, as an async iterator; see Subscription."""
-        sub = Subscription(self, self._redis.pubsub(), f"{self.prefix}chan:{channel}")
+    def subscribe(self, channel: str) -> ChannelSubscription:
+        """Messages of a channel, as an async iterator; see ChannelSubscription."""
+        sub = ChannelSubscription(
+            self._redis.pubsub(),
+            f"{self.prefix}chan:{channel}",
+            self._backoff,
+            self._subscriptions.discard,
+        )
         self._subscriptions.add(sub)
         return sub
 
@@ -411,69 +413,41 @@ class StateStore:
         )
         return [(str(id), _decode_fields(fields or {})) for id, fields in entries or []]
 
+    async def latest_events(self, stream: str, count: int = 100) -> list[tuple[str, Record]]:
+        """The last `count` events, oldest first."""
+        entries = await self._redis.xrevrange(f"{self.prefix}stream:{stream}", count=count)
+        return [(str(id), _decode_fields(fields or {})) for id, fields in reversed(entries or [])]
 
-class Subscription:
-    """The messages of one channel, decoded from JSON; use `async with` or aclose().
+    # -- coordination ----------------------------------------------------------------
 
-    A message published while nobody is subscribed is lost (pub/sub queues nothing), so
-    `await start()` (or enter the context) before anything that expects a reply. After a
-    Redis restart the channel is subscribed again, with backoff, for as long as it takes;
-    messages published during the outage are lost.
-    """
+    def lock(self, name: str, timeout_s: float, wait_s: float) -> AbstractAsyncContextManager[Any]:
+        """A lock every process sees, for `async with`: held at most `timeout_s` (so a
+        holder that died frees it), waited for at most `wait_s`, after which entering
+        raises redis.exceptions.LockError."""
+        return self._redis.lock(
+            f"{self.prefix}lock:{name}", timeout=timeout_s, blocking_timeout=wait_s
+        )
 
-    def __init__(self, store: StateStore, pubsub: PubSub, channel_key: str) -> None:
-        self._store = store
-        self._pubsub = pubsub
-        self._key = channel_key
-        self._started = False
-        self._closed = False
+    async def claim(self, scope: str, id: str, holder: str) -> bool:
+        """Take `scope`/`id` for `holder`, for good: True for the one caller that took it
+        (SET NX, so concurrent callers cannot both win), False for every other."""
+        return bool(await self._redis.set(self._claim_key(scope, id), holder, nx=True))
 
-    async def start(self) -> None:
-        if not self._started:
-            await self._pubsub.subscribe(self._key)
-            self._started = True
+    async def is_claimed(self, scope: str, id: str) -> bool:
+        return bool(await self._redis.exists(self._claim_key(scope, id)))
 
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._store._subscriptions.discard(self)
-            await self._pubsub.aclose()
+    def _claim_key(self, scope: str, id: str) -> str:
+        _check_name("claim scope", scope)
+        if scope in _NOT_CLAIMS:
+            raise ValueError(f"claim scope {scope!r} is taken by the store's own keys")
+        return f"{self.prefix}{scope}:{id}"
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
+    def field_map(self, name: str) -> FieldMap:
+        """The field map `name` (plain text by field, e.g. device id -> last seen)."""
+        _check_name("field map", name)
+        return FieldMap(self._redis, f"{self.prefix}{name}")
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> dict[str, Any]:
-        failures = 0
-        while not self._closed:
-            try:
-                await self.start()
-                # A bounded wait, so that aclose() from another task ends this loop.
-                msg = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=_SUB_POLL_S
-                )
-            except TRANSIENT as exc:
-                if self._closed:
-                    break
-                failures = min(failures + 1, 16)  # the backoff's 2**n must stay a float
-                log.debug("subscription %s: %s; retrying", self._key, exc)
-                await asyncio.sleep(self._store._backoff.compute(failures))
-                continue
-            failures = 0
-            if msg is not None and msg["type"] == "message":
-                try:
-                    return dict(json.loads(msg["data"]))
-                except (ValueError, TypeError):
-                    log.warning("dropped a non-JSON-object message on %s", self._key)
-        raise StopAsyncIteration
+    def liveness(self, kind: str) -> Liveness:
+        """never-seen | online | offline of each id of presence `kind`."""
+        _check_name("kind", kind)
+        return Liveness(self._redis, f"{self.prefix}{kind}-liveness", self._presence_prefix(kind))

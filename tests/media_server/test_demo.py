@@ -15,7 +15,6 @@ from media_server.demo import (
     DemoCourtroom,
     DemoPicture,
     demo_court_tree,
-    demo_titles,
     text_mask,
 )
 from media_server.hub import Hub
@@ -113,8 +112,9 @@ def test_court_tree_has_three_levels_and_unique_streams() -> None:
     assert all(r.parent is None or r.parent in courts for r in rooms)
     assert courts["demo-east"].parent == "demo-city" and courts["demo-city"].parent == "demo-high"
     streams = [r.stream_id for r in rooms]
-    assert len(set(streams)) == len(streams) == 4 and set(demo_titles()) == set(streams)
-    assert demo_titles()["demo-city-3"] == "City Intermediate People's Court - Courtroom 3"
+    titles = {r.stream_id: r.title for r in rooms}
+    assert len(set(streams)) == len(streams) == 4 and set(titles) == set(streams)
+    assert titles["demo-city-3"] == "City Intermediate People's Court - Courtroom 3"
 
 
 def test_text_mask_and_bad_sizes() -> None:

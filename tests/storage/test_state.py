@@ -206,6 +206,40 @@ async def test_stream_approximate_trim_drops_whole_old_nodes(store: StateStore) 
     assert (await store.read_events("events", count=1000))[-1][1] == {"n": 300}
 
 
+async def test_latest_events_are_the_last_ones_oldest_first(store: StateStore) -> None:
+    ids = [await store.append_event("device-events", {"n": n}, 60) for n in range(5)]
+    assert await store.latest_events("device-events", 2) == [(ids[3], {"n": 3}), (ids[4], {"n": 4})]
+    assert await store.latest_events("nothing") == []
+
+
+# -- coordination ----------------------------------------------------------------------
+
+
+async def test_one_claim_wins_and_keeps_its_holder(store: StateStore) -> None:
+    assert not await store.is_claimed("enrol-spent", "abc")
+    won = await asyncio.gather(*(store.claim("enrol-spent", "abc", f"dev-{n}") for n in range(8)))
+    assert sum(won) == 1 and await store.is_claimed("enrol-spent", "abc")
+    holder = await store.raw.get("cc:enrol-spent:abc")  # the layout enrolments have written
+    assert holder == f"dev-{won.index(True)}"
+    with pytest.raises(ValueError, match="taken"):
+        await store.claim("rec", "x", "y")
+    with pytest.raises(ValueError, match="scope"):
+        await store.claim("a:b", "x", "y")
+
+
+async def test_lock_is_exclusive_and_gives_up_waiting(store: StateStore) -> None:
+    async with store.lock("backfill:r1", timeout_s=5, wait_s=1):
+        assert await store.raw.exists("cc:lock:backfill:r1")
+        with pytest.raises(redis.exceptions.LockError):  # held: given up after wait_s
+            async with store.lock("backfill:r1", timeout_s=5, wait_s=0.2):
+                pass
+        async with store.lock("backfill:r2", timeout_s=5, wait_s=0.2):
+            pass  # another name is another lock
+    assert not await store.raw.exists("cc:lock:backfill:r1")
+    async with store.lock("backfill:r1", timeout_s=5, wait_s=0.2):
+        pass  # free again
+
+
 # -- faults ----------------------------------------------------------------------------
 
 
