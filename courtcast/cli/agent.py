@@ -7,11 +7,25 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from device_agents.protocol import ENROLL_PATH, EnrolRequest, EnrolResponse, SourceInfo
+from pydantic import ValidationError
 
-log = logging.getLogger(__name__)
+from courtcast.cli.common import UsageError
+from device_agents.protocol import (
+    ENROLL_PATH,
+    EnrolRequest,
+    EnrolResponse,
+    SourceInfo,
+    SourceKind,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from device_agents.config import AgentConfig, SourceConfig
+
+log = logging.getLogger("courtcast.cli_agent")  # the name its log lines have always carried
 STOP_TIMEOUT_S = 4.0
 
 
@@ -47,26 +61,20 @@ def add_agent_commands(sub: Any) -> None:
     run.set_defaults(func=cmd_run)
 
 
-def _usage(message: str) -> Exception:
-    from courtcast.cli import UsageError
-
-    return UsageError(message)
-
-
-def source_kind(url: str) -> str:
+def source_kind(url: str) -> SourceKind:
     if url.startswith(("rtsp://", "rtsps://")):
         return "rtsp"
-    if url == "test:" or url.startswith("test:"):
+    if url.startswith("test:"):
         return "test"
     if url.startswith("/dev/video"):
         return "v4l2"
     if "://" in url:
-        raise _usage(
+        raise UsageError(
             f"source URL {url.split('://')[0]}://... is not supported: use "
             "rtsp://, a file path, test: or /dev/videoN"
         )
     if not Path(url).is_file():
-        raise _usage(f"source file {url} does not exist")
+        raise UsageError(f"source file {url} does not exist")
     return "file"
 
 
@@ -75,47 +83,35 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     for value in values:
         name, sep, url = value.partition("=")
         if not sep or not name or not url:
-            raise _usage(f"{flag} {value!r}: expected NAME=URL")
+            raise UsageError(f"{flag} {value!r}: expected NAME=URL")
         if name in out:
-            raise _usage(f"{flag} {name} given twice")
+            raise UsageError(f"{flag} {name} given twice")
         out[name] = url
     return out
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from device_agents.config import AgentConfig, SourceConfig, StreamConfig, write_agent_config
+    from device_agents.config import AgentConfig, SpoolConfig, write_agent_config
 
     out: Path = args.out
     if out.exists():
-        raise _usage(f"{out} exists already: choose another --out (or remove it to re-enrol)")
+        raise UsageError(f"{out} exists already: choose another --out (or remove it to re-enrol)")
     sources, subs = _pairs(args.source, "--source"), _pairs(args.sub, "--sub")
     for name in subs:
         if name not in sources:
-            raise _usage(f"--sub {name}: no --source {name}")
+            raise UsageError(f"--sub {name}: no --source {name}")
     kinds = {name: source_kind(url) for name, url in sources.items()}
     try:
-        infos = [SourceInfo(name=n, kind=kinds[n], has_sub=n in subs) for n in sources]  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise _usage(f"--source name: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
+        infos = [SourceInfo(name=n, kind=kinds[n], has_sub=n in subs) for n in sources]
+    except ValidationError as exc:
+        raise UsageError(f"--source name: {exc.errors()[0]['msg']}") from None
     from device_agents.agent import AGENT_VERSION
 
     request = EnrolRequest(
         token=args.token, model=args.model, agent_version=AGENT_VERSION, sources=infos
     )
     answer = _post_enrol(args.server, request)
-    configs = {}
-    for name, url in sources.items():
-        streams = answer.streams.get(name)
-        if streams is None:
-            raise _usage(f"the server returned no stream for source {name}")
-        sub = streams.sub if name in subs else None
-        configs[name] = SourceConfig(
-            kind=kinds[name],
-            url=url,
-            sub_url=subs.get(name) if sub else None,  # type: ignore[arg-type]
-            main=StreamConfig(**streams.main.model_dump()),
-            sub=StreamConfig(**sub.model_dump()) if sub else None,
-        )
+    configs = _source_configs(answer, sources, subs, kinds)
     config = AgentConfig(
         server=args.server.rstrip("/"),
         rtmp_url=answer.rtmp_url,
@@ -126,12 +122,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         heartbeat_s=answer.heartbeat_s,
         model=args.model,
         sources=configs,
-        spool={"dir": out.resolve().parent / f"{out.stem}-spool"},
-    )  # type: ignore[arg-type]
+        spool=SpoolConfig(dir=out.resolve().parent / f"{out.stem}-spool"),
+    )
     try:
         write_agent_config(out, config)
     except FileExistsError:
-        raise _usage(f"{out} exists already") from None
+        raise UsageError(f"{out} exists already") from None
     print(
         f"enrolled device {answer.device_id} ({answer.court} / {answer.room}); "
         f"config written to {out} (0600)"
@@ -142,26 +138,51 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_configs(
+    answer: EnrolResponse,
+    sources: dict[str, str],
+    subs: dict[str, str],
+    kinds: dict[str, SourceKind],
+) -> dict[str, SourceConfig]:
+    """Each source with the streams (ids and keys) the server gave it."""
+    from device_agents.config import SourceConfig, StreamConfig
+
+    configs: dict[str, SourceConfig] = {}
+    for name, url in sources.items():
+        streams = answer.streams.get(name)
+        if streams is None:
+            raise UsageError(f"the server returned no stream for source {name}")
+        sub = streams.sub if name in subs else None
+        configs[name] = SourceConfig(
+            kind=kinds[name],
+            url=url,
+            sub_url=subs.get(name) if sub else None,
+            main=StreamConfig(**streams.main.model_dump()),
+            sub=StreamConfig(**sub.model_dump()) if sub else None,
+        )
+    return configs
+
+
 def _post_enrol(server: str, request: EnrolRequest) -> EnrolResponse:
     import httpx
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # errors stay one line
     url = server.rstrip("/") + ENROLL_PATH
     if not url.startswith(("http://", "https://")):
-        raise _usage(f"--server {server!r}: expected http://HOST:PORT")
+        raise UsageError(f"--server {server!r}: expected http://HOST:PORT")
     try:
         response = httpx.post(url, json=request.model_dump(mode="json"), timeout=15)
     except httpx.HTTPError as exc:
-        raise _usage(f"cannot reach {server}: {exc or type(exc).__name__}") from None
+        raise UsageError(f"cannot reach {server}: {exc or type(exc).__name__}") from None
     if response.status_code >= 400:
-        raise _usage(f"enrolment refused ({response.status_code}): {_detail(response)}")
+        raise UsageError(f"enrolment refused ({response.status_code}): {_detail(response)}")
     try:
         return EnrolResponse.model_validate_json(response.content)
     except ValueError:
-        raise _usage(f"{server} did not answer like a courtcast control plane") from None
+        raise UsageError(f"{server} did not answer like a courtcast control plane") from None
 
 
-def _detail(response: Any) -> str:
+def _detail(response: httpx.Response) -> str:
     try:
         detail = response.json().get("detail")
     except ValueError:
@@ -179,7 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run(config: Any, path: Path) -> None:
+async def _run(config: AgentConfig, path: Path) -> None:
     from device_agents.agent import Agent
 
     agent = Agent(config, path)

@@ -1,0 +1,194 @@
+"""`courtcast recordings list | verify | export`: the index, and a recording's objects read
+straight from the object store (no running node needed)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.config import Config
+from courtcast.cli.common import UsageError, config_from, state_args, with_objects, with_state
+from courtcast.cli.table import Column, print_table, utc
+
+if TYPE_CHECKING:
+    from recorder.export import ExportResult
+    from storage.objects import ObjectStore
+    from storage.state import StateStore
+
+COLUMNS = (
+    Column("RECORDING", 44),
+    Column("STATE", 9),
+    Column("CASE", 20),
+    Column("ROOM", 12),
+    Column("START (UTC)", 20),
+    Column("SECONDS", 8, right=True, spec=".1f"),
+    Column("GAPS", 4, right=True),
+)
+SEARCH_FIELDS = ("court", "room", "case", "date", "stream", "session")
+
+
+def add_recordings_commands(sub: Any) -> None:
+    recordings = sub.add_parser("recordings", help="recordings").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    lst = recordings.add_parser("list", help="recordings, newest first (from the index)")
+    state_args(lst)
+    for field in SEARCH_FIELDS:
+        lst.add_argument(f"--{field}", default="")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_recordings_list)
+    verify = recordings.add_parser(
+        "verify",
+        help="recompute every hash, check the chain and the signature (exit 1 when not OK)",
+    )
+    state_args(verify)
+    verify.add_argument("recording_id")
+    verify.add_argument(
+        "--public-key", type=Path, help="PEM public key (default: this node's signing key)"
+    )
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=cmd_recordings_verify)
+    export = recordings.add_parser("export", help="remux a stretch into one MP4 (+ .sig)")
+    state_args(export)
+    export.add_argument("recording_id")
+    export.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        help="ISO 8601 time, UNIX seconds, or +SECONDS from the start",
+    )
+    export.add_argument("--to", dest="end", required=True)
+    export.add_argument("-o", "--output", type=Path, required=True)
+    export.set_defaults(func=cmd_recordings_export)
+
+
+def cmd_recordings_list(args: argparse.Namespace) -> int:
+    from recorder.index import RecordingIndex
+
+    async def work(state: StateStore) -> int:
+        rows = await RecordingIndex(state).search(
+            court=args.court,
+            room=args.room,
+            case_number=args.case,
+            date=args.date,
+            stream=args.stream,
+            session=args.session,
+        )
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print_table(COLUMNS, (_cells(row) for row in rows))
+        return 0
+
+    return with_state(args, work)
+
+
+def _cells(record: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        record["id"],
+        record["state"],
+        record["case_number"] or "-",
+        record["room"] or "-",
+        utc(float(record["opened_at"])),
+        record["duration"],
+        record["gaps"],
+    )
+
+
+def cmd_recordings_verify(args: argparse.Namespace) -> int:
+    from recorder.verify import verify_recording
+
+    async def work(config: Config, store: ObjectStore) -> int:
+        report = await verify_recording(store, args.recording_id, _public_key(args, config))
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+        return 0 if report.ok else 1
+
+    return with_objects(args, work)
+
+
+def _public_key(args: argparse.Namespace, config: Config) -> Any:
+    from recorder.signing import KEY_FILE, SignatureError, Signer, load_public_pem
+
+    try:
+        if args.public_key is not None:
+            return load_public_pem(args.public_key.read_bytes())
+        path = config.data_dir / "secrets" / KEY_FILE
+        return Signer.from_pem(path.read_bytes()).public
+    except FileNotFoundError as exc:
+        raise UsageError(
+            f"no public key at {exc.filename}: pass --public-key FILE "
+            "(GET /api/v1/recordings/signing-key)"
+        ) from None
+    except SignatureError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_recordings_export(args: argparse.Namespace) -> int:
+    from recorder.export import ExportError, export_clip
+    from recorder.manifest import Manifest
+    from recorder.playback import TimeError, parse_time
+    from recorder.signing import Signer
+    from storage.objects import ObjectNotFound
+    from storage.recording_keys import manifest_key
+
+    async def work(config: Config, store: ObjectStore) -> int:
+        try:
+            raw = await store.get(manifest_key(args.recording_id))
+        except ObjectNotFound:
+            raise UsageError(f"no recording {args.recording_id}") from None
+        manifest = Manifest.from_bytes(raw)
+        try:
+            start = parse_time(args.start, manifest.opened_at)
+            end = parse_time(args.end, manifest.opened_at)
+            result = await export_clip(
+                store,
+                manifest,
+                start,
+                end,
+                args.output,
+                Signer.for_data_dir(config.data_dir),
+                _progress_bar,
+            )
+        except (TimeError, ExportError) as exc:
+            raise UsageError(str(exc)) from None
+        print(file=sys.stderr)
+        await _audit_export(args, result)
+        print(
+            f"exported {result.duration_s:.1f} s from {utc(result.start)} UTC to "
+            f"{result.path} ({result.bytes} bytes); signature {result.signature_path}"
+        )
+        return 0
+
+    return with_objects(args, work)
+
+
+def _progress_bar(done: float) -> None:
+    filled = int(done * 30)
+    print(
+        f"\rexporting [{'#' * filled}{'.' * (30 - filled)}] {done * 100:5.1f} %",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def _audit_export(args: argparse.Namespace, result: ExportResult) -> None:
+    from core.audit import audit
+    from storage.role import open_state_for_cli
+
+    async with open_state_for_cli(config_from(args)) as state:
+        await audit(
+            state,
+            "export",
+            getpass.getuser(),
+            recording=args.recording_id,
+            start=result.start,
+            end=result.end,
+            sha256=result.sha256,
+            via="cli",
+            output=str(result.path),
+        )

@@ -1,0 +1,100 @@
+"""`courtcast sessions open | close | recess | resume | list`: trial sessions, which record
+every stream of their room while open."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+from typing import TYPE_CHECKING, Any
+
+from courtcast.cli.common import UsageError, state_args, with_state
+from courtcast.cli.table import Column, print_table, utc
+
+if TYPE_CHECKING:
+    from recorder.sessions import TrialSession, TrialSessions
+    from storage.state import StateStore
+
+COLUMNS = (
+    Column("SESSION", 20),
+    Column("STATE", 7),
+    Column("ROOM", 16),
+    Column("CASE", 24),
+    Column("OPENED (UTC)", 20),
+)
+VERBS = (
+    ("close", "close a session (its recordings are closed and signed)"),
+    ("recess", "recess: recording pauses, with the reason logged"),
+    ("resume", "resume after a recess"),
+)
+
+
+def add_sessions_commands(sub: Any) -> None:
+    sessions = sub.add_parser("sessions", help="trial sessions").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    opening = sessions.add_parser(
+        "open", help="open a session: every stream of the room is recorded until it closes"
+    )
+    state_args(opening)
+    opening.add_argument("--room", required=True)
+    opening.add_argument("--case", required=True, help="case number")
+    opening.add_argument("--title", default="")
+    opening.add_argument("--public", action="store_true", help="a public trial")
+    opening.set_defaults(func=cmd_sessions, verb="open")
+    for verb, text in VERBS:
+        cmd = sessions.add_parser(verb, help=text)
+        state_args(cmd)
+        cmd.add_argument("session_id")
+        if verb == "recess":
+            cmd.add_argument("--reason", required=True)
+        cmd.set_defaults(func=cmd_sessions, verb=verb)
+    lst = sessions.add_parser("list", help="sessions, newest first")
+    state_args(lst)
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_sessions, verb="list")
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from recorder.sessions import SessionError, TrialSessions
+
+    async def work(state: StateStore) -> int:
+        sessions = TrialSessions(state)
+        who = getpass.getuser()
+        try:
+            if args.verb == "list":
+                _print_sessions(await sessions.list(), args.json)
+            else:
+                await _change(sessions, args, who)
+        except SessionError as exc:
+            raise UsageError(str(exc)) from None
+        return 0
+
+    return with_state(args, work)
+
+
+async def _change(sessions: TrialSessions, args: argparse.Namespace, who: str) -> None:
+    if args.verb == "open":
+        session = await sessions.open(args.room, args.case, args.title, args.public, who)
+        print(
+            f"session {session.id} open in room {session.room} "
+            f"(case {session.case_number}); recording {', '.join(session.streams)}"
+        )
+    elif args.verb == "recess":
+        await sessions.recess(args.session_id, args.reason, who)
+        print(f"session {args.session_id} in recess: {args.reason}")
+    elif args.verb == "resume":
+        await sessions.resume(args.session_id, who)
+        print(f"session {args.session_id} resumed")
+    else:
+        await sessions.close(args.session_id, who)
+        print(f"session {args.session_id} closed; its recordings are being signed")
+
+
+def _print_sessions(sessions: list[TrialSession], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([s.to_record() for s in sessions], indent=2))
+        return
+    print_table(
+        COLUMNS, ((s.id, s.state, s.room, s.case_number, utc(s.opened_at)) for s in sessions)
+    )

@@ -1,0 +1,98 @@
+"""`courtcast streams list | add`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING, Any
+
+from core import presence
+from courtcast.cli.common import UsageError, state_args, with_state
+from courtcast.cli.table import Column, print_table
+
+if TYPE_CHECKING:
+    from storage.state import StateStore
+
+STREAM_CLASSES = ["trial", "security", "arraignment", "conference"]
+COLUMNS = (
+    Column("STREAM", 24),
+    Column("CLASS", 12),
+    Column("PUBLIC", 6),
+    Column("LIVE", 5),
+    Column("VIDEO", 16),
+    Column("KBIT/S", 8, right=True),
+)
+
+
+def add_streams_commands(sub: Any) -> None:
+    streams = sub.add_parser("streams", help="streams").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    lst = streams.add_parser("list", help="registered streams with their live stats")
+    state_args(lst)
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_streams_list)
+    define = streams.add_parser("add", help="register a stream and print its publish key")
+    state_args(define)
+    define.add_argument("stream_id")
+    define.add_argument("--class", dest="stream_class", default="trial", choices=STREAM_CLASSES)
+    define.add_argument("--public", action="store_true")
+    define.add_argument("--title", default="")
+    define.add_argument("--source", default="", help="rtsp:// URL to pull (an IP camera)")
+    define.add_argument("--court", default="")
+    define.add_argument("--room", default="", help="the courtroom (sessions record its streams)")
+    define.set_defaults(func=cmd_streams_add)
+
+
+def cmd_streams_list(args: argparse.Namespace) -> int:
+    from media_server.streams import StreamRegistry
+
+    async def work(state: StateStore) -> int:
+        live = await state.present(presence.STREAM_LIVE)
+        rows = [
+            {**d.public_view(), "stats": live.get(d.id)} for d in await StreamRegistry(state).list()
+        ]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print_table(COLUMNS, (_cells(row) for row in rows))
+        return 0
+
+    return with_state(args, work)
+
+
+def _cells(row: dict[str, Any]) -> tuple[Any, ...]:
+    stats = row["stats"] or {}
+    video = stats.get("video") or {}
+    size = f"{video.get('codec', '')} {video.get('width', '')}x{video.get('height', '')}"
+    return (
+        row["id"],
+        row["stream_class"],
+        str(row["public"]),
+        "yes" if stats.get("live") else "no",
+        size if video else "-",
+        stats.get("bitrate_kbps", 0),
+    )
+
+
+def cmd_streams_add(args: argparse.Namespace) -> int:
+    from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
+
+    async def work(state: StateStore) -> int:
+        definition = StreamDefinition(
+            id=args.stream_id,
+            stream_class=StreamClass(args.stream_class),
+            public=args.public,
+            title=args.title,
+            source_url=args.source,
+            court=args.court,
+            room=args.room,
+        )
+        try:
+            key = await StreamRegistry(state).define(definition)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"stream {args.stream_id} registered; publish key: {key}")
+        return 0
+
+    return with_state(args, work)
