@@ -7,6 +7,7 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY pyproject.toml setup.py README.md ./
+COPY core ./core
 COPY courtcast ./courtcast
 COPY media_server ./media_server
 COPY recorder ./recorder

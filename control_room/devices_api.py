@@ -138,7 +138,7 @@ def build_devices_router(role: "ControlRoomRole") -> APIRouter:
 def _add_state_route(router: APIRouter, role: "ControlRoomRole", verb: str, guard: Any) -> None:
     registry, state = role.devices, role.storage.state
 
-    async def change(device_id: str, caller: guard) -> dict[str, Any]:  # type: ignore[valid-type]
+    async def change(device_id: str, caller: guard) -> dict[str, Any]:
         try:
             await getattr(registry, verb)(device_id, caller.name)
         except DeviceNotFound:

@@ -32,8 +32,8 @@ async def goto_preset(endpoint: str, preset: str) -> None:
     try:
         import aiohttp
         import zeep.exceptions
-        from onvif import ONVIFCamera  # type: ignore[import-not-found]
-        from onvif.exceptions import ONVIFAuthError, ONVIFError  # type: ignore[import-not-found]
+        from onvif import ONVIFCamera
+        from onvif.exceptions import ONVIFAuthError, ONVIFError
     except ImportError:
         raise CommandError(
             "ONVIF support is not installed on this agent (pip install onvif-zeep-async==4.3.0)"

@@ -15,7 +15,8 @@ from fastapi import FastAPI, HTTPException, Request
 
 from core import presence
 from core.config import Config
-from media_server.access import AccessDenied, AccessPolicy, Caller, PlayTokens
+from core.rights import Caller
+from media_server.access import AccessDenied, AccessPolicy, PlayTokens
 from media_server.hub import Hub
 from media_server.stats import HubCollector, RtmpCollector, stream_stats
 from media_server.streams import CHANGES as STREAM_CHANGES
@@ -108,7 +109,8 @@ class MediaServerRole:
     async def _start_rtmp(self) -> None:
         if self._rtmp_sock is None:
             return
-        from media_server.rtmp.server import RtmpRefused, RtmpServer
+        from media_server.rtmp.errors import RtmpRefused
+        from media_server.rtmp.server import RtmpServer
 
         async def authorize(stream_id: str, key: str | None, action: str, peer: str) -> None:
             try:
@@ -145,7 +147,7 @@ class MediaServerRole:
 
     async def _reconcile_pulls(self) -> None:
         """Start a puller for every registered stream with a source URL; stop removed ones."""
-        from media_server.rtsp_pull import RtspPull
+        from media_server.rtsp.pull import RtspPull
 
         wanted = {d.id: d for d in await self.registry.list() if d.source_url and d.enabled}
         for stream_id in list(self.pulls):
