@@ -16,7 +16,7 @@ from control_room.api import build_api_router
 from control_room.devices import DeviceRegistry
 from control_room.devices_api import build_devices_router, build_pages_router
 from control_room.users import Users
-from core.config import Config
+from core.config import ControlRoomSection
 from media_server.access import PlayTokens
 from storage.objects_disk import DiskObjectStore
 from storage.objects_http import make_objects_router
@@ -27,14 +27,18 @@ class ControlRoomRole:
     name = "control_room"
 
     def __init__(
-        self, config: Config, storage: StorageRole, app: FastAPI, rtmp_port: Callable[[], int]
+        self,
+        config: ControlRoomSection,
+        storage: StorageRole,
+        app: FastAPI,
+        rtmp_port: Callable[[], int],
     ) -> None:
         self.config = config
         self.storage = storage
         self.app = app
         self.rtmp_port = rtmp_port  # the port agents publish to (the media server's, if here)
         self.users = Users(storage.state)
-        self.play_tokens = PlayTokens.for_config(config)
+        self.play_tokens = PlayTokens.for_node(config.node.data_dir, config.security)
         self.devices = DeviceRegistry(storage.state)
         self.agent_link = AgentLink(
             storage.state,

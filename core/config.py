@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -181,6 +182,73 @@ class Config(_Model):
     @property
     def public_url(self) -> str:
         return self.http.public_url or f"http://{self.http.host}:{self.http.port}"
+
+    # Each role is given its own section, not the whole Config: what it may read is
+    # declared in one place, and a role cannot come to depend on another's settings.
+
+    def storage_section(self) -> StorageSection:
+        return StorageSection(
+            self.data_dir,
+            self.state,
+            self.objects,
+            self.objects_dir,
+            self.public_url,
+            self.security.url_signing_secret,
+        )
+
+    def media_server_section(self) -> MediaServerSection:
+        return MediaServerSection(
+            self.node, self.rtmp, self.hls, self.webrtc, self.security, self.demo
+        )
+
+    def recorder_section(self) -> RecorderSection:
+        return RecorderSection(self.node, self.recorder, self.spool_dir, self.security)
+
+    def control_room_section(self) -> ControlRoomSection:
+        return ControlRoomSection(self.node, self.security, self.devices)
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    """What the storage role reads: where state and objects live, how object URLs are signed."""
+
+    data_dir: Path
+    state: StateConfig
+    objects: ObjectsConfig
+    objects_dir: Path
+    public_url: str
+    url_signing_secret: str | None
+
+
+@dataclass(frozen=True)
+class MediaServerSection:
+    """What the media server reads: its node, ingest and egress settings, access, the demo."""
+
+    node: NodeConfig
+    rtmp: RtmpConfig
+    hls: HlsConfig
+    webrtc: WebRtcConfig
+    security: SecurityConfig
+    demo: DemoConfig
+
+
+@dataclass(frozen=True)
+class RecorderSection:
+    """What the recorder reads: its node, recording settings, spool, open mode of its API."""
+
+    node: NodeConfig
+    recorder: RecorderConfig
+    spool_dir: Path
+    security: SecurityConfig
+
+
+@dataclass(frozen=True)
+class ControlRoomSection:
+    """What the control room reads: its node, access, devices."""
+
+    node: NodeConfig
+    security: SecurityConfig
+    devices: DevicesConfig
 
 
 def is_loopback(host: str) -> bool:

@@ -109,13 +109,13 @@ class Platform:
         from media_server.role import MediaServerRole
         from storage.role import StorageRole
 
-        storage = StorageRole(self.config)
+        storage = StorageRole(self.config.storage_section())
         self.roles.append(storage)
         await storage.start()
         media: MediaServerRole | None = None
         if "media_server" in self.role_names:
             media = MediaServerRole(
-                self.config,
+                self.config.media_server_section(),
                 storage,
                 self.app,
                 self.metrics,
@@ -131,11 +131,15 @@ class Platform:
             # not built yet); without a media server it still serves recordings
             hub = media.hub if media is not None else None
             devices = DeviceRegistry(storage.state)
-            recorder = RecorderRole(self.config, storage, self.app, hub, devices.streams_of)
+            recorder = RecorderRole(
+                self.config.recorder_section(), storage, self.app, hub, devices.streams_of
+            )
             self.roles.append(recorder)
             await recorder.start()
         if "control_room" in self.role_names:
-            control = ControlRoomRole(self.config, storage, self.app, self.agent_rtmp_port)
+            control = ControlRoomRole(
+                self.config.control_room_section(), storage, self.app, self.agent_rtmp_port
+            )
             self.roles.append(control)
             await control.start()
         await self._start_http()

@@ -12,8 +12,9 @@ import hashlib
 import hmac
 import logging
 import time
+from pathlib import Path
 
-from core.config import Config
+from core.config import SecurityConfig
 from core.node_secrets import node_secret
 from core.rights import Caller, may
 from media_server.streams import StreamDefinition, StreamRegistry, valid_stream_id
@@ -37,10 +38,10 @@ class PlayTokens:
         self.ttl_s = ttl_s
 
     @classmethod
-    def for_config(cls, config: Config) -> PlayTokens:
+    def for_node(cls, data_dir: Path, security: SecurityConfig) -> PlayTokens:
         """The node's tokens; every node of a cluster needs the same configured secret."""
-        secret = node_secret(config.data_dir, "play-url", config.security.url_signing_secret)
-        return cls(secret, config.security.signed_url_ttl_s)
+        secret = node_secret(data_dir, "play-url", security.url_signing_secret)
+        return cls(secret, security.signed_url_ttl_s)
 
     def make(self, stream_id: str, now: float | None = None) -> str:
         expires = int((now or time.time()) + self.ttl_s)

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 
 from core import presence
-from core.config import Config
+from core.config import MediaServerSection
 from core.rights import Caller
 from media_server.access import AccessDenied, AccessPolicy, PlayTokens
 from media_server.hub import Hub
@@ -36,7 +36,7 @@ class MediaServerRole:
 
     def __init__(
         self,
-        config: Config,
+        config: MediaServerSection,
         storage: StorageRole,
         app: FastAPI,
         metrics: Any,
@@ -50,7 +50,7 @@ class MediaServerRole:
         self.resolve_caller = resolve_caller
         self.hub = Hub()
         self.registry = StreamRegistry(storage.state)
-        self.tokens = PlayTokens.for_config(config)
+        self.tokens = PlayTokens.for_node(config.node.data_dir, config.security)
         self.access = AccessPolicy(self.registry, self.tokens, config.security.open)
         self.rtmp: Any = None
         self.hls: Any = None

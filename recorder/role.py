@@ -25,7 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from core.config import Config
+from core.config import RecorderSection
 from core.identity import DeviceStreams, no_devices
 from media_server.hub import Hub
 from media_server.streams import CHANGES as STREAM_CHANGES
@@ -65,7 +65,7 @@ class RecorderRole:
 
     def __init__(
         self,
-        config: Config,
+        config: RecorderSection,
         storage: StorageRole,
         app: FastAPI | None,
         hub: Hub | None,
@@ -76,7 +76,7 @@ class RecorderRole:
         self.storage = storage
         self.app = app
         self.hub = hub
-        self.signer = Signer.for_data_dir(config.data_dir)
+        self.signer = Signer.for_data_dir(config.node.data_dir)
         self.index = RecordingIndex(storage.state)
         self.sessions = TrialSessions(storage.state)
         self.registry = StreamRegistry(storage.state)
@@ -230,7 +230,7 @@ class RecorderRole:
         while True:
             try:
                 await apply_retention(self.storage.objects, self.index, days)
-                await disk_pressure_alert(self.index, self.config.data_dir)
+                await disk_pressure_alert(self.index, self.config.node.data_dir)
             except Exception:  # storage or Redis away: the next round retries
                 log.exception("recorder: retention round failed")
             await asyncio.sleep(self.config.recorder.retention_check_s)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from core.config import Config
+from core.config import StorageSection
 from core.node_secrets import node_secret
 from storage.objects import ObjectStore, open_object_store
 from storage.redis_server import EmbeddedRedis
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 class StorageRole:
     name = "storage"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: StorageSection) -> None:
         self.config = config
         self.embedded: EmbeddedRedis | None = None
         self._state: StateStore | None = None
@@ -60,7 +60,7 @@ class StorageRole:
         }
 
 
-async def open_state(config: Config, owner: StorageRole | None = None) -> StateStore:
+async def open_state(config: StorageSection, owner: StorageRole | None = None) -> StateStore:
     """Connect to the configured Redis, starting the embedded one when none is configured.
 
     With an owner, the embedded server is handed to it to stop later.
@@ -85,7 +85,7 @@ async def open_state(config: Config, owner: StorageRole | None = None) -> StateS
 
 
 @asynccontextmanager
-async def open_state_for_cli(config: Config) -> AsyncIterator[StateStore]:
+async def open_state_for_cli(config: StorageSection) -> AsyncIterator[StateStore]:
     """State for a CLI command: the running node's embedded Redis if one is up (the data
     dir's socket answers), else a temporary one on the same files, stopped afterwards."""
     if config.state.redis_url is None:
@@ -112,8 +112,8 @@ async def open_state_for_cli(config: Config) -> AsyncIterator[StateStore]:
             await holder.embedded.stop()
 
 
-def build_object_store(config: Config) -> ObjectStore:
-    secret = node_secret(config.data_dir, "objects-url", config.security.url_signing_secret)
+def build_object_store(config: StorageSection) -> ObjectStore:
+    secret = node_secret(config.data_dir, "objects-url", config.url_signing_secret)
     s3 = config.objects.s3
     return open_object_store(
         config.objects.backend,

@@ -50,7 +50,7 @@ def with_state(args: argparse.Namespace, work: Callable[[StateStore], Awaitable[
     async def run() -> int:
         from storage.role import open_state_for_cli
 
-        async with open_state_for_cli(config) as state:
+        async with open_state_for_cli(config.storage_section()) as state:
             return await work(state)
 
     return asyncio.run(run())
@@ -65,7 +65,7 @@ def with_objects(
     async def run() -> int:
         from storage.role import build_object_store
 
-        store = build_object_store(config)
+        store = build_object_store(config.storage_section())
         try:
             return await work(config, store)
         finally:

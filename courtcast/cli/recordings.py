@@ -180,7 +180,7 @@ async def _audit_export(args: argparse.Namespace, result: ExportResult) -> None:
     from core.audit import audit
     from storage.role import open_state_for_cli
 
-    async with open_state_for_cli(config_from(args)) as state:
+    async with open_state_for_cli(config_from(args).storage_section()) as state:
         await audit(
             state,
             "export",

@@ -2,16 +2,16 @@
 
 An ffmpeg publisher's bytes arrive in about 110 small writes a second (a chunk header, an
 audio frame, a slice of a video frame), and every read costs an epoll wake-up, a recv and
-a call into Python whatever its size. At N=25 that fixed cost was about a third of the
-server's CPU (bench/RESULTS.md, "publishers read in batches"). SO_RCVLOWAT makes a TCP
+a call into Python whatever its size; that fixed cost was a large share of the server's
+CPU (bench/RESULTS.md, "publishers read in batches"). SO_RCVLOWAT makes a TCP
 socket readable only once that many bytes wait in it: the kernel does the batching, with
 no timer or syscall per read (one setsockopt per tick at most).
 
 The low-water mark follows the publisher's rate, BATCH_S worth of it, so bytes wait under
-it until the next frame or a few audio frames lift them over: about one frame interval.
-For an ffmpeg publisher that is +28 ms at p50 and +40 ms at p95 (bench/rtmp_read_delay.py),
-which LL-HLS (parts of 0.5 s) does not notice, and a WebRTC viewer (≤ 200 ms glass to
-glass) would: while a real-time subscriber watches the stream, nothing is held back.
+it until the next frame or a few audio frames lift them over: about one frame interval
+(measured by bench/rtmp_read_delay.py, figures in bench/RESULTS.md), which LL-HLS (parts
+of 0.5 s) does not notice, and a WebRTC viewer would: while a real-time subscriber watches
+the stream, nothing is held back.
 
 - each tick sets it to BATCH_S worth of what the last tick read, at most MAX_BYTES;
 - a tick that read nothing sets it back to 1 byte, so bytes left under the mark (a

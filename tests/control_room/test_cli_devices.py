@@ -44,7 +44,7 @@ async def test_enrol_token_then_list(tmp_path: Path) -> None:
     assert len(token) >= 32 and "\n" not in token
 
     config = load_config(overrides={"node.data_dir": data}, environ={})
-    async with open_state_for_cli(config) as state:
+    async with open_state_for_cli(config.storage_section()) as state:
         registry = DeviceRegistry(state)
         enrolled = await registry.enroll(
             EnrolRequest(
