@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 from typing import TYPE_CHECKING, Any
 
 from courtcast.cli.common import UsageError, state_args, with_state
 from courtcast.cli.streams import STREAM_CLASSES
-from courtcast.cli.table import Column, print_table, utc
+from courtcast.cli.table import Column, print_listing, utc
 
 if TYPE_CHECKING:
     from storage.state import StateStore
@@ -81,10 +80,7 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
 
     async def work(state: StateStore) -> int:
         rows = await DeviceRegistry(state).list()
-        if args.json:
-            print(json.dumps(rows, indent=2))
-            return 0
-        print_table(COLUMNS, (_cells(row) for row in rows))
+        print_listing(rows, args.json, COLUMNS, _cells)
         return 0
 
     return with_state(args, work)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.config import Config
 from courtcast.cli.common import UsageError, config_from, state_args, with_objects, with_state
-from courtcast.cli.table import Column, print_table, utc
+from courtcast.cli.table import Column, print_listing, utc
 
 if TYPE_CHECKING:
     from recorder.export import ExportResult
@@ -78,10 +78,7 @@ def cmd_recordings_list(args: argparse.Namespace) -> int:
             stream=args.stream,
             session=args.session,
         )
-        if args.json:
-            print(json.dumps(rows, indent=2))
-            return 0
-        print_table(COLUMNS, (_cells(row) for row in rows))
+        print_listing(rows, args.json, COLUMNS, _cells)
         return 0
 
     return with_state(args, work)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING, Any
 
 from core import presence
 from courtcast.cli.common import UsageError, state_args, with_state
-from courtcast.cli.table import Column, print_table
+from courtcast.cli.table import Column, print_listing
 
 if TYPE_CHECKING:
     from storage.state import StateStore
@@ -52,10 +51,7 @@ def cmd_streams_list(args: argparse.Namespace) -> int:
         rows = [
             {**d.public_view(), "stats": live.get(d.id)} for d in await StreamRegistry(state).list()
         ]
-        if args.json:
-            print(json.dumps(rows, indent=2))
-            return 0
-        print_table(COLUMNS, (_cells(row) for row in rows))
+        print_listing(rows, args.json, COLUMNS, _cells)
         return 0
 
     return with_state(args, work)

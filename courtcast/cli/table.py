@@ -3,8 +3,9 @@ cell formatted to its column's width (the columns users' scripts cut by)."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,19 @@ def print_table(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> Non
     print(" ".join(format(c.title, _align(c)) for c in columns))
     for row in rows:
         print(" ".join(format(v, _align(c) + c.spec) for c, v in zip(columns, row)))
+
+
+def print_listing(
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    columns: Sequence[Column],
+    cells: Callable[[dict[str, Any]], Sequence[Any]],
+) -> None:
+    """A listing as `--json` gives it (the rows as they are) or as a table of cells."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_table(columns, (cells(row) for row in rows))
 
 
 def _align(column: Column) -> str:
