@@ -1,8 +1,9 @@
 """Users, roles and sign-in sessions, kept in Redis; passwords hashed with argon2.
 
-The web pages and the API resolve the caller from a session token (cookie `cc_session` or
-`Authorization: Bearer`). Sessions are presence keys with a TTL, so any number of control
-room processes can serve the same users (DESIGN.md §9: control_room is stateless).
+Sign-in writes a session; every role reads it back through core.identity (cookie
+`cc_session` or `Authorization: Bearer`). Sessions are presence keys with a TTL, so any
+number of control room processes can serve the same users (DESIGN.md §9: control_room is
+stateless).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from core import presence
-from core.identity import caller_of_session
-from core.rights import ROLES, Caller
+from core.rights import ROLES
 from storage.state import StateStore
 
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
@@ -59,9 +59,6 @@ class Users:
         info = {"name": name, "role": str(record["role"])}
         await self._state.touch_presence(presence.SESSION, token, SESSION_TTL_S, info)
         return token
-
-    async def caller(self, token: str | None) -> Caller | None:
-        return await caller_of_session(self._state, token)
 
     async def sign_out(self, token: str) -> None:
         await self._state.drop_presence(presence.SESSION, token)

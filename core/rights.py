@@ -42,10 +42,5 @@ RIGHTS: dict[str, frozenset[str]] = {
 }
 
 
-def roles_with(right: str) -> frozenset[str]:
-    """The roles holding `right`; an unknown right is a programming error."""
-    return RIGHTS[right]
-
-
 def may(caller: Caller | None, right: str) -> bool:
     return caller is not None and caller.role in RIGHTS[right]

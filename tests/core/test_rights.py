@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI, Request
 
 from core.identity import SESSION_COOKIE, caller_guards, caller_of_session, session_token
-from core.rights import RIGHTS, ROLES, Caller, may, roles_with
+from core.rights import RIGHTS, ROLES, Caller, may
 
 
 def test_every_right_names_known_roles_and_nobody_unnamed_holds_it() -> None:
@@ -19,7 +19,7 @@ def test_every_right_names_known_roles_and_nobody_unnamed_holds_it() -> None:
     assert not may(Caller("x", "public"), "read_recordings")  # an unknown role: nothing
     assert may(Caller("a", "admin"), "manage_sessions")
     assert not may(Caller("t", "technician"), "watch_private")
-    assert roles_with("define_streams") == {"admin", "technician"}
+    assert RIGHTS["define_streams"] == {"admin", "technician"}
     with pytest.raises(KeyError):
         may(Caller("a", "admin"), "no-such-right")  # a typo is an error, not a grant
 
