@@ -66,6 +66,10 @@ class S3Config(_Model):
     bucket: str = "courtcast"
     region: str = "us-east-1"
     secure: bool = False
+    # evidence: a bucket courtcast creates gets versioning, and Object Lock (governance
+    # mode, this default retention) when set; see storage/objects_s3.py and the README
+    versioning: bool = False
+    object_lock_days: int | None = Field(default=None, ge=1)
 
 
 class ObjectsConfig(_Model):
@@ -134,6 +138,9 @@ class RecorderConfig(_Model):
     # so retention can delete old ones
     rotate_s: float = Field(default=3600.0, ge=60.0)
     retention_check_s: float = Field(default=3600.0, ge=1.0)
+    # the Ed25519 key that signs manifests and exports (PEM, mode 0600); None: generated
+    # once in <data_dir>/secrets. Every recorder of a cluster needs the same key.
+    signing_key_file: Path | None = None
 
 
 class DevicesConfig(_Model):

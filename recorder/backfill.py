@@ -16,7 +16,11 @@ Who writes the manifest (the one rule that keeps it consistent):
   Recording, whose single upload queue already orders segment objects, manifest entries
   and checkpoints; a backfilled segment is one more job in that queue;
 - otherwise the recording must be closed: the manifest is loaded, changed, stored and
-  re-signed under a Redis lock per recording (two API processes cannot interleave). An
+  re-signed under a Redis lock per recording (two API processes cannot interleave), sealed
+  (recorder/manifest_store.py: the stored manifest must match its signature and its media
+  its hashes, else 409 naming what does not; the version signed before is kept). The
+  media is hashed once per recording: while the stored manifest is the one this process
+  sealed last, only its signature is checked again. An
   open recording written by another process is refused with 503 (retry later): only its
   writer may change its manifest. A recording being closed here is waited for.
 """
@@ -32,11 +36,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from device_agents.protocol import GapOut
-from recorder.manifest import InitEntry, Manifest, overlap, sha256_hex
-from recorder.manifest_store import read_manifest, save_manifest
+from recorder.manifest import InitEntry, Manifest, SegmentEntry, overlap, sha256_hex
+from recorder.manifest_store import (
+    EvidenceError,
+    check_media,
+    read_manifest,
+    seal_manifest,
+    signed_bytes,
+)
 from recorder.recording import Recording, RecordingClosing
 from storage.objects import ObjectNotFound
-from storage.recording_keys import backfill_init_name, object_key, segment_key
+from storage.recording_keys import backfill_init_name, manifest_key, object_key, segment_key
 
 if TYPE_CHECKING:
     from recorder.role import RecorderRole
@@ -185,11 +195,17 @@ class _Live:
 
 
 class _Stored:
-    """A closed recording: its stored manifest, changed and re-signed (under the lock)."""
+    """A closed recording: its stored manifest, changed and re-signed (under the lock).
+    sealed: recording id -> SHA-256 of the manifest bytes this process signed last."""
 
-    def __init__(self, role: RecorderRole, manifest: Manifest) -> None:
+    def __init__(self, role: RecorderRole, raw: bytes, sealed: dict[str, str]) -> None:
         self.role = role
-        self.manifest = manifest
+        self.manifest = Manifest.from_bytes(raw)
+        self.sealed = sealed
+        ours = sealed.get(self.manifest.recording_id) == sha256_hex(raw)
+        self.unchecked: list[InitEntry | SegmentEntry] = (
+            [] if ours else [*self.manifest.inits, *self.manifest.segments]
+        )
 
     def known_sha256(self) -> set[str]:
         return {s.sha256 for s in self.manifest.segments}
@@ -224,8 +240,26 @@ class _Stored:
         await self._save()
         return seq
 
+    async def check(self) -> None:
+        """Before anything is stored: what is stored may be signed again (BackfillError
+        409 naming what may not)."""
+        objects, rid = self.role.storage.objects, self.manifest.recording_id
+        try:
+            await signed_bytes(objects, rid, self.role.signer.public)
+            await check_media(objects, rid, self.unchecked)
+        except EvidenceError as exc:
+            raise BackfillError(409, f"recording {rid} is not signed again: {exc}") from None
+        self.unchecked = []
+
     async def _save(self) -> None:
-        await save_manifest(self.role.storage.objects.put, self.manifest, self.role.signer)
+        objects = self.role.storage.objects
+        try:  # the signature is checked again: it may have changed since check()
+            await seal_manifest(objects, objects.put, self.manifest, self.role.signer)
+        except EvidenceError as exc:
+            raise BackfillError(
+                409, f"recording {self.manifest.recording_id} is not signed again: {exc}"
+            ) from None
+        self.sealed[self.manifest.recording_id] = sha256_hex(self.manifest.to_bytes())
         await self.role.index.put(self.manifest, self.role.options.node)
 
 
@@ -238,6 +272,7 @@ class RecordingBackfill:
     def __init__(self, role: RecorderRole) -> None:
         self.role = role
         self._locks: dict[str, asyncio.Lock] = {}
+        self._sealed: dict[str, str] = {}  # see _Stored
 
     # -- gaps --
 
@@ -376,21 +411,23 @@ class RecordingBackfill:
                 f"backfill:{rid}", timeout_s=LOCK_TIMEOUT_S, wait_s=LOCK_TIMEOUT_S / 2
             )
             async with lock:
-                return await work(_Stored(self.role, await self._closed_manifest(rid)))
+                target = _Stored(self.role, await self._closed_manifest(rid), self._sealed)
+                await target.check()
+                return await work(target)
 
-    async def _closed_manifest(self, rid: str) -> Manifest:
-        manifest = await self._current_stored(rid)
-        if manifest.state != "closed":
+    async def _closed_manifest(self, rid: str) -> bytes:
+        raw = await self._current_stored(rid)
+        if Manifest.from_bytes(raw).state != "closed":
             await self.role.wait_closed()  # being closed by this process: its signature
-            manifest = await self._current_stored(rid)
-        if manifest.state != "closed":
+            raw = await self._current_stored(rid)
+        if Manifest.from_bytes(raw).state != "closed":
             raise BackfillError(
                 503, f"recording {rid} is being written by another recorder; try again later"
             )
-        return manifest
+        return raw
 
-    async def _current_stored(self, rid: str) -> Manifest:
+    async def _current_stored(self, rid: str) -> bytes:
         try:
-            return await read_manifest(self.role.storage.objects, rid)
+            return await self.role.storage.objects.get(manifest_key(rid))
         except ObjectNotFound:
             raise BackfillError(404, f"recording {rid} has no manifest yet") from None

@@ -2,20 +2,27 @@
 (recorder/uploads.py): each stored object is listed, then checkpointed: the manifest goes
 to the object store (and to the spool while the store may lack it: a restart during an
 outage resumes from that copy), and the index record is refreshed now and then. At the
-end the closed manifest is signed.
+end the closed manifest is sealed: signed after checking what is stored
+(recorder/manifest_store.py); the media a resumed recording inherited from the run
+before is hashed again then, the rest this process hashed as it uploaded it. A recording
+that fails the checks is stored closed and unsigned, so verify fails and says why.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 
 from recorder.index import RecordingIndex
-from recorder.manifest import Manifest, sha256_hex
-from recorder.manifest_store import save_manifest
+from recorder.manifest import InitEntry, Manifest, SegmentEntry, sha256_hex
+from recorder.manifest_store import JSON, EvidenceError, save_manifest, seal_manifest
 from recorder.signing import Signer
 from recorder.spool import Spool
 from recorder.uploads import UploadJob, UploadQueue
+from storage.recording_keys import manifest_key
+
+log = logging.getLogger(__name__)
 
 INDEX_EVERY_S = 30.0  # the index is a catalogue: its segment count may lag this much
 
@@ -37,6 +44,8 @@ class ManifestCheckpoints:
         self.index = index
         self.node = node
         self._indexed: tuple[tuple[int, ...], float] | None = None  # what, when (monotonic)
+        # listed by an earlier run of the recording (resumed): hashed again before signing
+        self.inherited: list[InitEntry | SegmentEntry] = []
 
     async def uploaded(self, job: UploadJob, data: bytes) -> None:
         """A job of the upload queue is done: list its object (data: its bytes), then
@@ -80,7 +89,15 @@ class ManifestCheckpoints:
         """The recording is over (its uploads done): the manifest closed, stored, signed."""
         self.manifest.state = "closed"
         self.manifest.closed_at = round(time.time(), 6)
-        await save_manifest(self.uploads.put, self.manifest, self.signer)
+        try:
+            await seal_manifest(
+                self.uploads.store, self.uploads.put, self.manifest, self.signer, self.inherited
+            )
+        except EvidenceError as exc:
+            log.error("recording %s closed UNSIGNED: %s", self.manifest.recording_id, exc)
+            await self.uploads.put(
+                manifest_key(self.manifest.recording_id), self.manifest.to_bytes(), JSON
+            )
         await self.index.put(self.manifest, self.node)
 
     async def _refresh_index(self) -> None:

@@ -19,10 +19,24 @@ to one output with continuous timestamps:
 
 The clip starts at the keyframe at or before `from`: packets before `from` get negative
 times, so the MP4's edit list starts presentation at `from` exactly (what ffmpeg's input
-seek with stream copy did before); it ends at `to`. It comes with a signature file: a
-signed statement of what it is (which recording, which stretch, the export's SHA-256), so
-that anyone holding the public key can check that an exported file is what the court's
-system produced.
+seek with stream copy did before); it ends at `to`.
+
+Every init and segment is hashed as it is read and must match the manifest: a changed
+object is refused by name (ExportError), never remuxed into a clip that would be signed.
+
+The clip comes with a sidecar, CLIP.sig, so that anyone holding the court's public key
+(and nothing else: no data dir, no access to the recording) can check it:
+    {"algorithm": "ed25519", "key_id": ..., "signature": base64, "statement": {...}}
+The statement (kind courtcast-export/2) says what the clip is: the recording, case, court,
+room, the stretch (from/to, requested_from/requested_to), the clip's SHA-256 and size,
+and an excerpt of the manifest it was cut from: the SHA-256 of the manifest's bytes,
+every init and segment used (name, SHA-256, start, duration) and every gap inside the
+stretch. Who holds the recording can match each entry against its signed manifest.
+The signature is over the statement's canonical form: UTF-8 JSON, keys sorted, no
+whitespace (recorder.manifest.canonical; `jq -cjS .statement CLIP.sig` prints the same
+bytes). Its values are strings and integers only (times as ISO 8601 UTC strings, durations
+in microseconds), so no tool can print a number differently. README.md shows the check
+with sha256sum, jq, base64 and openssl.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ import math
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -49,7 +64,7 @@ from media_server.codecs.bitstream import BitstreamError, split_avcc
 from media_server.codecs.h264 import parse_avcc_record
 from media_server.codecs.h265 import parse_hvcc_record
 from media_server.codecs.video import nal_type
-from recorder.manifest import Manifest, SegmentEntry, canonical
+from recorder.manifest import Manifest, SegmentEntry, canonical, overlap
 from recorder.playback import TimeError, select
 from recorder.signing import SignatureError, Signer, verify_signature
 from storage.objects import ObjectStore
@@ -61,6 +76,7 @@ JOIN_S = 0.05  # segments whose media times meet this closely continue one anoth
 MIN_PIECE_S = 0.01  # a piece shorter than this after trimming is left out
 EPS_S = 1e-6  # manifest times are rounded to microseconds
 KINDS = ("video", "audio")
+STATEMENT_KIND = "courtcast-export/2"
 IN_BAND_TAGS = {"h264": "avc3", "hevc": "hev1"}
 PARAMETER_SET_TYPES = {"h264": (7, 8), "hevc": (32, 33, 34)}
 
@@ -163,38 +179,90 @@ async def export_clip(
     pieces = plan(manifest, start, end)
     if not pieces:
         raise TimeError("nothing was recorded between --from and --to")
-    prefix = recording_prefix(manifest.recording_id)
     with tempfile.TemporaryDirectory(prefix="courtcast-export-") as tmp:
-        sources = []
-        for n, piece in enumerate(pieces):
-            path = Path(tmp) / f"piece-{n}.mp4"
-            with open(path, "wb") as f:  # noqa: ASYNC230 - local temp file, small writes
-                f.write(await store.get(prefix + piece.init))
-                for seg in piece.segments:
-                    async for chunk in store.stream(prefix + seg.name):
-                        f.write(chunk)
-            sources.append(path)
+        sources = [
+            await _fetch(store, manifest, piece, Path(tmp) / f"piece-{n}.mp4")
+            for n, piece in enumerate(pieces)
+        ]
         # PyAV blocks: a thread, so the API keeps serving while a long clip is written
         media_s = await asyncio.to_thread(_join, pieces, sources, out, progress)
-    data_sha = _file_sha256(out)
+    data_sha = await asyncio.to_thread(_file_sha256, out)
     size = (await asyncio.to_thread(out.stat)).st_size
     first, last = round(pieces[0].wall_from, 6), round(pieces[-1].wall_to, 6)
     statement = {
-        "kind": "courtcast-export/1",
+        "kind": STATEMENT_KIND,
         "recording_id": manifest.recording_id,
         "stream": manifest.stream,
+        "session": manifest.session,
+        "court": manifest.court,
+        "room": manifest.room,
         "case_number": manifest.case_number,
-        "from": first,
-        "to": last,
-        "requested_from": start,
-        "requested_to": end,
+        "from": iso(first),
+        "to": iso(last),
+        "requested_from": iso(start),
+        "requested_to": iso(end),
         "sha256": data_sha,
         "bytes": size,
-        "manifest_sha256": hashlib.sha256(manifest.to_bytes()).hexdigest(),
+        **excerpt(manifest, pieces, first, last),
     }
     sig_path = out.with_name(out.name + ".sig")
     await asyncio.to_thread(sig_path.write_bytes, sign_statement(signer, statement))
     return ExportResult(out, first, last, media_s, data_sha, size, sig_path)
+
+
+async def _fetch(store: ObjectStore, manifest: Manifest, piece: Piece, path: Path) -> Path:
+    """The piece's init and segments into path, each checked against its manifest entry."""
+    prefix = recording_prefix(manifest.recording_id)
+    init = next((i for i in manifest.inits if i.name == piece.init), None)
+    if init is None:
+        raise ExportError(f"the manifest lists no init {piece.init}")
+    with open(path, "wb") as f:  # noqa: ASYNC230 - local temp file, small writes
+        for name, expected in [(init.name, init.sha256)] + [
+            (s.name, s.sha256) for s in piece.segments
+        ]:
+            digest = hashlib.sha256()
+            async for chunk in store.stream(prefix + name):
+                digest.update(chunk)
+                f.write(chunk)
+            if digest.hexdigest() != expected:
+                raise ExportError(
+                    f"{name} does not match the manifest (its SHA-256 differs): the "
+                    "recording was altered; nothing was exported (courtcast recordings verify)"
+                )
+    return path
+
+
+def iso(ts: float) -> str:
+    """A wall-clock time as the statement writes it: ISO 8601 UTC, microseconds."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def excerpt(manifest: Manifest, pieces: list[Piece], first: float, last: float) -> dict[str, Any]:
+    """What of the manifest the clip was cut from (strings and integers only)."""
+    used = sorted({s.seq: s for p in pieces for s in p.segments}.values(), key=lambda s: s.seq)
+    inits = {s.init for s in used}
+    return {
+        "manifest_sha256": hashlib.sha256(manifest.to_bytes()).hexdigest(),
+        "manifest_state": manifest.state,
+        "signing_key_id": manifest.signing_key_id,
+        "inits": [{"name": i.name, "sha256": i.sha256} for i in manifest.inits if i.name in inits],
+        "segments": [
+            {
+                "name": s.name,
+                "sha256": s.sha256,
+                "start": iso(s.start),
+                "duration_us": round(s.duration * 1e6),
+                "init": s.init,
+                "backfilled": int(s.backfilled),
+            }
+            for s in used
+        ],
+        "gaps": [
+            {"from": iso(g.start), "to": iso(g.end), "cause": g.cause, "filled_by": g.filled_by}
+            for g in manifest.gaps
+            if overlap(g.start, g.end, first, last) > 0
+        ],
+    }
 
 
 def _join(pieces: list[Piece], sources: list[Path], out: Path, progress: Progress | None) -> float:
@@ -424,9 +492,11 @@ def verify_export(public: Ed25519PublicKey, clip: Path, sig_file: bytes) -> dict
     try:
         body = json.loads(sig_file)
         statement = body.pop("statement")
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise SignatureError("the export's signature file is not readable") from None
+    if not isinstance(statement, dict):
+        raise SignatureError("the export's signature file holds no statement")
     verify_signature(public, canonical(statement), json.dumps(body).encode())
-    if _file_sha256(clip) != statement["sha256"]:
-        raise SignatureError("the clip's content differs from what was signed")
+    if _file_sha256(clip) != statement.get("sha256"):
+        raise SignatureError("the clip's content differs from what was signed (SHA-256)")
     return dict(statement)

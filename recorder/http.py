@@ -23,7 +23,7 @@ from core.identity import caller_guards, session_resolver
 from core.rights import Caller, may
 from recorder.export import ExportError, export_clip
 from recorder.manifest import Manifest
-from recorder.manifest_store import read_manifest
+from recorder.manifest_store import EvidenceError, read_manifest, signed_bytes
 from recorder.playback import TimeError, parse_time
 from recorder.playback import playlist as make_playlist
 from recorder.sessions import SessionError, TrialSession
@@ -120,9 +120,11 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     ) -> dict[str, Any]:
         # a recording whose manifest is gone is a failed verification (evidence removed);
         # an id nobody ever recorded is just not found
-        if await role.index.get(rid) is None and not await objects.list(recording_prefix(rid)):
+        record = await role.index.get(rid)
+        if record is None and not await objects.list(recording_prefix(rid)):
             raise HTTPException(404, f"no recording {rid}")
-        return (await verify_recording(objects, rid, role.signer.public)).to_dict()
+        indexed = str(record.get("state", "")) if record else ""
+        return (await verify_recording(objects, rid, role.signer.public, indexed)).to_dict()
 
     @router.get("/recordings/{rid}/index.m3u8", tags=["recordings"])
     async def playlist(
@@ -153,7 +155,12 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         start: Annotated[str, Query(alias="from")],
         end: Annotated[str, Query(alias="to")],
     ) -> FileResponse:
-        manifest = await manifest_of(rid)
+        try:  # a clip is signed only from a manifest that still matches its signature
+            manifest = Manifest.from_bytes(await signed_bytes(objects, rid, role.signer.public))
+        except LookupError:
+            raise HTTPException(404, f"recording {rid} has no manifest yet") from None
+        except EvidenceError as exc:
+            raise HTTPException(409, f"recording {rid} is not exported: {exc}") from None
         tmp = tempfile.TemporaryDirectory(prefix="courtcast-export-")
         out = Path(tmp.name) / f"{rid}.mp4"
         try:

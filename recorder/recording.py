@@ -136,6 +136,7 @@ class Recording:
         self._s.next_seq = self.manifest.next_seq
         self._s.init_names = {}
         if resumed:
+            self.checkpoints.inherited = [*self.manifest.inits, *self.manifest.segments]
             self._recover()
         stream = self.hub.stream(self.manifest.stream)
         if not resumed and not stream.live:

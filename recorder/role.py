@@ -25,7 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from core.config import RecorderSection
+from core.config import ConfigError, RecorderSection
 from core.identity import DeviceStreams, no_devices
 from media_server.hub import Hub
 from media_server.streams import CHANGES as STREAM_CHANGES
@@ -36,7 +36,7 @@ from recorder.manifest_store import load_manifest
 from recorder.recording import RecorderOptions, Recording
 from recorder.sessions import CHANGES as SESSION_CHANGES
 from recorder.sessions import TrialSession, TrialSessions, room_streams
-from recorder.signing import Signer
+from recorder.signing import SignatureError, Signer
 from storage.role import StorageRole
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,9 @@ class Wanted:
 
 def new_recording_id(stream_id: str, now: float) -> str:
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stream_id}-{stamp}-{secrets.token_hex(2)}"
+    # 64 random bits: two recordings of a stream started in the same second (a restart,
+    # two recorders) never share a prefix, and nobody can guess the next id
+    return f"{stream_id}-{stamp}-{secrets.token_hex(8)}"
 
 
 class RecorderRole:
@@ -76,7 +78,10 @@ class RecorderRole:
         self.storage = storage
         self.app = app
         self.hub = hub
-        self.signer = Signer.for_data_dir(config.node.data_dir)
+        try:  # a key others can read (or none where configured) is a config error
+            self.signer = Signer.for_recorder(config.recorder, config.node.data_dir)
+        except SignatureError as exc:
+            raise ConfigError(f"recorder.signing_key_file: {exc}") from None
         self.index = RecordingIndex(storage.state)
         self.sessions = TrialSessions(storage.state)
         self.registry = StreamRegistry(storage.state)

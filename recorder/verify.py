@@ -2,8 +2,12 @@
 
 Recomputes the SHA-256 of every init and segment object, checks each against the manifest
 and the chain of entry hashes, looks for objects the manifest does not list, and checks
-the Ed25519 signature of the manifest (once the recording is closed). Reports OK, or the
-first bad object and why: changed, missing, reordered, extra, bad signature, broken chain.
+the Ed25519 signature of the manifest (once the recording is closed), and every earlier
+signed version kept when it was signed again (each must verify, and its segments must be
+the first ones of the manifest now: history only grows). Given the index's state, a
+manifest that is not closed (so unsigned) while the index says closed fails: someone
+re-opened it to change it. Reports OK, or the first bad object and why: changed, missing,
+reordered, extra, bad signature, broken chain, reopened, rewritten.
 
 An OK report also says whether the recording is complete: "complete, no gaps" when every
 gap was filled by backfill (a device agent uploading what it recorded during a WAN cut),
@@ -28,6 +32,8 @@ from storage.recording_keys import (
     is_media_name,
     recording_prefix,
     segment_name,
+    version_names,
+    version_of,
 )
 
 
@@ -49,6 +55,7 @@ class VerifyReport:
     gaps: int = 0  # every gap the manifest lists, filled or not
     filled_gaps: int = 0  # of those, filled by backfill
     backfilled_segments: int = 0
+    versions: int = 0  # earlier signed versions kept (signed again after backfill)
     remaining_gaps: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
@@ -63,6 +70,8 @@ class VerifyReport:
     def summary(self) -> str:
         if self.ok:
             signed = "signed" if self.signed else "not signed yet (recording open)"
+            if self.versions:
+                signed += f", {self.versions} earlier signed version(s) kept"
             return (
                 f"OK: recording {self.recording_id}, {self.segments} segments, "
                 f"{self.duration_s:.1f} s, {self.completeness()}, {signed}"
@@ -117,8 +126,12 @@ async def _sha256(store: ObjectStore, key: str) -> str | None:
 
 
 async def verify_recording(
-    store: ObjectStore, recording_id: str, public_key: Ed25519PublicKey
+    store: ObjectStore,
+    recording_id: str,
+    public_key: Ed25519PublicKey,
+    indexed_state: str = "",
 ) -> VerifyReport:
+    """indexed_state: the recording's state in the index ("" when unknown)."""
     report = VerifyReport(recording_id)
     prefix = recording_prefix(recording_id)
     try:
@@ -136,10 +149,16 @@ async def verify_recording(
     report.filled_gaps = sum(1 for g in manifest.gaps if g.filled)
     report.backfilled_segments = sum(1 for s in manifest.segments if s.backfilled)
     report.remaining_gaps = [_gap_out(g) for g in manifest.open_gaps()]
+    if indexed_state == "closed" and manifest.state != "closed":
+        report.fail(
+            MANIFEST_NAME, "reopened", f"the index says closed, the manifest says {manifest.state}"
+        )
     await _check_signature(store, prefix, raw, manifest, public_key, report)
+    names = [info.key.removeprefix(prefix) for info in await store.list(prefix)]
+    await _check_versions(store, prefix, manifest, names, public_key, report)
     await _check_inits(store, prefix, manifest, report)
     await _check_segments(store, prefix, manifest, report)
-    await _check_extra(store, prefix, manifest, report)
+    _check_extra(names, manifest, report)
     return report
 
 
@@ -210,13 +229,40 @@ async def _check_segments(
                 report.fail(entry.name, "changed", "its SHA-256 differs from the manifest's")
 
 
-async def _check_extra(
-    store: ObjectStore, prefix: str, manifest: Manifest, report: VerifyReport
+async def _check_versions(
+    store: ObjectStore,
+    prefix: str,
+    manifest: Manifest,
+    names: list[str],
+    public_key: Ed25519PublicKey,
+    report: VerifyReport,
 ) -> None:
+    """Each earlier signed version verifies, and the manifest now extends it."""
+    count = max((v for v in map(version_of, names) if v is not None), default=0)
+    now = [s.entry_hash() for s in manifest.segments]
+    for n in range(1, count + 1):
+        json_name, sig_name = version_names(n)
+        try:
+            raw, sig = await store.get(prefix + json_name), await store.get(prefix + sig_name)
+            verify_signature(public_key, raw, sig)
+            old = Manifest.from_bytes(raw)
+        except ObjectNotFound as exc:
+            report.fail(exc.key.removeprefix(prefix), "missing")
+            continue
+        except (SignatureError, ValueError) as exc:
+            report.fail(json_name, "bad signature", str(exc))
+            continue
+        if [s.entry_hash() for s in old.segments] != now[: len(old.segments)]:
+            report.fail(json_name, "rewritten", "the manifest now does not extend this version")
+    report.versions = count
+
+
+def _check_extra(names: list[str], manifest: Manifest, report: VerifyReport) -> None:
     listed = {s.name for s in manifest.segments} | {i.name for i in manifest.inits}
-    for info in await store.list(prefix):
-        name = info.key.removeprefix(prefix)
+    for name in names:
         if name in (MANIFEST_NAME, SIGNATURE_NAME) or name in listed:
+            continue
+        if version_of(name) is not None:
             continue
         if is_media_name(name) and manifest.state != "closed":
             continue  # an open recording's next segment, uploaded before its checkpoint

@@ -192,6 +192,8 @@ def open_object_store(
     public_base_url: str = "",
     retry_budget_s: float = 30.0,
     request_timeout_s: float = 10.0,
+    versioning: bool = False,
+    object_lock_days: int | None = None,
 ) -> ObjectStore:
     """Build the configured store.
 
@@ -199,8 +201,9 @@ def open_object_store(
       16 bytes) signs URLs that `public_base_url` + `/objects/...` serves
       (see storage.objects_http).
     - "s3": `endpoint` ("host:port" or "http(s)://host:port"), keys, `bucket` (created if
-      missing), `region`, `secure` (TLS). Unreachable S3 is retried with backoff for
-      `retry_budget_s`; each request gives up after `request_timeout_s` of silence.
+      missing; with `versioning`, and Object Lock in governance mode for
+      `object_lock_days` when set), `region`, `secure` (TLS). Unreachable S3 is retried
+      with backoff for `retry_budget_s`; each request gives up after `request_timeout_s` of silence.
     """
     if backend == "disk":
         from storage.objects_disk import DiskObjectStore
@@ -222,5 +225,7 @@ def open_object_store(
             secure=secure,
             retry_budget_s=retry_budget_s,
             request_timeout_s=request_timeout_s,
+            versioning=versioning,
+            object_lock_days=object_lock_days,
         )
     raise ValueError(f"unknown object store backend {backend!r}; use 'disk' or 's3'")

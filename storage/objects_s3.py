@@ -7,6 +7,14 @@ and jitter for `retry_budget_s`; meanwhile health() says degraded with the last 
 when the budget is spent the call raises StorageUnavailable. The SDK's own retries are off
 (our loop owns the timing) and each request gives up after `request_timeout_s` of silence,
 so a hung server (SIGSTOPped, blackholed) is noticed instead of waiting the SDK's 5 minutes.
+
+Evidence: a bucket this store creates gets versioning when `versioning` is set, and Object
+Lock in governance mode with a default retention of `object_lock_days` when that is set
+(which implies versioning): an overwrite or a delete then leaves the earlier version, and
+no version can be removed before its retention ends without the bypass-governance right
+(which the recorder's access key should not have). Object Lock can only be turned on when
+a bucket is created; for a bucket that exists already, a missing setting is logged, not
+faked. MinIO, AWS S3 and SeaweedFS (the tests' server) support both.
 """
 
 from __future__ import annotations
@@ -28,8 +36,11 @@ from typing import IO, Any, BinaryIO, TypeVar
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import ENABLED, GOVERNANCE
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import DictType, check_bucket_name
+from minio.objectlockconfig import DAYS, ObjectLockConfig
+from minio.versioningconfig import VersioningConfig
 
 from storage.objects import (
     CHUNK_SIZE,
@@ -242,8 +253,11 @@ class S3ObjectStore(ObjectStore):
         request_timeout_s: float = 10.0,
         part_size: int = PART_SIZE,
         spool_dir: Path | None = None,
+        versioning: bool = False,
+        object_lock_days: int | None = None,
     ) -> None:
         check_bucket_name(bucket)  # ValueError now, rather than on the first upload
+        self.versioning, self.object_lock_days = versioning, object_lock_days
         host, secure = _parse_endpoint(endpoint, secure)
         self.endpoint, self.bucket = host, bucket
         self._budget_s, self._part_size, self._spool_dir = retry_budget_s, part_size, spool_dir
@@ -327,12 +341,32 @@ class S3ObjectStore(ObjectStore):
 
     def _make_bucket_sync(self) -> None:
         if self._client.bucket_exists(self.bucket):
+            self._check_versioning_sync()
             return
         try:
-            self._client.make_bucket(self.bucket)
+            self._client.make_bucket(self.bucket, object_lock=bool(self.object_lock_days))
         except S3Error as exc:
             if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise  # another node creating it at the same time is fine
+            return
+        if self.object_lock_days:
+            lock = ObjectLockConfig(GOVERNANCE, self.object_lock_days, DAYS)
+            self._client.set_object_lock_config(self.bucket, lock)
+        elif self.versioning:
+            self._client.set_bucket_versioning(self.bucket, VersioningConfig(ENABLED))
+
+    def _check_versioning_sync(self) -> None:
+        """An existing bucket: say so when it lacks what the config asks for."""
+        if not (self.versioning or self.object_lock_days):
+            return
+        status = self._client.get_bucket_versioning(self.bucket).status
+        if status != ENABLED:
+            log.warning(
+                "S3 bucket %s has no versioning (%s): enable it (and Object Lock, which only "
+                "a new bucket can get); overwritten or deleted evidence is not recoverable",
+                self.bucket,
+                status,
+            )
 
     async def close(self) -> None:
         self._http.clear()

@@ -3,6 +3,10 @@
 
     manifest.json   the manifest (recorder/manifest.py), rewritten at each checkpoint
     manifest.sig    its signature, written once the recording is closed
+    manifest-v{n}.json, manifest-v{n}.sig
+                    the n-th earlier signed version (n from 1) and its signature, kept
+                    when a closed recording is signed again (backfill): history, never
+                    overwritten
     init.mp4        the first init segment; init-{seq}.mp4 one for a codec change at
                     segment seq; init-bf{n}.mp4 the n-th a device agent backfilled
     seg-{seq}.m4s   media segment seq
@@ -21,6 +25,7 @@ SIGNATURE_NAME = "manifest.sig"
 FIRST_INIT_NAME = "init.mp4"
 
 _MEDIA_NAME = re.compile(r"^(seg-\d+\.m4s|init(-\d+|-bf\d+)?\.mp4)$")
+_VERSION_NAME = re.compile(r"^manifest-v([1-9]\d*)\.(json|sig)$")
 
 
 def recording_prefix(recording_id: str) -> str:
@@ -62,3 +67,14 @@ def backfill_init_name(n: int) -> str:
 def is_media_name(name: str) -> bool:
     """Whether name names a media segment or an init segment (what playback may fetch)."""
     return _MEDIA_NAME.match(name) is not None
+
+
+def version_names(n: int) -> tuple[str, str]:
+    """The names of the n-th earlier signed version of the manifest and its signature."""
+    return f"manifest-v{n}.json", f"manifest-v{n}.sig"
+
+
+def version_of(name: str) -> int | None:
+    """n when name is one of version_names(n), else None."""
+    found = _VERSION_NAME.match(name)
+    return int(found.group(1)) if found else None

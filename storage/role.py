@@ -124,6 +124,8 @@ def build_object_store(config: StorageSection) -> ObjectStore:
         bucket=s3.bucket if s3 else "courtcast",
         region=s3.region if s3 else "us-east-1",
         secure=s3.secure if s3 else False,
+        versioning=s3.versioning if s3 else False,
+        object_lock_days=s3.object_lock_days if s3 else None,
         signing_secret=secret,
         public_base_url=config.public_url,
     )

@@ -1,5 +1,6 @@
-"""`courtcast recordings list | verify | export`: the index, and a recording's objects read
-straight from the object store (no running node needed)."""
+"""`courtcast recordings list | verify | export | verify-export | signing-key`: the index,
+and a recording's objects read straight from the object store (no running node needed).
+verify-export needs nothing of the node: a clip, its .sig and the court's public key."""
 
 from __future__ import annotations
 
@@ -64,6 +65,25 @@ def add_recordings_commands(sub: Any) -> None:
     export.add_argument("--to", dest="end", required=True)
     export.add_argument("-o", "--output", type=Path, required=True)
     export.set_defaults(func=cmd_recordings_export)
+    check = recordings.add_parser(
+        "verify-export",
+        help="check an exported clip against its .sig and the court's public key "
+        "(no data dir needed; exit 1 when not OK)",
+    )
+    check.add_argument("clip", type=Path)
+    check.add_argument("--signature", type=Path, help="the sidecar (default: CLIP.sig)")
+    check.add_argument(
+        "--public-key", type=Path, help="PEM public key (default: this node's signing key)"
+    )
+    state_args(check)
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_recordings_verify_export)
+    key = recordings.add_parser(
+        "signing-key", help="the public key that verifies recordings and exports (PEM)"
+    )
+    state_args(key)
+    key.add_argument("-o", "--output", type=Path, help="write it to this file (default: print)")
+    key.set_defaults(func=cmd_recordings_signing_key)
 
 
 def cmd_recordings_list(args: argparse.Namespace) -> int:
@@ -97,47 +117,104 @@ def _cells(record: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def cmd_recordings_verify(args: argparse.Namespace) -> int:
+    from recorder.index import RecordingIndex
     from recorder.verify import verify_recording
+    from storage.role import open_state_for_cli
 
     async def work(config: Config, store: ObjectStore) -> int:
-        report = await verify_recording(store, args.recording_id, _public_key(args, config))
+        public = _public_key(args, config)
+        # the index's word on the state: a closed recording whose manifest was re-opened
+        # (so unsigned) fails
+        async with open_state_for_cli(config.storage_section()) as state:
+            record = await RecordingIndex(state).get(args.recording_id)
+        indexed = str(record.get("state", "")) if record else ""
+        report = await verify_recording(store, args.recording_id, public, indexed)
         print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
         return 0 if report.ok else 1
 
     return with_objects(args, work)
 
 
-def _public_key(args: argparse.Namespace, config: Config) -> Any:
+def _public_key(args: argparse.Namespace, config: Config | None) -> Any:
+    """--public-key, else (given a node's config) the node's own key."""
     from recorder.signing import KEY_FILE, SignatureError, Signer, load_public_pem
 
+    where = "(GET /api/v1/recordings/signing-key, or `courtcast recordings signing-key`)"
     try:
         if args.public_key is not None:
             return load_public_pem(args.public_key.read_bytes())
-        path = config.data_dir / "secrets" / KEY_FILE
-        return Signer.from_pem(path.read_bytes()).public
+        if config is None:
+            raise UsageError(f"pass --public-key FILE: the court's public key {where}")
+        path = config.recorder.signing_key_file or config.data_dir / "secrets" / KEY_FILE
+        return Signer.from_file(path).public
     except FileNotFoundError as exc:
         raise UsageError(
-            f"no public key at {exc.filename}: pass --public-key FILE "
-            "(GET /api/v1/recordings/signing-key)"
+            f"no public key at {exc.filename}: pass --public-key FILE {where}"
         ) from None
     except SignatureError as exc:
+        raise UsageError(f"{exc}: pass --public-key FILE {where}") from None
+
+
+def cmd_recordings_verify_export(args: argparse.Namespace) -> int:
+    from recorder.export import verify_export
+    from recorder.signing import SignatureError
+
+    given_node = args.config is not None or args.data_dir is not None
+    public = _public_key(args, config_from(args) if given_node else None)
+    sig = args.signature or args.clip.with_name(args.clip.name + ".sig")
+    try:
+        sig_bytes = sig.read_bytes()
+        statement = verify_export(public, args.clip, sig_bytes)
+    except FileNotFoundError as exc:
+        raise UsageError(f"no file {exc.filename}") from None
+    except SignatureError as exc:
+        print(json.dumps({"ok": False, "why": str(exc)}) if args.json else f"NOT OK: {exc}")
+        return 1
+    if args.json:
+        print(json.dumps({"ok": True, "statement": statement}, indent=2, ensure_ascii=False))
+    else:
+        gaps = statement.get("gaps") or []
+        print(
+            f"OK: {args.clip} is recording {statement['recording_id']} "
+            f"(case {statement.get('case_number') or '-'}) from {statement['from']} to "
+            f"{statement['to']}, {len(statement.get('segments') or [])} segments, "
+            f"{len(gaps)} gap(s) inside, signed by key {json.loads(sig_bytes)['key_id']}"
+        )
+    return 0
+
+
+def cmd_recordings_signing_key(args: argparse.Namespace) -> int:
+    from recorder.signing import SignatureError, Signer, public_pem
+
+    config = config_from(args)
+    try:
+        pem = public_pem(Signer.for_recorder(config.recorder, config.data_dir).public)
+    except SignatureError as exc:
         raise UsageError(str(exc)) from None
+    if args.output is None:
+        print(pem, end="")
+    else:
+        args.output.write_text(pem)
+    return 0
 
 
 def cmd_recordings_export(args: argparse.Namespace) -> int:
     from recorder.export import ExportError, export_clip
     from recorder.manifest import Manifest
+    from recorder.manifest_store import EvidenceError, signed_bytes
     from recorder.playback import TimeError, parse_time
-    from recorder.signing import Signer
-    from storage.objects import ObjectNotFound
-    from storage.recording_keys import manifest_key
+    from recorder.signing import SignatureError, Signer
 
     async def work(config: Config, store: ObjectStore) -> int:
         try:
-            raw = await store.get(manifest_key(args.recording_id))
-        except ObjectNotFound:
+            signer = Signer.for_recorder(config.recorder, config.data_dir)
+            manifest = Manifest.from_bytes(
+                await signed_bytes(store, args.recording_id, signer.public)
+            )
+        except LookupError:
             raise UsageError(f"no recording {args.recording_id}") from None
-        manifest = Manifest.from_bytes(raw)
+        except (SignatureError, EvidenceError) as exc:
+            raise UsageError(f"recording {args.recording_id} is not exported: {exc}") from None
         try:
             start = parse_time(args.start, manifest.opened_at)
             end = parse_time(args.end, manifest.opened_at)
@@ -147,7 +224,7 @@ def cmd_recordings_export(args: argparse.Namespace) -> int:
                 start,
                 end,
                 args.output,
-                Signer.for_data_dir(config.data_dir),
+                signer,
                 _progress_bar,
             )
         except (TimeError, ExportError) as exc:

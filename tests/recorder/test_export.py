@@ -15,7 +15,7 @@ import pytest
 
 from media_server.hls.segmenter import Segment, Segmenter
 from media_server.media import StreamEnd, StreamStart
-from recorder.export import ExportError, Piece, export_clip, plan, verify_export
+from recorder.export import ExportError, Piece, export_clip, iso, plan, verify_export
 from recorder.manifest import Gap, GapCause, InitEntry, Manifest, sha256_hex
 from recorder.signing import Signer
 from storage.objects import ObjectStore
@@ -118,7 +118,7 @@ async def test_export_across_a_backfilled_gap(
     assert abs(len(frames) / FPS - (end - start)) <= 0.5, len(frames)
     assert max(b - a for a, b in pairwise(frames)) <= 0.5
     statement = verify_export(signer.public, out, result.signature_path.read_bytes())
-    assert statement["from"] == round(start, 6) and statement["to"] == round(end, 6)
+    assert (statement["from"], statement["to"]) == (iso(start), iso(end))
 
 
 async def test_export_of_live_media_only_is_exact(
