@@ -83,6 +83,11 @@ class Rendition:
     def request_keyframe(self) -> None:
         self._want_key = True
 
+    def count_viewers(self, viewers: int) -> None:
+        """The stream's stats list its subscribers: say how many viewers this one feeds."""
+        self._sub.viewers = viewers
+        self._sub.name = f"webrtc rendition ({viewers} viewers)"
+
     def stop(self, reason: str = "no viewers left") -> None:
         self._task.cancel()
         self._sub.close()
@@ -176,10 +181,14 @@ class Renditions(EgressRegistry):
     def acquire(self, stream_id: str) -> StreamEgress:
         if stream_id not in self.running:
             self.running[stream_id] = Rendition(self.source, self.hub, stream_id)
-        return super().acquire(stream_id)
+        egress = super().acquire(stream_id)
+        self.running[stream_id].count_viewers(egress.viewers)
+        return egress
 
     def release(self, egress: StreamEgress) -> None:
         super().release(egress)
+        if egress.stream_id in self.running:
+            self.running[egress.stream_id].count_viewers(egress.viewers)
         if self.get(egress.stream_id) is None:
             rendition = self.running.pop(egress.stream_id, None)
             if rendition is not None:

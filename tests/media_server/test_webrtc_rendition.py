@@ -87,6 +87,8 @@ async def test_one_rendition_for_two_viewers_stopped_after_the_last(tmp_path: Pa
         assert out.live and [t.codec for t in out.tracks] == ["h264", "aac"]
         assert len(rendition_threads("cam")) == 1
         assert hub.stream("cam").tracks[0].codec == "h265", "the source stays as it is"
+        feeds = [s for s in hub.stream("cam").subscribers if s.name.startswith("webrtc")]
+        assert [(s.name, s.viewers) for s in feeds] == [("webrtc rendition (2 viewers)", 2)]
         renditions.release(first)
         assert renditions.running, "a viewer is left"
         renditions.release(second)
