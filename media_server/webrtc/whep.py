@@ -1,4 +1,6 @@
-"""WHEP: a browser (or any WebRTC client) plays a hub stream, H.264 forwarded unchanged.
+"""WHEP: a browser (or any WebRTC client) plays a hub stream, H.264 forwarded unchanged;
+a stream browsers cannot take as it is (H.265, B-frames) is played from the camera's H.264
+sub stream or from a rendition made for WebRTC viewers (rendition.py).
 
 The transceivers carrying the stream are made, with their codec preferences, BEFORE the
 offer is applied: aiortc then answers H.264 for video (otherwise it may pick VP8 and send
@@ -21,6 +23,13 @@ from media_server.media import Packet, Track, video_track
 from media_server.webrtc.egress import EgressRegistry, StreamEgress
 from media_server.webrtc.errors import SignalingError
 from media_server.webrtc.ice import IceConfig, new_peer_connection
+from media_server.webrtc.rendition import (
+    SUB_SUFFIX,
+    Renditions,
+    can_render,
+    has_b_frames,
+    plays_as_is,
+)
 from media_server.webrtc.sdp import (
     Offer,
     SdpError,
@@ -32,10 +41,8 @@ from media_server.webrtc.sdp import (
 )
 from media_server.webrtc.session import PeerSession
 from media_server.webrtc.tracks import (
-    B_FRAMES,
     FeedTrack,
     ViewerFeed,
-    reorders,
     use_prepacketized,
 )
 
@@ -46,10 +53,11 @@ TRACKS_WAIT_S = 3.0
 
 @dataclass(frozen=True)
 class ViewerPlan:
-    """What this viewer gets: video (H.264 as is) and/or audio (Opus)."""
+    """What this viewer gets: video (H.264 as is, or a rendition) and/or audio (Opus)."""
 
     video: bool
     audio: bool
+    rendition: bool = False  # the video as browsers take it: see rendition.py
 
 
 def plan_viewer(
@@ -68,11 +76,11 @@ def plan_viewer(
             )
     offered_video = offer.of_kind("video")
     offered_audio = offer.of_kind("audio")
-    if video is not None and video.codec != "h264" and offered_video:
+    if video is not None and not can_render(video.codec) and offered_video:
         raise SignalingError(
             406,
             f"stream {stream_id!r} carries {video.codec.upper()} video, "
-            "which is forwarded to WebRTC viewers only as H.264; "
+            "from which no H.264 for WebRTC viewers can be made; "
             f"watch it over HLS: /live/{stream_id}/index.m3u8",
         )
     want_video = video is not None and bool(offered_video)
@@ -84,8 +92,6 @@ def plan_viewer(
             f"stream {stream_id!r} is forwarded as H.264, never "
             "transcoded: use a browser with H.264 WebRTC support",
         )
-    if want_video and video is not None and reorders(gop, video.index):
-        raise SignalingError(406, f"stream {stream_id!r}: {B_FRAMES}")
     want_audio = audio is not None and any(offers_opus(m) for m in offered_audio)
     if not want_video and not want_audio:
         has = ", ".join(f"{t.kind} {t.codec}" for t in tracks) or "no tracks yet"
@@ -94,7 +100,12 @@ def plan_viewer(
             f"nothing in the offer can play stream {stream_id!r} "
             f"({has}); offer H.264 video and/or Opus audio",
         )
-    return ViewerPlan(want_video, want_audio)
+    rendition = (
+        want_video
+        and video is not None
+        and (video.codec != "h264" or has_b_frames(gop, video.index))
+    )
+    return ViewerPlan(want_video, want_audio, rendition)
 
 
 def preferred(kind: str, mime: str) -> list[RTCRtpCodecCapability]:
@@ -160,6 +171,7 @@ class WhepEndpoint:
         self.shared = shared_packetization
         self.request_keyframe = request_keyframe or self._hub_keyframe
         self.egresses = EgressRegistry(hub)
+        self.renditions = Renditions(hub)
         self.sessions: dict[str, WhepSession] = {}
 
     async def open(
@@ -188,18 +200,23 @@ class WhepEndpoint:
         return session, answer
 
     def _wire(self, session: WhepSession, plan: ViewerPlan, viewer: str) -> None:
-        egress = self.egresses.acquire(session.stream_id)
+        registry, source, request_keyframe = self.egresses, session.stream_id, self.request_keyframe
+        if plan.rendition and plays_as_is(self.hub, source + SUB_SUFFIX):
+            source += SUB_SUFFIX  # the camera's H.264 sub stream: nothing to transcode
+        elif plan.rendition:
+            registry, request_keyframe = self.renditions, self.renditions.request_keyframe
+        egress = registry.acquire(source)
         feed = ViewerFeed(
-            self.hub,
+            registry.hub,
             egress,
             video=plan.video,
             audio=plan.audio,
             shared=self.shared,
             name=f"whep {session.id} {viewer}".strip(),
-            request_keyframe=self.request_keyframe,
+            request_keyframe=request_keyframe,
             on_ended=lambda reason: session.close_soon(reason),
         )
-        session.attach(feed, egress, self.egresses)
+        session.attach(feed, egress, registry)
         if feed.video_track is not None:
             session.add_track(feed.video_track, "video/h264", self.shared)
         if feed.audio_track is not None:
@@ -224,3 +241,4 @@ class WhepEndpoint:
     async def close_all(self) -> None:
         for session in list(self.sessions.values()):
             await session.close("server shutting down")
+        self.renditions.stop_all()

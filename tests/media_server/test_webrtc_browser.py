@@ -87,6 +87,7 @@ window.rtpStats = async function() {
   (await window.pc.getStats()).forEach(s => {
     if (s.type === 'inbound-rtp' || s.type === 'outbound-rtp') out[s.type + ':' + s.kind] = {
       framesDecoded: s.framesDecoded, framesEncoded: s.framesEncoded,
+      framesDropped: s.framesDropped,
       packets: s.packetsReceived || s.packetsSent, samples: s.totalSamplesReceived,
       encoder: s.encoderImplementation, pli: s.pliCount};
   });

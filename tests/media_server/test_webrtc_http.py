@@ -123,7 +123,7 @@ async def authorize_publish(request: Request, stream_id: str, bearer: str | None
 
 @pytest.fixture(scope="session")
 def webrtc_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """court1: H.264 baseline 640x360 + AAC; hevc1: H.265 320x240 (no browser takes it)."""
+    """court1: H.264 baseline 640x360 + AAC; hevc1: H.265 320x240 (no browser takes it as is)."""
     base = tmp_path_factory.mktemp("webrtc-clips")
     return {
         "court1": make_test_clip(base / "court1.mp4", seconds=4),
@@ -360,11 +360,15 @@ async def test_whep_refusals_are_readable(
     assert reason in response.json()["detail"]
 
 
-async def test_h265_stream_is_refused_with_406(webrtc_server: LiveServer) -> None:
+async def test_h265_stream_is_played_as_an_h264_rendition(webrtc_server: LiveServer) -> None:
+    """No browser takes H.265 over WebRTC: the viewer gets H.264 made from it (once per
+    stream), not a 406; the hub stream itself stays H.265."""
     viewer = await open_viewer(webrtc_server.url, "hevc1", kinds=("video",))
-    assert viewer.response.status_code == 406
-    assert "H265" in viewer.response.json()["detail"]
-    assert "/live/hevc1/index.m3u8" in viewer.response.json()["detail"]
+    assert viewer.response.status_code == 201, viewer.response.text
+    assert "H264/90000" in viewer.response.text
+    video = await frames(viewer.track("video"), 20)
+    assert (video[-1].width, video[-1].height) == (320, 240)  # never scaled up
+    assert webrtc_server.hub.stream("hevc1").tracks[0].codec == "h265"
     await viewer.close()
 
 
