@@ -132,6 +132,23 @@ def test_cli_without_a_running_node_uses_a_temporary_redis(tmp_path: Path) -> No
     assert pids_using(data) == []
 
 
+def test_streams_add_never_replaces_and_rotate_key_is_its_own_command(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = run(["streams", "add", "hall-cam", "--data-dir", str(data)])
+    assert first.returncode == 0, first.stderr
+    again = run(["streams", "add", "hall-cam", "--public", "--data-dir", str(data)])
+    assert again.returncode == 2 and "hall-cam already exists" in again.stderr
+    rotated = run(["streams", "rotate-key", "hall-cam", "--data-dir", str(data)])
+    assert rotated.returncode == 0, rotated.stderr
+    old = first.stdout.split("publish key: ")[1].strip()
+    new = rotated.stdout.split("publish key: ")[1].strip()
+    assert new and new != old
+    listed = run(["streams", "list", "--json", "--data-dir", str(data)])
+    assert '"public": false' in listed.stdout.replace('"public":false', '"public": false')
+    missing = run(["streams", "rotate-key", "nope", "--data-dir", str(data)])
+    assert missing.returncode == 2 and "no stream nope" in missing.stderr
+
+
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
