@@ -150,7 +150,8 @@ class StreamRegistry:
             key = secrets.token_urlsafe(18)
             definition.key_sha256 = key_digest(key)
             await self._state.put_record(KIND, stream_id, definition.to_record())
-        await self._state.publish(CHANGES, {"id": stream_id, "change": "key-rotated"})
+        rotated = {"id": stream_id, "change": "key-rotated", "at": time.time()}
+        await self._state.publish(CHANGES, rotated)
         return key
 
     def _locked(self, stream_id: str) -> AbstractAsyncContextManager[Any]:
