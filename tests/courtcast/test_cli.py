@@ -40,6 +40,9 @@ def pids_using(path: Path) -> list[int]:
     return found
 
 
+METRICS_TOKEN = "cli-test-metrics-token"
+
+
 @pytest.fixture
 def node(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A running `courtcast up` on free ports; yields (process, base URL, data dir)."""
@@ -59,6 +62,7 @@ def node(tmp_path: Path):  # type: ignore[no-untyped-def]
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "COURTCAST_SECURITY__METRICS_TOKEN": METRICS_TOKEN},
     )
     try:
         wait_http(f"http://127.0.0.1:{http_port}/api/v1/health", timeout_s=30)
@@ -72,13 +76,16 @@ def node(tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_up_answers_health_and_stops_cleanly(node, sig: signal.Signals) -> None:  # type: ignore[no-untyped-def]
     proc, base, data = node
-    health = httpx.get(f"{base}/api/v1/health").json()
+    assert httpx.get(f"{base}/api/v1/health").json() == {"status": "ok"}  # anonymous
+    scraper = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    health = httpx.get(f"{base}/api/v1/health", headers=scraper).json()
     assert health["status"] == "ok"
     assert health["roles"]["storage"]["state"] == "ok"
     assert health["roles"]["storage"]["redis"]["kind"] == "embedded"
     assert health["roles"]["media_server"]["state"] == "ok"
     assert health["roles"]["control_room"]["state"] == "ok"
-    metrics = httpx.get(f"{base}/metrics")
+    assert httpx.get(f"{base}/metrics").status_code == 401
+    metrics = httpx.get(f"{base}/metrics", headers=scraper)
     assert metrics.status_code == 200 and "text/plain" in metrics.headers["content-type"]
     assert pids_using(data), "the embedded Redis should be running while courtcast is"
     started = time.monotonic()
