@@ -113,9 +113,10 @@ async def test_admitted_whep_and_rtmp_viewers_are_cut_when_the_stream_turns_priv
         await asyncio.sleep(1.0)
         assert not player.done()
         changed = await make_private(platform, publishing)
-        assert await cut_at(viewer, CUT_WITHIN_S) - changed < CUT_WITHIN_S
-        ended = await asyncio.wait_for(player, CUT_WITHIN_S)
-        assert ended - changed < CUT_WITHIN_S
+        whep = await cut_at(viewer, CUT_WITHIN_S) - changed
+        rtmp = await asyncio.wait_for(player, CUT_WITHIN_S) - changed
+        print(f"cut after the change: WHEP {whep:.2f} s, RTMP {rtmp:.2f} s")
+        assert whep < CUT_WITHIN_S and rtmp < CUT_WITHIN_S
     finally:
         await viewer.close()
         await client.close()
@@ -140,9 +141,10 @@ async def test_viewers_admitted_by_a_play_token_are_cut_when_it_expires(
     try:
         assert len(await frames(viewer.track("video"), 10)) == 10
         assert not player.done()
-        assert await cut_at(viewer, lifetime + CUT_WITHIN_S) - expires < CUT_WITHIN_S
-        ended = await asyncio.wait_for(player, lifetime + CUT_WITHIN_S)
-        assert ended - expires < CUT_WITHIN_S
+        whep = await cut_at(viewer, lifetime + CUT_WITHIN_S) - expires
+        rtmp = await asyncio.wait_for(player, lifetime + CUT_WITHIN_S) - expires
+        print(f"cut after the token expired: WHEP {whep:.2f} s, RTMP {rtmp:.2f} s")
+        assert whep < CUT_WITHIN_S and rtmp < CUT_WITHIN_S
     finally:
         await viewer.close()
         await client.close()
