@@ -9,13 +9,15 @@ Redis, so this API answers the same whichever node (or how many) it runs on.
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core import presence
+from core.audit import audit
 from core.identity import SESSION_COOKIE, caller_guards, session_resolver, session_token
-from core.rights import Caller
+from core.rights import Caller, may
 from media_server.access import PlayTokens
-from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
+from media_server.streams import StreamClass, StreamDefinition, StreamExists, StreamRegistry
+from recorder.sessions import TrialSessions
 
 if TYPE_CHECKING:
     from control_room.role import ControlRoomRole
@@ -36,10 +38,33 @@ class StreamIn(BaseModel):
     source_url: str = ""
 
 
+class StreamChange(BaseModel):
+    """PATCH /api/v1/streams/{id}: the fields to change; absent or null ones stay."""
+
+    model_config = ConfigDict(extra="forbid")
+    stream_class: StreamClass | None = None
+    public: bool | None = None
+    title: str | None = None
+    court: str | None = None
+    room: str | None = None
+    source_url: str | None = None
+    enabled: bool | None = None
+
+
+# who may watch a stream and which sessions record it: admin only, never mid-session
+ACCESS_FIELDS = frozenset({"public", "stream_class", "court", "room"})
+
+
+def _who(caller: Caller | None) -> str:
+    return caller.name if caller is not None else "open-mode"
+
+
 def build_api_router(role: "ControlRoomRole") -> APIRouter:
     router = APIRouter(prefix="/api/v1")
     users = role.users
-    registry = StreamRegistry(role.storage.state)
+    state = role.storage.state
+    registry = StreamRegistry(state)
+    sessions = TrialSessions(state)
 
     current_caller, require = caller_guards(session_resolver(role.storage.state))
 
@@ -92,11 +117,72 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
     @router.post("/streams", tags=["streams"], status_code=201)
     async def define_stream(
         body: StreamIn,
-        _: Annotated[Caller, require("define_streams")],
+        caller: Annotated[Caller | None, require("define_streams")],
     ) -> dict[str, Any]:
         definition = StreamDefinition(**body.model_dump())
-        key = await registry.define(definition)
-        return {**definition.public_view(), "key": key}
+        try:
+            key = await registry.create(definition)
+        except StreamExists:
+            raise HTTPException(
+                409,
+                f"stream {body.id!r} already exists: change it with PATCH "
+                f"/api/v1/streams/{body.id}, its key with POST .../rotate-key",
+            ) from None
+        view = definition.public_view()
+        await audit(state, "stream.create", _who(caller), stream=body.id, after=view)
+        return {**view, "key": key}
+
+    @router.patch("/streams/{stream_id}", tags=["streams"])
+    async def change_stream(
+        stream_id: str,
+        body: StreamChange,
+        caller: Annotated[Caller | None, require("define_streams")],
+    ) -> dict[str, Any]:
+        changes = body.model_dump(exclude_none=True)
+        current = await registry.get(stream_id)
+        if current is None:
+            raise HTTPException(404, f"stream {stream_id!r} not found")
+        record = current.to_record()
+        touched = sorted(k for k in ACCESS_FIELDS & changes.keys() if changes[k] != record[k])
+        if touched:
+            await _may_change_access(caller, stream_id, touched)
+        changed = await registry.update(stream_id, changes)
+        if changed is None:
+            raise HTTPException(404, f"stream {stream_id!r} not found")
+        before, after = changed
+        if after:
+            await audit(
+                state, "stream.update", _who(caller), stream=stream_id, before=before, after=after
+            )
+        definition = await registry.get(stream_id)
+        if definition is None:  # deleted meanwhile
+            raise HTTPException(404, f"stream {stream_id!r} not found")
+        return definition.public_view()
+
+    async def _may_change_access(caller: Caller | None, stream_id: str, fields: list[str]) -> None:
+        """403 without the right; 409 while a session records the stream (a hearing's
+        cameras do not change hands, or become public, halfway through)."""
+        what = ", ".join(fields)
+        if caller is not None and not may(caller, "change_stream_access"):
+            raise HTTPException(403, f"role {caller.role} may not change {what} of a stream")
+        for session in await sessions.active():
+            if stream_id in session.streams:
+                raise HTTPException(
+                    409,
+                    f"stream {stream_id!r} is recorded by session {session.id} "
+                    f"({session.state}): change its {what} after the session is closed",
+                )
+
+    @router.post("/streams/{stream_id}/rotate-key", tags=["streams"])
+    async def rotate_key(
+        stream_id: str,
+        caller: Annotated[Caller | None, require("define_streams")],
+    ) -> dict[str, str]:
+        key = await registry.rotate_key(stream_id)
+        if key is None:
+            raise HTTPException(404, f"stream {stream_id!r} not found")
+        await audit(state, "stream.rotate-key", _who(caller), stream=stream_id)
+        return {"id": stream_id, "key": key}
 
     @router.get("/streams/{stream_id}/play-url", tags=["streams"])
     async def play_url(

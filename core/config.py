@@ -114,6 +114,9 @@ class SecurityConfig(_Model):
     # HMAC secret for signed URLs; None: generated once and kept in the data dir
     url_signing_secret: str | None = None
     signed_url_ttl_s: int = Field(default=300, ge=10, le=86400)
+    # Bearer token a Prometheus scraper sends to /metrics (signed-in staff need none);
+    # None: only signed-in staff read /metrics and the health detail
+    metrics_token: str | None = None
 
 
 class DemoConfig(_Model):

@@ -31,6 +31,10 @@ RIGHTS: dict[str, frozenset[str]] = {
     "manage_sessions": frozenset({"admin", "clerk"}),
     # define streams (and get their publish keys)
     "define_streams": frozenset({"admin", "technician"}),
+    # change who may watch a stream or where it belongs: its privacy, class, court, room
+    "change_stream_access": frozenset({"admin"}),
+    # read /metrics and the per-role detail of /api/v1/health
+    "read_metrics": frozenset({"admin", "operator", "technician"}),
     # mint a short-lived play URL for a private stream
     "mint_play_urls": frozenset({"admin", "operator"}),
     # enrol, edit and revoke devices

@@ -8,9 +8,11 @@ external Redis and S3. The code path is the same; only the config differs.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import uvicorn
@@ -21,12 +23,17 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from core.config import Config, ConfigError
+from core.rights import Caller, may
 from courtcast.http_front import FrontDoor
 
 log = logging.getLogger(__name__)
 
 ROLE_ORDER = ("storage", "media_server", "recorder", "control_room")
 STOP_BUDGET_S = 4.0  # SIGTERM to exit must stay under 5 s
+METRICS_REFUSED = (
+    "/metrics needs Authorization: Bearer <security.metrics_token>, "
+    "or a signed-in admin, operator or technician"
+)
 
 
 class Role(Protocol):
@@ -62,6 +69,7 @@ class Platform:
         self.app = FastAPI(title="courtcast", version="0.1.0")
         self.metrics = CollectorRegistry()
         self.started_at = time.time()
+        self._resolve_caller: Callable[[Request], Awaitable[Caller | None]] | None = None
         self._add_process_routes()
         # every listening socket is bound before any role starts: a busy port is a config
         # error reported before anything runs
@@ -90,13 +98,36 @@ class Platform:
             return JSONResponse({"detail": errors}, status_code=422)
 
         @self.app.get("/api/v1/health", tags=["process"])
-        async def health() -> JSONResponse:
+        async def health(request: Request) -> JSONResponse:
             body = await self.health()
-            return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+            code = 200 if body["status"] == "ok" else 503
+            if not await self._may_read_detail(request):
+                body = {"status": body["status"]}  # roles, node, ports: staff only
+            return JSONResponse(body, status_code=code)
 
         @self.app.get("/metrics", tags=["process"])
-        async def metrics() -> Response:
+        async def metrics(request: Request) -> Response:
+            if not await self._may_read_detail(request):
+                return JSONResponse(
+                    {"detail": METRICS_REFUSED},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    async def _may_read_detail(self, request: Request) -> bool:
+        """/metrics and the health detail: the scraper's token, signed-in staff, or
+        open mode (loopback only). Stream ids (private ones too) are in the metrics."""
+        security = self.config.security
+        if security.open:
+            return True
+        sent = request.headers.get("authorization", "").encode("latin-1")
+        token = security.metrics_token
+        if token and hmac.compare_digest(sent, f"Bearer {token}".encode()):
+            return True
+        return self._resolve_caller is not None and may(
+            await self._resolve_caller(request), "read_metrics"
+        )
 
     @property
     def http_port(self) -> int:
@@ -112,6 +143,7 @@ class Platform:
         storage = StorageRole(self.config.storage_section())
         self.roles.append(storage)
         await storage.start()
+        self._resolve_caller = session_resolver(storage.state)
         media: MediaServerRole | None = None
         if "media_server" in self.role_names:
             media = MediaServerRole(

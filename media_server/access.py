@@ -49,7 +49,11 @@ class PlayTokens:
 
     def check(self, stream_id: str, token: str, now: float | None = None) -> bool:
         expires_s, _, signature = token.partition(".")
-        if not expires_s.isdigit() or not signature:
+        # isascii: str.isdigit() takes "²", which int() refuses, and compare_digest
+        # refuses non-ASCII text; either was a 500 for a token anyone can type
+        if not (expires_s.isascii() and expires_s.isdigit()) or len(expires_s) > 12:
+            return False
+        if not signature or not signature.isascii():
             return False
         if int(expires_s) < (now or time.time()):
             return False
@@ -103,12 +107,12 @@ class AccessPolicy:
                 log.info("open mode: stream %s registered on the fly by %s", stream_id, peer)
             return
         definition = await self.registry.get(stream_id)
-        if definition is None:
-            raise AccessDenied(f"stream {stream_id!r} is not registered", 404)
+        # an unknown id answers as a wrong key does: publishing must not reveal which
+        # (private) stream ids exist; only the key's holder learns it is disabled
+        if definition is None or not await self.registry.key_matches(stream_id, key):
+            raise AccessDenied(f"wrong or missing key for stream {stream_id!r}", 403)
         if not definition.enabled:
             raise AccessDenied(f"stream {stream_id!r} is disabled", 403)
-        if not await self.registry.key_matches(stream_id, key):
-            raise AccessDenied(f"wrong or missing key for stream {stream_id!r}", 403)
 
     async def check_play(
         self, stream_id: str, token: str | None = None, caller: Caller | None = None

@@ -17,6 +17,7 @@ from core import presence
 from core.config import MediaServerSection
 from core.rights import Caller
 from media_server.access import AccessDenied, AccessPolicy, PlayTokens
+from media_server.admissions import Admission, Admissions
 from media_server.hub import Hub
 from media_server.stats import HubCollector, RtmpCollector, stream_stats
 from media_server.streams import CHANGES as STREAM_CHANGES
@@ -52,6 +53,8 @@ class MediaServerRole:
         self.registry = StreamRegistry(storage.state)
         self.tokens = PlayTokens.for_node(config.node.data_dir, config.security)
         self.access = AccessPolicy(self.registry, self.tokens, config.security.open)
+        self.admissions = Admissions(self.access)  # WHEP and RTMP players, checked again
+        self._recheck = asyncio.Event()  # a definition changed: check the admitted at once
         self.rtmp: Any = None
         self.hls: Any = None
         self.pulls: dict[str, Any] = {}
@@ -78,6 +81,7 @@ class MediaServerRole:
         await self._reconcile_pulls()
         self._tasks.append(asyncio.create_task(self._publish_live_stats(), name="live-stats"))
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="pull-reconcile"))
+        self._tasks.append(asyncio.create_task(self._recheck_loop(), name="viewer-recheck"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -121,8 +125,19 @@ class MediaServerRole:
             except AccessDenied as exc:
                 raise RtmpRefused(str(exc)) from None
 
+        def admit_player(
+            stream_id: str, key: str | None, cut: Callable[[str], object], ended: Callable[[], bool]
+        ) -> None:
+            if not self.config.security.open:
+                self.admissions.admit(Admission(stream_id, key, None, cut, ended))
+
         self.rtmp = RtmpServer(
-            self.hub, self.config.rtmp.host, 0, authorize=authorize, sock=self._rtmp_sock
+            self.hub,
+            self.config.rtmp.host,
+            0,
+            authorize=authorize,
+            sock=self._rtmp_sock,
+            admit_player=admit_player,
         )
         await self.rtmp.start()
         self.metrics.register(RtmpCollector(self.rtmp.stats))
@@ -183,6 +198,9 @@ class MediaServerRole:
             async with self.storage.state.subscribe(STREAM_CHANGES) as changes:
                 async for change in changes:
                     self.access.forget(str(change.get("id")))
+                    self._recheck.set()
+                    if change.get("change") == "key-rotated":
+                        self._evict_publisher(str(change.get("id")), float(change.get("at", 0)))
                     changed.set()
 
         listener = asyncio.create_task(listen(), name="stream-changes")
@@ -199,6 +217,43 @@ class MediaServerRole:
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
+
+    def _evict_publisher(self, stream_id: str, before: float) -> None:
+        """A key was rotated: a publisher that started on the old key is disconnected."""
+        stream = self.hub.find(stream_id)
+        publication = stream.publication if stream is not None else None
+        if stream is None or publication is None or publication.started > before:
+            return
+        log.info("stream %s: key rotated, disconnecting %s", stream_id, publication.source)
+        stream.unpublish(publication, "publish key rotated")
+        publication.evict("publish key rotated")
+
+    async def _recheck_loop(self) -> None:
+        """WHEP and RTMP players are let in once: check them again at once when a
+        definition changes, and every part (play tokens expire)."""
+        every = self.config.hls.part_target_s
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._recheck.wait(), every)
+            self._recheck.clear()
+            try:
+                await self.admissions.check()
+            except Exception:  # Redis away: nobody is cut for it; the next pass tries again
+                log.exception("checking admitted viewers failed")
+
+    async def admit_viewer(
+        self,
+        request: Request,
+        stream_id: str,
+        cut: Callable[[str], object],
+        ended: Callable[[], bool],
+    ) -> None:
+        """A WHEP viewer authorize_play let in: kept to be checked again while it watches."""
+        if self.config.security.open:
+            return
+        caller = await self.resolve_caller(request)
+        token = request.query_params.get("token")
+        self.admissions.admit(Admission(stream_id, token, caller, cut, ended))
 
     async def _publish_live_stats(self) -> None:
         """Tell every node (and the CLI) which streams are live here, with their stats, and
@@ -299,5 +354,6 @@ class MediaServerRole:
                 ice,
                 options,
                 self._room_hooks(),
+                admit_viewer=self.admit_viewer,
             )
         )

@@ -13,6 +13,7 @@ import hmac
 import re
 import secrets
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -23,6 +24,8 @@ from storage.state import StateStore
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 KIND = "stream"
 CHANGES = "streams"  # pub/sub channel: a definition was made, changed or deleted
+# what a change of a definition may touch (the id, key digest and creation time never)
+CHANGEABLE = ("stream_class", "public", "title", "court", "room", "source_url", "enabled")
 
 
 class StreamClass(StrEnum):
@@ -38,6 +41,10 @@ def valid_stream_id(stream_id: str) -> bool:
 
 def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+class StreamExists(Exception):
+    """create() of an id that is already defined."""
 
 
 @dataclass
@@ -104,6 +111,52 @@ class StreamRegistry:
         await self._state.put_record(KIND, definition.id, definition.to_record())
         await self._state.publish(CHANGES, {"id": definition.id, "change": "defined"})
         return key
+
+    async def create(self, definition: StreamDefinition) -> str:
+        """Define a new stream and return its publish key; StreamExists if the id is taken
+        (an existing stream keeps its key: change it with update(), rotate_key())."""
+        async with self._locked(definition.id):
+            if await self.get(definition.id) is not None:
+                raise StreamExists(f"stream {definition.id!r} already exists")
+            return await self.define(definition)
+
+    async def update(
+        self, stream_id: str, changes: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Change fields of CHANGEABLE, keeping the key; returns (before, after) of the
+        fields that changed, or None if there is no such stream."""
+        unknown = set(changes) - set(CHANGEABLE)
+        if unknown:
+            raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a stream")
+        async with self._locked(stream_id):
+            definition = await self.get(stream_id)
+            if definition is None:
+                return None
+            old = definition.to_record()
+            changed = StreamDefinition.from_record({**old, **changes}).to_record()
+            after = {k: changed[k] for k in changes if changed[k] != old[k]}
+            if after:
+                await self._state.put_record(KIND, stream_id, changed)
+                await self._state.publish(CHANGES, {"id": stream_id, "change": "defined"})
+            return {k: old[k] for k in after}, after
+
+    async def rotate_key(self, stream_id: str) -> str | None:
+        """A new publish key for the stream (the old one stops working); None if there
+        is no such stream. Media nodes disconnect a publisher still on the old key."""
+        async with self._locked(stream_id):
+            definition = await self.get(stream_id)
+            if definition is None:
+                return None
+            key = secrets.token_urlsafe(18)
+            definition.key_sha256 = key_digest(key)
+            await self._state.put_record(KIND, stream_id, definition.to_record())
+        rotated = {"id": stream_id, "change": "key-rotated", "at": time.time()}
+        await self._state.publish(CHANGES, rotated)
+        return key
+
+    def _locked(self, stream_id: str) -> AbstractAsyncContextManager[Any]:
+        """One change of a definition at a time, across every process."""
+        return self._state.lock(f"stream-definition:{stream_id}", timeout_s=10, wait_s=10)
 
     async def set_enabled(self, stream_id: str, enabled: bool) -> bool:
         """Enable or disable a stream, keeping its key digest (so enabling restores the

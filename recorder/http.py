@@ -12,6 +12,7 @@ import base64
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
@@ -143,7 +144,8 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         except TimeError as exc:
             raise HTTPException(400, str(exc)) from None
         token = request.query_params.get("token")
-        text = make_playlist(manifest, lo, hi, f"token={token}" if token else "", snapshot)
+        query = urlencode({"token": token}) if token else ""  # echoed: encoded, never raw
+        text = make_playlist(manifest, lo, hi, query, snapshot)
         return Response(
             text, media_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-cache"}
         )

@@ -1,4 +1,4 @@
-"""`courtcast streams list | add`."""
+"""`courtcast streams list | add | rotate-key`."""
 
 from __future__ import annotations
 
@@ -41,6 +41,12 @@ def add_streams_commands(sub: Any) -> None:
     define.add_argument("--court", default="")
     define.add_argument("--room", default="", help="the courtroom (sessions record its streams)")
     define.set_defaults(func=cmd_streams_add)
+    rotate = streams.add_parser(
+        "rotate-key", help="give a stream a new publish key (the old one stops working)"
+    )
+    state_args(rotate)
+    rotate.add_argument("stream_id")
+    rotate.set_defaults(func=cmd_streams_rotate_key)
 
 
 def cmd_streams_list(args: argparse.Namespace) -> int:
@@ -72,7 +78,8 @@ def _cells(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def cmd_streams_add(args: argparse.Namespace) -> int:
-    from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
+    from core.audit import audit
+    from media_server.streams import StreamClass, StreamDefinition, StreamExists, StreamRegistry
 
     async def work(state: StateStore) -> int:
         definition = StreamDefinition(
@@ -85,10 +92,33 @@ def cmd_streams_add(args: argparse.Namespace) -> int:
             room=args.room,
         )
         try:
-            key = await StreamRegistry(state).define(definition)
+            key = await StreamRegistry(state).create(definition)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        except StreamExists:
+            raise UsageError(
+                f"stream {args.stream_id} already exists; its key is unchanged "
+                f"(a new one: courtcast streams rotate-key {args.stream_id})"
+            ) from None
+        await audit(
+            state, "stream.create", "cli", stream=args.stream_id, after=definition.public_view()
+        )
         print(f"stream {args.stream_id} registered; publish key: {key}")
+        return 0
+
+    return with_state(args, work)
+
+
+def cmd_streams_rotate_key(args: argparse.Namespace) -> int:
+    from core.audit import audit
+    from media_server.streams import StreamRegistry
+
+    async def work(state: StateStore) -> int:
+        key = await StreamRegistry(state).rotate_key(args.stream_id)
+        if key is None:
+            raise UsageError(f"no stream {args.stream_id} (courtcast streams list)")
+        await audit(state, "stream.rotate-key", "cli", stream=args.stream_id)
+        print(f"stream {args.stream_id}: new publish key: {key}")
         return 0
 
     return with_state(args, work)

@@ -128,6 +128,7 @@ def _handlers(outputs: HlsOutputs, authorize: Authorize) -> list[tuple[str, Hand
         msn, part = blocking_request(request)
         output = live_output(stream_id)
         seg = output.segmenter
+        waited = seg.last_msn is None or msn is not None
         if seg.last_msn is None:
             wait = options.block_timeout_s if msn is not None else options.first_segment_wait_s
             if not await output.wait_first_segment(wait):
@@ -147,6 +148,8 @@ def _handlers(outputs: HlsOutputs, authorize: Authorize) -> list[tuple[str, Hand
                     "the requested segment or part did not appear in time",
                     headers={"Retry-After": "1"},
                 )
+        if waited:
+            await authorize(request, stream_id)  # the stream may be private by now
         return output.playlist_bytes(child_query(request)), playlist_headers
 
     async def init_segment(request: Request, params: dict[str, Any]) -> tuple[bytes, Headers]:
@@ -174,6 +177,7 @@ def _handlers(outputs: HlsOutputs, authorize: Authorize) -> list[tuple[str, Hand
         if found is None and output.segmenter.is_future_part(msn, index):
             # the preload hint: answer as soon as the part exists
             await output.wait_part(msn, index, options.block_timeout_s)
+            await authorize(request, params["stream_id"])  # it may be private by now
             found = output.segmenter.part(msn, index)
         if found is None:
             raise HTTPException(404, f"part {msn}.{index} is not in the live window")

@@ -24,6 +24,8 @@ from media_server.rtmp.transport import RtmpTransport
 log = logging.getLogger(__name__)
 
 Authorize = Callable[[str, str | None, str, str], Awaitable[None]]
+# a player let in: (stream_id, key, cut(reason), ended()), to be checked again while it plays
+AdmitPlayer = Callable[[str, str | None, Callable[[str], object], Callable[[], bool]], None]
 
 
 @dataclass
@@ -64,16 +66,18 @@ class RtmpServer:
         app: str = "live",
         limits: RtmpLimits | None = None,
         sock: socket.socket | None = None,
+        admit_player: AdmitPlayer | None = None,
     ) -> None:
         """authorize(stream_id, key, "publish" | "play", peer) raises RtmpRefused
         (errors.py) to refuse; None lets everyone in (open mode, local trials only).
         sock: an already bound listening socket (the platform binds early so a busy port
-        is a config error)."""
+        is a config error). admit_player, if given, is told of every player let in."""
         self.hub = hub
         self.host = host
         self._port = port
         self._sock = sock
         self.authorize = authorize
+        self.admit_player = admit_player
         self.app = app
         self.limits = limits or RtmpLimits()
         self.stats = RtmpStats()

@@ -202,7 +202,9 @@ class RtmpSession(RtmpTransport):
             return "", None
         return stream_id, key or self.app_key
 
-    async def _check(self, msid: int, action: str, name: str | None, code: str) -> str:
+    async def _check(
+        self, msid: int, action: str, name: str | None, code: str
+    ) -> tuple[str, str | None]:
         """Authorize; on refusal tell the client why and end the connection."""
         stream_id, key = self._stream_name(name, action)
         reason = None
@@ -214,7 +216,7 @@ class RtmpSession(RtmpTransport):
             reason = await self._authorize(stream_id, key, action)
         if reason is not None:
             self._refuse(msid, code, f"{action} {stream_id or name!r}", reason)
-        return stream_id
+        return stream_id, key
 
     async def _authorize(self, stream_id: str, key: str | None, action: str) -> str | None:
         assert self.server.authorize is not None
@@ -235,7 +237,7 @@ class RtmpSession(RtmpTransport):
     # -- publish --
 
     async def _on_publish(self, msid: int, name: str | None) -> None:
-        stream_id = await self._check(msid, "publish", name, "NetStream.Publish.Denied")
+        stream_id, _ = await self._check(msid, "publish", name, "NetStream.Publish.Denied")
         try:
             publication = self.server.hub.publish(
                 stream_id, (), source=f"rtmp {self.peer}", on_evict=self._evicted
@@ -268,13 +270,15 @@ class RtmpSession(RtmpTransport):
     # -- play --
 
     async def _on_play(self, msid: int, name: str | None) -> None:
-        stream_id = await self._check(msid, "play", name, "NetStream.Play.Failed")
+        stream_id, key = await self._check(msid, "play", name, "NetStream.Play.Failed")
         self._user_control(STREAM_BEGIN, msid)
         self._status(msid, "status", "NetStream.Play.Reset", f"playing {stream_id}")
         self._status(msid, "status", "NetStream.Play.Start", f"started playing {stream_id}")
         self._send(CSID_DATA, DATA_AMF0, msid, amf0.encode("|RtmpSampleAccess", True, True))
         self.stats.playing += 1
-        self.play_task = asyncio.create_task(self._play_loop(stream_id, msid))
+        self.play_task = task = asyncio.create_task(self._play_loop(stream_id, msid))
+        if self.server.admit_player is not None:
+            self.server.admit_player(stream_id, key, self.close, task.done)
         log.info("rtmp %s: playing %s", self.peer, stream_id)
 
     async def _play_loop(self, stream_id: str, msid: int) -> None:

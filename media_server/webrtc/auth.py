@@ -9,6 +9,9 @@ from fastapi import Request
 # raise fastapi.HTTPException to refuse; return to allow
 AuthorizePlay = Callable[[Request, str], Awaitable[None]]
 AuthorizePublish = Callable[[Request, str, str | None], Awaitable[None]]
+# a viewer authorize_play let in, to be checked again while it watches (admissions.py):
+# (request, stream_id, cut(reason), ended())
+AdmitViewer = Callable[[Request, str, Callable[[str], object], Callable[[], bool]], Awaitable[None]]
 
 
 def bearer_token(request: Request) -> str | None:

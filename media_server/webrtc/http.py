@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 
 from media_server.hub import Hub
 from media_server.webrtc.arraignment_http import RoomHooks, add_arraignment_routes, audit_watch
-from media_server.webrtc.auth import AuthorizePlay, AuthorizePublish, bearer_token
+from media_server.webrtc.auth import AdmitViewer, AuthorizePlay, AuthorizePublish, bearer_token
 from media_server.webrtc.errors import SignalingError
 from media_server.webrtc.ice import IceConfig
 from media_server.webrtc.sdp import MAX_OFFER_BYTES
@@ -37,23 +37,31 @@ def make_webrtc_router(
     ice_config: IceConfig | None = None,
     options: WebRTCOptions | None = None,
     room_hooks: RoomHooks | None = None,
+    admit_viewer: AdmitViewer | None = None,
 ) -> APIRouter:
     """WHIP and WHEP endpoints over hub, and arraignment rooms (room_hooks: caller, audit,
-    stream registry, room store). The service is at router.webrtc (stats, tests) and its
-    sessions are closed on the app's shutdown."""
+    stream registry, room store); admit_viewer, if given, is told of every WHEP viewer
+    authorize_play let in, so it can be cut when that right ends. The service is at
+    router.webrtc (stats, tests) and its sessions are closed on the app's shutdown."""
     service = WebRTCService(hub, ice_config or IceConfig(), options or WebRTCOptions(), room_hooks)
     router = APIRouter(tags=["webrtc"], on_shutdown=[service.close])
     router.webrtc = service  # type: ignore[attr-defined]
-    _add_whep(router, service, authorize_play)
+    _add_whep(router, service, authorize_play, admit_viewer)
     _add_whip(router, service, authorize_publish)
     add_arraignment_routes(router, service)
     return router
 
 
-def _add_whep(router: APIRouter, service: WebRTCService, authorize: AuthorizePlay) -> None:
+def _add_whep(
+    router: APIRouter,
+    service: WebRTCService,
+    authorize: AuthorizePlay,
+    admit: AdmitViewer | None,
+) -> None:
     @router.post("/whep/{stream_id}", status_code=201, response_class=Response)
     async def whep_offer(stream_id: str, request: Request) -> Response:
-        if not await service.rooms.may_play(stream_id, bearer_token(request)):
+        seat = await service.rooms.may_play(stream_id, bearer_token(request))
+        if not seat:
             await authorize(request, stream_id)
             await audit_watch(service, request, stream_id)
         offer = await _read_offer(request)
@@ -63,6 +71,8 @@ def _add_whep(router: APIRouter, service: WebRTCService, authorize: AuthorizePla
                 session, answer = await service.whep.open(stream_id, offer, viewer)
         except SignalingError as exc:
             return _refuse(exc)
+        if not seat and admit is not None:
+            await admit(request, stream_id, session.close_soon, lambda: session.closed)
         return _created(answer, session.location)
 
     @router.delete("/whep/{stream_id}/{session_id}")

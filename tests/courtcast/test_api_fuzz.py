@@ -326,3 +326,23 @@ def test_still_serving_after_the_fuzzing(live: LivePlatform, token: str) -> None
         f"{live.url}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
     assert me.json() == {"name": ADMIN, "role": "admin"}
+
+
+def test_stream_changes_are_fuzzed_on_a_real_stream(
+    live: LivePlatform, operations: list[Any], token: str, seeded: dict[str, str]
+) -> None:
+    """PATCH /api/v1/streams/{id} and its key rotation (issue 14), with more examples than
+    the sweep above gives each operation: changes to a real stream, valid and not."""
+    changes = [op for op in operations if op.path.startswith("/api/v1/streams/{stream_id}")]
+    wanted = {
+        ("PATCH", "/api/v1/streams/{stream_id}"),
+        ("POST", "/api/v1/streams/{stream_id}/rotate-key"),
+    }
+    changes = [op for op in changes if (op.method.upper(), op.path) in wanted]
+    assert len(changes) == 2
+    admin = {"Authorization": f"Bearer {token}"}
+    errors = fuzz(live, changes, admin, pinned={"stream_id": seeded["stream_id"]}, examples=40)
+    errors += fuzz(live, changes, {}, examples=EXAMPLES_RANDOM_IDS)
+    assert not errors, "\n".join(errors)
+    shown = httpx.get(f"{live.url}/api/v1/streams/{seeded['stream_id']}", headers=admin, timeout=10)
+    assert shown.status_code == 200 and "key_sha256" not in shown.json()

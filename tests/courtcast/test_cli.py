@@ -40,6 +40,9 @@ def pids_using(path: Path) -> list[int]:
     return found
 
 
+METRICS_TOKEN = "cli-test-metrics-token"
+
+
 @pytest.fixture
 def node(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A running `courtcast up` on free ports; yields (process, base URL, data dir)."""
@@ -59,6 +62,7 @@ def node(tmp_path: Path):  # type: ignore[no-untyped-def]
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "COURTCAST_SECURITY__METRICS_TOKEN": METRICS_TOKEN},
     )
     try:
         wait_http(f"http://127.0.0.1:{http_port}/api/v1/health", timeout_s=30)
@@ -72,13 +76,16 @@ def node(tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_up_answers_health_and_stops_cleanly(node, sig: signal.Signals) -> None:  # type: ignore[no-untyped-def]
     proc, base, data = node
-    health = httpx.get(f"{base}/api/v1/health").json()
+    assert httpx.get(f"{base}/api/v1/health").json() == {"status": "ok"}  # anonymous
+    scraper = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    health = httpx.get(f"{base}/api/v1/health", headers=scraper).json()
     assert health["status"] == "ok"
     assert health["roles"]["storage"]["state"] == "ok"
     assert health["roles"]["storage"]["redis"]["kind"] == "embedded"
     assert health["roles"]["media_server"]["state"] == "ok"
     assert health["roles"]["control_room"]["state"] == "ok"
-    metrics = httpx.get(f"{base}/metrics")
+    assert httpx.get(f"{base}/metrics").status_code == 401
+    metrics = httpx.get(f"{base}/metrics", headers=scraper)
     assert metrics.status_code == 200 and "text/plain" in metrics.headers["content-type"]
     assert pids_using(data), "the embedded Redis should be running while courtcast is"
     started = time.monotonic()
@@ -130,6 +137,23 @@ def test_cli_without_a_running_node_uses_a_temporary_redis(tmp_path: Path) -> No
     listed = run(["streams", "list", "--data-dir", str(data)])
     assert "hall-cam" in listed.stdout and "security" in listed.stdout
     assert pids_using(data) == []
+
+
+def test_streams_add_never_replaces_and_rotate_key_is_its_own_command(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = run(["streams", "add", "hall-cam", "--data-dir", str(data)])
+    assert first.returncode == 0, first.stderr
+    again = run(["streams", "add", "hall-cam", "--public", "--data-dir", str(data)])
+    assert again.returncode == 2 and "hall-cam already exists" in again.stderr
+    rotated = run(["streams", "rotate-key", "hall-cam", "--data-dir", str(data)])
+    assert rotated.returncode == 0, rotated.stderr
+    old = first.stdout.split("publish key: ")[1].strip()
+    new = rotated.stdout.split("publish key: ")[1].strip()
+    assert new and new != old
+    listed = run(["streams", "list", "--json", "--data-dir", str(data)])
+    assert '"public": false' in listed.stdout.replace('"public":false', '"public": false')
+    missing = run(["streams", "rotate-key", "nope", "--data-dir", str(data)])
+    assert missing.returncode == 2 and "no stream nope" in missing.stderr
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:

@@ -21,6 +21,8 @@ from tests.mediafiles import make_clip
 
 pytestmark = pytest.mark.timeout(120)
 
+METRICS_TOKEN = "test-metrics-token"  # /metrics needs it (issue 14)
+
 
 async def start_platform(tmp_path: Path, **overrides: Any) -> Platform:
     config = load_config(
@@ -28,6 +30,7 @@ async def start_platform(tmp_path: Path, **overrides: Any) -> Platform:
             "node.data_dir": str(tmp_path / "data"),
             "http.port": 0,
             "rtmp.port": 0,
+            "security.metrics_token": METRICS_TOKEN,
             **overrides,
         },
         environ={},
@@ -114,7 +117,8 @@ async def probe(path: Path) -> dict[str, Any]:
 async def scrape(node: Platform) -> dict[tuple[str, str | None], float]:
     """/metrics as {(sample, its stream label): value}, read with Prometheus's parser."""
     async with httpx.AsyncClient(base_url=base_url(node)) as http:
-        text = (await http.get("/metrics")).text
+        auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        text = (await http.get("/metrics", headers=auth)).text
     return {
         (sample.name, sample.labels.get("stream")): sample.value
         for family in text_string_to_metric_families(text)

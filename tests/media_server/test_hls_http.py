@@ -259,9 +259,11 @@ def test_authorize_guards_every_route_and_the_token_reaches_child_uris(live: Liv
     for name in names:
         assert httpx.get(f"{live.url}/live/private-1/{name}").status_code == 403
         assert httpx.get(f"{live.url}/live/private-1/{name}?token=ok").status_code == 200
-    assert [c for c in live.calls if c[1] == "private-1"] == [
-        (n, "private-1") for n in names for _ in range(2)
-    ]
+    calls = [c for c in live.calls if c[1] == "private-1"]
+    # every request asked; the hinted part, which waited to exist, asked again after
+    # its wait (a stream may turn private meanwhile: issue 14)
+    assert sorted(set(calls)) == sorted((n, "private-1") for n in names)
+    assert all(2 <= calls.count((n, "private-1")) <= 3 for n in names), calls
 
 
 def test_only_get_is_allowed(live: LiveServer) -> None:
