@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -164,17 +167,24 @@ def _decoder(source: AudioSource) -> av.AudioCodecContext:
     return ctx  # type: ignore[no-any-return]
 
 
-class ThreadedTranscoder:
-    """An AudioTranscoder fed from the event loop (RTMP): frames go to its own thread in
-    order, AAC packets come back to `deliver` on the loop. The loop never waits on it; a
-    thread that falls MAX_BACKLOG frames behind loses frames (counted) rather than memory."""
+# shared by every RTMP stream's transcoder; each keeps its own frames in order (see feed)
+_POOL = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="audio-aac")
 
-    def __init__(self, transcoder: AudioTranscoder, deliver: Callable[[list[Packet]], None]) -> None:
+
+class ThreadedTranscoder:
+    """An AudioTranscoder fed from the event loop (RTMP): frames are transcoded in order in
+    a pool thread, AAC packets come back to `deliver` on the loop. The loop never waits on
+    it; a transcoder MAX_BACKLOG frames behind loses frames (counted) rather than memory."""
+
+    def __init__(
+        self, transcoder: AudioTranscoder, deliver: Callable[[list[Packet]], None]
+    ) -> None:
         self.transcoder = transcoder
         self._deliver = deliver
         self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"audio-{transcoder.source.name}")
-        self._backlog = 0
+        self._queue: deque[tuple[bytes, int, float]] = deque()
+        self._lock = threading.Lock()
+        self._running = False  # a pool thread is draining the queue
         self.dropped = 0
         self.closed = False
 
@@ -185,28 +195,44 @@ class ThreadedTranscoder:
     def feed(self, data: bytes, ts: int, arrival: float) -> None:
         if self.closed:
             return
-        if self._backlog >= MAX_BACKLOG:
-            self.dropped += 1
-            return
-        self._backlog += 1
-        self._executor.submit(self._run, data, ts, arrival)
+        with self._lock:
+            if len(self._queue) >= MAX_BACKLOG:
+                self.dropped += 1
+                return
+            self._queue.append((data, ts, arrival))
+            if self._running:
+                return
+            self._running = True
+        _POOL.submit(self._drain)
 
-    def _run(self, data: bytes, ts: int, arrival: float) -> None:
-        try:
-            packets = self.transcoder.transcode(data, ts, arrival)
-        except Exception:  # a codec failure must not end the publication's video
-            log.exception("%s -> AAC transcode failed", self.transcoder.source.name)
-            packets = []
-        try:
-            self._loop.call_soon_threadsafe(self._back, packets)
-        except RuntimeError:  # the loop is gone
-            self.closed = True
+    def _drain(self) -> None:
+        """In a pool thread: transcode what is queued until the queue is empty."""
+        while not self.closed:
+            with self._lock:
+                if not self._queue:
+                    self._running = False
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+            packets: list[Packet] = []
+            for data, ts, arrival in batch:
+                try:
+                    packets.extend(self.transcoder.transcode(data, ts, arrival))
+                except Exception:  # a codec failure must not end the publication's video
+                    log.exception("%s -> AAC transcode failed", self.transcoder.source.name)
+            if packets:
+                try:
+                    self._loop.call_soon_threadsafe(self._back, packets)
+                except RuntimeError:  # the loop is gone
+                    self.closed = True
+        with self._lock:
+            self._running = False
 
     def _back(self, packets: list[Packet]) -> None:
-        self._backlog -= 1
-        if packets and not self.closed:
+        if not self.closed:
             self._deliver(packets)
 
     def close(self) -> None:
         self.closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self._queue.clear()

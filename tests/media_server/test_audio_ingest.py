@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -156,6 +157,11 @@ async def publish_flv(ffmpeg: FfmpegRunner, url: str, audio: list[str], seconds:
     assert rc == 0, err
 
 
+async def stats_after(hub: Hub, stream: str, seconds: float) -> dict[str, Any]:
+    await asyncio.sleep(seconds)
+    return stream_stats(hub.stream(stream))
+
+
 @pytest.mark.parametrize("named", sorted(RTMP_AUDIO))
 async def test_rtmp_audio_reaches_the_hub_as_aac(
     named: str, rtmp_server: RtmpServer, rtmp_ffmpeg: FfmpegRunner, tmp_path: Path
@@ -163,8 +169,9 @@ async def test_rtmp_audio_reaches_the_hub_as_aac(
     sub = rtmp_server.hub.subscribe("room", "test", max_packets=10_000)
     url = f"rtmp://127.0.0.1:{rtmp_server.port}/live/room"
     task = asyncio.create_task(publish_flv(rtmp_ffmpeg, url, RTMP_AUDIO[named], 4.0))
+    snapshot = asyncio.create_task(stats_after(rtmp_server.hub, "room", 2.5))
     starts, packets = await collect(sub, 8.0)
-    stats = stream_stats(rtmp_server.hub.stream("room"))
+    stats = await snapshot
     await task
     with_audio = [s for s in starts if any(t.kind == "audio" for t in s.tracks)]
     track = audio_track(with_audio[-1])
