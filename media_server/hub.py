@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from media_server.consumer import Consumer, QueuedConsumer
-from media_server.media import Item, Packet, StreamEnd, StreamStart, Track, video_track
+from media_server.media import (
+    Item,
+    Packet,
+    SourceTrack,
+    StreamEnd,
+    StreamStart,
+    Track,
+    video_track,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +133,12 @@ class Publication:
         if self.alive:
             self.stream.set_tracks(tracks)
 
+    def describe_source(self, tracks: tuple[SourceTrack, ...]) -> None:
+        """Every track the source sends and what became of it (carried, transcoded,
+        dropped: why), for stats and events."""
+        if self.alive:
+            self.stream.source_tracks = tracks
+
     def close(self, reason: str = "publisher left") -> None:
         if self.alive:
             self.alive = False
@@ -163,6 +177,7 @@ class Stream:
         self.subscribers: list[Consumer] = []
         self.stats = StreamStats()
         self.source = SourceState()
+        self.source_tracks: tuple[SourceTrack, ...] = ()  # set by the ingest per publication
         self.last_end_reason = ""
         self._gop: list[Packet] = []
         self._gop_bytes = 0
@@ -196,6 +211,7 @@ class Stream:
     # -- publisher path --
     def start(self, publication: Publication, tracks: tuple[Track, ...]) -> None:
         self.publication = publication
+        self.source_tracks = ()
         self.epoch += 1
         self.stats.reset_rates()
         self.set_tracks(tracks)

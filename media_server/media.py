@@ -39,10 +39,26 @@ class Track:
     height: int = 0
     sample_rate: int = 0
     channels: int = 0
+    source_codec: str = ""  # the camera's own codec when this track is a transcode of it
 
     @property
     def is_video(self) -> bool:
         return self.kind == "video"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceTrack:
+    """One track a source sends and what the stream makes of it, for stats and events.
+
+    state: "carried", "transcoded from <codec>" or "dropped: <reason>"."""
+
+    kind: str  # video | audio | data ...
+    codec: str  # as the source names it: h264, pcma, mp3 ...
+    state: str
+
+    @property
+    def dropped(self) -> bool:
+        return self.state.startswith("dropped")
 
 
 @dataclass(slots=True)

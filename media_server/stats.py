@@ -35,9 +35,16 @@ def stream_stats(stream: Stream) -> dict[str, Any]:
             "codec": audio.codec,
             "sample_rate": audio.sample_rate,
             "channels": audio.channels,
+            "source_codec": audio.source_codec,  # set when the audio is a transcode of it
         }
         if audio
         else None,
+        # every track the source sends and its state: carried, transcoded from X, dropped: why
+        "tracks": [
+            {"kind": t.kind, "codec": t.codec, "state": t.state} for t in stream.source_tracks
+        ]
+        if stream.live
+        else [],
         "fps": round(s.fps, 2),
         "bitrate_kbps": round(s.bitrate_bps / 1000, 1),
         "gop_s": round(s.gop_seconds, 3),

@@ -36,6 +36,7 @@ class GapCause(StrEnum):
     recorder_restart = "recorder-restart"
     storage_outage = "storage-outage"
     recorder_overload = "recorder-overload"  # the recorder fell behind the hub and skipped
+    audio_lost = "audio-lost"  # in audio_gaps: the source's audio stopped, its video went on
 
 
 def canonical(value: Any) -> bytes:
@@ -52,7 +53,12 @@ def plain(entry: Any) -> dict[str, Any]:
 
 
 # fields added after format 1 was in use: written only when set (hashes and bytes unchanged)
-OPTIONAL_DEFAULTS: dict[str, Any] = {"backfilled": False, "filled_by": ""}
+OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "backfilled": False,
+    "filled_by": "",
+    "audio_source": "",
+    "audio_transcode": "",
+}
 
 
 def stored(entry: Any) -> dict[str, Any]:
@@ -104,6 +110,9 @@ class InitEntry:
     sha256: str
     bytes: int
     codecs: list[str]
+    # the camera's own audio codec when the recorded audio is a transcode of it, and how
+    audio_source: str = ""  # e.g. "pcma"
+    audio_transcode: str = ""  # e.g. "pcma 8000 Hz -> AAC-LC 16000 Hz mono, at ingest"
 
 
 @dataclass(slots=True)
@@ -161,6 +170,9 @@ class Manifest:
     inits: list[InitEntry] = field(default_factory=list)
     segments: list[SegmentEntry] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
+    # stretches where the media went on without the source's audio (cause audio-lost and
+    # why); written only when there is one, so older manifests read and verify unchanged
+    audio_gaps: list[Gap] = field(default_factory=list)
 
     # -- the chain --------------------------------------------------------------------
 
@@ -297,8 +309,10 @@ class Manifest:
 
     def to_dict(self, segments: bool = True) -> dict[str, Any]:
         body = plain(self)
-        for name in ("inits", "segments", "gaps"):
+        for name in ("inits", "segments", "gaps", "audio_gaps"):
             body[name] = [stored(e) for e in body[name]] if segments or name != "segments" else []
+        if not body["audio_gaps"]:
+            del body["audio_gaps"]
         body["format"] = FORMAT
         return body
 
@@ -333,6 +347,7 @@ class Manifest:
             body["inits"] = [InitEntry(**i) for i in body.get("inits", [])]
             body["segments"] = [SegmentEntry(**s) for s in body.get("segments", [])]
             body["gaps"] = [Gap(**g) for g in body.get("gaps", [])]
+            body["audio_gaps"] = [Gap(**g) for g in body.get("audio_gaps", [])]
             return cls(**body)
         except (TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"manifest is not readable: {exc}") from None

@@ -30,6 +30,7 @@ from media_server.fmp4 import init_segment
 from media_server.hls.segmenter import Change, Segment, Segmenter
 from media_server.hub import Hub
 from media_server.media import Packet, Skipped, StreamEnd, StreamStart, Track
+from recorder.audio import AudioWatch, audio_origin
 from recorder.checkpoints import ManifestCheckpoints
 from recorder.index import RecordingIndex
 from recorder.manifest import Gap, GapCause, InitEntry, Manifest, sha256_hex
@@ -115,6 +116,7 @@ class Recording:
         self.spool_alert = False
         self.closing = False  # close() began: nothing may be queued any more (backfill)
         self._s = _State()
+        self._audio = AudioWatch(manifest.audio_gaps)
         self._sub: QueuedConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -156,6 +158,7 @@ class Recording:
         self._end_run()
         self._collect()  # the segment the recess ends is spooled before the gap opens
         self._s.paused = True
+        self._audio.end()
         self._open_gap(self._s.wallclock_end or time.time(), GapCause.recess, reason)
 
     def resume(self) -> None:
@@ -167,6 +170,7 @@ class Recording:
         await self._stop_reading()
         self._end_run()
         self._collect()
+        self._audio.end()
         if self._s.gap is not None:
             self._s.gap.end = round(max(time.time(), self._s.gap.start), 6)
             self.manifest.gaps.append(self._s.gap)
@@ -237,8 +241,13 @@ class Recording:
             if isinstance(item, Packet):
                 if not self._s.paused:
                     self.segmenter.feed(item)
+                    self._audio.packet(item)
                 return
             self.segmenter.feed(item)
+            if isinstance(item, StreamStart):
+                self._audio.start(item.tracks)
+            else:
+                self._audio.end()
             if isinstance(item, StreamEnd):
                 self._collect()
                 self._open_gap(
@@ -362,8 +371,9 @@ class Recording:
         else:
             first = not self.manifest.inits and not queued
             name = FIRST_INIT_NAME if first else init_name(self._s.next_seq - 1)
+            tracks = self.segmenter.tracks
             entry = InitEntry(
-                name, digest, len(data), [codec_string(t) for t in self.segmenter.tracks]
+                name, digest, len(data), [codec_string(t) for t in tracks], *audio_origin(tracks)
             )
             path = self.spool.put_init(name, data)
             self.uploads.add(UploadJob.for_init(self.id, entry, path))

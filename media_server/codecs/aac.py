@@ -59,3 +59,9 @@ def rate_and_channels(config: bytes | memoryview) -> tuple[int, int]:
     except BitstreamError:
         return 0, 0
     return asc.sample_rate, asc.channels
+
+
+def make_asc(sample_rate: int, channels: int) -> bytes:
+    """The 2-byte AudioSpecificConfig of AAC-LC (object type 2) at a standard rate."""
+    index = SAMPLE_RATES.index(sample_rate)
+    return ((2 << 11) | (index << 7) | (channels << 3)).to_bytes(2, "big")

@@ -71,9 +71,53 @@ class VideoTag:
 
 @dataclass(slots=True)
 class AudioTag:
-    codec: str
+    codec: str  # "aac", or a codec ingest transcodes to AAC (pcma, pcmu, mp3, speex, ...)
     kind: int
     data: memoryview
+    decoder: str = ""  # of a legacy non-AAC format: PyAV's decoder, rate and channels
+    sample_rate: int = 0
+    channels: int = 0
+
+
+# legacy sound formats ingest decodes (-> AAC): id -> (name, PyAV decoder, fixed rate)
+_DECODABLE_AUDIO = {
+    0: ("pcm", "pcm_s16le", 0),  # "platform endian": little endian in practice
+    1: ("adpcm", "adpcm_swf", 0),
+    2: ("mp3", "mp3", 0),
+    3: ("pcm", "pcm_s16le", 0),
+    4: ("nellymoser", "nellymoser", 16000),
+    5: ("nellymoser", "nellymoser", 8000),
+    6: ("nellymoser", "nellymoser", 0),
+    7: ("pcma", "pcm_alaw", 8000),
+    8: ("pcmu", "pcm_mulaw", 8000),
+    11: ("speex", "speex", 16000),
+    14: ("mp3", "mp3", 8000),
+}
+_SOUND_RATES = (5512, 11025, 22050, 44100)
+
+
+def audio_codec_name(payload: Buffer) -> str:
+    """The codec of an audio message as people name it, for stats and messages."""
+    if not len(payload):
+        return "unknown"
+    fmt = payload[0] >> 4
+    if fmt == 10 or (fmt == 9 and bytes(payload[1:5]) == b"mp4a"):
+        return "aac"
+    if fmt in _DECODABLE_AUDIO:
+        return _DECODABLE_AUDIO[fmt][0]
+    return _AUDIO_NAMES.get(fmt, f"sound format {fmt}")
+
+
+def _decodable_audio(view: memoryview, sound_format: int) -> AudioTag:
+    """A legacy non-AAC frame: the whole payload after the header byte is the frame."""
+    name, decoder, rate = _DECODABLE_AUDIO[sound_format]
+    head = view[0]
+    if name == "pcm" and not head & 0x02:
+        decoder = "pcm_u8"  # 8-bit samples
+    channels = 1 + (head & 0x01) if name in ("pcma", "pcmu") or not rate else 1
+    return AudioTag(
+        name, FRAME, view[1:], decoder, rate or _SOUND_RATES[(head >> 2) & 0x03], channels
+    )
 
 
 def si24(b: Buffer, at: int) -> int:
@@ -144,6 +188,8 @@ def parse_audio(payload: Buffer) -> AudioTag:
     sound_format = view[0] >> 4
     if sound_format == 9:
         return _enhanced_audio(view)
+    if sound_format in _DECODABLE_AUDIO:
+        return _decodable_audio(view, sound_format)
     if sound_format != 10:
         name = _AUDIO_NAMES.get(sound_format, f"sound format {sound_format}")
         raise UnsupportedCodec(f"unsupported audio codec {name}: send AAC")

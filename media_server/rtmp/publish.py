@@ -14,8 +14,11 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+import av
+
 from media_server.hub import Publication
-from media_server.media import Packet, Track
+from media_server.ingest_audio import AudioSource, AudioTranscoder, ThreadedTranscoder
+from media_server.media import Packet, SourceTrack, Track
 from media_server.rtmp import flv
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,8 @@ class Ingest:
         self.metadata: dict[str, Any] = {}
         self.frames_without_config = 0
         self.audio_problem: str | None = None
+        self.transcoder: ThreadedTranscoder | None = None  # audio in another codec -> AAC
+        self.dropped_audio: SourceTrack | None = None
 
     @property
     def tracks(self) -> tuple[Track, ...]:
@@ -161,8 +166,10 @@ class Ingest:
                 return
         except flv.FlvError as exc:
             # audio we cannot carry must not cost the court its picture: keep the video
-            self.audio_problem = str(exc)
-            log.warning("rtmp %s: audio dropped: %s", self.name, exc)
+            self._drop_audio(flv.audio_codec_name(payload), str(exc))
+            return
+        if tag.decoder:
+            self._transcode_audio(tag, timestamp, arrival)
             return
         src = self.audio
         if tag.kind != flv.FRAME or src is None or not len(tag.data):
@@ -171,6 +178,59 @@ class Ingest:
             self._announce()
         dts = src.unwrap(timestamp)
         self.publication.push(Packet(src.index, dts, dts, True, bytes(tag.data), arrival))
+
+    # -- audio in another codec than AAC --
+
+    def _transcode_audio(self, tag: flv.AudioTag, timestamp: int, arrival: float) -> None:
+        """One transcoder per publication, in a pool thread; its AAC comes back to
+        _push_audio on the loop."""
+        current = self.transcoder
+        if current is None or current.transcoder.source.name != tag.codec:
+            if current is not None:
+                current.close()
+            source = AudioSource(tag.codec, tag.decoder, tag.sample_rate, tag.channels, 1000)
+            try:
+                current = ThreadedTranscoder(AudioTranscoder(source, 0), self._push_audio)
+            except (av.FFmpegError, ValueError) as exc:
+                self._drop_audio(tag.codec, f"cannot transcode {tag.codec}: {exc}")
+                return
+            self.transcoder = current
+            self._configured("audio", tag.codec, b"", current.track)
+        src = self.audio
+        if src is None or not len(tag.data):
+            return
+        if not self.announced:
+            self._announce()
+        current.feed(bytes(tag.data), src.unwrap(timestamp), arrival)
+
+    def _push_audio(self, packets: list[Packet]) -> None:
+        src = self.audio
+        if not self.publication.alive and self.transcoder is not None:
+            self.transcoder.close()  # the publication ended: nothing more to transcode
+            return
+        if src is None or not self.announced:
+            return
+        for packet in packets:
+            packet.track = src.index
+            self.publication.push(packet)
+
+    def _drop_audio(self, codec: str, reason: str) -> None:
+        self.audio_problem = reason
+        self.dropped_audio = SourceTrack("audio", codec, f"dropped: {reason}")
+        log.warning("rtmp %s: audio dropped: %s", self.name, reason)
+        self._describe()
+
+    def _describe(self) -> None:
+        """Every track the publisher sends and what became of it, for stats and events."""
+        out = []
+        for src in self._sources():
+            state = "carried"
+            if src.track.source_codec:
+                state = f"transcoded from {src.track.source_codec}"
+            out.append(SourceTrack(src.track.kind, src.codec, state))
+        if self.dropped_audio is not None:
+            out.append(self.dropped_audio)
+        self.publication.describe_source(tuple(out))
 
     # -- tracks --
 
@@ -200,3 +260,4 @@ class Ingest:
             src.track = replace(src.track, index=index)
         self.announced = True
         self.publication.set_tracks(self.tracks)
+        self._describe()

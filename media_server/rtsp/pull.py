@@ -225,6 +225,7 @@ class RtspPull:
             self._worker.leave(session, reason)
             self._set_state("failed", reason, self.reconnects)
             return
+        self._publication.describe_source(item.source)
         self._set_state("live", "", self.reconnects)
 
     def _evicted(self, session: int, reason: str) -> None:

@@ -14,7 +14,24 @@ import av
 
 from media_server.codecs.bitstream import BitstreamError
 from media_server.codecs.video import AccessUnitNormalizer
+from media_server.ingest_audio import AudioSource, AudioTranscoder
 from media_server.media import Codec, Packet, Track
+
+# PyAV's decoder names -> the codec as a camera's settings page names it
+AUDIO_NAMES = {
+    "pcm_alaw": "pcma",
+    "pcm_mulaw": "pcmu",
+    "adpcm_g726": "g726",
+    "adpcm_g726le": "g726",
+    "g726": "g726",
+    "g726le": "g726",
+    "adpcm_g722": "g722",
+    "pcm_s16be": "l16",
+    "pcm_s24be": "l24",
+    "opus": "opus",
+    "mp3": "mp3",
+    "mp2": "mp2",
+}
 
 
 class TrackReader:
@@ -149,3 +166,27 @@ def _timescale(stream: av.stream.Stream, is_video: bool) -> tuple[int, Fraction 
     else:
         scale = cast(av.AudioCodecContext, stream.codec_context).sample_rate or 90000
     return scale, tb * scale
+
+
+class TranscodingReader(TrackReader):
+    """A source audio stream in another codec than AAC -> an AAC-LC hub track: timestamps
+    checked as any track's, then each frame transcoded (in the pull's worker thread)."""
+
+    def __init__(self, index: int, stream: av.stream.Stream) -> None:
+        super().__init__(index, stream, "aac")
+        ctx = cast(av.AudioCodecContext, stream.codec_context)
+        source = AudioSource(
+            AUDIO_NAMES.get(ctx.name, ctx.name),
+            ctx.name,
+            ctx.sample_rate,
+            ctx.channels,
+            self.timescale,
+        )
+        self.transcoder = AudioTranscoder(source, index, decoder=ctx)
+        self.track = self.transcoder.track
+
+    def read(self, packet: av.Packet[Any], arrival: float) -> list[Packet]:
+        out: list[Packet] = []
+        for stamped in super().read(packet, arrival):
+            out.extend(self.transcoder.transcode(stamped.data, stamped.dts, stamped.arrival))
+        return out

@@ -27,9 +27,9 @@ import av.error
 
 from core.redact import redact_url
 from media_server.codecs.bitstream import BitstreamError
-from media_server.media import Packet, Track, VideoCodec
+from media_server.media import Packet, SourceTrack, Track, VideoCodec
 from media_server.patches.pyav_interrupt_clock import CLOCK
-from media_server.rtsp.tracks import TrackReader
+from media_server.rtsp.tracks import AUDIO_NAMES, TrackReader, TranscodingReader
 
 if TYPE_CHECKING:
     from media_server.rtsp.pull import RtspPull
@@ -50,6 +50,7 @@ class SourceError(Exception):
 class Publish:
     tracks: tuple[Track, ...]
     session: int
+    source: tuple[SourceTrack, ...] = ()  # every track of the source, and its fate
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ class PullWorker:
         self._leave_session = -1  # the loop asks the worker to drop this session
         self._leave_reason = ""
         self._last_reason = ""
+        self._dropped: dict[int, str] = {}  # source stream index -> why it is not carried
 
     def leave(self, session: int, reason: str) -> None:
         """Drop `session` (called from the loop: the hub evicted or refused it)."""
@@ -156,33 +158,57 @@ class PullWorker:
             found = ", ".join(s.codec_context.name for s in container.streams.video) or "none"
             raise SourceError(f"no H.264/H.265 video track (video found: {found})")
         readers = {video.index: TrackReader(0, video, VIDEO_CODECS[video.codec_context.name])}
-        for stream in container.streams.audio:
-            if stream.codec_context.name == "aac" and len(readers) == 1:
+        self._dropped = {}
+        for stream in container.streams:
+            if stream.index in readers:
+                continue
+            if stream.type != "audio":
+                self._dropped[stream.index] = f"{stream.type} tracks are not carried"
+            elif len(readers) > 1:
+                self._dropped[stream.index] = "a second audio track (the first is carried)"
+            elif stream.codec_context.name == "aac":
                 readers[stream.index] = TrackReader(1, stream, "aac")
+            else:
+                try:  # AAC for every output, made here once (media_server/ingest_audio.py)
+                    readers[stream.index] = TranscodingReader(1, stream)
+                except (av.error.FFmpegError, ValueError) as exc:
+                    name = stream.codec_context.name
+                    self._dropped[stream.index] = f"cannot transcode {name}: {exc}"
         return readers
+
+    def _source_tracks(
+        self, container: av.container.InputContainer, readers: dict[int, TrackReader]
+    ) -> tuple[SourceTrack, ...]:
+        out = []
+        for stream in container.streams:
+            name = stream.codec_context.name
+            reader = readers.get(stream.index)
+            if isinstance(reader, TranscodingReader):
+                name = reader.transcoder.source.name
+                state = f"transcoded from {name}"
+            elif reader is not None:
+                name, state = reader.codec, "carried"
+            else:
+                name = AUDIO_NAMES.get(name, name)
+                state = f"dropped: {self._dropped.get(stream.index, 'not carried')}"
+            out.append(SourceTrack(stream.type, name, state))
+        return tuple(out)
 
     def _describe(
         self, container: av.container.InputContainer, readers: dict[int, TrackReader]
     ) -> None:
-        kept = [
-            f"{r.codec} {r.track.width}x{r.track.height}"
-            if r.is_video
-            else f"{r.codec} {r.track.sample_rate} Hz"
-            for r in readers.values()
-        ]
-        skipped = [
-            f"{s.type} {s.codec_context.name}"
-            for s in container.streams
-            if s.index not in readers and s.type in ("video", "audio")
-        ]
+        tracks = ", ".join(
+            f"{t.kind} {t.codec}: {t.state}" for t in self._source_tracks(container, readers)
+        )
         log.info(
-            "stream %s: connected to %s (%s): %s%s",
+            "stream %s: connected to %s (%s): %s",
             self.pull.stream_id,
             self.pull.safe_url,
             "file" if self.pull.is_file else self.pull.transport,
-            ", ".join(kept),
-            f"; skipped {', '.join(skipped)} (transcoding not yet supported)" if skipped else "",
+            tracks,
         )
+        if self._dropped:
+            log.warning("stream %s: %s", self.pull.stream_id, tracks)
 
     def _forward(
         self,
@@ -204,7 +230,8 @@ class PullWorker:
                         continue  # nothing a viewer could start from yet
                     video.new_track = None
                     tracks = tuple(r.track for r in readers.values())
-                    self._send(Publish(tracks, self._session))
+                    source = self._source_tracks(container, readers)
+                    self._send(Publish(tracks, self._session, source))
                     live_since.append(time.monotonic())
                     published = True
                 elif reader.new_track is not None:

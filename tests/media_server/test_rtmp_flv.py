@@ -98,11 +98,32 @@ def test_unsupported_video_codecs_are_named(payload: bytes, words: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "payload, words", [(b"\x2f\x00", "MP3"), (b"\x7f\x00", "G.711 A-law"), (b"\x90Opus", "'Opus'")]
+    "payload, words", [(b"\xff\x00", "device specific"), (b"\x90Opus", "'Opus'")]
 )
 def test_unsupported_audio_codecs_say_send_aac(payload: bytes, words: str) -> None:
     with pytest.raises(UnsupportedCodec, match=f"{words}.*send AAC"):
         flv.parse_audio(payload)
+    assert words.strip("'") in flv.audio_codec_name(payload) or payload[0] >> 4 == 9
+
+
+@pytest.mark.parametrize(
+    "head, name, decoder, rate, channels",
+    [
+        (0x72, "pcma", "pcm_alaw", 8000, 1),  # G.711 is 8 kHz whatever the rate bits say
+        (0x82, "pcmu", "pcm_mulaw", 8000, 1),
+        (0x2F, "mp3", "mp3", 44100, 2),
+        (0xB2, "speex", "speex", 16000, 1),
+        (0x3A, "pcm", "pcm_s16le", 22050, 1),
+        (0x38, "pcm", "pcm_u8", 22050, 1),
+    ],
+)
+def test_legacy_audio_is_a_frame_to_transcode(
+    head: int, name: str, decoder: str, rate: int, channels: int
+) -> None:
+    tag = flv.parse_audio(bytes((head,)) + b"\x01\x02")
+    assert (tag.codec, tag.kind, bytes(tag.data)) == (name, flv.FRAME, b"\x01\x02")
+    assert (tag.decoder, tag.sample_rate, tag.channels) == (decoder, rate, channels)
+    assert flv.audio_codec_name(bytes((head,))) == name
 
 
 @pytest.mark.parametrize(

@@ -254,7 +254,7 @@ async def test_wrong_password_says_so_and_hides_it(
     assert "Wr0ng-pa55" not in caplog.text and "Wr0ng-pa55" not in str(states.seen)
 
 
-async def test_pcma_audio_is_skipped_with_a_note(
+async def test_pcma_audio_is_transcoded_with_a_note(
     rtsp_camera: Camera, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
@@ -267,9 +267,9 @@ async def test_pcma_audio_is_skipped_with_a_note(
         starts, packets = await collect(sub, 2.0)
     finally:
         await pull.stop()
-    assert [t.codec for t in starts[0].tracks] == ["h264"]
-    assert {p.track for p in packets} == {0}
-    assert "skipped audio pcm_alaw" in caplog.text
+    assert [t.codec for t in starts[0].tracks] == ["h264", "aac"]
+    assert {p.track for p in packets} == {0, 1}
+    assert "audio pcma: transcoded from pcma" in caplog.text
 
 
 # -- a local file, looped in real time --
