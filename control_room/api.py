@@ -15,7 +15,7 @@ from core import presence
 from core.identity import SESSION_COOKIE, caller_guards, session_resolver, session_token
 from core.rights import Caller
 from media_server.access import PlayTokens
-from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
+from media_server.streams import StreamClass, StreamDefinition, StreamRegistry, check_source_url
 
 if TYPE_CHECKING:
     from control_room.role import ControlRoomRole
@@ -94,6 +94,10 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
         body: StreamIn,
         _: Annotated[Caller, require("define_streams")],
     ) -> dict[str, Any]:
+        try:
+            check_source_url(body.source_url, role.config.security.open)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         definition = StreamDefinition(**body.model_dump())
         key = await registry.define(definition)
         return {**definition.public_view(), "key": key}

@@ -36,6 +36,21 @@ def valid_stream_id(stream_id: str) -> bool:
     return bool(STREAM_ID.match(stream_id))
 
 
+PULLED_SCHEMES = ("rtsp://", "rtsps://")
+
+
+def check_source_url(url: str, local_ok: bool) -> None:
+    """A pulled source is an RTSP camera; ValueError otherwise. FFmpeg, which opens it,
+    would as readily fetch http:// from the server's own network or read its files.
+    local_ok (open or demo mode, local trials): a file path or file:// too."""
+    if not url or url.lower().startswith(PULLED_SCHEMES):
+        return
+    if local_ok and ("://" not in url or url.startswith("file://")):
+        return
+    where = " or a file (open and demo mode only)" if not local_ok else " or a file"
+    raise ValueError(f"source_url must be an rtsp:// or rtsps:// camera URL{where}")
+
+
 def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

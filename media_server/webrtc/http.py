@@ -53,14 +53,17 @@ def make_webrtc_router(
 def _add_whep(router: APIRouter, service: WebRTCService, authorize: AuthorizePlay) -> None:
     @router.post("/whep/{stream_id}", status_code=201, response_class=Response)
     async def whep_offer(stream_id: str, request: Request) -> Response:
-        if not await service.rooms.may_play(stream_id, bearer_token(request)):
+        seat = await service.rooms.may_play(stream_id, bearer_token(request))
+        if not seat:
             await authorize(request, stream_id)
             await audit_watch(service, request, stream_id)
         offer = await _read_offer(request)
         viewer = request.client.host if request.client else ""
+        public = not seat and await service.room_hooks.resolve_caller(request) is None
         try:
-            with service.slot("whep", stream_id):
+            with service.slot("whep", stream_id, viewer if public else None) as keep:
                 session, answer = await service.whep.open(stream_id, offer, viewer)
+                keep(session.id)
         except SignalingError as exc:
             return _refuse(exc)
         return _created(answer, session.location)
@@ -139,7 +142,7 @@ def _created(answer: str, location: str) -> Response:
 
 
 def _refuse(exc: SignalingError) -> Response:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status in (429, 503) else None
     return JSONResponse({"detail": exc.reason}, status_code=exc.status, headers=headers)
 
 

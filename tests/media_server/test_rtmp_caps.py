@@ -107,8 +107,8 @@ async def test_unfinished_message_bytes_are_bounded_by_max_message() -> None:
             client.writer.write(_chunk0(csid, 90_000, 9, bytes(65536)))
         with contextlib.suppress(ConnectionError):
             await client.writer.drain()
-        got = await asyncio.wait_for(client.reader.read(), 3)  # EOF: the server closed
-        assert got is not None
+        with contextlib.suppress(ConnectionError):  # EOF or reset: the server closed
+            await asyncio.wait_for(client.reader.read(), 3)
         assert server.stats.protocol_errors == 1
     finally:
         await client.close()

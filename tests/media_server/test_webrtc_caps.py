@@ -53,7 +53,7 @@ class CapsServer(LiveServer):
 
 
 @pytest.fixture
-def caps_server(webrtc_clips: dict[str, Path]) -> Iterator[CapsServer]:
+def caps_server(webrtc_clips: dict[str, Path]) -> Iterator[CapsServer]:  # noqa: F811
     options = WebRTCOptions(max_sessions=6, staff_reserve=2, max_public_per_address=3)
     server = CapsServer({"court1": webrtc_clips["court1"]}, options=options).start()
     yield server
