@@ -35,7 +35,7 @@ def agent(source: dict[str, Any]) -> dict[str, Any]:
     ],
 )
 def test_a_source_url_must_match_its_kind(source: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError, match="sources.cam"):
+    with pytest.raises(ConfigError, match=r"sources\.cam"):
         parse_agent_config(agent(source))
 
 
