@@ -64,7 +64,10 @@ def serve(port: int, clip: Path, shared: bool, gso: bool, host: str = "127.0.0.1
                 allow,
                 allow,
                 IceConfig(host_addresses=[host], connect_timeout_s=60),
-                WebRTCOptions(shared_packetization=shared),
+                # every viewer here is anonymous and on one address: no per-address share
+                WebRTCOptions(
+                    shared_packetization=shared, staff_reserve=0, max_public_per_address=1000
+                ),
             )
         )
         publisher = asyncio.create_task(ClipPublisher(hub, "bench", load_clip(clip)).run())

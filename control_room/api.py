@@ -16,7 +16,13 @@ from core.audit import audit
 from core.identity import SESSION_COOKIE, caller_guards, session_resolver, session_token
 from core.rights import Caller, may
 from media_server.access import PlayTokens
-from media_server.streams import StreamClass, StreamDefinition, StreamExists, StreamRegistry
+from media_server.streams import (
+    StreamClass,
+    StreamDefinition,
+    StreamExists,
+    StreamRegistry,
+    check_source_url,
+)
 from recorder.sessions import TrialSessions
 
 if TYPE_CHECKING:
@@ -119,6 +125,10 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
         body: StreamIn,
         caller: Annotated[Caller | None, require("define_streams")],
     ) -> dict[str, Any]:
+        try:
+            check_source_url(body.source_url, role.config.security.open)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         definition = StreamDefinition(**body.model_dump())
         try:
             key = await registry.create(definition)

@@ -44,12 +44,30 @@ class HttpConfig(_Model):
     port: int = Field(default=8080, ge=0, le=65535)
     # the address viewers use to reach this node, for signed URLs; default http://host:port
     public_url: str | None = None
+    # resource caps (courtcast/http_guard.py, courtcast/body_limit.py)
+    max_connections: int = Field(default=4000, ge=1)  # beyond: 503
+    header_timeout_s: float = Field(default=10.0, gt=0)  # a request's line and headers
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    # connections of one address whose request headers are not complete yet (slowloris);
+    # a proxy in front sends whole headers, so it is not held back by this
+    max_unfinished_per_address: int = Field(default=64, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)  # API JSON
+    max_login_bytes: int = Field(default=4096, ge=256)
+    max_sdp_bytes: int = Field(default=64 * 1024, ge=4096)  # WHIP/WHEP offers
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)  # agents' backfill
 
 
 class RtmpConfig(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=1935, ge=0, le=65535)
+    max_connections: int = Field(default=2000, ge=1)
+    max_connections_per_address: int = Field(default=64, ge=1)
+    handshake_timeout_s: float = Field(default=10.0, gt=0)
+    # from the handshake to publish or play, pings or not
+    publish_deadline_s: float = Field(default=15.0, gt=0)
+    # the largest message (a video frame); unfinished messages are bounded by it too
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=0xFFFFFF)
 
 
 class StateConfig(_Model):
@@ -106,6 +124,10 @@ class WebRtcConfig(_Model):
     connect_timeout_s: float = Field(default=20.0, gt=0)
     # RTP payloads of a frame computed once per stream, shared by all its viewers
     shared_packetization: bool = True
+    max_sessions: int = Field(default=60, ge=1)  # WHEP viewers of this node
+    # of those, slots anonymous viewers never take (the wall, arraignment rooms)
+    staff_reserve: int = Field(default=20, ge=0)
+    max_public_per_address: int = Field(default=4, ge=1)
 
 
 class SecurityConfig(_Model):

@@ -24,7 +24,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from core.config import Config, ConfigError
 from core.rights import Caller, may
+from courtcast.body_limit import BodyLimit
 from courtcast.http_front import FrontDoor
+from courtcast.http_guard import HeaderLimits, guarded_protocol
 
 log = logging.getLogger(__name__)
 
@@ -181,13 +183,29 @@ class Platform:
         for role in self.roles:
             for prefix, hot in getattr(role, "hot_paths", {}).items():
                 front.add(prefix, hot)
-        # httptools: uvicorn's C parser; h11 costs several times more per request, and an
-        # LL-HLS viewer makes about four a second
-        cfg = uvicorn.Config(
+        http = self.config.http
+        sdp = http.max_sdp_bytes
+        app = BodyLimit(
             front,
+            http.max_body_bytes,
+            [
+                ("/api/v1/login", http.max_login_bytes),
+                ("/whep/", sdp),
+                ("/whip/", sdp),
+                ("/api/v1/backfill/", http.max_upload_bytes),
+            ],
+        )
+        # httptools (uvicorn's C parser; h11 costs several times more per request, and an
+        # LL-HLS viewer makes about four a second), guarded against slow clients
+        guarded = HeaderLimits(
+            http.header_timeout_s, http.max_header_bytes, http.max_unfinished_per_address
+        )
+        cfg = uvicorn.Config(
+            app,
             log_level="warning",
             lifespan="off",
-            http="httptools",
+            http=guarded_protocol(guarded),
+            limit_concurrency=http.max_connections,
             access_log=False,
             timeout_graceful_shutdown=1,
         )

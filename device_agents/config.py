@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.config import ConfigError, describe_validation_error, read_yaml
 from device_agents.protocol import SourceKind
+from media_server.streams import is_camera_url, is_local_path
 
 
 class _Model(BaseModel):
@@ -40,6 +41,21 @@ class SourceConfig(_Model):
     main: StreamConfig
     sub: StreamConfig | None = None
     onvif_url: str | None = None  # http://cam/onvif/device_service, for PTZ presets
+
+    @model_validator(mode="after")
+    def _url_of_its_kind(self) -> SourceConfig:
+        # FFmpeg opens whatever protocol a URL names: a "camera" must not be http://
+        ok = {
+            "rtsp": is_camera_url(self.url),
+            "file": is_local_path(self.url),
+            "test": self.url.startswith("test:"),
+            "v4l2": self.url.startswith("/dev/"),
+        }[self.kind]
+        if not ok:
+            raise ValueError(f"url {self.url.split(':')[0]}:... does not fit kind {self.kind}")
+        if self.sub_url is not None and not is_camera_url(self.sub_url):
+            raise ValueError("sub_url must be an rtsp:// or rtsps:// URL")
+        return self
 
 
 class SpoolConfig(_Model):

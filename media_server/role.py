@@ -21,7 +21,12 @@ from media_server.admissions import Admission, Admissions
 from media_server.hub import Hub
 from media_server.stats import HubCollector, RtmpCollector, stream_stats
 from media_server.streams import CHANGES as STREAM_CHANGES
-from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
+from media_server.streams import (
+    StreamClass,
+    StreamDefinition,
+    StreamRegistry,
+    check_source_url,
+)
 from storage.role import StorageRole
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,7 @@ class MediaServerRole:
         # called with (scope, receive, send), True when it answered
         self.hot_paths: dict[str, Callable[..., Awaitable[bool]]] = {}
         self._rtmp_sock = rtmp_sock  # bound by the platform before anything started
+        self._refused: set[str] = set()  # sources refused (logged once)
 
     @property
     def rtmp_port(self) -> int:
@@ -114,7 +120,7 @@ class MediaServerRole:
         if self._rtmp_sock is None:
             return
         from media_server.rtmp.errors import RtmpRefused
-        from media_server.rtmp.server import RtmpServer
+        from media_server.rtmp.server import RtmpLimits, RtmpServer
 
         async def authorize(stream_id: str, key: str | None, action: str, peer: str) -> None:
             try:
@@ -131,11 +137,20 @@ class MediaServerRole:
             if not self.config.security.open:
                 self.admissions.admit(Admission(stream_id, key, None, cut, ended))
 
+        cfg = self.config.rtmp
+        limits = RtmpLimits(
+            handshake_timeout=cfg.handshake_timeout_s,
+            idle_timeout=cfg.publish_deadline_s,
+            max_connections=cfg.max_connections,
+            max_connections_per_address=cfg.max_connections_per_address,
+            max_message=cfg.max_message_bytes,
+        )
         self.rtmp = RtmpServer(
             self.hub,
-            self.config.rtmp.host,
+            cfg.host,
             0,
             authorize=authorize,
+            limits=limits,
             sock=self._rtmp_sock,
             admit_player=admit_player,
         )
@@ -164,7 +179,11 @@ class MediaServerRole:
         """Start a puller for every registered stream with a source URL; stop removed ones."""
         from media_server.rtsp.pull import RtspPull
 
-        wanted = {d.id: d for d in await self.registry.list() if d.source_url and d.enabled}
+        wanted = {
+            d.id: d
+            for d in await self.registry.list()
+            if d.source_url and d.enabled and self._may_pull(d)
+        }
         for stream_id in list(self.pulls):
             if stream_id not in wanted or self.pulls[stream_id].url != wanted[stream_id].source_url:
                 await self.pulls.pop(stream_id).stop()
@@ -173,6 +192,18 @@ class MediaServerRole:
                 pull = RtspPull(self.hub, stream_id, definition.source_url)
                 pull.start()
                 self.pulls[stream_id] = pull
+
+    def _may_pull(self, definition: StreamDefinition) -> bool:
+        """Only RTSP cameras (files too in open or demo mode), whoever wrote the definition."""
+        local_ok = self.config.security.open or self.config.demo.enabled
+        try:
+            check_source_url(definition.source_url, local_ok)
+        except ValueError as exc:
+            if definition.id not in self._refused:
+                log.warning("stream %s not pulled: %s", definition.id, exc)
+                self._refused.add(definition.id)
+            return False
+        return True
 
     async def _drop_disabled_publishers(self) -> None:
         """A publisher on a stream that was disabled (a device disabled or revoked) is
@@ -345,7 +376,12 @@ class MediaServerRole:
             include_loopback=cfg.include_loopback,
             connect_timeout_s=cfg.connect_timeout_s,
         )
-        options = WebRTCOptions(shared_packetization=cfg.shared_packetization)
+        options = WebRTCOptions(
+            shared_packetization=cfg.shared_packetization,
+            max_sessions=cfg.max_sessions,
+            staff_reserve=cfg.staff_reserve,
+            max_public_per_address=cfg.max_public_per_address,
+        )
         self.app.include_router(
             make_webrtc_router(
                 self.hub,

@@ -39,6 +39,31 @@ def valid_stream_id(stream_id: str) -> bool:
     return bool(STREAM_ID.match(stream_id))
 
 
+PULLED_SCHEMES = ("rtsp://", "rtsps://")
+_PROTOCOL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # FFmpeg's "proto:" (http:, concat:, ...)
+
+
+def is_camera_url(url: str) -> bool:
+    return url.lower().startswith(PULLED_SCHEMES)
+
+
+def is_local_path(url: str) -> bool:
+    """A file path (or file://path) that FFmpeg opens as a file, not through a protocol."""
+    return bool(url) and not _PROTOCOL.match(url.removeprefix("file://"))
+
+
+def check_source_url(url: str, local_ok: bool) -> None:
+    """A pulled source is an RTSP camera; ValueError otherwise. FFmpeg, which opens it,
+    would as readily fetch http:// from the server's own network or read its files.
+    local_ok (open or demo mode, local trials): a file path or file:// too."""
+    if not url or is_camera_url(url):
+        return
+    if local_ok and is_local_path(url):
+        return
+    where = " or a file (open and demo mode only)" if not local_ok else " or a file"
+    raise ValueError(f"source_url must be an rtsp:// or rtsps:// camera URL{where}")
+
+
 def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from core import presence
-from courtcast.cli.common import UsageError, state_args, with_state
+from courtcast.cli.common import UsageError, config_from, state_args, with_state
 from courtcast.cli.table import Column, print_listing
 
 if TYPE_CHECKING:
@@ -79,7 +79,19 @@ def _cells(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def cmd_streams_add(args: argparse.Namespace) -> int:
     from core.audit import audit
-    from media_server.streams import StreamClass, StreamDefinition, StreamExists, StreamRegistry
+    from media_server.streams import (
+        StreamClass,
+        StreamDefinition,
+        StreamExists,
+        StreamRegistry,
+        check_source_url,
+    )
+
+    config = config_from(args)
+    try:
+        check_source_url(args.source, config.security.open or config.demo.enabled)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
     async def work(state: StateStore) -> int:
         definition = StreamDefinition(

@@ -17,11 +17,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from core.per_address import PerAddress
 from media_server.hub import Hub
 from media_server.rtmp.session import RtmpSession
 from media_server.rtmp.transport import RtmpTransport
 
 log = logging.getLogger(__name__)
+
+PENDING_SLACK = 256 * 1024
 
 Authorize = Callable[[str, str | None, str, str], Awaitable[None]]
 # a player let in: (stream_id, key, cut(reason), ended()), to be checked again while it plays
@@ -46,13 +49,21 @@ class RtmpStats:
 @dataclass(frozen=True)
 class RtmpLimits:
     handshake_timeout: float = 10.0
-    idle_timeout: float = 30.0  # connected but neither publishing nor playing
+    # from the handshake to publish or play: a deadline, not reset by pings
+    idle_timeout: float = 15.0
     publish_timeout: float = 30.0  # a publisher silent this long is gone
     write_timeout: float = 20.0  # a player that takes nothing for this long is dropped
     max_connections: int = 2000
+    max_connections_per_address: int = 64  # a flood from one address leaves room for others
     window_ack_size: int = 2_500_000
     chunk_size: int = 4096
     max_message: int = 8 * 1024 * 1024  # far above any real frame, far below a DoS
+
+    @property
+    def max_pending(self) -> int:
+        """Bytes of unfinished messages a connection may hold: one largest message, and
+        room for the small audio ones interleaved with it."""
+        return self.max_message + PENDING_SLACK
 
 
 class RtmpServer:
@@ -83,6 +94,7 @@ class RtmpServer:
         self.stats = RtmpStats()
         self._server: asyncio.Server | None = None
         self._connections: set[RtmpTransport] = set()
+        self._per_address = PerAddress(self.limits.max_connections_per_address)
         self._started = time.monotonic()
 
     @property
@@ -122,6 +134,10 @@ class RtmpServer:
             log.warning("rtmp %s: refused, %d connections open", conn.peer, len(self._connections))
             self.stats.refused += 1
             return False
+        if not self._per_address.acquire(conn.host):
+            log.warning("rtmp %s: refused, too many connections from this address", conn.peer)
+            self.stats.refused += 1
+            return False
         self._connections.add(conn)
         self.stats.connections_total += 1
         self.stats.connections_open += 1
@@ -129,4 +145,5 @@ class RtmpServer:
 
     def _forget(self, conn: RtmpTransport) -> None:
         self._connections.discard(conn)
+        self._per_address.release(conn.host)
         self.stats.connections_open -= 1

@@ -245,6 +245,7 @@ class RtmpSession(RtmpTransport):
         except StreamBusy as exc:
             self._refuse(msid, "NetStream.Publish.BadName", f"publish {stream_id!r}", str(exc))
         self.ingest = Ingest(publication, f"{self.peer} {stream_id}")
+        self.act_by = None
         self.publish_msid = msid
         self.stats.publishing += 1
         stream = publication.stream
@@ -276,6 +277,7 @@ class RtmpSession(RtmpTransport):
         self._status(msid, "status", "NetStream.Play.Start", f"started playing {stream_id}")
         self._send(CSID_DATA, DATA_AMF0, msid, amf0.encode("|RtmpSampleAccess", True, True))
         self.stats.playing += 1
+        self.act_by = None
         self.play_task = task = asyncio.create_task(self._play_loop(stream_id, msid))
         if self.server.admit_player is not None:
             self.server.admit_player(stream_id, key, self.close, task.done)

@@ -72,8 +72,9 @@ class RtmpTransport(asyncio.BufferedProtocol):
         self.server, self.stats, self.limits = server, server.stats, server.limits
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.peer = "?"
-        self.chunks_in = ChunkReader(max_message=self.limits.max_message)
+        self.peer = self.host = "?"
+        limits = self.limits
+        self.chunks_in = ChunkReader(max_message=limits.max_message, max_pending=limits.max_pending)
         self.chunks_out = ChunkWriter()
         self.phase = "handshake"
         self.batching: ReadBatching | None = None  # while publishing
@@ -88,6 +89,7 @@ class RtmpTransport(asyncio.BufferedProtocol):
         self._failure: BaseException | None = None  # raised in the task (logged there)
         self._eof = False
         self._last_data = self.loop.time()
+        self.act_by: float | None = None  # publish or play by then (the session clears it)
         self._waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._lost = False
@@ -121,6 +123,7 @@ class RtmpTransport(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
         addr = transport.get_extra_info("peername")
         self.peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        self.host = str(addr[0]) if isinstance(addr, tuple) else str(addr)
         if not self.server._accept(self):
             transport.close()
             return
@@ -239,6 +242,7 @@ class RtmpTransport(asyncio.BufferedProtocol):
             async with asyncio.timeout(self.limits.handshake_timeout):
                 await self._handshake()
             self.phase = "waiting for publish or play"
+            self.act_by = self.loop.time() + self.limits.idle_timeout
             await self._read_loop()
         except CloseConnection as exc:
             reason, warn = exc.reason, exc.warn
@@ -336,14 +340,17 @@ class RtmpTransport(asyncio.BufferedProtocol):
 
     async def _wait_for_messages(self, timeout: float | None) -> None:
         """Until the task has something to do; TimeoutError after timeout s without data.
-        The deadline is checked lazily: data only moves _last_data, no timer per read."""
+        The deadline is checked lazily: data only moves _last_data, no timer per read.
+        act_by, when set, is a deadline no data moves."""
         while True:
             if self._backlog or self._failure is not None or self._eof:
                 return
-            if timeout is None:
+            deadline = self._last_data + timeout if timeout is not None else None
+            if self.act_by is not None:
+                deadline = self.act_by if deadline is None else min(deadline, self.act_by)
+            if deadline is None:
                 await self._wait()
                 return
-            deadline = self._last_data + timeout
             if self.loop.time() >= deadline:
                 raise TimeoutError
             try:

@@ -66,9 +66,11 @@ def _add_whep(
             await audit_watch(service, request, stream_id)
         offer = await _read_offer(request)
         viewer = request.client.host if request.client else ""
+        public = not seat and await service.room_hooks.resolve_caller(request) is None
         try:
-            with service.slot("whep", stream_id):
+            with service.slot("whep", stream_id, viewer if public else None) as keep:
                 session, answer = await service.whep.open(stream_id, offer, viewer)
+                keep(session.id)
         except SignalingError as exc:
             return _refuse(exc)
         if not seat and admit is not None:
@@ -149,7 +151,7 @@ def _created(answer: str, location: str) -> Response:
 
 
 def _refuse(exc: SignalingError) -> Response:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status in (429, 503) else None
     return JSONResponse({"detail": exc.reason}, status_code=exc.status, headers=headers)
 
 

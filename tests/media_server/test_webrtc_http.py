@@ -255,7 +255,8 @@ async def test_session_limit_is_503_with_a_reason_and_frees_on_hang_up(
 ) -> None:
     server = await asyncio.to_thread(
         lambda: LiveServer(
-            {"court1": webrtc_clips["court1"]}, options=WebRTCOptions(max_sessions=2)
+            {"court1": webrtc_clips["court1"]},
+            options=WebRTCOptions(max_sessions=2, staff_reserve=0),
         ).start()
     )
     try:
