@@ -39,7 +39,7 @@ class SourceConfig(_Model):
     sub_url: str | None = None  # the camera's second (smaller) stream, RTSP only
     main: StreamConfig
     sub: StreamConfig | None = None
-    onvif_url: str | None = None  # http://cam/onvif/device_service, for PTZ presets
+    onvif_url: str | None = None  # http://cam/onvif/device_service: PTZ presets, sub stream
 
 
 class SpoolConfig(_Model):
