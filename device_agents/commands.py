@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from core.config import ConfigError
-from device_agents.onvif import goto_preset
+from device_agents.onvif import goto_preset, sub_stream_h264
 from device_agents.protocol import Command, CommandResult
 from device_agents.snapshot import SnapshotError, snapshot
 from device_agents.unit import SourceUnit
@@ -100,6 +100,18 @@ async def _ptz(agent: Agent, command: Command) -> dict[str, Any]:
     return {"preset": str(preset)}
 
 
+async def _sub_stream_h264(agent: Agent, command: Command) -> dict[str, Any]:
+    """The camera's sub stream set to H.264 without B-frames, so a wall tile plays it as is."""
+    unit = _unit(agent, command)
+    if not unit.config.onvif_url:
+        raise CommandError("camera has no ONVIF endpoint")
+    data = await sub_stream_h264(unit.config.onvif_url)
+    feed = unit.feeds.get("sub")
+    if data["changed"] and feed is not None:
+        await feed.restart()  # ONVIF: a running stream may keep its old encoding until re-opened
+    return data
+
+
 HANDLERS: dict[str, Handler] = {
     "start": _start,
     "stop": _stop,
@@ -108,6 +120,7 @@ HANDLERS: dict[str, Handler] = {
     "restart": _restart,
     "reload": _reload,
     "ptz": _ptz,
+    "sub-stream-h264": _sub_stream_h264,
 }
 
 

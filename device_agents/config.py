@@ -40,7 +40,7 @@ class SourceConfig(_Model):
     sub_url: str | None = None  # the camera's second (smaller) stream, RTSP only
     main: StreamConfig
     sub: StreamConfig | None = None
-    onvif_url: str | None = None  # http://cam/onvif/device_service, for PTZ presets
+    onvif_url: str | None = None  # http://cam/onvif/device_service: PTZ presets, sub stream
 
     @model_validator(mode="after")
     def _url_of_its_kind(self) -> SourceConfig:

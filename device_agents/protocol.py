@@ -39,7 +39,9 @@ WS_CLOSE_REFUSED = 4403  # revoked, disabled or unknown device: do not retry at 
 
 SourceKind = Literal["rtsp", "file", "test", "v4l2"]
 SourceState = Literal["up", "down", "starting", "stopped"]
-CommandName = Literal["start", "stop", "switch", "snapshot", "restart", "reload", "ptz"]
+CommandName = Literal[
+    "start", "stop", "switch", "snapshot", "restart", "reload", "ptz", "sub-stream-h264"
+]
 
 
 def stream_slug(text: str) -> str:

@@ -3,7 +3,8 @@ H.264 with B-frames, as OBS and broadcast encoders send by default): H.264 witho
 B-frames, never a 406.
 
 - The room's H.264 sub stream, when the camera has one live that plays as is (no B-frames):
-  nothing is transcoded.
+  nothing is transcoded. (An agent's `sub-stream-h264` command sets a camera's sub stream
+  so over ONVIF: device_agents/onvif.py.)
 - Otherwise a rendition: the stream decoded, scaled to at most 640x360 and encoded as
   constrained baseline H.264 (downscale.py) in a worker thread of its own, made once per
   stream and shared by all its viewers, started by the first and stopped after the last.

@@ -127,3 +127,25 @@ async def test_a_command_to_an_unconnected_device_says_so(
     assert answer.json()["detail"] == f"device {enrolled.device_id} is not connected"
     missing = await admin.post("/api/v1/devices/dev-00000000/commands", json={"name": "stop"})
     assert missing.status_code == 404
+
+
+async def test_technician_asks_for_an_h264_sub_stream(
+    platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]
+) -> None:
+    """The route carries `sub-stream-h264` to the agent and its answer back (the agent's side
+    against a real ONVIF camera: tests/device_agents/test_onvif_sub_stream.py)."""
+    enrolled = await enrol(platform, admin)
+    agent = await connect_agent(platform, enrolled, agents)
+    agent.handler = agent_answers
+    technician = await signed_in(platform, "tess", "technician")
+    try:
+        answer = await technician.post(
+            f"/api/v1/devices/{enrolled.device_id}/commands",
+            json={"name": "sub-stream-h264", "args": {"source": "bench"}},
+        )
+    finally:
+        await technician.aclose()
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["ok"], body["error"], body["data"]) == (True, "", {"source": "bench"})
+    assert [(c.name, c.args) for c in agent.commands] == [("sub-stream-h264", {"source": "bench"})]
