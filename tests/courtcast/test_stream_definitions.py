@@ -224,3 +224,20 @@ async def test_rotating_a_key_disconnects_a_whip_publisher_on_the_old_one(
         await first.close()
         if second is not None:
             await second.close()
+
+
+@pytest.mark.parametrize(
+    "source_url",
+    ["rtsp://[::1/cam", "rtsp://cam.local:99999/main", "rtsp://cam.local/main\r\nHost: x", 7],
+)
+async def test_a_malformed_source_url_is_a_422_on_patch_as_on_post(
+    platform: Platform, clients: tuple[httpx.AsyncClient, ...], source_url: object
+) -> None:
+    admin, _ = clients
+    assert (await admin.post("/api/v1/streams", json={"id": "court-a"})).status_code == 201
+    created = await admin.post("/api/v1/streams", json={"id": "court-b", "source_url": source_url})
+    changed = await admin.patch("/api/v1/streams/court-a", json={"source_url": source_url})
+    assert (created.status_code, changed.status_code) == (422, 422), changed.text
+    assert changed.json()["detail"][0]["loc"] == ["body", "source_url"]
+    definition = await StreamRegistry(state(platform)).get("court-a")
+    assert definition is not None and definition.source_url == ""
