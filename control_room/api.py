@@ -7,9 +7,10 @@ Redis, so this API answers the same whichever node (or how many) it runs on.
 # No `from __future__ import annotations` here: FastAPI must see the dependency closures
 # (current_caller, require) in the route annotations at definition time.
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core import presence
 from core.audit import audit
@@ -34,6 +35,22 @@ class SignIn(BaseModel):
     password: str
 
 
+def _well_formed(url: str) -> str:
+    """FFmpeg gets the source URL as it is: a control character (a CR LF that adds an RTSP
+    header) or a host and port it cannot read is refused here, not retried forever."""
+    if any(not c.isprintable() for c in url):
+        raise ValueError("source_url has a control character (newline, tab, ...)")
+    try:
+        _ = urlsplit(url).port  # reads the host and port: a bad one is a ValueError
+    except ValueError as exc:
+        raise ValueError(f"source_url is not a well-formed URL: {exc}") from None
+    return url
+
+
+# one field for POST (StreamIn) and PATCH (StreamChange): a check added here covers both
+SourceUrl = Annotated[str, Field(max_length=2048), AfterValidator(_well_formed)]
+
+
 class StreamIn(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     stream_class: StreamClass = StreamClass.trial
@@ -41,7 +58,7 @@ class StreamIn(BaseModel):
     title: str = ""
     court: str = ""
     room: str = ""
-    source_url: str = ""
+    source_url: SourceUrl = ""
 
 
 class StreamChange(BaseModel):
@@ -53,7 +70,7 @@ class StreamChange(BaseModel):
     title: str | None = None
     court: str | None = None
     room: str | None = None
-    source_url: str | None = None
+    source_url: SourceUrl | None = None
     enabled: bool | None = None
 
 

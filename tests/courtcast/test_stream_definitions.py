@@ -5,18 +5,32 @@ The platform runs as `courtcast up` runs it (test_platform.py's fixture), checks
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import VideoStreamTrack
 
 from core.audit import AUDIT_STREAM
 from courtcast.platform import Platform
+from media_server.patches.aiortc_ice_addresses import bind_candidate_addresses
 from media_server.streams import StreamRegistry
+from media_server.webrtc.ice import IceConfig, new_peer_connection
 from recorder.sessions import TrialSessions
-from tests.courtcast.test_platform import base_url, start_platform
+from tests.courtcast.test_platform import (
+    base_url,
+    cancel,
+    media_role,
+    push,
+    start_platform,
+    wait_live,
+)
+from tests.mediafiles import make_clip
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -131,3 +145,99 @@ async def test_a_key_is_rotated_only_by_its_own_call(
     entries = await audit_entries(platform, "stream.rotate-key")
     assert [(e["who"], e["stream"]) for e in entries] == [("tom", "court-a")]
     assert old not in str(entries) and new not in str(entries)
+
+
+async def test_rotating_a_key_disconnects_the_publisher_on_the_old_one(
+    platform: Platform, clients: tuple[httpx.AsyncClient, ...], tmp_path: Path
+) -> None:
+    admin, _ = clients
+    clip = make_clip(tmp_path, seconds=30, fps=25, gop=25, size=(320, 240))
+    old = (await admin.post("/api/v1/streams", json={"id": "court-a"})).json()["key"]
+    rtmp = f"rtmp://127.0.0.1:{media_role(platform).rtmp_port}/live/court-a?key="
+    publisher = asyncio.create_task(push(clip, rtmp + old))
+    try:
+        await wait_live(platform, "court-a")
+        rotated = await admin.post("/api/v1/streams/court-a/rotate-key")
+        assert rotated.status_code == 200, rotated.text
+        # the 30 s clip would still be playing: it ends because the server hung up
+        await asyncio.wait({publisher}, timeout=5)
+        assert publisher.done(), "the publisher on the old key is still streaming"
+        code, out = publisher.result()
+        assert code != 0, out
+        await wait_off_air(platform, "court-a", 1)
+        refused, _ = await push(clip, rtmp + old)
+        assert refused != 0
+        publisher = asyncio.create_task(push(clip, rtmp + rotated.json()["key"]))
+        await wait_live(platform, "court-a")
+        await asyncio.sleep(1.0)
+        assert not publisher.done()  # the new key publishes and is not disconnected
+    finally:
+        await cancel(publisher)
+
+
+async def whip_publish(node: Platform, stream_id: str, key: str) -> RTCPeerConnection:
+    """An aiortc WHIP publisher sending H.264 (blank frames); 201 or AssertionError."""
+    pc = new_peer_connection(IceConfig())
+    transceiver = pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    transceiver.setCodecPreferences([c for c in codecs if c.mimeType == "video/H264"])
+    bind_candidate_addresses(pc, ["127.0.0.1"])
+    await pc.setLocalDescription(await pc.createOffer())
+    async with httpx.AsyncClient(base_url=base_url(node), timeout=10) as http:
+        answer = await http.post(
+            f"/whip/{stream_id}",
+            content=pc.localDescription.sdp,
+            headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {key}"},
+        )
+    if answer.status_code != 201:
+        await pc.close()
+        raise AssertionError(f"WHIP publish refused: {answer.status_code} {answer.text}")
+    await pc.setRemoteDescription(RTCSessionDescription(answer.text, "answer"))
+    return pc
+
+
+async def wait_off_air(node: Platform, stream_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (stream := media_role(node).hub.find(stream_id)) is not None and stream.live:
+        assert time.monotonic() < deadline, f"{stream_id} is still published on the old key"
+        await asyncio.sleep(0.05)
+
+
+async def test_rotating_a_key_disconnects_a_whip_publisher_on_the_old_one(
+    platform: Platform, clients: tuple[httpx.AsyncClient, ...]
+) -> None:
+    admin, _ = clients
+    old = (await admin.post("/api/v1/streams", json={"id": "court-a"})).json()["key"]
+    first = await whip_publish(platform, "court-a", old)
+    second: RTCPeerConnection | None = None
+    try:
+        await wait_live(platform, "court-a")
+        rotated = await admin.post("/api/v1/streams/court-a/rotate-key")
+        await wait_off_air(platform, "court-a", 5)
+        with pytest.raises(AssertionError, match=r"401 .*wrong or missing key"):
+            await (await whip_publish(platform, "court-a", old)).close()
+        second = await whip_publish(platform, "court-a", rotated.json()["key"])
+        await wait_live(platform, "court-a")
+        await asyncio.sleep(1.0)
+        await wait_live(platform, "court-a", timeout=0.1)  # still on air
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
+
+
+@pytest.mark.parametrize(
+    "source_url",
+    ["rtsp://[::1/cam", "rtsp://cam.local:99999/main", "rtsp://cam.local/main\r\nHost: x", 7],
+)
+async def test_a_malformed_source_url_is_a_422_on_patch_as_on_post(
+    platform: Platform, clients: tuple[httpx.AsyncClient, ...], source_url: object
+) -> None:
+    admin, _ = clients
+    assert (await admin.post("/api/v1/streams", json={"id": "court-a"})).status_code == 201
+    created = await admin.post("/api/v1/streams", json={"id": "court-b", "source_url": source_url})
+    changed = await admin.patch("/api/v1/streams/court-a", json={"source_url": source_url})
+    assert (created.status_code, changed.status_code) == (422, 422), changed.text
+    assert changed.json()["detail"][0]["loc"] == ["body", "source_url"]
+    definition = await StreamRegistry(state(platform)).get("court-a")
+    assert definition is not None and definition.source_url == ""

@@ -54,9 +54,15 @@ async def publishing(platform: Platform, tmp_path: Path) -> AsyncIterator[str]:
     await cancel(publisher)
 
 
-async def make_private(node: Platform, stream_id: str) -> float:
+# what ends a public stream's viewers' right to it: made private, or disabled
+TAKEN_AWAY = pytest.mark.parametrize(
+    "change", [{"public": False}, {"enabled": False}], ids=["private", "disabled"]
+)
+
+
+async def take_away(node: Platform, stream_id: str, change: dict[str, Any]) -> float:
     registry = StreamRegistry(node.roles[0].state)  # type: ignore[attr-defined]
-    assert await registry.update(stream_id, {"public": False})
+    assert await registry.update(stream_id, change)
     return time.monotonic()
 
 
@@ -85,8 +91,9 @@ async def cut_at(viewer: Viewer, timeout: float) -> float:
     return time.monotonic()
 
 
-async def test_a_blocked_ll_hls_request_is_refused_once_the_stream_is_private(
-    platform: Platform, publishing: str
+@TAKEN_AWAY
+async def test_a_blocked_ll_hls_request_is_refused_once_the_right_is_taken_away(
+    platform: Platform, publishing: str, change: dict[str, Any]
 ) -> None:
     async with httpx.AsyncClient(base_url=base_url(platform), timeout=10) as http:
         playlist = await http.get(f"/live/{publishing}/index.m3u8")
@@ -97,13 +104,14 @@ async def test_a_blocked_ll_hls_request_is_refused_once_the_stream_is_private(
         )
         await asyncio.sleep(0.1)  # let in, now waiting for the next segment
         assert not blocked.done()
-        await make_private(platform, publishing)
+        await take_away(platform, publishing, change)
         answer = await blocked
     assert answer.status_code == 404, answer.text[:200]
 
 
-async def test_admitted_whep_and_rtmp_viewers_are_cut_when_the_stream_turns_private(
-    platform: Platform, publishing: str
+@TAKEN_AWAY
+async def test_admitted_whep_and_rtmp_viewers_are_cut_when_the_right_is_taken_away(
+    platform: Platform, publishing: str, change: dict[str, Any]
 ) -> None:
     viewer = await open_viewer(base_url(platform), publishing)
     assert viewer.response.status_code == 201, viewer.response.text
@@ -112,10 +120,10 @@ async def test_admitted_whep_and_rtmp_viewers_are_cut_when_the_stream_turns_priv
         assert len(await frames(viewer.track("video"), 10)) == 10
         await asyncio.sleep(1.0)
         assert not player.done()
-        changed = await make_private(platform, publishing)
+        changed = await take_away(platform, publishing, change)
         whep = await cut_at(viewer, CUT_WITHIN_S) - changed
         rtmp = await asyncio.wait_for(player, CUT_WITHIN_S) - changed
-        print(f"cut after the change: WHEP {whep:.2f} s, RTMP {rtmp:.2f} s")
+        print(f"cut after {change}: WHEP {whep:.2f} s, RTMP {rtmp:.2f} s")
         assert whep < CUT_WITHIN_S and rtmp < CUT_WITHIN_S
     finally:
         await viewer.close()

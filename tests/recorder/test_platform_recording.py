@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -256,4 +257,46 @@ async def test_an_arraignment_side_is_recorded_from_going_on_air_without_a_sessi
     finally:
         publisher.cancel()
         await asyncio.gather(publisher, return_exceptions=True)
+        await node.stop()
+
+
+async def test_a_token_echoed_into_a_recording_playlist_is_encoded_and_plays(
+    tmp_path: Path,
+) -> None:
+    """recorder/http.py copies ?token= into every URI of the playlist (a player sends it on
+    with each segment): raw, a token with '"' or a newline rewrote the playlist."""
+    clip = make_clip(tmp_path, seconds=6, fps=FPS, gop=FPS, size=(320, 240))
+    node = await start_platform(
+        tmp_path, **{"security.open": True, "recorder.segment_target_s": 2.0}
+    )
+    try:
+        key = await define(node, "r3-judge", room="r3")
+        base = f"http://127.0.0.1:{node.http_port}/api/v1"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            opened = await http.post("/sessions", json={"room": "r3", "case_number": "T-1"})
+            assert opened.status_code == 201, opened.text
+            rtmp = f"rtmp://127.0.0.1:{media_role(node).rtmp_port}/live/r3-judge?key={key}"
+            code, out = await push(clip, rtmp)
+            assert code == 0, out
+            assert (await http.post(f"/sessions/{opened.json()['id']}/close")).status_code == 200
+            await asyncio.sleep(0.5)  # the role reconciles on the change
+            await recorder_role(node).wait_closed()
+            [record] = (await http.get("/recordings", params={"room": "r3"})).json()["recordings"]
+            url = f"/recordings/{record['id']}/index.m3u8"
+            token = 'a b&c="#\n#EXT-X-ENDLIST\nhttp://evil.example/x.m4s'
+            playlist = (await http.get(url, params={"token": token})).text
+        echoed = "?" + urlencode({"token": token})
+        lines = playlist.splitlines()
+        uris = [line for line in lines if line.startswith("seg-")]
+        assert len(uris) >= 2 and all(uri.endswith(echoed) for uri in uris), playlist
+        maps = [line for line in lines if line.startswith("#EXT-X-MAP:")]
+        assert maps and all(m.endswith(f'.mp4{echoed}"') for m in maps), playlist
+        assert lines.count("#EXT-X-ENDLIST") == 1 and lines[-1] == "#EXT-X-ENDLIST"
+        assert not any("evil.example/" in line for line in lines)
+        assert all(line.count('"') % 2 == 0 for line in lines), playlist
+        # a player following those URIs (token and all) decodes the recording
+        info = await probe(f"{base}{url}{echoed}")  # type: ignore[arg-type]
+        video = next(s for s in info["streams"] if s["codec_type"] == "video")
+        assert int(video["nb_read_frames"]) >= 3 * FPS, video
+    finally:
         await node.stop()
