@@ -142,10 +142,7 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
         body: StreamIn,
         caller: Annotated[Caller | None, require("define_streams")],
     ) -> dict[str, Any]:
-        try:
-            check_source_url(body.source_url, role.config.security.open)
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
+        _check_source(body.source_url)
         definition = StreamDefinition(**body.model_dump())
         try:
             key = await registry.create(definition)
@@ -166,6 +163,7 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
         caller: Annotated[Caller | None, require("define_streams")],
     ) -> dict[str, Any]:
         changes = body.model_dump(exclude_none=True)
+        _check_source(changes.get("source_url"))
         current = await registry.get(stream_id)
         if current is None:
             raise HTTPException(404, f"stream {stream_id!r} not found")
@@ -185,6 +183,13 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
         if definition is None:  # deleted meanwhile
             raise HTTPException(404, f"stream {stream_id!r} not found")
         return definition.public_view()
+
+    def _check_source(url: str | None) -> None:
+        """422 for a source that is not rtsp:// or rtsps:// (files too in open mode)."""
+        try:
+            check_source_url(url, role.config.security.open)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
 
     async def _may_change_access(caller: Caller | None, stream_id: str, fields: list[str]) -> None:
         """403 without the right; 409 while a session records the stream (a hearing's

@@ -226,6 +226,11 @@ async def test_stream_sources_are_rtsp_only(platform: Platform, tmp_path: Path) 
             "/api/v1/streams", json={"id": "cam-y", "source_url": "rtsps://cam.example/main"}
         )
         assert ok.status_code == 201, ok.text
+        for url in ("http://127.0.0.1:1/metadata", "/etc/passwd"):  # PATCH checks it too
+            changed = await http.patch("/api/v1/streams/cam-y", json={"source_url": url})
+            assert changed.status_code == 422, (url, changed.text)
+        kept = await http.get("/api/v1/streams/cam-y")
+        assert kept.json()["source_url"] == "rtsps://cam.example/main", kept.text
     clip = make_clip(tmp_path, seconds=4, fps=25, gop=25)
     await define(platform, "file-cam", source_url=str(clip), public=True)  # as an old CLI did
     await asyncio.sleep(3)
