@@ -52,7 +52,7 @@ def is_local_path(url: str) -> bool:
     return bool(url) and not _PROTOCOL.match(url.removeprefix("file://"))
 
 
-def check_source_url(url: str, local_ok: bool) -> None:
+def check_source_url(url: str | None, local_ok: bool) -> None:
     """A pulled source is an RTSP camera; ValueError otherwise. FFmpeg, which opens it,
     would as readily fetch http:// from the server's own network or read its files.
     local_ok (open or demo mode, local trials): a file path or file:// too."""
