@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from core.identity import ResolveCaller
+from core.page_headers import page_headers
 from core.rights import Caller, may
 from media_server.streams import StreamClass, StreamDefinition
 from media_server.webrtc.arraignment import (
@@ -94,11 +95,12 @@ def add_arraignment_routes(router: APIRouter, service: WebRTCService) -> None:
 
 def _add_seat_routes(router: APIRouter, service: WebRTCService) -> None:
     page = resources.files("media_server.webrtc").joinpath("arraignment.html").read_text()
+    headers = {"Cache-Control": "no-store", **page_headers(page)}
     rooms, audit = service.rooms, service.room_hooks.audit
 
     @router.get("/arraignment/{room_id}", response_class=HTMLResponse)
     async def arraignment_page(room_id: str) -> HTMLResponse:
-        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(page, headers=headers)
 
     @router.post("/arraignment/{room_id}/join")
     async def arraignment_join(room_id: str, body: JoinRequest, request: Request) -> JSONResponse:
