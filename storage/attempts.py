@@ -1,15 +1,22 @@
 """Limits on guessing a secret (a password, a join code): failures counted per subject (a
 user name, a client address, a room) in Redis, so every process of a cluster counts the
 same; past the free failures, the subject is held for a back-off that doubles with each
-further failure. While held, attempts are refused before the secret is even checked.
+further failure. While held, attempts are refused before the secret is even checked,
+and a hold once seen is remembered in the process until it ends: a flood of attempts
+costs a dictionary look-up each, not a Redis round trip (a hold only ever grows, so the
+memory cannot let through what Redis would refuse).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from storage.state import StateStore
+
+
+MAX_REMEMBERED = 100_000
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,27 @@ class Attempts:
     def __init__(self, state: StateStore, *limits: Limit) -> None:
         self._state = state
         self._limits = {limit.scope: limit for limit in limits}
+        self._held_until: dict[tuple[str, str], float] = {}  # monotonic end of known holds
 
     async def wait_s(self, subjects: Mapping[str, str]) -> float:
         """Seconds until these subjects may try again; 0 when they may now."""
+        now = time.monotonic()
+        known = [self._held_until.get(item, 0.0) - now for item in subjects.items()]
+        if max(known, default=0.0) > 0:
+            return max(known)
         waits = [await self._state.held_for(scope, id) for scope, id in subjects.items()]
+        for item, wait in zip(subjects.items(), waits, strict=True):
+            if wait > 0:
+                self._remember(item, now + wait)
         return max(waits, default=0.0)
+
+    def _remember(self, item: tuple[str, str], until: float) -> None:
+        if len(self._held_until) >= MAX_REMEMBERED:  # many addresses: forget the ended ones
+            now = time.monotonic()
+            self._held_until = {k: t for k, t in self._held_until.items() if t > now}
+            if len(self._held_until) >= MAX_REMEMBERED:
+                return
+        self._held_until[item] = until
 
     async def failed(self, subjects: Mapping[str, str]) -> list[Lockout]:
         """Count a failure of each subject; the holds it starts."""
@@ -61,6 +84,7 @@ class Attempts:
             hold_s = limit.hold_s(failures)
             if hold_s:
                 await self._state.hold(scope, id, hold_s)
+                self._remember((scope, id), time.monotonic() + hold_s)
                 started.append(Lockout(scope, id, failures, hold_s))
         return started
 
