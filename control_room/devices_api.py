@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field
 from control_room.agent_link import CommandTimeout, CommandUndelivered
 from control_room.devices import DeviceNotFound, EnrolError
 from core.audit import audit
-from core.page_headers import page_headers
 from core.identity import caller_guards, session_resolver
+from core.page_headers import page_headers
 from core.rights import Caller
 from device_agents.protocol import ENROLL_PATH, CommandName, EnrolRequest, EnrolResponse
 from media_server.streams import StreamClass

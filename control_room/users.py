@@ -7,13 +7,15 @@ stateless). A session is keyed by its token's digest (core.identity.session_key)
 Redis holds cannot be replayed as a token.
 
 argon2 is slow on purpose (about 0.1 s and 64 MiB a check): it runs in worker threads,
-at most HASHING_THREADS at once, never on the event loop that serves media.
+at most HASHING_THREADS at once (a core is left to the event loop that serves media),
+never on that loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import re
 import secrets
 
@@ -27,7 +29,7 @@ from storage.state import StateStore
 
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
 SESSION_TTL_S = 12 * 3600
-HASHING_THREADS = 2
+HASHING_THREADS = max(1, (os.cpu_count() or 2) - 1)
 _hasher = PasswordHasher()
 
 

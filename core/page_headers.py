@@ -67,7 +67,9 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in PROTECTIONS.items():
                     headers.setdefault(name, value)
-                headers.setdefault("Content-Security-Policy", DOCS_POLICY if docs else DEFAULT_POLICY)
+                headers.setdefault(
+                    "Content-Security-Policy", DOCS_POLICY if docs else DEFAULT_POLICY
+                )
             await send(message)
 
         await self.app(scope, receive, send_protected)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from storage.state import StateStore
 
-
 MAX_REMEMBERED = 100_000
 
 
@@ -33,7 +32,8 @@ class Limit:
         """The hold after the failure numbered `failures` (0 while still free)."""
         if failures < self.free:
             return 0.0
-        return min(self.max_hold_s, self.first_hold_s * 2 ** min(failures - self.free, 30))
+        doublings = min(failures - self.free, 30)
+        return min(self.max_hold_s, self.first_hold_s * float(2**doublings))
 
 
 @dataclass(frozen=True)

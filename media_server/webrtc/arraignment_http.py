@@ -114,7 +114,9 @@ def _add_seat_routes(router: APIRouter, service: WebRTCService) -> None:
         wait_s = await attempts.wait_s(subject) if attempts else 0.0
         if wait_s > 0:
             retry = max(1, math.ceil(wait_s))
-            held = RoomError(429, f"too many wrong join codes for this room: try again in {retry} s")
+            held = RoomError(
+                429, f"too many wrong join codes for this room: try again in {retry} s"
+            )
             return _refuse(held, {"Retry-After": str(retry)})
         try:
             joined = await rooms.join(room_id, body.code)

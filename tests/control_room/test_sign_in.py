@@ -52,8 +52,12 @@ async def test_password_hashing_never_stalls_the_event_loop(platform: Platform) 
         )
         ticking.cancel()
     assert [a.status_code for a in answers] == [401] * 8
-    # one argon2 check takes ~100 ms here: on the loop, each one is a stall that long
-    assert max(gaps) < 0.06, f"the event loop stalled {max(gaps) * 1000:.0f} ms"
+    # one argon2 check takes ~100 ms here: on the loop, the eight are 0.8 s of stalls. In
+    # threads, what is left is the scheduler of a loaded 2-core box.
+    stalled = sum(gap for gap in gaps if gap > 0.05)
+    assert stalled < 0.25, (
+        f"the event loop stalled {stalled * 1000:.0f} ms in all ({max(gaps) * 1000:.0f} ms at most)"
+    )
 
 
 async def test_wrong_passwords_lock_the_user_with_growing_back_off(platform: Platform) -> None:
@@ -108,7 +112,9 @@ async def test_the_limits_hold_across_control_room_processes(
 async def test_failures_are_audited_in_aggregate(platform: Platform) -> None:
     await control(platform).users.add("ada", "admin", PASSWORD)
     async with httpx.AsyncClient(base_url=base_url(platform), timeout=30) as http:
-        statuses = [(await login(http, "ada", f"guess{n}", ip="10.0.0.1")).status_code for n in range(30)]
+        statuses = [
+            (await login(http, "ada", f"guess{n}", ip="10.0.0.1")).status_code for n in range(30)
+        ]
     assert statuses[:5] == [401] * 5 and statuses.count(429) >= 20, statuses
     events = await control(platform).storage.state.latest_events(AUDIT_STREAM, 1000)
     signin = [e for _, e in events if str(e["action"]).startswith("signin.")]

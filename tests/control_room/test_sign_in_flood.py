@@ -94,7 +94,9 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
-async def test_a_sign_in_flood_leaves_part_latency_alone(platform: Platform, tmp_path: Path) -> None:
+async def test_a_sign_in_flood_leaves_part_latency_alone(
+    platform: Platform, tmp_path: Path
+) -> None:
     clip = make_clip(tmp_path, seconds=4.0, fps=25, gop=25)
     tracks, packets = load_clip(clip)
     admin = await signed_in(platform, "ada", "admin")
@@ -125,8 +127,10 @@ async def test_a_sign_in_flood_leaves_part_latency_alone(platform: Platform, tmp
     finally:
         playing.cancel()
     quiet, loud = p95(quiet_lateness), p95(loud_lateness)
-    print(f"\npart lateness p95: quiet {quiet * 1000:.0f} ms, flood {loud * 1000:.0f} ms; "
-          f"flood answers: {sent.strip()}")
+    print(
+        f"\npart lateness p95: quiet {quiet * 1000:.0f} ms, flood {loud * 1000:.0f} ms; "
+        f"flood answers: {sent.strip()}"
+    )
     assert int(sent.split()[0]) > 100, f"not much of a flood: {sent}"
     assert quiet_missed == 0, f"{quiet_missed} parts missed without a flood"
     assert loud_missed == 0, f"{loud_missed} parts came too late to be listed under the flood"

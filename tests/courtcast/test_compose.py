@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import yaml
-
 import pytest
+import yaml
 
 from core.config import ConfigError, check_secrets, load_config
 from courtcast.cli import build_parser
@@ -59,12 +58,12 @@ def compose_env(service: dict[str, Any]) -> dict[str, str]:
 def test_the_cluster_config_carries_no_usable_secret() -> None:
     """Started as shipped (no .env), a cluster node refuses; with the operator's secrets in
     the environment, as compose passes them, it starts."""
-    with pytest.raises(ConfigError, match="security.url_signing_secret"):
+    with pytest.raises(ConfigError, match=r"security\.url_signing_secret"):
         check_secrets(load_config(CLUSTER, environ={}))
     config = load_config(CLUSTER, environ={"COURTCAST_SECURITY__URL_SIGNING_SECRET": URL_SECRET})
-    with pytest.raises(ConfigError, match="objects.s3.secret_key"):
+    with pytest.raises(ConfigError, match=r"objects\.s3\.secret_key"):
         check_secrets(config)
-    for name, service in courtcast_services().items():
+    for service in courtcast_services().values():
         check_secrets(load_config(CLUSTER, environ=compose_env(service)))
 
 

@@ -338,7 +338,9 @@ async def test_wrong_join_codes_hold_the_room_and_are_audited_in_aggregate(
             assert held.status_code == 429, "the right code too, while the room is held"
             assert int(held.headers["Retry-After"]) >= 1 and "try again" in held.json()["detail"]
             other = await admin.post("/api/v1/arraignments", json={"room": "r4"})
-            fine = await seat.post("/arraignment/r4/join", json={"code": other.json()["codes"]["court"]})
+            fine = await seat.post(
+                "/arraignment/r4/join", json={"code": other.json()["codes"]["court"]}
+            )
             assert fine.status_code == 200, "only that room is held"
         await admin.aclose()
         state = next(r for r in node.roles if r.name == "storage").state
