@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from control_room.sign_in import TooManyAttempts
+from control_room.users import SESSION_TTL_S
 from core import presence
 from core.audit import audit
 from core.identity import SESSION_COOKIE, caller_guards, session_resolver, session_token
@@ -91,12 +93,26 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
 
     current_caller, require = caller_guards(session_resolver(role.storage.state))
 
-    @router.post("/login", tags=["users"])
-    async def login(body: SignIn, response: Response) -> dict[str, str]:
-        token = await users.sign_in(body.name, body.password)
+    @router.post("/login", tags=["users"], responses={429: {"description": "held: Retry-After"}})
+    async def login(body: SignIn, request: Request, response: Response) -> dict[str, str]:
+        peer = request.client.host if request.client else "?"
+        try:
+            token = await role.sign_in_desk.sign_in(body.name, body.password, peer)
+        except TooManyAttempts as exc:
+            headers = {"Retry-After": str(exc.retry_after_s)}
+            raise HTTPException(429, str(exc), headers=headers) from None
         if token is None:
             raise HTTPException(401, "wrong user name or password")
-        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict")
+        # Secure when the browser came over HTTPS (directly, or through the TLS proxy)
+        secure = request.url.scheme == "https"
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            max_age=SESSION_TTL_S,
+            httponly=True,
+            secure=secure,
+            samesite="strict",
+        )
         return {"token": token}
 
     @router.post("/logout", tags=["users"])

@@ -20,6 +20,7 @@ from control_room.agent_link import CommandTimeout, CommandUndelivered
 from control_room.devices import DeviceNotFound, EnrolError
 from core.audit import audit
 from core.identity import caller_guards, session_resolver
+from core.page_headers import page_headers
 from core.rights import Caller
 from device_agents.protocol import ENROLL_PATH, CommandName, EnrolRequest, EnrolResponse
 from media_server.streams import StreamClass
@@ -225,9 +226,10 @@ async def _store_snapshot(
 def build_pages_router() -> APIRouter:
     router = APIRouter()
     page = resources.files("control_room").joinpath("pages/devices.html").read_text()
+    headers = page_headers(page)
 
     @router.get("/devices", response_class=HTMLResponse, include_in_schema=False)
     async def devices_page() -> HTMLResponse:
-        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(page, headers={"Cache-Control": "no-store", **headers})
 
     return router

@@ -15,6 +15,7 @@ from control_room.agent_link import AgentLink
 from control_room.api import build_api_router
 from control_room.devices import DeviceRegistry
 from control_room.devices_api import build_devices_router, build_pages_router
+from control_room.sign_in import SignInDesk
 from control_room.users import Users
 from core.config import ControlRoomSection
 from media_server.access import PlayTokens
@@ -38,6 +39,7 @@ class ControlRoomRole:
         self.app = app
         self.rtmp_port = rtmp_port  # the port agents publish to (the media server's, if here)
         self.users = Users(storage.state)
+        self.sign_in_desk = SignInDesk(self.users, storage.state, storage.state)
         self.play_tokens = PlayTokens.for_node(config.node.data_dir, config.security)
         self.devices = DeviceRegistry(storage.state)
         self.agent_link = AgentLink(

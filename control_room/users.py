@@ -3,11 +3,19 @@
 Sign-in writes a session; every role reads it back through core.identity (cookie
 `cc_session` or `Authorization: Bearer`). Sessions are presence keys with a TTL, so any
 number of control room processes can serve the same users (DESIGN.md §9: control_room is
-stateless).
+stateless). A session is keyed by its token's digest (core.identity.session_key): what
+Redis holds cannot be replayed as a token.
+
+argon2 is slow on purpose (about 0.1 s and 64 MiB a check): it runs in worker threads,
+at most HASHING_THREADS at once (a core is left to the event loop that serves media),
+never on that loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import os
 import re
 import secrets
 
@@ -15,11 +23,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from core import presence
+from core.identity import session_key
 from core.rights import ROLES
 from storage.state import StateStore
 
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
 SESSION_TTL_S = 12 * 3600
+HASHING_THREADS = max(1, (os.cpu_count() or 2) - 1)
 _hasher = PasswordHasher()
 
 
@@ -27,38 +37,90 @@ class UserError(Exception):
     """Something about a user the caller can fix (bad name, unknown role, short password)."""
 
 
+@functools.cache
+def _no_user_hash() -> str:
+    """What a sign-in with an unknown name is checked against: it takes as long as a real one."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def _matches(stored: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored or _no_user_hash(), password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 class Users:
     def __init__(self, state: StateStore) -> None:
         self._state = state
+        self._hashing = asyncio.Semaphore(HASHING_THREADS)
 
     async def add(self, name: str, role: str, password: str) -> None:
+        """Add a user, or set an existing one's role and password (its sessions end)."""
         if not USER_NAME.match(name):
             raise UserError(f"user name {name!r}: 2-64 lower-case letters, digits, '.', '_', '-'")
-        if role not in ROLES:
-            raise UserError(f"role {role!r} is not one of {', '.join(ROLES)}")
+        _check_role(role)
         if len(password) < 8:
             raise UserError("password: at least 8 characters")
-        record = {"name": name, "role": role, "password": _hasher.hash(password)}
+        async with self._hashing:
+            hashed = await asyncio.to_thread(_hasher.hash, password)
+        record = {"name": name, "role": role, "password": hashed}
         await self._state.put_record("user", name, record)
+        await self.end_sessions(name)
 
     async def get_role(self, name: str) -> str | None:
         record = await self._state.get_record("user", name)
         return str(record["role"]) if record else None
 
-    async def sign_in(self, name: str, password: str) -> str | None:
-        """A new session token, or None for a wrong name or password (same answer)."""
+    async def set_role(self, name: str, role: str) -> None:
+        """Change a user's role; the sessions signed in under the old one end."""
+        _check_role(role)
+        await self._update(name, role=role)
+
+    async def disable(self, name: str) -> None:
+        """The user can no longer sign in; its sessions end."""
+        await self._update(name, disabled=True)
+
+    async def _update(self, name: str, **changes: object) -> None:
         record = await self._state.get_record("user", name)
         if record is None:
-            _hasher.hash(password)  # spend the same time as a real check
+            raise UserError(f"no user {name!r}")
+        await self._state.put_record("user", name, {**record, **changes})
+        await self.end_sessions(name)
+
+    async def check_password(self, name: str, password: str) -> str | None:
+        """The user's role if the password is right and the user enabled, else None (the
+        same answer, in the same time, for an unknown name)."""
+        record = await self._state.get_record("user", name)
+        stored = str(record["password"]) if record else None
+        async with self._hashing:
+            right = await asyncio.to_thread(_matches, stored, password)
+        if not right or record is None or record.get("disabled"):
             return None
-        try:
-            _hasher.verify(str(record["password"]), password)
-        except (VerificationError, InvalidHashError):
+        return str(record["role"])
+
+    async def sign_in(self, name: str, password: str) -> str | None:
+        """A new session token, or None for a wrong name or password (same answer)."""
+        role = await self.check_password(name, password)
+        if role is None:
             return None
         token = secrets.token_urlsafe(32)
-        info = {"name": name, "role": str(record["role"])}
-        await self._state.touch_presence(presence.SESSION, token, SESSION_TTL_S, info)
+        info = {"name": name, "role": role}
+        await self._state.touch_presence(presence.SESSION, session_key(token), SESSION_TTL_S, info)
         return token
 
     async def sign_out(self, token: str) -> None:
-        await self._state.drop_presence(presence.SESSION, token)
+        await self._state.drop_presence(presence.SESSION, session_key(token))
+
+    async def end_sessions(self, name: str) -> int:
+        """End every session of a user, on every control room; how many there were."""
+        sessions = await self._state.present(presence.SESSION)
+        ended = [key for key, info in sessions.items() if info.get("name") == name]
+        for key in ended:
+            await self._state.drop_presence(presence.SESSION, key)
+        return len(ended)
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise UserError(f"role {role!r} is not one of {', '.join(ROLES)}")

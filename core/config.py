@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -281,6 +282,62 @@ class ControlRoomSection:
     node: NodeConfig
     security: SecurityConfig
     devices: DevicesConfig
+
+
+# words a secret left at its example value contains (compared without case, '-' or '_')
+PLACEHOLDER_WORDS = (
+    "changeme",
+    "placeholder",
+    "example",
+    "secret",
+    "password",
+    "minioadmin",
+    "default",
+    "replaceme",
+)
+MIN_URL_SECRET = 32
+MIN_S3_SECRET = 16
+
+
+def check_secrets(config: Config) -> None:
+    """Refuse (ConfigError, one line naming the key, never the value) a guessable secret on
+    a node that others can reach; loopback-only nodes keep the built-in defaults. Called
+    before anything connects."""
+    if loopback_only(config):
+        return
+    where = f"this node listens on {config.http.host}"
+    url_secret = config.security.url_signing_secret
+    if url_secret is not None and _weak(url_secret, MIN_URL_SECRET):
+        raise ConfigError(
+            f"security.url_signing_secret: a placeholder or shorter than {MIN_URL_SECRET} "
+            f"characters, and {where}: set a random one (openssl rand -base64 32) in "
+            "COURTCAST_SECURITY__URL_SIGNING_SECRET, the same on every node"
+        )
+    s3 = config.objects.s3 if config.objects.backend == "s3" else None
+    if s3 is not None and _weak(s3.secret_key, MIN_S3_SECRET):
+        raise ConfigError(
+            f"objects.s3.secret_key: a placeholder or shorter than {MIN_S3_SECRET} "
+            f"characters, and {where}: set the store's real key in "
+            "COURTCAST_OBJECTS__S3__SECRET_KEY"
+        )
+    redis = urlparse(config.state.redis_url or "")
+    if redis.hostname and not is_loopback(redis.hostname) and not redis.password:
+        raise ConfigError(
+            f"state.redis_url: Redis at {redis.hostname} without a password, and {where}: "
+            "give Redis one (requirepass) and put it in the URL, redis://:PASSWORD@host:6379/0"
+        )
+
+
+def loopback_only(config: Config) -> bool:
+    """True when no other machine can reach this node's HTTP or RTMP port."""
+    rtmp_ok = not config.rtmp.enabled or is_loopback(config.rtmp.host)
+    return is_loopback(config.http.host) and rtmp_ok
+
+
+def _weak(secret: str, min_length: int) -> bool:
+    folded = secret.lower().replace("-", "").replace("_", "")
+    placeholder = any(word in folded for word in PLACEHOLDER_WORDS)
+    return placeholder or len(secret) < min_length or len(set(secret)) < 8
 
 
 def is_loopback(host: str) -> bool:

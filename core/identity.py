@@ -5,6 +5,7 @@ No `from __future__ import annotations` here: FastAPI must see the dependency cl
 (current_caller in guard's annotation) at definition time.
 """
 
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Protocol
 
@@ -38,6 +39,12 @@ class PresenceReader(Protocol):
     async def get_presence(self, kind: str, id: str, /) -> Mapping[str, Any] | None: ...
 
 
+def session_key(token: str) -> str:
+    """What a session is stored under: its token's digest, so the store's keys and a copy
+    of them are no tokens (the publish keys are kept the same way)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def session_token(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
@@ -49,7 +56,7 @@ async def caller_of_session(state: PresenceReader, token: str | None) -> Caller 
     """The signed-in user a session token stands for, or None."""
     if not token:
         return None
-    session = await state.get_presence(presence.SESSION, token)
+    session = await state.get_presence(presence.SESSION, session_key(token))
     if not session:
         return None
     return Caller(name=str(session["name"]), role=str(session["role"]))

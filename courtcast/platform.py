@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from core.config import Config, ConfigError
+from core.page_headers import SecurityHeaders
 from core.rights import Caller, may
 from courtcast.body_limit import BodyLimit
 from courtcast.http_front import FrontDoor
@@ -179,7 +180,7 @@ class Platform:
         await self._start_http()
 
     async def _start_http(self) -> None:
-        front = FrontDoor(self.app)
+        front = FrontDoor(SecurityHeaders(self.app))
         for role in self.roles:
             for prefix, hot in getattr(role, "hot_paths", {}).items():
                 front.add(prefix, hot)

@@ -349,7 +349,8 @@ class MediaServerRole:
 
     def _room_hooks(self) -> Any:
         from media_server.webrtc.arraignment import StateRoomStore
-        from media_server.webrtc.arraignment_http import RoomHooks
+        from media_server.webrtc.arraignment_http import JOIN_LIMIT, RoomHooks
+        from storage.attempts import Attempts
 
         async def caller(request: Request) -> Caller | None:
             found = await self.resolve_caller(request)
@@ -362,6 +363,7 @@ class MediaServerRole:
             audit=self.audit,
             define_streams=self.define_private_streams,
             store=StateRoomStore(self.storage.state),
+            attempts=Attempts(self.storage.state, JOIN_LIMIT),
         )
 
     def _mount_webrtc(self) -> None:

@@ -53,7 +53,18 @@ log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 # scopes a claim may not take: their keys have other shapes
-_NOT_CLAIMS = {"rec", "ids", "idx", "presence", "presence-ids", "chan", "stream", "lock"}
+_NOT_CLAIMS = {
+    "rec",
+    "ids",
+    "idx",
+    "presence",
+    "presence-ids",
+    "chan",
+    "stream",
+    "lock",
+    "count",
+    "hold",
+}
 
 
 class Health(TypedDict):
@@ -417,6 +428,34 @@ class StateStore:
         """The last `count` events, oldest first."""
         entries = await self._redis.xrevrange(f"{self.prefix}stream:{stream}", count=count)
         return [(str(id), _decode_fields(fields or {})) for id, fields in reversed(entries or [])]
+
+    # -- counters and holds (attempt limits, storage/attempts.py) ------------------------
+
+    async def count_hit(self, scope: str, id: str, window_s: float) -> int:
+        """One more hit of `scope`/`id`; the count is forgotten `window_s` after its first
+        hit. Atomic, so every process counting the same id sees one count."""
+        key = self._counter_key("count", scope, id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, 0, px=max(1, int(window_s * 1000)), nx=True)
+            pipe.incr(key)
+            _, hits = await pipe.execute()
+        return int(hits)
+
+    async def forget_hits(self, scope: str, id: str) -> None:
+        await self._redis.delete(self._counter_key("count", scope, id))
+
+    async def hold(self, scope: str, id: str, ttl_s: float) -> None:
+        """Hold `scope`/`id` for `ttl_s` seconds (a lockout)."""
+        await self._redis.set(self._counter_key("hold", scope, id), 1, px=max(1, int(ttl_s * 1000)))
+
+    async def held_for(self, scope: str, id: str) -> float:
+        """Seconds the hold of `scope`/`id` has left; 0 when it is not held."""
+        left_ms = await self._redis.pttl(self._counter_key("hold", scope, id))
+        return max(0, int(left_ms)) / 1000
+
+    def _counter_key(self, what: str, scope: str, id: str) -> str:
+        _check_name("scope", scope)
+        return f"{self.prefix}{what}:{scope}:{id}"
 
     # -- coordination ----------------------------------------------------------------
 

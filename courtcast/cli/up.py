@@ -10,7 +10,7 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
-from core.config import Config, ConfigError
+from core.config import Config, ConfigError, check_secrets
 from courtcast.cli.common import config_from, state_args
 
 # the recorder records the hub of its own process (no relay between nodes yet), so it
@@ -43,6 +43,7 @@ def add_up_commands(sub: Any) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     config = config_from(args)
+    check_secrets(config)  # before anything connects or listens
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return run_fast(_run_platform(config, tuple(args.roles)))
 

@@ -1,4 +1,5 @@
-"""`courtcast users add`."""
+"""`courtcast users add | set-role | disable` (a role change or a disable ends the user's
+sessions on every control room)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,15 @@ def add_users_commands(sub: Any) -> None:
     add.add_argument("name")
     add.add_argument("--role", required=True)
     add.set_defaults(func=cmd_users_add)
+    set_role = users.add_parser("set-role", help="change a user's role (ends its sessions)")
+    state_args(set_role)
+    set_role.add_argument("name")
+    set_role.add_argument("--role", required=True)
+    set_role.set_defaults(func=cmd_users_change)
+    disable = users.add_parser("disable", help="refuse a user's sign-in (ends its sessions)")
+    state_args(disable)
+    disable.add_argument("name")
+    disable.set_defaults(func=cmd_users_change, role=None)
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
@@ -38,6 +48,24 @@ def cmd_users_add(args: argparse.Namespace) -> int:
         except UserError as exc:
             raise UsageError(str(exc)) from None
         print(f"user {args.name} added with role {args.role}")
+        return 0
+
+    return with_state(args, work)
+
+
+def cmd_users_change(args: argparse.Namespace) -> int:
+    from control_room.users import UserError, Users
+
+    async def work(state: StateStore) -> int:
+        try:
+            if args.role is None:
+                await Users(state).disable(args.name)
+                print(f"user {args.name} disabled; its sessions ended")
+            else:
+                await Users(state).set_role(args.name, args.role)
+                print(f"user {args.name} now has role {args.role}; its sessions ended")
+        except UserError as exc:
+            raise UsageError(str(exc)) from None
         return 0
 
     return with_state(args, work)

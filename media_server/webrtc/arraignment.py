@@ -10,6 +10,8 @@ through the node's play authorization (operators watching from the command centr
 
 Rooms live in a RoomStore: the state store (Redis) in production, so a restart or another
 node sees the same rooms; memory for tests. Codes and tokens are kept as SHA-256 digests.
+A join code has 12 digits and expires CODE_TTL_S after it is issued; wrong codes are
+limited per room by the HTTP layer (arraignment_http.JOIN_LIMIT).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ DEFAULT_LABELS = {
 }
 ROOM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 STREAM_PREFIX = "arraignment-"
-CODE_DIGITS = 8
+CODE_DIGITS = 12  # 10^12: out of reach under the per-room attempt limit
+CODE_TTL_S = 2 * 3600.0  # handed out shortly before the hearing; re-issue for a later one
 RECORD_KIND = "arraignment-room"
 
 
@@ -76,6 +79,7 @@ class Seat:
     seat: str
     label: str
     code_digest: str = ""  # the unspent join code, hashed; "" once spent
+    code_expires: float = 0.0  # wall-clock time the unspent code stops working
     token_digest: str = ""  # the joined seat's token, hashed; "" when empty
     joined_at: float = 0.0
 
@@ -199,8 +203,14 @@ class StateRoomStore:
 
 
 class ArraignmentRooms:
-    def __init__(self, store: RoomStore | None = None) -> None:
+    def __init__(self, store: RoomStore | None = None, code_ttl_s: float = CODE_TTL_S) -> None:
         self.store: RoomStore = store or MemoryRoomStore()
+        self.code_ttl_s = code_ttl_s
+
+    def _give_code(self, seat: Seat) -> str:
+        code = _new_code()
+        seat.code_digest, seat.code_expires = _digest(code), time.time() + self.code_ttl_s
+        return code
 
     async def create(
         self, room_id: str, labels: dict[str, str] | None = None, created_by: str = ""
@@ -218,9 +228,8 @@ class ArraignmentRooms:
         room = Room(room_id, created_by=created_by)
         codes: dict[str, str] = {}
         for seat in (s for s in SEATS if s in wanted):
-            codes[seat] = _new_code()
-            label = wanted[seat] or DEFAULT_LABELS[seat]
-            room.seats[seat] = Seat(seat, label, code_digest=_digest(codes[seat]))
+            room.seats[seat] = Seat(seat, wanted[seat] or DEFAULT_LABELS[seat])
+            codes[seat] = self._give_code(room.seats[seat])
         await self.store.put(room_id, room.to_record())
         return codes
 
@@ -229,16 +238,18 @@ class ArraignmentRooms:
         room = await self.get(room_id)
         if seat not in room.seats:
             raise RoomError(404, f"room {room_id!r} has no {seat!r} seat")
-        code = _new_code()
-        room.seats[seat].code_digest, room.seats[seat].token_digest = _digest(code), ""
+        code = self._give_code(room.seats[seat])
+        room.seats[seat].token_digest = ""
         await self.store.put(room_id, room.to_record())
         return code
 
     async def join(self, room_id: str, code: str) -> Joined:
         room = await self.get(room_id)
-        digest = _digest(code.strip())
+        digest = _digest("".join(code.split()).replace("-", ""))  # as read out: "1234 5678"
         for seat in room.seats.values():
             if seat.code_digest and hmac.compare_digest(seat.code_digest, digest):
+                if time.time() >= seat.code_expires:
+                    raise RoomError(403, "this join code has expired: ask the clerk for a new one")
                 token = secrets.token_urlsafe(24)
                 seat.code_digest, seat.token_digest = "", _digest(token)
                 seat.joined_at = time.time()

@@ -10,6 +10,7 @@ URLs never serve them.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -20,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from core.identity import ResolveCaller
+from core.page_headers import page_headers
 from core.rights import Caller, may
 from media_server.streams import StreamClass, StreamDefinition
 from media_server.webrtc.arraignment import (
@@ -30,6 +32,7 @@ from media_server.webrtc.arraignment import (
     room_stream,
 )
 from media_server.webrtc.auth import bearer_token
+from storage.attempts import Attempts, Limit
 
 if TYPE_CHECKING:
     from media_server.webrtc.service import WebRTCService
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 API = "/api/v1/arraignments"
+# wrong join codes per room: 10 free, then the room's joins wait 1 s, 2 s, 4 s, ... 15 min
+JOIN_LIMIT = Limit("arraignment-join", free=10)
 
 Audit = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # action, who, details
 DefineStreams = Callable[[list[StreamDefinition]], Awaitable[None]]
@@ -57,13 +62,15 @@ async def _no_registry(definitions: list[StreamDefinition]) -> None:
 @dataclass
 class RoomHooks:
     """What the platform plugs in: who calls, the audit log, the stream registry, and
-    where rooms are kept. Defaults (tests): nobody may manage rooms, audit goes to the
-    log, nothing is registered, rooms live in memory."""
+    where rooms are kept, the per-room limit on wrong join codes. Defaults (tests): nobody
+    may manage rooms, audit goes to the log, nothing is registered, rooms live in memory,
+    no limit."""
 
     resolve_caller: ResolveCaller = _nobody
     audit: Audit = _log_audit
     define_streams: DefineStreams = _no_registry
     store: RoomStore | None = None
+    attempts: Attempts | None = None
 
 
 class JoinRequest(BaseModel):
@@ -83,8 +90,8 @@ def peer(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
-def _refuse(exc: RoomError) -> JSONResponse:
-    return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+def _refuse(exc: RoomError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": exc.reason}, status_code=exc.status, headers=headers)
 
 
 def add_arraignment_routes(router: APIRouter, service: WebRTCService) -> None:
@@ -94,22 +101,31 @@ def add_arraignment_routes(router: APIRouter, service: WebRTCService) -> None:
 
 def _add_seat_routes(router: APIRouter, service: WebRTCService) -> None:
     page = resources.files("media_server.webrtc").joinpath("arraignment.html").read_text()
-    rooms, audit = service.rooms, service.room_hooks.audit
+    headers = {"Cache-Control": "no-store", **page_headers(page)}
+    rooms, audit, attempts = service.rooms, service.room_hooks.audit, service.room_hooks.attempts
 
     @router.get("/arraignment/{room_id}", response_class=HTMLResponse)
     async def arraignment_page(room_id: str) -> HTMLResponse:
-        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(page, headers=headers)
 
     @router.post("/arraignment/{room_id}/join")
     async def arraignment_join(room_id: str, body: JoinRequest, request: Request) -> JSONResponse:
+        subject = {JOIN_LIMIT.scope: room_id}
+        wait_s = await attempts.wait_s(subject) if attempts else 0.0
+        if wait_s > 0:
+            retry = max(1, math.ceil(wait_s))
+            held = RoomError(
+                429, f"too many wrong join codes for this room: try again in {retry} s"
+            )
+            return _refuse(held, {"Retry-After": str(retry)})
         try:
             joined = await rooms.join(room_id, body.code)
         except RoomError as exc:
-            await audit(
-                "arraignment.join-refused",
-                f"peer {peer(request)}",
-                {"room": room_id, "status": exc.status},
-            )
+            if exc.status == 403 and attempts is not None:  # a wrong, spent or expired code
+                for held_now in await attempts.failed(subject):  # audited per hold, not per try
+                    details = {"room": room_id, "failures": held_now.failures}
+                    details |= {"hold_s": held_now.hold_s, "peer": peer(request)}
+                    await audit("arraignment.join-locked", f"peer {peer(request)}", details)
             return _refuse(exc)
         await audit(
             "arraignment.join",

@@ -8,7 +8,13 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from core.identity import SESSION_COOKIE, caller_guards, caller_of_session, session_token
+from core.identity import (
+    SESSION_COOKIE,
+    caller_guards,
+    caller_of_session,
+    session_key,
+    session_token,
+)
 from core.rights import RIGHTS, ROLES, Caller, may
 
 
@@ -36,8 +42,9 @@ class Sessions:
 
 
 async def test_session_token_from_bearer_or_cookie_and_caller_resolved() -> None:
-    state = Sessions({"t1": {"name": "ann", "role": "clerk"}})
+    state = Sessions({session_key("t1"): {"name": "ann", "role": "clerk"}})
     assert await caller_of_session(state, "t1") == Caller("ann", "clerk")
+    assert await caller_of_session(state, session_key("t1")) is None, "the digest is no token"
     assert await caller_of_session(state, "nope") is None
     assert await caller_of_session(state, None) is None
     bearer = Request({"type": "http", "headers": [(b"authorization", b"Bearer t1")]})

@@ -8,13 +8,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import pytest
 import yaml
 
-from core.config import load_config
+from core.config import ConfigError, check_secrets, load_config
 from courtcast.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "configs/cluster.yaml"
+# what an operator's .env holds (openssl rand -hex ...)
+MINIO_PASSWORD = "5f0c2b9e8d7a41c3b6e2f90d"
+REDIS_PASSWORD = "a93e1c07b4d85f26e1c0b7a9"
+URL_SECRET = "c4e81f0a7b3d92e65a0f1c8b7d2e94a3"
 
 
 def compose() -> dict[str, Any]:
@@ -33,6 +38,51 @@ def test_cluster_config_names_compose_services() -> None:
     assert config.objects.s3.endpoint.split(":")[0] in services
     minio_user = services["minio"]["environment"]["MINIO_ROOT_USER"]
     assert minio_user == config.objects.s3.access_key
+
+
+def compose_env(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as docker compose would give it, each ${VAR:?...} set to
+    a strong value (the operator's .env)."""
+    strong = {
+        "MINIO_ROOT_PASSWORD": MINIO_PASSWORD,
+        "REDIS_PASSWORD": REDIS_PASSWORD,
+        "COURTCAST_URL_SIGNING_SECRET": URL_SECRET,
+    }
+
+    def fill(value: str) -> str:
+        return re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: strong[m[1]], value)
+
+    return {k: fill(str(v)) for k, v in service["environment"].items()}
+
+
+def test_the_cluster_config_carries_no_usable_secret() -> None:
+    """Started as shipped (no .env), a cluster node refuses; with the operator's secrets in
+    the environment, as compose passes them, it starts."""
+    with pytest.raises(ConfigError, match=r"security\.url_signing_secret"):
+        check_secrets(load_config(CLUSTER, environ={}))
+    config = load_config(CLUSTER, environ={"COURTCAST_SECURITY__URL_SIGNING_SECRET": URL_SECRET})
+    with pytest.raises(ConfigError, match=r"objects\.s3\.secret_key"):
+        check_secrets(config)
+    for service in courtcast_services().values():
+        check_secrets(load_config(CLUSTER, environ=compose_env(service)))
+
+
+def test_redis_requires_a_password_and_every_role_sends_it() -> None:
+    redis = compose()["services"]["redis"]
+    assert "--requirepass" in redis["command"]
+    password = redis["command"][redis["command"].index("--requirepass") + 1]
+    assert password.startswith("${REDIS_PASSWORD:?"), "no default password"
+    for name, service in courtcast_services().items():
+        config = load_config(CLUSTER, environ=compose_env(service))
+        url = urlparse(config.state.redis_url)
+        assert url.hostname == "redis" and url.password == REDIS_PASSWORD, name
+
+
+def test_the_dockerfile_sets_no_secret() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    settings = re.findall(r"^(?:ENV|ARG)\s+(.*)$", dockerfile, flags=re.MULTILINE)
+    for line in settings:
+        assert not re.search(r"SECRET|PASSWORD|KEY", line, flags=re.IGNORECASE), line
 
 
 def test_roles_run_the_cluster_config_with_real_subcommands() -> None:
