@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core import presence
+from core.alerts import ALERTS_MAX_AGE_S
+from core.alerts import ALERTS_STREAM as ALERTS
 from core.identity import CredentialError
 from device_agents.protocol import (
     EnrolRequest,
@@ -46,8 +48,6 @@ TOKEN_KIND = "enrol-token"
 EVENTS = "device-events"
 EVENTS_MAX_AGE_S = 90 * 86400
 CHANNEL = "devices"  # pub/sub: a device's state changed
-ALERTS = "alerts"  # the alerts stream the recorder writes too
-ALERTS_MAX_AGE_S = 90 * 86400
 SPENT = "enrol-spent"  # claim scope: enrolment tokens spent
 
 
