@@ -11,6 +11,7 @@ Kept in the StateStore (DESIGN.md §6), which owns the keys:
     map      device-seen                  id -> last heartbeat time (outlives the presence)
     map      device-clock                 id -> "1" while its clock offset is over the limit
     map      device-sources               id -> JSON {source: state} of the last heartbeat
+    map      device-dropped               id -> JSON {source: [dropped track, ...]} last told
 Stream definitions go through the StreamRegistry. Transitions go to the "device-events"
 stream and the "devices" pub/sub channel.
 """
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core import presence
+from core.alerts import ALERTS_MAX_AGE_S, alert
+from core.alerts import ALERTS_STREAM as ALERTS
 from core.identity import CredentialError
 from device_agents.protocol import (
     EnrolRequest,
@@ -46,8 +49,6 @@ TOKEN_KIND = "enrol-token"
 EVENTS = "device-events"
 EVENTS_MAX_AGE_S = 90 * 86400
 CHANNEL = "devices"  # pub/sub: a device's state changed
-ALERTS = "alerts"  # the alerts stream the recorder writes too
-ALERTS_MAX_AGE_S = 90 * 86400
 SPENT = "enrol-spent"  # claim scope: enrolment tokens spent
 
 
@@ -110,6 +111,7 @@ class DeviceRegistry:
         self._seen = state.field_map("device-seen")
         self._clock = state.field_map("device-clock")
         self._sources = state.field_map("device-sources")
+        self._dropped = state.field_map("device-dropped")
 
     # -- enrolment --
 
@@ -338,6 +340,7 @@ class DeviceRegistry:
             device.agent_version = beat.agent_version
             await self._state.put_record(KIND, device.id, device.to_record())
         await self._source_events(device, beat)
+        await self._track_events(device, beat)
         await self._clock_events(device, beat.clock_offset_s, clock_limit_s)
 
     async def _source_events(self, device: Device, beat: Heartbeat) -> None:
@@ -357,6 +360,44 @@ class DeviceRegistry:
                 await self.event(
                     device, f"source-{source.state}", source=source.name, reason=source.reason
                 )
+
+    async def _track_events(self, device: Device, beat: Heartbeat) -> None:
+        """A track a source sends that the agent drops: one event and one alert, the first
+        time; a source that is down says nothing of its tracks, so what it said stands."""
+        raw = await self._dropped.get(device.id)
+        before: dict[str, list[str]] = json.loads(raw) if raw else {}
+        now = dict(before)
+        for source in beat.sources:
+            if not source.tracks:
+                continue
+            dropped = [t for t in source.tracks if t.state.startswith("dropped")]
+            now[source.name] = [f"{t.kind} {t.codec}: {t.state}" for t in dropped]
+            for track in dropped:
+                if f"{track.kind} {track.codec}: {track.state}" in before.get(source.name, []):
+                    continue
+                await self._dropped_track(device, source.name, track.kind, track.codec, track.state)
+        if now != before:
+            await self._dropped.set(device.id, json.dumps(now))
+
+    async def _dropped_track(
+        self, device: Device, source: str, kind: str, codec: str, state: str
+    ) -> None:
+        reason = state.removeprefix("dropped:").strip()
+        fields = {"source": source, "track": kind, "codec": codec, "reason": reason}
+        await self.event(device, "track-dropped", **fields)
+        message = (
+            f"device {device.id} ({device.court} {device.room}): source {source} sends a "
+            f"{kind} track ({codec}) that is dropped: {reason}; it is in no recording"
+        )
+        await alert(
+            self._state,
+            "track-dropped",
+            message,
+            device=device.id,
+            court=device.court,
+            room=device.room,
+            **fields,
+        )
 
     async def _clock_events(self, device: Device, offset: float | None, limit: float) -> None:
         if offset is None:

@@ -96,6 +96,14 @@ class EnrolResponse(_Model):
     streams: dict[str, SourceStreams]  # by source name
 
 
+class TrackHealth(_Model):
+    """One track the camera sends and what the agent makes of it."""
+
+    kind: str  # video | audio | data
+    codec: str  # as the camera names it: h264, pcma, ...
+    state: str  # "carried", "transcoded from pcma", "dropped: <reason>"
+
+
 class SourceHealth(_Model):
     name: str
     state: SourceState
@@ -106,6 +114,7 @@ class SourceHealth(_Model):
     bitrate_kbps: float = 0.0
     keyframe_interval_s: float = 0.0
     reconnects: int = 0
+    tracks: list[TrackHealth] = []  # every track of the active feed, while it is up
 
 
 class Heartbeat(_Model):

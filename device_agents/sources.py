@@ -19,7 +19,7 @@ import av
 import av.container
 
 from core.backoff import Backoff
-from device_agents.protocol import SourceHealth, SourceState
+from device_agents.protocol import SourceHealth, SourceState, TrackHealth
 from media_server.demo import DemoCourtroom
 from media_server.hub import Hub, Stream
 from media_server.rtsp.pull import RtspPull
@@ -183,4 +183,14 @@ def source_health(
         bitrate_kbps=round(stats.bitrate_bps / 1000, 1) if stats else 0.0,
         keyframe_interval_s=round(stats.gop_seconds, 3) if stats else 0.0,
         reconnects=reconnects,
+        tracks=feed_tracks(feed),
     )
+
+
+def feed_tracks(feed: Feed | None) -> list[TrackHealth]:
+    """The tracks the feed's camera sends and their state (carried, transcoded, dropped)."""
+    if feed is None or not feed.stream.live:
+        return []
+    return [
+        TrackHealth(kind=t.kind, codec=t.codec, state=t.state) for t in feed.stream.source_tracks
+    ]

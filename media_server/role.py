@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 
 from core import presence
+from core.alerts import alert
 from core.config import MediaServerSection
 from core.rights import Caller
 from media_server.access import AccessDenied, AccessPolicy, PlayTokens
@@ -27,6 +28,8 @@ from media_server.streams import (
     StreamRegistry,
     check_source_url,
 )
+from media_server.track_alerts import KIND as TRACK_DROPPED
+from media_server.track_alerts import DroppedTracks, describe
 from storage.role import StorageRole
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,7 @@ class MediaServerRole:
         self.hot_paths: dict[str, Callable[..., Awaitable[bool]]] = {}
         self._rtmp_sock = rtmp_sock  # bound by the platform before anything started
         self._refused: set[str] = set()  # sources refused (logged once)
+        self._dropped = DroppedTracks()  # dropped tracks already alerted
 
     @property
     def rtmp_port(self) -> int:
@@ -300,8 +304,23 @@ class MediaServerRole:
             }
             with contextlib.suppress(Exception):  # Redis down: health says so
                 await self.storage.state.touch_presences(presence.STREAM_LIVE, LIVE_TTL_S, infos)
+            await self._alert_dropped_tracks()
             self.hub.drop_idle(keep=self.pulls.keys())
             await asyncio.sleep(1.0)
+
+    async def _alert_dropped_tracks(self) -> None:
+        """A track newly dropped by an ingest (stats: "dropped: why") raises one alert."""
+        for stream_id, track in self._dropped.new(self.hub.streams()):
+            message, fields = describe(stream_id, track)
+            try:
+                await alert(
+                    self.storage.state, TRACK_DROPPED, message, node=self.config.node.name, **fields
+                )
+            except Exception:  # Redis down: said at the next tick
+                log.debug("alert not written: %s", message, exc_info=True)
+                self._dropped.retry(stream_id, track)
+            else:
+                log.warning("%s", message)
 
     # -- egress --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
+from core.alerts import ALERTS_MAX_AGE_S, ALERTS_STREAM
 from core.audit import audit
 from recorder.index import RecordingIndex
 from storage.objects import ObjectStore
@@ -17,8 +18,6 @@ from storage.recording_keys import MANIFEST_NAME, manifest_key, recording_prefix
 
 log = logging.getLogger(__name__)
 
-ALERTS_STREAM = "alerts"
-ALERTS_MAX_AGE_S = 90 * 86400
 NEVER_DELETED = ("trial", "arraignment")
 DISK_ALERT_FREE = 0.10  # alert when less than this share of the data disk is free
 

@@ -355,5 +355,7 @@ def metadata(tracks: tuple[Track, ...]) -> bytes:
                 audiochannels=float(track.channels),
                 stereo=track.channels == 2,
             )
+            if track.source_codec:  # the AAC is a transcode: name the camera's codec
+                info["audiosourcecodec"] = track.source_codec
     info["encoder"] = "courtcast"
     return amf0.encode("onMetaData", info)

@@ -11,6 +11,7 @@ publisher sent (FLV tag time in ms) and pts = dts + composition time.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -56,10 +57,18 @@ class _Source:
         return self.dts
 
 
+SOURCE_CODEC = re.compile(r"[a-z0-9_.-]{1,24}")
+
+
 class Ingest:
-    def __init__(self, publication: Publication, name: str) -> None:
+    """trusted: the publisher's key was checked, so what its onMetaData says of the
+    audio's origin (`audiosourcecodec`, from a courtcast agent that transcoded a camera's
+    audio to AAC) is believed; it is informational (stats, a recording's manifest)."""
+
+    def __init__(self, publication: Publication, name: str, trusted: bool = False) -> None:
         self.publication = publication
         self.name = name
+        self.trusted = trusted
         self.video: _Source | None = None
         self.audio: _Source | None = None
         self.order: list[str] = []  # kinds in track-index order, fixed once announced
@@ -162,7 +171,8 @@ class Ingest:
             if tag.kind == flv.SEQUENCE_HEADER:
                 config = bytes(tag.data)
                 if self.audio is None or self.audio.config != config:
-                    self._configured("audio", "aac", config, flv.audio_track(0, config))
+                    track = replace(flv.audio_track(0, config), source_codec=self._source_codec())
+                    self._configured("audio", "aac", config, track)
                 return
         except flv.FlvError as exc:
             # audio we cannot carry must not cost the court its picture: keep the video
@@ -178,6 +188,13 @@ class Ingest:
             self._announce()
         dts = src.unwrap(timestamp)
         self.publication.push(Packet(src.index, dts, dts, True, bytes(tag.data), arrival))
+
+    def _source_codec(self) -> str:
+        """The codec the AAC was transcoded from upstream, as a trusted publisher says."""
+        said = self.metadata.get("audiosourcecodec")
+        if self.trusted and isinstance(said, str) and SOURCE_CODEC.fullmatch(said):
+            return said
+        return ""
 
     # -- audio in another codec than AAC --
 

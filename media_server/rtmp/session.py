@@ -244,7 +244,8 @@ class RtmpSession(RtmpTransport):
             )
         except StreamBusy as exc:
             self._refuse(msid, "NetStream.Publish.BadName", f"publish {stream_id!r}", str(exc))
-        self.ingest = Ingest(publication, f"{self.peer} {stream_id}")
+        trusted = self.server.authorize is not None  # its key was checked
+        self.ingest = Ingest(publication, f"{self.peer} {stream_id}", trusted)
         self.act_by = None
         self.publish_msid = msid
         self.stats.publishing += 1

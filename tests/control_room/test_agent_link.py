@@ -14,7 +14,7 @@ import pytest
 
 from control_room.devices import DeviceRegistry
 from courtcast.platform import Platform
-from device_agents.protocol import WS_CLOSE_REFUSED, SourceHealth, bearer
+from device_agents.protocol import WS_CLOSE_REFUSED, SourceHealth, TrackHealth, bearer
 from tests.control_room.agent import FakeAgent, refused
 from tests.control_room.conftest import (
     HEARTBEAT_S,
@@ -144,6 +144,38 @@ async def test_source_and_clock_events(
     clock = [a for _, a in alerts if a["kind"] == "clock-offset"]
     assert [a["offset_s"] for a in clock] == [2.5, 1.5]
     assert "clock off by +2.500 s" in clock[0]["message"]
+
+
+async def test_a_dropped_track_is_an_event_and_an_alert_once(
+    platform: Platform, admin: httpx.AsyncClient, agents: list[FakeAgent]
+) -> None:
+    enrolled = await enrol(platform, admin)
+    agent = await connect_agent(platform, enrolled, agents)
+    video = TrackHealth(kind="video", codec="h264", state="carried")
+    second = TrackHealth(kind="audio", codec="pcmu", state="dropped: a second audio track")
+    agent.sources[0] = SourceHealth(name="bench", state="up", tracks=[video, second])
+    for _ in range(3):  # every heartbeat says so: one event
+        await agent.heartbeat()
+    agent.sources[0] = SourceHealth(name="bench", state="down", reason="unreachable")
+    await agent.heartbeat()  # a camera away says nothing of its tracks
+    agent.sources[0] = SourceHealth(name="bench", state="up", tracks=[video, second])
+    await agent.heartbeat()
+    await wait_events(
+        platform,
+        enrolled.device_id,
+        ["enrolled", "online", "track-dropped", "source-down", "source-up"],
+    )
+    registry: DeviceRegistry = control(platform).devices
+    [event] = [
+        e for e in await registry.events(enrolled.device_id) if e["event"] == "track-dropped"
+    ]
+    assert (event["source"], event["track"], event["codec"]) == ("bench", "audio", "pcmu")
+    assert event["reason"] == "a second audio track"
+    row = (await admin.get(f"/api/v1/devices/{enrolled.device_id}")).json()
+    assert row["sources"][0]["tracks"][1] == second.model_dump()
+    alerts = await platform.roles[0].state.read_events("alerts")  # type: ignore[attr-defined]
+    [dropped] = [a for _, a in alerts if a["kind"] == "track-dropped"]
+    assert dropped["device"] == enrolled.device_id and "bench" in dropped["message"]
 
 
 async def test_bad_credentials_are_refused_with_4403(

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from courtcast.platform import Platform
-from device_agents.protocol import SourceInfo
+from device_agents.protocol import SourceHealth, SourceInfo, TrackHealth
 from tests.control_room.agent import FakeAgent
 from tests.control_room.conftest import (
     HEARTBEAT_S,
@@ -116,6 +116,83 @@ def test_devices_page_shows_devices_and_acts_on_them(
         badge.filter(has_text="revoked").wait_for(timeout=5_000)
         assert row.get_by_role("button").count() == 0  # nothing left to do with it
         assert page.locator("#error").inner_text() == ""
+    finally:
+
+        async def teardown() -> None:
+            for agent in agents:
+                await agent.close()
+            await node.stop()
+
+        background.run(teardown())
+
+
+TRACKS = [
+    TrackHealth(kind="video", codec="h265", state="carried"),
+    TrackHealth(kind="audio", codec="pcma", state="transcoded from pcma"),
+    TrackHealth(kind="audio", codec="pcmu", state="dropped: a second audio track"),
+]
+
+
+@pytest.mark.parametrize(
+    "locale, seen, dropped",
+    [
+        (
+            "en-US",
+            ["video h265: carried", "audio pcma: transcoded from pcma"],
+            "audio pcmu: dropped: a second audio track",
+        ),
+        (
+            "zh-CN",
+            ["视频 h265: 直通", "音频 pcma: 转码自 pcma"],
+            "音频 pcmu: 已丢弃\uff1aa second audio track",  # a full-width colon, as zh-CN writes
+        ),
+    ],
+)
+def test_devices_page_shows_each_sources_tracks_and_the_dropped_one(
+    chromium_browser: Any,
+    background: Background,
+    tmp_path: Path,
+    locale: str,
+    seen: list[str],
+    dropped: str,
+) -> None:
+    node: Platform = background.run(start_platform(tmp_path / "data"))
+    agents: list[FakeAgent] = []
+
+    async def setup() -> str:
+        admin = await signed_in(node, "tess", "technician")
+        enrolled = await enrol(
+            node, admin, sources=[SourceInfo(name="bench", kind="rtsp")], model="Hikvision"
+        )
+        await admin.aclose()
+        agent = await connect_agent(node, enrolled, agents)
+        agent.sources[0] = SourceHealth(name="bench", state="up", publishing=True, tracks=TRACKS)
+        agent.start_heartbeats(HEARTBEAT_S)
+        return enrolled.device_id
+
+    try:
+        device_id = background.run(setup())
+        context = chromium_browser.new_context(locale=locale)
+        page = context.new_page()
+        page.goto(f"{base_url(node)}/devices")
+        page.get_by_label("User").fill("tess")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        sources = page.locator(f"tr[data-device='{device_id}']").locator("td").nth(5)
+        lost = sources.locator("li.dropped")
+        lost.wait_for(timeout=10_000)
+        assert lost.inner_text() == dropped
+        assert lost.count() == 1
+        # what a person sees: the dropped track in red, the others in the muted colour
+        assert lost.evaluate("e => getComputedStyle(e).color") == "rgb(192, 57, 43)"
+        text = sources.inner_text()
+        for line in seen:
+            assert line in text, (line, text)
+        shot = tmp_path / f"devices-tracks-{locale}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 5_000
+        print(f"screenshot: {shot}")
+        context.close()
     finally:
 
         async def teardown() -> None:

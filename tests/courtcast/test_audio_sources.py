@@ -193,3 +193,36 @@ async def test_audio_that_stops_mid_session_is_a_named_audio_gap(
 async def http_verify(node: Platform, rid: str) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=f"{base_url(node)}/api/v1", timeout=30) as http:
         return dict((await http.get(f"/recordings/{rid}/verify")).json())
+
+
+async def test_a_dropped_track_is_listed_and_raises_one_alert(
+    tmp_path: Path, rtsp_camera: Any
+) -> None:
+    """A camera with a second microphone track: the first (G.711 A-law) is carried as AAC,
+    the second is listed as dropped with its reason, and one track-dropped alert says so
+    (not one per stats tick)."""
+    camera = await asyncio.to_thread(rtsp_camera, audio="pcma+pcmu", size="320x180")
+    node = await start_platform(tmp_path, **{"security.open": True})
+    try:
+        await define(node, "cam", room="r1", court="c1", source_url=camera.url, public=True)
+        await wait_live(node, "cam", timeout=15)
+        async with httpx.AsyncClient(base_url=f"{base_url(node)}/api/v1", timeout=30) as http:
+            tracks = await source_tracks(http, "cam")
+        assert [(t["kind"], t["codec"], t["state"]) for t in tracks] == [
+            ("video", "h264", "carried"),
+            ("audio", "pcma", "transcoded from pcma"),
+            ("audio", "pcmu", "dropped: a second audio track (the first is carried)"),
+        ]
+        await asyncio.sleep(3)  # three more stats ticks: still one alert
+        state = node.roles[0].state  # type: ignore[attr-defined]
+        alerts = [a for _, a in await state.read_events("alerts")]
+        dropped = [a for a in alerts if a["kind"] == "track-dropped"]
+        assert len(dropped) == 1, alerts
+        assert (dropped[0]["stream"], dropped[0]["track"], dropped[0]["codec"]) == (
+            "cam",
+            "audio",
+            "pcmu",
+        )
+        assert "a second audio track" in dropped[0]["message"], dropped[0]
+    finally:
+        await node.stop()

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import av
+import httpx
 import pytest
 
 from device_agents.agent import Agent
 from device_agents.protocol import Command
+from tests.control_room.conftest import control as control_role
+from tests.courtcast.test_audio_sources import close_and_fetch, session, source_tracks
 from tests.courtcast.test_platform import (
     base_url,
     define,
@@ -115,3 +118,42 @@ async def test_main_and_sub_play_over_ll_hls_and_commands_work(
     # the ring recorded both streams all along; every segment decodes
     frames, width, height = decode_ring(agent.ring, "c-r-cam-sub", tmp_path / "ring.mp4")
     assert (width, height) == (320, 180) and frames >= 50
+
+
+async def test_a_pcma_camera_through_the_agent_is_recorded_naming_pcma(
+    tmp_path: Path, rtsp_camera: Any
+) -> None:
+    """Camera -> agent -> server -> recording: the agent transcodes the camera's G.711
+    A-law to AAC before RTMP and says so in onMetaData; the server's stats say the audio is
+    transcoded from pcma, and the trial recording's manifest names pcma."""
+    camera = await asyncio.to_thread(rtsp_camera, audio="pcma", size="320x180")
+    node = await start_platform(tmp_path, **{"recorder.segment_target_s": 2.0})
+    agent: Agent | None = None
+    try:
+        key = await define(node, "c-r-cam", room="r1", court="c1", public=True)
+        config = agent_config(
+            tmp_path,
+            media_role(node).rtmp_port,
+            {"cam": source("rtsp", camera.url, ("c-r-cam", key))},
+        )
+        agent = Agent(config, link=False)
+        await agent.start()
+        await control_role(node).users.add("ada", "admin", "correct horse battery")
+        async with httpx.AsyncClient(base_url=f"{base_url(node)}/api/v1", timeout=30) as http:
+            login = {"name": "ada", "password": "correct horse battery"}
+            assert (await http.post("/login", json=login)).status_code == 200
+            tracks = await source_tracks(http, "c-r-cam")
+            assert [(t["kind"], t["codec"], t["state"]) for t in tracks] == [
+                ("video", "h264", "carried"),
+                ("audio", "aac", "transcoded from pcma"),
+            ]
+            sid = await session(http, "r1")
+            await asyncio.sleep(5)
+            record = await close_and_fetch(node, http, sid)
+        init = record["manifest"]["inits"][0]
+        assert "mp4a.40.2" in init["codecs"]
+        assert init["audio_source"] == "pcma" and "AAC-LC" in init["audio_transcode"], init
+    finally:
+        if agent is not None:
+            await agent.stop()
+        await node.stop()

@@ -101,3 +101,26 @@ def test_reasons_are_classified() -> None:
         "unreachable"
     )
     assert classify("no answer within 5 s (timeout)").startswith("unreachable")
+
+
+async def test_health_lists_each_source_track_with_its_state(
+    tmp_path: Path, rtsp_camera: Any
+) -> None:
+    """A camera with H.264, G.711 A-law and a second microphone track: the heartbeat says
+    the video is carried, the A-law transcoded, the second track dropped and why."""
+    camera = await asyncio.to_thread(rtsp_camera, audio="pcma+pcmu", size="320x180")
+    config = agent_config(
+        tmp_path, free_port(), {"bench": source("rtsp", camera.url, ("c-r-bench", "k1"))}
+    )
+    agent = Agent(config, link=False)
+    await agent.start()
+    try:
+        await until(lambda: agent.units["bench"].health().tracks, 15, "tracks in the health")
+        health = agent.heartbeat().sources[0]
+    finally:
+        await agent.stop()
+    assert [(t.kind, t.codec, t.state) for t in health.tracks] == [
+        ("video", "h264", "carried"),
+        ("audio", "pcma", "transcoded from pcma"),
+        ("audio", "pcmu", "dropped: a second audio track (the first is carried)"),
+    ]

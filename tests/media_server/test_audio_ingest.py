@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,35 @@ def test_undecodable_audio_is_listed_as_dropped_with_its_reason() -> None:
     assert tracks[1]["kind"] == "audio" and tracks[1]["state"].startswith("dropped: ")
     assert "device specific" in tracks[1]["state"]
     assert [i.track for i in drain(sub) if isinstance(i, Packet)] == [0]
+
+
+@pytest.mark.parametrize(
+    "trusted, said, named",
+    [(True, "pcma", "pcma"), (False, "pcma", ""), (True, "<script>", ""), (True, 8.0, "")],
+)
+def test_a_transcode_announced_upstream_is_believed_from_a_trusted_publisher_only(
+    trusted: bool, said: Any, named: str
+) -> None:
+    """A courtcast agent sends the camera's codec in onMetaData (audiosourcecodec) with
+    the AAC it made; the server names it only when the publisher's key was checked, and
+    only a codec-like name."""
+    from media_server.rtmp import amf0, flv
+    from media_server.rtmp.publish import Ingest
+
+    hub = Hub()
+    ing = Ingest(hub.publish("s", (), "test"), "test", trusted)
+    meta = amf0.decode(flv.metadata((audio_track_of(said),)))
+    ing.on_metadata(meta)
+    ing.on_audio(0, b"\xaf\x00" + aac.make_asc(8000, 1), 0.0)
+    [track] = ing.tracks
+    assert (track.codec, track.source_codec) == ("aac", named)
+    state = f"transcoded from {named}" if named else "carried"
+    assert stream_stats(ing.publication.stream)["tracks"] == [
+        {"kind": "audio", "codec": "aac", "state": state}
+    ]
+
+
+def audio_track_of(source_codec: Any) -> Track:
+    """An AAC track whose metadata announces `source_codec` (any AMF value, as a peer may)."""
+    track = Track(1, "audio", "aac", 8000, aac.make_asc(8000, 1), sample_rate=8000, channels=1)
+    return replace(track, source_codec=source_codec)
