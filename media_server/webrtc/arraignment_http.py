@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -21,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from core.identity import ResolveCaller
 from core.rights import Caller, may
+from core.web.pages import Page
 from media_server.streams import StreamClass, StreamDefinition
 from media_server.webrtc.arraignment import (
     ArraignmentRooms,
@@ -93,12 +93,12 @@ def add_arraignment_routes(router: APIRouter, service: WebRTCService) -> None:
 
 
 def _add_seat_routes(router: APIRouter, service: WebRTCService) -> None:
-    page = resources.files("media_server.webrtc").joinpath("arraignment.html").read_text()
+    page = Page.load("media_server.webrtc", "arraignment.html")
     rooms, audit = service.rooms, service.room_hooks.audit
 
     @router.get("/arraignment/{room_id}", response_class=HTMLResponse)
-    async def arraignment_page(room_id: str) -> HTMLResponse:
-        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+    async def arraignment_page(room_id: str, request: Request) -> HTMLResponse:
+        return page.response(request)
 
     @router.post("/arraignment/{room_id}/join")
     async def arraignment_join(room_id: str, body: JoinRequest, request: Request) -> JSONResponse:
