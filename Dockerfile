@@ -1,4 +1,15 @@
 # One image for every courtcast role; the command picks the role.
+
+# the pages' browser libraries (hls.js) from the npm registry, at the versions and hashes
+# pinned in core/web/package-lock.json, as scripts/setup.sh fetches them for `make run`
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY core/web/package.json core/web/package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && mkdir vendor && node -e ' \
+  const fs = require("fs"); \
+  for (const [name, from] of Object.entries(require("./package.json").courtcast.vendor)) \
+    fs.copyFileSync("node_modules/" + from, "vendor/" + name);'
+
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
@@ -8,6 +19,7 @@ RUN apt-get update \
 WORKDIR /app
 COPY pyproject.toml setup.py README.md ./
 COPY core ./core
+COPY --from=web /web/vendor ./core/web/static/vendor
 COPY courtcast ./courtcast
 COPY media_server ./media_server
 COPY recorder ./recorder

@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from core.config import Config, ConfigError
 from core.page_headers import SecurityHeaders
 from core.rights import Caller, may
+from core.web.assets import mount_assets
 from courtcast.body_limit import BodyLimit
 from courtcast.http_front import FrontDoor
 from courtcast.http_guard import HeaderLimits, guarded_protocol
@@ -88,7 +89,9 @@ class Platform:
         self._http_task: asyncio.Task[None] | None = None
 
     def _add_process_routes(self) -> None:
-        """Health and metrics: served by every process, whatever roles it runs."""
+        """Health, metrics and the pages' static files: served by every process, whatever
+        roles it runs."""
+        mount_assets(self.app)
 
         @self.app.exception_handler(RequestValidationError)
         async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

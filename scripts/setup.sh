@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what courtcast needs on a Debian machine (run as root, or with sudo available).
-#   scripts/setup.sh venv    Python venv with the pinned dependencies (what `make run` needs)
+#   scripts/setup.sh venv    Python venv with the pinned dependencies and the pages' browser
+#                            libraries from the npm registry (what `make run` needs)
 #   scripts/setup.sh test    + Debian packages the tests use as real peers
 #   scripts/setup.sh bench   + peers for bench/ (nginx-rtmp)
 # Each step is skipped when already done, so repeated runs cost seconds.
@@ -34,6 +35,31 @@ setup_venv() {
     touch .venv/.installed
   fi
   build_native
+  setup_web
+}
+
+setup_web() {
+  # the pages' browser libraries (hls.js), pinned with their hashes in core/web/package-lock.json,
+  # fetched from the npm registry and copied to core/web/static/vendor/ (git-ignored), served
+  # at /static/vendor/; never committed. Skipped while the copy is newer than the pins.
+  local web=core/web stamp=core/web/static/vendor/.installed
+  if [ -f "$stamp" ] && [ "$stamp" -nt "$web/package-lock.json" ] && [ "$stamp" -nt "$web/package.json" ]; then
+    return 0
+  fi
+  command -v npm >/dev/null || apt_install nodejs npm
+  echo "fetching the pages' browser libraries (npm ci in $web)"
+  if ! (cd "$web" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null); then
+    # courtcast still runs; /static/vendor/ answers 503 saying to run this again
+    echo "WARNING: npm ci failed: pages that play HLS (hls.js) will not work until" \
+      "scripts/setup.sh venv succeeds" >&2
+    return 0
+  fi
+  mkdir -p "$web/static/vendor"
+  (cd "$web" && node -e '
+    const fs = require("fs");
+    for (const [name, from] of Object.entries(require("./package.json").courtcast.vendor))
+      fs.copyFileSync("node_modules/" + from, "static/vendor/" + name);')
+  touch "$stamp"
 }
 
 build_native() {
@@ -48,11 +74,11 @@ raise SystemExit("\n".join(native.problems()) or None)'
 
 setup_test() {
   # ffmpeg: encoder, camera and decoder of the tests; chromium: the browser (Playwright drives
-  # Debian's build, never a downloaded one); GStreamer's RTSP server: a real IP camera.
-  apt_install ffmpeg chromium python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
+  # Debian's build, never a downloaded one); GStreamer's RTSP server: a real IP camera;
+  # a CJK font, so the zh-CN pages' screenshots show Chinese rather than empty boxes.
+  apt_install ffmpeg chromium fonts-wqy-microhei python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
     gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  command -v npm >/dev/null || apt_install nodejs npm  # fetches hls.js for the player tests
   # ipycam: a real ONVIF PTZ camera (tests/fixtures/onvif_camera.py). --no-deps: it requires
   # opencv-python (GUI build, needs libGL); the test extra has opencv-python-headless instead.
   .venv/bin/python -c 'import importlib.metadata as m; assert m.version("ipycam") == "1.3.0"' \

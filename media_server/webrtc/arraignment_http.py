@@ -13,7 +13,6 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -21,8 +20,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from core.identity import ResolveCaller
-from core.page_headers import page_headers
 from core.rights import Caller, may
+from core.web.pages import Page
 from media_server.streams import StreamClass, StreamDefinition
 from media_server.webrtc.arraignment import (
     ArraignmentRooms,
@@ -100,13 +99,12 @@ def add_arraignment_routes(router: APIRouter, service: WebRTCService) -> None:
 
 
 def _add_seat_routes(router: APIRouter, service: WebRTCService) -> None:
-    page = resources.files("media_server.webrtc").joinpath("arraignment.html").read_text()
-    headers = {"Cache-Control": "no-store", **page_headers(page)}
+    page = Page.load("media_server.webrtc", "arraignment.html")
     rooms, audit, attempts = service.rooms, service.room_hooks.audit, service.room_hooks.attempts
 
     @router.get("/arraignment/{room_id}", response_class=HTMLResponse)
-    async def arraignment_page(room_id: str) -> HTMLResponse:
-        return HTMLResponse(page, headers=headers)
+    async def arraignment_page(room_id: str, request: Request) -> HTMLResponse:
+        return page.response(request)
 
     @router.post("/arraignment/{room_id}/join")
     async def arraignment_join(room_id: str, body: JoinRequest, request: Request) -> JSONResponse:

@@ -1,11 +1,14 @@
-"""Pages send a Content-Security-Policy (inline scripts allowed by their hash only, never
-'unsafe-inline'), X-Frame-Options and a Referrer-Policy; every other answer of the app
+"""Pages send a Content-Security-Policy (scripts from the app's origin; an inline script
+only by its hash, never 'unsafe-inline'), X-Frame-Options and a Referrer-Policy; every other answer of the app
 gets the frame and referrer headers too (issue 14, item 3). That the pages still work
 under their policy is the Chromium tests' job (test_devices_page, test_webrtc_arraignment).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -35,7 +38,11 @@ async def test_pages_send_a_strict_policy(http: httpx.AsyncClient, path: str) ->
     )
     assert policy["default-src"] == "'self'" and policy["frame-ancestors"] == "'none'"
     assert policy["object-src"] == "'none'" and policy["base-uri"] == "'none'"
-    assert "'unsafe-inline'" not in policy["script-src"] and "'sha256-" in policy["script-src"]
+    assert "'unsafe-inline'" not in policy["script-src"]
+    for inline in re.findall(r"<script>(.*?)</script>", page.text, re.DOTALL):
+        digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in policy["script-src"], "an inline script not allowed"
+    assert "media-src" in policy and "blob:" in policy["media-src"]  # hls.js's MediaSource
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["referrer-policy"] == "no-referrer"
     assert page.headers["x-content-type-options"] == "nosniff"

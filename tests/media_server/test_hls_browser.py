@@ -1,17 +1,12 @@
 """Headless Chromium plays the live stream with hls.js, in low-latency mode and without.
 
-hls.js comes from the npm registry at test time (never committed), cached outside the
-repository; the same command fetches it ahead of time:
-
-    npm pack hls.js@1.7.4 --pack-destination ~/.cache/courtcast-tests
+hls.js is the copy the pages use: fetched from the npm registry by `scripts/setup.sh venv`
+(`make test` runs it) at the version pinned in core/web/package.json, never committed, and
+served at /static/vendor/hls.min.js.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,17 +14,16 @@ from typing import Any
 
 import pytest
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import HTMLResponse
 
+from core.web.assets import VENDOR_DIR
 from media_server.hls.output import HlsOptions
 from tests.media_server.test_hls_http import CLIP_S, LiveServer
 from tests.mediafiles import make_clip
 
-HLSJS_VERSION = "1.7.4"
-
 PLAYER = """<!doctype html>
 <video id="v" muted playsinline></video>
-<script src="/test/hls.min.js"></script>
+<script src="/static/vendor/hls.min.js"></script>
 <script>
   window.errors = [];
   const video = document.getElementById("v");
@@ -43,45 +37,18 @@ PLAYER = """<!doctype html>
 """
 
 
-def npm_cache_dir() -> Path:
-    return Path(os.environ.get("COURTCAST_TEST_CACHE", Path.home() / ".cache/courtcast-tests"))
-
-
 @pytest.fixture(scope="session")
 def hlsjs() -> Path:
-    """dist/hls.min.js of the pinned hls.js, fetched once with `npm pack` and cached."""
-    cache = npm_cache_dir()
-    script = cache / f"hls.js-{HLSJS_VERSION}.min.js"
-    if script.exists():
-        return script
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is not installed: cannot fetch hls.js (make test installs it)")
-    cache.mkdir(parents=True, exist_ok=True)
-    tarball = cache / f"hls.js-{HLSJS_VERSION}.tgz"
-    if not tarball.exists():
-        done = subprocess.run(
-            [npm, "pack", f"hls.js@{HLSJS_VERSION}", "--pack-destination", str(cache), "--silent"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if done.returncode != 0 or not tarball.exists():
-            pytest.fail(f"npm pack hls.js failed: {done.stderr.strip()[-300:]}")
-    with tarfile.open(tarball) as tar:
-        member = tar.extractfile("package/dist/hls.min.js")
-        assert member is not None
-        script.write_bytes(member.read())
+    """The vendored dist/hls.min.js of the pinned hls.js."""
+    script = VENDOR_DIR / "hls.min.js"
+    if not script.is_file():
+        pytest.fail(f"{script} is missing: run scripts/setup.sh venv (make test does)")
     return script
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, hlsjs: Path) -> Iterator[LiveServer]:
     extra = APIRouter()
-
-    @extra.get("/test/hls.min.js")
-    async def script() -> FileResponse:
-        return FileResponse(hlsjs, media_type="text/javascript")
 
     @extra.get("/test/player-{mode}.html")
     async def player(mode: str) -> HTMLResponse:

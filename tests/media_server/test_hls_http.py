@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 
+from core.web.assets import mount_assets
 from courtcast.http_front import FrontDoor
 from media_server.hls.http import LiveFastPath, make_hls_router
 from media_server.hls.output import HlsOptions, HlsOutputs
@@ -51,6 +52,7 @@ class LiveServer:
         app.include_router(make_hls_router(self.outputs, self._authorize))
         if extra is not None:
             app.include_router(extra)
+        mount_assets(app)  # /static/, as every courtcast process serves it
         front = FrontDoor(app)
         front.add("/live/", LiveFastPath(self.outputs, self._authorize))
         self._servers: list[tuple[uvicorn.Server, Future[None]]] = []

@@ -21,6 +21,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
+from core.web.assets import mount_assets
 from media_server.hub import Hub
 from media_server.patches.aiortc_ice_addresses import bind_candidate_addresses
 from media_server.webrtc import IceConfig, WebRTCOptions, make_webrtc_router
@@ -96,6 +97,7 @@ class LiveServer:
         )
         self.service = router.webrtc  # type: ignore[attr-defined]
         app.include_router(router)
+        mount_assets(app)  # the /arraignment page's modules and styles
 
         @app.get("/test/page")
         async def page() -> HTMLResponse:
