@@ -1,7 +1,8 @@
 """Pages send a Content-Security-Policy (scripts from the app's origin; an inline script
 only by its hash, never 'unsafe-inline'), X-Frame-Options and a Referrer-Policy; every
-other answer of the app gets the frame and referrer headers too (issue 14, item 3). That the pages still work
-under their policy is the Chromium tests' job (test_devices_page, test_webrtc_arraignment).
+other answer of the app gets the frame and referrer headers too (issue 14, item 3). That
+the pages still work under their policy is the Chromium tests' job (test_devices_page,
+test_arraignment_page).
 """
 
 from __future__ import annotations
