@@ -83,7 +83,12 @@ def handshake_target(data: bytes) -> None:
 
 
 def ingest_target(data: bytes) -> None:
-    """A publication fed messages cut from the bytes: [kind, ts(2), len(2), payload]..."""
+    """A publication fed messages cut from the bytes: [kind, ts(2), len(2), payload]...,
+    on an event loop as in the server (audio to transcode goes to a pool thread from it)."""
+    asyncio.run(_ingest(data))
+
+
+async def _ingest(data: bytes) -> None:
     hub = Hub()
     ing = Ingest(hub.publish("fuzz", (), "fuzz"), "fuzz")
     pos = 0
