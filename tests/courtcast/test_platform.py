@@ -141,7 +141,7 @@ async def test_rtmp_in_ll_hls_out_decodes_like_the_source(
 ) -> None:
     seconds, fps = 6, 25
     clip = make_clip(tmp_path, seconds=seconds, fps=fps, gop=2 * fps, bframes=2, size=(640, 360))
-    key = await define(platform, "court-a", public=True)
+    key = await define(platform, "court-a", stream_class=StreamClass.conference, public=True)
     rtmp = f"rtmp://127.0.0.1:{media_role(platform).rtmp_port}/live/court-a?key={key}"
     publisher = asyncio.create_task(push(clip, rtmp))
     await wait_live(platform, "court-a")
@@ -238,7 +238,7 @@ async def test_a_stream_made_private_stops_playing_at_once(
     """Egress caches the definitions it checks (PLAY_CACHE_S); a change reaches the cache
     over pub/sub, long before that bound."""
     clip = make_clip(tmp_path, seconds=8, fps=25, gop=25)
-    key = await define(platform, "court-b", public=True)
+    key = await define(platform, "court-b", stream_class=StreamClass.conference, public=True)
     port = media_role(platform).rtmp_port
     publisher = asyncio.create_task(push(clip, f"rtmp://127.0.0.1:{port}/live/court-b?key={key}"))
     await wait_live(platform, "court-b")
@@ -308,7 +308,13 @@ async def test_rtsp_camera_is_pulled_to_ll_hls_and_comes_back_after_a_reboot(
     platform: Platform, tmp_path: Path, rtsp_camera: Any
 ) -> None:
     camera = await asyncio.to_thread(rtsp_camera, user="clerk", password="s3cret:pw")
-    await define(platform, "court-cam", source_url=camera.url, public=True)
+    await define(
+        platform,
+        "court-cam",
+        source_url=camera.url,
+        stream_class=StreamClass.conference,
+        public=True,
+    )
     await wait_live(platform, "court-cam", timeout=15)
     async with httpx.AsyncClient(base_url=base_url(platform), timeout=10) as http:
         shown = (await http.get("/api/v1/streams/court-cam")).json()
