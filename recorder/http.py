@@ -249,7 +249,10 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     ) -> dict[str, Any]:
         if body.at is not None and body.at.tzinfo is None:
             raise HTTPException(400, "at: give the time zone (e.g. 2026-12-07T09:00+08:00)")
-        at = body.at.timestamp() if body.at is not None else None
+        try:
+            at = body.at.timestamp() if body.at is not None else None
+        except (OverflowError, OSError, ValueError):
+            raise HTTPException(400, "at: not a time this server can schedule") from None
         opened = await acting(
             role.sessions.open(
                 body.room, body.case_number, body.title, body.public, who(caller), body.delay, at
