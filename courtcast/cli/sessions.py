@@ -106,9 +106,8 @@ async def _change(sessions: TrialSessions, args: argparse.Namespace, who: str) -
             args.room, args.case, args.title, args.public, who, args.delay, args.at
         )
         if session.state == "scheduled":
-            print(
-                f"session {session.id} scheduled in room {session.room} for {utc(session.opened_at)} UTC"
-            )
+            when = utc(session.opened_at)
+            print(f"session {session.id} scheduled in room {session.room} for {when} UTC")
         else:
             print(
                 f"session {session.id} open in room {session.room} "

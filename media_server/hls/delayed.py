@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from media_server.hls.output import HlsOptions, SegmentWindow
@@ -60,8 +61,10 @@ class DelayedRendition(SegmentWindow):
         delay_s: float,
         options: HlsOptions,
         slates: SlateCache,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(options)
+        self._clock = clock  # wall-clock, as packets' arrival (tests drive their own)
         self.stream_id = stream_id
         self.delay_s = delay_s
         self.cut_active = False
@@ -96,7 +99,7 @@ class DelayedRendition(SegmentWindow):
                 log.warning("public %s: over %d bytes held, resync", self.stream_id, MAX_HELD_BYTES)
                 self._resync()
         else:
-            self._hold(time.time(), item)
+            self._hold(self._clock(), item)
 
     def _hold(self, at: float, item: Item) -> None:
         self._held.append((at, item))
@@ -144,7 +147,7 @@ class DelayedRendition(SegmentWindow):
             self._show(slate)
 
     def _show(self, slate: Slate) -> None:
-        self._slate = _SlateRun.of(slate, time.time())
+        self._slate = _SlateRun.of(slate, self._clock())
         self.segmenter.feed(StreamStart(slate.tracks, SLATE_EPOCH))
 
     def resume(self) -> None:
@@ -160,7 +163,7 @@ class DelayedRendition(SegmentWindow):
     async def _tick(self) -> None:
         while True:
             try:
-                self.release(time.time())
+                self.release(self._clock())
             except Exception:  # a bug must not stop the broadcast for good
                 log.exception("public %s: release failed", self.stream_id)
                 self._resync()

@@ -279,20 +279,28 @@ def stream_info(info: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 async def test_demo_courtrooms_are_live_public_and_decode(tmp_path: Path) -> None:
+    """Demo rooms are trial streams that may be broadcast; their live stream itself needs a
+    play token, as `courtcast up --demo` prints (the public sees a trial only through a
+    public session's delayed rendition)."""
     node = await start_platform(tmp_path, **{"demo.enabled": True, "demo.rooms": 2})
     try:
         demos = media_role(node).demo_streams()
         assert len(demos) == 2
         stream_id = demos[0][0]
         await wait_live(node, stream_id)
+        token = media_role(node).tokens.make(stream_id)
         info = await record_hls(
-            f"{base_url(node)}/live/{stream_id}/index.m3u8", tmp_path / "demo.mp4", 3
+            f"{base_url(node)}/live/{stream_id}/index.m3u8?token={token}", tmp_path / "demo.mp4", 3
         )
         video = stream_info(info, "video")
         assert (video["width"], video["height"]) == (1280, 720)
         assert int(video["nb_read_frames"]) >= 3 * 25 - 1
         assert stream_info(info, "audio")["codec_name"] == "aac"
+        users = node.roles[-1].users  # type: ignore[attr-defined]
+        await users.add("olga", "operator", "correct horse battery")
         async with httpx.AsyncClient(base_url=base_url(node)) as http:
+            login = {"name": "olga", "password": "correct horse battery"}
+            assert (await http.post("/api/v1/login", json=login)).status_code == 200
             for _ in range(40):  # live stats reach Redis within about a second
                 listed = {s["id"]: s for s in (await http.get("/api/v1/streams")).json()}
                 if (listed.get(stream_id) or {}).get("stats"):
