@@ -17,7 +17,7 @@ import logging
 
 from media_server.public import PublicRenditions
 from media_server.streams import StreamDefinition, StreamRegistry
-from recorder.sessions import ACTIVE, TrialSession, TrialSessions
+from recorder.sessions import TrialSession, TrialSessions
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,3 @@ class Broadcasts:
 
     def viewers(self, session_id: str) -> int:
         return self.public.viewers(session_id)
-
-
-def is_live(session: TrialSession) -> bool:
-    return session.public and session.state in ACTIVE

@@ -161,7 +161,7 @@ async def test_nothing_but_an_open_public_session_is_served_or_listed(
 async def test_a_scheduled_session_goes_live_when_its_time_comes(platform: Platform) -> None:
     await define(platform, "court-s", public=True, room="r-s", court="c1")
     await define(platform, "court-s2", public=True, room="r-s2", court="c1")
-    http = await signed_in(platform, "clerk")
+    http = await signed_in(platform, "admin")
     try:
         at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 2)) + "+00:00"
         session = await open_session(http, "r-s", public=True, delay=4, at=at)
@@ -178,6 +178,17 @@ async def test_a_scheduled_session_goes_live_when_its_time_comes(platform: Platf
         assert hidden["id"] not in str(listed)
         events = (await http.get(f"/api/v1/sessions/{session['id']}")).json()["events"]
         assert [e["event"] for e in events] == ["schedule", "open"]
+        # the camera is disabled (its privacy cannot change mid-session): the broadcast ends
+        public = media_role(platform).public
+        assert public.get(session["id"]) is not None
+        patched = await http.patch("/api/v1/streams/court-s", json={"enabled": False})
+        assert patched.status_code == 200, patched.text
+        for _ in range(40):
+            if public.get(session["id"]) is None:
+                break
+            await asyncio.sleep(0.05)
+        answer = await http.get(f"/public/{session['id']}/index.m3u8")
+        assert answer.status_code == 404
     finally:
         await http.aclose()
 
