@@ -29,6 +29,8 @@ RIGHTS: dict[str, frozenset[str]] = {
     "read_recordings": frozenset({"admin", "clerk", "operator"}),
     # open, recess, resume and close trial sessions; export recordings
     "manage_sessions": frozenset({"admin", "clerk"}),
+    # cut a public broadcast to its slate, and resume it
+    "cut_broadcasts": frozenset({"admin", "operator", "clerk"}),
     # define streams (and get their publish keys)
     "define_streams": frozenset({"admin", "technician"}),
     # change who may watch a stream or where it belongs: its privacy, class, court, room

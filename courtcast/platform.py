@@ -168,9 +168,15 @@ class Platform:
             # the recorder subscribes to this process's hub (a relay from other nodes is
             # not built yet); without a media server it still serves recordings
             hub = media.hub if media is not None else None
+            public = media.public if media is not None else None
             devices = DeviceRegistry(storage.state)
             recorder = RecorderRole(
-                self.config.recorder_section(), storage, self.app, hub, devices.streams_of
+                self.config.recorder_section(),
+                storage,
+                self.app,
+                hub,
+                devices.streams_of,
+                public,
             )
             self.roles.append(recorder)
             await recorder.start()

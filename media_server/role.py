@@ -65,6 +65,7 @@ class MediaServerRole:
         self._recheck = asyncio.Event()  # a definition changed: check the admitted at once
         self.rtmp: Any = None
         self.hls: Any = None
+        self.public: Any = None  # media_server.public.PublicRenditions, once mounted
         self.pulls: dict[str, Any] = {}
         self.demos: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -99,6 +100,8 @@ class MediaServerRole:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(demo.stop() for demo in self.demos), return_exceptions=True)
         await asyncio.gather(*(pull.stop() for pull in self.pulls.values()), return_exceptions=True)
+        if self.public is not None:
+            await self.public.close()
         if self.hls is not None:
             await self.hls.close()
         if self.rtmp is not None:
@@ -353,6 +356,17 @@ class MediaServerRole:
         self.app.include_router(make_hls_router(self.hls, self.authorize_play))
         # the same routes for the process's front door, ahead of the app's middleware
         self.hot_paths["/live/"] = LiveFastPath(self.hls, self.authorize_play)
+        self._mount_public()
+
+    def _mount_public(self) -> None:
+        """/public/{name}/: the delayed renditions a broadcast's driver (the recorder's
+        sessions) makes; nothing else is ever served there."""
+        from media_server.hls.public_http import PublicFastPath, make_public_router
+        from media_server.public import PublicRenditions
+
+        self.public = PublicRenditions(self.hub, self.hls.options)
+        self.app.include_router(make_public_router(self.public))
+        self.hot_paths["/public/"] = PublicFastPath(self.public)
 
     async def audit(self, action: str, who: str, details: dict[str, Any]) -> None:
         """One line of the audit trail (DESIGN.md §7); the recorder's writer, one format."""

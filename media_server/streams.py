@@ -29,7 +29,7 @@ CHANGEABLE = ("stream_class", "public", "title", "court", "room", "source_url", 
 
 
 class StreamClass(StrEnum):
-    trial = "trial"  # recorded while a trial session is open; public when the session is
+    trial = "trial"  # recorded while a session is open; broadcast (delayed) if it is public
     security = "security"  # recorded 24/7, never public
     arraignment = "arraignment"  # private, recorded
     conference = "conference"
@@ -103,8 +103,16 @@ class StreamDefinition:
 
     @property
     def is_public(self) -> bool:
-        """Security and arraignment streams are never public, whatever the flag says."""
-        return self.public and self.stream_class in (StreamClass.trial, StreamClass.conference)
+        """Whether anyone may watch the live stream itself. Security and arraignment
+        streams never, whatever the flag says; nor a trial stream: its flag means "may be
+        broadcast", and the public sees it only through the delayed public rendition of a
+        session approved for broadcast (DESIGN.md §7)."""
+        return self.public and self.stream_class == StreamClass.conference
+
+    @property
+    def broadcastable(self) -> bool:
+        """A trial camera whose picture a public session may broadcast."""
+        return self.public and self.enabled and self.stream_class == StreamClass.trial
 
     def public_view(self) -> dict[str, Any]:
         view = self.to_record()

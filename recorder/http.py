@@ -1,33 +1,37 @@
-"""HTTP API of the recorder: recordings (list, manifest, verify, HLS playback, export) and
-trial sessions (open, recess, resume, close).
+"""HTTP API of the recorder: recordings (list, manifest, verify, HLS playback, export),
+trial sessions (open or schedule, recess, resume, close; cut and resume their broadcast)
+and the public list of broadcast sessions.
 
 Who may do what (core.rights): manage_sessions opens and closes sessions and exports;
-read_recordings lists, plays and verifies every recording; anyone may play the recording of
-a public trial, and fetch the signing key. `security.open` (local trials) allows all.
+read_recordings lists, plays and verifies every recording; cut_broadcasts cuts a public
+broadcast to its slate and resumes it; anyone may play the recording of a public trial,
+list public sessions, and fetch the signing key. `security.open` (local trials) allows all.
 Exports are audited.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations.
 import base64
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
 from core.audit import audit
 from core.identity import caller_guards, session_resolver
 from core.rights import Caller, may
+from recorder.broadcast import broadcast_stream, public_playlist
 from recorder.export import ExportError, export_clip
 from recorder.manifest import Manifest
 from recorder.manifest_store import EvidenceError, read_manifest, signed_bytes
 from recorder.playback import TimeError, parse_time
 from recorder.playback import playlist as make_playlist
-from recorder.sessions import SessionError, TrialSession
+from recorder.sessions import ACTIVE, DEFAULT_DELAY_S, SessionError, TrialSession
 from recorder.signing import public_pem
 from recorder.verify import verify_recording
 from storage.objects import ObjectNotFound
@@ -41,7 +45,16 @@ class SessionIn(BaseModel):
     room: str
     case_number: str
     title: str = ""
-    public: bool = False
+    public: bool = False  # approved for broadcast
+    delay: float = DEFAULT_DELAY_S  # seconds the public broadcast runs behind live
+    at: datetime | None = None  # scheduled start (ISO 8601 with a time zone)
+
+
+FINISHED_LISTED = 100  # the newest finished public sessions the public list shows
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class RecessIn(BaseModel):
@@ -227,14 +240,26 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
                 str(exc),
             ) from None
 
+    def who(caller: Caller | None) -> str:
+        return caller.name if caller else "open-mode"
+
     @router.post("/sessions", tags=["sessions"], status_code=201)
     async def open_session(
         body: SessionIn, caller: Annotated[Caller | None, require("manage_sessions")]
     ) -> dict[str, Any]:
-        who = caller.name if caller else "open-mode"
-        return await acting(
-            role.sessions.open(body.room, body.case_number, body.title, body.public, who)
+        if body.at is not None and body.at.tzinfo is None:
+            raise HTTPException(400, "at: give the time zone (e.g. 2026-12-07T09:00+08:00)")
+        try:
+            at = body.at.timestamp() if body.at is not None else None
+        except (OverflowError, OSError, ValueError):
+            raise HTTPException(400, "at: not a time this server can schedule") from None
+        opened = await acting(
+            role.sessions.open(
+                body.room, body.case_number, body.title, body.public, who(caller), body.delay, at
+            )
         )
+        await role.sync_broadcasts()
+        return opened
 
     @router.get("/sessions", tags=["sessions"])
     async def list_sessions(
@@ -268,20 +293,95 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     async def recess(
         sid: str, body: RecessIn, caller: Annotated[Caller | None, require("manage_sessions")]
     ) -> dict[str, Any]:
-        return await acting(
-            role.sessions.recess(sid, body.reason, caller.name if caller else "open-mode")
-        )
+        changed = await acting(role.sessions.recess(sid, body.reason, who(caller)))
+        await role.sync_broadcasts()
+        return changed
+
+    @router.post("/sessions/{sid}/cut", tags=["sessions"])
+    async def cut(
+        sid: str, caller: Annotated[Caller | None, require("cut_broadcasts")]
+    ) -> dict[str, Any]:
+        """The public broadcast shows the slate within a segment; nothing captured in
+        the delay window or until /resume reaches the public. Audited."""
+        session = TrialSession.from_record(await acting(role.sessions.get(sid)))
+        try:
+            role.sessions.check_cut(session, True)
+        except SessionError as exc:
+            raise HTTPException(409, str(exc)) from None
+        if role.broadcasts is not None:
+            role.broadcasts.cut_now(sid)  # first: the stored time is after the cut
+        return await acting(role.sessions.cut(sid, who(caller)))
 
     @router.post("/sessions/{sid}/resume", tags=["sessions"])
     async def resume(
-        sid: str, caller: Annotated[Caller | None, require("manage_sessions")]
+        sid: str, caller: Annotated[Caller | None, Depends(current_caller)]
     ) -> dict[str, Any]:
-        return await acting(role.sessions.resume(sid, caller.name if caller else "open-mode"))
+        """Resume what is paused: a cut broadcast (cut_broadcasts; still delayed) and a
+        recess (manage_sessions)."""
+        session = TrialSession.from_record(await acting(role.sessions.get(sid)))
+        if not session.cut and session.state != "recess":
+            raise HTTPException(409, f"session {sid} is neither cut nor in recess")
+        for paused, right in (
+            (session.cut, "cut_broadcasts"),
+            (session.state == "recess", "manage_sessions"),
+        ):
+            if paused and not allowed(caller, right):
+                raise HTTPException(401 if caller is None else 403, f"needs the right {right}")
+        if session.cut:
+            changed = await acting(role.sessions.resume_broadcast(sid, who(caller)))
+        if session.state == "recess":
+            changed = await acting(role.sessions.resume(sid, who(caller)))
+        await role.sync_broadcasts()
+        return changed
 
     @router.post("/sessions/{sid}/close", tags=["sessions"])
     async def close(
         sid: str, caller: Annotated[Caller | None, require("manage_sessions")]
     ) -> dict[str, Any]:
-        return await acting(role.sessions.close(sid, caller.name if caller else "open-mode"))
+        closed = await acting(role.sessions.close(sid, who(caller)))
+        await role.sync_broadcasts()  # the public rendition ends now: viewers cut off
+        return closed
+
+    # -- the public list ----------------------------------------------------------------
+
+    @router.get("/public/sessions", tags=["public"])
+    async def public_sessions() -> Response:
+        """Sessions approved for broadcast: live (open or in recess, with a camera that
+        may be broadcast), upcoming (scheduled) and finished. Nothing else is listed."""
+        definitions = await role.registry.list()
+        live: list[dict[str, Any]] = []
+        upcoming: list[dict[str, Any]] = []
+        finished: list[dict[str, Any]] = []
+        for session in await role.sessions.list():
+            if not session.public:
+                continue
+            item = public_item(session)
+            if session.state in ACTIVE and broadcast_stream(definitions, session.room):
+                item["hls"] = public_playlist(session.id)
+                item["state"] = session.state
+                if role.broadcasts is not None:
+                    item["viewers"] = role.broadcasts.viewers(session.id)
+                live.append(item)
+            elif session.state == "scheduled":
+                upcoming.append(item)
+            elif session.state == "closed" and len(finished) < FINISHED_LISTED:
+                item["end"] = iso(session.closed_at) if session.closed_at else None
+                finished.append(item)
+        upcoming.sort(key=lambda i: str(i["start"]))
+        body = {"live": live, "upcoming": upcoming, "finished": finished}
+        return JSONResponse(body, headers={"Cache-Control": "public, max-age=5"})
 
     return router
+
+
+def public_item(session: TrialSession) -> dict[str, Any]:
+    """What the public may know of a session approved for broadcast."""
+    return {
+        "id": session.id,
+        "case": session.case_number,
+        "title": session.title,
+        "court": session.court,
+        "room": session.room,
+        "start": iso(session.opened_at),
+        "hls": None,
+    }

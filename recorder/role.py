@@ -28,8 +28,10 @@ from fastapi import FastAPI
 from core.config import ConfigError, RecorderSection
 from core.identity import DeviceStreams, no_devices
 from media_server.hub import Hub
+from media_server.public import PublicRenditions
 from media_server.streams import CHANGES as STREAM_CHANGES
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
+from recorder.broadcast import Broadcasts
 from recorder.index import RecordingIndex
 from recorder.manifest import Manifest
 from recorder.manifest_store import load_manifest
@@ -72,6 +74,7 @@ class RecorderRole:
         app: FastAPI | None,
         hub: Hub | None,
         device_streams: DeviceStreams = no_devices,
+        public: PublicRenditions | None = None,
     ) -> None:
         self.config = config
         self.device_streams = device_streams  # who may upload backfill, and for which streams
@@ -93,6 +96,10 @@ class RecorderRole:
             cfg.spool_limit_mb << 20,
             config.node.name,
         )
+        # public broadcasts follow sessions: with the media server's renditions at hand
+        self.broadcasts = (
+            Broadcasts(self.sessions, self.registry, public) if public is not None else None
+        )
         self.active: dict[tuple[str, str], Recording] = {}
         self._closing: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -113,6 +120,7 @@ class RecorderRole:
             return
         await self._resume_open()
         await self.reconcile()
+        await self.sync_broadcasts()
         self.hub.on_publish.append(self._on_publish)
         self._tasks.append(asyncio.create_task(self._loop(), name="recorder-reconcile"))
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
@@ -289,9 +297,16 @@ class RecorderRole:
                 await asyncio.wait_for(self._changed.wait(), RECONCILE_S)
             self._changed.clear()
             try:
+                await self.sessions.open_due()
                 await self.reconcile()
+                await self.sync_broadcasts()
             except Exception:  # Redis away or a bad definition: the next round retries
                 log.exception("recorder: reconcile failed")
+
+    async def sync_broadcasts(self) -> None:
+        """Public renditions as the sessions now say (also called by the API at once)."""
+        if self.broadcasts is not None:
+            await self.broadcasts.reconcile()
 
     def _on_publish(self, stream_id: str) -> None:
         self._changed.set()  # a stream recorded while live (arraignment, record-all) may start

@@ -1,11 +1,13 @@
-"""`courtcast sessions open | close | recess | resume | list`: trial sessions, which record
-every stream of their room while open."""
+"""`courtcast sessions open | close | recess | resume | cut | list`: trial sessions, which
+record every stream of their room while open and, when approved for broadcast (--public),
+broadcast it to the public --delay seconds behind live. --at schedules the opening."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from courtcast.cli.common import UsageError, state_args, with_state
@@ -25,7 +27,8 @@ COLUMNS = (
 VERBS = (
     ("close", "close a session (its recordings are closed and signed)"),
     ("recess", "recess: recording pauses, with the reason logged"),
-    ("resume", "resume after a recess"),
+    ("resume", "resume after a recess, or a cut broadcast (still delayed)"),
+    ("cut", "cut the public broadcast to its slate (audited)"),
 )
 
 
@@ -40,7 +43,20 @@ def add_sessions_commands(sub: Any) -> None:
     opening.add_argument("--room", required=True)
     opening.add_argument("--case", required=True, help="case number")
     opening.add_argument("--title", default="")
-    opening.add_argument("--public", action="store_true", help="a public trial")
+    opening.add_argument("--public", action="store_true", help="approved for broadcast")
+    opening.add_argument(
+        "--delay",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds the public broadcast runs behind live (default 30)",
+    )
+    opening.add_argument(
+        "--at",
+        type=iso_time,
+        metavar="ISO-TIME",
+        help="schedule the opening, e.g. 2026-12-07T09:00+08:00",
+    )
     opening.set_defaults(func=cmd_sessions, verb="open")
     for verb, text in VERBS:
         cmd = sessions.add_parser(verb, help=text)
@@ -53,6 +69,17 @@ def add_sessions_commands(sub: Any) -> None:
     state_args(lst)
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_sessions, verb="list")
+
+
+def iso_time(text: str) -> float:
+    """An ISO 8601 time with its zone, as UNIX seconds (argparse's type)."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give the time zone, e.g. {text}+08:00 or {text}Z")
+    return at.timestamp()
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
@@ -75,17 +102,33 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 async def _change(sessions: TrialSessions, args: argparse.Namespace, who: str) -> None:
     if args.verb == "open":
-        session = await sessions.open(args.room, args.case, args.title, args.public, who)
-        print(
-            f"session {session.id} open in room {session.room} "
-            f"(case {session.case_number}); recording {', '.join(session.streams)}"
+        session = await sessions.open(
+            args.room, args.case, args.title, args.public, who, args.delay, args.at
         )
+        if session.state == "scheduled":
+            when = utc(session.opened_at)
+            print(f"session {session.id} scheduled in room {session.room} for {when} UTC")
+        else:
+            print(
+                f"session {session.id} open in room {session.room} "
+                f"(case {session.case_number}); recording {', '.join(session.streams)}"
+            )
+        if session.public:
+            print(f"broadcast {session.delay_s:.0f} s behind live: /public/{session.id}/index.m3u8")
+    elif args.verb == "cut":
+        await sessions.cut(args.session_id, who)
+        print(f"session {args.session_id}: broadcast cut, the public sees the slate")
     elif args.verb == "recess":
         await sessions.recess(args.session_id, args.reason, who)
         print(f"session {args.session_id} in recess: {args.reason}")
     elif args.verb == "resume":
-        await sessions.resume(args.session_id, who)
-        print(f"session {args.session_id} resumed")
+        session = await sessions.get(args.session_id)
+        if session.cut:
+            await sessions.resume_broadcast(args.session_id, who)
+            print(f"session {args.session_id}: broadcast resumed, {session.delay_s:.0f} s late")
+        if session.state == "recess" or not session.cut:
+            await sessions.resume(args.session_id, who)
+            print(f"session {args.session_id} resumed")
     else:
         await sessions.close(args.session_id, who)
         print(f"session {args.session_id} closed; its recordings are being signed")

@@ -102,7 +102,10 @@ def print_welcome(platform: Any) -> None:
     if media is not None:
         lines.append(f"  publish: rtmp://{config.rtmp.host}:{media.rtmp_port}/live/STREAM?key=KEY")
         for stream_id, title in media.demo_streams():
-            lines.append(f"  demo {title}: ffplay {base}/live/{stream_id}/index.m3u8")
+            # the live stream is never public (a trial is broadcast only through a public
+            # session's delayed rendition): the console gets a short-lived play token
+            token = "" if config.security.open else f"?token={media.tokens.make(stream_id)}"
+            lines.append(f"  demo {title}: ffplay {base}/live/{stream_id}/index.m3u8{token}")
     if any(r.name == "control_room" for r in platform.roles):
         lines.append(
             f"  technicians: {base}/devices  (sign in: courtcast users add NAME --role technician)"

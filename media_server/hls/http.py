@@ -90,12 +90,12 @@ class LiveFastPath:
                 try:
                     await route.app(scope, receive, send)
                 except HTTPException as exc:  # as FastAPI's handler answers it
-                    await _send_error(send, exc)
+                    await send_error(send, exc)
                 return True
         return False
 
 
-async def _send_error(send: Send, exc: HTTPException) -> None:
+async def send_error(send: Send, exc: HTTPException) -> None:
     body = json.dumps({"detail": exc.detail}, ensure_ascii=False, separators=(",", ":")).encode()
     headers = [
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()

@@ -41,39 +41,33 @@ class HlsOptions:
         return 3 * self.segment_target_s
 
 
-class HlsOutput:
-    """The LL-HLS rendition of one stream."""
+class SegmentWindow:
+    """The window of parts and segments one segmenter holds, rendered as a playlist and
+    awaited by blocking requests. What feeds the segmenter is the subclass's business."""
 
-    def __init__(self, hub: Hub, stream_id: str, options: HlsOptions) -> None:
-        self.stream_id = stream_id
+    def __init__(self, options: HlsOptions) -> None:
         self.options = options
         # time-based first number: names (seg-N, part-N.i, init-N) of a later output for
         # the same stream never repeat an earlier one's, so caches cannot serve stale media
+        self.first_msn = int(time.time())
         self.segmenter = Segmenter(
             options.segment_target_s,
             options.part_target_s,
             options.window_segments,
-            first_msn=int(time.time()),
+            first_msn=self.first_msn,
             prft=options.prft,
         )
-        self.last_request = time.monotonic()
         self._changed = asyncio.Event()
         self._rendered: tuple[str, str, bytes] | None = None  # query, text, body
-        self.segmenter.listen(self._on_change)  # before the tap: it replays the GOP at once
-        self._tap = tap(hub.stream(stream_id), "hls", self.segmenter.feed, self._start_over)
-
-    def _start_over(self) -> None:
-        # after a segmenter bug (the tap logged it): a new run from the next keyframe
-        log.warning("hls %s: starting over at the next keyframe", self.stream_id)
-        self.segmenter.end_run()
+        self.segmenter.listen(self._on_change)
 
     def _on_change(self, change: Change, segment: Segment | None) -> None:
         self._rendered = None
+        self._wake()
+
+    def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
-
-    def touch(self) -> None:
-        self.last_request = time.monotonic()
 
     def playlist(self, query: str = "") -> str:
         """The rendered playlist, rendered once per change (many viewers, one render)."""
@@ -105,11 +99,13 @@ class HlsOutput:
         )
 
     async def _wait(self, ready: Callable[[], bool], timeout: float) -> bool:
+        """False at the timeout, or at once when the output closes (its waiters are
+        woken: a viewer blocked on a closed output is answered, not left hanging)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not ready():
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self.closed:
                 return False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):  # no task per wait, unlike wait_for
@@ -118,10 +114,34 @@ class HlsOutput:
 
     @property
     def closed(self) -> bool:
+        return False
+
+
+class HlsOutput(SegmentWindow):
+    """The LL-HLS rendition of one stream."""
+
+    def __init__(self, hub: Hub, stream_id: str, options: HlsOptions) -> None:
+        super().__init__(options)
+        self.stream_id = stream_id
+        self.last_request = time.monotonic()
+        # the segmenter listens before the tap: the tap replays the GOP at once
+        self._tap = tap(hub.stream(stream_id), "hls", self.segmenter.feed, self._start_over)
+
+    def _start_over(self) -> None:
+        # after a segmenter bug (the tap logged it): a new run from the next keyframe
+        log.warning("hls %s: starting over at the next keyframe", self.stream_id)
+        self.segmenter.end_run()
+
+    def touch(self) -> None:
+        self.last_request = time.monotonic()
+
+    @property
+    def closed(self) -> bool:
         return self._tap.closed
 
     async def close(self) -> None:
         self._tap.close()
+        self._wake()
 
 
 class HlsOutputs:

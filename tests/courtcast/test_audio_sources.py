@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from courtcast.platform import Platform
+from media_server.streams import StreamClass
 from tests.courtcast.test_platform import (
     base_url,
     cancel,
@@ -136,7 +137,15 @@ async def test_rtsp_camera_audio_is_live_and_recorded(
         tmp_path, **{"security.open": True, "recorder.segment_target_s": 2.0}
     )
     try:
-        await define(node, "cam", room="r1", court="c1", source_url=camera.url, public=True)
+        await define(
+            node,
+            "cam",
+            room="r1",
+            court="c1",
+            source_url=camera.url,
+            stream_class=StreamClass.conference,
+            public=True,
+        )
         await wait_live(node, "cam", timeout=15)
         async with httpx.AsyncClient(base_url=f"{base_url(node)}/api/v1", timeout=30) as http:
             sid = await session(http, "r1")
@@ -151,7 +160,9 @@ async def test_rtmp_audio_is_live_and_recorded(named: str, tmp_path: Path) -> No
         tmp_path, **{"security.open": True, "recorder.segment_target_s": 2.0}
     )
     try:
-        key = await define(node, "enc", room="r1", court="c1", public=True)
+        key = await define(
+            node, "enc", room="r1", court="c1", stream_class=StreamClass.conference, public=True
+        )
         url = f"rtmp://127.0.0.1:{media_role(node).rtmp_port}/live/enc?key={key}"
         publisher = asyncio.create_task(publish_flv(url, RTMP_AUDIO[named], 16))
         await wait_live(node, "enc")
@@ -173,7 +184,15 @@ async def test_audio_that_stops_mid_session_is_a_named_audio_gap(
         tmp_path, **{"security.open": True, "recorder.segment_target_s": 2.0}
     )
     try:
-        await define(node, "cam", room="r1", court="c1", source_url=camera.url, public=True)
+        await define(
+            node,
+            "cam",
+            room="r1",
+            court="c1",
+            source_url=camera.url,
+            stream_class=StreamClass.conference,
+            public=True,
+        )
         await wait_live(node, "cam", timeout=15)
         async with httpx.AsyncClient(base_url=f"{base_url(node)}/api/v1", timeout=30) as http:
             sid = await session(http, "r1")

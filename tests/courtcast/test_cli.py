@@ -219,3 +219,25 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
 def test_agent_without_its_config_says_so(tmp_path: Path) -> None:
     result = run(["agent", "run", "--config", str(tmp_path / "nope.yaml")])
     assert one_line_error(result) == f"courtcast: agent config {tmp_path / 'nope.yaml'}: not found"
+
+
+def test_cli_schedules_a_public_session_with_its_delay(tmp_path: Path) -> None:
+    """`courtcast sessions open ... --public --delay S --at ISO-TIME` (DESIGN.md §5)."""
+    import json
+
+    data = ["--data-dir", str(tmp_path / "data")]
+    added = run(["streams", "add", "r9-cam", "--public", "--room", "r9", *data])
+    assert added.returncode == 0, added.stderr
+    naive = run(
+        ["sessions", "open", "--room", "r9", "--case", "C-9", "--at", "2099-01-01T09:00", *data]
+    )
+    assert naive.returncode != 0 and "time zone" in naive.stderr
+    opened = run(
+        ["sessions", "open", "--room", "r9", "--case", "C-9", "--public", "--delay", "12"]
+        + ["--at", "2099-01-01T09:00+08:00", *data]
+    )
+    assert opened.returncode == 0, opened.stderr
+    assert "scheduled in room r9 for 2099-01-01 01:00:00 UTC" in opened.stdout
+    assert "/public/s-20990101-" in opened.stdout
+    listed = json.loads(run(["sessions", "list", "--json", *data]).stdout)
+    assert [(s["state"], s["delay_s"], s["public"]) for s in listed] == [("scheduled", 12.0, True)]

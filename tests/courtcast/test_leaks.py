@@ -156,7 +156,7 @@ async def test_values_echoed_into_a_playlist_are_encoded(
     platform: Platform, tmp_path: Path
 ) -> None:
     clip = make_clip(tmp_path, seconds=20, fps=25, gop=25, size=(320, 240))
-    key = await define(platform, "court-a", public=True)
+    key = await define(platform, "court-a", stream_class=StreamClass.conference, public=True)
     url = f"rtmp://127.0.0.1:{media_role(platform).rtmp_port}/live/court-a?key={key}"
     publisher = asyncio.create_task(push(clip, url))
     await wait_live(platform, "court-a")
@@ -175,7 +175,7 @@ async def test_whep_answers_only_the_configured_addresses(
     platform: Platform, tmp_path: Path
 ) -> None:
     clip = make_clip(tmp_path, seconds=20, fps=25, gop=25, size=(320, 240))
-    key = await define(platform, "court-a", public=True)
+    key = await define(platform, "court-a", stream_class=StreamClass.conference, public=True)
     url = f"rtmp://127.0.0.1:{media_role(platform).rtmp_port}/live/court-a?key={key}"
     publisher = asyncio.create_task(push(clip, url))
     await wait_live(platform, "court-a")

@@ -141,7 +141,7 @@ async def test_rtmp_in_ll_hls_out_decodes_like_the_source(
 ) -> None:
     seconds, fps = 6, 25
     clip = make_clip(tmp_path, seconds=seconds, fps=fps, gop=2 * fps, bframes=2, size=(640, 360))
-    key = await define(platform, "court-a", public=True)
+    key = await define(platform, "court-a", stream_class=StreamClass.conference, public=True)
     rtmp = f"rtmp://127.0.0.1:{media_role(platform).rtmp_port}/live/court-a?key={key}"
     publisher = asyncio.create_task(push(clip, rtmp))
     await wait_live(platform, "court-a")
@@ -238,7 +238,7 @@ async def test_a_stream_made_private_stops_playing_at_once(
     """Egress caches the definitions it checks (PLAY_CACHE_S); a change reaches the cache
     over pub/sub, long before that bound."""
     clip = make_clip(tmp_path, seconds=8, fps=25, gop=25)
-    key = await define(platform, "court-b", public=True)
+    key = await define(platform, "court-b", stream_class=StreamClass.conference, public=True)
     port = media_role(platform).rtmp_port
     publisher = asyncio.create_task(push(clip, f"rtmp://127.0.0.1:{port}/live/court-b?key={key}"))
     await wait_live(platform, "court-b")
@@ -279,20 +279,28 @@ def stream_info(info: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 async def test_demo_courtrooms_are_live_public_and_decode(tmp_path: Path) -> None:
+    """Demo rooms are trial streams that may be broadcast; their live stream itself needs a
+    play token, as `courtcast up --demo` prints (the public sees a trial only through a
+    public session's delayed rendition)."""
     node = await start_platform(tmp_path, **{"demo.enabled": True, "demo.rooms": 2})
     try:
         demos = media_role(node).demo_streams()
         assert len(demos) == 2
         stream_id = demos[0][0]
         await wait_live(node, stream_id)
+        token = media_role(node).tokens.make(stream_id)
         info = await record_hls(
-            f"{base_url(node)}/live/{stream_id}/index.m3u8", tmp_path / "demo.mp4", 3
+            f"{base_url(node)}/live/{stream_id}/index.m3u8?token={token}", tmp_path / "demo.mp4", 3
         )
         video = stream_info(info, "video")
         assert (video["width"], video["height"]) == (1280, 720)
         assert int(video["nb_read_frames"]) >= 3 * 25 - 1
         assert stream_info(info, "audio")["codec_name"] == "aac"
+        users = node.roles[-1].users  # type: ignore[attr-defined]
+        await users.add("olga", "operator", "correct horse battery")
         async with httpx.AsyncClient(base_url=base_url(node)) as http:
+            login = {"name": "olga", "password": "correct horse battery"}
+            assert (await http.post("/api/v1/login", json=login)).status_code == 200
             for _ in range(40):  # live stats reach Redis within about a second
                 listed = {s["id"]: s for s in (await http.get("/api/v1/streams")).json()}
                 if (listed.get(stream_id) or {}).get("stats"):
@@ -308,7 +316,13 @@ async def test_rtsp_camera_is_pulled_to_ll_hls_and_comes_back_after_a_reboot(
     platform: Platform, tmp_path: Path, rtsp_camera: Any
 ) -> None:
     camera = await asyncio.to_thread(rtsp_camera, user="clerk", password="s3cret:pw")
-    await define(platform, "court-cam", source_url=camera.url, public=True)
+    await define(
+        platform,
+        "court-cam",
+        source_url=camera.url,
+        stream_class=StreamClass.conference,
+        public=True,
+    )
     await wait_live(platform, "court-cam", timeout=15)
     async with httpx.AsyncClient(base_url=base_url(platform), timeout=10) as http:
         shown = (await http.get("/api/v1/streams/court-cam")).json()

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from courtcast.platform import Platform
+from media_server.streams import StreamClass
 from tests.courtcast.test_platform import (
     base_url,
     cancel,
@@ -175,7 +176,7 @@ async def test_slowloris_is_cut_off_and_playback_goes_on(
     requests are closed at once, the rest when the header timeout (10 s) runs out; an
     LL-HLS viewer on another address plays the whole time."""
     clip = make_clip(tmp_path, seconds=40, fps=25, gop=25)
-    key = await define(platform, "court-a", public=True)
+    key = await define(platform, "court-a", stream_class=StreamClass.conference, public=True)
     rtmp = f"rtmp://127.0.0.1:{media_role(platform).rtmp_port}/live/court-a?key={key}"
     publisher = asyncio.create_task(push(clip, rtmp))
     await wait_live(platform, "court-a")
@@ -232,7 +233,9 @@ async def test_stream_sources_are_rtsp_only(platform: Platform, tmp_path: Path) 
         kept = await http.get("/api/v1/streams/cam-y")
         assert kept.json()["source_url"] == "rtsps://cam.example/main", kept.text
     clip = make_clip(tmp_path, seconds=4, fps=25, gop=25)
-    await define(platform, "file-cam", source_url=str(clip), public=True)  # as an old CLI did
+    await define(
+        platform, "file-cam", source_url=str(clip), stream_class=StreamClass.conference, public=True
+    )  # as an old CLI did
     await asyncio.sleep(3)
     stream = media_role(platform).hub.find("file-cam")
     assert stream is None or not stream.live, "a file of the server was pulled"
@@ -243,7 +246,9 @@ async def test_open_mode_still_pulls_files(tmp_path: Path) -> None:
     node = await start_platform(tmp_path, **{"security.open": True})
     try:
         clip = make_clip(tmp_path, seconds=6, fps=25, gop=25)
-        await define(node, "file-cam", source_url=str(clip), public=True)
+        await define(
+            node, "file-cam", source_url=str(clip), stream_class=StreamClass.conference, public=True
+        )
         await wait_live(node, "file-cam", timeout=15)
     finally:
         await node.stop()

@@ -46,7 +46,7 @@ async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
 async def publishing(platform: Platform, tmp_path: Path) -> AsyncIterator[str]:
     """A 30 s clip published over RTMP to the public stream court-b."""
     clip = make_clip(tmp_path, seconds=30, fps=25, gop=25, size=(320, 240))
-    key = await define(platform, "court-b", public=True)
+    key = await define(platform, "court-b", stream_class=StreamClass.conference, public=True)
     url = f"rtmp://127.0.0.1:{media_role(platform).rtmp_port}/live/court-b?key={key}"
     publisher = asyncio.create_task(push(clip, url))
     await wait_live(platform, "court-b")

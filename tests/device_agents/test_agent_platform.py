@@ -17,6 +17,7 @@ import pytest
 
 from device_agents.agent import Agent
 from device_agents.protocol import Command
+from media_server.streams import StreamClass
 from tests.control_room.conftest import control as control_role
 from tests.courtcast.test_audio_sources import close_and_fetch, session, source_tracks
 from tests.courtcast.test_platform import (
@@ -41,9 +42,11 @@ async def test_main_and_sub_play_over_ll_hls_and_commands_work(
     node = await start_platform(tmp_path)
     agent: Agent | None = None
     try:
-        main_key = await define(node, "c-r-cam", public=True)
-        sub_key = await define(node, "c-r-cam-sub", public=True)
-        await define(node, "c-r-bad", public=True)
+        main_key = await define(node, "c-r-cam", stream_class=StreamClass.conference, public=True)
+        sub_key = await define(
+            node, "c-r-cam-sub", stream_class=StreamClass.conference, public=True
+        )
+        await define(node, "c-r-bad", stream_class=StreamClass.conference, public=True)
         config = agent_config(
             tmp_path,
             media_role(node).rtmp_port,
