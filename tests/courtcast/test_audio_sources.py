@@ -89,7 +89,7 @@ async def source_tracks(http: httpx.AsyncClient, stream: str) -> list[dict[str, 
         if stats.get("tracks"):
             return list(stats["tracks"])
         await asyncio.sleep(0.1)
-    raise AssertionError(f"no tracks in the stats of {stream}")
+    raise AssertionError(f"no tracks in the stats of {stream}: {stats}")
 
 
 async def check_live_and_recorded(
@@ -223,7 +223,15 @@ async def test_a_dropped_track_is_listed_and_raises_one_alert(
     camera = await asyncio.to_thread(rtsp_camera, audio="pcma+pcmu", size="320x180")
     node = await start_platform(tmp_path, **{"security.open": True})
     try:
-        await define(node, "cam", room="r1", court="c1", source_url=camera.url, public=True)
+        await define(
+            node,
+            "cam",
+            room="r1",
+            court="c1",
+            source_url=camera.url,
+            stream_class=StreamClass.conference,  # anonymous callers may read its stats
+            public=True,
+        )
         await wait_live(node, "cam", timeout=15)
         async with httpx.AsyncClient(base_url=f"{base_url(node)}/api/v1", timeout=30) as http:
             tracks = await source_tracks(http, "cam")
