@@ -31,6 +31,7 @@ from media_server.media import (
     Track,
     video_track,
 )
+from media_server.source_audio import SourceAudio, SourcePacket
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,12 @@ class Publication:
             self.last_packet = time.monotonic()
             self.stream.push(packet)
 
+    def push_source_audio(self, packet: SourcePacket) -> None:
+        """The source's own audio frame (G.711, Opus) beside the hub's AAC transcode of
+        it, for WebRTC viewers that take it as it is (source_audio.py)."""
+        if self.alive:
+            self.stream.source_audio.push(packet)
+
     def set_tracks(self, tracks: tuple[Track, ...]) -> None:
         """New codec config mid-stream (a new sequence header): subscribers restart."""
         if self.alive:
@@ -178,6 +185,7 @@ class Stream:
         self.stats = StreamStats()
         self.source = SourceState()
         self.source_tracks: tuple[SourceTrack, ...] = ()  # set by the ingest per publication
+        self.source_audio = SourceAudio()  # the source's audio as sent, for WebRTC only
         self.last_end_reason = ""
         self._gop: list[Packet] = []
         self._gop_bytes = 0
@@ -212,6 +220,7 @@ class Stream:
     def start(self, publication: Publication, tracks: tuple[Track, ...]) -> None:
         self.publication = publication
         self.source_tracks = ()
+        self.source_audio.reset()
         self.epoch += 1
         self.stats.reset_rates()
         self.set_tracks(tracks)
@@ -229,7 +238,7 @@ class Stream:
 
     def push(self, packet: Packet) -> None:
         is_video = packet.track == self._video_index
-        if packet.track >= len(self._timescales):
+        if not 0 <= packet.track < len(self._timescales):
             return  # a packet for a track that was never announced
         size = len(packet.data)
         self.stats.count(packet, size, is_video, self._timescales[packet.track])
@@ -258,6 +267,7 @@ class Stream:
             return
         self.publication = None
         self.last_end_reason = reason
+        self.source_audio.reset()
         self._gop, self._gop_bytes = [], 0
         self.stats.reset_rates()
         marker = StreamEnd(reason)

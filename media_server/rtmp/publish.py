@@ -21,6 +21,12 @@ from media_server.hub import Publication
 from media_server.ingest_audio import AudioSource, AudioTranscoder, ThreadedTranscoder
 from media_server.media import Packet, SourceTrack, Track
 from media_server.rtmp import flv
+from media_server.source_audio import (
+    SOURCE_TRACK,
+    WEBRTC_CLOCKS,
+    SourcePacket,
+    passes_to_webrtc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +224,12 @@ class Ingest:
             return
         if not self.announced:
             self._announce()
-        current.feed(bytes(tag.data), src.unwrap(timestamp), arrival)
+        data, dts = bytes(tag.data), src.unwrap(timestamp)
+        current.feed(data, dts, arrival)
+        if passes_to_webrtc(tag.codec, tag.sample_rate, tag.channels):  # G.711, as it came
+            ts = dts * WEBRTC_CLOCKS[tag.codec] // 1000
+            packet = SourcePacket(SOURCE_TRACK, ts, ts, True, data, arrival, tag.codec)
+            self.publication.push_source_audio(packet)
 
     def _push_audio(self, packets: list[Packet]) -> None:
         src = self.audio

@@ -39,6 +39,7 @@ from media_server.rtsp.worker import (
     SourceError,
     StateChange,
 )
+from media_server.source_audio import SourcePacket
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,10 @@ class RtspPull:
             return
         while self._outbox:
             item = self._outbox.popleft()
-            if isinstance(item, Packet):
+            if isinstance(item, SourcePacket):  # the camera's G.711/Opus, for WebRTC
+                if self._publication is not None:
+                    self._publication.push_source_audio(item)
+            elif isinstance(item, Packet):
                 if self._publication is not None:
                     self._publication.push(item)
             else:

@@ -16,6 +16,12 @@ from media_server.codecs.bitstream import BitstreamError
 from media_server.codecs.video import AccessUnitNormalizer
 from media_server.ingest_audio import AudioSource, AudioTranscoder
 from media_server.media import Codec, Packet, Track
+from media_server.source_audio import (
+    SOURCE_TRACK,
+    WEBRTC_CLOCKS,
+    SourcePacket,
+    passes_to_webrtc,
+)
 
 # PyAV's decoder names -> the codec as a camera's settings page names it
 AUDIO_NAMES = {
@@ -170,7 +176,8 @@ def _timescale(stream: av.stream.Stream, is_video: bool) -> tuple[int, Fraction 
 
 class TranscodingReader(TrackReader):
     """A source audio stream in another codec than AAC -> an AAC-LC hub track: timestamps
-    checked as any track's, then each frame transcoded (in the pull's worker thread)."""
+    checked as any track's, then each frame transcoded (in the pull's worker thread).
+    G.711 and Opus frames also come out as they are (SourcePacket), for WebRTC viewers."""
 
     def __init__(self, index: int, stream: av.stream.Stream) -> None:
         super().__init__(index, stream, "aac")
@@ -184,9 +191,18 @@ class TranscodingReader(TrackReader):
         )
         self.transcoder = AudioTranscoder(source, index, decoder=ctx)
         self.track = self.transcoder.track
+        passes = passes_to_webrtc(source.name, source.sample_rate, source.channels)
+        self.webrtc_clock = WEBRTC_CLOCKS[source.name] if passes else 0
 
     def read(self, packet: av.Packet[Any], arrival: float) -> list[Packet]:
         out: list[Packet] = []
         for stamped in super().read(packet, arrival):
+            if self.webrtc_clock:
+                out.append(self._as_sent(stamped))
             out.extend(self.transcoder.transcode(stamped.data, stamped.dts, stamped.arrival))
         return out
+
+    def _as_sent(self, stamped: Packet) -> SourcePacket:
+        ts = stamped.dts * self.webrtc_clock // self.timescale
+        name = self.transcoder.source.name
+        return SourcePacket(SOURCE_TRACK, ts, ts, True, stamped.data, stamped.arrival, name)

@@ -1,4 +1,5 @@
-"""Audio for WebRTC viewers: Opus passes through; AAC becomes Opus once per stream.
+"""Audio for WebRTC viewers: Opus passes through; AAC becomes Opus once per stream
+(unless the viewer takes the camera's own G.711 or Opus: media_server/source_audio.py).
 
 Browsers take no AAC over WebRTC. A stream's AAC is decoded, resampled to 48 kHz stereo
 and encoded to 20 ms Opus frames by one transcoder per stream, whatever the number of

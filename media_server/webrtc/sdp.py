@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from aiortc.codecs import CODECS
 from aiortc.sdp import parse_h264_profile_level_id
 
+from media_server.source_audio import WEBRTC_CLOCKS
+
 MAX_OFFER_BYTES = 64 * 1024
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -181,7 +183,13 @@ def offers_h264(m: OfferedMedia) -> bool:
 
 
 def offers_opus(m: OfferedMedia) -> bool:
-    return any(c.name.lower() == "opus" and c.clock_rate == 48000 for c in m.codecs)
+    return offers_audio(m, "opus")
+
+
+def offers_audio(m: OfferedMedia, codec: str) -> bool:
+    """Does this section offer codec (opus, pcma, pcmu) at the clock WebRTC runs it at?"""
+    clock = WEBRTC_CLOCKS.get(codec)
+    return any(c.name.lower() == codec and c.clock_rate == clock for c in m.codecs)
 
 
 def codec_names(m: OfferedMedia) -> str:

@@ -32,8 +32,9 @@ from media_server.codecs.h264 import parse_avcc_record
 from media_server.hub import Hub
 from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Track, video_track
 from media_server.patches import aiortc_fast_sender
+from media_server.source_audio import WEBRTC_CLOCKS, SourceAudio, SourceFrame
 from media_server.webrtc import rtp_out
-from media_server.webrtc.audio import OPUS_FRAME, OPUS_RATE, OpusFrame
+from media_server.webrtc.audio import OPUS_RATE, OpusFrame
 from media_server.webrtc.egress import StreamEgress, frame_nals
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 VIDEO_RATE = 90000
 VIDEO_STEP = 3000  # one 30 fps frame: the gap left where a timeline restarts
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_RATE)
-AUDIO_TIME_BASE = fractions.Fraction(1, OPUS_RATE)
+AUDIO_FRAMES_PER_S = 50  # 20 ms: the gap left where an audio timeline restarts
 START_WAIT_S = 1.0  # a viewer whose other sender never starts gets what it can
 MAX_QUEUED = 300  # items waiting for a sender that stopped asking: drop, resync on a key
 B_FRAMES = (
@@ -156,7 +157,11 @@ class FeedStats:
 
 class ViewerFeed:
     """One viewer: the stream's hub items (from egress.Fanout) routed to its video and
-    audio FeedTracks, on this viewer's own timelines."""
+    audio FeedTracks, on this viewer's own timelines.
+
+    Audio: the hub's Opus as it is, or its AAC made Opus (egress.audio); or, given
+    source_audio, the camera's own frames (G.711, Opus) as they came, in the codec the
+    viewer negotiated (source_audio.codec when the feed is made), with no transcoder."""
 
     def __init__(
         self,
@@ -169,6 +174,7 @@ class ViewerFeed:
         name: str = "webrtc viewer",
         request_keyframe: Callable[[str], None] | None = None,
         on_ended: Callable[[str], None] | None = None,
+        source_audio: SourceAudio | None = None,
     ) -> None:
         self.hub = hub
         self.egress = egress
@@ -184,7 +190,11 @@ class ViewerFeed:
         self._start_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._video_out = Timeline(VIDEO_STEP)
-        self._audio_out = Timeline(OPUS_FRAME)
+        self.source_audio = source_audio
+        self.audio_codec = source_audio.codec if source_audio is not None else "opus"
+        clock = WEBRTC_CLOCKS[self.audio_codec]
+        self._audio_clock = fractions.Fraction(1, clock)
+        self._audio_out = Timeline(clock // AUDIO_FRAMES_PER_S)
         self._video: Track | None = None
         self._params: tuple[bytes, ...] = ()
         self._length_size = 4
@@ -212,6 +222,8 @@ class ViewerFeed:
         stream = self.hub.stream(self.stream_id)
         self._plan_burst(stream.gop(), stream.tracks)
         self.egress.fanout.join(self)
+        if self.source_audio is not None and self.audio_track is not None:
+            self.source_audio.attach(self._on_source_frame)
 
     def close(self) -> None:
         if self._closed:
@@ -221,6 +233,8 @@ class ViewerFeed:
             self._start_timer.cancel()
         if self._started:
             self.egress.fanout.leave(self)
+        if self.source_audio is not None:
+            self.source_audio.detach(self._on_source_frame)
         self._stop_transcoded_audio()
         for track in (self.video_track, self.audio_track):
             if track is not None:
@@ -279,7 +293,12 @@ class ViewerFeed:
         self._length_size = length_size
         audio = next((t for t in tracks if not t.is_video), None)
         self._audio = audio if self.audio_track is not None else None
-        self._set_transcoding(self._audio is not None and self._audio.codec == "aac")
+        if self.source_audio is None:
+            self._set_transcoding(self._audio is not None and self._audio.codec == "aac")
+        elif self._audio is not None and self._audio.source_codec != self.audio_codec:
+            now = self._audio.source_codec or self._audio.codec
+            self.fail(f"the stream's audio is now {now}, not {self.audio_codec} as negotiated")
+            return
         self._await_key = True
         self._last_pts = -(1 << 62)
         self._video_out.restart()
@@ -330,7 +349,7 @@ class ViewerFeed:
         if self._skip_audio:
             self._skip_audio -= 1  # cached audio is history: only live audio is played
             return
-        if self._audio.codec == "opus":
+        if self._audio.codec == "opus" and self.source_audio is None:
             self._send_audio(packet.data, packet.pts * OPUS_RATE // self._audio.timescale)
 
     # -- audio --
@@ -351,6 +370,11 @@ class ViewerFeed:
             self._audio_out.restart()
         self._send_audio(frame.data, frame.timestamp)
 
+    def _on_source_frame(self, frame: SourceFrame) -> None:
+        """The camera's own audio frame (source_audio.py), sent as it came."""
+        if self._audio is not None and frame.codec == self.audio_codec:
+            self._send_audio(frame.data, frame.timestamp)
+
     def _send_audio(self, data: bytes, ts: int) -> None:
         if self.audio_track is None:
             return
@@ -360,7 +384,7 @@ class ViewerFeed:
         else:
             av_packet = av.Packet(data)
             av_packet.pts = out
-            av_packet.time_base = AUDIO_TIME_BASE
+            av_packet.time_base = self._audio_clock
             sent = self.audio_track.put(av_packet)
         if sent:
             self.stats.audio_frames += 1

@@ -1,6 +1,8 @@
 """WHEP: a browser (or any WebRTC client) plays a hub stream, H.264 forwarded unchanged;
 a stream browsers cannot take as it is (H.265, B-frames) is played from the camera's H.264
-sub stream or from a rendition made for WebRTC viewers (rendition.py).
+sub stream or from a rendition made for WebRTC viewers (rendition.py). Audio is the
+camera's own G.711 or Opus, untouched, when the offer takes that codec (source_audio.py),
+otherwise Opus (the hub's, or made from its AAC once per stream: audio.py).
 
 The transceivers carrying the stream are made, with their codec preferences, BEFORE the
 offer is applied: aiortc then answers H.264 for video (otherwise it may pick VP8 and send
@@ -20,6 +22,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from media_server.hub import Hub, Stream
 from media_server.media import Packet, Track, video_track
+from media_server.source_audio import WEBRTC_CLOCKS, SourceAudio
 from media_server.webrtc.egress import EgressRegistry, StreamEgress
 from media_server.webrtc.errors import SignalingError
 from media_server.webrtc.ice import IceConfig, new_peer_connection
@@ -35,8 +38,8 @@ from media_server.webrtc.sdp import (
     SdpError,
     check_webrtc,
     codec_names,
+    offers_audio,
     offers_h264,
-    offers_opus,
     parse_offer,
 )
 from media_server.webrtc.session import PeerSession
@@ -53,17 +56,31 @@ TRACKS_WAIT_S = 3.0
 
 @dataclass(frozen=True)
 class ViewerPlan:
-    """What this viewer gets: video (H.264 as is, or a rendition) and/or audio (Opus)."""
+    """What this viewer gets: video (H.264 as is, or a rendition) and/or audio (Opus, or
+    the camera's own codec when the offer takes it)."""
 
     video: bool
     audio: bool
     rendition: bool = False  # the video as browsers take it: see rendition.py
+    audio_codecs: tuple[str, ...] = ("opus",)  # what the offer takes of WEBRTC_CLOCKS
+
+    def audio_codec(self, source_audio: str) -> str:
+        """The codec to send: the camera's as it is if the offer takes it, else Opus
+        ("" when neither)."""
+        if source_audio and source_audio in self.audio_codecs:
+            return source_audio
+        return "opus" if "opus" in self.audio_codecs else ""
 
 
 def plan_viewer(
-    stream_id: str, tracks: tuple[Track, ...], offer: Offer, gop: list[Packet] | None = None
+    stream_id: str,
+    tracks: tuple[Track, ...],
+    offer: Offer,
+    gop: list[Packet] | None = None,
+    source_audio: str = "",
 ) -> ViewerPlan:
-    """Match a stream's tracks to what the offer can receive, or say why not."""
+    """Match a stream's tracks to what the offer can receive, or say why not.
+    source_audio: the codec of the camera's own audio beside the hub's (source_audio.py)."""
     video = video_track(tracks)
     audio = next((t for t in tracks if not t.is_video), None)
     gop = gop or []
@@ -92,20 +109,23 @@ def plan_viewer(
             f"stream {stream_id!r} is forwarded as H.264, never "
             "transcoded: use a browser with H.264 WebRTC support",
         )
-    want_audio = audio is not None and any(offers_opus(m) for m in offered_audio)
+    takes = tuple(c for c in WEBRTC_CLOCKS if any(offers_audio(m, c) for m in offered_audio))
+    plan = ViewerPlan(False, False, audio_codecs=takes)
+    want_audio = audio is not None and bool(plan.audio_codec(source_audio))
     if not want_video and not want_audio:
         has = ", ".join(f"{t.kind} {t.codec}" for t in tracks) or "no tracks yet"
         raise SignalingError(
             406,
             f"nothing in the offer can play stream {stream_id!r} "
-            f"({has}); offer H.264 video and/or Opus audio",
+            f"({has}); offer H.264 video and/or Opus audio"
+            + (f" (or {source_audio.upper()})" if source_audio else ""),
         )
     rendition = (
         want_video
         and video is not None
         and (video.codec != "h264" or has_b_frames(gop, video.index))
     )
-    return ViewerPlan(want_video, want_audio, rendition)
+    return ViewerPlan(want_video, want_audio, rendition, takes)
 
 
 def preferred(kind: str, mime: str) -> list[RTCRtpCodecCapability]:
@@ -186,7 +206,7 @@ class WhepEndpoint:
         if stream is None or not stream.live:
             raise SignalingError(404, f"stream {stream_id!r} is not live")
         await _tracks_known(stream)
-        plan = plan_viewer(stream_id, stream.tracks, offer, stream.gop())
+        plan = plan_viewer(stream_id, stream.tracks, offer, stream.gop(), stream.source_audio.codec)
         session = WhepSession(stream_id, new_peer_connection(self.ice), self.ice, self._closed)
         ok = False
         try:
@@ -205,22 +225,31 @@ class WhepEndpoint:
             source += SUB_SUFFIX  # the camera's H.264 sub stream: nothing to transcode
         elif plan.rendition:
             registry, request_keyframe = self.renditions, self.renditions.request_keyframe
+        source_audio = self._source_audio(source)
+        codec = plan.audio_codec(source_audio.codec) if plan.audio else ""
         egress = registry.acquire(source)
         feed = ViewerFeed(
             registry.hub,
             egress,
             video=plan.video,
-            audio=plan.audio,
+            audio=bool(codec),
             shared=self.shared,
             name=f"whep {session.id} {viewer}".strip(),
             request_keyframe=request_keyframe,
             on_ended=lambda reason: session.close_soon(reason),
+            source_audio=source_audio if codec and codec == source_audio.codec else None,
         )
         session.attach(feed, egress, registry)
         if feed.video_track is not None:
             session.add_track(feed.video_track, "video/h264", self.shared)
         if feed.audio_track is not None:
-            session.add_track(feed.audio_track, "audio/opus", self.shared)
+            session.add_track(feed.audio_track, f"audio/{codec}", self.shared)
+
+    def _source_audio(self, stream_id: str) -> SourceAudio:
+        """The camera's own audio of the stream the viewer's media comes from (a
+        rendition's is its source stream's)."""
+        stream = self.hub.find(stream_id)
+        return stream.source_audio if stream is not None else SourceAudio()
 
     def _hub_keyframe(self, stream_id: str) -> None:
         """Whatever the ingest: the hub passes the request on if it can be asked."""

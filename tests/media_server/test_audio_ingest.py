@@ -7,6 +7,7 @@ became of it. Checked by decoding what the hub carried (PyAV), not by reading ou
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from media_server.hub import Hub
 from media_server.media import Packet, StreamStart, Track
 from media_server.rtmp.server import RtmpServer
 from media_server.rtsp.pull import RtspPull
+from media_server.source_audio import SourceFrame
 from media_server.stats import stream_stats
 from tests.fixtures.rtmp import FfmpegRunner, drain
 from tests.fixtures.rtsp_camera import RtspCamera
@@ -168,6 +170,8 @@ async def test_rtmp_audio_reaches_the_hub_as_aac(
     named: str, rtmp_server: RtmpServer, rtmp_ffmpeg: FfmpegRunner, tmp_path: Path
 ) -> None:
     sub = rtmp_server.hub.subscribe("room", "test", max_packets=10_000)
+    as_sent: list[SourceFrame] = []  # what a WebRTC viewer taking the codec would get
+    rtmp_server.hub.stream("room").source_audio.attach(as_sent.append)
     url = f"rtmp://127.0.0.1:{rtmp_server.port}/live/room"
     task = asyncio.create_task(publish_flv(rtmp_ffmpeg, url, RTMP_AUDIO[named], 4.0))
     snapshot = asyncio.create_task(stats_after(rtmp_server.hub, "room", 2.5))
@@ -185,6 +189,24 @@ async def test_rtmp_audio_reaches_the_hub_as_aac(
     write_mp4(path, with_audio[-1].tracks, [p for p in packets if p.track < 2])
     seconds, rms = tone(path)
     assert seconds >= 3.0 and rms > 0.05, (seconds, rms)  # ffmpeg's sine: amplitude 1/8
+    if named not in ("pcma", "pcmu"):
+        assert not as_sent, "only G.711 goes to WebRTC as it is"
+        return
+    assert {f.codec for f in as_sent} == {named}
+    assert max(len(f.data) for f in as_sent) == 160  # 20 ms frames
+    # 8 kHz timestamps, each frame where the last one ended (FLV's: to the millisecond)
+    gaps = {b.timestamp - a.timestamp - len(a.data) for a, b in itertools.pairwise(as_sent)}
+    assert max(map(abs, gaps)) <= 8, gaps
+    seconds, rms = g711_tone(named, b"".join(f.data for f in as_sent))
+    assert seconds >= 3.0 and rms > 0.05, (seconds, rms)
+
+
+def g711_tone(codec: str, data: bytes) -> tuple[float, float]:
+    """(seconds, RMS) of raw 8 kHz G.711 bytes."""
+    decoder: Any = av.CodecContext.create("pcm_alaw" if codec == "pcma" else "pcm_mulaw", "r")
+    decoder.sample_rate, decoder.layout = 8000, "mono"
+    samples = np.concatenate([f.to_ndarray().reshape(-1) for f in decoder.decode(av.Packet(data))])
+    return len(samples) / 8000, float(np.sqrt(np.mean((samples / 32768.0) ** 2)))
 
 
 def test_stats_list_source_tracks_even_without_a_publisher() -> None:

@@ -83,13 +83,14 @@ window.whipPublish = async function(url, key) {
   return r;
 };
 window.rtpStats = async function() {
-  const out = {};
-  (await window.pc.getStats()).forEach(s => {
+  const out = {}, report = await window.pc.getStats();
+  report.forEach(s => {
     if (s.type === 'inbound-rtp' || s.type === 'outbound-rtp') out[s.type + ':' + s.kind] = {
       framesDecoded: s.framesDecoded, framesEncoded: s.framesEncoded,
       framesDropped: s.framesDropped,
       packets: s.packetsReceived || s.packetsSent, samples: s.totalSamplesReceived,
-      encoder: s.encoderImplementation, pli: s.pliCount};
+      encoder: s.encoderImplementation, pli: s.pliCount,
+      codec: (report.get(s.codecId) || {}).mimeType};
   });
   return out;
 };

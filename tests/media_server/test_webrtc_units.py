@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from media_server.codecs.h264 import STAP_A
 from media_server.hub import Hub
 from media_server.media import Packet, Track
 from media_server.patches.aiortc_ice_addresses import bind_candidate_addresses
+from media_server.source_audio import SOURCE_TRACK, SourceAudio, SourcePacket
 from media_server.stats import stream_stats
 from media_server.webrtc.audio import OPUS_FRAME, AacOpusCodec, opus_head
 from media_server.webrtc.egress import StreamEgress, VideoPayloadCache, frame_nals
@@ -138,6 +140,67 @@ def test_viewer_plan_refuses_what_a_browser_cannot_play() -> None:
     sending = parse_offer(CHROME_LIKE_OFFER.replace("a=recvonly", "a=sendonly"))
     with pytest.raises(SignalingError, match="recvonly"):
         plan_viewer("c", (h264_track(),), sending)
+
+
+def test_viewer_plan_takes_the_cameras_audio_codec_when_the_offer_has_it() -> None:
+    aac = Track(1, "audio", "aac", 16000, b"\x14\x08", sample_rate=16000, channels=1,
+                source_codec="pcma")  # fmt: skip
+    opus_only = plan_viewer("c", (h264_track(), aac), parse_offer(CHROME_LIKE_OFFER), [], "pcma")
+    assert opus_only.audio and opus_only.audio_codec("pcma") == "opus"  # AAC -> Opus
+    g711 = (
+        CHROME_LIKE_OFFER.replace(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111", "m=audio 9 UDP/TLS/RTP/SAVPF 111 0 8"
+        )
+        + "a=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000\n"
+    )
+    plan = plan_viewer("c", (h264_track(), aac), parse_offer(g711), [], "pcma")
+    assert plan.audio_codecs == ("pcma", "pcmu", "opus") and plan.audio_codec("pcma") == "pcma"
+    assert plan.audio_codec("") == "opus"  # nothing beside the hub's audio: Opus from it
+    pcmu_only = parse_offer(
+        g711.replace("111 0 8", "0")
+        .replace("a=rtpmap:111 opus/48000/2\n", "")
+        .replace("a=rtpmap:8 PCMA/8000\n", "")
+    )
+    audio_only = (replace(aac, index=0),)
+    assert plan_viewer("c", audio_only, pcmu_only, [], "pcmu").audio
+    with pytest.raises(SignalingError, match="PCMA") as refused:
+        plan_viewer("c", audio_only, pcmu_only, [], "pcma")
+    assert refused.value.status == 406
+
+
+def test_source_audio_cuts_g711_into_20ms_frames_and_keeps_opus_whole() -> None:
+    feed, got = SourceAudio(), []
+    feed.attach(got.append)
+    feed.push(SourcePacket(SOURCE_TRACK, 800, 800, True, bytes(400), codec="pcma"))
+    assert [(len(f.data), f.timestamp) for f in got] == [(160, 800), (160, 960), (80, 1120)]
+    got.clear()
+    feed.push(SourcePacket(SOURCE_TRACK, 960, 960, True, bytes(400), codec="opus"))
+    assert [(len(f.data), f.timestamp) for f in got] == [(400, 960)]
+    assert feed.codec == "opus" and feed.frames_in == 2
+
+
+async def test_a_source_audio_viewer_gets_the_frames_as_sent_and_ends_on_a_new_codec() -> None:
+    hub = Hub()
+    aac = Track(1, "audio", "aac", 16000, b"\x14\x08", sample_rate=16000, channels=1,
+                source_codec="pcma")  # fmt: skip
+    pub = hub.publish("c", (h264_track(), aac), "test")
+    pub.push_source_audio(SourcePacket(SOURCE_TRACK, 0, 0, True, bytes(160), codec="pcma"))
+    stream, ended = hub.stream("c"), []
+    egress = StreamEgress(hub, "c")
+    feed = ViewerFeed(hub, egress, video=False, audio=True, on_ended=ended.append,
+                      source_audio=stream.source_audio)  # fmt: skip
+    assert feed.audio_codec == "pcma" and feed.audio_track is not None
+    feed.start()
+    await _until(lambda: bool(hub.stream("c").subscribers))
+    await asyncio.sleep(0.05)  # the fan-out has handed the viewer the stream's start
+    pub.push_source_audio(SourcePacket(SOURCE_TRACK, 160, 160, True, b"\xd5" * 160, codec="pcma"))
+    sent = await asyncio.wait_for(feed.audio_track.recv(), 1)
+    assert isinstance(sent, EncodedFrame) and sent.payloads == [b"\xd5" * 160]
+    assert not egress.audio.listeners, "no AAC -> Opus for this viewer"
+    pub.set_tracks((h264_track(), replace(aac, source_codec="pcmu")))
+    await _until(lambda: bool(ended))
+    assert "pcmu, not pcma" in ended[0]
+    assert not stream.source_audio.listeners
 
 
 def test_b_frames_get_a_rendition() -> None:
