@@ -134,7 +134,7 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
         caller: Annotated[Caller | None, Depends(current_caller)],
     ) -> list[dict[str, Any]]:
         live = await role.storage.state.present(presence.STREAM_LIVE)
-        staff = caller is not None
+        staff = caller is not None or role.config.security.open  # open: local trials
         out = []
         for definition in await registry.list():
             if not staff and not definition.is_public:
@@ -148,7 +148,8 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
         caller: Annotated[Caller | None, Depends(current_caller)],
     ) -> dict[str, Any]:
         definition = await registry.get(stream_id)
-        if definition is None or (caller is None and not definition.is_public):
+        anonymous = caller is None and not role.config.security.open  # open: local trials
+        if definition is None or (anonymous and not definition.is_public):
             raise HTTPException(404, f"stream {stream_id!r} not found")
         live = await role.storage.state.present(presence.STREAM_LIVE)
         return {**definition.public_view(), "stats": live.get(stream_id)}

@@ -243,12 +243,17 @@ async def test_stream_sources_are_rtsp_only(platform: Platform, tmp_path: Path) 
 
 
 async def test_open_mode_still_pulls_files(tmp_path: Path) -> None:
+    """Local trials (open mode): a file is a source, and anyone on this machine reads a
+    trial stream's definition and stats (there are no users to sign in as)."""
     node = await start_platform(tmp_path, **{"security.open": True})
     try:
         clip = make_clip(tmp_path, seconds=6, fps=25, gop=25)
-        await define(
-            node, "file-cam", source_url=str(clip), stream_class=StreamClass.conference, public=True
-        )
+        await define(node, "file-cam", source_url=str(clip), stream_class=StreamClass.trial)
         await wait_live(node, "file-cam", timeout=15)
+        async with httpx.AsyncClient(base_url=base_url(node), timeout=10) as http:
+            detail = await http.get("/api/v1/streams/file-cam")
+            listed = await http.get("/api/v1/streams")
+        assert detail.status_code == 200, detail.text
+        assert "file-cam" in {s["id"] for s in listed.json()}
     finally:
         await node.stop()
