@@ -56,27 +56,26 @@ async def test_flv_audio_clock_apart_is_in_sync(
     assert -0.002 <= lead < 1 / 30, f"audio starts {lead:+.3f} s from the video"
 
 
-@pytest.mark.xfail(
-    reason="known defect, not fixed yet: before the first RTCP sender report FFmpeg's RTSP "
-    "demuxer times each stream from its RTP-Info (or its first packet); when that is off, "
-    "audio is early until the report comes (~3-5 s), then jumps (measured: +1.08 s)",
-    strict=False,
-)
+@pytest.mark.parametrize("rtp_info", [True, False], ids=["rtp-info", "no-rtp-info"])
 async def test_rtsp_audio_starting_late_stays_late_by_as_much(
-    rtsp_camera: Callable[..., RtspCamera], tmp_path: Path
+    rtp_info: bool, rtsp_camera: Callable[..., RtspCamera], tmp_path: Path
 ) -> None:
-    camera = rtsp_camera(audio_delay_ms=1000)  # same clock; audio joins 1 s in
+    # same clock, audio joins 1 s in. Before a track's first RTCP sender report FFmpeg
+    # times it from RTP-Info, or without it (cheap cameras) from its first packet: the
+    # audio at 0.000 s; at a report FFmpeg remaps the tracks, which jump (measured ~1 s)
+    camera = rtsp_camera(audio_delay_ms=1000, rtp_info=rtp_info)
     hub = Hub()
     sub = hub.subscribe("cam", "test", max_packets=100_000)
     pull = RtspPull(hub, "cam", camera.url, timeout_s=3.0)
     pull.start()
     try:
-        items = await collect(sub, 5.0)
+        items = await collect(sub, 7.0)  # audio is held until its first report (~1-5 s)
     finally:
         await pull.stop()
-    scale = next(s for s in items[0] if s.tracks).tracks[1].timescale
-    audio = [p.dts / scale for p in items[1] if p.track == 1]
-    jumps = [b - a for a, b in zip(audio, audio[1:], strict=False) if b - a > 0.1]
-    assert not jumps, f"audio timeline jumps {jumps} s (its clock was remapped mid-stream)"
+    tracks = next(s for s in items[0] if s.tracks).tracks
+    for track in tracks:
+        times = [p.dts / track.timescale for p in items[1] if p.track == track.index]
+        jumps = [round(b - a, 3) for a, b in zip(times, times[1:], strict=False) if b - a > 0.1]
+        assert not jumps, f"{track.kind} timeline jumps {jumps} s (its clock was remapped)"
     lead = ll_hls_audio_lead(items, tmp_path / "ll.mp4")
     assert abs(lead - 1.0) < 1 / 25, f"audio starts {lead:.3f} s after the video, not 1.000"
