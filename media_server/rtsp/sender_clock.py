@@ -16,7 +16,7 @@ known, then placed by it: packets from before its first report keep their RTP sp
 the first one after. Later, a track follows its wall clock when it drifts (by up to DRIFT_S)
 or when it stays off for PERSIST_S (a placement made between two tracks' reports); a step
 that comes and goes with the other track's next report is ignored. A camera that sends no
-report within HOLD_S is timed as FFmpeg times it (logged). Runs in the pull's thread.
+report within HOLD_S is timed as FFmpeg times it (logged). Runs in the pull's worker thread.
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ import av
 log = logging.getLogger(__name__)
 
 HOLD_S = 8.0  # cameras send a report every 1-5 s (RFC 3550: the first within ~3.75 s)
-AFTER_REPORT = 3  # packets after a report that may carry FFmpeg's remap (its H.264 parser
-TIE_PACKETS = 5  # puts a frame's side data on the frame before): the tie is the smallest
-DRIFT_S = 0.1  # of the lead's last few (wall clock - output time)
+# FFmpeg's H.264 parser puts a frame's side data on the frame before it, so a remap can
+# show a packet after the report's mark, and a frame's wall clock can be a frame late:
+AFTER_REPORT = 3  # packets after a report's mark that may carry FFmpeg's remap
+TIE_PACKETS = 5  # the tie: the smallest of the lead's last (wall clock - output time)
+REORDERED_JUMP_US = 500_000  # with B-frames, a remap is a jump bigger than this
+ADJUST_US = 2_000  # a placed track's wall clock off by more than this moves it...
+DRIFT_S = 0.1  # ...at once up to this (drift), beyond only when it stays off this long:
 PERSIST_S = 15.0  # longer than a report interval (RFC 3550: up to 7.5 s)
-ADJUST_US = 2_000  # a follower's placement is moved when off by more than this
 
 Held: TypeAlias = "tuple[av.Packet[Any], float]"  # a packet and its arrival (time.time())
 
@@ -50,6 +53,7 @@ class _Stream:
     last: int | None = None  # FFmpeg's last pts, and its last step: the stream's cadence
     step: int = 0
     after_report: int = 0
+    reordered: bool = False  # pts seen going back: B-frames, no exact cadence
     off_since: float | None = None  # arrival since when its wall clock says otherwise
     held: list[tuple[av.Packet[Any], float, int]] = field(default_factory=list)  # + shift
 
@@ -66,18 +70,22 @@ class _Stream:
     def note(self, pts: int) -> None:
         if self.last is not None and pts > self.last:
             self.step = pts - self.last
+        elif self.last is not None and pts < self.last:
+            self.reordered = True
         self.last = pts
 
     def keep_cadence(self, packet: av.Packet[Any]) -> None:
         """Take out a jump FFmpeg makes at a report (its remap), keeping the RTP spacing:
-        frames (audio, and video without B-frames) follow each other a step apart."""
+        frames (audio, video without B-frames) follow each other a step apart; with
+        B-frames only a jump bigger than any reordering is taken for a remap."""
         assert packet.pts is not None
         if packet.has_sidedata("rtcp_sr"):
             self.after_report = AFTER_REPORT
         if self.after_report:
             self.after_report -= 1
             expected = self.cadence(packet.pts)
-            if abs(packet.pts - expected) > self.step // 2:
+            tolerance = self.ticks(REORDERED_JUMP_US) if self.reordered else self.step // 2
+            if abs(packet.pts - expected) > tolerance:
                 self.shift += expected - packet.pts
                 self.last = None  # the new timeline; the step stays
         self.note(packet.pts)
