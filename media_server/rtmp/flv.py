@@ -36,6 +36,9 @@ _VIDEO_NAMES = {
     6: "Screen video v2",
 }
 _FOURCC_VIDEO = {b"avc1": "h264", b"hvc1": "h265"}
+# enhanced RTMP codecs we parse no further: no output here (LL-HLS and recordings' fMP4
+# sample entries, WebRTC) carries them yet, so a publisher is told what to send instead
+_FOURCC_NAMES = {b"av01": "AV1", b"vp09": "VP9", b"vp08": "VP8", b"vvc1": "H.266/VVC"}
 _AUDIO_NAMES = {
     0: "linear PCM",
     1: "ADPCM",
@@ -159,8 +162,11 @@ def _enhanced_video(view: memoryview) -> VideoTag:
     fourcc = bytes(view[1:5])
     codec = _FOURCC_VIDEO.get(fourcc)
     if codec is None:
+        tag = fourcc.decode("latin-1")
+        name = f"{_FOURCC_NAMES[fourcc]} ({tag!r})" if fourcc in _FOURCC_NAMES else repr(tag)
         raise UnsupportedCodec(
-            f"unsupported video codec {fourcc.decode('latin-1')!r}: send H.264 or H.265"
+            f"unsupported video codec {name}: LL-HLS, recordings and WebRTC here take "
+            "H.264 or H.265 only; send H.264 or H.265"
         )
     keyframe = frame_type in (1, 4)
     if frame_type == 5 or packet_type in (4, 5):  # command frame, metadata, TS config

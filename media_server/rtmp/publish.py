@@ -4,8 +4,14 @@ Pure of I/O: the server hands it message timestamps and payloads, it hands the h
 Publication tracks (set_tracks) and packets (push). Tracks are announced when every track
 onMetaData promised has its sequence header, or at the first coded frame, whichever comes
 first; a later or changed sequence header re-announces (subscribers restart).
-Timestamps: each track unwraps its own 32-bit RTMP clock, so dts is exactly what the
-publisher sent (FLV tag time in ms) and pts = dts + composition time.
+Timestamps: each track unwraps its own 32-bit RTMP clock, so dts is what the publisher
+sent (FLV tag time in ms) and pts = dts + composition time. One exception: a cheap encoder
+may stamp audio and video from clocks that start far apart (seconds, or its uptime for one
+and zero for the other) while sending both at once. When the second track's first frame
+says it is more than CLOCKS_APART_MS away from where the first track's clock stands at its
+arrival, it is moved to the first track's clock by arrival time. Under that threshold the
+publisher's stamps are kept: an encoder's own delay (x264 lookahead) makes arrival differ
+from them by up to ~2 s, so arrival cannot tell a real offset from one there.
 """
 
 from __future__ import annotations
@@ -32,18 +38,31 @@ log = logging.getLogger(__name__)
 
 _WRAP = 1 << 32
 _HALF = 1 << 31
+CLOCKS_APART_MS = 3000
 
 
 class _Source:
     """What we know of one incoming track: its config and its clock."""
 
-    __slots__ = ("codec", "config", "dts", "index", "last_raw", "legacy_id", "track")
+    __slots__ = (
+        "codec",
+        "config",
+        "dts",
+        "first",
+        "index",
+        "last_raw",
+        "legacy_id",
+        "shift",
+        "track",
+    )
 
     def __init__(self, codec: str, config: bytes, track: Track) -> None:
         self.configure(codec, config, track)
         self.index = -1
         self.last_raw: int | None = None
         self.dts = 0
+        self.shift = 0  # moves this track's clock onto the other track's (clocks apart)
+        self.first: tuple[int, float] | None = None  # (dts, arrival) of the first frame
 
     def configure(self, codec: str, config: bytes, track: Track) -> None:
         self.codec, self.config, self.track = codec, config, track
@@ -54,13 +73,13 @@ class _Source:
         """32-bit RTMP time -> unbounded dts; a step over half the range is a step back."""
         if self.last_raw is None:
             self.last_raw = self.dts = raw
-            return raw
+            return raw + self.shift
         delta = (raw - self.last_raw) % _WRAP
         if delta >= _HALF:
             delta -= _WRAP
         self.last_raw = raw
         self.dts += delta
-        return self.dts
+        return self.dts + self.shift
 
 
 SOURCE_CODEC = re.compile(r"[a-z0-9_.-]{1,24}")
@@ -127,7 +146,7 @@ class Ingest:
             and payload[1] == flv.FRAME
             and self.announced
         ):
-            dts = src.unwrap(timestamp)
+            dts = self._clock(src, timestamp, arrival)
             self.publication.push(
                 Packet(
                     src.index,
@@ -147,7 +166,7 @@ class Ingest:
             if not self.announced:
                 self._announce()
             if len(tag.data):
-                dts = src.unwrap(timestamp)
+                dts = self._clock(src, timestamp, arrival)
                 self.publication.push(
                     Packet(src.index, dts, dts + tag.cto, tag.keyframe, bytes(tag.data), arrival)
                 )
@@ -167,7 +186,7 @@ class Ingest:
             and self.announced
             and self.audio_problem is None
         ):
-            dts = src.unwrap(timestamp)
+            dts = self._clock(src, timestamp, arrival)
             self.publication.push(Packet(src.index, dts, dts, True, bytes(payload[2:]), arrival))
             return
         if self.audio_problem is not None:
@@ -192,7 +211,7 @@ class Ingest:
             return
         if not self.announced:
             self._announce()
-        dts = src.unwrap(timestamp)
+        dts = self._clock(src, timestamp, arrival)
         self.publication.push(Packet(src.index, dts, dts, True, bytes(tag.data), arrival))
 
     def _source_codec(self) -> str:
@@ -224,7 +243,7 @@ class Ingest:
             return
         if not self.announced:
             self._announce()
-        data, dts = bytes(tag.data), src.unwrap(timestamp)
+        data, dts = bytes(tag.data), self._clock(src, timestamp, arrival)
         current.feed(data, dts, arrival)
         if passes_to_webrtc(tag.codec, tag.sample_rate, tag.channels):  # G.711, as it came
             ts = dts * WEBRTC_CLOCKS[tag.codec] // 1000
@@ -259,6 +278,31 @@ class Ingest:
         if self.dropped_audio is not None:
             out.append(self.dropped_audio)
         self.publication.describe_source(tuple(out))
+
+    # -- clocks --
+
+    def _clock(self, src: _Source, raw: int, arrival: float) -> int:
+        """The dts of a frame stamped `raw`; a track's first frame may move its clock."""
+        if src.first is None:
+            self._align(src, raw, arrival)
+        return src.unwrap(raw)
+
+    def _align(self, src: _Source, raw: int, arrival: float) -> None:
+        other = self.audio if src is self.video else self.video
+        if other is not None and other.first is not None:
+            other_dts, other_arrival = other.first
+            expected = other_dts + round((arrival - other_arrival) * 1000)
+            if abs(raw - expected) > CLOCKS_APART_MS:
+                src.shift = expected - raw
+                kind, other_kind = ("video", "audio") if src is self.video else ("audio", "video")
+                log.warning(
+                    "rtmp %s: %s clock starts %d ms off the %s clock at arrival; moved onto it",
+                    self.name,
+                    kind,
+                    -src.shift,
+                    other_kind,
+                )
+        src.first = (raw + src.shift, arrival)
 
     # -- tracks --
 

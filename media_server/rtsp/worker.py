@@ -29,6 +29,7 @@ from core.redact import redact_url
 from media_server.codecs.bitstream import BitstreamError
 from media_server.media import Packet, SourceTrack, Track, VideoCodec
 from media_server.patches.pyav_interrupt_clock import CLOCK
+from media_server.rtsp.sender_clock import SenderClock
 from media_server.rtsp.tracks import AUDIO_NAMES, TrackReader, TranscodingReader
 
 if TYPE_CHECKING:
@@ -246,11 +247,13 @@ class PullWorker:
         timeout_s = self.pull.timeout_s
         if not self.pull.is_file:
             last = time.monotonic()
+            lead = next(r.source_index for r in readers.values() if r.is_video)
+            clock = SenderClock(container, lead, self.pull.stream_id)
             try:
                 for packet in container.demux([container.streams[i] for i in readers]):
                     last = time.monotonic()
                     if packet.size:
-                        yield packet, time.time()
+                        yield from clock.feed(packet, time.time())
             except av.error.FFmpegError:
                 if time.monotonic() - last < timeout_s * 0.95 or self._stopping.is_set():
                     raise

@@ -17,6 +17,7 @@ import av.stream
 from media_server.codecs.bitstream import nals_to_avcc, split_avcc
 from media_server.codecs.video import nal_type
 from media_server.consumer import QueuedConsumer
+from media_server.hls.segmenter import Segmenter
 from media_server.media import Packet, StreamEnd, StreamStart, Track
 
 MUX_CODECS = {"h264": "h264", "h265": "hevc", "aac": "aac"}
@@ -112,7 +113,8 @@ def probe(path: Path) -> dict[str, dict[str, object]]:
             "error",
             "-count_frames",
             "-show_entries",
-            "stream=codec_type,codec_name,width,height,nb_read_frames,sample_rate,channels,duration"
+            "stream=codec_type,codec_name,codec_tag_string,width,height,nb_read_frames,sample_rate,"
+            "channels,duration,start_time"
             ":format=duration",
             "-of",
             "json",
@@ -138,3 +140,15 @@ def decode_errors(path: Path) -> str:
         timeout=60,
     )
     return result.stderr.strip()
+
+
+def write_ll_hls(segmenter: Segmenter, path: Path) -> Path:
+    """What an LL-HLS player of the whole window gets, as one file: the first segment's
+    init segment, then every complete segment and the parts of the open one."""
+    segments = list(segmenter.segments)
+    if segmenter.open is not None:
+        segments.append(segmenter.open)
+    assert segments, "LL-HLS made no segment"
+    init = segmenter.inits[segments[0].init_id]
+    path.write_bytes(init + b"".join(s.data() for s in segments))
+    return path

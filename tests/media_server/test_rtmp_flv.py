@@ -88,7 +88,9 @@ def test_aac_tags() -> None:
     [
         (b"\x22\x00", "Sorenson H.263"),
         (b"\x14\x00", "VP6"),
-        (b"\x91av01\x00\x00\x00", "'av01'"),
+        (b"\x91av01\x00\x00\x00", r"AV1 \('av01'\).*send H.264 or H.265"),
+        (b"\x90vp09\x00", r"VP9 \('vp09'\)"),
+        (b"\x91abcd\x00\x00\x00", "'abcd'"),
         (b"\x96hvc1", "multitrack"),
     ],
 )

@@ -301,6 +301,32 @@ def test_timestamps_unwrap_across_32_bits() -> None:
     ]
 
 
+def stamps_with_audio_at(audio_ts: int, audio_arrival: float) -> list[tuple[int, int]]:
+    """(track, dts) of a video frame at ts 5000 arriving at t=100 s, then two audio frames
+    stamped audio_ts (+21) arriving at audio_arrival (+0.021)."""
+    ing, sub = ingest()
+    ing.on_video(0, video_seq(), 100.0)
+    ing.on_audio(0, b"\xaf\x00" + ASC_48K_MONO, 100.0)
+    ing.on_video(5000, frame(True), 100.0)
+    ing.on_audio(audio_ts, b"\xaf\x01\x21", audio_arrival)
+    ing.on_audio((audio_ts + 21) & 0xFFFFFFFF, b"\xaf\x01\x21", audio_arrival + 0.021)
+    return [(i.track, i.dts) for i in drain(sub) if isinstance(i, Packet)]
+
+
+def test_clocks_that_start_apart_are_joined_by_arrival() -> None:
+    # a cheap encoder: audio stamped from 0 (or its uptime) while video says 5 s
+    assert stamps_with_audio_at(10, 100.010) == [(0, 5000), (1, 5010), (1, 5031)]
+    assert stamps_with_audio_at(0xFFFFFFF0, 100.010) == [(0, 5000), (1, 5010), (1, 5031)]
+    assert stamps_with_audio_at(905_000, 100.5) == [(0, 5000), (1, 5500), (1, 5521)]
+
+
+def test_offsets_an_encoder_can_mean_are_kept() -> None:
+    # audio that starts 2 s after the video and arrives 2 s later: the stamps are right
+    assert stamps_with_audio_at(7000, 102.0) == [(0, 5000), (1, 7000), (1, 7021)]
+    # x264 lookahead: video arrives late, up to ~2 s after audio of the same time
+    assert stamps_with_audio_at(7000, 100.0) == [(0, 5000), (1, 7000), (1, 7021)]
+
+
 def test_tracks_announced_when_metadata_promises_are_kept() -> None:
     ing, sub = ingest()
     ing.on_metadata(["@setDataFrame", "onMetaData", {"videocodecid": 7.0, "audiocodecid": 10.0}])
