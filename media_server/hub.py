@@ -135,6 +135,13 @@ class Publication:
         if self.alive:
             self.stream.source_audio.push(packet)
 
+    def expect_source_audio(self, codec: str) -> None:
+        """The codec of the source audio frames this publication will push: WebRTC viewers
+        who come before the first of them (an RTSP camera's audio waits for its sender
+        report) are offered it already."""
+        if self.alive and codec:
+            self.stream.source_audio.expect(codec)
+
     def set_tracks(self, tracks: tuple[Track, ...]) -> None:
         """New codec config mid-stream (a new sequence header): subscribers restart."""
         if self.alive:

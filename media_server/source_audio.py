@@ -67,6 +67,11 @@ class SourceAudio:
         """A publication starts or ends: nothing carried until its frames come."""
         self.codec = ""
 
+    def expect(self, codec: str) -> None:
+        """The publication says which codec its frames will be in, before the first."""
+        if not self.codec:
+            self.codec = codec
+
     def attach(self, listener: Listener) -> None:
         self.listeners.append(listener)
 

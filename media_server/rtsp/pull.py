@@ -230,6 +230,7 @@ class RtspPull:
             self._set_state("failed", reason, self.reconnects)
             return
         self._publication.describe_source(item.source)
+        self._publication.expect_source_audio(item.source_audio)
         self._set_state("live", "", self.reconnects)
 
     def _evicted(self, session: int, reason: str) -> None:

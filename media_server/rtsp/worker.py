@@ -52,6 +52,9 @@ class Publish:
     tracks: tuple[Track, ...]
     session: int
     source: tuple[SourceTrack, ...] = ()  # every track of the source, and its fate
+    # the codec of the camera's own audio that will reach Stream.source_audio ("" none);
+    # known now, though the audio itself may be held until the camera's sender report
+    source_audio: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +235,12 @@ class PullWorker:
                     video.new_track = None
                     tracks = tuple(r.track for r in readers.values())
                     source = self._source_tracks(container, readers)
-                    self._send(Publish(tracks, self._session, source))
+                    passing = [
+                        r.transcoder.source.name
+                        for r in readers.values()
+                        if isinstance(r, TranscodingReader) and r.webrtc_clock
+                    ]
+                    self._send(Publish(tracks, self._session, source, "".join(passing[:1])))
                     live_since.append(time.monotonic())
                     published = True
                 elif reader.new_track is not None:

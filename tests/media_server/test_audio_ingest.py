@@ -104,14 +104,15 @@ async def test_audio_that_stops_leaves_a_hole_not_a_squeeze(
     rtsp_camera: Camera, tmp_path: Path
 ) -> None:
     """The camera's audio stops and the video goes on: AAC stops too (no made-up silence,
-    no timestamps pulled together), the video keeps coming."""
-    camera = rtsp_camera(audio="pcma", size="320x180", audio_stop_after=2.0)
+    no timestamps pulled together), the video keeps coming. The audio stops after the
+    camera's first sender reports, which place it (sender_clock.py)."""
+    camera = rtsp_camera(audio="pcma", size="320x180", audio_stop_after=5.0)
     hub = Hub()
     sub = hub.subscribe("cam", "test", max_packets=10_000)
     pull = RtspPull(hub, "cam", camera.url, timeout_s=3.0)
     pull.start()
     try:
-        starts, packets = await collect(sub, 5.0)
+        starts, packets = await collect(sub, 9.0)
     finally:
         await pull.stop()
     audio = audio_track(starts[0])

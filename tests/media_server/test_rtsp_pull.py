@@ -263,8 +263,8 @@ async def test_pcma_audio_is_transcoded_with_a_note(
     sub = hub.subscribe("room-7", "test")
     pull = RtspPull(hub, "room-7", camera.url, timeout_s=3.0)
     pull.start()
-    try:
-        starts, packets = await collect(sub, 2.0)
+    try:  # the audio waits for the camera's first sender report (sender_clock.py)
+        starts, packets = await collect(sub, 6.0)
     finally:
         await pull.stop()
     assert [t.codec for t in starts[0].tracks] == ["h264", "aac"]
