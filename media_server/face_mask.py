@@ -28,6 +28,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from fractions import Fraction
@@ -204,9 +205,20 @@ class FaceMasker:
             out += self._mask(frame)
         return out
 
+    def _capture_of(self, pts: int) -> tuple[float, bool]:
+        """Capture clock and keyframe flag of the packet a frame came from. Frames come
+        out in pts order, so older entries are of frames the decoder dropped. A frame of
+        no known packet takes the newest capture clock: held longer, never shorter."""
+        found = self._arrivals.pop(pts, None)
+        for stale in [k for k in self._arrivals if k < pts]:
+            del self._arrivals[stale]
+        if found is None:
+            return max((a for a, _ in self._arrivals.values()), default=time.time()), False
+        return found
+
     def _mask(self, frame: av.VideoFrame) -> list[Item]:
         assert self._video is not None and frame.pts is not None
-        arrival, keyframe = self._arrivals.pop(frame.pts, (0.0, False))
+        arrival, keyframe = self._capture_of(frame.pts)
         width, height = frame.width & ~1, frame.height & ~1
         picture = frame.to_ndarray(format="yuv420p", width=width, height=height)
         if self.frames % DETECT_EVERY == 0:
@@ -316,7 +328,10 @@ class FaceMask:
                 out = [Skipped(0)]
                 self.masker.handle(Skipped(0))
             if out and not self._closed:
-                self._loop.call_soon_threadsafe(self._deliver, out)
+                try:
+                    self._loop.call_soon_threadsafe(self._deliver, out)
+                except RuntimeError:  # the loop is closed: the process is stopping
+                    return
 
     def _shed(self, item: Item) -> Item:
         """Drop the packets waiting (markers still count) and go on from a keyframe."""

@@ -4,14 +4,17 @@ for faces with OpenCV."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
-from media_server.face_mask import FaceMasker, blur_faces, grow
-from media_server.media import Item, Packet, StreamStart
+from media_server import face_mask
+from media_server.face_mask import FaceMask, FaceMasker, blur_faces, grow
+from media_server.media import Item, Packet, Skipped, StreamStart
 from tests.fixtures.face import face_picture, faces_in, make_face_clip
 from tests.mediafiles import load_clip
 
@@ -85,3 +88,35 @@ def faces_in_boxes(grey: np.ndarray) -> list[tuple[int, int, int, int]]:
     from media_server.face_mask import FaceDetector
 
     return FaceDetector().detect(grey)
+
+
+async def test_a_mask_that_falls_behind_drops_to_the_next_keyframe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items offered faster than the worker masks them: what waits is dropped, counted,
+    and masking starts again at a keyframe; what comes out is delivered on the loop."""
+    monkeypatch.setattr(face_mask, "MAX_BACKLOG", 20)
+    tracks, packets = load_clip(make_face_clip(tmp_path, seconds=4, size=(320, 240), gop=25))
+    got: list[Item] = []
+    mask = FaceMask("test", got.append)
+    mask.offer(StreamStart(tracks, 1))
+    half = len(packets) // 2
+    for packet in packets[:half]:  # all at once: far faster than the worker
+        mask.offer(packet)
+    await asyncio.sleep(0.5)
+    for k in range(half, len(packets), 10):  # then at a pace it keeps
+        for packet in packets[k : k + 10]:
+            mask.offer(packet)
+        await asyncio.sleep(0.05)
+    seen = -1
+    while seen != len(got):
+        seen = len(got)
+        await asyncio.sleep(0.5)
+    mask.close()
+    video = [p for p in got if isinstance(p, Packet) and p.track == 0]
+    assert mask.dropped > 0 and 0 < len(video) < sum(p.track == 0 for p in packets)
+    skips = [k for k, item in enumerate(got) if isinstance(item, Skipped)]
+    assert skips
+    for k in skips:
+        after = next((p for p in got[k:] if isinstance(p, Packet) and p.track == 0), None)
+        assert after is None or after.keyframe
