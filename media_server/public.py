@@ -55,18 +55,22 @@ class PublicRenditions:
     def names(self) -> list[str]:
         return list(self._renditions)
 
-    async def ensure(self, name: str, stream_id: str, delay_s: float) -> DelayedRendition:
-        """The rendition called name, of stream_id delay_s late; made (or remade, if the
-        stream or delay changed) now."""
+    async def ensure(
+        self, name: str, stream_id: str, delay_s: float, mask: str = ""
+    ) -> DelayedRendition:
+        """The rendition called name, of stream_id delay_s late, masked as mask says
+        ("faces" or ""); made (or remade, if any of these changed) now."""
         found = self._renditions.get(name)
-        if found is not None and (found.stream_id, found.delay_s) == (stream_id, delay_s):
+        wanted = (stream_id, delay_s, mask)
+        if found is not None and (found.stream_id, found.delay_s, found.mask) == wanted:
             return found
         if found is not None:
             await self.drop(name)
-        made = DelayedRendition(self.hub, stream_id, delay_s, self.options, self.slates)
+        made = DelayedRendition(self.hub, stream_id, delay_s, self.options, self.slates, mask=mask)
         self._renditions[name] = made
         self._fetches[name] = PartFetches()
-        log.info("public %s: broadcasting %s, %.0f s behind live", name, stream_id, delay_s)
+        masked = f", {mask} masked" if mask else ""
+        log.info("public %s: broadcasting %s, %.0f s late%s", name, stream_id, delay_s, masked)
         return made
 
     async def drop(self, name: str) -> None:

@@ -3,7 +3,8 @@
 A trial reaches the public only while a session approved for broadcast (`public`) is open
 in its room, through one delayed rendition named for the session: /public/{session_id}/.
 Its picture is the room's broadcast camera: the first (by id) enabled trial stream of the
-room whose `public` flag says it may be broadcast. A recess or a cut shows the slate; a
+room whose `public` flag says it may be broadcast, its faces blurred if the session asks
+(`mask`, media_server/face_mask.py). A recess or a cut shows the slate; a
 close, or anything else, removes the rendition, so every public URL of it answers 404
 and a viewer's next request (a blocked one at once) is refused.
 
@@ -60,7 +61,7 @@ class Broadcasts:
             if name not in wanted:
                 await self.public.drop(name)
         for name, (session, camera) in wanted.items():
-            rendition = await self.public.ensure(name, camera.id, session.delay_s)
+            rendition = await self.public.ensure(name, camera.id, session.delay_s, session.mask)
             if session.cut or session.state == "recess":
                 rendition.cut()
             else:

@@ -14,7 +14,7 @@ import base64
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -48,6 +48,7 @@ class SessionIn(BaseModel):
     public: bool = False  # approved for broadcast
     delay: float = DEFAULT_DELAY_S  # seconds the public broadcast runs behind live
     at: datetime | None = None  # scheduled start (ISO 8601 with a time zone)
+    mask: Literal["", "faces"] = ""  # "faces": faces blurred in the public broadcast
 
 
 FINISHED_LISTED = 100  # the newest finished public sessions the public list shows
@@ -255,7 +256,14 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
             raise HTTPException(400, "at: not a time this server can schedule") from None
         opened = await acting(
             role.sessions.open(
-                body.room, body.case_number, body.title, body.public, who(caller), body.delay, at
+                body.room,
+                body.case_number,
+                body.title,
+                body.public,
+                who(caller),
+                body.delay,
+                at,
+                body.mask,
             )
         )
         await role.sync_broadcasts()

@@ -5,7 +5,8 @@ that room; it is opened (at once, or scheduled for a time, when the recorder ope
 recess and resume (with a reason), and is closed. While it is open every stream of its
 room is recorded. A public session (approved for broadcast) is broadcast `delay_s` behind
 live while open (recorder/broadcast.py); its broadcast may be cut to a slate and resumed,
-which is audited and kept in its events, and never touches the recording. Kept in Redis
+which is audited and kept in its events, and never touches the recording. It may ask for
+faces to be blurred in that broadcast (`mask="faces"`); the recording stays as filmed. Kept in Redis
 (kind "trial-session"); every change is announced on the "sessions" channel so recorders
 act at once.
 """
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.audit import audit
+from media_server.face_mask import MASKS
 from media_server.streams import StreamDefinition, StreamRegistry
 from storage.state import StateStore
 
@@ -49,6 +51,7 @@ class TrialSession:
     delay_s: float = DEFAULT_DELAY_S  # how far the public broadcast runs behind live
     scheduled_for: float | None = None  # the start it was scheduled for, if it was
     cut: bool = False  # the public broadcast shows the slate
+    mask: str = ""  # "faces": faces blurred in the public broadcast (not in the recording)
     streams: list[str] = field(default_factory=list)
     # schedule, open, recess, resume, cut, broadcast-resume, close
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -84,12 +87,15 @@ class TrialSessions:
         who: str = "",
         delay_s: float = DEFAULT_DELAY_S,
         at: float | None = None,
+        mask: str = "",
     ) -> TrialSession:
         """Open a session now, or schedule it for `at` (UNIX seconds) if that is later."""
         if not room or not case_number:
             raise SessionError("a session needs a room and a case number")
         if not 0 <= delay_s <= MAX_DELAY_S:
             raise SessionError(f"the broadcast delay must be 0 to {MAX_DELAY_S:.0f} seconds")
+        if mask and mask not in MASKS:
+            raise SessionError(f"mask {mask!r}: the broadcast can mask {', '.join(MASKS)}")
         now = time.time()
         scheduled = at is not None and at > now
         if not scheduled:
@@ -112,6 +118,7 @@ class TrialSessions:
             state="scheduled" if scheduled else "open",
             opened_at=start,
             delay_s=float(delay_s),
+            mask=mask,
             scheduled_for=start if scheduled else None,
             streams=[d.id for d in streams],
             events=[{"event": "schedule" if scheduled else "open", "at": now, "who": who}],

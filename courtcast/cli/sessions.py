@@ -1,6 +1,7 @@
 """`courtcast sessions open | close | recess | resume | cut | list`: trial sessions, which
 record every stream of their room while open and, when approved for broadcast (--public),
-broadcast it to the public --delay seconds behind live. --at schedules the opening."""
+broadcast it to the public --delay seconds behind live (--mask faces: faces blurred in that
+broadcast, never in the recording). --at schedules the opening."""
 
 from __future__ import annotations
 
@@ -50,6 +51,12 @@ def add_sessions_commands(sub: Any) -> None:
         default=30.0,
         metavar="S",
         help="seconds the public broadcast runs behind live (default 30)",
+    )
+    opening.add_argument(
+        "--mask",
+        choices=("faces",),
+        default="",
+        help="blur faces in the public broadcast (the recording is kept as filmed)",
     )
     opening.add_argument(
         "--at",
@@ -103,7 +110,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 async def _change(sessions: TrialSessions, args: argparse.Namespace, who: str) -> None:
     if args.verb == "open":
         session = await sessions.open(
-            args.room, args.case, args.title, args.public, who, args.delay, args.at
+            args.room, args.case, args.title, args.public, who, args.delay, args.at, args.mask
         )
         if session.state == "scheduled":
             when = utc(session.opened_at)
@@ -114,7 +121,11 @@ async def _change(sessions: TrialSessions, args: argparse.Namespace, who: str) -
                 f"(case {session.case_number}); recording {', '.join(session.streams)}"
             )
         if session.public:
-            print(f"broadcast {session.delay_s:.0f} s behind live: /public/{session.id}/index.m3u8")
+            masked = ", faces blurred" if session.mask else ""
+            print(
+                f"broadcast {session.delay_s:.0f} s behind live{masked}: "
+                f"/public/{session.id}/index.m3u8"
+            )
     elif args.verb == "cut":
         await sessions.cut(args.session_id, who)
         print(f"session {args.session_id}: broadcast cut, the public sees the slate")

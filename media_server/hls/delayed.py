@@ -12,6 +12,11 @@ stream format, media_server/slate.py) from the next part on. A resume keeps medi
 from the next keyframe on; the slate plays until that keyframe is due, `delay_s` later,
 so the rendition stays as late as before. The slate's program date-time is the capture
 time it stands in for, so the public timeline stays one clock.
+
+With `mask="faces"` the tap's items pass through a FaceMask (media_server/face_mask.py)
+on their way in: the one case where this path decodes and encodes, in a worker thread. The
+masked items keep their capture clock, so delay, cut and slate work on them as on the
+stream's own; what was in the masker when a cut came is dropped as it comes out.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from media_server.face_mask import FaceMask
 from media_server.hls.output import HlsOptions, SegmentWindow
 from media_server.hub import Hub
 from media_server.media import Item, Packet, Skipped, StreamStart, video_track
@@ -62,20 +68,25 @@ class DelayedRendition(SegmentWindow):
         options: HlsOptions,
         slates: SlateCache,
         clock: Callable[[], float] = time.time,
+        mask: str = "",
     ) -> None:
         super().__init__(options)
         self._clock = clock  # wall-clock, as packets' arrival (tests drive their own)
         self.stream_id = stream_id
         self.delay_s = delay_s
+        self.mask = mask
         self.cut_active = False
         self._slates = slates
         self._held: deque[tuple[float, Item]] = deque()  # (capture wall-clock, item)
         self._held_bytes = 0
         self._start: StreamStart | None = None  # the stream's current publication
         self._want_keyframe = False  # after a resume or a resync: keep from a keyframe on
+        self._kept_from = 0.0  # capture clock of the last resume: nothing older is kept
         self._slate: _SlateRun | None = None
         self._closed = False
-        self._tap = tap(hub.stream(stream_id), "public", self._offer, self._resync)
+        self._mask = FaceMask(stream_id, self._offer) if mask == "faces" else None
+        on_item = self._mask.offer if self._mask is not None else self._offer
+        self._tap = tap(hub.stream(stream_id), "public", on_item, self._resync)
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="public tick")
 
     # -- input (the tap: on the publisher's stack, never blocks) ------------------------
@@ -89,6 +100,8 @@ class DelayedRendition(SegmentWindow):
         if self._want_keyframe:
             if not (isinstance(item, Packet) and self._starts_run(item)):
                 return
+            if item.arrival < self._kept_from:
+                return  # captured before the resume (it was in the masker)
             self._want_keyframe = False
             if self._start is not None:
                 self._hold(item.arrival, self._start)
@@ -156,6 +169,7 @@ class DelayedRendition(SegmentWindow):
         if self.cut_active:
             self.cut_active = False
             self._want_keyframe = True
+            self._kept_from = self._clock()
             log.info("public %s: resumed, live again in %.0f s", self.stream_id, self.delay_s)
 
     # -- output -------------------------------------------------------------------------
@@ -222,6 +236,8 @@ class DelayedRendition(SegmentWindow):
             return
         self._closed = True
         self._tap.close()
+        if self._mask is not None:
+            self._mask.close()
         self._ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._ticker

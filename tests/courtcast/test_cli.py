@@ -241,3 +241,22 @@ def test_cli_schedules_a_public_session_with_its_delay(tmp_path: Path) -> None:
     assert "/public/s-20990101-" in opened.stdout
     listed = json.loads(run(["sessions", "list", "--json", *data]).stdout)
     assert [(s["state"], s["delay_s"], s["public"]) for s in listed] == [("scheduled", 12.0, True)]
+    assert listed[0]["mask"] == ""
+
+
+def test_cli_opens_a_session_whose_broadcast_blurs_faces(tmp_path: Path) -> None:
+    """`courtcast sessions open ... --mask faces` (issue 16, item 5)."""
+    import json
+
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert run(["streams", "add", "r8-cam", "--public", "--room", "r8", *data]).returncode == 0
+    wrong = run(["sessions", "open", "--room", "r8", "--case", "C-8", "--mask", "plates", *data])
+    assert wrong.returncode != 0 and "faces" in wrong.stderr
+    opened = run(
+        ["sessions", "open", "--room", "r8", "--case", "C-8", "--public"]
+        + ["--mask", "faces", *data]
+    )
+    assert opened.returncode == 0, opened.stderr
+    assert "faces blurred" in opened.stdout
+    listed = json.loads(run(["sessions", "list", "--json", *data]).stdout)
+    assert [(s["public"], s["mask"]) for s in listed] == [(True, "faces")]

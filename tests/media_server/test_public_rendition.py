@@ -110,3 +110,26 @@ def test_the_slate_picture_is_a_dark_card_with_a_light_sign() -> None:
     image = picture(640, 360)
     light = (image > 200).all(axis=2).mean()
     assert 0.005 < light < 0.2, light
+
+
+async def test_after_a_resume_nothing_captured_before_it_is_kept(tmp_path: Path) -> None:
+    """A masked rendition gets items late (they were being masked): a keyframe captured
+    before the resume that arrives after it is not where the broadcast starts again."""
+    from dataclasses import replace
+
+    tracks, packets = load_clip(make_clip(tmp_path, seconds=4, fps=25, gop=25))
+    now = [T0]
+    hub, slates = Hub(), SlateCache()
+    publication = hub.publish("room", tracks, "test")
+    rendition = DelayedRendition(hub, "room", DELAY_S, HlsOptions(), slates, lambda: now[0])
+    rendition.cut()
+    await slates.get(SlateFormat.of(tracks))
+    now[0] += 5
+    rendition.resume()
+    keyframes = [p for p in packets if p.track == 0 and p.keyframe]
+    publication.push(replace(keyframes[0], arrival=now[0] - 1))  # captured during the cut
+    assert not [item for _, item in rendition._held if isinstance(item, Packet)]
+    fresh = replace(keyframes[1], arrival=now[0] + 0.1)
+    publication.push(fresh)
+    assert [item for _, item in rendition._held if isinstance(item, Packet)] == [fresh]
+    await rendition.close()
