@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 PAGE = 1000
 MAX_SCANNED = 100_000
+MAX_TIME_S = 1e11  # a stream id is milliseconds in 64 bits; this is the year 5138
 CSV_COLUMNS = ("at", "who", "action", "court", "peer", "details")
 
 
@@ -38,8 +39,8 @@ class AuditQuery(BaseModel):
     user: str = ""
     action: str = ""
     court: str = ""
-    since: float | None = None
-    until: float | None = None
+    since: float | None = Field(default=None, ge=0, le=MAX_TIME_S)
+    until: float | None = Field(default=None, ge=0, le=MAX_TIME_S)
     limit: int = Field(default=1000, ge=1, le=10_000)
 
 

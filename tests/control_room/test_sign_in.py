@@ -168,7 +168,9 @@ async def test_a_role_change_or_a_disable_ends_the_users_sessions(platform: Plat
         bob = (await login(http, "bob", PASSWORD)).json()["token"]
         await users.set_role("ada", "operator")
         assert await me(ada) == {"role": "public"}, "the admin session outlived the demotion"
-        assert await me(bob) == {"name": "bob", "role": "operator", "court": ""}, "only ada's sessions end"
+        assert await me(bob) == {"name": "bob", "role": "operator", "court": ""}, (
+            "only ada's sessions end"
+        )
         ada = (await login(http, "ada", PASSWORD)).json()["token"]
         assert await me(ada) == {"name": "ada", "role": "operator", "court": ""}
         await users.disable("ada")
