@@ -143,7 +143,8 @@ class CourtTree:
         return None
 
     async def resolve(self, text: str) -> str | None:
-        return self.find(text.strip(), await self.courts())
+        """The id of the court `text` names, or None (read fresh: not on a hot path)."""
+        return self.find(text.strip(), await self.courts(fresh=True))
 
     async def ensure(self, text: str) -> str:
         """The id of the court `text` names, created (id and name = text) when missing."""
