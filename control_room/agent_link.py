@@ -29,6 +29,7 @@ from control_room.devices import (
     command_channel,
     result_channel,
 )
+from core.identity import public
 from device_agents.protocol import (
     WS_CLOSE_REFUSED,
     WS_PATH,
@@ -95,7 +96,9 @@ class AgentLink:
     def router(self) -> APIRouter:
         router = APIRouter()
 
-        @router.websocket(WS_PATH)
+        @router.websocket(
+            WS_PATH, dependencies=[public("a device's own credential, checked on connect")]
+        )
         async def agent_ws(ws: WebSocket) -> None:
             await self.serve(ws)
 

@@ -16,8 +16,17 @@ from control_room.sign_in import TooManyAttempts
 from control_room.users import SESSION_TTL_S
 from core import presence
 from core.audit import audit
-from core.identity import SESSION_COOKIE, caller_guards, session_resolver, session_token
-from core.rights import Caller, may
+from core.courts import CourtTree
+from core.identity import (
+    SESSION_COOKIE,
+    caller_guards,
+    peer_of,
+    public,
+    session_resolver,
+    session_token,
+)
+from core.rights import PROVINCE, Caller, may
+from core.scope import sees
 from media_server.access import PlayTokens
 from media_server.streams import (
     StreamClass,
@@ -90,12 +99,44 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
     state = role.storage.state
     registry = StreamRegistry(state)
     sessions = TrialSessions(state)
+    courts = CourtTree(state)
 
     current_caller, require = caller_guards(session_resolver(role.storage.state))
 
-    @router.post("/login", tags=["users"], responses={429: {"description": "held: Retry-After"}})
+    async def visible(caller: Caller | None, definition: StreamDefinition) -> bool:
+        """Public streams are everyone's; a private one only its court's scope's (in open
+        mode, local trials with nobody to sign in as, every stream is the caller's)."""
+        if role.config.security.open or definition.is_public:
+            return True
+        return await sees(caller, definition.court, courts)
+
+    async def in_scope(caller: Caller | None, stream_id: str) -> StreamDefinition:
+        """The definition of a stream this caller's scope holds; else 404, as unknown."""
+        definition = await registry.get(stream_id)
+        if definition is None or not await sees(caller, definition.court, courts):
+            raise HTTPException(404, f"stream {stream_id!r} not found")
+        return definition
+
+    async def court_for(caller: Caller | None, court: str) -> str:
+        """Where a scoped caller puts a stream: a court of its subtree (its own when none
+        is named); a court it cannot see answers as one that does not exist."""
+        if caller is None or caller.scope == PROVINCE:
+            return court
+        if not court:
+            return caller.scope
+        found = await courts.resolve(court)
+        if found is None or not await sees(caller, found, courts):
+            raise HTTPException(404, f"court {court!r} not found")
+        return found
+
+    @router.post(
+        "/login",
+        tags=["users"],
+        responses={429: {"description": "held: Retry-After"}},
+        dependencies=[public("sign-in itself: limited per user and per address")],
+    )
     async def login(body: SignIn, request: Request, response: Response) -> dict[str, str]:
-        peer = request.client.host if request.client else "?"
+        peer = peer_of(request)
         try:
             token = await role.sign_in_desk.sign_in(body.name, body.password, peer)
         except TooManyAttempts as exc:
@@ -115,7 +156,7 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
         )
         return {"token": token}
 
-    @router.post("/logout", tags=["users"])
+    @router.post("/logout", tags=["users"], dependencies=[public("ends the caller's own session")])
     async def logout(request: Request, response: Response) -> dict[str, str]:
         token = session_token(request)
         if token:
@@ -127,18 +168,17 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
     async def me(caller: Annotated[Caller | None, Depends(current_caller)]) -> dict[str, str]:
         if caller is None:
             return {"role": "public"}
-        return {"name": caller.name, "role": caller.role}
+        return {"name": caller.name, "role": caller.role, "court": caller.scope}
 
     @router.get("/streams", tags=["streams"])
     async def list_streams(
         caller: Annotated[Caller | None, Depends(current_caller)],
     ) -> list[dict[str, Any]]:
         live = await role.storage.state.present(presence.STREAM_LIVE)
-        staff = caller is not None or role.config.security.open  # open: local trials
         out = []
         for definition in await registry.list():
-            if not staff and not definition.is_public:
-                continue  # the public never learns that a private stream exists
+            if not await visible(caller, definition):
+                continue  # nobody learns that a private stream outside their scope exists
             out.append({**definition.public_view(), "stats": live.get(definition.id)})
         return out
 
@@ -148,8 +188,7 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
         caller: Annotated[Caller | None, Depends(current_caller)],
     ) -> dict[str, Any]:
         definition = await registry.get(stream_id)
-        anonymous = caller is None and not role.config.security.open  # open: local trials
-        if definition is None or (anonymous and not definition.is_public):
+        if definition is None or not await visible(caller, definition):
             raise HTTPException(404, f"stream {stream_id!r} not found")
         live = await role.storage.state.present(presence.STREAM_LIVE)
         return {**definition.public_view(), "stats": live.get(stream_id)}
@@ -157,12 +196,16 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
     @router.post("/streams", tags=["streams"], status_code=201)
     async def define_stream(
         body: StreamIn,
+        request: Request,
         caller: Annotated[Caller | None, require("define_streams")],
     ) -> dict[str, Any]:
         _check_source(body.source_url)
         definition = StreamDefinition(**body.model_dump())
+        definition.court = await court_for(caller, body.court)
         try:
             key = await registry.create(definition)
+        except ValueError as exc:  # a court or room name the tree cannot take
+            raise HTTPException(422, str(exc)) from None
         except StreamExists:
             raise HTTPException(
                 409,
@@ -170,31 +213,50 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
                 f"/api/v1/streams/{body.id}, its key with POST .../rotate-key",
             ) from None
         view = definition.public_view()
-        await audit(state, "stream.create", _who(caller), stream=body.id, after=view)
+        await audit(
+            state,
+            "stream.create",
+            _who(caller),
+            stream=body.id,
+            after=view,
+            court=definition.court,
+            peer=peer_of(request),
+        )
         return {**view, "key": key}
 
     @router.patch("/streams/{stream_id}", tags=["streams"])
     async def change_stream(
         stream_id: str,
         body: StreamChange,
+        request: Request,
         caller: Annotated[Caller | None, require("define_streams")],
     ) -> dict[str, Any]:
         changes = body.model_dump(exclude_none=True)
         _check_source(changes.get("source_url"))
-        current = await registry.get(stream_id)
-        if current is None:
-            raise HTTPException(404, f"stream {stream_id!r} not found")
+        current = await in_scope(caller, stream_id)
+        if "court" in changes:
+            changes["court"] = await court_for(caller, changes["court"])
         record = current.to_record()
         touched = sorted(k for k in ACCESS_FIELDS & changes.keys() if changes[k] != record[k])
         if touched:
             await _may_change_access(caller, stream_id, touched)
-        changed = await registry.update(stream_id, changes)
+        try:
+            changed = await registry.update(stream_id, changes)
+        except ValueError as exc:  # a court or room name the tree cannot take
+            raise HTTPException(422, str(exc)) from None
         if changed is None:
             raise HTTPException(404, f"stream {stream_id!r} not found")
         before, after = changed
         if after:
             await audit(
-                state, "stream.update", _who(caller), stream=stream_id, before=before, after=after
+                state,
+                "stream.update",
+                _who(caller),
+                stream=stream_id,
+                before=before,
+                after=after,
+                court=str(after.get("court", current.court)),
+                peer=peer_of(request),
             )
         definition = await registry.get(stream_id)
         if definition is None:  # deleted meanwhile
@@ -225,23 +287,42 @@ def build_api_router(role: "ControlRoomRole") -> APIRouter:
     @router.post("/streams/{stream_id}/rotate-key", tags=["streams"])
     async def rotate_key(
         stream_id: str,
+        request: Request,
         caller: Annotated[Caller | None, require("define_streams")],
     ) -> dict[str, str]:
+        definition = await in_scope(caller, stream_id)
         key = await registry.rotate_key(stream_id)
         if key is None:
             raise HTTPException(404, f"stream {stream_id!r} not found")
-        await audit(state, "stream.rotate-key", _who(caller), stream=stream_id)
+        await audit(
+            state,
+            "stream.rotate-key",
+            _who(caller),
+            stream=stream_id,
+            court=definition.court,
+            peer=peer_of(request),
+        )
         return {"id": stream_id, "key": key}
 
     @router.get("/streams/{stream_id}/play-url", tags=["streams"])
     async def play_url(
         stream_id: str,
-        _: Annotated[Caller, require("mint_play_urls")],
+        request: Request,
+        caller: Annotated[Caller, require("mint_play_urls")],
     ) -> dict[str, str]:
-        if await registry.get(stream_id) is None:
-            raise HTTPException(404, f"stream {stream_id!r} not found")
+        # the token carries this decision (role and scope) to egresses that have no
+        # session to ask, RTMP play among them; it names its holder for the audit trail
+        definition = await in_scope(caller, stream_id)
         tokens: PlayTokens = role.play_tokens
-        token = tokens.make(stream_id)
+        token = tokens.make(stream_id, holder=caller.name)
+        await audit(
+            state,
+            "stream.play-url",
+            caller.name,
+            stream=stream_id,
+            court=definition.court,
+            peer=peer_of(request),
+        )
         return {
             "hls": f"/live/{stream_id}/index.m3u8?token={token}",
             "token": token,

@@ -4,7 +4,7 @@ Kept in the StateStore (DESIGN.md §6), which owns the keys:
     record   enrol-token/{sha256(token)}  court, room, class, expiry (the token itself never)
     claim    enrol-spent/{sha256}         taken by the one enrolment that spends the token
     record   device/{id}                  identity, sources, stream ids, secret's sha256
-    record   court/{name}, room/{court}/{room}
+    record   court/{id}, room/{court}/{room}     the court tree (core/courts.py)
     presence device/{id}                  the latest Heartbeat (TTL: 3 heartbeats + a little)
     liveness device/{id}                  never-seen | online | offline (compare-and-set, so
                                           every control-room process may run the loop)
@@ -30,6 +30,7 @@ from typing import Any
 from core import presence
 from core.alerts import ALERTS_MAX_AGE_S, alert
 from core.alerts import ALERTS_STREAM as ALERTS
+from core.courts import CourtTree
 from core.identity import CredentialError
 from device_agents.protocol import (
     EnrolRequest,
@@ -128,7 +129,9 @@ class DeviceRegistry:
         if not court or not room or ":" in court + room or "/" in court + room:
             raise ValueError("court and room must be non-empty, without ':' or '/'")
         StreamClass(stream_class)  # ValueError names a wrong class
-        await self._ensure_place(court, room)
+        tree = CourtTree(self._state)  # the court by id or name, created when missing
+        court = await tree.ensure(court)
+        await tree.ensure_room(court, room)
         # the prefix names what it is, and a token never starts with '-' (argparse would
         # take `--token -x...` for an option)
         token = "enrol-" + secrets.token_urlsafe(24)
@@ -151,14 +154,9 @@ class DeviceRegistry:
         record = await self._state.get_record(TOKEN_KIND, digest(token))
         return float(record["expires_at"]) if record else 0.0
 
-    async def _ensure_place(self, court: str, room: str) -> None:
-        if await self._state.get_record("court", court) is None:
-            await self._state.put_record("court", court, {"name": court, "created": time.time()})
-        room_id = f"{court}/{room}"
-        if await self._state.get_record("room", room_id) is None:
-            await self._state.put_record(
-                "room", room_id, {"name": room, "court": court, "created": time.time()}
-            )
+    async def token_grant(self, token: str) -> dict[str, Any]:
+        """What a token grants: court (the tree's id), room, class, expiry ({} if none)."""
+        return await self._state.get_record(TOKEN_KIND, digest(token)) or {}
 
     async def enroll(
         self, req: EnrolRequest, rtmp_url: str, heartbeat_s: float = 5.0

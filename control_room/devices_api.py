@@ -19,9 +19,11 @@ from pydantic import BaseModel, Field
 from control_room.agent_link import CommandTimeout, CommandUndelivered
 from control_room.devices import DeviceNotFound, EnrolError
 from core.audit import audit
-from core.identity import caller_guards, session_resolver
+from core.courts import CourtTree
+from core.identity import caller_guards, peer_of, public, session_resolver
 from core.page_headers import page_headers
-from core.rights import Caller
+from core.rights import PROVINCE, Caller
+from core.scope import sees
 from device_agents.protocol import ENROLL_PATH, CommandName, EnrolRequest, EnrolResponse
 from media_server.streams import StreamClass
 from storage.objects import ObjectNotFound
@@ -52,6 +54,7 @@ def snapshot_key(device_id: str, command_id: str) -> str:
 def build_devices_router(role: "ControlRoomRole") -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["devices"])
     registry, state = role.devices, role.storage.state
+    tree = CourtTree(state)
 
     _, require = caller_guards(session_resolver(state))
 
@@ -60,29 +63,40 @@ def build_devices_router(role: "ControlRoomRole") -> APIRouter:
     Staff = Annotated[Caller, require("see_devices")]
 
     @router.post("/devices/enrol-tokens", status_code=201)
-    async def make_token(body: EnrolTokenIn, caller: Manager) -> dict[str, Any]:
+    async def make_token(body: EnrolTokenIn, request: Request, caller: Manager) -> dict[str, Any]:
+        court = body.court
+        if caller.scope != PROVINCE:  # a court of its subtree, never a new one elsewhere
+            found = await tree.resolve(court)
+            if found is None or not await sees(caller, found, tree):
+                raise HTTPException(404, f"court {court!r} not found")
+            court = found
         try:
             token = await registry.make_enrol_token(
-                body.court, body.room, str(body.stream_class), body.ttl_s, caller.name
+                court, body.room, str(body.stream_class), body.ttl_s, caller.name
             )
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+        grant = await registry.token_grant(token)
         await audit(
             state,
             "device.enrol-token",
             caller.name,
-            court=body.court,
+            court=grant["court"],
             room=body.room,
             stream_class=str(body.stream_class),
+            peer=peer_of(request),
         )
         return {
             "token": token,
-            "expires_at": await registry.token_expiry(token),
-            "court": body.court,
+            "expires_at": float(grant["expires_at"]),
+            "court": grant["court"],
             "room": body.room,
         }
 
-    @router.post(ENROLL_PATH.removeprefix("/api/v1"))
+    @router.post(
+        ENROLL_PATH.removeprefix("/api/v1"),
+        dependencies=[public("a device spends its one-time enrolment token")],
+    )
     async def enroll(body: EnrolRequest, request: Request) -> EnrolResponse:
         rtmp_url = f"rtmp://{request.url.hostname}:{role.rtmp_port()}/live"
         try:
@@ -104,26 +118,28 @@ def build_devices_router(role: "ControlRoomRole") -> APIRouter:
         return answer
 
     @router.get("/devices")
-    async def list_devices(_: Staff) -> list[dict[str, Any]]:
-        return await registry.list()
+    async def list_devices(caller: Staff) -> list[dict[str, Any]]:
+        return [d for d in await registry.list() if await sees(caller, d["court"], tree)]
 
     @router.get("/devices/{device_id}")
-    async def get_device(device_id: str, _: Staff) -> dict[str, Any]:
-        try:
-            view = await registry.view(device_id)
-        except DeviceNotFound:
-            raise HTTPException(404, f"device {device_id!r} not found") from None
+    async def get_device(device_id: str, caller: Staff) -> dict[str, Any]:
+        view = await device_in_scope(role, device_id, caller)
         return {**view, "events": (await registry.events(device_id))[-50:]}
 
     for verb in ("disable", "enable", "revoke"):
         _add_state_route(router, role, verb, Manager)
 
     @router.post("/devices/{device_id}/commands")
-    async def command(device_id: str, body: CommandIn, caller: Commander) -> dict[str, Any]:
-        return await _run_command(role, device_id, body, caller)
+    async def command(
+        device_id: str, body: CommandIn, request: Request, caller: Commander
+    ) -> dict[str, Any]:
+        view = await device_in_scope(role, device_id, caller)
+        where = {"court": view["court"], "peer": peer_of(request)}
+        return await _run_command(role, device_id, body, caller, where)
 
     @router.get("/devices/{device_id}/snapshots/{name}")
-    async def snapshot(device_id: str, name: str, _: Staff) -> Response:
+    async def snapshot(device_id: str, name: str, caller: Staff) -> Response:
+        await device_in_scope(role, device_id, caller)
         match = SNAPSHOT_NAME.match(name)
         if match is None:
             raise HTTPException(404, "no such snapshot")
@@ -136,17 +152,38 @@ def build_devices_router(role: "ControlRoomRole") -> APIRouter:
     return router
 
 
+async def device_in_scope(
+    role: "ControlRoomRole", device_id: str, caller: Caller
+) -> dict[str, Any]:
+    """The device's view if its court is in the caller's scope; else 404, as unknown."""
+    try:
+        view = await role.devices.view(device_id)
+    except DeviceNotFound:
+        view = None
+    if view is None or not await sees(caller, view["court"], CourtTree(role.storage.state)):
+        raise HTTPException(404, f"device {device_id!r} not found")
+    return view
+
+
 def _add_state_route(router: APIRouter, role: "ControlRoomRole", verb: str, guard: Any) -> None:
     registry, state = role.devices, role.storage.state
 
-    async def change(device_id: str, caller: guard) -> dict[str, Any]:
+    async def change(device_id: str, request: Request, caller: guard) -> dict[str, Any]:
+        view = await device_in_scope(role, device_id, caller)
         try:
             await getattr(registry, verb)(device_id, caller.name)
         except DeviceNotFound:
             raise HTTPException(404, f"device {device_id!r} not found") from None
         except ValueError as exc:  # enable after revoke
             raise HTTPException(409, str(exc)) from None
-        await audit(state, f"device.{verb}", caller.name, device=device_id)
+        await audit(
+            state,
+            f"device.{verb}",
+            caller.name,
+            device=device_id,
+            court=view["court"],
+            peer=peer_of(request),
+        )
         return await registry.view(device_id)
 
     router.add_api_route(
@@ -155,8 +192,9 @@ def _add_state_route(router: APIRouter, role: "ControlRoomRole", verb: str, guar
 
 
 async def _run_command(
-    role: "ControlRoomRole", device_id: str, body: CommandIn, caller: Caller
+    role: "ControlRoomRole", device_id: str, body: CommandIn, caller: Caller, where: dict[str, str]
 ) -> dict[str, Any]:
+    """Runs a command; its audit entry says the outcome, `where` (court, peer) included."""
     state = role.storage.state
     try:
         cmd, result = await role.agent_link.command(device_id, body.name, body.args, body.timeout_s)
@@ -171,6 +209,7 @@ async def _run_command(
             name=body.name,
             args=body.args,
             outcome="not connected",
+            **where,
         )
         raise HTTPException(409, str(exc)) from None
     except CommandTimeout as exc:
@@ -182,6 +221,7 @@ async def _run_command(
             name=body.name,
             args=body.args,
             outcome="timeout",
+            **where,
         )
         raise HTTPException(504, str(exc)) from None
     answer: dict[str, Any] = {"id": cmd.id, "ok": result.ok, "error": result.error}
@@ -199,6 +239,7 @@ async def _run_command(
         args=body.args,
         ok=answer["ok"],
         error=answer["error"],
+        **where,
     )
     return answer
 
@@ -228,7 +269,12 @@ def build_pages_router() -> APIRouter:
     page = resources.files("control_room").joinpath("pages/devices.html").read_text()
     headers = page_headers(page)
 
-    @router.get("/devices", response_class=HTMLResponse, include_in_schema=False)
+    @router.get(
+        "/devices",
+        response_class=HTMLResponse,
+        include_in_schema=False,
+        dependencies=[public("the page alone: its data comes from the guarded API")],
+    )
     async def devices_page() -> HTMLResponse:
         return HTMLResponse(page, headers={"Cache-Control": "no-store", **headers})
 

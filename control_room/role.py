@@ -13,6 +13,8 @@ from fastapi import FastAPI
 
 from control_room.agent_link import AgentLink
 from control_room.api import build_api_router
+from control_room.audit_api import build_audit_router
+from control_room.courts_api import build_courts_router
 from control_room.devices import DeviceRegistry
 from control_room.devices_api import build_devices_router, build_pages_router
 from control_room.sign_in import SignInDesk
@@ -53,6 +55,8 @@ class ControlRoomRole:
         app = self.app
         app.include_router(build_api_router(self))
         app.include_router(build_devices_router(self))
+        app.include_router(build_courts_router(self))
+        app.include_router(build_audit_router(self))
         app.include_router(self.agent_link.router())
         app.include_router(build_pages_router())
         await self.agent_link.start()

@@ -3,8 +3,9 @@ hold the subject with a doubling back-off (storage/attempts.py, in Redis, so it 
 across control-room processes). While held, the password is not even checked, so a flood
 costs a Redis read per attempt rather than an argon2 check.
 
-The audit trail gets one entry per hold started (how many failures, from where), not one
-per wrong password: a flood cannot bury the trail.
+The audit trail gets every sign-in that succeeded (who, from where) and one entry per hold
+started (how many failures, from where), not one per wrong password: failures are counted
+(storage/attempts.py), so a flood cannot bury the trail or fill Redis through it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class SignInDesk:
         token = await self._users.sign_in(name, password)
         if token is not None:
             await self._attempts.succeeded({PER_USER.scope: name})
+            await audit(self._events, "signin", name, peer=peer)
             return token
         for lockout in await self._attempts.failed(subjects):
             await audit(

@@ -23,8 +23,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from core import presence
+from core.courts import CourtTree
 from core.identity import session_key
-from core.rights import ROLES
+from core.rights import PROVINCE, ROLES
 from storage.state import StateStore
 
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
@@ -55,16 +56,24 @@ class Users:
         self._state = state
         self._hashing = asyncio.Semaphore(HASHING_THREADS)
 
-    async def add(self, name: str, role: str, password: str) -> None:
-        """Add a user, or set an existing one's role and password (its sessions end)."""
+    async def add(self, name: str, role: str, password: str, court: str = PROVINCE) -> None:
+        """Add a user, or set an existing one's role, scope and password (its sessions
+        end). `court` (id or name of an existing court) scopes the user to its subtree;
+        none: the province."""
         if not USER_NAME.match(name):
             raise UserError(f"user name {name!r}: 2-64 lower-case letters, digits, '.', '_', '-'")
         _check_role(role)
         if len(password) < 8:
             raise UserError("password: at least 8 characters")
+        scope = PROVINCE
+        if court:
+            found = await CourtTree(self._state).resolve(court)
+            if found is None:
+                raise UserError(f"no court {court!r}: add it first (courtcast courts add)")
+            scope = found
         async with self._hashing:
             hashed = await asyncio.to_thread(_hasher.hash, password)
-        record = {"name": name, "role": role, "password": hashed}
+        record = {"name": name, "role": role, "password": hashed, "court": scope}
         await self._state.put_record("user", name, record)
         await self.end_sessions(name)
 
@@ -91,21 +100,26 @@ class Users:
     async def check_password(self, name: str, password: str) -> str | None:
         """The user's role if the password is right and the user enabled, else None (the
         same answer, in the same time, for an unknown name)."""
+        record = await self._checked(name, password)
+        return str(record["role"]) if record else None
+
+    async def _checked(self, name: str, password: str) -> dict[str, object] | None:
         record = await self._state.get_record("user", name)
         stored = str(record["password"]) if record else None
         async with self._hashing:
             right = await asyncio.to_thread(_matches, stored, password)
         if not right or record is None or record.get("disabled"):
             return None
-        return str(record["role"])
+        return record
 
     async def sign_in(self, name: str, password: str) -> str | None:
-        """A new session token, or None for a wrong name or password (same answer)."""
-        role = await self.check_password(name, password)
-        if role is None:
+        """A new session token, or None for a wrong name or password (same answer). The
+        session carries the user's role and scope (a court id, or the province)."""
+        record = await self._checked(name, password)
+        if record is None:
             return None
         token = secrets.token_urlsafe(32)
-        info = {"name": name, "role": role}
+        info = {"name": name, "role": record["role"], "scope": record.get("court") or PROVINCE}
         await self._state.touch_presence(presence.SESSION, session_key(token), SESSION_TTL_S, info)
         return token
 

@@ -26,3 +26,26 @@ async def audit(events: EventLog, action: str, who: str, **details: Any) -> None
     """One entry of the audit trail: what was done, by whom, when, and its details."""
     entry = {"action": action, "who": who, "at": time.time(), **details}
     await events.append_event(AUDIT_STREAM, entry, AUDIT_MAX_AGE_S)
+
+
+class FirstSeen:
+    """Which viewers were seen lately: a viewing is audited at its first request, not at
+    each of the several a second an LL-HLS player makes. A viewer (stream, who, address)
+    is new again after `idle_s` without a request. In memory and bounded: a flood of
+    made-up viewers clears it (and is audited again), it never grows without end."""
+
+    def __init__(self, idle_s: float = 60.0, limit: int = 10_000) -> None:
+        self.idle_s = idle_s
+        self.limit = limit
+        self._last: dict[tuple[str, ...], float] = {}
+
+    def first(self, *key: str, now: float | None = None) -> bool:
+        """True when this key was not seen in the last `idle_s`; remembers it either way."""
+        now = time.monotonic() if now is None else now
+        last = self._last.get(key)
+        if len(self._last) >= self.limit and last is None:
+            self._last = {k: t for k, t in self._last.items() if now - t < self.idle_s}
+            if len(self._last) >= self.limit:
+                self._last.clear()
+        self._last[key] = now
+        return last is None or now - last >= self.idle_s

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, HTTPException, Request
 
 from core import presence
-from core.rights import Caller, may
+from core.rights import PROVINCE, Caller, may
 
 SESSION_COOKIE = "cc_session"
 
@@ -59,7 +59,8 @@ async def caller_of_session(state: PresenceReader, token: str | None) -> Caller 
     session = await state.get_presence(presence.SESSION, session_key(token))
     if not session:
         return None
-    return Caller(name=str(session["name"]), role=str(session["role"]))
+    scope = str(session.get("scope") or PROVINCE)
+    return Caller(name=str(session["name"]), role=str(session["role"]), scope=scope)
 
 
 def session_resolver(state: PresenceReader) -> ResolveCaller:
@@ -67,6 +68,41 @@ def session_resolver(state: PresenceReader) -> ResolveCaller:
         return await caller_of_session(state, session_token(request))
 
     return resolve
+
+
+def peer_of(request: Request) -> str:
+    """The client's address (uvicorn already put a trusted proxy's X-Forwarded-For here)."""
+    return request.client.host if request.client else "?"
+
+
+# What a route's dependencies carry so that a test walking the app's routes can tell a
+# guarded route (it resolves the caller) from a route public by decision (it says why).
+GUARD_MARK = "courtcast_guard"
+PUBLIC_MARK = "courtcast_public"
+
+
+def mark_guard(check: Any) -> Any:
+    """Marks a dependency that refuses a request without its credential (a device's, say)."""
+    setattr(check, GUARD_MARK, True)
+    return check
+
+
+def mark_public(endpoint: Any, reason: str) -> Any:
+    """public() for a raw route's endpoint (no FastAPI dependencies there)."""
+    setattr(endpoint, PUBLIC_MARK, reason)
+    return endpoint
+
+
+def public(reason: str) -> Any:
+    """Marks a route reachable without sign-in, on purpose: `dependencies=[public("...")]`.
+    The reason says what checks it instead (a play token, a device credential, nothing
+    because it is the public portal). A route with neither this nor a guard is a defect."""
+
+    async def public_route() -> None:
+        return None
+
+    setattr(public_route, PUBLIC_MARK, reason)
+    return Depends(public_route)
 
 
 def caller_guards(
@@ -80,6 +116,8 @@ def caller_guards(
     async def current_caller(request: Request) -> Caller | None:
         return await resolve(request)
 
+    setattr(current_caller, GUARD_MARK, True)
+
     def require(right: str) -> Any:
         async def guard(caller: Annotated[Caller | None, Depends(current_caller)]) -> Any:
             if open_mode or may(caller, right):
@@ -88,6 +126,7 @@ def caller_guards(
                 raise HTTPException(401, "sign in first")
             raise HTTPException(403, f"role {caller.role} may not do this")
 
+        setattr(guard, GUARD_MARK, True)
         return Depends(guard)
 
     return current_caller, require

@@ -9,14 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ROLES = ("admin", "operator", "technician", "clerk")
+PROVINCE = ""  # the scope of a user given no court: every court
 
 
 @dataclass(frozen=True)
 class Caller:
-    """A signed-in user, as the control room resolved them."""
+    """A signed-in user, as the control room resolved them: a role, and a scope (a court
+    id: that court's subtree; PROVINCE: everything). core.scope decides what is in it."""
 
     name: str
     role: str
+    scope: str = PROVINCE
 
 
 # right -> the roles that hold it
@@ -45,6 +48,12 @@ RIGHTS: dict[str, frozenset[str]] = {
     "command_devices": frozenset({"admin", "technician", "operator"}),
     # see the device list and its health
     "see_devices": frozenset({"admin", "operator", "technician", "clerk"}),
+    # see the court tree (each user its own subtree)
+    "see_courts": frozenset({"admin", "operator", "technician", "clerk"}),
+    # add and change courts (within the admin's own subtree)
+    "manage_courts": frozenset({"admin"}),
+    # read the audit trail (of the admin's own subtree)
+    "read_audit": frozenset({"admin"}),
 }
 
 

@@ -103,7 +103,13 @@ class Platform:
             )
             return JSONResponse({"detail": errors}, status_code=422)
 
-        @self.app.get("/api/v1/health", tags=["process"])
+        from core.identity import public
+
+        @self.app.get(
+            "/api/v1/health",
+            tags=["process"],
+            dependencies=[public("the status for all; the detail for staff or the token")],
+        )
         async def health(request: Request) -> JSONResponse:
             body = await self.health()
             code = 200 if body["status"] == "ok" else 503
@@ -111,7 +117,11 @@ class Platform:
                 body = {"status": body["status"]}  # roles, node, ports: staff only
             return JSONResponse(body, status_code=code)
 
-        @self.app.get("/metrics", tags=["process"])
+        @self.app.get(
+            "/metrics",
+            tags=["process"],
+            dependencies=[public("checks the metrics token or a staff session itself")],
+        )
         async def metrics(request: Request) -> Response:
             if not await self._may_read_detail(request):
                 return JSONResponse(

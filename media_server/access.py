@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 from core.config import SecurityConfig
+from core.courts import CourtTree
 from core.node_secrets import node_secret
 from core.rights import Caller, may
+from core.scope import sees
 from media_server.streams import StreamDefinition, StreamRegistry, valid_stream_id
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,12 @@ class AccessDenied(Exception):
 
 
 class PlayTokens:
-    """Short-lived HMAC tokens that let one stream be played without signing in."""
+    """Short-lived HMAC tokens that let one stream be played without signing in.
+
+    A token is minted only for a caller who may watch the stream, its court in scope: it
+    carries that decision, so the egress that takes it (RTMP play has no session) need not
+    ask again. It may name its holder (`expires.holder.signature`, the holder signed too)
+    so that the audit trail says who watched with it."""
 
     def __init__(self, secret: bytes, ttl_s: int) -> None:
         self._secret = secret
@@ -43,12 +50,20 @@ class PlayTokens:
         secret = node_secret(data_dir, "play-url", security.url_signing_secret)
         return cls(secret, security.signed_url_ttl_s)
 
-    def make(self, stream_id: str, now: float | None = None) -> str:
+    def make(self, stream_id: str, now: float | None = None, holder: str = "") -> str:
         expires = int((now or time.time()) + self.ttl_s)
-        return f"{expires}.{self._sign(stream_id, expires)}"
+        signature = self._sign(stream_id, expires, holder)
+        return f"{expires}.{holder}.{signature}" if holder else f"{expires}.{signature}"
+
+    @staticmethod
+    def holder(token: str) -> str:
+        """Whom the token was made for ("" if nobody was named); true once check() passed."""
+        _, _, rest = token.partition(".")
+        return rest.rpartition(".")[0]
 
     def check(self, stream_id: str, token: str, now: float | None = None) -> bool:
-        expires_s, _, signature = token.partition(".")
+        expires_s, _, rest = token.partition(".")
+        holder, _, signature = rest.rpartition(".")
         # isascii: str.isdigit() takes "²", which int() refuses, and compare_digest
         # refuses non-ASCII text; either was a 500 for a token anyone can type
         if not (expires_s.isascii() and expires_s.isdigit()) or len(expires_s) > 12:
@@ -57,10 +72,13 @@ class PlayTokens:
             return False
         if int(expires_s) < (now or time.time()):
             return False
-        return hmac.compare_digest(signature, self._sign(stream_id, int(expires_s)))
+        if not holder.isascii():
+            return False
+        return hmac.compare_digest(signature, self._sign(stream_id, int(expires_s), holder))
 
-    def _sign(self, stream_id: str, expires: int) -> str:
-        message = f"play:{stream_id}:{expires}".encode()
+    def _sign(self, stream_id: str, expires: int, holder: str = "") -> str:
+        named = f":{holder}" if holder else ""
+        message = f"play:{stream_id}:{expires}{named}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
 
 
@@ -74,6 +92,7 @@ PLAY_CACHE_S = 10.0
 class AccessPolicy:
     def __init__(self, registry: StreamRegistry, tokens: PlayTokens, open_mode: bool) -> None:
         self.registry = registry
+        self.courts = CourtTree(registry.state)
         self.tokens = tokens
         self.open_mode = open_mode
         self._play_cache: dict[str, tuple[float, StreamDefinition | None]] = {}
@@ -125,7 +144,7 @@ class AccessPolicy:
             raise AccessDenied(f"stream {stream_id!r} not found", 404)
         if definition.is_public:
             return definition
-        if may(caller, "watch_private"):
+        if may(caller, "watch_private") and await sees(caller, definition.court, self.courts):
             return definition
         if token and self.tokens.check(stream_id, token):
             return definition

@@ -15,6 +15,7 @@ from fastapi import FastAPI, HTTPException, Request
 
 from core import presence
 from core.alerts import alert
+from core.audit import FirstSeen
 from core.config import MediaServerSection
 from core.rights import Caller
 from media_server.access import AccessDenied, AccessPolicy, PlayTokens
@@ -62,6 +63,7 @@ class MediaServerRole:
         self.tokens = PlayTokens.for_node(config.node.data_dir, config.security)
         self.access = AccessPolicy(self.registry, self.tokens, config.security.open)
         self.admissions = Admissions(self.access)  # WHEP and RTMP players, checked again
+        self.hls_viewers = FirstSeen()  # LL-HLS viewings of private streams, audited once
         self._recheck = asyncio.Event()  # a definition changed: check the admitted at once
         self.rtmp: Any = None
         self.hls: Any = None
@@ -134,7 +136,8 @@ class MediaServerRole:
                 if action == "publish":
                     await self.access.check_publish(stream_id, key, peer)
                 else:
-                    await self.access.check_play(stream_id, token=key)
+                    definition = await self.access.check_play(stream_id, token=key)
+                    await self._audit_view(definition, None, key, peer, "rtmp")
             except AccessDenied as exc:
                 raise RtmpRefused(str(exc)) from None
 
@@ -330,16 +333,47 @@ class MediaServerRole:
     async def authorize_play(self, request: Request, stream_id: str) -> None:
         """The check every HTTP egress (LL-HLS, WHEP) makes before serving a byte."""
         token = request.query_params.get("token")
+        caller = None
         try:
             try:  # public, open mode or a play token: no session lookup (a Redis GET)
-                await self.access.check_play(stream_id, token)
+                definition = await self.access.check_play(stream_id, token)
             except AccessDenied:
                 caller = await self.resolve_caller(request)
                 if caller is None:
                     raise
-                await self.access.check_play(stream_id, token, caller)
+                definition = await self.access.check_play(stream_id, token, caller)
         except AccessDenied as exc:
             raise HTTPException(exc.status, str(exc)) from None
+        peer = request.client.host if request.client else "?"
+        via = "whep" if request.url.path.startswith("/whep/") else "ll-hls"
+        await self._audit_view(definition, caller, token, peer, via)
+
+    async def _audit_view(
+        self,
+        definition: StreamDefinition | None,
+        caller: Caller | None,
+        token: str | None,
+        peer: str,
+        via: str,
+    ) -> None:
+        """A view of a private stream goes to the audit trail: each WHEP session and RTMP
+        play, an LL-HLS viewer at its first request (not at each of its several a second).
+        Who: the signed-in caller, else the holder the play token was made for."""
+        if definition is None or definition.is_public or self.config.security.open:
+            return
+        if caller is not None:
+            who = caller.name
+        else:
+            who = (PlayTokens.holder(token) if token else "") or "play-token"
+        if via == "ll-hls" and not self.hls_viewers.first(definition.id, who, peer):
+            return
+        details = {"stream": definition.id, "court": definition.court, "via": via, "peer": peer}
+        try:
+            await self.audit("stream.view", who, details)
+        except Exception:  # Redis away: the viewer is served; the log says what was lost
+            log.warning(
+                "audit entry lost: %s viewed %s via %s", who, definition.id, via, exc_info=True
+            )
 
     async def authorize_publish(self, request: Request, stream_id: str, bearer: str | None) -> None:
         peer = request.client.host if request.client else "?"

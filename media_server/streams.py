@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from core.courts import CourtTree
 from core.redact import redact_url
 from storage.state import StateStore
 
@@ -133,12 +134,27 @@ class StreamRegistry:
     def __init__(self, state: StateStore) -> None:
         self._state = state
 
+    @property
+    def state(self) -> StateStore:
+        return self._state
+
+    async def place(self, court: str, room: str) -> str:
+        """The court's id in the tree (by id or name, created when missing, as is the room
+        under it): a definition keeps the id, so its scope does not hang on a name."""
+        if not court.strip():
+            return ""
+        tree = CourtTree(self._state)
+        court_id = await tree.ensure(court)
+        await tree.ensure_room(court_id, room)
+        return court_id
+
     async def define(self, definition: StreamDefinition, key: str | None = None) -> str:
         """Create or replace a stream; returns its publish key (a new one unless given)."""
         if not valid_stream_id(definition.id):
             raise ValueError(
                 f"stream id {definition.id!r}: use 1-100 letters, digits, '.', '_' or '-'"
             )
+        definition.court = await self.place(definition.court, definition.room)
         key = key or secrets.token_urlsafe(18)
         definition.key_sha256 = key_digest(key)
         await self._state.put_record(KIND, definition.id, definition.to_record())
@@ -166,6 +182,12 @@ class StreamRegistry:
             if definition is None:
                 return None
             old = definition.to_record()
+            if "court" in changes or "room" in changes:
+                court = changes.get("court", old["court"])
+                changes = {
+                    **changes,
+                    "court": await self.place(court, changes.get("room", old["room"])),
+                }
             changed = StreamDefinition.from_record({**old, **changes}).to_record()
             after = {k: changed[k] for k in changes if changed[k] != old[k]}
             if after:

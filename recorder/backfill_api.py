@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 
-from core.identity import CredentialError
+from core.identity import CredentialError, mark_guard
 from device_agents.protocol import (
     BACKFILL_GAPS_PATH,
     BACKFILL_INIT_PATH,
@@ -40,7 +40,7 @@ def make_backfill_router(role: "RecorderRole") -> APIRouter:
                 401, f"device not accepted: {exc}", headers={"WWW-Authenticate": "Bearer"}
             ) from None
 
-    Streams = Annotated[list[str], Depends(device_streams)]
+    Streams = Annotated[list[str], Depends(mark_guard(device_streams))]
 
     async def body(request: Request, limit: int) -> bytes:
         size = int(request.headers.get("content-length") or 0)

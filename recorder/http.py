@@ -3,10 +3,12 @@ trial sessions (open or schedule, recess, resume, close; cut and resume their br
 and the public list of broadcast sessions.
 
 Who may do what (core.rights): manage_sessions opens and closes sessions and exports;
-read_recordings lists, plays and verifies every recording; cut_broadcasts cuts a public
+read_recordings lists, plays and verifies recordings; cut_broadcasts cuts a public
 broadcast to its slate and resumes it; anyone may play the recording of a public trial,
 list public sessions, and fetch the signing key. `security.open` (local trials) allows all.
-Exports are audited.
+A scoped user sees the recordings and sessions of its court's subtree only (core.scope);
+others answer as unknown ones. Exports, session changes and playback of a recording that
+is not public are audited, with who and from where.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations.
@@ -22,16 +24,26 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
-from core.audit import audit
-from core.identity import caller_guards, session_resolver
+from core.audit import FirstSeen, audit
+from core.courts import CourtTree
+from core.identity import caller_guards, peer_of, public, session_resolver
 from core.rights import Caller, may
+from core.scope import sees
+from media_server.streams import StreamRegistry
 from recorder.broadcast import broadcast_stream, public_playlist
 from recorder.export import ExportError, export_clip
 from recorder.manifest import Manifest
 from recorder.manifest_store import EvidenceError, read_manifest, signed_bytes
 from recorder.playback import TimeError, parse_time
 from recorder.playback import playlist as make_playlist
-from recorder.sessions import ACTIVE, DEFAULT_DELAY_S, SessionError, TrialSession
+from recorder.sessions import (
+    ACTIVE,
+    DEFAULT_DELAY_S,
+    SessionError,
+    TrialSession,
+    no_streams,
+    room_streams,
+)
 from recorder.signing import public_pem
 from recorder.verify import verify_recording
 from storage.objects import ObjectNotFound
@@ -69,15 +81,25 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
 
     current_caller, require = caller_guards(session_resolver(state), open_mode)
 
+    courts = CourtTree(state)
+    playbacks = FirstSeen()
+
     def allowed(caller: Caller | None, right: str) -> bool:
         return open_mode or may(caller, right)
+
+    async def scoped(caller: Caller | None, court: Any) -> bool:
+        return open_mode or await sees(caller, str(court or ""), courts)
 
     async def readable(rid: str, caller: Caller | None) -> dict[str, Any]:
         """The index record, if this caller may play it (public trials: anyone)."""
         record = await role.index.get(rid)
         if record is None:
             raise HTTPException(404, f"no recording {rid}")
-        if not allowed(caller, "read_recordings") and not record.get("public"):
+        if record.get("public"):
+            return record
+        if caller is not None and not await scoped(caller, record.get("court")):
+            raise HTTPException(404, f"no recording {rid}")  # as unknown: whatever the role
+        if not allowed(caller, "read_recordings"):
             raise HTTPException(
                 401 if caller is None else 403, "this recording is not public: sign in first"
             )
@@ -93,7 +115,11 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
 
     # -- recordings ---------------------------------------------------------------------
 
-    @router.get("/recordings/signing-key", tags=["recordings"])
+    @router.get(
+        "/recordings/signing-key",
+        tags=["recordings"],
+        dependencies=[public("the public key, for anyone who checks a recording")],
+    )
     async def signing_key() -> PlainTextResponse:
         return PlainTextResponse(
             public_pem(role.signer.public), headers={"X-Key-Id": role.signer.key_id}
@@ -120,8 +146,12 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
             )
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
-        if not allowed(caller, "read_recordings"):
-            found = [r for r in found if r.get("public")]
+        readable_all = allowed(caller, "read_recordings")
+        found = [
+            r
+            for r in found
+            if r.get("public") or (readable_all and await scoped(caller, r.get("court")))
+        ]
         return {"recordings": found}
 
     @router.get("/recordings/{rid}", tags=["recordings"])
@@ -138,6 +168,8 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         record = await role.index.get(rid)
         if record is None and not await objects.list(recording_prefix(rid)):
             raise HTTPException(404, f"no recording {rid}")
+        if not await scoped(caller, record.get("court") if record else ""):
+            raise HTTPException(404, f"no recording {rid}")
         indexed = str(record.get("state", "")) if record else ""
         return (await verify_recording(objects, rid, role.signer.public, indexed)).to_dict()
 
@@ -150,7 +182,7 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         end: Annotated[str | None, Query(alias="to")] = None,
         snapshot: bool = False,
     ) -> Response:
-        await readable(rid, caller)
+        record = await readable(rid, caller)
         manifest = await manifest_of(rid)
         try:
             lo = parse_time(start, manifest.opened_at) if start else None
@@ -160,17 +192,41 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         token = request.query_params.get("token")
         query = urlencode({"token": token}) if token else ""  # echoed: encoded, never raw
         text = make_playlist(manifest, lo, hi, query, snapshot)
+        if not record.get("public"):
+            await audit_playback(request, rid, record, caller)
         return Response(
             text, media_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "no-cache"}
         )
 
+    async def audit_playback(
+        request: Request, rid: str, record: dict[str, Any], caller: Caller | None
+    ) -> None:
+        """A viewer's first playlist request (an open recording's playlist is reloaded)."""
+        who = caller.name if caller else "open-mode"
+        if playbacks.first(rid, who, peer_of(request)):
+            await audit(
+                state,
+                "recording.play",
+                who,
+                recording=rid,
+                stream=record.get("stream", ""),
+                court=record.get("court", ""),
+                peer=peer_of(request),
+            )
+
     @router.get("/recordings/{rid}/export.mp4", tags=["recordings"])
     async def export(
         rid: str,
+        request: Request,
         caller: Annotated[Caller | None, require("manage_sessions")],
         start: Annotated[str, Query(alias="from")],
         end: Annotated[str, Query(alias="to")],
     ) -> FileResponse:
+        record = await role.index.get(rid)
+        if record is not None and not await scoped(caller, record.get("court")):
+            raise HTTPException(404, f"recording {rid} has no manifest yet")
+        if record is None and not await scoped(caller, ""):
+            raise HTTPException(404, f"recording {rid} has no manifest yet")
         try:  # a clip is signed only from a manifest that still matches its signature
             manifest = Manifest.from_bytes(await signed_bytes(objects, rid, role.signer.public))
         except LookupError:
@@ -200,6 +256,8 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
             end=result.end,
             sha256=result.sha256,
             via="http",
+            court=(record or {}).get("court", ""),
+            peer=peer_of(request),
         )
         signature = base64.b64encode(result.signature_path.read_bytes()).decode()
         return FileResponse(
@@ -244,9 +302,37 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     def who(caller: Caller | None) -> str:
         return caller.name if caller else "open-mode"
 
+    async def session_in_scope(sid: str, caller: Caller | None) -> TrialSession:
+        """The session if its court is in the caller's scope; else 404, as unknown."""
+        try:
+            session = await role.sessions.get(sid)
+        except SessionError as exc:
+            raise HTTPException(404, str(exc)) from None
+        if not await scoped(caller, session.court):
+            raise HTTPException(404, f"no session {sid}")
+        return session
+
+    async def audited(request: Request, caller: Caller | None, work: Any) -> dict[str, Any]:
+        """A session change, done and put in the audit trail (who, from where)."""
+        body = await acting(work)
+        event = body["events"][-1]["event"] if body.get("events") else "change"
+        await audit(
+            state,
+            f"session.{event}",
+            caller.name if caller else "open-mode",
+            session=body["id"],
+            case_number=body.get("case_number", ""),
+            room=body.get("room", ""),
+            court=body.get("court", ""),
+            peer=peer_of(request),
+        )
+        return body
+
     @router.post("/sessions", tags=["sessions"], status_code=201)
     async def open_session(
-        body: SessionIn, caller: Annotated[Caller | None, require("manage_sessions")]
+        body: SessionIn,
+        request: Request,
+        caller: Annotated[Caller | None, require("manage_sessions")],
     ) -> dict[str, Any]:
         if body.at is not None and body.at.tzinfo is None:
             raise HTTPException(400, "at: give the time zone (e.g. 2026-12-07T09:00+08:00)")
@@ -254,7 +340,13 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
             at = body.at.timestamp() if body.at is not None else None
         except (OverflowError, OSError, ValueError):
             raise HTTPException(400, "at: not a time this server can schedule") from None
-        opened = await acting(
+        # a room with a camera of a court out of scope answers as a room with none
+        streams = room_streams(await StreamRegistry(state).list(), body.room)
+        if not all([await scoped(caller, d.court) for d in streams]):
+            raise HTTPException(400, str(no_streams(body.room)))
+        opened = await audited(
+            request,
+            caller,
             role.sessions.open(
                 body.room,
                 body.case_number,
@@ -264,7 +356,7 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
                 body.delay,
                 at,
                 body.mask,
-            )
+            ),
         )
         await role.sync_broadcasts()
         return opened
@@ -274,13 +366,14 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         caller: Annotated[Caller | None, require("read_recordings")],
         state_: Annotated[str | None, Query(alias="state")] = None,
     ) -> dict[str, Any]:
-        return {"sessions": [view(s) for s in await role.sessions.list(state_)]}
+        found = await role.sessions.list(state_)
+        return {"sessions": [view(s) for s in found if await scoped(caller, s.court)]}
 
     @router.get("/sessions/{sid}", tags=["sessions"])
     async def get_session(
         sid: str, caller: Annotated[Caller | None, require("read_recordings")]
     ) -> dict[str, Any]:
-        body = await acting(role.sessions.get(sid))
+        body = view(await session_in_scope(sid, caller))
         recordings = await role.index.search(session=sid)
         body["recordings"] = recordings
         # every camera of the courtroom on one clock: each playlist carries program
@@ -299,9 +392,15 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
 
     @router.post("/sessions/{sid}/recess", tags=["sessions"])
     async def recess(
-        sid: str, body: RecessIn, caller: Annotated[Caller | None, require("manage_sessions")]
+        sid: str,
+        body: RecessIn,
+        request: Request,
+        caller: Annotated[Caller | None, require("manage_sessions")],
     ) -> dict[str, Any]:
-        changed = await acting(role.sessions.recess(sid, body.reason, who(caller)))
+        await session_in_scope(sid, caller)
+        changed = await audited(
+            request, caller, role.sessions.recess(sid, body.reason, who(caller))
+        )
         await role.sync_broadcasts()
         return changed
 
@@ -311,7 +410,7 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     ) -> dict[str, Any]:
         """The public broadcast shows the slate within a segment; nothing captured in
         the delay window or until /resume reaches the public. Audited."""
-        session = TrialSession.from_record(await acting(role.sessions.get(sid)))
+        session = await session_in_scope(sid, caller)
         try:
             role.sessions.check_cut(session, True)
         except SessionError as exc:
@@ -322,11 +421,13 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
 
     @router.post("/sessions/{sid}/resume", tags=["sessions"])
     async def resume(
-        sid: str, caller: Annotated[Caller | None, Depends(current_caller)]
+        sid: str, request: Request, caller: Annotated[Caller | None, Depends(current_caller)]
     ) -> dict[str, Any]:
         """Resume what is paused: a cut broadcast (cut_broadcasts; still delayed) and a
         recess (manage_sessions)."""
-        session = TrialSession.from_record(await acting(role.sessions.get(sid)))
+        if caller is None and not open_mode:
+            raise HTTPException(401, "sign in first")
+        session = await session_in_scope(sid, caller)
         if not session.cut and session.state != "recess":
             raise HTTPException(409, f"session {sid} is neither cut nor in recess")
         for paused, right in (
@@ -334,19 +435,20 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
             (session.state == "recess", "manage_sessions"),
         ):
             if paused and not allowed(caller, right):
-                raise HTTPException(401 if caller is None else 403, f"needs the right {right}")
+                raise HTTPException(403, f"needs the right {right}")
         if session.cut:
             changed = await acting(role.sessions.resume_broadcast(sid, who(caller)))
         if session.state == "recess":
-            changed = await acting(role.sessions.resume(sid, who(caller)))
+            changed = await audited(request, caller, role.sessions.resume(sid, who(caller)))
         await role.sync_broadcasts()
         return changed
 
     @router.post("/sessions/{sid}/close", tags=["sessions"])
     async def close(
-        sid: str, caller: Annotated[Caller | None, require("manage_sessions")]
+        sid: str, request: Request, caller: Annotated[Caller | None, require("manage_sessions")]
     ) -> dict[str, Any]:
-        closed = await acting(role.sessions.close(sid, who(caller)))
+        await session_in_scope(sid, caller)
+        closed = await audited(request, caller, role.sessions.close(sid, who(caller)))
         await role.sync_broadcasts()  # the public rendition ends now: viewers cut off
         return closed
 

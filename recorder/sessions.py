@@ -72,6 +72,13 @@ def room_streams(definitions: list[StreamDefinition], room: str) -> list[StreamD
     return [d for d in definitions if d.room == room and d.enabled]
 
 
+def no_streams(room: str) -> SessionError:
+    return SessionError(
+        f"room {room} has no streams: register its cameras with "
+        f"`courtcast streams add ID` and room {room}"
+    )
+
+
 class TrialSessions:
     def __init__(self, state: StateStore) -> None:
         self.state = state
@@ -102,10 +109,7 @@ class TrialSessions:
             await self._check_room_free(room)
         streams = room_streams(await StreamRegistry(self.state).list(), room)
         if not streams:
-            raise SessionError(
-                f"room {room} has no streams: register its cameras with "
-                f"`courtcast streams add ID` and room {room}"
-            )
+            raise no_streams(room)
         start = at if scheduled and at is not None else now
         day = datetime.fromtimestamp(start, UTC).strftime("%Y%m%d")
         session = TrialSession(

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 
+from core.identity import public
 from storage.objects import ObjectInfo, ObjectNotFound, StorageUnavailable
 from storage.objects_disk import DiskObjectStore
 
@@ -66,7 +67,7 @@ def make_objects_router(store: DiskObjectStore) -> APIRouter:
         raise TypeError(
             "make_objects_router serves the disk backend only; S3 serves its presigned URLs"
         )
-    router = APIRouter(tags=["objects"])
+    router = APIRouter(tags=["objects"], dependencies=[public("the URL's own signature")])
 
     @router.get("/objects/{key:path}", response_model=None)
     async def get_object(

@@ -424,6 +424,15 @@ class StateStore:
         )
         return [(str(id), _decode_fields(fields or {})) for id, fields in entries or []]
 
+    async def events_between(
+        self, stream: str, low: str = "-", high: str = "+", count: int = 100
+    ) -> list[tuple[str, Record]]:
+        """Up to `count` events with ids in [low, high] (ids or "ms" times), newest first."""
+        entries = await self._redis.xrevrange(
+            f"{self.prefix}stream:{stream}", max=high, min=low, count=count
+        )
+        return [(str(id), _decode_fields(fields or {})) for id, fields in entries or []]
+
     async def latest_events(self, stream: str, count: int = 100) -> list[tuple[str, Record]]:
         """The last `count` events, oldest first."""
         entries = await self._redis.xrevrange(f"{self.prefix}stream:{stream}", count=count)

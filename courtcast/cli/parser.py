@@ -13,6 +13,7 @@ import sys
 from core.config import ConfigError
 from courtcast.cli.agent import add_agent_commands
 from courtcast.cli.common import EXIT_USAGE, UsageError
+from courtcast.cli.courts import add_courts_commands
 from courtcast.cli.devices import add_devices_commands
 from courtcast.cli.recordings import add_recordings_commands
 from courtcast.cli.sessions import add_sessions_commands
@@ -24,6 +25,7 @@ from courtcast.cli.users import add_users_commands
 NOUNS = (
     add_up_commands,
     add_users_commands,
+    add_courts_commands,
     add_streams_commands,
     add_sessions_commands,
     add_recordings_commands,

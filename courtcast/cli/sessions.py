@@ -102,6 +102,11 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 await _change(sessions, args, who)
         except SessionError as exc:
             raise UsageError(str(exc)) from None
+        if args.verb != "list":  # a session change from the CLI is in the trail too
+            from core.audit import audit
+
+            what = {k: getattr(args, k) for k in ("session_id", "room", "case") if hasattr(args, k)}
+            await audit(state, f"session.{args.verb}", who, via="cli", **what)
         return 0
 
     return with_state(args, work)

@@ -22,6 +22,9 @@ def add_users_commands(sub: Any) -> None:
     state_args(add)
     add.add_argument("name")
     add.add_argument("--role", required=True)
+    add.add_argument(
+        "--court", default="", help="scope the user to this court's subtree (none: the province)"
+    )
     add.set_defaults(func=cmd_users_add)
     set_role = users.add_parser("set-role", help="change a user's role (ends its sessions)")
     state_args(set_role)
@@ -44,10 +47,11 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
     async def work(state: StateStore) -> int:
         try:
-            await Users(state).add(args.name, args.role, password)
+            await Users(state).add(args.name, args.role, password, args.court)
         except UserError as exc:
             raise UsageError(str(exc)) from None
-        print(f"user {args.name} added with role {args.role}")
+        scope = f"court {args.court}'s subtree" if args.court else "the province"
+        print(f"user {args.name} added with role {args.role}, scoped to {scope}")
         return 0
 
     return with_state(args, work)

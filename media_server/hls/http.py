@@ -23,6 +23,7 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
+from core.identity import PUBLIC_MARK, mark_public
 from media_server.hls.output import HlsOutput, HlsOutputs
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -38,7 +39,7 @@ class _Endpoint:
     """The ASGI app of one /live route: the handler returns (body, headers without
     content-length); the response goes out as Starlette's Response would send it."""
 
-    __slots__ = ("_handle",)
+    __slots__ = ("_handle", PUBLIC_MARK)  # the mark: authorize() is its guard
 
     def __init__(self, handle: Handler) -> None:
         self._handle = handle
@@ -63,7 +64,8 @@ def make_hls_router(outputs: HlsOutputs, authorize: Authorize) -> APIRouter:
     router = APIRouter(tags=["live"])
     for path, handle in _handlers(outputs, authorize):
         # any method: the endpoint answers 405 itself (Starlette would allow HEAD)
-        router.routes.append(Route(path, _Endpoint(handle)))
+        endpoint = mark_public(_Endpoint(handle), "authorize_play: public, token or session")
+        router.routes.append(Route(path, endpoint))
     return router
 
 

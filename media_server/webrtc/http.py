@@ -16,6 +16,7 @@ import logging
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
+from core.identity import public
 from media_server.hub import Hub
 from media_server.webrtc.arraignment_http import RoomHooks, add_arraignment_routes, audit_watch
 from media_server.webrtc.auth import AdmitViewer, AuthorizePlay, AuthorizePublish, bearer_token
@@ -44,7 +45,10 @@ def make_webrtc_router(
     authorize_play let in, so it can be cut when that right ends. The service is at
     router.webrtc (stats, tests) and its sessions are closed on the app's shutdown."""
     service = WebRTCService(hub, ice_config or IceConfig(), options or WebRTCOptions(), room_hooks)
-    router = APIRouter(tags=["webrtc"], on_shutdown=[service.close])
+    # each route checks itself: play access (authorize_play), the publish key, a seat's
+    # code, or manage_arraignment through room_hooks
+    reason = "checks play access, the publish key, a seat code or manage_arraignment itself"
+    router = APIRouter(tags=["webrtc"], on_shutdown=[service.close], dependencies=[public(reason)])
     router.webrtc = service  # type: ignore[attr-defined]
     _add_whep(router, service, authorize_play, admit_viewer)
     _add_whip(router, service, authorize_publish)

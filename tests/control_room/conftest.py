@@ -65,6 +65,15 @@ async def signed_in(node: Platform, name: str, role: str) -> httpx.AsyncClient:
 
 
 @pytest.fixture
+async def cities(platform: Platform, tmp_path: Path) -> AsyncIterator[Any]:
+    """Two cities under one high court (tests/control_room/cities.py)."""
+    from tests.control_room.cities import two_cities
+
+    async with two_cities(platform, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
 async def admin(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
     client = await signed_in(platform, "ada", "admin")
     yield client

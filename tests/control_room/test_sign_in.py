@@ -136,7 +136,7 @@ async def test_session_tokens_are_kept_hashed_in_redis(platform: Platform) -> No
             if await redis.type(key) == "string":
                 assert token not in (await redis.get(key) or ""), key
         me = await http.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
-        assert me.json() == {"name": "ada", "role": "admin"}
+        assert me.json() == {"name": "ada", "role": "admin", "court": ""}
 
 
 async def test_session_cookie_has_max_age_and_secure_behind_https(platform: Platform) -> None:
@@ -168,9 +168,11 @@ async def test_a_role_change_or_a_disable_ends_the_users_sessions(platform: Plat
         bob = (await login(http, "bob", PASSWORD)).json()["token"]
         await users.set_role("ada", "operator")
         assert await me(ada) == {"role": "public"}, "the admin session outlived the demotion"
-        assert await me(bob) == {"name": "bob", "role": "operator"}, "only ada's sessions end"
+        assert await me(bob) == {"name": "bob", "role": "operator", "court": ""}, (
+            "only ada's sessions end"
+        )
         ada = (await login(http, "ada", PASSWORD)).json()["token"]
-        assert await me(ada) == {"name": "ada", "role": "operator"}
+        assert await me(ada) == {"name": "ada", "role": "operator", "court": ""}
         await users.disable("ada")
         assert await me(ada) == {"role": "public"}
         refused = await login(http, "ada", PASSWORD)

@@ -372,7 +372,7 @@ def test_still_serving_after_the_fuzzing(live: LivePlatform, token: str) -> None
     me = httpx.get(
         f"{live.url}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
-    assert me.json() == {"name": ADMIN, "role": "admin"}
+    assert me.json() == {"name": ADMIN, "role": "admin", "court": ""}
 
 
 def test_stream_changes_are_fuzzed_on_a_real_stream(

@@ -125,7 +125,7 @@ def test_cli_reaches_the_running_node(node) -> None:  # type: ignore[no-untyped-
     me = httpx.get(
         f"{base}/api/v1/me", headers={"authorization": f"Bearer {login.json()['token']}"}
     )
-    assert me.json() == {"name": "olga", "role": "operator"}
+    assert me.json() == {"name": "olga", "role": "operator", "court": ""}
     wrong = httpx.post(f"{base}/api/v1/login", json={"name": "olga", "password": "nope-nope"})
     assert wrong.status_code == 401
 
