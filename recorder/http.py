@@ -454,7 +454,11 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
 
     # -- the public list ----------------------------------------------------------------
 
-    @router.get("/public/sessions", tags=["public"])
+    @router.get(
+        "/public/sessions",
+        tags=["public"],
+        dependencies=[public("the public portal: sessions approved for broadcast")],
+    )
     async def public_sessions() -> Response:
         """Sessions approved for broadcast: live (open or in recess, with a camera that
         may be broadcast), upcoming (scheduled) and finished. Nothing else is listed."""

@@ -25,6 +25,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from core.identity import mark_public
+
 log = logging.getLogger(__name__)
 
 PREFIX = "/static"
@@ -68,4 +70,5 @@ def mount_assets(app: FastAPI) -> None:
     """Serve core/web/static/ at /static/ (once per app, whatever roles it runs)."""
     for name in missing_vendored():
         log.error("/static/vendor/%s (%s) is missing: %s", name, vendored()[name], SETUP_HINT)
-    app.mount(PREFIX, StaticAssets(directory=STATIC_DIR), name="static")
+    assets = mark_public(StaticAssets(directory=STATIC_DIR), "the pages' own files, no data")
+    app.mount(PREFIX, assets, name="static")

@@ -25,6 +25,7 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
+from core.identity import PUBLIC_MARK, mark_public
 from media_server.hls.delayed import DelayedRendition
 from media_server.hls.http import (
     INIT_TYPE,
@@ -48,7 +49,7 @@ def not_found() -> HTTPException:
 
 
 class _Endpoint:
-    __slots__ = ("_handle",)
+    __slots__ = ("_handle", PUBLIC_MARK)  # the mark: only open public sessions answer
 
     def __init__(self, handle: Handler) -> None:
         self._handle = handle
@@ -74,7 +75,8 @@ class _Endpoint:
 def make_public_router(renditions: PublicRenditions) -> APIRouter:
     router = APIRouter(tags=["public"])
     for path, handle in _handlers(renditions):
-        router.routes.append(Route(path, _Endpoint(handle)))
+        endpoint = mark_public(_Endpoint(handle), "public broadcasts: open public sessions only")
+        router.routes.append(Route(path, endpoint))
     return router
 
 

@@ -237,8 +237,9 @@ async def test_every_route_is_guarded_or_says_it_is_public(platform: Platform) -
         if route.path in docs:
             continue
         dependant = getattr(route, "dependant", None)
-        if dependant is None:  # a raw route: its endpoint says
-            if not hasattr(route.endpoint, PUBLIC_MARK):
+        if dependant is None:  # a raw route or a mount: its endpoint (or app) says
+            target = route.endpoint if route.endpoint is not None else getattr(route, "app", None)
+            if not hasattr(target, PUBLIC_MARK):
                 unmarked.append(route.path)
             continue
         calls, pending = [], [dependant]
@@ -255,4 +256,4 @@ async def test_every_route_is_guarded_or_says_it_is_public(platform: Platform) -
         "/whep/{stream_id}",
     ):
         assert path in seen
-    assert unmarked == []
+    assert unmarked == [], unmarked
