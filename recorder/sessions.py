@@ -216,7 +216,15 @@ class TrialSessions:
         session.cut = cut
         session.events.append({"event": event, "at": at, "who": who})
         await self._save(session)
-        await audit(self.state, f"broadcast-{'cut' if cut else 'resume'}", who, session=session_id)
+        await audit(
+            self.state,
+            f"session.{event}",  # as the other session changes (recorder/http.py)
+            who,
+            session=session_id,
+            case_number=session.case_number,
+            room=session.room,
+            court=session.court,
+        )
         return session
 
     async def _change(

@@ -359,7 +359,12 @@ async def test_broadcast_runs_late_cuts_to_a_slate_and_ends_with_the_session(
     assert first_slate_at is not None and first_slate_at - cut_asked < SEGMENT_S + 1.0
     audited = await platform.roles[0].state.read_events("audit")  # type: ignore[attr-defined]
     actions = [e["action"] for _, e in audited if e.get("session") == sid]
-    assert actions == ["broadcast-cut", "broadcast-resume"], actions
+    assert actions == [
+        "session.open",
+        "session.cut",
+        "session.broadcast-resume",
+        "session.close",
+    ], actions
 
 
 def lookup(
