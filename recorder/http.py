@@ -11,7 +11,9 @@ Exports are audited.
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations.
 import base64
+import math
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,6 +33,7 @@ from recorder.manifest import Manifest
 from recorder.manifest_store import EvidenceError, read_manifest, signed_bytes
 from recorder.playback import TimeError, parse_time
 from recorder.playback import playlist as make_playlist
+from recorder.replay import expired, hidden_windows, replay_url
 from recorder.sessions import ACTIVE, DEFAULT_DELAY_S, SessionError, TrialSession
 from recorder.signing import public_pem
 from recorder.verify import verify_recording
@@ -48,6 +51,7 @@ class SessionIn(BaseModel):
     public: bool = False  # approved for broadcast
     delay: float = DEFAULT_DELAY_S  # seconds the public broadcast runs behind live
     at: datetime | None = None  # scheduled start (ISO 8601 with a time zone)
+    parties: str = ""  # as the court publishes them
 
 
 FINISHED_LISTED = 100  # the newest finished public sessions the public list shows
@@ -255,7 +259,14 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
             raise HTTPException(400, "at: not a time this server can schedule") from None
         opened = await acting(
             role.sessions.open(
-                body.room, body.case_number, body.title, body.public, who(caller), body.delay, at
+                body.room,
+                body.case_number,
+                body.title,
+                body.public,
+                who(caller),
+                body.delay,
+                at,
+                body.parties,
             )
         )
         await role.sync_broadcasts()
@@ -344,34 +355,84 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
 
     # -- the public list ----------------------------------------------------------------
 
+    async def public_view(session: TrialSession, cameras: set[str]) -> dict[str, Any] | None:
+        """What the public list says of a session (with `status`), None if not listed."""
+        if not session.public:
+            return None
+        item = public_item(session)
+        if session.state in ACTIVE and session.room in cameras:
+            item["status"] = "live"
+            item["hls"] = public_playlist(session.id)
+            item["state"] = session.state
+            item["delay"] = session.delay_s
+            # the page shows "broadcast paused" over the slate: now, and for what plays
+            # from a paused stretch (its program date-times fall in one of these)
+            item["paused"] = session.cut or session.state == "recess"
+            item["paused_periods"] = periods(session)
+            if role.broadcasts is not None:
+                item["viewers"] = role.broadcasts.viewers(session.id)
+        elif session.state == "scheduled":
+            item["status"] = "upcoming"
+        elif session.state == "closed":
+            item["status"] = "finished"
+            item["end"] = iso(session.closed_at) if session.closed_at else None
+            if await replay_public(session):
+                item["hls"] = replay_url(session.id)
+        else:
+            return None
+        return item
+
+    async def replay_public(session: TrialSession) -> bool:
+        if expired(session, role.config.recorder.public_replay_days, time.time()):
+            return False
+        return any(r.get("public") for r in await role.index.search(session=session.id))
+
+    async def broadcast_rooms() -> set[str]:
+        definitions = await role.registry.list()
+        return {d.room for d in definitions if broadcast_stream(definitions, d.room)}
+
     @router.get("/public/sessions", tags=["public"])
     async def public_sessions() -> Response:
         """Sessions approved for broadcast: live (open or in recess, with a camera that
-        may be broadcast), upcoming (scheduled) and finished. Nothing else is listed."""
-        definitions = await role.registry.list()
-        live: list[dict[str, Any]] = []
-        upcoming: list[dict[str, Any]] = []
-        finished: list[dict[str, Any]] = []
+        may be broadcast), upcoming (scheduled) and finished (`hls`: its replay, or null
+        when there is none or it is past its public retention). Nothing else is listed."""
+        cameras = await broadcast_rooms()
+        body: dict[str, list[dict[str, Any]]] = {"live": [], "upcoming": [], "finished": []}
         for session in await role.sessions.list():
-            if not session.public:
+            if session.state == "closed" and len(body["finished"]) >= FINISHED_LISTED:
                 continue
-            item = public_item(session)
-            if session.state in ACTIVE and broadcast_stream(definitions, session.room):
-                item["hls"] = public_playlist(session.id)
-                item["state"] = session.state
-                if role.broadcasts is not None:
-                    item["viewers"] = role.broadcasts.viewers(session.id)
-                live.append(item)
-            elif session.state == "scheduled":
-                upcoming.append(item)
-            elif session.state == "closed" and len(finished) < FINISHED_LISTED:
-                item["end"] = iso(session.closed_at) if session.closed_at else None
-                finished.append(item)
-        upcoming.sort(key=lambda i: str(i["start"]))
-        body = {"live": live, "upcoming": upcoming, "finished": finished}
+            item = await public_view(session, cameras)
+            if item is not None:
+                body[item["status"]].append(item)
+        body["upcoming"].sort(key=lambda i: str(i["start"]))
         return JSONResponse(body, headers={"Cache-Control": "public, max-age=5"})
 
+    @router.get("/public/sessions/{sid}", tags=["public"])
+    async def public_session(sid: str) -> Response:
+        """One item of the list, with its `status` (live, upcoming, finished); 404 for
+        anything the list would not show."""
+        try:
+            session = await role.sessions.get(sid)
+        except SessionError:
+            raise HTTPException(404, "Not Found") from None
+        item = await public_view(session, await broadcast_rooms())
+        if item is None:
+            raise HTTPException(404, "Not Found")
+        return JSONResponse(item, headers={"Cache-Control": "public, max-age=2"})
+
     return router
+
+
+def periods(session: TrialSession) -> list[dict[str, str | None]]:
+    """The session's paused stretches in capture time (recorder/replay.py), as ISO times."""
+    return [
+        {"from": iso_ms(lo), "to": None if math.isinf(hi) else iso_ms(hi)}
+        for lo, hi in hidden_windows(session)
+    ]
+
+
+def iso_ms(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def public_item(session: TrialSession) -> dict[str, Any]:
@@ -380,6 +441,7 @@ def public_item(session: TrialSession) -> dict[str, Any]:
         "id": session.id,
         "case": session.case_number,
         "title": session.title,
+        "parties": session.parties,
         "court": session.court,
         "room": session.room,
         "start": iso(session.opened_at),
