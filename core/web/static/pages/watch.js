@@ -99,6 +99,7 @@ function play(url) {
     const hls = state.hls = new window.Hls({lowLatencyMode: true, backBufferLength: 30, enableWorker: false});
     hls.on(window.Hls.Events.ERROR, (event, data) => {
       if (!data.fatal) return;
+      console.warn(`hls.js: ${data.type} ${data.details} ${data.error ? data.error.message : ""}`);
       if (data.type === window.Hls.ErrorTypes.MEDIA_ERROR) { hls.recoverMediaError(); return; }
       if (state.hls !== hls) return;
       show("offline", "watch.state.offline");
