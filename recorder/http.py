@@ -4,9 +4,11 @@ and the public list of broadcast sessions.
 
 Who may do what (core.rights): manage_sessions opens and closes sessions and exports;
 read_recordings lists, plays and verifies every recording; cut_broadcasts cuts a public
-broadcast to its slate and resumes it; anyone may play the recording of a public trial,
-list public sessions, and fetch the signing key. `security.open` (local trials) allows all.
-Exports are audited.
+broadcast to its slate and resumes it; anyone may list public sessions and fetch the
+signing key. The public replays a public trial only through /public/{id}/replay/
+(recorder/replay_http.py), which leaves out what the broadcast cut: the recording itself,
+cuts included, is evidence and plays for signed-in roles only. `security.open` (local
+trials) allows all. Exports are audited.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations.
@@ -80,9 +82,9 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         record = await role.index.get(rid)
         if record is None:
             raise HTTPException(404, f"no recording {rid}")
-        if not allowed(caller, "read_recordings") and not record.get("public"):
+        if not allowed(caller, "read_recordings"):  # the public replays /public/{id}/replay/
             raise HTTPException(
-                401 if caller is None else 403, "this recording is not public: sign in first"
+                401 if caller is None else 403, "recordings are evidence: sign in first"
             )
         return record
 
@@ -124,7 +126,7 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         if not allowed(caller, "read_recordings"):
-            found = [r for r in found if r.get("public")]
+            raise HTTPException(401 if caller is None else 403, "sign in to list recordings")
         return {"recordings": found}
 
     @router.get("/recordings/{rid}", tags=["recordings"])

@@ -40,8 +40,9 @@ def not_found() -> HTTPException:
 
 
 class Replays:
-    """The replay of each finished public session, worked out on demand, remembered a
-    few seconds (its media requests all need the list of what may be served)."""
+    """The replay of each finished public session, worked out on demand; its segment list
+    is remembered a few seconds (every media request needs it), its session is read each
+    time."""
 
     def __init__(self, role: "RecorderRole") -> None:
         self.role = role
@@ -61,13 +62,16 @@ class Replays:
         return session
 
     async def get(self, session_id: str) -> Replay | None:
+        """The replay, if public now (asked each time: retention ends it at once)."""
+        session = await self.session(session_id)
+        if session is None:
+            self._known.pop(session_id, None)
+            return None
         found = self._known.get(session_id)
         if found is not None and time.monotonic() - found[0] < REMEMBERED_S:
             return found[1]
-        session = await self.session(session_id)
-        replay = await self._make(session) if session is not None else None
+        replay = await self._make(session)
         if replay is None:
-            self._known.pop(session_id, None)
             return None
         if len(self._known) > 1000:  # bounded whatever is asked for
             self._known.clear()

@@ -346,6 +346,10 @@ def test_a_finished_trial_replays_without_its_cut(
     names = {name for _, _, name in segments}
     refused = [f"seg-{n}.m4s" for n in range(40) if f"seg-{n}.m4s" not in names]
     assert all(node.get(f"/public/{sid}/replay/{n}").status_code == 404 for n in refused[:8])
+    # the recording itself (the cut included) is evidence: not for the public
+    evidence = node.get(f"/api/v1/recordings/{recording}/index.m3u8")
+    assert evidence.status_code == 401, evidence.text
+    assert node.get(f"/api/v1/recordings/{recording}/seg-0.m4s").status_code == 401
     probe = ffprobe_frames(f"{node.url}/public/{sid}/replay/index.m3u8")
     assert abs(probe - decoded * FPS) <= 2, (probe, decoded)
 
@@ -360,6 +364,18 @@ def test_a_finished_trial_replays_without_its_cut(
     card.wait_for(timeout=10_000)
     assert "Replay" in card.inner_text()
     assert real_errors(errors) == []
+
+    # past its public retention the replay is gone from the public; the evidence stays
+    recorder = next(r for r in node.platform.roles if r.name == "recorder")
+    recorder.config.recorder.public_replay_days = 0
+    try:
+        assert node.get(f"/public/{sid}/replay/index.m3u8").status_code == 404
+        assert node.get(f"/public/{sid}/replay/{segments[0][2]}").status_code == 404
+        assert node.get(f"/api/v1/public/sessions/{sid}").json()["hls"] is None
+        kept = node.api("GET", f"/api/v1/recordings/{recording}/verify")
+        assert kept["ok"], kept
+    finally:
+        recorder.config.recorder.public_replay_days = 30
 
 
 def replay_segments(playlist: str) -> list[tuple[float, float, str]]:
