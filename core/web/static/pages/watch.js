@@ -102,6 +102,15 @@ function play(url) {
       console.warn(`hls.js: ${data.type} ${data.details} ${data.error ? data.error.message : ""}`);
       if (data.type === window.Hls.ErrorTypes.MEDIA_ERROR) { hls.recoverMediaError(); return; }
       if (state.hls !== hls) return;
+      if (data.details === window.Hls.ErrorDetails.LEVEL_PARSING_ERROR) {
+        // hls.js 1.7 takes an LL-HLS playlist's last segment for the part hint when no
+        // EXT-X-PRELOAD-HINT follows it (the server sends none before a discontinuity,
+        // i.e. at every cut and resume) and then refuses the next playlist: start afresh
+        // (hls.loadSource on the same instance stalls here)
+        state.url = null;
+        play(url);
+        return;
+      }
       show("offline", "watch.state.offline");
       setTimeout(() => { if (state.hls === hls) { state.url = null; play(url); } }, RETRY_MS);
     });
