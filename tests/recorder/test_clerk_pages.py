@@ -215,3 +215,77 @@ def test_clerk_opens_closes_finds_plays_exports_and_verifies(
     finally:
         cameras.stop_all()
         background.run(node.stop())
+
+
+def test_sessions_page_speaks_chinese_and_says_what_went_wrong(
+    chromium_browser: Any,
+    background: Background,  # noqa: F811
+    tmp_path: Path,
+    screenshot: Callable[[Any, str], Path],
+) -> None:
+    """A browser asking for Chinese gets the pages in zh-CN from the first paint; a refused
+    action is said in words (a second session in a busy room, a recess with no reason);
+    a recess shows on the timeline as a gap with its cause and reason."""
+    clip = make_clip(tmp_path, seconds=40, fps=FPS, gop=FPS, size=(320, 240))
+    node: Platform = background.run(
+        start_platform(tmp_path, **{"recorder.segment_target_s": SEGMENT_S})
+    )
+    cameras = Cameras(node, background, clip)
+    try:
+        background.run(role(node, "control_room").users.add("clara", "clerk", PASSWORD))
+        cameras.define("t15-judge")
+        cameras.start("t15-judge")
+        base = f"http://127.0.0.1:{node.http_port}"
+        context = chromium_browser.new_context(locale="zh-CN")
+        page = context.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())
+        served = page.goto(f"{base}/sessions")
+        assert served is not None and served.headers["content-language"] == "zh-CN"
+        page.get_by_text("请先登录。").wait_for()
+        page.get_by_label("用户名").fill("clara")
+        page.get_by_label("密码").fill(PASSWORD)
+        page.get_by_role("button", name="登录").click()
+        page.get_by_text("已登录\uff1aclara\uff08clerk\uff09").wait_for()
+
+        def open_session(case: str) -> None:
+            page.get_by_label("案号").fill(case)
+            page.locator("#room").select_option(ROOM)
+            page.get_by_role("button", name="开庭", exact=True).click()
+
+        open_session(CASE)
+        row = page.locator("tr[data-session]", has_text=CASE)
+        row.and_(page.locator("[data-state='open']")).wait_for(timeout=10_000)
+        open_session("(2026)汴01民初2号")  # the room is busy: refused, in words
+        status = page.locator("#status.error")
+        status.wait_for()
+        assert status.inner_text().startswith("当前无法执行"), status.inner_text()
+        assert "already has session" in status.inner_text()
+        assert page.locator("tr[data-session]").count() == 1
+
+        row.get_by_role("button", name="休庭").click()  # no reason given
+        page.locator("#status.error", has_text="休庭需要填写原因").wait_for()
+        row.get_by_label("休庭原因").fill("证人未到")
+        row.get_by_role("button", name="休庭").click()
+        row.and_(page.locator("[data-state='recess']")).wait_for(timeout=10_000)
+        assert "证人未到" in row.inner_text()
+        page.wait_for_timeout(3000)
+        row.get_by_role("button", name="继续开庭").click()
+        row.and_(page.locator("[data-state='open']")).wait_for(timeout=10_000)
+        page.wait_for_timeout(3000)
+        screenshot(page, "sessions-zh-CN")
+        row.get_by_role("button", name="闭庭").click()
+        row.and_(page.locator("[data-state='closed']")).wait_for(timeout=10_000)
+        cameras.stop_all()
+        background.run(asyncio.sleep(0.5))
+        background.run(role(node, "recorder").wait_closed())
+
+        row.get_by_role("link", name="录像").click()  # this session's recordings
+        recess = page.locator(".track .gap[data-cause='recess']")
+        recess.wait_for(timeout=10_000)
+        assert recess.inner_text() == "休庭 (证人未到)", recess.inner_text()
+        assert page.get_by_role("heading", name="庭审录像").is_visible()
+        screenshot(page, "recordings-zh-CN")
+        context.close()
+    finally:
+        cameras.stop_all()
+        background.run(node.stop())
