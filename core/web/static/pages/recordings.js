@@ -375,7 +375,7 @@ async function exportRange() {
     link.href = URL.createObjectURL(blob);
     link.download = `${r.id}-${from.toISOString().slice(0, 19).replace(/:/g, "")}.mp4`;
     link.hidden = false;
-    state.exported = {bytes: received, signature: response.headers.get("X-Courtcast-Signature")};
+    state.exported = {bytes: received, total, signature: response.headers.get("X-Courtcast-Signature")};
     setText($("export-status"), "recordings.export.done",
       {size: (received / 1e6).toFixed(2), seconds: Math.round((to - from) / 1000)});
   } catch (err) {
