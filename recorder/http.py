@@ -45,6 +45,7 @@ from recorder.sessions import (
     room_streams,
 )
 from recorder.signing import public_pem
+from recorder.timeline import timeline
 from recorder.verify import verify_recording
 from storage.objects import ObjectNotFound
 from storage.recording_keys import is_media_name, object_key, recording_prefix
@@ -57,6 +58,7 @@ class SessionIn(BaseModel):
     room: str
     case_number: str
     title: str = ""
+    parties: str = ""  # who is before the court, free text
     public: bool = False  # approved for broadcast
     delay: float = DEFAULT_DELAY_S  # seconds the public broadcast runs behind live
     at: datetime | None = None  # scheduled start (ISO 8601 with a time zone)
@@ -158,6 +160,12 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     async def get_recording(rid: str, caller: Anyone) -> dict[str, Any]:
         record = await readable(rid, caller)
         return {**record, "manifest": (await manifest_of(rid)).to_dict()}
+
+    @router.get("/recordings/{rid}/timeline", tags=["recordings"])
+    async def get_timeline(rid: str, caller: Anyone) -> dict[str, Any]:
+        """Recorded stretches and gaps (with causes) on the wall clock, for a timeline."""
+        await readable(rid, caller)
+        return timeline(await manifest_of(rid))
 
     @router.get("/recordings/{rid}/verify", tags=["recordings"])
     async def verify(
@@ -356,6 +364,7 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
                 body.delay,
                 at,
                 body.mask,
+                body.parties,
             ),
         )
         await role.sync_broadcasts()
@@ -368,6 +377,29 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     ) -> dict[str, Any]:
         found = await role.sessions.list(state_)
         return {"sessions": [view(s) for s in found if await scoped(caller, s.court)]}
+
+    @router.get("/sessions/rooms", tags=["sessions"])
+    async def session_rooms(
+        caller: Annotated[Caller | None, require("manage_sessions")],
+    ) -> dict[str, Any]:
+        """The courtrooms this caller may open a session in: each with cameras, all of
+        them in the caller's scope (as POST /sessions checks), and its active session."""
+        by_room: dict[str, list[Any]] = {}
+        for d in await StreamRegistry(state).list():
+            if d.room and d.enabled:
+                by_room.setdefault(d.room, []).append(d)
+        busy = {s.room: s.id for s in await role.sessions.active()}
+        rooms = [
+            {
+                "room": room,
+                "court": next((d.court for d in found if d.court), ""),
+                "streams": sorted(d.id for d in found),
+                "session": busy.get(room),
+            }
+            for room, found in sorted(by_room.items())
+            if all([await scoped(caller, d.court) for d in found])
+        ]
+        return {"rooms": rooms}
 
     @router.get("/sessions/{sid}", tags=["sessions"])
     async def get_session(

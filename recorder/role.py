@@ -111,9 +111,11 @@ class RecorderRole:
     async def start(self) -> None:
         if self.app is not None:
             from recorder.backfill_api import make_backfill_router
+            from recorder.clerk_pages import make_clerk_pages_router
             from recorder.http import make_recorder_router
 
             self.app.include_router(make_recorder_router(self))
+            self.app.include_router(make_clerk_pages_router())
             self.app.include_router(make_backfill_router(self))
         if self.hub is None:
             log.warning("recorder: no media server in this process, nothing to record")

@@ -1,14 +1,14 @@
 """Trial sessions, the minimal model (the control room builds its UI on it).
 
-A session belongs to a courtroom (room), has a case number, a title and the streams of
-that room; it is opened (at once, or scheduled for a time, when the recorder opens it), may
-recess and resume (with a reason), and is closed. While it is open every stream of its
-room is recorded. A public session (approved for broadcast) is broadcast `delay_s` behind
-live while open (recorder/broadcast.py); its broadcast may be cut to a slate and resumed,
-which is audited and kept in its events, and never touches the recording. It may ask for
-faces to be blurred in that broadcast (`mask="faces"`); the recording stays as filmed. Kept in Redis
-(kind "trial-session"); every change is announced on the "sessions" channel so recorders
-act at once.
+A session belongs to a courtroom (room), has a case number, a title, the parties (as the
+clerk wrote them) and the streams of that room; it is opened (at once, or scheduled for a
+time, when the recorder opens it), may recess and resume (with a reason), and is closed.
+While it is open every stream of its room is recorded. A public session (approved for
+broadcast) is broadcast `delay_s` behind live while open (recorder/broadcast.py); its
+broadcast may be cut to a slate and resumed, which is audited and kept in its events, and
+never touches the recording. It may ask for faces to be blurred in that broadcast
+(`mask="faces"`); the recording stays as filmed. Kept in Redis (kind "trial-session");
+every change is announced on the "sessions" channel so recorders act at once.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class TrialSession:
     title: str = ""
     court: str = ""
     public: bool = False  # approved for broadcast
+    parties: str = ""  # who is before the court, as the clerk wrote them
     state: str = "open"  # scheduled | open | recess | closed
     reason: str = ""  # why it is in recess
     opened_at: float = field(default_factory=time.time)  # planned start while scheduled
@@ -95,6 +96,7 @@ class TrialSessions:
         delay_s: float = DEFAULT_DELAY_S,
         at: float | None = None,
         mask: str = "",
+        parties: str = "",
     ) -> TrialSession:
         """Open a session now, or schedule it for `at` (UNIX seconds) if that is later."""
         if not room or not case_number:
@@ -117,6 +119,7 @@ class TrialSessions:
             room=room,
             case_number=case_number,
             title=title,
+            parties=parties,
             court=next((d.court for d in streams if d.court), ""),
             public=public,
             state="scheduled" if scheduled else "open",

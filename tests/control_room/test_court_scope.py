@@ -144,7 +144,7 @@ async def test_recordings_and_sessions_are_scoped(platform: Platform, cities: Ci
         assert [
             r["id"] for r in (await cities.zz.get("/api/v1/recordings")).json()["recordings"]
         ] == [rid]
-        for path in ("", "/index.m3u8", "/verify", "/init-0.mp4"):
+        for path in ("", "/index.m3u8", "/verify", "/init-0.mp4", "/timeline"):
             same_as_unknown(
                 await cities.ly.get(f"/api/v1/recordings/{rid}{path}"),
                 await cities.ly.get(f"/api/v1/recordings/nope{path}"),
@@ -152,6 +152,16 @@ async def test_recordings_and_sessions_are_scoped(platform: Platform, cities: Ci
             )
         assert (await cities.zz.get(f"/api/v1/recordings/{rid}/index.m3u8")).status_code == 200
         assert (await admin.get(f"/api/v1/recordings/{rid}/verify")).status_code == 200
+        # the rooms /sessions offers: each clerk its own city's, with the session open there
+        rooms = {
+            r["room"]: r for r in (await zz_clerk.get("/api/v1/sessions/rooms")).json()["rooms"]
+        }
+        assert list(rooms) == ["Room 1"] and rooms["Room 1"]["session"] == sid, rooms
+        assert rooms["Room 1"]["court"] == "zz-jinshui" and rooms["Room 1"]["streams"] == ["zz-cam"]
+        assert [
+            r["room"] for r in (await ly_clerk.get("/api/v1/sessions/rooms")).json()["rooms"]
+        ] == ["Room 2"]
+        assert (await cities.zz.get("/api/v1/sessions/rooms")).status_code == 403  # operator
         # sessions: list, detail, changes
         assert [s["id"] for s in (await ly_clerk.get("/api/v1/sessions")).json()["sessions"]] == []
         same_as_unknown(

@@ -1,0 +1,1 @@
+"""The clerks' page templates (/sessions, /recordings), served by recorder/clerk_pages.py."""
