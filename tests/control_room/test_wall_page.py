@@ -60,6 +60,15 @@ def test_a_wall_plays_acknowledges_and_recovers_by_itself(
         page = chromium_browser.new_context(locale="zh-CN").new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # console errors (a CSP violation, a missing message); HTTP refusals are the page's
+        page.on(
+            "console",
+            lambda m: (
+                errors.append(m.text)
+                if m.type == "error" and not m.text.startswith("Failed to load resource")
+                else None
+            ),
+        )
         first = page.goto(f"{base_url(node)}/wall/big")
         assert first is not None and first.status == 401
         page.get_by_text("请登录以显示此电视墙。").first.wait_for()
