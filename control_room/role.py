@@ -17,6 +17,7 @@ from control_room.audit_api import build_audit_router
 from control_room.courts_api import build_courts_router
 from control_room.devices import DeviceRegistry
 from control_room.devices_api import build_devices_router, build_pages_router
+from control_room.first_run import FirstRun, prepare
 from control_room.sign_in import SignInDesk
 from control_room.users import Users
 from core.config import ControlRoomSection
@@ -44,6 +45,7 @@ class ControlRoomRole:
         self.sign_in_desk = SignInDesk(self.users, storage.state, storage.state)
         self.play_tokens = PlayTokens.for_node(config.node.data_dir, config.security)
         self.devices = DeviceRegistry(storage.state)
+        self.first_run = FirstRun()  # what the welcome tells about signing in
         self.agent_link = AgentLink(
             storage.state,
             self.devices,
@@ -60,6 +62,7 @@ class ControlRoomRole:
         app.include_router(self.agent_link.router())
         app.include_router(build_pages_router())
         await self.agent_link.start()
+        self.first_run = await prepare(self.users, self.config.demo.enabled)
         if isinstance(self.storage.objects, DiskObjectStore):
             # S3 serves its own presigned URLs; the disk store's signed URLs are served here
             app.include_router(make_objects_router(self.storage.objects))
