@@ -4,7 +4,8 @@ A demo run (`courtcast up --demo`, what `make run` starts) makes the demo operat
 the whole province, with a new random password each run: the welcome prints it once, so a
 newcomer signs in to the console and the wall within a minute. Only a demo run makes it; a
 run without --demo disables a demo user an earlier demo run left (its password was
-printed to a console). A node with no user at all says how to add the first admin.
+printed to a console). A node where nobody can sign in (no user, or only disabled and
+demo ones) says how to add the first admin.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ FIRST_ADMIN_HINT = "courtcast users add NAME --role admin"
 class FirstRun:
     demo_user: str = ""  # set on a demo run: sign in with these
     demo_password: str = ""
-    no_users: bool = False  # no user at all: print FIRST_ADMIN_HINT
+    no_users: bool = False  # nobody can sign in: print FIRST_ADMIN_HINT
 
 
 async def prepare(users: Users, demo: bool) -> FirstRun:
@@ -39,7 +40,8 @@ async def prepare(users: Users, demo: bool) -> FirstRun:
         if record.get("demo") and not record.get("disabled"):
             await users.disable(str(record["id"]))
             log.info("demo user %s disabled: this is not a demo run", record["id"])
-    return FirstRun(no_users=not records)
+    usable = [r for r in records if not r.get("demo") and not r.get("disabled")]
+    return FirstRun(no_users=not usable)
 
 
 async def _demo_operator(users: Users) -> FirstRun:

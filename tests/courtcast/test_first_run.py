@@ -150,6 +150,6 @@ def test_a_demo_user_left_by_a_demo_run_cannot_sign_in_on_a_run_without_demo(
     demo.stop()
     plain = Node(tmp_path / "data")
     nodes.append(plain)
-    plain.welcome()
+    assert "courtcast users add NAME --role admin" in plain.welcome()  # nobody else can
     login = httpx.post(f"{plain.base}/api/v1/login", json={"name": found[1], "password": found[2]})
     assert login.status_code == 401
