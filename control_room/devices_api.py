@@ -9,7 +9,6 @@ Every change and every command goes to the audit stream with who asked.
 import base64
 import binascii
 import re
-from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -21,9 +20,9 @@ from control_room.devices import DeviceNotFound, EnrolError
 from core.audit import audit
 from core.courts import CourtTree
 from core.identity import caller_guards, peer_of, public, session_resolver
-from core.page_headers import page_headers
 from core.rights import PROVINCE, Caller
 from core.scope import sees
+from core.web.pages import Page
 from device_agents.protocol import ENROLL_PATH, CommandName, EnrolRequest, EnrolResponse
 from media_server.streams import StreamClass
 from storage.objects import ObjectNotFound
@@ -266,8 +265,7 @@ async def _store_snapshot(
 
 def build_pages_router() -> APIRouter:
     router = APIRouter()
-    page = resources.files("control_room").joinpath("pages/devices.html").read_text()
-    headers = page_headers(page)
+    page = Page.load("control_room.pages", "devices.html")
 
     @router.get(
         "/devices",
@@ -275,7 +273,7 @@ def build_pages_router() -> APIRouter:
         include_in_schema=False,
         dependencies=[public("the page alone: its data comes from the guarded API")],
     )
-    async def devices_page() -> HTMLResponse:
-        return HTMLResponse(page, headers={"Cache-Control": "no-store", **headers})
+    async def devices_page(request: Request) -> HTMLResponse:
+        return page.response(request)
 
     return router

@@ -19,6 +19,7 @@ from control_room.courts_api import build_courts_router
 from control_room.devices import DeviceRegistry
 from control_room.devices_api import build_devices_router, build_pages_router
 from control_room.events import EventHub
+from control_room.first_run import FirstRun, prepare
 from control_room.sign_in import SignInDesk
 from control_room.stream_scope import StreamScope
 from control_room.users import Users
@@ -49,6 +50,7 @@ class ControlRoomRole:
         self.sign_in_desk = SignInDesk(self.users, storage.state, storage.state)
         self.play_tokens = PlayTokens.for_node(config.node.data_dir, config.security)
         self.devices = DeviceRegistry(storage.state)
+        self.first_run = FirstRun()  # what the welcome tells about signing in
         self.agent_link = AgentLink(
             storage.state,
             self.devices,
@@ -72,6 +74,7 @@ class ControlRoomRole:
         app.include_router(self.events.router(self.config.security.open))
         await self.agent_link.start()
         await self.events.start()
+        self.first_run = await prepare(self.users, self.config.demo.enabled)
         if isinstance(self.storage.objects, DiskObjectStore):
             # S3 serves its own presigned URLs; the disk store's signed URLs are served here
             app.include_router(make_objects_router(self.storage.objects))

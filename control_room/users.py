@@ -56,10 +56,12 @@ class Users:
         self._state = state
         self._hashing = asyncio.Semaphore(HASHING_THREADS)
 
-    async def add(self, name: str, role: str, password: str, court: str = PROVINCE) -> None:
+    async def add(
+        self, name: str, role: str, password: str, court: str = PROVINCE, demo: bool = False
+    ) -> None:
         """Add a user, or set an existing one's role, scope and password (its sessions
         end). `court` (id or name of an existing court) scopes the user to its subtree;
-        none: the province."""
+        none: the province. `demo`: made by a demo run, disabled by any other run."""
         if not USER_NAME.match(name):
             raise UserError(f"user name {name!r}: 2-64 lower-case letters, digits, '.', '_', '-'")
         _check_role(role)
@@ -73,9 +75,18 @@ class Users:
             scope = found
         async with self._hashing:
             hashed = await asyncio.to_thread(_hasher.hash, password)
-        record = {"name": name, "role": role, "password": hashed, "court": scope}
+        record: dict[str, object] = {"name": name, "role": role, "password": hashed}
+        record |= {"court": scope} | ({"demo": True} if demo else {})
         await self._state.put_record("user", name, record)
         await self.end_sessions(name)
+
+    async def records(self) -> list[dict[str, object]]:
+        """Every user's record (with its password hash: never to be shown)."""
+        return [dict(record) for record in await self._state.list_records("user")]
+
+    async def get_record(self, name: str) -> dict[str, object] | None:
+        record = await self._state.get_record("user", name)
+        return dict(record) if record else None
 
     async def get_role(self, name: str) -> str | None:
         record = await self._state.get_record("user", name)

@@ -238,7 +238,7 @@ class Config(_Model):
         return RecorderSection(self.node, self.recorder, self.spool_dir, self.security)
 
     def control_room_section(self) -> ControlRoomSection:
-        return ControlRoomSection(self.node, self.security, self.devices)
+        return ControlRoomSection(self.node, self.security, self.devices, self.demo)
 
 
 @dataclass(frozen=True)
@@ -277,11 +277,12 @@ class RecorderSection:
 
 @dataclass(frozen=True)
 class ControlRoomSection:
-    """What the control room reads: its node, access, devices."""
+    """What the control room reads: its node, access, devices, the demo (its operator)."""
 
     node: NodeConfig
     security: SecurityConfig
     devices: DevicesConfig
+    demo: DemoConfig
 
 
 # words a secret left at its example value contains (compared without case, '-' or '_')

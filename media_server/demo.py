@@ -32,6 +32,7 @@ from typing import Any
 import av
 import numpy as np
 
+from core.courts import Court
 from media_server.codecs.video import AccessUnitNormalizer
 from media_server.hub import Hub, Publication
 from media_server.media import Packet, Track
@@ -79,6 +80,31 @@ def demo_court_tree() -> list[DemoRoom]:
         DemoRoom("demo-east-1", "Courtroom 1", *_EAST),
         DemoRoom("demo-east-2", "Courtroom 2", *_EAST),
     ]
+
+
+# the courts' own (Chinese) names; the English ones are what DemoRoom.court says
+_COURT_NAMES_ZH = {
+    "demo-high": "演示省高级人民法院",
+    "demo-city": "演示市中级人民法院",
+    "demo-east": "演示市东区人民法院",
+}
+
+
+def demo_courts() -> list[Court]:
+    """The demo tree's courts, each after its parent, named in Chinese and English."""
+    courts: dict[str, Court] = {}
+    for room in demo_court_tree():
+        courts.setdefault(
+            room.court_id,
+            Court(
+                id=room.court_id,
+                name=_COURT_NAMES_ZH[room.court_id],
+                name_en=room.court,
+                level=room.level,
+                parent=room.parent or "",
+            ),
+        )
+    return list(courts.values())
 
 
 # -- a 5x7 block font: rows as 5-bit numbers, most significant bit on the left --

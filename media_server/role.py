@@ -17,6 +17,7 @@ from core import presence
 from core.alerts import alert
 from core.audit import FirstSeen
 from core.config import MediaServerSection
+from core.courts import CourtTree
 from core.rights import Caller
 from core.stream_events import NewsSender, live_news
 from media_server.access import AccessDenied, AccessPolicy, PlayTokens
@@ -173,8 +174,11 @@ class MediaServerRole:
         self.metrics.register(RtmpCollector(self.rtmp.stats))
 
     async def _start_demo(self) -> None:
-        from media_server.demo import DemoCourtroom, demo_court_tree
+        from media_server.demo import DemoCourtroom, demo_court_tree, demo_courts
 
+        tree = CourtTree(self.registry.state)
+        for court in demo_courts():  # before the streams, whose court names find them
+            await tree.add(court)
         for room in demo_court_tree()[: self.config.demo.rooms]:
             await self.registry.define(
                 StreamDefinition(

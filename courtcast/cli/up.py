@@ -8,10 +8,13 @@ import gc
 import logging
 import signal
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.config import Config, ConfigError, check_secrets
 from courtcast.cli.common import config_from, state_args
+
+if TYPE_CHECKING:
+    from control_room.first_run import FirstRun
 
 # the recorder records the hub of its own process (no relay between nodes yet), so it
 # runs with the media server; alone it serves, verifies and exports recordings
@@ -106,9 +109,29 @@ def print_welcome(platform: Any) -> None:
             # session's delayed rendition): the console gets a short-lived play token
             token = "" if config.security.open else f"?token={media.tokens.make(stream_id)}"
             lines.append(f"  demo {title}: ffplay {base}/live/{stream_id}/index.m3u8{token}")
-    if any(r.name == "control_room" for r in platform.roles):
-        lines.append(
-            f"  technicians: {base}/devices  (sign in: courtcast users add NAME --role technician)"
-        )
+    control = next((r for r in platform.roles if r.name == "control_room"), None)
+    if control is not None:
+        lines += pages_and_sign_in(base, control.first_run)
     lines.append("  stop with Ctrl-C")
     print("\n".join(lines), flush=True)
+
+
+def pages_and_sign_in(base: str, first: FirstRun) -> list[str]:
+    """The staff pages and how to sign in: the demo operator's one-time password on a
+    demo run, the command for a first admin when there are no users."""
+    from control_room.first_run import DEMO_ROLE, FIRST_ADMIN_HINT
+
+    lines = [
+        f"  console:  {base}/control",
+        f"  wall:     {base}/wall/main",
+        f"  portal:   {base}/",
+        f"  devices:  {base}/devices",
+    ]
+    if first.demo_user:
+        lines.append(
+            f"  sign in as {first.demo_user} with password {first.demo_password} "
+            f"({DEMO_ROLE}, whole province; a new password each demo run)"
+        )
+    elif first.no_users:
+        lines.append(f"  no users yet: add the first admin with `{FIRST_ADMIN_HINT}`")
+    return lines

@@ -67,6 +67,9 @@ async def test_each_audited_action_has_who_what_when_and_where(
         for _ in range(3):
             assert (await clerk.get(f"/api/v1/recordings/{rid}/index.m3u8")).status_code == 200
         await asyncio.sleep(2.5)
+        recess = await clerk.post(f"/api/v1/sessions/{sid}/recess", json={"reason": "lunch"})
+        assert recess.status_code == 200, recess.text
+        assert (await clerk.post(f"/api/v1/sessions/{sid}/resume")).status_code == 200
         assert (await clerk.post(f"/api/v1/sessions/{sid}/close")).status_code == 200
         for _ in range(50):  # the recorder closes the recording (its last segment) at once
             clip = await clerk.get(
@@ -92,6 +95,8 @@ async def test_each_audited_action_has_who_what_when_and_where(
     device_id = enrolled.json()["device_id"]
     command = await zz.post(f"/api/v1/devices/{device_id}/commands", json={"name": "snapshot"})
     assert command.status_code == 409
+    for verb in ("disable", "enable"):
+        assert (await admin.post(f"/api/v1/devices/{device_id}/{verb}")).status_code == 200
 
     entries = await trail(admin, since=started - 60)
     local = "127.0.0.1"
@@ -109,19 +114,27 @@ async def test_each_audited_action_has_who_what_when_and_where(
         local,
     )
     assert one(entries, "session.open", who="clerk-zz", session=sid)["court"] == "zz-jinshui"
-    assert one(entries, "session.close", who="clerk-zz", session=sid)["peer"] == local
+    for change in ("recess", "resume", "close"):
+        entry = one(entries, f"session.{change}", who="clerk-zz", session=sid)
+        assert (entry["court"], entry["peer"]) == ("zz-jinshui", local)
     assert one(entries, "recording.play", who="clerk-zz", recording=rid)["peer"] == local
     assert one(entries, "export", who="clerk-zz", recording=rid)["court"] == "zz-jinshui"
     assert one(entries, "device.enrol-token", who="ada")["court"] == "zz-jinshui"
     assert one(entries, "device.enrolled", who=f"device {device_id}")["peer"] == local
     snap = one(entries, "device.command", who="op-zz", device=device_id)
     assert (snap["outcome"], snap["peer"]) == ("not connected", local)
+    for verb in ("disable", "enable"):
+        changed = one(entries, f"device.{verb}", who="ada", device=device_id)
+        assert (changed["court"], changed["peer"]) == ("zz-jinshui", local)
+    assert one(entries, "court.add", who="ada", court="zz-mid")["peer"] == local
     assert entries == sorted(entries, key=lambda e: e["at"], reverse=True)  # newest first
 
     # filters: user, action (exact or its family), court's subtree, time
     assert {e["who"] for e in await trail(admin, user="op-zz")} == {"op-zz"}
     assert {e["action"] for e in await trail(admin, action="session")} == {
         "session.open",
+        "session.recess",
+        "session.resume",
         "session.close",
     }
     zz_courts = {e.get("court") for e in await trail(admin, court="zz-mid")}

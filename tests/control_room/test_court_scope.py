@@ -7,6 +7,7 @@ what is out of its scope answers exactly as what does not exist."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -186,6 +187,41 @@ async def test_recordings_and_sessions_are_scoped(platform: Platform, cities: Ci
     finally:
         await zz_clerk.aclose()
         await ly_clerk.aclose()
+
+
+async def test_media_files_tokens_and_lists_do_not_cross_cities(
+    platform: Platform, cities: Cities
+) -> None:
+    """Not only the playlist: LL-HLS init, segments and parts of the other city's stream
+    answer as those of an unknown one, with the session or with the other city's token;
+    the other city's recordings are not listed."""
+    zz, ly = cities.zz, cities.ly
+    playlist = await zz.get("/live/zz-cam/index.m3u8", params={"_HLS_msn": 1})
+    assert playlist.status_code == 200, playlist.text
+    names = re.findall(r"(init-\d+\.mp4|seg-\d+\.m4s|part-\d+\.\d+\.m4s)", playlist.text)
+    kinds = {name.split("-")[0]: name for name in names}
+    assert set(kinds) == {"init", "seg", "part"}, playlist.text
+    ly_token = (await ly.get("/api/v1/streams/ly-cam/play-url")).json()["token"]
+    async with httpx.AsyncClient(base_url=base_url(platform), timeout=20) as anonymous:
+        for name in ("index.m3u8", *kinds.values()):
+            assert (await zz.get(f"/live/zz-cam/{name}")).status_code == 200, name
+            same_as_unknown(
+                await ly.get(f"/live/zz-cam/{name}"),
+                await ly.get(f"/live/nope/{name}"),
+                ("zz-cam", "nope"),
+            )
+            same_as_unknown(
+                await anonymous.get(f"/live/zz-cam/{name}", params={"token": ly_token}),
+                await anonymous.get(f"/live/nope/{name}", params={"token": ly_token}),
+                ("zz-cam", "nope"),
+            )
+    opened = await cities.admin.post(
+        "/api/v1/sessions", json={"room": "Room 1", "case_number": "(2026)豫01刑初2号"}
+    )
+    assert opened.status_code == 201, opened.text
+    rid = (await wait_recording(zz, "Room 1"))["id"]
+    assert (await ly.get("/api/v1/recordings")).json() == {"recordings": []}
+    assert [r["id"] for r in (await zz.get("/api/v1/recordings")).json()["recordings"]] == [rid]
 
 
 async def test_devices_are_scoped(platform: Platform) -> None:

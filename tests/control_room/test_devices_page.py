@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from tests.control_room.conftest import (
 )
 
 pytestmark = pytest.mark.timeout(90)
+RED = "rgb(192, 57, 43)"  # common.css --bad
 T = TypeVar("T")
 
 
@@ -152,6 +153,7 @@ def test_devices_page_shows_each_sources_tracks_and_the_dropped_one(
     chromium_browser: Any,
     background: Background,
     tmp_path: Path,
+    screenshot: Callable[[Any, str], Path],
     locale: str,
     seen: list[str],
     dropped: str,
@@ -175,24 +177,32 @@ def test_devices_page_shows_each_sources_tracks_and_the_dropped_one(
         context = chromium_browser.new_context(locale=locale)
         page = context.new_page()
         page.goto(f"{base_url(node)}/devices")
-        page.get_by_label("User").fill("tess")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
+        page.fill("#signin-form [name=name]", "tess")  # by name: the labels are in zh-CN too
+        page.fill("#signin-form [name=password]", PASSWORD)
+        page.click("#signin-form [type=submit]")
         sources = page.locator(f"tr[data-device='{device_id}']").locator("td").nth(5)
         lost = sources.locator("li.dropped")
         lost.wait_for(timeout=10_000)
         assert lost.inner_text() == dropped
         assert lost.count() == 1
-        # the dropped track is marked as such (the page's stylesheet shows it in red);
-        # its computed colour reads '' under the page's CSP since the headers landed: to see
+        # what a person sees: the dropped track in red, the others in the muted colour
         assert "dropped" in (lost.get_attribute("class") or "").split()
+        assert lost.evaluate("e => getComputedStyle(e).color") == RED
+        # the page refreshes every 3 s: an unchanged track keeps its element (a replaced
+        # one is detached, and a detached element's computed colour reads '')
+        held = lost.element_handle()
+        shown = int(page.get_attribute("#rows", "data-shown") or 0)
+        page.wait_for_function(  # the next refresh has been shown
+            "n => Number(document.getElementById('rows').dataset.shown) > n",
+            arg=shown,
+            timeout=10_000,
+        )
+        assert held.evaluate("e => [e.isConnected, getComputedStyle(e).color]") == [True, RED]
         text = sources.inner_text()
         for line in seen:
             assert line in text, (line, text)
-        shot = tmp_path / f"devices-tracks-{locale}.png"
-        page.screenshot(path=str(shot), full_page=True)
+        shot = screenshot(page, "tracks")
         assert shot.stat().st_size > 5_000
-        print(f"screenshot: {shot}")
         context.close()
     finally:
 
