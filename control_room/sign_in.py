@@ -3,9 +3,11 @@ hold the subject with a doubling back-off (storage/attempts.py, in Redis, so it 
 across control-room processes). While held, the password is not even checked, so a flood
 costs a Redis read per attempt rather than an argon2 check.
 
-The audit trail gets every sign-in that succeeded (who, from where) and one entry per hold
-started (how many failures, from where), not one per wrong password: failures are counted
-(storage/attempts.py), so a flood cannot bury the trail or fill Redis through it.
+The audit trail gets every sign-in that succeeded (who, from where), every wrong password
+for an account that exists and was checked (not held), and one entry per hold started (how
+many failures, from where). Attempts on names nobody has, and attempts refused while held,
+are counted (storage/attempts.py), not written one by one: the holds bound how many checked
+failures an account can get, so a flood cannot bury the trail or fill Redis through it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class SignInDesk:
             await self._attempts.succeeded({PER_USER.scope: name})
             await audit(self._events, "signin", name, peer=peer)
             return token
+        if await self._users.get_record(name) is not None:
+            await audit(self._events, "signin.failed", name, peer=peer)
         for lockout in await self._attempts.failed(subjects):
             await audit(
                 self._events,
