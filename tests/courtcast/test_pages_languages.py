@@ -47,6 +47,8 @@ class PageCase:
         return f"{self.path}{'@' + self.role if self.role else ''}"
 
 
+SIGNED_IN = "() => !document.querySelector('[data-shell-user]').hidden"
+
 PAGES = [
     PageCase(
         "/devices",
@@ -59,6 +61,10 @@ PAGES = [
         role="technician",
         ready="() => document.querySelector('#rows tr[data-device]') !== null",
     ),
+    # the header names the signed-in user's role in the page's language
+    PageCase("/sessions", {"zh-CN": "（书记员）", "en": "(clerk)"}, role="clerk", ready=SIGNED_IN),
+    PageCase("/recordings", {"zh-CN": "录像", "en": "Recordings"}, role="clerk", ready=SIGNED_IN),
+    PageCase("/wall/main", {"zh-CN": "（值班员）", "en": "(operator)"}, "operator", SIGNED_IN),
     PageCase(
         "/arraignment/room-1",
         {"zh-CN": "远程提讯", "en": "Remote arraignment"},
@@ -79,7 +85,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Background,
     platform: Platform = background.run(start_platform(tmp_path_factory.mktemp("data")))
 
     async def users() -> None:
-        for role in ("technician",):
+        for role in ("technician", "clerk", "operator"):
             client = await signed_in(platform, role, role)
             if role == "technician":
                 await enrol(platform, client, sources=[SourceInfo(name="bench", kind="rtsp")])

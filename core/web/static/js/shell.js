@@ -15,7 +15,10 @@ export async function showSignedIn() {
   const signedIn = Boolean(me && me.role !== "public");
   if (slot) {
     slot.hidden = !signedIn;
-    if (signedIn) setText(slot, "common.signed-in", {name: me.name, role: me.role});
+    // the role in the page's language where the catalogue has it (it follows a switch)
+    const known = ["admin", "operator", "technician", "clerk"].includes(me?.role);
+    if (signedIn && known) setText(slot, `common.signed-in.${me.role}`, {name: me.name});
+    else if (signedIn) setText(slot, "common.signed-in", {name: me.name, role: me.role});
   }
   return signedIn ? me : null;
 }
