@@ -62,9 +62,9 @@ PAGES = [
         ready="() => document.querySelector('#rows tr[data-device]') !== null",
     ),
     # the header names the signed-in user's role in the page's language
-    PageCase("/sessions", {"zh-CN": "（书记员）", "en": "(clerk)"}, role="clerk", ready=SIGNED_IN),
+    PageCase("/sessions", {"zh-CN": "书记员", "en": "(clerk)"}, role="clerk", ready=SIGNED_IN),
     PageCase("/recordings", {"zh-CN": "录像", "en": "Recordings"}, role="clerk", ready=SIGNED_IN),
-    PageCase("/wall/main", {"zh-CN": "（值班员）", "en": "(operator)"}, "operator", SIGNED_IN),
+    PageCase("/wall/main", {"zh-CN": "值班员", "en": "(operator)"}, "operator", SIGNED_IN),
     PageCase(
         "/arraignment/room-1",
         {"zh-CN": "远程提讯", "en": "Remote arraignment"},
