@@ -15,10 +15,13 @@ import secrets
 from dataclasses import dataclass
 
 from control_room.users import Users
+from control_room.walls import WallStore
+from media_server.demo import demo_court_tree
 
 log = logging.getLogger(__name__)
 
 DEMO_USER = "demo"
+DEMO_WALL = "main"  # the wall the welcome points at
 DEMO_ROLE = "operator"
 FIRST_ADMIN_HINT = "courtcast users add NAME --role admin"
 
@@ -53,3 +56,12 @@ async def _demo_operator(users: Users) -> FirstRun:
     password = secrets.token_urlsafe(12)
     await users.add(DEMO_USER, DEMO_ROLE, password, demo=True)
     return FirstRun(demo_user=DEMO_USER, demo_password=password)
+
+
+async def demo_wall(walls: WallStore) -> None:
+    """On a demo run, the main wall shows the demo rooms (2x2) unless someone has set it:
+    a newcomer opening /wall/main sees video, not an empty screen."""
+    if await walls.get(DEMO_WALL) is not None:
+        return
+    rooms: list[str | None] = [room.stream_id for room in demo_court_tree()][:4]
+    await walls.put(DEMO_WALL, "2x2", rooms + [None] * (4 - len(rooms)), "demo")

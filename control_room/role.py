@@ -19,7 +19,7 @@ from control_room.courts_api import build_courts_router
 from control_room.devices import DeviceRegistry
 from control_room.devices_api import build_devices_router, build_pages_router
 from control_room.events import EventHub
-from control_room.first_run import FirstRun, prepare
+from control_room.first_run import FirstRun, demo_wall, prepare
 from control_room.sign_in import SignInDesk
 from control_room.stream_scope import StreamScope
 from control_room.users import Users
@@ -75,6 +75,8 @@ class ControlRoomRole:
         await self.agent_link.start()
         await self.events.start()
         self.first_run = await prepare(self.users, self.config.demo.enabled)
+        if self.config.demo.enabled:
+            await demo_wall(self.walls)
         if isinstance(self.storage.objects, DiskObjectStore):
             # S3 serves its own presigned URLs; the disk store's signed URLs are served here
             app.include_router(make_objects_router(self.storage.objects))

@@ -108,6 +108,9 @@ def test_a_demo_run_prints_a_demo_operator_who_sees_the_demo_courts(
         assert room.room in court["rooms"]
     assert len(courts) == len({r.court_id for r in demo_court_tree()})  # no stray courts
     assert all(re.search(r"[\u4e00-\u9fff]", c["name"]) for c in courts.values())  # zh names
+    # the wall the welcome points at shows the demo rooms, visible to the demo operator
+    wall = httpx.get(f"{node.base}/api/v1/walls/main", headers=bearer).json()
+    assert (wall["layout"], wall["tiles"]) == ("2x2", [r.stream_id for r in demo_court_tree()])
     node.stop()
 
     # the password was for that run: the next demo run makes a new one
