@@ -54,6 +54,12 @@ RIGHTS: dict[str, frozenset[str]] = {
     "manage_courts": frozenset({"admin"}),
     # read the audit trail (of the admin's own subtree)
     "read_audit": frozenset({"admin"}),
+    # see security alerts (motion, tamper, signal loss ...) of the streams in scope
+    "see_alerts": frozenset({"admin", "operator"}),
+    # acknowledge an alert with a note (audited)
+    "ack_alerts": frozenset({"admin", "operator"}),
+    # set a stream's analysis: zones, masks, sensitivity, schedules, detectors
+    "configure_analysis": frozenset({"admin", "technician"}),
 }
 
 
