@@ -27,7 +27,7 @@ from media_server.media import Item, Packet, Skipped, StreamEnd, StreamStart, Tr
 
 log = logging.getLogger(__name__)
 
-MAX_BACKLOG = 90  # video packets waiting: 3 s of 30 fps
+MAX_BACKLOG = 150  # video packets waiting: 5 s of 30 fps (a long GOP replayed at once fits)
 _STOP = object()
 
 
