@@ -32,7 +32,7 @@ from tests.courtcast.test_platform import (
     run,
     scrape,
 )
-from tests.fixtures.scenes import Scene, Square, make_scene
+from tests.fixtures.scenes import Scene, Square, Walker, make_scene
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,6 +114,10 @@ async def test_motion_in_a_zone_and_each_kind_of_tamper(
         "sec-blur": Scene(blur=(8, 14)),
         "sec-pan": Scene(pan_at=8),
         "sec-freeze": Scene(freeze=(8, 14)),
+        # a person walks in the zone from t = 6 s (a square moves there before: no person)
+        "sec-person": Scene(
+            squares=[Square(1, 5, (0.6, 0.9), 0.2)], walkers=[Walker(6, 14, (0.6, 0.9))]
+        ),
     }
     keys = {
         sid: await define(platform, sid, stream_class=StreamClass.security, court="c-a")
@@ -128,6 +132,8 @@ async def test_motion_in_a_zone_and_each_kind_of_tamper(
         for sid in scenes:  # every security stream is analysed by default
             assert sid in media_role(platform).analysis.streams
         await configure(technician, platform, "sec-zone", zones=[ZONE])
+        detectors = {"person": True}
+        await configure(technician, platform, "sec-person", zones=[ZONE], detectors=detectors)
         clocks = {sid: first_packet_clock(platform, sid) for sid in scenes}
         publishers = [await publish(platform, clips[s], s, keys[s]) for s in scenes]
         await asyncio.wait_for(asyncio.gather(*publishers), 40)
@@ -164,6 +170,12 @@ async def test_motion_in_a_zone_and_each_kind_of_tamper(
         assert [i["type"] for i in tamper] == [kind], (sid, summary.get(sid))
         at = tamper[0]["start"] - clocks[sid][0]
         assert 7.5 <= at <= 11.0, (sid, at)
+
+    # a person: one alert, when the walker came in; the square before it is no person
+    person = [i for i in by_stream["sec-person"] if i["type"] == "person"]
+    assert len(person) == 1, summary["sec-person"]
+    at = person[0]["start"] - clocks["sec-person"][0]
+    assert 5.7 <= at <= 7.5, at
 
     # the clip decodes, lasts pre-roll + post-roll, and opens before the square came in
     clip = await fetch(operator, motion[0]["clip"])
