@@ -99,6 +99,7 @@ class MotionDetector:
 
 class PersonDetector:
     def __init__(self, settings: AnalysisSettings) -> None:
+        cv2.setNumThreads(1)  # a worker thread per stream: no pool of OpenCV's own beside it
         self.settings = settings
         self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector()))

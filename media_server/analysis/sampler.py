@@ -1,8 +1,9 @@
 """The sampler: decode what analysis needs of one stream, in a worker thread.
 
 The hub's tap calls `offer()` on the event loop with every item: it only appends to a
-queue (never waits). The worker decodes the video (keyframes only when `fps` is 0, else
-every frame, since P-frames need theirs) and hands `fps` pictures a second of media time,
+queue (never waits). The worker decodes the video (keyframes only when `fps` is 0 or when
+keyframes come at least `fps` times a second, else every frame, since P-frames need
+theirs) and hands `fps` pictures a second of media time,
 scaled down to `width` in grey, to `on_picture`, still in the worker thread.
 
 When the worker is more than MAX_BACKLOG packets behind, offer() stops queueing and skips
@@ -75,6 +76,8 @@ class Sampler:
         self._want_keyframe = True
         self._base: float | None = None  # dts (s) of the publication's first video packet
         self._due = 0.0  # media time of the next picture
+        self._last_key: float | None = None  # media time of the last keyframe
+        self._key_interval: float | None = None  # between the last two keyframes
         self._thread = threading.Thread(target=self._run, name=f"analysis {name}", daemon=True)
         self._thread.start()
 
@@ -132,6 +135,7 @@ class Sampler:
                 self._track = video_track(item.tracks)
                 self._base = None
                 self._due = 0.0
+                self._last_key = self._key_interval = None
             self._restart()
             self._on_marker(item)
 
@@ -147,7 +151,9 @@ class Sampler:
             if not packet.keyframe:
                 return
             self._want_keyframe = False
-        if self.fps == 0 and not packet.keyframe:
+        if packet.keyframe:
+            self._keyframe(packet.dts / track.timescale)
+        if not packet.keyframe and self._keyframes_suffice():
             return
         if self._base is None:
             self._base = packet.dts / track.timescale
@@ -164,6 +170,19 @@ class Sampler:
         for frame in frames:
             self.decoded += 1
             self._sample(frame, track, packet.arrival)
+
+    def _keyframe(self, at: float) -> None:
+        if self._last_key is not None and at > self._last_key:
+            self._key_interval = at - self._last_key
+        self._last_key = at
+
+    def _keyframes_suffice(self) -> bool:
+        """Keyframes only when asked (fps 0), or when they alone come often enough for
+        fps (a GOP of 1/fps or shorter): P-frames then cost decoding and give nothing."""
+        if self.fps == 0:
+            return True
+        interval = self._key_interval
+        return interval is not None and interval <= 1.05 / self.fps
 
     def _sample(self, frame: av.VideoFrame, track: Track, arrival: float) -> None:
         pts = frame.pts if frame.pts is not None else 0

@@ -111,3 +111,25 @@ def test_a_clip_from_the_ring_starts_at_a_keyframe_before_the_event_and_decodes(
     with av.open(str(path)) as container:
         frames = list(container.decode(video=0))
     assert len(frames) == len([p for p in video if p.arrival >= base + 4.0])
+
+
+def test_keyframes_alone_are_decoded_when_they_come_often_enough(tmp_path: Path) -> None:
+    """A GOP of 1/fps or shorter: P-frames would cost decoding and give no picture."""
+    tracks, packets = load_clip(make_clip(tmp_path, seconds=4, fps=30, gop=15, audio=None))
+    media: list[float] = []
+    markers: list[object] = []
+    sampler = Sampler("cam", lambda p: media.append(p.media), markers.append, fps=2)
+    try:
+        sampler.offer(StreamStart(tracks, 1))
+        for packet in packets:
+            sampler.offer(packet)
+        sampler.offer(StreamEnd("done"))
+        for _ in range(100):
+            if len(markers) == 2:
+                break
+            time.sleep(0.05)
+    finally:
+        sampler.close()
+    assert [round(m, 2) for m in media] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    # the first GOP decoded whole (the keyframe interval is not known yet), then keyframes
+    assert sampler.decoded == 15 + 7, sampler.decoded
