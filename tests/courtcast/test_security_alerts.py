@@ -245,6 +245,19 @@ async def test_a_calm_scene_raises_nothing_and_a_lost_signal_is_told_with_its_en
     technician = await user(platform, "tech", "technician")
     operator = await user(platform, "op", "operator")
     await configure(technician, platform, "sec-calm", signal_loss_s=2.0)
+    # settings: technicians and admins only, checked, audited with before and after
+    assert (await operator.put("/api/v1/streams/sec-calm/analysis", json={})).status_code == 403
+    outside = {"zones": [{"points": [[0, 0], [1.5, 0], [1, 1]]}]}
+    bad = await technician.put("/api/v1/streams/sec-calm/analysis", json=outside)
+    assert bad.status_code == 422, bad.text
+    unknown = await technician.put("/api/v1/streams/nope/analysis", json={})
+    assert unknown.status_code == 404, unknown.text
+    admin = await user(platform, "boss", "admin")
+    trail = (await admin.get("/api/v1/audit", params={"action": "stream.analysis"})).json()
+    [entry] = trail["entries"]
+    assert (entry["who"], entry["stream"]) == ("tech", "sec-calm")
+    assert (entry["before"]["signal_loss_s"], entry["after"]["signal_loss_s"]) == (5.0, 2.0)
+    await admin.aclose()
     calm = make_scene(tmp_path / "calm.mp4", 60, Scene(seed=11))
     short = make_scene(tmp_path / "short.mp4", 10, Scene(seed=11))
     first = await publish(platform, calm, "sec-calm", key, "-readrate", "4")

@@ -1,19 +1,24 @@
 """The analysis pieces on their own: the sampler never makes the hub wait and counts what
 it skips (issue 17, item 4), episodes make one alert of a flapping condition, a clip from
-the pre-roll ring decodes. Real H.264 from the ffmpeg CLI (tests/mediafiles.py)."""
+the pre-roll ring decodes, motion keeps to zones and masks, schedules. Real H.264 from the ffmpeg CLI (tests/mediafiles.py)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import av
+import cv2
+import numpy as np
 import pytest
 
 from media_server.analysis import clips
+from media_server.analysis.detectors import MotionDetector
 from media_server.analysis.episodes import Episodes
 from media_server.analysis.sampler import MAX_BACKLOG, Picture, Sampler
+from media_server.analysis.settings import AnalysisSettings, Polygon, Window
 from media_server.media import StreamEnd, StreamStart
 from tests.mediafiles import load_clip, make_clip
 
@@ -133,3 +138,52 @@ def test_keyframes_alone_are_decoded_when_they_come_often_enough(tmp_path: Path)
     assert [round(m, 2) for m in media] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
     # the first GOP decoded whole (the keyframe interval is not known yet), then keyframes
     assert sampler.decoded == 15 + 7, sampler.decoded
+
+
+def test_motion_counts_in_zones_and_not_under_masks() -> None:
+    """A square moving in the lower right: seen with the whole frame, with a zone there,
+    not with the zone elsewhere, nor under a mask."""
+    rng = np.random.default_rng(3)
+    scene = rng.integers(60, 160, (240, 320)).astype(np.uint8)
+    scene = cv2.GaussianBlur(scene, (0, 0), 3)
+
+    def frames() -> list[np.ndarray]:
+        out = []
+        for n in range(6):
+            picture = scene.copy()
+            if n >= 3:  # the square comes in at the fourth picture
+                picture[150:190, 200 + 10 * n : 240 + 10 * n] = 240
+            noise = rng.normal(0, 3, picture.shape)
+            out.append(np.clip(picture + noise, 0, 255).astype(np.uint8))
+        return out
+
+    lower_right = Polygon(points=[(0.5, 0.5), (1, 0.5), (1, 1), (0.5, 1)])
+    upper_left = Polygon(points=[(0, 0), (0.5, 0), (0.5, 0.5), (0, 0.5)])
+
+    def scores(settings: AnalysisSettings) -> list[float | None]:
+        detector = MotionDetector(settings)
+        return [detector.score(f) for f in frames()]
+
+    whole = scores(AnalysisSettings())
+    assert whole[:3] == [None, None, None] and all(whole[3:]), whole
+    assert all(scores(AnalysisSettings(zones=[lower_right]))[3:])
+    assert not any(scores(AnalysisSettings(zones=[upper_left])))
+    assert not any(scores(AnalysisSettings(masks=[lower_right])))
+    # a blob smaller than min_area does not count
+    assert not any(scores(AnalysisSettings(min_area=0.05)))
+
+
+def test_schedules_limit_motion_and_person_only() -> None:
+    night = AnalysisSettings(
+        schedule=[Window(start="18:00", end="08:00")],
+        detectors={"person": True},
+    )
+    noon, late, early = (datetime(2026, 12, 6, h, m) for h, m in ((12, 0), (23, 30), (7, 59)))
+    assert not night.wants("motion", noon) and not night.wants("person", noon)
+    assert night.wants("motion", late) and night.wants("person", early)
+    assert night.wants("covered", noon) and night.wants("signal_loss", noon)
+    assert not AnalysisSettings(detectors={"frozen": False}).wants("frozen", noon)
+    with pytest.raises(ValueError, match="unknown detectors"):
+        AnalysisSettings(detectors={"fire": True})
+    with pytest.raises(ValueError, match="HH:MM"):
+        Window(start="25:00", end="08:00")
