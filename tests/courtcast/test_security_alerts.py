@@ -135,6 +135,8 @@ async def test_motion_in_a_zone_and_each_kind_of_tamper(
         detectors = {"person": True}
         await configure(technician, platform, "sec-person", zones=[ZONE], detectors=detectors)
         clocks = {sid: first_packet_clock(platform, sid) for sid in scenes}
+        live = asyncio.create_task(listen(state, "sec-zone"))
+        await asyncio.sleep(0.2)  # subscribed
         publishers = [await publish(platform, clips[s], s, keys[s]) for s in scenes]
         await asyncio.wait_for(asyncio.gather(*publishers), 40)
         await asyncio.sleep(7)  # the post-roll of the last episodes, and their ends
@@ -142,6 +144,7 @@ async def test_motion_in_a_zone_and_each_kind_of_tamper(
     finally:
         for task in publishers:
             await cancel(task)
+        await cancel(live)
     by_stream: dict[str, list[dict[str, Any]]] = {}
     for item in found:
         by_stream.setdefault(str(item["stream"]), []).append(item)
@@ -158,6 +161,15 @@ async def test_motion_in_a_zone_and_each_kind_of_tamper(
     assert -0.3 <= late <= 1.0, late
     assert not [i for i in by_stream["sec-zone"] if i["type"] in TAMPER], summary["sec-zone"]
     assert motion[0]["end"] is not None and motion[0]["end"] > motion[0]["start"]
+    # and live, on the alerts channel: its start, its clip, its end, as they happened
+    told = [(m["phase"], m["received"]) for m in messages if m["alert"]["type"] == "motion"]
+    assert [phase for phase, _ in told] == ["start", "clip", "end"], told
+    latency = told[0][1] - motion[0]["start"]  # from the arrival of the picture that showed it
+    print(f"motion in the zone -> live alert message: {latency:.3f} s")
+    assert 0 < latency < 1.0, latency
+    first = next(m for m in messages if m["phase"] == "start")
+    assert first["type"] == "alert" and first["alert"]["court"] == "c-a"
+    assert first["alert"]["snapshot"].startswith("http"), first  # a signed URL
 
     # tamper: each its own type, once, from t = 8 s (after the detector's rise time)
     for sid, kind in [
@@ -222,6 +234,19 @@ async def test_motion_in_a_zone_and_each_kind_of_tamper(
         await http.aclose()
 
 
+messages: list[dict[str, Any]] = []
+
+
+async def listen(state: Any, stream: str) -> None:
+    """What a websocket would carry: the alerts channel's messages of one stream, with
+    the time each came."""
+    messages.clear()
+    async with state.subscribe("alerts") as channel:
+        async for message in channel:
+            if message["alert"]["stream"] == stream:
+                messages.append({**message, "received": time.time()})
+
+
 def decode(path: Path) -> list[np.ndarray]:
     import av
 
@@ -239,8 +264,8 @@ async def test_a_calm_scene_raises_nothing_and_a_lost_signal_is_told_with_its_en
     platform: Platform,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """60 s of a calm scene with sensor noise (sent 4x faster than real time: analysis
-    judges media time), then a publisher killed and back."""
+    """5 minutes of a calm scene with sensor noise (sent 10x faster than real time:
+    analysis judges media time), then a publisher killed and back."""
     key = await define(platform, "sec-calm", stream_class=StreamClass.security)
     technician = await user(platform, "tech", "technician")
     operator = await user(platform, "op", "operator")
@@ -258,13 +283,15 @@ async def test_a_calm_scene_raises_nothing_and_a_lost_signal_is_told_with_its_en
     assert (entry["who"], entry["stream"]) == ("tech", "sec-calm")
     assert (entry["before"]["signal_loss_s"], entry["after"]["signal_loss_s"]) == (5.0, 2.0)
     await admin.aclose()
-    calm = make_scene(tmp_path / "calm.mp4", 60, Scene(seed=11))
+    calm = make_scene(tmp_path / "calm.mp4", 30, Scene(seed=11))
     short = make_scene(tmp_path / "short.mp4", 10, Scene(seed=11))
-    first = await publish(platform, calm, "sec-calm", key, "-readrate", "4")
-    code, out = await asyncio.wait_for(first, 40)
+    # the 30 s ten times over: 5 minutes of video, sent in 30 s
+    first = await publish(platform, calm, "sec-calm", key, "-stream_loop", "9", "-readrate", "10")
+    code, out = await asyncio.wait_for(first, 60)
     assert code == 0, out
     analysed = media_role(platform).analysis.streams["sec-calm"].sampler
-    assert analysed.pictures >= 110, analysed.pictures  # 2 a second of the 60 s
+    assert analysed.pictures >= 590, analysed.pictures  # 2 a second of the 300 s
+    assert analysed.skipped == 0
     assert await alerts(operator) == []
 
     second = await publish(platform, short, "sec-calm", key)

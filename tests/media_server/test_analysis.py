@@ -1,6 +1,7 @@
 """The analysis pieces on their own: the sampler never makes the hub wait and counts what
 it skips (issue 17, item 4), episodes make one alert of a flapping condition, a clip from
-the pre-roll ring decodes, motion keeps to zones and masks, schedules. Real H.264 from the ffmpeg CLI (tests/mediafiles.py)."""
+the pre-roll ring decodes, motion keeps to zones and masks, schedules. Real H.264 from
+the ffmpeg CLI (tests/mediafiles.py)."""
 
 from __future__ import annotations
 
