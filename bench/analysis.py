@@ -65,7 +65,6 @@ def analysis_cpu(
     handle(StreamStart(tracks, 1))
     for packet in packets:
         if packet.track == 0:
-            sampler._waiting += 1  # as offer() counts it
             handle(packet)
     return time.thread_time() - start, sampler.pictures
 

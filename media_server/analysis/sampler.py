@@ -66,7 +66,10 @@ class Sampler:
         self._on_picture = on_picture
         self._on_marker = on_marker
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._waiting = 0  # video packets queued (approximate across threads: a bound)
+        # video packets queued and taken: each counter written by one thread only (a shared
+        # += from both could lose updates and drift), their difference is the backlog
+        self._queued = 0
+        self._taken = 0
         self._skipping = False
         self._video: Track | None = None  # loop side: the publication's video track
         self._closed = False
@@ -95,12 +98,12 @@ class Sampler:
                     self.skipped += 1
                     return
                 self._skipping = False
-            elif self._waiting >= MAX_BACKLOG:
+            elif self._queued - self._taken >= MAX_BACKLOG:
                 self._skipping = True
                 self.skipped += 1
                 self._queue.put(Skipped(0))
                 return
-            self._waiting += 1
+            self._queued += 1
         elif isinstance(item, StreamStart):
             self._video = video_track(item.tracks)
             self._skipping = False
@@ -126,7 +129,7 @@ class Sampler:
 
     def _handle(self, item: Item) -> None:
         if isinstance(item, Packet):
-            self._waiting -= 1
+            self._taken += 1
             self._packet(item)
         elif isinstance(item, Skipped):
             self._restart()
