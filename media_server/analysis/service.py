@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 RECONCILE_S = 10.0
 WATCH_S = 0.25  # how often signal loss and finished post-rolls are looked at
+STOP_S = 0.5  # stopping: what is not written by then (open alerts' ends) is not
 
 
 @dataclass
@@ -97,11 +98,20 @@ class StreamAnalysis:
         self._settings_for_worker = settings
 
     async def close(self) -> None:
+        """Stop analysing; an episode still open ends now (an alert must not look ongoing
+        for ever because its stream stopped being analysed)."""
         self._tap.close()
         self.sampler.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        now = time.time()
+        for kind, episode in list(self._open.items()):
+            with contextlib.suppress(Exception):  # Redis away: it stays open, as it was
+                await self._writer.update(
+                    episode.alert_id, kind, "end", end=now, score=episode.transition.score
+                )
+        self._open.clear()
 
     # -- the tap: on the publisher's stack, never blocks --------------------------------
 
@@ -274,7 +284,9 @@ class Analysis:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.gather(*(a.close() for a in self.streams.values()), return_exceptions=True)
+        closing = asyncio.gather(*(a.close() for a in self.streams.values()))
+        with contextlib.suppress(Exception):  # the process is stopping: within its budget
+            await asyncio.wait_for(closing, STOP_S)
         self.streams.clear()
 
     def wanted(

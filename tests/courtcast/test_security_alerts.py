@@ -230,6 +230,19 @@ async def test_motion_in_a_zone_and_each_kind_of_tamper(
     metrics = await scrape(platform)
     assert metrics[("courtcast_analysis_pictures_total", "sec-zone")] >= 35
     assert metrics[("courtcast_analysis_skipped_packets_total", "sec-zone")] == 0
+
+    # analysis turned off: the stream's open alert (its signal, lost since the clip ended)
+    # ends, it does not stay open for ever
+    [lost] = await alerts(operator, stream="sec-zone", type="signal_loss")
+    assert lost["end"] is None, lost
+    off = await technician.put("/api/v1/streams/sec-zone/analysis", json={"enabled": False})
+    assert off.status_code == 200, off.text
+    for _ in range(50):
+        [lost] = await alerts(operator, stream="sec-zone", type="signal_loss")
+        if lost["end"] is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert lost["end"] is not None and "sec-zone" not in media_role(platform).analysis.streams
     for http in (technician, operator, elsewhere, admin):
         await http.aclose()
 
