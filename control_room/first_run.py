@@ -63,5 +63,5 @@ async def demo_wall(walls: WallStore) -> None:
     a newcomer opening /wall/main sees video, not an empty screen."""
     if await walls.get(DEMO_WALL) is not None:
         return
-    rooms: list[str | None] = [room.stream_id for room in demo_court_tree()][:4]
-    await walls.put(DEMO_WALL, "2x2", rooms + [None] * (4 - len(rooms)), "demo")
+    tiles: list[str | None] = [r.stream_id for r in demo_court_tree()[:4]]
+    await walls.put(DEMO_WALL, "2x2", tiles + [None] * (4 - len(tiles)), "demo")

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from control_room.agent_link import AgentLink
+from control_room.alerts_api import build_alerts_router
 from control_room.api import build_api_router
 from control_room.audit_api import build_audit_router
 from control_room.courts_api import build_courts_router
@@ -67,6 +68,7 @@ class ControlRoomRole:
         app.include_router(build_devices_router(self))
         app.include_router(build_courts_router(self))
         app.include_router(build_audit_router(self))
+        app.include_router(build_alerts_router(self))
         app.include_router(self.agent_link.router())
         app.include_router(build_pages_router())
         app.include_router(build_walls_router(self))

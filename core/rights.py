@@ -59,6 +59,12 @@ RIGHTS: dict[str, frozenset[str]] = {
     "see_walls": frozenset({"admin", "operator"}),
     # change a wall or an operator's console (dispatch), keep one's own saved layouts
     "change_walls": frozenset({"admin", "operator"}),
+    # see security alerts (motion, tamper, signal loss ...) of the streams in scope
+    "see_alerts": frozenset({"admin", "operator"}),
+    # acknowledge an alert with a note (audited)
+    "ack_alerts": frozenset({"admin", "operator"}),
+    # set a stream's analysis: zones, masks, sensitivity, schedules, detectors
+    "configure_analysis": frozenset({"admin", "technician"}),
 }
 
 

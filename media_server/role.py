@@ -80,6 +80,7 @@ class MediaServerRole:
         self._refused: set[str] = set()  # sources refused (logged once)
         self._dropped = DroppedTracks()  # dropped tracks already alerted
         self.news = NewsSender(storage.state.publish)  # streams going live and offline
+        self.analysis: Any = None  # media_server.analysis.service.Analysis, once started
 
     @property
     def rtmp_port(self) -> int:
@@ -97,6 +98,7 @@ class MediaServerRole:
         self._mount_webrtc()
         if self.config.demo.enabled:
             await self._start_demo()
+        await self._start_analysis()
         await self._reconcile_pulls()
         self._tasks.append(asyncio.create_task(self._publish_live_stats(), name="live-stats"))
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="pull-reconcile"))
@@ -106,6 +108,8 @@ class MediaServerRole:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.analysis is not None:
+            await self.analysis.stop()
         await asyncio.gather(*(demo.stop() for demo in self.demos), return_exceptions=True)
         await asyncio.gather(*(pull.stop() for pull in self.pulls.values()), return_exceptions=True)
         if self.public is not None:
@@ -172,6 +176,15 @@ class MediaServerRole:
         )
         await self.rtmp.start()
         self.metrics.register(RtmpCollector(self.rtmp.stats))
+
+    async def _start_analysis(self) -> None:
+        """Security analysis (media_server/analysis): off the media path, in threads."""
+        from media_server.analysis.service import Analysis, AnalysisCollector
+
+        state, objects = self.storage.state, self.storage.objects
+        self.analysis = Analysis(self.hub, state, objects, self.config.node.name)
+        await self.analysis.start()
+        self.metrics.register(AnalysisCollector(self.analysis))
 
     async def _start_demo(self) -> None:
         from media_server.demo import DemoCourtroom, demo_court_tree, demo_courts
