@@ -254,9 +254,10 @@ def test_cli_opens_a_session_whose_broadcast_blurs_faces(tmp_path: Path) -> None
     assert wrong.returncode != 0 and "faces" in wrong.stderr
     opened = run(
         ["sessions", "open", "--room", "r8", "--case", "C-8", "--public"]
-        + ["--mask", "faces", *data]
+        + ["--mask", "faces", "--parties", "Procuratorate v. Li Si", *data]
     )
     assert opened.returncode == 0, opened.stderr
     assert "faces blurred" in opened.stdout
     listed = json.loads(run(["sessions", "list", "--json", *data]).stdout)
     assert [(s["public"], s["mask"]) for s in listed] == [(True, "faces")]
+    assert listed[0]["parties"] == "Procuratorate v. Li Si"
