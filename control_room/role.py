@@ -1,4 +1,4 @@
-"""The control-room role: the control plane API (and, later, every web page).
+"""The control-room role: the control plane API and the web pages.
 
 Health, metrics, users, streams and devices (enrolment, the agents' websocket, the /devices
 page); trial sessions, the wall and the portal plug in here as routers of their own.
@@ -17,6 +17,7 @@ from control_room.audit_api import build_audit_router
 from control_room.courts_api import build_courts_router
 from control_room.devices import DeviceRegistry
 from control_room.devices_api import build_devices_router, build_pages_router
+from control_room.portal import build_portal_router
 from control_room.sign_in import SignInDesk
 from control_room.users import Users
 from core.config import ControlRoomSection
@@ -59,6 +60,7 @@ class ControlRoomRole:
         app.include_router(build_audit_router(self))
         app.include_router(self.agent_link.router())
         app.include_router(build_pages_router())
+        app.include_router(build_portal_router())
         await self.agent_link.start()
         if isinstance(self.storage.objects, DiskObjectStore):
             # S3 serves its own presigned URLs; the disk store's signed URLs are served here

@@ -85,6 +85,7 @@ class Platform:
             except ConfigError:
                 self._http_sock.close()
                 raise
+        self.demo_trials: Any = None  # recorder.demo_trials.DemoTrials with --demo
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
 
@@ -190,6 +191,8 @@ class Platform:
             )
             self.roles.append(recorder)
             await recorder.start()
+            if media is not None and self.config.demo.enabled:
+                await self._start_demo_trials(recorder)
         if "control_room" in self.role_names:
             control = ControlRoomRole(
                 self.config.control_room_section(), storage, self.app, self.agent_rtmp_port
@@ -237,6 +240,14 @@ class Platform:
                 raise RuntimeError("HTTP server ended during start")
             await asyncio.sleep(0.01)
 
+    async def _start_demo_trials(self, recorder: Any) -> None:
+        """The demo rooms hold public trials (live, one recessing, one to replay)."""
+        from media_server.demo import demo_court_tree
+        from recorder.demo_trials import DemoTrials
+
+        self.demo_trials = DemoTrials(recorder, demo_court_tree()[: self.config.demo.rooms])
+        await self.demo_trials.start()
+
     def agent_rtmp_port(self) -> int:
         """The RTMP port agents publish to: this process's media server's, else config's."""
         media = next((r for r in self.roles if r.name == "media_server"), None)
@@ -252,6 +263,9 @@ class Platform:
             except (TimeoutError, asyncio.CancelledError):
                 self._http.force_exit = True
         self._http_sock.close()
+        if self.demo_trials is not None:
+            await self.demo_trials.stop()
+            self.demo_trials = None
         if self.rtmp_sock is not None and not any(r.name == "media_server" for r in self.roles):
             self.rtmp_sock.close()  # never handed to a started role
         for role in reversed(self.roles):

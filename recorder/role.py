@@ -112,8 +112,10 @@ class RecorderRole:
         if self.app is not None:
             from recorder.backfill_api import make_backfill_router
             from recorder.http import make_recorder_router
+            from recorder.replay_http import Replays, make_replay_router
 
             self.app.include_router(make_recorder_router(self))
+            self.app.include_router(make_replay_router(self, Replays(self)))
             self.app.include_router(make_backfill_router(self))
         if self.hub is None:
             log.warning("recorder: no media server in this process, nothing to record")

@@ -41,9 +41,10 @@ class TrialSession:
     id: str
     room: str
     case_number: str
-    title: str = ""
+    title: str = ""  # the cause, as published
     court: str = ""
     public: bool = False  # approved for broadcast
+    parties: str = ""  # the parties as the court publishes them (names masked as it sees fit)
     state: str = "open"  # scheduled | open | recess | closed
     reason: str = ""  # why it is in recess
     opened_at: float = field(default_factory=time.time)  # planned start while scheduled
@@ -95,6 +96,7 @@ class TrialSessions:
         delay_s: float = DEFAULT_DELAY_S,
         at: float | None = None,
         mask: str = "",
+        parties: str = "",
     ) -> TrialSession:
         """Open a session now, or schedule it for `at` (UNIX seconds) if that is later."""
         if not room or not case_number:
@@ -119,6 +121,7 @@ class TrialSessions:
             title=title,
             court=next((d.court for d in streams if d.court), ""),
             public=public,
+            parties=parties,
             state="scheduled" if scheduled else "open",
             opened_at=start,
             delay_s=float(delay_s),

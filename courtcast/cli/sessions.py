@@ -43,7 +43,8 @@ def add_sessions_commands(sub: Any) -> None:
     state_args(opening)
     opening.add_argument("--room", required=True)
     opening.add_argument("--case", required=True, help="case number")
-    opening.add_argument("--title", default="")
+    opening.add_argument("--title", default="", help="the cause, as published")
+    opening.add_argument("--parties", default="", help="the parties, as published")
     opening.add_argument("--public", action="store_true", help="approved for broadcast")
     opening.add_argument(
         "--delay",
@@ -115,7 +116,15 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 async def _change(sessions: TrialSessions, args: argparse.Namespace, who: str) -> None:
     if args.verb == "open":
         session = await sessions.open(
-            args.room, args.case, args.title, args.public, who, args.delay, args.at, args.mask
+            args.room,
+            args.case,
+            args.title,
+            args.public,
+            who,
+            args.delay,
+            args.at,
+            args.mask,
+            args.parties,
         )
         if session.state == "scheduled":
             when = utc(session.opened_at)

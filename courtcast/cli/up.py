@@ -107,6 +107,7 @@ def print_welcome(platform: Any) -> None:
             token = "" if config.security.open else f"?token={media.tokens.make(stream_id)}"
             lines.append(f"  demo {title}: ffplay {base}/live/{stream_id}/index.m3u8{token}")
     if any(r.name == "control_room" for r in platform.roles):
+        lines.append(f"  public portal: {base}/  (trials live, upcoming and replays; no sign-in)")
         lines.append(
             f"  technicians: {base}/devices  (sign in: courtcast users add NAME --role technician)"
         )
