@@ -151,6 +151,17 @@ class Platform:
         return int(self._http_sock.getsockname()[1])
 
     async def start(self) -> None:
+        """Start the roles in order, then HTTP. If anything fails on the way, what had
+        started is stopped before the error is raised: the caller has no platform to stop,
+        and roles left running (demo encoders, listeners, Redis) kept the process alive."""
+        try:
+            await self._start_roles()
+            await self._start_http()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_roles(self) -> None:
         from control_room.devices import DeviceRegistry
         from control_room.role import ControlRoomRole
         from core.identity import session_resolver
@@ -199,7 +210,6 @@ class Platform:
             )
             self.roles.append(control)
             await control.start()
-        await self._start_http()
 
     async def _start_http(self) -> None:
         front = FrontDoor(SecurityHeaders(self.app))
@@ -264,7 +274,7 @@ class Platform:
                 self._http.force_exit = True
         self._http_sock.close()
         if self.demo_trials is not None:
-            await self.demo_trials.stop()
+            await self.demo_trials.stop()  # bounded: cancel_and_wait gives up in time
             self.demo_trials = None
         if self.rtmp_sock is not None and not any(r.name == "media_server" for r in self.roles):
             self.rtmp_sock.close()  # never handed to a started role

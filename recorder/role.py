@@ -27,6 +27,7 @@ from fastapi import FastAPI
 
 from core.config import ConfigError, RecorderSection
 from core.identity import DeviceStreams, no_devices
+from core.tasks import cancel_and_wait
 from media_server.hub import Hub
 from media_server.public import PublicRenditions
 from media_server.streams import CHANGES as STREAM_CHANGES
@@ -132,9 +133,7 @@ class RecorderRole:
     async def stop(self) -> None:
         if self.hub is not None and self._on_publish in self.hub.on_publish:
             self.hub.on_publish.remove(self._on_publish)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         # the process stops, the recordings do not end: a restart resumes them with a gap
         await asyncio.gather(*(r.stop(0.3) for r in self.active.values()), return_exceptions=True)
         self.active.clear()
