@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from core.tasks import cancel_and_wait
 from media_server.demo import DemoRoom
 from recorder.role import RecorderRole
 from recorder.sessions import DEFAULT_DELAY_S, SessionError, TrialSession
@@ -101,9 +102,8 @@ class DemoTrials:
         self._tasks.append(asyncio.create_task(self._recesses(recess_room), name="demo-recess"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
+        self._tasks.clear()
 
     async def _mine(self) -> list[TrialSession]:
         return [
@@ -118,11 +118,24 @@ class DemoTrials:
         for session in await self.sessions.active():
             if session.room == room:
                 return session
-        session = await self.sessions.open(
-            room, case.case_number, case.title, True, WHO, delay_s, None, case.parties
-        )
+        session = await self._open(room, case, delay_s)
         log.info("demo: public session %s open in %s", session.id, room)
         return session
+
+    async def _open(
+        self, room: str, case: DemoCase, delay_s: float, at: float | None = None
+    ) -> TrialSession:
+        """A public session for the case, by keyword: open() has grown parameters."""
+        return await self.sessions.open(
+            room,
+            case.case_number,
+            title=case.title,
+            public=True,
+            who=WHO,
+            delay_s=delay_s,
+            at=at,
+            parties=case.parties,
+        )
 
     async def _ensure_upcoming(self) -> None:
         now = time.time()
@@ -133,16 +146,7 @@ class DemoTrials:
                 await self.sessions.close(session.id, WHO)  # overdue: its room stayed busy
         at = now + self.timetable.upcoming_in_s
         case = UPCOMING_CASE
-        await self.sessions.open(
-            self.rooms[0],
-            case.case_number,
-            case.title,
-            True,
-            WHO,
-            DEFAULT_DELAY_S,
-            at,
-            case.parties,
-        )
+        await self._open(self.rooms[0], case, DEFAULT_DELAY_S, at)
 
     async def _replay_then_live(self, room: str) -> None:
         """One short session with a cut, closed (the replay), unless one was made before;
@@ -165,9 +169,7 @@ class DemoTrials:
             if session.room == room:  # a session left open by an earlier run
                 await self.sessions.close(session.id, WHO)
         case = REPLAY_CASE
-        session = await self.sessions.open(
-            room, case.case_number, case.title, True, WHO, plan.replay_delay_s, None, case.parties
-        )
+        session = await self._open(room, case, plan.replay_delay_s)
         await self.recorder.sync_broadcasts()
         started = time.monotonic()
 
