@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 import redis.exceptions
 
-import storage.pubsub
-
 from storage.pubsub import ChannelSubscription
 from storage.redis_server import MAX_UNIX_PATH, EmbeddedRedis, EmbeddedRedisError
 from storage.state import StateStore, StateStoreUnavailable
