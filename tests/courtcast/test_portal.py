@@ -187,20 +187,21 @@ def test_the_portal_lists_a_live_trial_whose_page_plays_it_the_delay_late(
     assert "6 s behind" in page.inner_text("#delay-note")
     progress = assert_plays(page)
     lags, hold_back = [], 0.0
-    for _ in range(4):
+    for _ in range(8):
         progress = page.evaluate(PROGRESS)
-        lags.append(progress["now"] - progress["at"])
+        lags.append(round(progress["now"] - progress["at"], 2))
         hold_back = float(progress["holdBack"])
         time.sleep(0.5)
     lag = sum(lags) / len(lags)
     print(
         f"the player shows what was captured {lag:.2f} s ago (delay {DELAY_S} s; of it "
-        f"{hold_back:.2f} s is the player's own hold-back from the playlist's live edge)"
+        f"{hold_back:.2f} s is the player's own hold-back from the playlist's live edge); "
+        f"samples {lags}"
     )
-    # never earlier than the delay (a cut must find the media still held); the delay
-    # within a segment once the LL-HLS hold-back every player keeps is taken off
+    # never earlier than the delay (a cut must find the media still held), and the
+    # delay within a segment: the player's own LL-HLS hold-back included
     assert min(lags) >= DELAY_S, lags
-    assert DELAY_S - SEGMENT_S <= lag - hold_back <= DELAY_S + SEGMENT_S, (lags, hold_back)
+    assert max(lags) <= DELAY_S + SEGMENT_S, (lags, hold_back)
     page.locator("#viewers").filter(has_text="1 watching").wait_for(timeout=10_000)
     screenshot(page, "watch-live-en")
     assert real_errors(errors) == []

@@ -96,7 +96,15 @@ function play(url) {
   state.lastTime = -1;
   const live = state.item.status === "live";
   if (window.Hls && window.Hls.isSupported()) {
-    const hls = state.hls = new window.Hls({lowLatencyMode: true, backBufferLength: 30, enableWorker: false});
+    // The server holds the whole broadcast delay (a cut must still find that media), so
+    // the player adds only its own hold-back from the playlist's live edge: the
+    // playlist's PART-HOLD-BACK, which hls.js aims at but, by default (rate 1), never
+    // catches up to once it starts or stalls further back, seen 1.5-2.9 s past the
+    // delay. A barely audible 10 % speed-up brings it back to the hold-back.
+    const hls = state.hls = new window.Hls({
+      lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.1, backBufferLength: 30,
+      enableWorker: false,
+    });
     hls.on(window.Hls.Events.ERROR, (event, data) => {
       if (!data.fatal) return;
       console.warn(`hls.js: ${data.type} ${data.details} ${data.error ? data.error.message : ""}`);
