@@ -112,9 +112,9 @@ function play(url) {
       if (state.hls !== hls) return;
       if (data.details === window.Hls.ErrorDetails.LEVEL_PARSING_ERROR) {
         // hls.js 1.7 takes an LL-HLS playlist's last segment for the part hint when no
-        // EXT-X-PRELOAD-HINT follows it (the server sends none before a discontinuity,
-        // i.e. at every cut and resume) and then refuses the next playlist: start afresh
-        // (hls.loadSource on the same instance stalls here)
+        // EXT-X-PRELOAD-HINT follows it and then refuses the next playlist. Our server
+        // keeps the hint across cuts and resumes; a cache in front that serves an older
+        // playlist still can: start afresh (hls.loadSource on the same instance stalls)
         state.url = null;
         play(url);
         return;
