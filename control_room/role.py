@@ -1,4 +1,4 @@
-"""The control-room role: the control plane API (and, later, every web page).
+"""The control-room role: the control plane API and the web pages.
 
 Health, metrics, users, streams and devices (enrolment, the agents' websocket, the /devices
 page), walls and the staff's events websocket (/wall/{name}); trial sessions and the portal
@@ -21,6 +21,7 @@ from control_room.devices import DeviceRegistry
 from control_room.devices_api import build_devices_router, build_pages_router
 from control_room.events import EventHub
 from control_room.first_run import FirstRun, demo_wall, prepare
+from control_room.portal import build_portal_router
 from control_room.sign_in import SignInDesk
 from control_room.stream_scope import StreamScope
 from control_room.users import Users
@@ -74,6 +75,7 @@ class ControlRoomRole:
         app.include_router(build_walls_router(self))
         app.include_router(build_wall_page_router(self))
         app.include_router(self.events.router(self.config.security.open))
+        app.include_router(build_portal_router())
         await self.agent_link.start()
         await self.events.start()
         self.first_run = await prepare(self.users, self.config.demo.enabled)

@@ -160,6 +160,9 @@ class RecorderConfig(_Model):
     # days a recording of a class is kept; a class not listed is never deleted automatically
     # (trial and arraignment recordings are evidence)
     retention_days: dict[Literal["security", "conference"], int] = {"security": 30}
+    # days the public may replay a finished broadcast session (from its close); the
+    # recording itself is evidence and stays whatever this says
+    public_replay_days: float = Field(default=30.0, ge=0.0)
     # continuous (security, record-all) recordings are cut into recordings of this length,
     # so retention can delete old ones
     rotate_s: float = Field(default=3600.0, ge=60.0)

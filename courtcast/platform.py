@@ -85,6 +85,7 @@ class Platform:
             except ConfigError:
                 self._http_sock.close()
                 raise
+        self.demo_trials: Any = None  # recorder.demo_trials.DemoTrials with --demo
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
 
@@ -150,6 +151,17 @@ class Platform:
         return int(self._http_sock.getsockname()[1])
 
     async def start(self) -> None:
+        """Start the roles in order, then HTTP. If anything fails on the way, what had
+        started is stopped before the error is raised: the caller has no platform to stop,
+        and roles left running (demo encoders, listeners, Redis) kept the process alive."""
+        try:
+            await self._start_roles()
+            await self._start_http()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_roles(self) -> None:
         from control_room.devices import DeviceRegistry
         from control_room.role import ControlRoomRole
         from core.identity import session_resolver
@@ -190,13 +202,14 @@ class Platform:
             )
             self.roles.append(recorder)
             await recorder.start()
+            if media is not None and self.config.demo.enabled:
+                await self._start_demo_trials(recorder)
         if "control_room" in self.role_names:
             control = ControlRoomRole(
                 self.config.control_room_section(), storage, self.app, self.agent_rtmp_port
             )
             self.roles.append(control)
             await control.start()
-        await self._start_http()
 
     async def _start_http(self) -> None:
         front = FrontDoor(SecurityHeaders(self.app))
@@ -237,6 +250,14 @@ class Platform:
                 raise RuntimeError("HTTP server ended during start")
             await asyncio.sleep(0.01)
 
+    async def _start_demo_trials(self, recorder: Any) -> None:
+        """The demo rooms hold public trials (live, one recessing, one to replay)."""
+        from media_server.demo import demo_court_tree
+        from recorder.demo_trials import DemoTrials
+
+        self.demo_trials = DemoTrials(recorder, demo_court_tree()[: self.config.demo.rooms])
+        await self.demo_trials.start()
+
     def agent_rtmp_port(self) -> int:
         """The RTMP port agents publish to: this process's media server's, else config's."""
         media = next((r for r in self.roles if r.name == "media_server"), None)
@@ -252,6 +273,9 @@ class Platform:
             except (TimeoutError, asyncio.CancelledError):
                 self._http.force_exit = True
         self._http_sock.close()
+        if self.demo_trials is not None:
+            await self.demo_trials.stop()  # bounded: cancel_and_wait gives up in time
+            self.demo_trials = None
         if self.rtmp_sock is not None and not any(r.name == "media_server" for r in self.roles):
             self.rtmp_sock.close()  # never handed to a started role
         for role in reversed(self.roles):

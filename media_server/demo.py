@@ -73,12 +73,13 @@ _EAST = ("Demo East District People's Court", "demo-east", "basic", "demo-city")
 
 
 def demo_court_tree() -> list[DemoRoom]:
-    """Three court levels, four rooms: enough for a wall, a portal and a tour."""
+    """Three court levels, four rooms: enough for a wall, a portal and a tour. Room names
+    differ across courts: a trial session finds its room's cameras by the room's name."""
     return [
         DemoRoom("demo-high-1", "Courtroom 1", *_HIGH),
         DemoRoom("demo-city-3", "Courtroom 3", *_CITY),
-        DemoRoom("demo-east-1", "Courtroom 1", *_EAST),
-        DemoRoom("demo-east-2", "Courtroom 2", *_EAST),
+        DemoRoom("demo-east-1", "Courtroom 5", *_EAST),
+        DemoRoom("demo-east-2", "Courtroom 6", *_EAST),
     ]
 
 

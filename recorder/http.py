@@ -4,16 +4,20 @@ and the public list of broadcast sessions.
 
 Who may do what (core.rights): manage_sessions opens and closes sessions and exports;
 read_recordings lists, plays and verifies recordings; cut_broadcasts cuts a public
-broadcast to its slate and resumes it; anyone may play the recording of a public trial,
-list public sessions, and fetch the signing key. `security.open` (local trials) allows all.
-A scoped user sees the recordings and sessions of its court's subtree only (core.scope);
-others answer as unknown ones. Exports, session changes and playback of a recording that
-is not public are audited, with who and from where.
+broadcast to its slate and resumes it; anyone may list public sessions and fetch the
+signing key. The public replays a public trial only through /public/{id}/replay/
+(recorder/replay_http.py), which leaves out what the broadcast cut: the recording itself,
+cuts included, is evidence and plays for signed-in roles only. `security.open` (local
+trials) allows all. A scoped user sees the recordings and sessions of its court's subtree
+only (core.scope); others answer as unknown ones. Exports, session changes and playback of
+a recording are audited, with who and from where.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations.
 import base64
+import math
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -36,6 +40,7 @@ from recorder.manifest import Manifest
 from recorder.manifest_store import EvidenceError, read_manifest, signed_bytes
 from recorder.playback import TimeError, parse_time
 from recorder.playback import playlist as make_playlist
+from recorder.replay import expired, hidden_windows, replay_url
 from recorder.sessions import (
     ACTIVE,
     DEFAULT_DELAY_S,
@@ -93,17 +98,16 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
         return open_mode or await sees(caller, str(court or ""), courts)
 
     async def readable(rid: str, caller: Caller | None) -> dict[str, Any]:
-        """The index record, if this caller may play it (public trials: anyone)."""
+        """The index record, if this caller may play it: signed in, with the right, and
+        the recording's court in its scope (else 404, as unknown)."""
         record = await role.index.get(rid)
         if record is None:
             raise HTTPException(404, f"no recording {rid}")
-        if record.get("public"):
-            return record
         if caller is not None and not await scoped(caller, record.get("court")):
             raise HTTPException(404, f"no recording {rid}")  # as unknown: whatever the role
-        if not allowed(caller, "read_recordings"):
+        if not allowed(caller, "read_recordings"):  # the public replays /public/{id}/replay/
             raise HTTPException(
-                401 if caller is None else 403, "this recording is not public: sign in first"
+                401 if caller is None else 403, "recordings are evidence: sign in first"
             )
         return record
 
@@ -148,12 +152,9 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
             )
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
-        readable_all = allowed(caller, "read_recordings")
-        found = [
-            r
-            for r in found
-            if r.get("public") or (readable_all and await scoped(caller, r.get("court")))
-        ]
+        if not allowed(caller, "read_recordings"):
+            raise HTTPException(401 if caller is None else 403, "sign in to list recordings")
+        found = [r for r in found if await scoped(caller, r.get("court"))]
         return {"recordings": found}
 
     @router.get("/recordings/{rid}", tags=["recordings"])
@@ -486,6 +487,42 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
 
     # -- the public list ----------------------------------------------------------------
 
+    async def public_view(session: TrialSession, cameras: set[str]) -> dict[str, Any] | None:
+        """What the public list says of a session (with `status`), None if not listed."""
+        if not session.public:
+            return None
+        item = public_item(session)
+        if session.state in ACTIVE and session.room in cameras:
+            item["status"] = "live"
+            item["hls"] = public_playlist(session.id)
+            item["state"] = session.state
+            item["delay"] = session.delay_s
+            # the page shows "broadcast paused" over the slate: now, and for what plays
+            # from a paused stretch (its program date-times fall in one of these)
+            item["paused"] = session.cut or session.state == "recess"
+            item["paused_periods"] = periods(session)
+            if role.broadcasts is not None:
+                item["viewers"] = role.broadcasts.viewers(session.id)
+        elif session.state == "scheduled":
+            item["status"] = "upcoming"
+        elif session.state == "closed":
+            item["status"] = "finished"
+            item["end"] = iso(session.closed_at) if session.closed_at else None
+            if await replay_public(session):
+                item["hls"] = replay_url(session.id)
+        else:
+            return None
+        return item
+
+    async def replay_public(session: TrialSession) -> bool:
+        if expired(session, role.config.recorder.public_replay_days, time.time()):
+            return False
+        return any(r.get("public") for r in await role.index.search(session=session.id))
+
+    async def broadcast_rooms() -> set[str]:
+        definitions = await role.registry.list()
+        return {d.room for d in definitions if broadcast_stream(definitions, d.room)}
+
     @router.get(
         "/public/sessions",
         tags=["public"],
@@ -493,31 +530,49 @@ def make_recorder_router(role: "RecorderRole") -> APIRouter:
     )
     async def public_sessions() -> Response:
         """Sessions approved for broadcast: live (open or in recess, with a camera that
-        may be broadcast), upcoming (scheduled) and finished. Nothing else is listed."""
-        definitions = await role.registry.list()
-        live: list[dict[str, Any]] = []
-        upcoming: list[dict[str, Any]] = []
-        finished: list[dict[str, Any]] = []
+        may be broadcast), upcoming (scheduled) and finished (`hls`: its replay, or null
+        when there is none or it is past its public retention). Nothing else is listed."""
+        cameras = await broadcast_rooms()
+        body: dict[str, list[dict[str, Any]]] = {"live": [], "upcoming": [], "finished": []}
         for session in await role.sessions.list():
-            if not session.public:
+            if session.state == "closed" and len(body["finished"]) >= FINISHED_LISTED:
                 continue
-            item = public_item(session)
-            if session.state in ACTIVE and broadcast_stream(definitions, session.room):
-                item["hls"] = public_playlist(session.id)
-                item["state"] = session.state
-                if role.broadcasts is not None:
-                    item["viewers"] = role.broadcasts.viewers(session.id)
-                live.append(item)
-            elif session.state == "scheduled":
-                upcoming.append(item)
-            elif session.state == "closed" and len(finished) < FINISHED_LISTED:
-                item["end"] = iso(session.closed_at) if session.closed_at else None
-                finished.append(item)
-        upcoming.sort(key=lambda i: str(i["start"]))
-        body = {"live": live, "upcoming": upcoming, "finished": finished}
+            item = await public_view(session, cameras)
+            if item is not None:
+                body[item["status"]].append(item)
+        body["upcoming"].sort(key=lambda i: str(i["start"]))
         return JSONResponse(body, headers={"Cache-Control": "public, max-age=5"})
 
+    @router.get(
+        "/public/sessions/{sid}",
+        tags=["public"],
+        dependencies=[public("the public portal: one session approved for broadcast")],
+    )
+    async def public_session(sid: str) -> Response:
+        """One item of the list, with its `status` (live, upcoming, finished); 404 for
+        anything the list would not show."""
+        try:
+            session = await role.sessions.get(sid)
+        except SessionError:
+            raise HTTPException(404, "Not Found") from None
+        item = await public_view(session, await broadcast_rooms())
+        if item is None:
+            raise HTTPException(404, "Not Found")
+        return JSONResponse(item, headers={"Cache-Control": "public, max-age=2"})
+
     return router
+
+
+def periods(session: TrialSession) -> list[dict[str, str | None]]:
+    """The session's paused stretches in capture time (recorder/replay.py), as ISO times."""
+    return [
+        {"from": iso_ms(lo), "to": None if math.isinf(hi) else iso_ms(hi)}
+        for lo, hi in hidden_windows(session)
+    ]
+
+
+def iso_ms(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def public_item(session: TrialSession) -> dict[str, Any]:
@@ -526,6 +581,7 @@ def public_item(session: TrialSession) -> dict[str, Any]:
         "id": session.id,
         "case": session.case_number,
         "title": session.title,
+        "parties": session.parties,
         "court": session.court,
         "room": session.room,
         "start": iso(session.opened_at),

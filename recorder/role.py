@@ -29,6 +29,7 @@ from core import presence
 from core.config import ConfigError, RecorderSection
 from core.identity import DeviceStreams, no_devices
 from core.stream_events import NewsSender, recording_news
+from core.tasks import cancel_and_wait
 from media_server.hub import Hub
 from media_server.public import PublicRenditions
 from media_server.streams import CHANGES as STREAM_CHANGES
@@ -118,9 +119,11 @@ class RecorderRole:
             from recorder.backfill_api import make_backfill_router
             from recorder.clerk_pages import make_clerk_pages_router
             from recorder.http import make_recorder_router
+            from recorder.replay_http import Replays, make_replay_router
 
             self.app.include_router(make_recorder_router(self))
             self.app.include_router(make_clerk_pages_router())
+            self.app.include_router(make_replay_router(self, Replays(self)))
             self.app.include_router(make_backfill_router(self))
         if self.hub is None:
             log.warning("recorder: no media server in this process, nothing to record")
@@ -138,9 +141,7 @@ class RecorderRole:
     async def stop(self) -> None:
         if self.hub is not None and self._on_publish in self.hub.on_publish:
             self.hub.on_publish.remove(self._on_publish)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         # the process stops, the recordings do not end: a restart resumes them with a gap
         await asyncio.gather(*(r.stop(0.3) for r in self.active.values()), return_exceptions=True)
         self.active.clear()

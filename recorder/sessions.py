@@ -41,10 +41,10 @@ class TrialSession:
     id: str
     room: str
     case_number: str
-    title: str = ""
+    title: str = ""  # the cause, as published
     court: str = ""
     public: bool = False  # approved for broadcast
-    parties: str = ""  # who is before the court, as the clerk wrote them
+    parties: str = ""  # the parties as the court publishes them (names masked as it sees fit)
     state: str = "open"  # scheduled | open | recess | closed
     reason: str = ""  # why it is in recess
     opened_at: float = field(default_factory=time.time)  # planned start while scheduled
@@ -119,9 +119,9 @@ class TrialSessions:
             room=room,
             case_number=case_number,
             title=title,
-            parties=parties,
             court=next((d.court for d in streams if d.court), ""),
             public=public,
+            parties=parties,
             state="scheduled" if scheduled else "open",
             opened_at=start,
             delay_s=float(delay_s),

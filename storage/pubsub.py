@@ -22,6 +22,17 @@ TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 _SUB_POLL_S = 0.5
 
 
+def _raise_swallowed_cancel() -> None:
+    """Raise the cancel redis-py may have swallowed. It sends commands with asyncio.wait_for,
+    which on Python 3.11 loses a cancel that lands as the send completes (CPython
+    gh-86296), and it answers a poll whose timeout races a cancel with None: the task is
+    left "cancelling" and, unchecked, this loop polled on for ever and whoever awaited the
+    task (a role's stop, a test runner's loop teardown) hung with it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class ChannelSubscription:
     """The messages of one channel, decoded from JSON; use `async with` or aclose().
 
@@ -48,6 +59,7 @@ class ChannelSubscription:
     async def start(self) -> None:
         if not self._started:
             await self._pubsub.subscribe(self._key)
+            _raise_swallowed_cancel()
             self._started = True
 
     async def aclose(self) -> None:
@@ -80,7 +92,9 @@ class ChannelSubscription:
                 msg = await self._pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=_SUB_POLL_S
                 )
+                _raise_swallowed_cancel()
             except TRANSIENT as exc:
+                _raise_swallowed_cancel()
                 if self._closed:
                     break
                 failures = min(failures + 1, 16)  # the backoff's 2**n must stay a float

@@ -43,8 +43,8 @@ def add_sessions_commands(sub: Any) -> None:
     state_args(opening)
     opening.add_argument("--room", required=True)
     opening.add_argument("--case", required=True, help="case number")
-    opening.add_argument("--title", default="")
-    opening.add_argument("--parties", default="", help="the parties, as the court publishes them")
+    opening.add_argument("--title", default="", help="the cause, as published")
+    opening.add_argument("--parties", default="", help="the parties, as published")
     opening.add_argument("--public", action="store_true", help="approved for broadcast")
     opening.add_argument(
         "--delay",

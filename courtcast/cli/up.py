@@ -124,7 +124,7 @@ def pages_and_sign_in(base: str, first: FirstRun) -> list[str]:
     lines = [
         f"  console:  {base}/control",
         f"  wall:     {base}/wall/main",
-        f"  portal:   {base}/",
+        f"  portal:   {base}/  (trials live, upcoming and replays; no sign-in)",
         f"  devices:  {base}/devices",
     ]
     if first.demo_user:

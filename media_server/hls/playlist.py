@@ -59,10 +59,7 @@ def render(s: Segmenter, query: str = "") -> str:
     for k, seg in enumerate(segments):
         lines += _segment_lines(seg, k == 0, seg.init_id != init_id, k >= parts_from, query)
         init_id = seg.init_id
-    hint = _preload_hint(s, init_id)
-    if hint is not None:
-        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-{hint[0]}.{hint[1]}.m4s{query}"')
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _preload_hints(s, init_id, query)) + "\n"
 
 
 def _first_with_parts(segments: list[Segment], keep_s: float) -> int:
@@ -115,12 +112,16 @@ def _render_segment(
     return lines
 
 
-def _preload_hint(s: Segmenter, last_init: int | None) -> tuple[int, int] | None:
-    """The part being built, unless it starts a segment the playlist cannot introduce yet
-    (a discontinuity or a new init segment comes with that segment's first part)."""
+def _preload_hints(s: Segmenter, last_init: int | None, query: str) -> list[str]:
+    """The part being built, hinted as long as the output goes on, also when it starts a
+    segment the playlist cannot list yet (a cut to the slate or a resume: a new run
+    behind a discontinuity): a playlist ending on a complete segment makes hls.js 1.7
+    take that segment for the part being built and refuse the next playlist. A new init
+    the next part needs is hinted too (TYPE=MAP, RFC 8216bis 4.4.5.3)."""
     hint = s.next_part()
-    if hint is None or s.open is None:
-        return None
-    if not s.open.parts and (s.open.discontinuity or s.open.init_id != last_init):
-        return None
-    return hint
+    if hint is None:
+        return []
+    lines = [f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-{hint[0]}.{hint[1]}.m4s{query}"']
+    if hint[1] == 0 and s.next_init is not None and s.next_init != last_init:
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=MAP,URI="init-{s.next_init}.mp4{query}"')
+    return lines

@@ -402,10 +402,18 @@ class Segmenter:
         return seg.parts[index]
 
     def next_part(self) -> tuple[int, int] | None:
-        """(msn, index) of the part being built: the preload hint. None when not live."""
-        if not self.live or self.open is None:
+        """(msn, index) of the part being built: the preload hint. None when not live.
+        Between two runs (a cut to the slate, a resume) it is the next run's first part."""
+        if not self.live:
             return None
+        if self.open is None:
+            return self._next_msn, 0
         return self.open.msn, len(self.open.parts)
+
+    @property
+    def next_init(self) -> int | None:
+        """The init segment the next run's media uses, once its start is known."""
+        return self._init_id if self.live and self.tracks else None
 
     def has(self, msn: int, part: int | None = None) -> bool:
         """Whether a playlist would now contain segment msn (complete) or, with part, that

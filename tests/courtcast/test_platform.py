@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -359,3 +361,30 @@ async def test_rtsp_camera_is_pulled_to_ll_hls_and_comes_back_after_a_reboot(
     assert "#EXT-X-DISCONTINUITY" in text
     info = await record_hls(playlist, tmp_path / "cam-after.mp4", 2)
     assert stream_info(info, "video")["codec_name"] == "h264"
+
+
+async def test_a_start_that_fails_stops_what_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start that fails half-way (here the control room, after the demo rooms, the
+    recorder and its listeners are up) stops what it had started before raising: the caller
+    has no platform to stop, and what stayed running kept the test runner's loop teardown
+    waiting for ever (the whole suite stalled at the first failing portal test)."""
+    from control_room.role import ControlRoomRole
+
+    async def refuse(self: ControlRoomRole) -> None:
+        raise RuntimeError("control room refuses to start")
+
+    monkeypatch.setattr(ControlRoomRole, "start", refuse)
+    before = asyncio.all_tasks()
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="refuses"):
+        await start_platform(tmp_path, **{"demo.enabled": True, "demo.rooms": 2})
+    took = time.monotonic() - started
+    assert took < 10, took
+    left = asyncio.all_tasks() - before
+    if left:  # work that ends by itself may finish (a slate being encoded in a thread)
+        _, left = await asyncio.wait(left, timeout=5)
+    assert not left, f"tasks left running: {sorted(t.get_name() for t in left)}"
+    encoders = [t.name for t in threading.enumerate() if t.name.startswith("demo-")]
+    assert not encoders, f"demo encoders left running: {encoders}"

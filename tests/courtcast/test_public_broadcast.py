@@ -316,6 +316,13 @@ async def test_broadcast_runs_late_cuts_to_a_slate_and_ends_with_the_session(
         events = resumed.json()["events"]
         cut_at = next(e["at"] for e in events if e["event"] == "cut")
         resume_at = next(e["at"] for e in events if e["event"] == "broadcast-resume")
+        # the session's timeline (what the clerks' pages show) carries the cut and resume
+        timeline = (await http.get(f"/api/v1/sessions/{sid}")).json()["events"]
+        marks = [
+            (e["event"], e["at"]) for e in timeline if e["event"] in ("cut", "broadcast-resume")
+        ]
+        assert marks == [("cut", cut_at), ("broadcast-resume", resume_at)], timeline
+        assert all(e["who"] == "u-clerk" for e in timeline if e["event"] == "cut"), timeline
         await asyncio.sleep(DELAY_S + 5)
 
         # a viewer blocked on the next part is answered 404 when the session closes

@@ -89,6 +89,33 @@ def test_discontinuity_new_map_and_sequence() -> None:
     assert "#EXT-X-DISCONTINUITY-SEQUENCE:1" in text and "#EXT-X-DISCONTINUITY\n" not in text
 
 
+def test_the_hint_goes_on_across_a_cut_to_a_new_run() -> None:
+    """A cut to the slate (or a resume) ends the run; the next one starts behind a
+    discontinuity with a new init. The playlist never ends on a complete segment while
+    the output goes on: hls.js (1.7.4) takes the last segment for the part being built
+    when nothing follows it, and refuses the next playlist ("discontinuity sequence
+    mismatch"), which restarted the player at every cut and resume. So the next part is
+    hinted all along, and the new init too once it is known (RFC 8216bis, 4.4.5.3)."""
+    slate = (Track(0, "video", "h264", 90000, b"\x01\x4d", 640, 360), AUDIO)
+    seg = segmenter_with(StreamStart((VIDEO, AUDIO), 1), *av_stream(4.2))
+    seg.end_run()  # the cut: the part being built is closed, the slate is not there yet
+    lines = playlist.render(seg).splitlines()
+    assert lines[-1] == '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-3.0.m4s"', lines[-4:]
+    assert seg.is_future_part(3, 0)
+    seg.feed(StreamStart(slate, 2))  # the slate's init is known, its first part is not
+    lines = playlist.render(seg, "?t=1").splitlines()
+    assert lines[-2:] == [
+        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-3.0.m4s?t=1"',
+        '#EXT-X-PRELOAD-HINT:TYPE=MAP,URI="init-3.mp4?t=1"',
+    ], lines[-4:]
+    for item in av_stream(0.6):
+        seg.feed(item)  # its first part: the segment is listed with its discontinuity
+    lines = playlist.render(seg).splitlines()
+    disc = lines.index("#EXT-X-DISCONTINUITY")
+    assert lines[disc + 1] == '#EXT-X-MAP:URI="init-3.mp4"'
+    assert lines[-1] == '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-3.1.m4s"', lines[-4:]
+
+
 def test_target_duration_follows_long_gops_and_stream_end_drops_the_hint() -> None:
     seg = segmenter_with(StreamStart((VIDEO, AUDIO), 1), *av_stream(8, gop=105))
     text = playlist.render(seg)

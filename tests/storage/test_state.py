@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis.exceptions
 
+from storage.pubsub import ChannelSubscription
 from storage.redis_server import MAX_UNIX_PATH, EmbeddedRedis, EmbeddedRedisError
 from storage.state import StateStore, StateStoreUnavailable
 
@@ -179,6 +180,27 @@ async def test_closing_a_subscription_ends_its_reader(store: StateStore) -> None
     await asyncio.sleep(0.1)
     await sub.aclose()
     assert await asyncio.wait_for(reader, 2) == [{"n": 1}]
+
+
+async def test_a_reader_cancelled_while_it_subscribes_ends(store: StateStore) -> None:
+    """Python 3.11's asyncio.wait_for, which redis-py sends commands with, swallows a cancel
+    that lands as the send completes (CPython gh-86296): a reader cancelled while it
+    subscribed polled on for ever, its task "cancelling", and a platform stopping (or the
+    test runner's loop teardown) waited on it without end. Cancelled after every number of
+    loop rounds the subscribe takes, the reader ends each time."""
+
+    async def read(sub: ChannelSubscription) -> None:
+        async with sub:
+            async for _ in sub:
+                pass
+
+    for rounds in range(16):
+        reader = asyncio.create_task(read(store.subscribe("race")))
+        for _ in range(rounds):
+            await asyncio.sleep(0)
+        reader.cancel()
+        done, _ = await asyncio.wait([reader], timeout=2)
+        assert done, f"cancelled after {rounds} loop rounds, the reader did not end"
 
 
 # -- streams -------------------------------------------------------------------------
