@@ -6,6 +6,11 @@ Server to browser (JSON text frames):
     {"type": "stream", "id", "state": "live"|"offline", "recording": bool}
     {"type": "wall", "name", "layout", "tiles", "version", "acked_version", "updated_by",
      "updated_at"}                      (layout null, version 0: no such wall yet)
+    {"type": "alert", "phase": "start"|"clip"|"end"|"ack", "alert": {"id", "stream", "type",
+     "court", "start", "end", "score", "snapshot", "clip", "message", "ack"}}
+                                        (callers with see_alerts, for streams in scope: the
+                                         alerts channel as media_server/analysis/alerts.py
+                                         publishes it)
 Browser to server:
     {"type": "subscribe", "walls": [NAME, ...]}  -> each wall now and on every change
     {"type": "ack", "wall": NAME, "version": N}  -> the page shows version N of the wall
@@ -39,6 +44,7 @@ from core import presence
 from core.identity import SESSION_COOKIE, caller_of_session, public
 from core.rights import Caller, may
 from core.stream_events import CHANNEL
+from media_server.analysis.alerts import LIVE_CHANNEL as ALERTS_CHANNEL
 from media_server.streams import StreamDefinition
 from media_server.webrtc.rendition import SUB_SUFFIX
 from storage.state import StateStore
@@ -183,6 +189,7 @@ class EventHub:
         self._tasks = [
             asyncio.create_task(self.board.run(), name="stream-board"),
             asyncio.create_task(self._follow_walls(), name="wall-changes"),
+            asyncio.create_task(self._follow_alerts(), name="alerts-live"),
         ]
 
     async def stop(self) -> None:
@@ -336,6 +343,30 @@ class EventHub:
                             client.offer(await self._wall_message(client.caller, name))
                         except Exception:  # Redis away: the next change says it
                             log.debug("wall %s not sent", name, exc_info=True)
+
+    async def _follow_alerts(self) -> None:
+        """Each alert message to the clients that may see alerts of its stream, in order."""
+        async with self._state.subscribe(ALERTS_CHANNEL) as alerts:
+            async for message in alerts:
+                alert = message.get("alert")
+                watchers = [c for c in self.clients if may(c.caller, "see_alerts")]
+                if not isinstance(alert, dict) or not watchers:
+                    continue
+                try:
+                    definition = await self._scope.registry.get(str(alert.get("stream", "")))
+                    for client in watchers:
+                        if await self._sees_alert(client.caller, alert, definition):
+                            client.offer(message)
+                except Exception:  # Redis away: the alert is in /api/v1/alerts still
+                    log.debug("alert %s not sent", alert.get("id"), exc_info=True)
+
+    async def _sees_alert(
+        self, caller: Caller | None, alert: dict[str, Any], definition: StreamDefinition | None
+    ) -> bool:
+        """In scope as its stream is; a stream no longer defined goes by the alert's court."""
+        if definition is not None:
+            return await self._scope.sees_definition(caller, definition)
+        return await self._scope.sees_court(caller, str(alert.get("court") or ""))
 
 
 def _token(ws: WebSocket) -> str | None:

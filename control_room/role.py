@@ -13,6 +13,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from control_room.agent_link import AgentLink
+from control_room.alert_rules import RuleEngine
+from control_room.alert_rules_api import build_alert_rules_router
 from control_room.alerts_api import build_alerts_router
 from control_room.api import build_api_router
 from control_room.audit_api import build_audit_router
@@ -62,6 +64,7 @@ class ControlRoomRole:
         self.walls = WallStore(storage.state)
         self.stream_scope = StreamScope(storage.state, config.security.open)
         self.events = EventHub(storage.state, self.walls, self.stream_scope)
+        self.alert_rules = RuleEngine(storage.state, self.walls, self.stream_scope.tree)
 
     async def start(self) -> None:
         app = self.app
@@ -70,6 +73,7 @@ class ControlRoomRole:
         app.include_router(build_courts_router(self))
         app.include_router(build_audit_router(self))
         app.include_router(build_alerts_router(self))
+        app.include_router(build_alert_rules_router(self))
         app.include_router(self.agent_link.router())
         app.include_router(build_pages_router())
         app.include_router(build_walls_router(self))
@@ -78,6 +82,7 @@ class ControlRoomRole:
         app.include_router(build_portal_router())
         await self.agent_link.start()
         await self.events.start()
+        await self.alert_rules.start()
         self.first_run = await prepare(self.users, self.config.demo.enabled)
         if self.config.demo.enabled:
             await demo_wall(self.walls)
@@ -86,6 +91,7 @@ class ControlRoomRole:
             app.include_router(make_objects_router(self.storage.objects))
 
     async def stop(self) -> None:
+        await self.alert_rules.stop()
         await self.events.stop()
         await self.agent_link.stop()
 

@@ -24,6 +24,9 @@ class StreamScope:
     async def sees_definition(self, caller: Caller | None, definition: StreamDefinition) -> bool:
         return self.open_mode or await sees(caller, definition.court, self.tree)
 
+    async def sees_court(self, caller: Caller | None, court: str) -> bool:
+        return self.open_mode or await sees(caller, court, self.tree)
+
     async def find(self, caller: Caller | None, stream_id: str) -> StreamDefinition | None:
         """The stream's definition if the caller may see it; None if unknown or not."""
         definition = await self.registry.get(stream_id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -106,6 +107,23 @@ class WallStore:
         async with self._state.lock(f"wall-{name}", timeout_s=5, wait_s=5):
             wall = await self.get(name) or Wall(name=name)
             wall.layout, wall.tiles = layout, list(tiles)
+            wall.version += 1
+            wall.updated_by, wall.updated_at = who, round(time.time(), 3)
+            await self._save(wall)
+        await self._state.publish(CHANGES, {"name": name})
+        return wall
+
+    async def edit(
+        self, name: str, change: Callable[[Wall], Awaitable[bool]], who: str
+    ) -> Wall | None:
+        """Read-modify-write of an existing wall under its lock: `change` alters the wall's
+        tiles in place and says whether to keep them (a new version). None: no such wall,
+        or nothing changed."""
+        async with self._state.lock(f"wall-{name}", timeout_s=5, wait_s=5):
+            wall = await self.get(name)
+            if wall is None or not await change(wall):
+                return None
+            check_tiles(wall.layout, wall.tiles)
             wall.version += 1
             wall.updated_by, wall.updated_at = who, round(time.time(), 3)
             await self._save(wall)
