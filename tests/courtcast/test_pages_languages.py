@@ -65,6 +65,7 @@ PAGES = [
     PageCase("/sessions", {"zh-CN": "书记员", "en": "(clerk)"}, role="clerk", ready=SIGNED_IN),
     PageCase("/recordings", {"zh-CN": "录像", "en": "Recordings"}, role="clerk", ready=SIGNED_IN),
     PageCase("/wall/main", {"zh-CN": "值班员", "en": "(operator)"}, "operator", SIGNED_IN),
+    PageCase("/", {"zh-CN": "目前没有正在直播的庭审。", "en": "No trial is broadcast live"}),
     PageCase(
         "/arraignment/room-1",
         {"zh-CN": "远程提讯", "en": "Remote arraignment"},
