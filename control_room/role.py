@@ -16,6 +16,7 @@ from control_room.api import build_api_router
 from control_room.audit_api import build_audit_router
 from control_room.courts_api import build_courts_router
 from control_room.devices import DeviceRegistry
+from control_room.console_page import build_console_router
 from control_room.devices_api import build_devices_router, build_pages_router
 from control_room.sign_in import SignInDesk
 from control_room.users import Users
@@ -59,6 +60,7 @@ class ControlRoomRole:
         app.include_router(build_audit_router(self))
         app.include_router(self.agent_link.router())
         app.include_router(build_pages_router())
+        app.include_router(build_console_router())
         await self.agent_link.start()
         if isinstance(self.storage.objects, DiskObjectStore):
             # S3 serves its own presigned URLs; the disk store's signed URLs are served here
