@@ -1,7 +1,8 @@
 """The control-room role: the control plane API (and, later, every web page).
 
 Health, metrics, users, streams and devices (enrolment, the agents' websocket, the /devices
-page); trial sessions, the wall and the portal plug in here as routers of their own.
+page), walls and the staff's events websocket (/wall/{name}); trial sessions and the portal
+plug in here as routers of their own.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from fastapi import FastAPI
 from control_room.agent_link import AgentLink
 from control_room.api import build_api_router
 from control_room.audit_api import build_audit_router
+from control_room.console_page import build_console_router
 from control_room.courts_api import build_courts_router
 from control_room.devices import DeviceRegistry
-from control_room.console_page import build_console_router
 from control_room.devices_api import build_devices_router, build_pages_router
+from control_room.events import EventHub
 from control_room.sign_in import SignInDesk
+from control_room.stream_scope import StreamScope
 from control_room.users import Users
+from control_room.walls import WallStore
+from control_room.walls_api import build_wall_page_router, build_walls_router
 from core.config import ControlRoomSection
 from media_server.access import PlayTokens
 from storage.objects_disk import DiskObjectStore
@@ -51,6 +56,9 @@ class ControlRoomRole:
             config.devices.heartbeat_s,
             config.devices.clock_offset_alert_s,
         )
+        self.walls = WallStore(storage.state)
+        self.stream_scope = StreamScope(storage.state, config.security.open)
+        self.events = EventHub(storage.state, self.walls, self.stream_scope)
 
     async def start(self) -> None:
         app = self.app
@@ -61,12 +69,17 @@ class ControlRoomRole:
         app.include_router(self.agent_link.router())
         app.include_router(build_pages_router())
         app.include_router(build_console_router())
+        app.include_router(build_walls_router(self))
+        app.include_router(build_wall_page_router(self))
+        app.include_router(self.events.router(self.config.security.open))
         await self.agent_link.start()
+        await self.events.start()
         if isinstance(self.storage.objects, DiskObjectStore):
             # S3 serves its own presigned URLs; the disk store's signed URLs are served here
             app.include_router(make_objects_router(self.storage.objects))
 
     async def stop(self) -> None:
+        await self.events.stop()
         await self.agent_link.stop()
 
     async def health(self) -> dict[str, Any]:

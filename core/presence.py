@@ -6,3 +6,4 @@ A presence kind is written by one role and read by others, so its name lives her
 SESSION = "session"  # a signed-in user's session
 DEVICE = "device"  # a device agent's last heartbeat
 STREAM_LIVE = "stream-live"  # which node has which stream live, and its stats
+STREAM_RECORDING = "stream-recording"  # which streams a recorder is writing now

@@ -54,6 +54,11 @@ RIGHTS: dict[str, frozenset[str]] = {
     "manage_courts": frozenset({"admin"}),
     # read the audit trail (of the admin's own subtree)
     "read_audit": frozenset({"admin"}),
+    # see walls and consoles (tiles out of the caller's scope shown empty), open /wall/{name},
+    # follow streams' live / recording state over /api/v1/events
+    "see_walls": frozenset({"admin", "operator"}),
+    # change a wall or an operator's console (dispatch), keep one's own saved layouts
+    "change_walls": frozenset({"admin", "operator"}),
 }
 
 

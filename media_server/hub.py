@@ -181,8 +181,9 @@ ConsumerT = TypeVar("ConsumerT", bound=Consumer)
 class Stream:
     """One bus: the live publication (if any), the GOP cache and the subscribers."""
 
-    def __init__(self, stream_id: str) -> None:
+    def __init__(self, stream_id: str, ended: Callable[[str], None] | None = None) -> None:
         self.id = stream_id
+        self._ended = ended  # told the stream id when a publication ends (Hub.on_unpublish)
         self.tracks: tuple[Track, ...] = ()
         self.epoch = 0
         self.publication: Publication | None = None
@@ -281,6 +282,8 @@ class Stream:
         for sub in self.subscribers:
             sub.offer(marker)
         self._notify()
+        if self._ended is not None:
+            self._ended(self.id)
 
     # -- consumer path --
     def subscribe(self, name: str, max_packets: int) -> QueuedConsumer:
@@ -322,6 +325,8 @@ class Hub:
         # called with the stream id when a publication starts (the recorder starts
         # recordings of streams that are recorded while live, before the GOP rolls over)
         self.on_publish: list[Callable[[str], None]] = []
+        # called with the stream id when a publication ends (news of streams going offline)
+        self.on_unpublish: list[Callable[[str], None]] = []
 
     def find(self, stream_id: str) -> Stream | None:
         return self._streams.get(stream_id)
@@ -330,11 +335,15 @@ class Hub:
         """The stream with this id, created idle if new (a recorder may wait for it)."""
         found = self._streams.get(stream_id)
         if found is None:
-            found = self._streams[stream_id] = Stream(stream_id)
+            found = self._streams[stream_id] = Stream(stream_id, self._ended)
         return found
 
     def streams(self) -> list[Stream]:
         return list(self._streams.values())
+
+    def _ended(self, stream_id: str) -> None:
+        for callback in list(self.on_unpublish):
+            callback(stream_id)
 
     def publish(
         self,

@@ -18,6 +18,7 @@ from core.alerts import alert
 from core.audit import FirstSeen
 from core.config import MediaServerSection
 from core.rights import Caller
+from core.stream_events import NewsSender, live_news
 from media_server.access import AccessDenied, AccessPolicy, PlayTokens
 from media_server.admissions import Admission, Admissions
 from media_server.hub import Hub
@@ -77,6 +78,7 @@ class MediaServerRole:
         self._rtmp_sock = rtmp_sock  # bound by the platform before anything started
         self._refused: set[str] = set()  # sources refused (logged once)
         self._dropped = DroppedTracks()  # dropped tracks already alerted
+        self.news = NewsSender(storage.state.publish)  # streams going live and offline
 
     @property
     def rtmp_port(self) -> int:
@@ -86,6 +88,9 @@ class MediaServerRole:
 
     async def start(self) -> None:
         self.metrics.register(HubCollector(self.hub))
+        self.hub.on_publish.append(lambda sid: self.news.say(live_news(sid, True, time.time())))
+        self.hub.on_unpublish.append(lambda sid: self.news.say(live_news(sid, False, time.time())))
+        self._tasks.append(asyncio.create_task(self.news.run(), name="stream-news"))
         await self._start_rtmp()
         self._mount_hls()
         self._mount_webrtc()

@@ -25,8 +25,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from core import presence
 from core.config import ConfigError, RecorderSection
 from core.identity import DeviceStreams, no_devices
+from core.stream_events import NewsSender, recording_news
 from media_server.hub import Hub
 from media_server.public import PublicRenditions
 from media_server.streams import CHANGES as STREAM_CHANGES
@@ -44,6 +46,7 @@ from storage.role import StorageRole
 log = logging.getLogger(__name__)
 
 RECONCILE_S = 2.0
+RECORDING_TTL_S = 3 * RECONCILE_S  # stream-recording presence outlives two missed rounds
 CONTINUOUS = ""  # the session id of a continuous (not session) recording
 
 
@@ -105,6 +108,8 @@ class RecorderRole:
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
+        self.news = NewsSender(storage.state.publish)  # streams starting and ending recording
+        self._recorded: set[str] = set()  # the stream ids the news last said are recorded
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -118,6 +123,7 @@ class RecorderRole:
         if self.hub is None:
             log.warning("recorder: no media server in this process, nothing to record")
             return
+        self._tasks.append(asyncio.create_task(self.news.run(), name="recording-news"))
         await self._resume_open()
         await self.reconcile()
         await self.sync_broadcasts()
@@ -199,6 +205,21 @@ class RecorderRole:
                     found.pause(w.session.reason)
                 else:
                     found.resume()
+            self._tell_recorded()
+
+    def _tell_recorded(self) -> None:
+        """News of the streams whose recording started or ended in this round."""
+        recorded = {stream_id for stream_id, _ in self.active}
+        now = time.time()
+        for stream_id in sorted(recorded ^ self._recorded):
+            self.news.say(recording_news(stream_id, stream_id in recorded, now))
+        self._recorded = recorded
+
+    async def _touch_recorded(self) -> None:
+        """The same as presence, for listeners that start now (or missed the news)."""
+        now = time.time()
+        infos = {stream_id: {"at": now} for stream_id in self._recorded}
+        await self.storage.state.touch_presences(presence.STREAM_RECORDING, RECORDING_TTL_S, infos)
 
     async def _start(self, w: Wanted) -> Recording:
         now = time.time()
@@ -299,6 +320,7 @@ class RecorderRole:
             try:
                 await self.sessions.open_due()
                 await self.reconcile()
+                await self._touch_recorded()
                 await self.sync_broadcasts()
             except Exception:  # Redis away or a bad definition: the next round retries
                 log.exception("recorder: reconcile failed")
