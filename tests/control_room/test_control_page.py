@@ -68,7 +68,9 @@ def background() -> Iterator[Background]:
 
 @pytest.fixture
 def site(background: Background, tmp_path: Path) -> Iterator[Site]:
-    """The platform, a court with four rooms, their cameras live, an operator "olga"."""
+    """The platform, a court with four rooms, their cameras live, operators olga and otto.
+    Tests ask for it before chromium_browser: the browser then closes (its websockets with
+    it) before the platform stops."""
     node: Platform = background.run(start_platform(tmp_path / "data"))
 
     async def setup() -> dict[str, str]:
@@ -117,10 +119,12 @@ def open_page(browser: Any, url: str, locale: str = "en-US") -> tuple[Any, list[
 
 
 def sign_in(page: Any, name: str = "olga") -> None:
+    """Through the page's own sign-in form (/control's and /wall's are alike)."""
+    page.locator("#signin").wait_for(state="visible", timeout=10_000)
     page.locator("#signin-form [name=name]").fill(name)
     page.locator("#signin-form [name=password]").fill(PASSWORD)
     page.locator("#signin-form button[type=submit]").click()
-    page.locator("#console").wait_for(state="visible", timeout=10_000)
+    page.locator("#signin").wait_for(state="hidden", timeout=10_000)
 
 
 def decoded(page: Any, selector: str) -> int:
@@ -133,22 +137,29 @@ def decoded(page: Any, selector: str) -> int:
     )
 
 
-def wait_playing(page: Any, selector: str, stream_id: str, timeout_ms: int = 20_000) -> None:
+def wait_playing(page: Any, selector: str, stream_id: str, timeout_ms: int = 30_000) -> None:
     """The tile plays stream_id: live, a picture (videoWidth > 0) and frames still coming."""
-    page.wait_for_function(
-        """([s, id]) => { const el = document.querySelector(s);
-             return el && el.dataset.stream === id && el.dataset.state === 'live'
-               && el.querySelector('video').videoWidth > 0; }""",
-        arg=[selector, stream_id],
-        timeout=timeout_ms,
-    )
-    before = decoded(page, selector)
-    page.wait_for_function(
-        "([s, n]) => document.querySelector(s + ' video')"
-        ".getVideoPlaybackQuality().totalVideoFrames > n + 10",
-        arg=[selector, before],
-        timeout=5_000,
-    )
+    try:
+        page.wait_for_function(
+            """([s, id]) => { const el = document.querySelector(s);
+                 return el && el.dataset.stream === id && el.dataset.state === 'live'
+                   && el.querySelector('video').videoWidth > 0; }""",
+            arg=[selector, stream_id],
+            timeout=timeout_ms,
+        )
+        before = decoded(page, selector)
+        page.wait_for_function(
+            "([s, n]) => document.querySelector(s + ' video')"
+            ".getVideoPlaybackQuality().totalVideoFrames > n + 10",
+            arg=[selector, before],
+            timeout=5_000,
+        )
+    except Exception as exc:
+        tiles = page.evaluate(
+            "() => [...document.querySelectorAll('[data-tile]')].map((el) =>"
+            " `${el.dataset.tile}:${el.dataset.stream}:${el.dataset.state}`)"
+        )
+        raise AssertionError(f"{selector} never played {stream_id}; tiles: {tiles}") from exc
 
 
 def tile(index: int) -> str:
@@ -162,7 +173,7 @@ def build_2x2(page: Any) -> None:
 
 
 def test_build_a_2x2_maximise_and_a_tile_recovers_by_itself(
-    chromium_browser: Any, site: Site, screenshot: Callable[[Any, str], Path]
+    site: Site, chromium_browser: Any, screenshot: Callable[[Any, str], Path]
 ) -> None:
     page, errors = open_page(chromium_browser, f"{site.url}/control")
     sign_in(page)
@@ -197,19 +208,34 @@ def test_build_a_2x2_maximise_and_a_tile_recovers_by_itself(
     site.publish("cam2")
     wait_playing(page, tile(1), "cam2", timeout_ms=20_000)
     page.locator("#tree [data-stream-id='cam2'] [data-badge='state'].live").wait_for(timeout=10_000)
+    # drag and drop from the tree onto a tile
+    page.drag_and_drop("#tree [data-stream-id='cam4'] .name", tile(1))
+    wait_playing(page, tile(1), "cam4")
+    # the console's layout is the operator's own wall @olga, for others to see and dispatch to
+    own = olga_get(site, "/api/v1/walls/%40olga")
+    assert (own["layout"], own["tiles"]) == ("2x2", ["cam1", "cam4", "cam3", "cam4"])
+    assert own["acked_version"] == own["version"]
     assert errors == []
 
 
+def olga_get(site: Site, path: str) -> Any:
+    with httpx.Client(base_url=site.url, timeout=10) as http:
+        signed = http.post("/api/v1/login", json={"name": "olga", "password": PASSWORD})
+        assert signed.status_code == 200, signed.text
+        answer = http.get(path)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+
 def test_dispatch_a_layout_to_a_wall_that_plays_it_and_acknowledges(
-    chromium_browser: Any, site: Site
+    site: Site, chromium_browser: Any
 ) -> None:
     page, errors = open_page(chromium_browser, f"{site.url}/control")
     sign_in(page)
     page.locator("#tree [data-stream-id='cam4']").wait_for(timeout=10_000)
     build_2x2(page)
     wall_page, wall_errors = open_page(chromium_browser, f"{site.url}/wall/big")
-    if wall_page.locator("#signin-form").count():
-        sign_in(wall_page, "otto")
+    sign_in(wall_page, "otto")
     page.fill("#dispatch-target", "big")
     page.click("#dispatch-form button[type=submit]")
     row = page.locator("#dispatches [data-dispatch='big']")
@@ -228,13 +254,24 @@ def test_dispatch_a_layout_to_a_wall_that_plays_it_and_acknowledges(
         ".dataset.state === 'applied'",
         timeout=10_000,
     )
-    with httpx.Client(base_url=site.url, timeout=10) as http:
-        signed = http.post("/api/v1/login", json={"name": "olga", "password": PASSWORD})
-        assert signed.status_code == 200
-        big = http.get("/api/v1/walls/big").json()
+    big = olga_get(site, "/api/v1/walls/big")
     assert big["acked_version"] == big["version"] == int(row.get_attribute("data-version"))
     assert big["tiles"] == GRID
-    assert errors == [] and wall_errors == []
+
+    # one tile to another operator's console: otto's screen takes it and acknowledges
+    otto, otto_errors = open_page(chromium_browser, f"{site.url}/control")
+    sign_in(otto, "otto")
+    page.click(tile(2))  # select cam3's tile
+    page.fill("#dispatch-target", "@otto")
+    page.check("#dispatch-form [name=what][value=tile]")
+    page.click("#dispatch-form button[type=submit]")
+    wait_playing(otto, tile(2), "cam3")
+    page.wait_for_function(
+        "() => document.querySelector(\"#dispatches [data-dispatch='@otto']\")"
+        ".dataset.state === 'applied'",
+        timeout=10_000,
+    )
+    assert errors == [] and wall_errors == [] and otto_errors == []
 
 
 @pytest.mark.parametrize(
@@ -243,8 +280,8 @@ def test_dispatch_a_layout_to_a_wall_that_plays_it_and_acknowledges(
     ids=["zh-CN", "en"],
 )
 def test_the_console_in_both_languages(
-    chromium_browser: Any,
     site: Site,
+    chromium_browser: Any,
     screenshot: Callable[[Any, str], Path],
     locale: str,
     lang: str,
@@ -258,7 +295,7 @@ def test_the_console_in_both_languages(
     assert page.text_content("h1") == heading
     badge = page.locator("#tree [data-stream-id='cam3'] [data-badge='state']")
     badge.filter(has_text=live).wait_for(timeout=10_000)
-    page.click(f"#tree [data-stream-id='cam3'] .name")
+    page.click("#tree [data-stream-id='cam3'] .name")
     wait_playing(page, tile(0), "cam3")
     page.click("#stats")
     page.wait_for_function(
@@ -271,4 +308,39 @@ def test_the_console_in_both_languages(
     page.wait_for_function(f"() => document.documentElement.lang === '{other}'")
     assert page.text_content("h1") != heading
     screenshot(page, f"{lang}-switched-to-{other}")
+    assert errors == []
+
+
+def test_tours_and_saved_layouts(site: Site, chromium_browser: Any) -> None:
+    page, errors = open_page(chromium_browser, f"{site.url}/control")
+    sign_in(page)
+    page.locator("#tree [data-stream-id='cam4']").wait_for(timeout=10_000)
+    build_2x2(page)
+    page.fill("#save-name", "morning")
+    page.click("#save-form button[type=submit]")
+    page.wait_for_function("() => document.querySelector('#saved').value === 'morning'")
+    page.click("#clear")
+    page.wait_for_function(
+        "() => !document.querySelector(\"#grid [data-tile='0']\").dataset.stream"
+    )
+    page.click("#load")
+    wait_playing(page, tile(3), "cam4")
+
+    # a tour of cam2 and cam3 every 2 s in the first tile
+    page.check("#tree [data-stream-id='cam2'] input[type=checkbox]")
+    page.check("#tree [data-stream-id='cam3'] input[type=checkbox]")
+    page.fill("#tour-period", "2")
+    page.click(tile(0))
+    page.click("#tour-start")
+    wait_playing(page, tile(0), "cam2")
+    wait_playing(page, tile(0), "cam3", timeout_ms=5_000)
+    wait_playing(page, tile(0), "cam2", timeout_ms=5_000)
+    page.locator(".cell").first.locator("[data-action=tour-stop]").click()
+    shown = page.get_attribute(tile(0), "data-stream")
+    page.wait_for_timeout(3_000)
+    assert page.get_attribute(tile(0), "data-stream") == shown  # the tour has stopped
+
+    page.click("#delete")
+    page.wait_for_function("() => document.querySelector('#saved').options.length === 0")
+    assert olga_get(site, "/api/v1/layouts") == []
     assert errors == []

@@ -544,17 +544,19 @@ function acked(target, ackedVersion) {
 }
 
 /** What a dispatch sends: the whole layout, or the selected tile into the target's tile of
- * the same place (a target with fewer tiles shows it alone). */
+ * the same place (a target with no wall yet gets our layout around it; one with fewer
+ * tiles shows it alone). */
 async function payload(target, what) {
   if (what === "layout") return current();
   const index = state.selected !== null ? state.selected : 0;
   const stream = state.tiles[index] ? state.tiles[index].stream : null;
-  let wall = {layout: "1", tiles: [null]};
+  let wall = {layout: state.layout, tiles: []};
   try {
     wall = await api(`/api/v1/walls/${encodeURIComponent(target)}`);
   } catch (err) {
     if (err.status !== 404) throw err;
   }
+  if (!SIZES[wall.layout]) wall = {layout: state.layout, tiles: []};  // layout null: none yet
   const tiles = [...(wall.tiles || [])];
   if (index >= (SIZES[wall.layout] || 0)) return {layout: "1", tiles: [stream]};
   while (tiles.length < SIZES[wall.layout]) tiles.push(null);
