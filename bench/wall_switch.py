@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 from bench.procs import cpu_s, tree
 from courtcast.platform import Platform
 from tests.control_room.conftest import PASSWORD, base_url, control, media, start_platform
+from tests.control_room.test_control_page import looped
 from tests.control_room.test_devices_page import Background
-from tests.courtcast.test_platform import cancel, push, wait_live
+from tests.courtcast.test_platform import cancel, wait_live
 from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.mediafiles import make_clip
 
@@ -67,6 +68,10 @@ SWITCH = """async (id) => {
 }"""
 
 
+STATES = """() => [...document.querySelectorAll('#grid [data-tile]')]
+  .map((el) => `${el.dataset.stream}:${el.dataset.state}`).join(' ')"""
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -84,7 +89,7 @@ async def setup(node: Platform, clip: Path) -> list[asyncio.Task[Any]]:
             made = await admin.post("/api/v1/streams", json=body)
             key = made.json()["key"]
             url = f"rtmp://127.0.0.1:{port}/live/{stream_id}?key={key}"
-            tasks.append(asyncio.create_task(push(clip, url)))
+            tasks.append(asyncio.create_task(looped(clip, url)))
     for stream_id in SWITCHED + WALL:
         await wait_live(node, stream_id, timeout=30)
     return tasks
@@ -117,6 +122,12 @@ def run(page: Any, url: str, switches: int, window: float) -> None:
     page.locator("#signin-form button[type=submit]").click()
     page.locator(f"#tree [data-stream-id='{WALL[-1]}']").wait_for(timeout=20_000)
 
+    if switches:
+        switch_phase(page, switches)
+    wall_phase(page, window)
+
+
+def switch_phase(page: Any, switches: int) -> None:
     page.click("#layouts [data-layout='1']")
     results = []
     for n in range(switches):
@@ -134,30 +145,32 @@ def run(page: Any, url: str, switches: int, window: float) -> None:
         f"p95 {pct(live, 0.95):.0f} ms, max {max(live):.0f} ms ({len(live)} ok)"
     )
 
+
+def wall_phase(page: Any, window: float) -> None:
     page.click("#clear")
     page.click("#layouts [data-layout='4x4']")
     time.sleep(3)
     idle_server, idle_browser = cpu_window(window)
     for stream_id in WALL:
         page.click(f"#tree [data-stream-id='{stream_id}'] .name")
-    page.wait_for_function(
-        "() => document.querySelectorAll('#grid [data-state=\"live\"]').length === 16",
-        timeout=30_000,
-    )
+    live_js = "() => document.querySelectorAll('#grid [data-state=live]').length"
+    try:
+        page.wait_for_function(f"({live_js})() === 16", timeout=90_000)
+    except Exception:  # measured with what plays; the count is printed
+        print("  not all 16 tiles live after 90 s:", page.evaluate(STATES))
     time.sleep(3)
     wall_server, wall_browser = cpu_window(window)
-    live_now = page.evaluate(
-        "() => document.querySelectorAll('#grid [data-state=\"live\"]').length"
-    )
-    per_tile = (wall_server - idle_server) / 16
+    live_now = page.evaluate(live_js)
+    print("  tiles at the end:", page.evaluate(STATES))
+    per_tile = (wall_server - idle_server) / max(1, live_now)
     print(f"16-tile wall, {window:.0f} s windows, 18 publishers on ({live_now} tiles live at end):")
     print(
-        f"  server: {idle_server:.3f} CPU-s/s with no tiles, {wall_server:.3f} with 16 "
+        f"  server: {idle_server:.3f} CPU-s/s with no tiles, {wall_server:.3f} with the tiles "
         f"-> {per_tile * 1000:.1f} ms CPU per tile-second"
     )
     print(
-        f"  browser: {idle_browser:.3f} CPU-s/s with no tiles, {wall_browser:.3f} with 16 "
-        f"-> {(wall_browser - idle_browser) / 16 * 1000:.1f} ms per tile-second"
+        f"  browser: {idle_browser:.3f} CPU-s/s with no tiles, {wall_browser:.3f} with the tiles "
+        f"-> {(wall_browser - idle_browser) / max(1, live_now) * 1000:.1f} ms per tile-second"
     )
 
 
@@ -171,7 +184,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bg = Background()
         node = bg.run(start_platform(Path(tmp) / "data"))
-        clip = make_clip(Path(tmp), seconds=600, fps=25, gop=50, audio=None, size=(640, 360))
+        clip = make_clip(Path(tmp), seconds=60, fps=25, gop=50, audio=None, size=(640, 360))
         tasks = bg.run(setup(node, clip), timeout=120)
         try:
             with sync_api.sync_playwright() as pw:

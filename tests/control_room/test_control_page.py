@@ -20,7 +20,7 @@ import pytest
 from courtcast.platform import Platform
 from tests.control_room.conftest import PASSWORD, base_url, control, media, start_platform
 from tests.control_room.test_devices_page import Background
-from tests.courtcast.test_platform import cancel, push, wait_live
+from tests.courtcast.test_platform import cancel, run, wait_live
 from tests.mediafiles import make_clip
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,6 +30,13 @@ COURT = {"id": "kf-mid", "name": "开封市中级人民法院", "name_en": "Kaif
 STREAMS = {"cam1": "Room 1", "cam1-sub": "Room 1", "cam2": "Room 2", "cam3": "Room 3"}
 STREAMS |= {"cam4": "Room 4"}
 GRID = ["cam1", "cam2", "cam3", "cam4"]  # what the 2x2 shows, clicked in this order
+
+
+async def looped(clip: Path, url: str) -> tuple[int, str]:
+    """ffmpeg publishes the clip over RTMP in real time, looped, until cancelled (push()
+    stops at 60 s)."""
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop"]
+    return await run(*cmd, "-1", "-i", str(clip), "-c", "copy", "-f", "flv", url, timeout=3600)
 
 
 @dataclass
@@ -49,7 +56,7 @@ class Site:
         url = f"rtmp://127.0.0.1:{port}/live/{stream_id}?key={self.keys[stream_id]}"
 
         async def start() -> Any:
-            task = asyncio.create_task(push(self.clip, url))
+            task = asyncio.create_task(looped(self.clip, url))
             await wait_live(self.node, stream_id)
             return task
 
@@ -77,6 +84,7 @@ def site(background: Background, tmp_path: Path) -> Iterator[Site]:
         await control(node).users.add("ada", "admin", PASSWORD)
         await control(node).users.add("olga", "operator", PASSWORD)
         await control(node).users.add("otto", "operator", PASSWORD)
+        await control(node).users.add("tess", "technician", PASSWORD)
         async with httpx.AsyncClient(base_url=base_url(node), timeout=10) as admin:
             signed = await admin.post("/api/v1/login", json={"name": "ada", "password": PASSWORD})
             assert signed.status_code == 200, signed.text
@@ -91,7 +99,7 @@ def site(background: Background, tmp_path: Path) -> Iterator[Site]:
 
     keys = background.run(setup())
     # 2 s GOP, no B-frames, no audio: WebRTC plays it as is, nothing to transcode
-    clip = make_clip(tmp_path, seconds=120, fps=25, gop=50, audio=None, size=(320, 240))
+    clip = make_clip(tmp_path, seconds=30, fps=25, gop=50, audio=None, size=(320, 240))
     made = Site(node, background, clip, keys)
     try:
         for stream_id in STREAMS:
@@ -299,7 +307,8 @@ def test_the_console_in_both_languages(
     wait_playing(page, tile(0), "cam3")
     page.click("#stats")
     page.wait_for_function(
-        "() => /\\d/.test(document.querySelector('#grid .cell .overlay').textContent)",
+        "() => /^[1-9]\\d* kbit\\/s\\n[1-9]/.test("
+        "document.querySelector('#grid .cell .overlay').textContent)",
         timeout=5_000,
     )
     screenshot(page, lang)
@@ -344,3 +353,14 @@ def test_tours_and_saved_layouts(site: Site, chromium_browser: Any) -> None:
     page.wait_for_function("() => document.querySelector('#saved').options.length === 0")
     assert olga_get(site, "/api/v1/layouts") == []
     assert errors == []
+
+
+def test_a_technician_is_told_the_console_is_not_theirs(site: Site, chromium_browser: Any) -> None:
+    page, _ = open_page(chromium_browser, f"{site.url}/control")
+    page.locator("#signin-form [name=name]").fill("tess")
+    page.locator("#signin-form [name=password]").fill(PASSWORD)
+    page.locator("#signin-form button[type=submit]").click()
+    page.locator("#signin-prompt").filter(has_text="tess may not use the console").wait_for(
+        timeout=10_000
+    )
+    assert page.locator("#console").is_hidden()

@@ -28,6 +28,7 @@ const state = window.control = {
   tourPick: new Set(),
   wall: null,  // "@<me>"
   version: 0,  // of our own wall, as the server last numbered it
+  sent: [],  // what our last PUTs of it carried (wallKey), to know their echoes
   dispatches: [],
   events: null,  // static/js/events.js: the one websocket
   showStats: false,
@@ -171,8 +172,8 @@ function streamChanged(id) {
   const stream = state.streams.get(id);
   const item = document.querySelector(`#tree [data-stream-id="${CSS.escape(id)}"]`);
   if (item && stream) item.replaceWith(streamItem(stream));
-  for (const entry of state.tiles) {
-    if (entry.stream === id || (stream && stream.sub && entry.stream && source(entry.stream) === id)) {
+  for (const entry of state.tiles) {  // news of what a tile plays (a sub stream, maybe)
+    if (entry.stream && source(entry.stream, state.maximised === entry) === id) {
       entry.tile.streamState(stream ? stream.state : "offline");
     }
   }
@@ -437,24 +438,37 @@ function current() {
 /** A change made here: our wall @me follows, so another operator can see and dispatch to it. */
 function changed() {
   if (!state.wall) return;
-  api(`/api/v1/walls/${encodeURIComponent(state.wall)}`,
-      {method: "PUT", body: JSON.stringify(current())})
+  const body = current();
+  state.sent.push(wallKey(body));
+  if (state.sent.length > 50) state.sent.shift();
+  api(`/api/v1/walls/${encodeURIComponent(state.wall)}`, {method: "PUT", body: JSON.stringify(body)})
     .then((answer) => { state.version = Math.max(state.version, answer.version || 0); })
     .catch(fail);
 }
 
+function wallKey(wall) {
+  return `${wall.layout} ${JSON.stringify(wall.tiles)}`;
+}
+
 function same(a, b) {
-  return a.layout === b.layout && JSON.stringify(a.tiles) === JSON.stringify(b.tiles);
+  return wallKey(a) === wallKey(b);
+}
+
+/** Is this push of our wall the echo of one of our own PUTs? Its version may come before
+ * the PUT's answer, while newer changes of ours are on their way: applying it would undo
+ * them. A change by someone else (a dispatch) is not an echo. */
+function echo(wall) {
+  return wall.updated_by === state.me.name && state.sent.includes(wallKey(wall));
 }
 
 /** A wall pushed over the socket: ours (someone dispatched to us, or our own echo), or a
  * target of a dispatch whose acknowledgement we wait for. */
 function wallPushed(wall) {
-  if (wall.name === state.wall && wall.layout && SIZES[wall.layout] && wall.version > state.version) {
+  if (wall.name === state.wall && SIZES[wall.layout] && wall.version > state.version) {
     state.version = wall.version;
-    const tiles = wall.tiles || [];
-    if (!same(current(), {layout: wall.layout, tiles})) {
-      show(wall.layout, tiles);
+    const pushed = {layout: wall.layout, tiles: wall.tiles || [], updated_by: wall.updated_by};
+    if (!echo(pushed) && !same(current(), pushed)) {
+      show(pushed.layout, pushed.tiles);
       say("control.dispatch.received");
     }
     state.events.ack(state.wall, wall.version);
@@ -606,7 +620,14 @@ function hello(message) {
   linkState(true);
   state.streams = new Map((message.streams || []).map((s) => [s.id, {...s}]));
   renderTree();
-  for (const entry of state.tiles) if (entry.stream) streamChanged(entry.stream);
+  // news for tiles that need it: one still connecting is not made to start again
+  for (const entry of state.tiles) {
+    if (!entry.stream) continue;
+    const played = state.streams.get(source(entry.stream, state.maximised === entry));
+    if (played && (played.state === "offline" || entry.screen.dataset.state === "offline")) {
+      entry.tile.streamState(played.state);
+    }
+  }
 }
 
 function streamPushed(message) {
@@ -617,12 +638,23 @@ function streamPushed(message) {
   streamChanged(message.id);
 }
 
+/** The server will not give this caller the console (4403: a role without the right to
+ * see walls, e.g. a technician; 4401: signed out meanwhile): say so instead of a dead page. */
+function refused(code) {
+  linkState(false);
+  state.events = null;  // it does not reconnect by itself: a new sign-in connects again
+  $("console").hidden = true;
+  $("signin").hidden = false;
+  setText($("signin-prompt"), code === 4403 ? "control.signin.no-right" : "control.signin.prompt",
+          {name: state.me ? state.me.name : ""});
+}
+
 function connect() {
   state.events = connectEvents({
     hello,
     stream: streamPushed,
     wall: wallPushed,
-    refused: () => linkState(false),
+    refused,
     lost: () => linkState(false),
   });
   state.events.subscribe([state.wall]);
@@ -663,8 +695,7 @@ async function start() {
     show("2x2", []);
   }
   loadSaved().catch(() => {});
-  connect();
-  setInterval(() => { if (state.showStats) refreshStats(); }, 1000);
+  if (!state.events) connect();
 }
 
 function signIn(event) {
@@ -694,5 +725,6 @@ $("load").addEventListener("click", loadLayout);
 $("delete").addEventListener("click", deleteLayout);
 $("dispatch-form").addEventListener("submit", dispatch);
 document.addEventListener("i18n:change", renderTree);
+setInterval(() => { if (state.showStats) refreshStats(); }, 1000);
 await ready;
 start().catch(fail);
