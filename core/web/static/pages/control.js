@@ -681,19 +681,20 @@ async function start() {
   if (!me) return;
   state.me = me;
   state.wall = `@${me.name}`;
-  const [courts] = await Promise.all([api("/api/v1/courts").catch(() => []), loadStreams()]);
-  state.courts = courts;
-  renderTree();
-  let mine = null;
-  try {
-    mine = await api(`/api/v1/walls/${encodeURIComponent(state.wall)}`);
-  } catch (err) { /* no wall yet: the first change makes it */ }
+  // the grid first, then the tree: a stream clicked at once has a tile to go to
+  const [courts, mine] = await Promise.all([
+    api("/api/v1/courts").catch(() => []),
+    api(`/api/v1/walls/${encodeURIComponent(state.wall)}`).catch(() => null),  // none yet
+    loadStreams(),
+  ]);
   if (mine && SIZES[mine.layout]) {
     state.version = mine.version || 0;
     show(mine.layout, mine.tiles || []);
   } else {
     show("2x2", []);
   }
+  state.courts = courts;
+  renderTree();
   loadSaved().catch(() => {});
   if (!state.events) connect();
 }
