@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ class Cities:
     zz: httpx.AsyncClient  # operator, Zhengzhou's subtree
     ly: httpx.AsyncClient  # operator, Luoyang's subtree
     keys: dict[str, str]
+    # stream id -> its ffmpeg publisher; a test may replace one (kill and restart)
+    publishers: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
 
 
 @asynccontextmanager
@@ -74,18 +76,18 @@ async def two_cities(platform: Platform, tmp_path: Path) -> AsyncIterator[Cities
     assert (await admin.get("/api/v1/streams/zz-cam")).json()["court"] == "zz-jinshui"
     clip = make_clip(tmp_path, seconds=60, fps=25, gop=25, size=(320, 240))
     port = media(platform).rtmp_port
-    publishers = [
-        asyncio.create_task(push(clip, f"rtmp://127.0.0.1:{port}/live/{s}?key={k}"))
+    publishers = {
+        s: asyncio.create_task(push(clip, f"rtmp://127.0.0.1:{port}/live/{s}?key={k}"))
         for s, k in keys.items()
-    ]
+    }
     for stream_id in keys:
         await wait_live(platform, stream_id)
     zz = await scoped(platform, "op-zz", "operator", "zz-mid")
     ly = await scoped(platform, "op-ly", "operator", "洛阳市中级人民法院")  # by name too
     try:
-        yield Cities(admin, zz, ly, keys)
+        yield Cities(admin, zz, ly, keys, publishers)
     finally:
-        await teardown(publishers, [admin, zz, ly])
+        await teardown(list(publishers.values()), [admin, zz, ly])
 
 
 async def teardown(publishers: list[asyncio.Task[Any]], clients: list[httpx.AsyncClient]) -> None:

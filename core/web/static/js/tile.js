@@ -81,7 +81,7 @@ class Tile {
       this.teardown();
       this.show("offline", "tile.offline");
       this.retryLater();
-    } else if (state === "live" && this.el.dataset.state !== "live") {
+    } else if (state === "live" && this.el.dataset.state === "offline") {
       this.teardown();
       this.failures = 0;
       this.connect();
@@ -112,6 +112,10 @@ class Tile {
     pc.ontrack = (event) => {
       if (event.track.kind !== "video") return;
       this.video.srcObject = event.streams[0] || new MediaStream([event.track]);
+      // live at the first frame shown, not at the next tick (a switch is timed by it)
+      this.video.requestVideoFrameCallback(() => {
+        if (generation === this.generation && this.video.videoWidth > 0) this.show("live");
+      });
       event.track.onended = () => this.lost(generation, "tile.no-signal");
       event.track.onmute = () => this.lost(generation, "tile.no-signal");
     };
