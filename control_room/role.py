@@ -18,6 +18,7 @@ from control_room.alert_rules_api import build_alert_rules_router
 from control_room.alerts_api import build_alerts_router
 from control_room.api import build_api_router
 from control_room.audit_api import build_audit_router
+from control_room.console_page import build_console_router
 from control_room.courts_api import build_courts_router
 from control_room.devices import DeviceRegistry
 from control_room.devices_api import build_devices_router, build_pages_router
@@ -76,6 +77,7 @@ class ControlRoomRole:
         app.include_router(build_alert_rules_router(self))
         app.include_router(self.agent_link.router())
         app.include_router(build_pages_router())
+        app.include_router(build_console_router())
         app.include_router(build_walls_router(self))
         app.include_router(build_wall_page_router(self))
         app.include_router(self.events.router(self.config.security.open))
