@@ -64,6 +64,7 @@ PAGES = [
     # the header names the signed-in user's role in the page's language
     PageCase("/sessions", {"zh-CN": "书记员", "en": "(clerk)"}, role="clerk", ready=SIGNED_IN),
     PageCase("/recordings", {"zh-CN": "录像", "en": "Recordings"}, role="clerk", ready=SIGNED_IN),
+    PageCase("/control", {"zh-CN": "实时更新已连接", "en": "Live updates on"}, "operator"),
     PageCase("/wall/main", {"zh-CN": "值班员", "en": "(operator)"}, "operator", SIGNED_IN),
     PageCase("/", {"zh-CN": "目前没有正在直播的庭审。", "en": "No trial is broadcast live"}),
     PageCase(

@@ -261,7 +261,7 @@ def test_sessions_page_speaks_chinese_and_says_what_went_wrong(
         page.get_by_label("用户名").fill("clara")
         page.get_by_label("密码").fill(PASSWORD)
         page.get_by_role("button", name="登录").click()
-        page.get_by_text("已登录\uff1aclara\uff08clerk\uff09").wait_for()
+        page.get_by_text("已登录\uff1aclara\uff08书记员\uff09").wait_for()
 
         def open_session(case: str, public: bool = False) -> None:
             page.get_by_label("案号").fill(case)

@@ -21,6 +21,7 @@
 import { setText } from "/static/js/i18n.js";
 
 const TICK_MS = 500;         // how often decoding progress is read (getStats, local only)
+const RATE_WINDOW_MS = 400;  // bitrate and fps are measured over at least this long
 const STALL_MS = 2000;       // no new decoded frame for this long: no signal
 const FIRST_FRAME_MS = 8000; // connected but nothing decoded for this long: start again
 const RETRY_MS = [1000, 2000, 3000, 5000];
@@ -188,13 +189,16 @@ class Tile {
     const frames = inbound.framesDecoded || 0;
     const bytes = inbound.bytesReceived || 0;
     const previous = this.last;
-    if (previous && now > previous.at) {
+    // rates over at least RATE_WINDOW_MS: a stats() call just after the watch's own sample
+    // would otherwise divide a few bytes by a few milliseconds (and read 0 kbit/s)
+    const base = previous && now - previous.at < RATE_WINDOW_MS ? previous : null;
+    if (previous && !base) {
       const seconds = (now - previous.at) / 1000;
       this.numbers.bitrate = Math.round((bytes - previous.bytes) * 8 / 1000 / seconds);
       this.numbers.fps = Math.round((frames - previous.frames) / seconds * 10) / 10;
     }
     const progress = !previous || frames > previous.frames ? now : previous.progress;
-    this.last = {at: now, bytes, frames, progress};
+    this.last = base ? {...base, progress} : {at: now, bytes, frames, progress};
     Object.assign(this.numbers, {framesDecoded: frames,
       width: inbound.frameWidth || this.video.videoWidth, height: inbound.frameHeight || this.video.videoHeight});
   }
