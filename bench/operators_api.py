@@ -4,9 +4,10 @@ at random moments (every 0.5-3 s) as the console does: a PUT of its console wall
 changed), and now and then a GET of the stream list. Measured per request kind: p50, p95,
 p99 and max; and the click → the wall's news on the clicker's own websocket.
 
-The platform is `courtcast up --demo` as a separate process (its demo rooms are the streams
-put on the tiles), so the clients' Python does not share the server's event loop. The
-server's CPU (process tree, /proc) over the window is printed too.
+The platform is `courtcast up` as a separate process, so the clients' Python does not share
+the server's event loop; the tiles name streams defined with `courtcast streams add` (no
+publisher: the demo's encoders would share the server's GIL and CPU, which is not what a
+control room does). The server's and the clients' CPU (/proc) over the window are printed.
 
     .venv/bin/python bench/operators_api.py [--operators 50] [--seconds 60]
 """
@@ -32,11 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.procs import Procs, cpu_s, free_port, tree
-from media_server.demo import demo_court_tree
 
 COURTCAST = [str(ROOT / ".venv/bin/courtcast")]
 PASSWORD = "bench-operator-password"
-STREAMS = [room.stream_id for room in demo_court_tree()]
+STREAMS = [f"room{n}-cam" for n in range(1, 9)]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -44,7 +44,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def add_users(data: Path, count: int) -> None:
+def add_users_and_streams(data: Path, count: int) -> None:
+    for stream in STREAMS:
+        subprocess.run(
+            [*COURTCAST, "streams", "add", stream, "--court", "bench-court"]
+            + ["--room", stream.removesuffix("-cam"), "--data-dir", str(data)],
+            check=True,
+            capture_output=True,
+        )
     for n in range(count):
         subprocess.run(
             [*COURTCAST, "users", "add", f"op{n:02d}", "--role", "operator"]
@@ -57,7 +64,7 @@ def add_users(data: Path, count: int) -> None:
 
 
 def start_node(procs: Procs, data: Path, port: int) -> subprocess.Popen[Any]:
-    args = ["up", "--demo", "--data-dir", str(data), "--http-port", str(port)]
+    args = ["up", "--data-dir", str(data), "--http-port", str(port)]
     return procs.start(
         [*COURTCAST, *args, "--rtmp-port", str(free_port())],
         stdout=subprocess.DEVNULL,
@@ -179,13 +186,12 @@ def main() -> None:
     procs = Procs()
     with tempfile.TemporaryDirectory(prefix="operators-") as tmp:
         data = Path(tmp) / "data"
-        add_users(data, args.operators)
+        add_users_and_streams(data, args.operators)
         port = free_port()
         node = start_node(procs, data, port)
         try:
             base = f"http://127.0.0.1:{port}"
             asyncio.run(wait_up(base))
-            time.sleep(5)  # the demo rooms go live
             times, cpu, own = asyncio.run(session(base, node.pid, args.operators, args.seconds))
         finally:
             procs.stop_all()
