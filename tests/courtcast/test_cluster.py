@@ -1,0 +1,180 @@
+"""Two media nodes on one Redis (DESIGN.md §9, media_server/cluster): a stream published to
+node A is played from node B through one on-demand relay, decoded; a second publisher of it
+on B is refused while A holds it; B drops the relay once its viewers leave; A's origin
+lease goes with A."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core import presence
+from courtcast.platform import Platform
+from media_server.cluster.link import NodeTokens
+from media_server.cluster.origins import SCOPE
+from media_server.streams import StreamClass
+from storage.redis_server import EmbeddedRedis
+from tests.courtcast.test_platform import (
+    base_url,
+    define,
+    media_role,
+    record_hls,
+    run,
+    start_platform,
+    wait_live,
+)
+from tests.media_server.test_webrtc_http import frames, open_viewer
+from tests.mediafiles import make_clip
+
+pytestmark = pytest.mark.timeout(90)
+
+SECRET = "a-cluster-wide-test-key-of-40-characters!"
+CLUSTER = {
+    "cluster.enabled": True,
+    "cluster.heartbeat_s": 0.5,
+    "cluster.lease_s": 3.0,
+    "cluster.relay_idle_s": 1.0,
+    "hls.idle_timeout_s": 1.5,
+    "security.url_signing_secret": SECRET,
+}
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path) -> AsyncIterator[tuple[Platform, Platform]]:
+    """Nodes A and B on one Redis server of their own (neither node's embedded one)."""
+    redis = EmbeddedRedis(tmp_path / "redis")
+    await redis.start()
+    started: list[Platform] = []
+    try:
+        for name in ("a", "b"):
+            overrides = {**CLUSTER, "node.name": f"node-{name}", "state.redis_url": redis.url}
+            started.append(await start_platform(tmp_path / name, **overrides))
+        yield started[0], started[1]
+    finally:
+        for node in reversed(started):
+            await node.stop()  # a second stop (a test stopped it) does nothing
+        await redis.stop()
+
+
+def relayed_to(node: Platform, stream_id: str) -> list[str]:
+    """The relay links the origin node serves for a stream (one per pulling node)."""
+    stream = media_role(node).hub.find(stream_id)
+    subs = stream.subscribers if stream is not None else []
+    return [sub.name for sub in subs if sub.name.startswith("relay to ")]
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        await asyncio.sleep(0.05)
+
+
+def push_loop(clip: Path, url: str) -> asyncio.Task[tuple[int, str]]:
+    args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re"]
+    args += ["-stream_loop", "-1", "-i", str(clip), "-c", "copy", "-f", "flv", url]
+    return asyncio.create_task(run(*args, timeout=80))
+
+
+async def test_node_b_plays_node_a_stream_through_one_relay(
+    nodes: tuple[Platform, Platform], tmp_path: Path
+) -> None:
+    a, b = nodes
+    clip = make_clip(tmp_path, seconds=4, fps=25, gop=25, size=(320, 240))
+    key = await define(a, "court-a", stream_class=StreamClass.conference, public=True)
+    publisher = push_loop(
+        clip, f"rtmp://127.0.0.1:{media_role(a).rtmp_port}/live/court-a?key={key}"
+    )
+    viewers: list[Any] = []
+    try:
+        await wait_live(a, "court-a")
+        state = media_role(a).storage.state
+        assert await state.lease_holder(SCOPE, "court-a") == "node-a"
+        assert set(await state.present(presence.MEDIA_NODE)) == {"node-a", "node-b"}
+        assert media_role(b).hub.find("court-a") is None  # nothing pulled before a viewer
+
+        # a second publisher of the id on B is refused while A holds it
+        code, log = await run(
+            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re", "-i", str(clip),
+            "-c", "copy", "-f", "flv",
+            f"rtmp://127.0.0.1:{media_role(b).rtmp_port}/live/court-a?key={key}",
+            timeout=30,
+        )  # fmt: skip
+        assert code != 0, log
+        assert not media_role(b).hub.find("court-a") or not media_role(b).hub.find("court-a").live
+
+        # three viewers on B: two over WHEP, one over LL-HLS
+        started = time.monotonic()
+        viewers.append(await open_viewer(base_url(b), "court-a"))
+        assert viewers[0].response.status_code == 201, viewers[0].response.text
+        first = await frames(viewers[0].track("video"), 1)
+        first_frame_s = time.monotonic() - started
+        viewers.append(await open_viewer(base_url(b), "court-a"))
+        assert viewers[1].response.status_code == 201, viewers[1].response.text
+        hls = asyncio.create_task(
+            record_hls(f"{base_url(b)}/live/court-a/index.m3u8", tmp_path / "b.mp4", 3)
+        )
+        decoded = await frames(viewers[1].track("video"), 25)
+        await eventually(lambda: "court-a" in media_role(b).hls)
+        assert media_role(b).cluster.stats()["relays"] == {"court-a": "node-a"}
+        assert media_role(b).cluster.relays.opened == 1
+        assert relayed_to(a, "court-a") == ["relay to node-b"]
+        info = await hls
+        assert media_role(b).cluster.relays.opened == 1, "a viewer opened a second relay"
+
+        assert (first[0].width, first[0].height) == (320, 240)
+        assert all((f.width, f.height) == (320, 240) for f in decoded)
+        video = next(s for s in info["streams"] if s["codec_type"] == "video")
+        assert (video["width"], video["height"]) == (320, 240)
+        assert int(video["nb_read_frames"]) >= 2 * 25, video
+        print(f"first WHEP frame on node B {first_frame_s:.2f} s after the offer")
+
+        # B's copy is never relayed on (no loops); the link wants a node token
+        token = NodeTokens(SECRET.encode()).make("court-a", "node-c")
+        async with httpx.AsyncClient(timeout=10) as http:
+            url = "/cluster/v1/relay/court-a"
+            again = await http.get(base_url(b) + url, headers={"Authorization": f"Bearer {token}"})
+            assert again.status_code == 409, again.text
+            anonymous = await http.get(base_url(a) + url)
+            assert anonymous.status_code == 401, anonymous.text
+            forged = NodeTokens(b"another secret").make("court-a", "node-c")
+            bad = await http.get(base_url(a) + url, headers={"Authorization": f"Bearer {forged}"})
+            assert bad.status_code == 401, bad.text
+
+        # viewers leave: B drops its relay, and A stops sending
+        for viewer in viewers:
+            await viewer.close()
+        await eventually(lambda: not media_role(b).cluster.relays.active)
+        await eventually(lambda: not relayed_to(a, "court-a"))
+        assert not media_role(b).hub.find("court-a") or not media_role(b).hub.find("court-a").live
+        assert await state.lease_holder(SCOPE, "court-a") == "node-a"  # still published on A
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
+
+
+async def test_a_nodes_leases_go_with_it(nodes: tuple[Platform, Platform], tmp_path: Path) -> None:
+    a, b = nodes
+    clip = make_clip(tmp_path, seconds=4, fps=25, gop=25, size=(320, 240))
+    key = await define(a, "court-b", stream_class=StreamClass.conference, public=True)
+    publisher = push_loop(
+        clip, f"rtmp://127.0.0.1:{media_role(a).rtmp_port}/live/court-b?key={key}"
+    )
+    try:
+        await wait_live(a, "court-b")
+        state = media_role(b).storage.state
+        assert await state.lease_holder(SCOPE, "court-b") == "node-a"
+        await a.stop()
+        assert await state.lease_holder(SCOPE, "court-b") is None
+        assert set(await state.present(presence.MEDIA_NODE)) == {"node-b"}
+    finally:
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
