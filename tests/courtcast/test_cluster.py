@@ -40,7 +40,9 @@ CLUSTER = {
     "cluster.heartbeat_s": 0.5,
     "cluster.lease_s": 3.0,
     "cluster.relay_idle_s": 1.0,
-    "hls.idle_timeout_s": 1.5,
+    # above the first playlist's wait for a segment (4 s): a shorter one drops the output
+    # under that waiting request (a 503)
+    "hls.idle_timeout_s": 4.5,
     "security.url_signing_secret": SECRET,
 }
 
@@ -107,6 +109,7 @@ async def test_node_b_plays_node_a_stream_through_one_relay(
             timeout=30,
         )  # fmt: skip
         assert code != 0, log
+        assert media_role(b).rtmp.stats.refused == 1
         assert not media_role(b).hub.find("court-a") or not media_role(b).hub.find("court-a").live
 
         # three viewers on B: two over WHEP, one over LL-HLS
@@ -120,18 +123,26 @@ async def test_node_b_plays_node_a_stream_through_one_relay(
         hls = asyncio.create_task(
             record_hls(f"{base_url(b)}/live/court-a/index.m3u8", tmp_path / "b.mp4", 3)
         )
+        rtmp = asyncio.create_task(
+            record_hls(
+                f"rtmp://127.0.0.1:{media_role(b).rtmp_port}/live/court-a", tmp_path / "r.mp4", 3
+            )
+        )  # RTMP play from B: a fourth consumer of the same relay
         decoded = await frames(viewers[1].track("video"), 25)
         await eventually(lambda: "court-a" in media_role(b).hls)
         assert media_role(b).cluster.stats()["relays"] == {"court-a": "node-a"}
         assert media_role(b).cluster.relays.opened == 1
         assert relayed_to(a, "court-a") == ["relay to node-b"]
         info = await hls
+        played = await rtmp
         assert media_role(b).cluster.relays.opened == 1, "a viewer opened a second relay"
 
         assert (first[0].width, first[0].height) == (320, 240)
         assert all((f.width, f.height) == (320, 240) for f in decoded)
         video = next(s for s in info["streams"] if s["codec_type"] == "video")
         assert (video["width"], video["height"]) == (320, 240)
+        assert int(video["nb_read_frames"]) >= 2 * 25, video
+        video = next(s for s in played["streams"] if s["codec_type"] == "video")
         assert int(video["nb_read_frames"]) >= 2 * 25, video
         print(f"first WHEP frame on node B {first_frame_s:.2f} s after the offer")
 
@@ -150,7 +161,7 @@ async def test_node_b_plays_node_a_stream_through_one_relay(
         # viewers leave: B drops its relay, and A stops sending
         for viewer in viewers:
             await viewer.close()
-        await eventually(lambda: not media_role(b).cluster.relays.active)
+        await eventually(lambda: not media_role(b).cluster.relays.active, timeout=15)
         await eventually(lambda: not relayed_to(a, "court-a"))
         assert not media_role(b).hub.find("court-a") or not media_role(b).hub.find("court-a").live
         assert await state.lease_holder(SCOPE, "court-a") == "node-a"  # still published on A
