@@ -150,6 +150,11 @@ class MediaServerRole:
         from media_server.cluster.service import Cluster
 
         cfg, node = self.config.cluster, self.config.node
+        if not self.config.security.url_signing_secret:
+            log.error(
+                "cluster: security.url_signing_secret is not set, so this node's tokens are "
+                "its own and other nodes cannot pull its streams: set the same one on every node"
+            )
         rtmp = (
             f"{self.config.rtmp.host}:{self._rtmp_sock.getsockname()[1]}" if self._rtmp_sock else ""
         )

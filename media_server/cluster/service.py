@@ -25,6 +25,7 @@ from storage.state import StateStore
 log = logging.getLogger(__name__)
 
 REAP_S = 0.25  # how often idle relays are looked for
+STOP_S = 2.0  # a stop waits this long to hand its leases back, then lets them run out
 
 
 class Cluster:
@@ -65,8 +66,11 @@ class Cluster:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.relays.close()
         with contextlib.suppress(Exception):  # Redis away: the leases run out instead
-            await self.origins.release_all()
-            await self.directory.leave()
+            await asyncio.wait_for(self._leave(), STOP_S)
+
+    async def _leave(self) -> None:
+        await self.origins.release_all()
+        await self.directory.leave()
 
     async def check_publish(self, stream_id: str) -> None:
         """Raises OriginBusy while another node holds the stream."""
