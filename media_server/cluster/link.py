@@ -18,7 +18,6 @@ import hmac
 import json
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from core.node_secrets import node_secret
@@ -67,10 +66,21 @@ class NodeTokens:
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
 
+def encode_into(item: Item, out: list[bytes]) -> None:
+    """Append the item's frame to out in parts (joined once per write: one copy)."""
+    if isinstance(item, Packet):
+        out.append(HEADER.pack(ord("P"), PACKET.size + len(item.data)))
+        out.append(PACKET.pack(item.track, item.dts, item.pts, item.keyframe, item.arrival))
+        out.append(item.data)
+    else:
+        out.append(encode(item))
+
+
 def encode(item: Item) -> bytes:
     if isinstance(item, Packet):
-        head = PACKET.pack(item.track, item.dts, item.pts, item.keyframe, item.arrival)
-        return HEADER.pack(ord("P"), len(head) + len(item.data)) + head + item.data
+        parts: list[bytes] = []
+        encode_into(item, parts)
+        return b"".join(parts)
     if isinstance(item, StreamStart):
         tracks = [_track_json(t) for t in item.tracks]
         body = json.dumps({"epoch": item.epoch, "tracks": tracks}).encode()
@@ -93,34 +103,37 @@ class Decoder:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, chunk: bytes) -> Iterator[Item]:
-        self._buffer += chunk
-        offset = 0
+    def feed(self, chunk: bytes) -> list[Item]:
         buffer = self._buffer
-        while len(buffer) - offset >= HEADER.size:
-            kind, length = HEADER.unpack_from(buffer, offset)
-            if length > MAX_FRAME:
-                raise LinkError(f"a frame of {length} bytes")
-            end = offset + HEADER.size + length
-            if len(buffer) < end:
-                break
-            yield _decode(kind, bytes(buffer[offset + HEADER.size : end]))
-            offset = end
+        buffer += chunk
+        items: list[Item] = []
+        offset = 0
+        with memoryview(buffer) as view:  # released before the buffer is trimmed
+            while len(buffer) - offset >= HEADER.size:
+                kind, length = HEADER.unpack_from(view, offset)
+                if length > MAX_FRAME:
+                    raise LinkError(f"a frame of {length} bytes")
+                end = offset + HEADER.size + length
+                if len(buffer) < end:
+                    break
+                items.append(_decode(kind, view[offset + HEADER.size : end]))
+                offset = end
         del buffer[:offset]
+        return items
 
 
-def _decode(kind: int, body: bytes) -> Item:
+def _decode(kind: int, body: memoryview) -> Item:
     if kind == ord("P"):
         track, dts, pts, keyframe, arrival = PACKET.unpack_from(body)
-        return Packet(track, dts, pts, bool(keyframe), body[PACKET.size :], arrival)
+        return Packet(track, dts, pts, bool(keyframe), bytes(body[PACKET.size :]), arrival)
     if kind == ord("S"):
-        start = json.loads(body)
+        start = json.loads(bytes(body))
         tracks = tuple(
             Track(**{**t, "config": base64.b64decode(t["config"])}) for t in start["tracks"]
         )
         return StreamStart(tracks, int(start["epoch"]))
     if kind == ord("E"):
-        return StreamEnd(body.decode(errors="replace"))
+        return StreamEnd(bytes(body).decode(errors="replace"))
     if kind == ord("K"):
         return Skipped(COUNT.unpack_from(body)[0])
     raise LinkError(f"unknown frame kind {kind}")

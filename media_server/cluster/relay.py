@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from media_server.cluster.link import Decoder, LinkError, NodeTokens, encode
+from media_server.cluster.link import Decoder, LinkError, NodeTokens, encode_into
 from media_server.cluster.nodes import NodeDirectory
 from media_server.cluster.origins import Origins
 from media_server.consumer import QueuedConsumer
@@ -43,10 +43,11 @@ async def origin_items(sub: QueuedConsumer) -> AsyncIterator[bytes]:
     try:
         while True:
             item = await sub.get()
-            frames = [encode(item)]
+            frames: list[bytes] = []
+            encode_into(item, frames)
             while not isinstance(item, StreamEnd) and (more := sub.get_nowait()) is not None:
                 item = more
-                frames.append(encode(item))
+                encode_into(item, frames)
             yield b"".join(frames)
             if isinstance(item, StreamEnd):
                 return
