@@ -6,6 +6,8 @@ lease goes with A."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from tests.courtcast.test_platform import (
 )
 from tests.media_server.test_webrtc_http import frames, open_viewer
 from tests.mediafiles import make_clip
+from tests.netutil import free_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -189,3 +192,73 @@ async def test_a_nodes_leases_go_with_it(nodes: tuple[Platform, Platform], tmp_p
     finally:
         publisher.cancel()
         await asyncio.gather(publisher, return_exceptions=True)
+
+
+async def test_a_killed_nodes_leases_run_out_and_its_streams_may_publish_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """Node A a process of its own, SIGKILLed while a publisher is on it: nobody hands its
+    leases back, they run out, and the stream may then be published to node B."""
+    redis = EmbeddedRedis(tmp_path / "redis")
+    await redis.start()
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        f"security: {{open: true, url_signing_secret: {SECRET}}}\n"
+        f"state: {{redis_url: '{redis.url}'}}\n"
+        "cluster: {enabled: true, heartbeat_s: 0.5, lease_s: 2.0}\n"
+    )
+    http, rtmp = free_port(), free_port()
+    env = {**os.environ, "COURTCAST_NODE__NAME": "node-a"}
+    a = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "courtcast"), "media-server", "--config", str(config),
+        "--data-dir", str(tmp_path / "a"), "--http-port", str(http), "--rtmp-port", str(rtmp),
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    b = None
+    clip = make_clip(tmp_path, seconds=4, fps=25, gop=25, size=(320, 240))
+    publisher = None
+    try:
+        b = await start_platform(
+            tmp_path / "b",
+            **{"security.open": True, "state.redis_url": redis.url, "node.name": "node-b"},
+            **{k: v for k, v in CLUSTER.items() if k != "cluster.lease_s"},
+            **{"cluster.lease_s": 2.0},
+        )
+        state = media_role(b).storage.state
+        await eventually_async(
+            lambda: state.present(presence.MEDIA_NODE), lambda n: "node-a" in n, 30
+        )
+        publisher = push_loop(clip, f"rtmp://127.0.0.1:{rtmp}/live/court-c")
+        await eventually_async(
+            lambda: state.lease_holder(SCOPE, "court-c"), lambda h: h == "node-a", 15
+        )
+        a.kill()
+        await a.wait()
+        killed = time.monotonic()
+        await eventually_async(lambda: state.lease_holder(SCOPE, "court-c"), lambda h: h is None, 5)
+        assert time.monotonic() - killed < 2.0 + 0.5
+        assert "node-a" not in await state.present(presence.MEDIA_NODE)
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
+        publisher = push_loop(clip, f"rtmp://127.0.0.1:{media_role(b).rtmp_port}/live/court-c")
+        await wait_live(b, "court-c")
+        await eventually_async(
+            lambda: state.lease_holder(SCOPE, "court-c"), lambda h: h == "node-b", 5
+        )
+    finally:
+        if publisher is not None:
+            publisher.cancel()
+            await asyncio.gather(publisher, return_exceptions=True)
+        if a.returncode is None:
+            a.kill()
+            await a.wait()
+        if b is not None:
+            await b.stop()
+        await redis.stop()
+
+
+async def eventually_async(read: Any, ok: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok(value := await read()):
+        assert time.monotonic() < deadline, f"still {value!r}"
+        await asyncio.sleep(0.1)
