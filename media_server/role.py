@@ -160,9 +160,22 @@ class MediaServerRole:
         )
         directory = NodeDirectory(self.storage.state, node.name, self.node_url, rtmp, cfg.lease_s)
         tokens = NodeTokens.for_node(node.data_dir, self.config.security.url_signing_secret)
-        self.cluster = Cluster(cfg, self.hub, self.storage.state, directory, tokens)
+        self.cluster = Cluster(
+            cfg, self.hub, self.storage.state, directory, tokens, pulled=self.pulls.keys
+        )
         self.app.include_router(self.cluster.router())
         await self.cluster.start()
+
+    async def _originates(self, stream_id: str) -> bool:
+        """A camera is pulled by one node of a cluster: the one holding its origin lease
+        (the first to claim it; another once that node is gone)."""
+        if self.cluster is None or stream_id in self.pulls:
+            return True
+        try:
+            await self._claim_origin(stream_id)
+        except AccessDenied:
+            return False
+        return True
 
     async def _claim_origin(self, stream_id: str) -> None:
         """A publisher is let in only while no other node publishes the stream."""
@@ -259,7 +272,7 @@ class MediaServerRole:
         wanted = {
             d.id: d
             for d in await self.registry.list()
-            if d.source_url and d.enabled and self._may_pull(d)
+            if d.source_url and d.enabled and self._may_pull(d) and await self._originates(d.id)
         }
         for stream_id in list(self.pulls):
             if stream_id not in wanted or self.pulls[stream_id].url != wanted[stream_id].source_url:

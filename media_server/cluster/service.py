@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -36,8 +37,10 @@ class Cluster:
         state: StateStore,
         directory: NodeDirectory,
         tokens: NodeTokens,
+        pulled: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self.config = config
+        self.pulled = pulled  # the cameras this node pulls: origins here, live or not yet
         self.hub = hub
         self.node = directory.name
         self.directory = directory
@@ -88,7 +91,8 @@ class Cluster:
         }
 
     def _local_origins(self) -> set[str]:
-        return {s.id for s in self.hub.streams() if s.live and not is_relay(s)}
+        live = {s.id for s in self.hub.streams() if s.live and not is_relay(s)}
+        return live | set(self.pulled())
 
     async def _beat(self) -> None:
         live = self._local_origins()
@@ -123,7 +127,7 @@ class Cluster:
     async def _release(self, stream_id: str) -> None:
         await asyncio.sleep(0)  # a takeover publishes again in the same turn
         stream = self.hub.find(stream_id)
-        if stream is None or not stream.live:
+        if (stream is None or not stream.live) and stream_id not in set(self.pulled()):
             with contextlib.suppress(Exception):
                 await self.origins.release(stream_id)
 

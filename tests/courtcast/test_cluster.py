@@ -6,6 +6,7 @@ lease goes with A."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -50,8 +51,8 @@ CLUSTER = {
 }
 
 
-@pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[tuple[Platform, Platform]]:
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path, **extra: Any) -> AsyncIterator[tuple[Platform, Platform]]:
     """Nodes A and B on one Redis server of their own (neither node's embedded one)."""
     redis = EmbeddedRedis(tmp_path / "redis")
     await redis.start()
@@ -59,12 +60,18 @@ async def nodes(tmp_path: Path) -> AsyncIterator[tuple[Platform, Platform]]:
     try:
         for name in ("a", "b"):
             overrides = {**CLUSTER, "node.name": f"node-{name}", "state.redis_url": redis.url}
-            started.append(await start_platform(tmp_path / name, **overrides))
+            started.append(await start_platform(tmp_path / name, **overrides, **extra))
         yield started[0], started[1]
     finally:
         for node in reversed(started):
             await node.stop()  # a second stop (a test stopped it) does nothing
         await redis.stop()
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path) -> AsyncIterator[tuple[Platform, Platform]]:
+    async with two_nodes(tmp_path) as both:
+        yield both
 
 
 def relayed_to(node: Platform, stream_id: str) -> list[str]:
@@ -262,3 +269,26 @@ async def eventually_async(read: Any, ok: Any, timeout: float) -> None:
     while not ok(value := await read()):
         assert time.monotonic() < deadline, f"still {value!r}"
         await asyncio.sleep(0.1)
+
+
+async def test_a_camera_is_pulled_by_one_node_and_relayed_to_the_other(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path, seconds=30, fps=25, gop=25, size=(320, 240))
+    async with two_nodes(tmp_path, **{"security.open": True}) as (a, b):
+        await define(a, "cam-1", source_url=str(clip), public=True)
+        roles = [media_role(a), media_role(b)]
+        await eventually(lambda: sum("cam-1" in role.pulls for role in roles) == 1)
+        await asyncio.sleep(1.0)  # both nodes reconciled: still one puller
+        pullers = [role for role in roles if "cam-1" in role.pulls]
+        assert len(pullers) == 1, "the camera is pulled by both nodes"
+        puller, other = pullers[0], next(r for r in roles if r is not pullers[0])
+        await eventually(lambda: bool(puller.hub.find("cam-1") and puller.hub.find("cam-1").live))
+        holder = await puller.storage.state.lease_holder(SCOPE, "cam-1")
+        assert holder == puller.config.node.name
+        viewer = await open_viewer(other.node_url, "cam-1")
+        try:
+            assert viewer.response.status_code == 201, viewer.response.text
+            decoded = await frames(viewer.track("video"), 10)
+            assert all((f.width, f.height) == (320, 240) for f in decoded)
+            assert other.cluster.relays.opened == 1
+        finally:
+            await viewer.close()
