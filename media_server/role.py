@@ -146,6 +146,7 @@ class MediaServerRole:
         if not self.config.cluster.enabled:
             return
         from media_server.cluster.link import NodeTokens
+        from media_server.cluster.metrics import ClusterCollector
         from media_server.cluster.nodes import NodeDirectory
         from media_server.cluster.service import Cluster
 
@@ -164,6 +165,7 @@ class MediaServerRole:
             cfg, self.hub, self.storage.state, directory, tokens, pulled=self.pulls.keys
         )
         self.app.include_router(self.cluster.router())
+        self.metrics.register(ClusterCollector(self.cluster))
         await self.cluster.start()
 
     async def _originates(self, stream_id: str) -> bool:

@@ -29,6 +29,7 @@ from tests.courtcast.test_platform import (
     media_role,
     record_hls,
     run,
+    scrape,
     start_platform,
     wait_live,
 )
@@ -141,7 +142,9 @@ async def test_node_b_plays_node_a_stream_through_one_relay(
         decoded = await frames(viewers[1].track("video"), 25)
         await eventually(lambda: "court-a" in media_role(b).hls)
         assert media_role(b).cluster.stats()["relays"] == {"court-a": "node-a"}
-        assert media_role(b).cluster.relays.opened == 1
+        metrics = await scrape(b)
+        assert metrics[("courtcast_relay_active", "court-a")] == 1
+        assert metrics[("courtcast_relays_opened_total", None)] == 1
         assert relayed_to(a, "court-a") == ["relay to node-b"]
         info = await hls
         played = await rtmp
@@ -175,6 +178,9 @@ async def test_node_b_plays_node_a_stream_through_one_relay(
         await eventually(lambda: not relayed_to(a, "court-a"))
         assert not media_role(b).hub.find("court-a") or not media_role(b).hub.find("court-a").live
         assert await state.lease_holder(SCOPE, "court-a") == "node-a"  # still published on A
+        metrics = await scrape(b)
+        assert ("courtcast_relay_active", "court-a") not in metrics
+        assert metrics[("courtcast_relays_opened_total", None)] == 1
     finally:
         for viewer in viewers:
             await viewer.close()
