@@ -33,6 +33,12 @@ READ_TIMEOUT_S = 10.0  # a live origin sends every frame; this long silent: the 
 RETRY_S = 1.0  # after a relay failed, viewers' requests do not start another sooner
 
 
+# Consumers every node attaches to a stream whether anyone asked or not (the recorder's
+# continuous recordings, security analysis): they neither start a relay nor hold one, or a
+# relay once opened for a viewer would never end.
+BACKGROUND = ("recorder ", "analysis")
+
+
 def is_relay(stream: Stream) -> bool:
     publication = stream.publication
     return publication is not None and publication.source.startswith(SOURCE)
@@ -200,7 +206,8 @@ class Relays:
         now = time.monotonic()
         for stream_id, relay in list(self.active.items()):
             stream = self.hub.find(stream_id)
-            if stream is not None and stream.subscribers:
+            subs = stream.subscribers if stream is not None else []
+            if any(not sub.name.startswith(BACKGROUND) for sub in subs):
                 relay.wanted = now
             elif now - relay.wanted >= self.idle_s:
                 log.info("relay %s: no consumer here for %.0f s, dropped", stream_id, self.idle_s)
