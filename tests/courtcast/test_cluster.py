@@ -121,6 +121,13 @@ async def test_node_b_plays_node_a_stream_through_one_relay(
         )  # fmt: skip
         assert code != 0, log
         assert media_role(b).rtmp.stats.refused == 1
+        async with httpx.AsyncClient(base_url=base_url(b), timeout=10) as http:
+            whip = await http.post(
+                "/whip/court-a",
+                content="v=0\r\n",
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/sdp"},
+            )
+        assert whip.status_code == 409 and "node node-a" in whip.text, whip.text
         assert not media_role(b).hub.find("court-a") or not media_role(b).hub.find("court-a").live
 
         # three viewers on B: two over WHEP, one over LL-HLS
