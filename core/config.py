@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -142,6 +142,17 @@ class SecurityConfig(_Model):
     metrics_token: str | None = None
 
 
+class ClusterConfig(_Model):
+    """Media nodes on one Redis (DESIGN.md §9, media_server/cluster): each registers itself,
+    holds a lease on the streams published to it, and relays others' streams on demand."""
+
+    enabled: bool = False
+    heartbeat_s: float = Field(default=1.0, gt=0)
+    lease_s: float = Field(default=5.0, gt=0)  # a node or origin not renewed this long is gone
+    relay_idle_s: float = Field(default=10.0, ge=0)  # a relay with no local consumer this long
+    relay_wait_s: float = Field(default=5.0, gt=0)  # a viewer waits this long for a relay
+
+
 class DemoConfig(_Model):
     enabled: bool = False
     rooms: int = Field(default=4, ge=1, le=16)
@@ -189,6 +200,7 @@ class Config(_Model):
     webrtc: WebRtcConfig = WebRtcConfig()
     security: SecurityConfig = SecurityConfig()
     demo: DemoConfig = DemoConfig()
+    cluster: ClusterConfig = ClusterConfig()
     recorder: RecorderConfig = RecorderConfig()
     devices: DevicesConfig = DevicesConfig()
 
@@ -234,7 +246,7 @@ class Config(_Model):
 
     def media_server_section(self) -> MediaServerSection:
         return MediaServerSection(
-            self.node, self.rtmp, self.hls, self.webrtc, self.security, self.demo
+            self.node, self.rtmp, self.hls, self.webrtc, self.security, self.demo, self.cluster
         )
 
     def recorder_section(self) -> RecorderSection:
@@ -266,6 +278,7 @@ class MediaServerSection:
     webrtc: WebRtcConfig
     security: SecurityConfig
     demo: DemoConfig
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 @dataclass(frozen=True)

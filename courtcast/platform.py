@@ -181,6 +181,7 @@ class Platform:
                 self.metrics,
                 session_resolver(storage.state),
                 self.rtmp_sock,
+                self.config.http.public_url or f"http://{self.config.http.host}:{self.http_port}",
             )
             self.roles.append(media)
             await media.start()

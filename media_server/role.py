@@ -54,6 +54,7 @@ class MediaServerRole:
         metrics: Any,
         resolve_caller: CallerResolver,
         rtmp_sock: socket.socket | None,
+        node_url: str = "",
     ) -> None:
         self.config = config
         self.storage = storage
@@ -81,6 +82,8 @@ class MediaServerRole:
         self._dropped = DroppedTracks()  # dropped tracks already alerted
         self.news = NewsSender(storage.state.publish)  # streams going live and offline
         self.analysis: Any = None  # media_server.analysis.service.Analysis, once started
+        self.node_url = node_url  # where other nodes reach this one (its HTTP base)
+        self.cluster: Any = None  # media_server.cluster.service.Cluster, in a cluster
 
     @property
     def rtmp_port(self) -> int:
@@ -93,6 +96,7 @@ class MediaServerRole:
         self.hub.on_publish.append(lambda sid: self.news.say(live_news(sid, True, time.time())))
         self.hub.on_unpublish.append(lambda sid: self.news.say(live_news(sid, False, time.time())))
         self._tasks.append(asyncio.create_task(self.news.run(), name="stream-news"))
+        await self._start_cluster()
         await self._start_rtmp()
         self._mount_hls()
         self._mount_webrtc()
@@ -105,6 +109,8 @@ class MediaServerRole:
         self._tasks.append(asyncio.create_task(self._recheck_loop(), name="viewer-recheck"))
 
     async def stop(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -128,10 +134,61 @@ class MediaServerRole:
             "streams_live": sum(s.live for s in streams),
             "subscribers": sum(len(s.subscribers) for s in streams),
             "rtmp_port": self.rtmp_port,
+            **({"cluster": self.cluster.stats()} if self.cluster is not None else {}),
         }
 
     def demo_streams(self) -> list[tuple[str, str]]:
         return [(demo.stream_id, demo.title) for demo in self.demos]
+
+    # -- cluster (DESIGN.md §9) -----------------------------------------------------------
+
+    async def _start_cluster(self) -> None:
+        if not self.config.cluster.enabled:
+            return
+        from media_server.cluster.link import NodeTokens
+        from media_server.cluster.metrics import ClusterCollector
+        from media_server.cluster.nodes import NodeDirectory
+        from media_server.cluster.service import Cluster
+
+        cfg, node = self.config.cluster, self.config.node
+        if not self.config.security.url_signing_secret:
+            log.error(
+                "cluster: security.url_signing_secret is not set, so this node's tokens are "
+                "its own and other nodes cannot pull its streams: set the same one on every node"
+            )
+        rtmp = (
+            f"{self.config.rtmp.host}:{self._rtmp_sock.getsockname()[1]}" if self._rtmp_sock else ""
+        )
+        directory = NodeDirectory(self.storage.state, node.name, self.node_url, rtmp, cfg.lease_s)
+        tokens = NodeTokens.for_node(node.data_dir, self.config.security.url_signing_secret)
+        self.cluster = Cluster(
+            cfg, self.hub, self.storage.state, directory, tokens, pulled=self.pulls.keys
+        )
+        self.app.include_router(self.cluster.router())
+        self.metrics.register(ClusterCollector(self.cluster))
+        await self.cluster.start()
+
+    async def _originates(self, stream_id: str) -> bool:
+        """A camera is pulled by one node of a cluster: the one holding its origin lease
+        (the first to claim it; another once that node is gone)."""
+        if self.cluster is None or stream_id in self.pulls:
+            return True
+        try:
+            await self._claim_origin(stream_id)
+        except AccessDenied:
+            return False
+        return True
+
+    async def _claim_origin(self, stream_id: str) -> None:
+        """A publisher is let in only while no other node publishes the stream."""
+        if self.cluster is None:
+            return
+        from media_server.cluster.origins import OriginBusy
+
+        try:
+            await self.cluster.check_publish(stream_id)
+        except OriginBusy as exc:
+            raise AccessDenied(str(exc), 409) from None
 
     # -- ingest --------------------------------------------------------------------------
 
@@ -145,8 +202,11 @@ class MediaServerRole:
             try:
                 if action == "publish":
                     await self.access.check_publish(stream_id, key, peer)
+                    await self._claim_origin(stream_id)
                 else:
                     definition = await self.access.check_play(stream_id, token=key)
+                    if self.cluster is not None:
+                        await self.cluster.want(stream_id)
                     await self._audit_view(definition, None, key, peer, "rtmp")
             except AccessDenied as exc:
                 raise RtmpRefused(str(exc)) from None
@@ -214,7 +274,7 @@ class MediaServerRole:
         wanted = {
             d.id: d
             for d in await self.registry.list()
-            if d.source_url and d.enabled and self._may_pull(d)
+            if d.source_url and d.enabled and self._may_pull(d) and await self._originates(d.id)
         }
         for stream_id in list(self.pulls):
             if stream_id not in wanted or self.pulls[stream_id].url != wanted[stream_id].source_url:
@@ -328,13 +388,19 @@ class MediaServerRole:
             infos = {
                 stream.id: {**stream_stats(stream), "node": node, "at": now}
                 for stream in self.hub.streams()
-                if stream.live or stream.id in self.pulls
+                if (stream.live or stream.id in self.pulls) and not self._relayed(stream)
             }
             with contextlib.suppress(Exception):  # Redis down: health says so
                 await self.storage.state.touch_presences(presence.STREAM_LIVE, LIVE_TTL_S, infos)
             await self._alert_dropped_tracks()
             self.hub.drop_idle(keep=self.pulls.keys())
             await asyncio.sleep(1.0)
+
+    def _relayed(self, stream: Any) -> bool:
+        """A copy pulled from another node: its origin says it is live, not this node."""
+        from media_server.cluster.relay import is_relay
+
+        return self.cluster is not None and is_relay(stream)
 
     async def _alert_dropped_tracks(self) -> None:
         """A track newly dropped by an ingest (stats: "dropped: why") raises one alert."""
@@ -366,6 +432,8 @@ class MediaServerRole:
                 definition = await self.access.check_play(stream_id, token, caller)
         except AccessDenied as exc:
             raise HTTPException(exc.status, str(exc)) from None
+        if self.cluster is not None:  # published on another node: pull it here once
+            await self.cluster.want(stream_id)
         peer = request.client.host if request.client else "?"
         via = "whep" if request.url.path.startswith("/whep/") else "ll-hls"
         await self._audit_view(definition, caller, token, peer, via)
@@ -401,6 +469,7 @@ class MediaServerRole:
         peer = request.client.host if request.client else "?"
         try:
             await self.access.check_publish(stream_id, bearer, f"whip {peer}")
+            await self._claim_origin(stream_id)
         except AccessDenied as exc:
             raise HTTPException(exc.status if exc.status != 403 else 401, str(exc)) from None
 

@@ -64,6 +64,7 @@ _NOT_CLAIMS = {
     "lock",
     "count",
     "hold",
+    "lease",
 }
 
 
@@ -105,6 +106,23 @@ for i = 4, 3 + n do
 end
 redis.call('DEL', rec)
 return redis.call('SREM', ids, id)
+"""
+
+# A lease: KEYS[1] is taken (or renewed) for ARGV[1] for ARGV[2] ms unless another holder
+# has it; returns the holder after the call.
+_LEASE_LUA = """
+local cur = redis.call('GET', KEYS[1])
+if not cur or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return cur
+"""
+
+# Ends KEYS[1] if ARGV[1] holds it (a holder never ends another's lease); 1 if it did.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # Ids of a kind that are still present, with their info; expired ones leave the id set.
@@ -180,6 +198,8 @@ class StateStore:
         self._put_script = self._redis.register_script(_PUT_LUA)
         self._delete_script = self._redis.register_script(_DELETE_LUA)
         self._present_script = self._redis.register_script(_PRESENT_LUA)
+        self._lease_script = self._redis.register_script(_LEASE_LUA)
+        self._release_script = self._redis.register_script(_RELEASE_LUA)
         self._health: Health = {"state": "degraded", "error": "not connected"}
         self._health_interval_s = health_interval_s
         self._watch_task: asyncio.Task[None] | None = None
@@ -483,6 +503,23 @@ class StateStore:
 
     async def is_claimed(self, scope: str, id: str) -> bool:
         return bool(await self._redis.exists(self._claim_key(scope, id)))
+
+    async def lease(self, scope: str, id: str, holder: str, ttl_s: float) -> str:
+        """Take or renew `scope`/`id` for `holder` for `ttl_s` seconds, unless another holds
+        it; returns who holds it now (holder when taken). A holder that dies stops renewing
+        and its lease runs out."""
+        key = self._counter_key("lease", scope, id)
+        ttl_ms = max(1, int(ttl_s * 1000))
+        return str(await self._lease_script(keys=[key], args=[holder, ttl_ms]))
+
+    async def release(self, scope: str, id: str, holder: str) -> bool:
+        """End `holder`'s lease on `scope`/`id` at once; another's lease is left alone."""
+        key = self._counter_key("lease", scope, id)
+        return bool(await self._release_script(keys=[key], args=[holder]))
+
+    async def lease_holder(self, scope: str, id: str) -> str | None:
+        raw = await self._redis.get(self._counter_key("lease", scope, id))
+        return str(raw) if raw is not None else None
 
     def _claim_key(self, scope: str, id: str) -> str:
         _check_name("claim scope", scope)

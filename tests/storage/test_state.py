@@ -249,6 +249,20 @@ async def test_one_claim_wins_and_keeps_its_holder(store: StateStore) -> None:
         await store.claim("a:b", "x", "y")
 
 
+async def test_a_lease_has_one_holder_and_runs_out(store: StateStore) -> None:
+    taken = await asyncio.gather(*(store.lease("origin", "s1", f"n{i}", 0.5) for i in range(8)))
+    holder = taken[0]
+    assert set(taken) == {holder}, "two holders of one lease"
+    assert await store.lease("origin", "s1", holder, 0.5) == holder  # renewed by its holder
+    assert not await store.release("origin", "s1", "someone-else")
+    assert await store.lease_holder("origin", "s1") == holder
+    await asyncio.sleep(0.7)  # not renewed: it runs out
+    assert await store.lease_holder("origin", "s1") is None
+    assert await store.lease("origin", "s1", "n-late", 5) == "n-late"
+    assert await store.release("origin", "s1", "n-late")
+    assert await store.lease_holder("origin", "s1") is None
+
+
 async def test_lock_is_exclusive_and_gives_up_waiting(store: StateStore) -> None:
     async with store.lock("backfill:r1", timeout_s=5, wait_s=1):
         assert await store.raw.exists("cc:lock:backfill:r1")

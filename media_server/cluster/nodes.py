@@ -1,0 +1,33 @@
+"""The media nodes of a cluster: each says, with a heartbeat that expires, where it is
+reached (its HTTP base and RTMP address) and how loaded it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core import presence
+from storage.state import StateStore
+
+
+class NodeDirectory:
+    def __init__(self, state: StateStore, name: str, url: str, rtmp: str, ttl_s: float) -> None:
+        self.state = state
+        self.name = name
+        self.url = url
+        self.rtmp = rtmp
+        self.ttl_s = ttl_s
+
+    async def heartbeat(self, load: dict[str, Any]) -> None:
+        info = {"url": self.url, "rtmp": self.rtmp, "load": load}
+        await self.state.touch_presence(presence.MEDIA_NODE, self.name, self.ttl_s, info)
+
+    async def leave(self) -> None:
+        await self.state.drop_presence(presence.MEDIA_NODE, self.name)
+
+    async def url_of(self, node: str) -> str | None:
+        """A live node's HTTP base, None once its heartbeat expired."""
+        info = await self.state.get_presence(presence.MEDIA_NODE, node)
+        return str(info["url"]) if info and info.get("url") else None
+
+    async def nodes(self) -> dict[str, dict[str, Any]]:
+        return await self.state.present(presence.MEDIA_NODE)
