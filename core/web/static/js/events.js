@@ -7,6 +7,9 @@
 //     stream(msg) {},   // {type:"stream", id, state, recording}
 //     wall(msg) {},     // {type:"wall", name, layout, tiles, version, acked_version,
 //                       //   updated_by, updated_at}  (layout null: no such wall yet)
+//     alert(msg) {},    // {type:"alert", phase:"start"|"clip"|"end"|"ack", alert:{id, stream,
+//                       //   type, court, start, end, score, snapshot, clip, message, ack}}
+//                       //   (operators who may see alerts of that stream)
 //     refused(code) {}, // 4401 not signed in, 4403 no right: it does not reconnect
 //     lost() {},        // the connection dropped; it reconnects by itself (1 s .. 10 s)
 //   });

@@ -1,8 +1,9 @@
 // /control (control_room/pages/control.html): the operator console. The court tree with
 // each stream's live / offline / recording badges (kept by the events websocket, never
 // polled), a split screen of tiles (static/js/tile.js) filled by click or drag, tours,
-// layouts saved per operator, and dispatch of the layout or one tile to a wall or another
-// operator's console. The console's own layout is the wall "@<me>": every change is PUT
+// layouts saved per operator, dispatch of the layout or one tile to a wall or another
+// operator's console, and the alerts panel (read once from /api/v1/alerts, then kept by the
+// websocket's alert messages; acknowledged with a note here). The console's own layout is the wall "@<me>": every change is PUT
 // there, and a change someone dispatches to it is applied and acknowledged.
 // window.control exposes the state to tests.
 
@@ -32,7 +33,12 @@ const state = window.control = {
   dispatches: [],
   events: null,  // static/js/events.js: the one websocket
   showStats: false,
+  alerts: new Map(),  // id -> the alert as GET /api/v1/alerts and the socket give it
+  reconnecting: false,  // the socket dropped: its next hello reads the alerts again
 };
+const ALERT_TYPES = new Set(["motion", "person", "covered", "defocused", "moved", "frozen",
+  "signal_loss"]);
+const ALERTS_KEPT = 200;
 
 async function api(path, options = {}) {
   const response = await fetch(path, {credentials: "same-origin",
@@ -609,6 +615,152 @@ async function checkDispatch(item) {
   } catch (err) { /* the next check, or the socket, will tell */ }
 }
 
+// ---- alerts ----
+
+/** Folds what we learn of an alert into what we hold: a field the news leaves empty keeps
+ * its value (a live start knows no ack yet; a GET may answer after the socket's ack). */
+function alertNews(item) {
+  if (!item || !item.id) return;
+  const held = state.alerts.get(item.id) || {};
+  const merged = {...held};
+  for (const [key, value] of Object.entries(item)) {
+    if (value !== null && value !== undefined) merged[key] = value;
+  }
+  state.alerts.set(item.id, merged);
+}
+
+function newestFirst() {
+  const items = [...state.alerts.values()].sort((a, b) => (b.start || 0) - (a.start || 0));
+  for (const old of items.slice(ALERTS_KEPT)) state.alerts.delete(old.id);
+  return items.slice(0, ALERTS_KEPT);
+}
+
+async function loadAlerts() {
+  const answer = await api("/api/v1/alerts");
+  for (const item of answer.items || []) alertNews(item);
+  renderAlerts();
+}
+
+function alertPushed(message) {
+  alertNews(message.alert);
+  renderAlerts();
+}
+
+function typeText(element, type) {
+  if (ALERT_TYPES.has(type)) setText(element, `control.alert.type.${type}`);
+  else setText(element, "control.alert.type.other", {type: type || "?"});
+}
+
+function when(seconds) {
+  if (!seconds) return "";
+  return new Date(seconds * 1000).toLocaleString(document.documentElement.lang,
+    {dateStyle: "short", timeStyle: "medium"});
+}
+
+function part(tag, className, text) {
+  const element = document.createElement(tag);
+  element.className = className;
+  if (text !== undefined) element.textContent = text;
+  return element;
+}
+
+function ackPart(alert) {
+  if (alert.ack) {
+    const done = part("p", "acked");
+    setText(done, alert.ack.note ? "control.alert.acked-note" : "control.alert.acked",
+            {who: alert.ack.who || "", note: alert.ack.note || ""});
+    return done;
+  }
+  const form = part("form", "ack-form");
+  const note = part("input", "note");
+  note.name = "note";
+  note.maxLength = 2000;
+  note.dataset.i18nPlaceholder = "control.alert.note";
+  note.placeholder = t("control.alert.note");
+  const button = part("button");
+  button.type = "submit";
+  setText(button, "control.alert.ack");
+  form.append(note, button);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    button.disabled = true;
+    guarded(async () => {
+      try {
+        alertNews(await api(`/api/v1/alerts/${encodeURIComponent(alert.id)}/ack`,
+                            {method: "POST", body: JSON.stringify({note: note.value})}));
+      } finally {
+        button.disabled = false;
+      }
+      renderAlerts();
+    });
+  });
+  return form;
+}
+
+function alertRow(alert) {
+  const li = part("li", "alert");
+  li.dataset.alertId = alert.id;
+  li.dataset.type = alert.type || "";
+  li.dataset.state = alert.end ? "ended" : "open";
+  li.dataset.acked = String(Boolean(alert.ack));
+  if (alert.snapshot) {
+    const img = part("img", "snapshot");
+    img.src = alert.snapshot;
+    img.loading = "lazy";
+    img.dataset.i18nAlt = "control.alert.snapshot";
+    img.alt = t("control.alert.snapshot");
+    li.append(img);
+  }
+  const head = part("div", "head");
+  const camera = part("button", "camera", alert.stream || "-");
+  camera.type = "button";
+  camera.dataset.i18nTitle = "control.alert.to-tile";
+  camera.title = t("control.alert.to-tile");
+  camera.disabled = !alert.stream;
+  camera.addEventListener("click", () => streamClicked(alert.stream));
+  const type = part("span", "type");
+  typeText(type, alert.type);
+  const phase = part("span", `badge ${alert.end ? "offline" : "live"}`);
+  phase.dataset.badge = "phase";
+  setText(phase, alert.end ? "control.alert.ended" : "control.alert.open");
+  head.append(camera, type, phase);
+  const time = part("time", "start", when(alert.start));
+  if (alert.start) time.dateTime = new Date(alert.start * 1000).toISOString();
+  li.append(head, time);
+  if (alert.message && !ALERT_TYPES.has(alert.type)) li.append(part("p", "message", alert.message));
+  if (alert.clip) {
+    const clip = part("a", "clip");
+    clip.href = alert.clip;
+    clip.target = "_blank";
+    clip.rel = "noopener";
+    setText(clip, "control.alert.clip");
+    li.append(clip);
+  }
+  li.append(ackPart(alert));
+  return li;
+}
+
+/** The whole list again: a note being typed, and the focus in it, stay as they were. */
+function renderAlerts() {
+  const typed = new Map();
+  for (const input of document.querySelectorAll("#alerts .note")) {
+    typed.set(input.closest("[data-alert-id]").dataset.alertId, input.value);
+  }
+  const focused = document.activeElement && document.activeElement.closest("#alerts .alert");
+  const focusedId = focused ? focused.dataset.alertId : null;
+  const items = newestFirst();
+  $("alerts").replaceChildren(...items.map(alertRow));
+  for (const input of document.querySelectorAll("#alerts .note")) {
+    const id = input.closest("[data-alert-id]").dataset.alertId;
+    if (typed.has(id)) input.value = typed.get(id);
+    if (id === focusedId) input.focus();
+  }
+  const open = items.filter((alert) => !alert.ack).length;
+  $("alerts-count").textContent = String(open);
+  $("alerts-count").dataset.count = String(open);
+  $("alerts-empty").hidden = items.length > 0;
+}
+
 // ---- the events websocket ----
 
 function linkState(up) {
@@ -618,6 +770,10 @@ function linkState(up) {
 
 function hello(message) {
   linkState(true);
+  if (state.reconnecting) {  // alerts raised while the socket was down
+    state.reconnecting = false;
+    loadAlerts().catch(fail);
+  }
   state.streams = new Map((message.streams || []).map((s) => [s.id, {...s}]));
   renderTree();
   // news for tiles that need it: one still connecting is not made to start again
@@ -654,8 +810,12 @@ function connect() {
     hello,
     stream: streamPushed,
     wall: wallPushed,
+    alert: alertPushed,
     refused,
-    lost: () => linkState(false),
+    lost: () => {
+      linkState(false);
+      state.reconnecting = true;
+    },
   });
   state.events.subscribe([state.wall]);
 }
@@ -696,6 +856,7 @@ async function start() {
   state.courts = courts;
   renderTree();
   loadSaved().catch(() => {});
+  loadAlerts().catch(fail);
   if (!state.events) connect();
 }
 
@@ -725,7 +886,10 @@ $("save-form").addEventListener("submit", saveLayout);
 $("load").addEventListener("click", loadLayout);
 $("delete").addEventListener("click", deleteLayout);
 $("dispatch-form").addEventListener("submit", dispatch);
-document.addEventListener("i18n:change", renderTree);
+document.addEventListener("i18n:change", () => {
+  renderTree();
+  renderAlerts();  // times in the language's format
+});
 setInterval(() => { if (state.showStats) refreshStats(); }, 1000);
 await ready;
 start().catch(fail);
