@@ -364,3 +364,31 @@ def test_a_technician_is_told_the_console_is_not_theirs(site: Site, chromium_bro
         timeout=10_000
     )
     assert page.locator("#console").is_hidden()
+
+
+def test_the_console_on_a_tablet(
+    site: Site, chromium_browser: Any, screenshot: Callable[[Any, str], Path]
+) -> None:
+    """A tablet (1024x768, touch, landscape): the operator builds a 2x2 by tapping the court
+    tree, the tiles play, and nothing is wider than the screen. (Chromium only: Firefox is
+    not tested here, Playwright drives only its own patched build of it.)"""
+    context = chromium_browser.new_context(
+        viewport={"width": 1024, "height": 768}, has_touch=True, is_mobile=True, locale="zh-CN"
+    )
+    page = context.new_page()
+    page.goto(f"{site.url}/control")
+    page.locator("#signin").wait_for(state="visible", timeout=10_000)
+    page.locator("#signin-form [name=name]").fill("olga")
+    page.locator("#signin-form [name=password]").fill(PASSWORD)
+    page.locator("#signin-form button[type=submit]").tap()
+    page.locator("#signin").wait_for(state="hidden", timeout=10_000)
+    page.locator("#tree [data-stream-id='cam2'] [data-badge='state'].live").wait_for()
+    page.tap("#layouts [data-layout='2x2']")
+    for stream_id in GRID:
+        page.tap(f"#tree [data-stream-id='{stream_id}'] .name")
+    for index, stream_id in enumerate(["cam1-sub", "cam2", "cam3", "cam4"]):
+        wait_playing(page, tile(index), stream_id)
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 1024, f"the page is {width} px wide on a 1024 px screen"
+    screenshot(page, "tablet")
+    context.close()
