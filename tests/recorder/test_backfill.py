@@ -47,6 +47,7 @@ from tests.courtcast.test_platform import (
     media_role,
     probe,
     push,
+    run,
     start_platform,
 )
 from tests.fixtures.s3 import S3Server
@@ -261,7 +262,8 @@ async def run_backfill_scenario(
             answer = await put_segment(http, rid, stream, seg, "init-bf0.mp4")
             assert answer.status_code == 201, answer.text
         assert sum(s.backfilled for s in live.manifest.segments) == half
-        await check_open_playlists(anonymous, rid)
+        staff = await clerk(node)  # recordings are evidence: signed-in staff only
+        await check_open_playlists(staff, rid)
         # ... the rest once it is closed and signed (load, change, re-sign)
         sessions = await role.sessions.list("open")
         await role.sessions.close(sessions[0].id)
@@ -281,9 +283,11 @@ async def run_backfill_scenario(
         assert dup.status_code == 200 and dup.json() == {"status": "duplicate"}
         assert {o.key for o in await objects.list(recording_prefix(rid))} == stored
         assert (await http.get(BACKFILL_GAPS_PATH, params={"stream": stream})).json() == []
-        playlist = (await anonymous.get(f"/api/v1/recordings/{rid}/index.m3u8")).text
+        playlist = (await staff.get(f"/api/v1/recordings/{rid}/index.m3u8")).text
         clip = tmp_path / "across-the-gap.mp4"
-        await export_across(await clerk(node), rid, gap.start - 2.0, gap.end + 1.5, clip)
+        await export_across(staff, rid, gap.start - 2.0, gap.end + 1.5, clip)
+        bearer = str(staff.headers["authorization"])
+        await staff.aclose()
 
     report = await verify_recording(objects, rid, role.signer.public)
     assert report.ok and report.signed and report.complete, report.summary()
@@ -297,9 +301,19 @@ async def run_backfill_scenario(
     manifest = Manifest.from_bytes(await objects.get(manifest_key(rid)))
     assert [g.filled_by for g in manifest.gaps] == ["backfill"]
     recorded = sum(s.duration for s in manifest.segments)
-    info = await probe(f"{base_url(node)}/api/v1/recordings/{rid}/index.m3u8")  # type: ignore[arg-type]
+    info = await probe_as(bearer, f"{base_url(node)}/api/v1/recordings/{rid}/index.m3u8")
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
     assert abs(int(video["nb_read_frames"]) / FPS - recorded) <= 1.0, (video, recorded)
+
+
+async def probe_as(authorization: str, url: str) -> dict[str, Any]:
+    """ffprobe of a recording's playlist as a signed-in user (frames counted)."""
+    code, out = await run(
+        "ffprobe", "-v", "error", "-headers", f"Authorization: {authorization}\r\n",
+        "-count_frames", "-show_streams", "-show_format", "-of", "json", url,
+    )  # fmt: skip
+    assert code == 0, out
+    return dict(json.loads(out))
 
 
 async def check_open_playlists(http: httpx.AsyncClient, rid: str) -> None:
