@@ -16,6 +16,11 @@ arrives and the media time of its first video sample. See bench/RESULTS.md.
     .venv/bin/python bench/ingest_hls.py --n 1,10,25,40 --seconds 20 \
         [--browser 10] [--profile 25 --profile-out FILE] [--json FILE]
 
+--record hls,disk,s3 runs each N once per mode: `hls` is HLS only on both sides; `disk`
+adds `--record-all` to courtcast (recordings in its data dir) and `record all` (FLV files) to
+nginx; `s3` is the same with courtcast recording to a SeaweedFS started here, as the tests
+do (its CPU is shown apart, not in courtcast's).
+
 --browser N also plays s0 of both servers with hls.js in headless Chromium at that N
 (bench/hls_browser.py); --profile N records courtcast with py-spy after the window at
 that N (summarise with bench/profile_summary.py). Results: bench/RESULTS.md.
@@ -150,7 +155,17 @@ class Server:
         return tree(self.proc.pid)
 
 
-def start_courtcast(procs: Procs, work: Path) -> Server:
+S3_CONFIG = """objects:
+  backend: s3
+  s3:
+    endpoint: "{endpoint}"
+    access_key: "{access_key}"
+    secret_key: "{secret_key}"
+    bucket: "bench-recordings"
+"""
+
+
+def start_courtcast(procs: Procs, work: Path, mode: str, s3: Any = None) -> Server:
     http, rtmp = free_port(), free_port()
     cmd = [
         str(COURTCAST),
@@ -163,6 +178,16 @@ def start_courtcast(procs: Procs, work: Path) -> Server:
         "--rtmp-port",
         str(rtmp),
     ]
+    if mode != "hls":
+        cmd.append("--record-all")
+    if mode == "s3":
+        conf = work / "courtcast-s3.yaml"
+        conf.write_text(
+            S3_CONFIG.format(
+                endpoint=s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key
+            )
+        )
+        cmd += ["--config", str(conf)]
     out = open(work / "courtcast.log", "wb")
     proc = procs.start(cmd, signal.SIGTERM, stdout=out, stderr=subprocess.STDOUT)
     server = Server("courtcast", proc, http, rtmp, "/live/{id}/index.m3u8")
@@ -186,7 +211,7 @@ rtmp {{
       live on;
       hls on;
       hls_path {work}/hls;
-      hls_fragment 2s;
+      hls_fragment 2s;{record}
     }}
   }}
 }}
@@ -209,12 +234,21 @@ http {{
 """
 
 
-def start_nginx(procs: Procs, work: Path) -> Server:
+NGINX_RECORD = """
+      record all;
+      record_path {work}/rec;
+      record_unique on;"""
+
+
+def start_nginx(procs: Procs, work: Path, record: bool) -> Server:
     http, rtmp = free_port(), free_port()
-    for sub in ("hls", "tmp"):
+    for sub in ("hls", "tmp", "rec"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(module=NGINX_MODULE, work=work, rtmp=rtmp, http=http))
+    rec = NGINX_RECORD.format(work=work) if record else ""
+    conf.write_text(
+        NGINX_CONF.format(module=NGINX_MODULE, work=work, rtmp=rtmp, http=http, record=rec)
+    )
     out = open(work / "nginx.log", "wb")
     proc = procs.start(
         ["nginx", "-c", str(conf), "-p", str(work)],
@@ -309,6 +343,10 @@ class Side:
 class Row:
     n: int
     seconds: float
+    mode: str = "hls"  # hls | disk | s3: what both servers do besides HLS (module docstring)
+    load_avg: float = 0.0  # 1-minute load average at the start of the window
+    store_ms_per_stream_s: float = 0.0  # SeaweedFS (mode s3), not in courtcast's figure
+    recorded_mb: dict[str, float] = field(default_factory=dict)  # on disk at the end
     machine_busy_pct: float = 0.0
     publisher_ms_per_stream_s: float = 0.0
     ours: Side = field(default_factory=Side)
@@ -322,11 +360,11 @@ class Row:
         return self.ours.cpu_ms_per_stream_s / theirs if theirs else float("inf")
 
 
-def run_n(n: int, args: argparse.Namespace, clip: Path, work: Path) -> Row:
+def run_n(n: int, mode: str, args: argparse.Namespace, clip: Path, work: Path, s3: Any) -> Row:
     procs = Procs()
     taps: list[RtmpTap] = []
     try:
-        return _run_n(n, args, clip, work, procs, taps)
+        return _run_n(n, mode, args, clip, work, procs, taps, s3)
     finally:
         log(f"N={n}: stopping publishers, readers and servers")
         for tap in taps:
@@ -335,11 +373,21 @@ def run_n(n: int, args: argparse.Namespace, clip: Path, work: Path) -> Row:
 
 
 def _run_n(
-    n: int, args: argparse.Namespace, clip: Path, work: Path, procs: Procs, taps: list[RtmpTap]
+    n: int,
+    mode: str,
+    args: argparse.Namespace,
+    clip: Path,
+    work: Path,
+    procs: Procs,
+    taps: list[RtmpTap],
+    s3: Any,
 ) -> Row:
-    row = Row(n, args.seconds)
-    log(f"N={n}: starting courtcast and nginx-rtmp")
-    servers = {"ours": start_courtcast(procs, work), "nginx": start_nginx(procs, work)}
+    row = Row(n, args.seconds, mode)
+    log(f"N={n} {mode}: starting courtcast and nginx-rtmp")
+    servers = {
+        "ours": start_courtcast(procs, work, mode, s3),
+        "nginx": start_nginx(procs, work, record=mode != "hls"),
+    }
     idle(servers, row)
     readers = {
         "ours": ReaderProc(procs, reader_spec(servers["ours"], "ll", n), work / "reader-ours.log"),
@@ -350,12 +398,19 @@ def _run_n(
     taps += [RtmpTap(servers["ours"].rtmp_port), RtmpTap(servers["nginx"].rtmp_port)]
     publishers = start_publishers(procs, clip, n, servers, taps)
     warm_up(readers, n, args.warmup_timeout)
-    clocks = measure(row, servers, readers, publishers, taps, args.seconds)
+    store = [s3.process.pid] if mode == "s3" else []
+    clocks = measure(row, servers, readers, publishers, taps, args.seconds, store)
+    row.recorded_mb = {"ours": du_mb(work / "cc"), "nginx": du_mb(work / "rec")}
     if args.browser == n:
         row.browser = browser(servers, readers, clocks, args.seconds)
-    if args.profile == n:
-        profile(servers["ours"], args.seconds, args.profile_out)
+    if args.profile == n and mode in args.profile_modes.split(","):
+        out = args.profile_out.with_name(f"{args.profile_out.stem}-{mode}{args.profile_out.suffix}")
+        profile(servers["ours"], args.seconds, out)
     return row
+
+
+def du_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
 def idle(servers: dict[str, Server], row: Row) -> None:
@@ -407,6 +462,7 @@ def measure(
     publishers: list[subprocess.Popen[Any]],
     taps: list[RtmpTap],
     seconds: float,
+    store: list[int],
 ) -> dict[str, Clock]:
     for r in readers.values():
         r.command("mark")
@@ -415,11 +471,14 @@ def measure(
     cpu0 = {k: cpu_s(p) for k, p in pids.items()}
     sys0 = {k: sys_s(p) for k, p in pids.items()}
     pub0, busy0, t0 = cpu_s(pub_pids), machine_busy(), time.monotonic()
+    store0 = cpu_s(store)
+    row.load_avg = os.getloadavg()[0]
     log(f"N={row.n}: measuring {seconds:.0f} s")
     time.sleep(seconds)
     cpu1 = {k: cpu_s(p) for k, p in pids.items()}
     sys1 = {k: sys_s(p) for k, p in pids.items()}
     pub1, busy1, span = cpu_s(pub_pids), machine_busy(), time.monotonic() - t0
+    row.store_ms_per_stream_s = (cpu_s(store) - store0) / span / row.n * 1000
     dead = [p.args[-1] for p in publishers if p.poll() is not None]
     if dead:
         raise RuntimeError(f"publishers ended during the window: {dead[:3]}")
@@ -646,25 +705,27 @@ def profile(server: Server, seconds: float, out: Path) -> None:
 def print_tables(rows: list[Row]) -> None:
     print("\nCPU and memory (server process trees; ms CPU per stream-second)")
     print(
-        f"{'N':>4} {'ours ms':>8} {'nginx ms':>9} {'ratio':>6} {'ours MB/str':>12} "
+        f"{'mode':>5} {'N':>4} {'ours ms':>8} {'nginx ms':>9} {'ratio':>6} {'ours MB/str':>12} "
         f"{'nginx MB/str':>13} {'ours idle ms/s':>15} {'busy %':>7} {'pub ms':>7} "
-        f"{'ours sys':>9} {'nginx sys':>10}"
+        f"{'ours sys':>9} {'nginx sys':>10} {'load':>5} {'s3 ms':>6} {'rec MB ours/nginx':>18}"
     )
     for r in rows:
         mark = "*" if r.saturated else " "
+        rec = "/".join(f"{r.recorded_mb.get(k, 0.0):.0f}" for k in ("ours", "nginx"))
         print(
-            f"{r.n:>3}{mark} {r.ours.cpu_ms_per_stream_s:>8.2f} "
+            f"{r.mode:>5} {r.n:>3}{mark} {r.ours.cpu_ms_per_stream_s:>8.2f} "
             f"{r.nginx.cpu_ms_per_stream_s:>9.2f} {r.ratio:>6.2f} "
             f"{r.ours.rss_mb_per_stream:>12.2f} {r.nginx.rss_mb_per_stream:>13.2f} "
             f"{r.ours.idle_cpu_ms_per_s:>15.1f} {r.machine_busy_pct:>7.0f} "
             f"{r.publisher_ms_per_stream_s:>7.2f} {r.ours.sys_ms_per_stream_s:>9.2f} "
-            f"{r.nginx.sys_ms_per_stream_s:>10.2f}"
+            f"{r.nginx.sys_ms_per_stream_s:>10.2f} {r.load_avg:>5.1f} "
+            f"{r.store_ms_per_stream_s:>6.2f} {rec:>18}"
         )
     for r in rows:
         if r.saturated:
             print(
-                f"  * N={r.n} saturated ({r.saturated}): courtcast did not keep up, so its "
-                "CPU figure is what it got, not what it needed"
+                f"  * {r.mode} N={r.n} saturated ({r.saturated}): courtcast did not keep up, "
+                "so its CPU figure is what it got, not what it needed"
             )
     print("\nDelivery (readers): parts|segments per stream-second min-max, Mbit/s per stream")
     for r in rows:
@@ -712,7 +773,8 @@ def main() -> None:
     args = parse_args()
     COURTCAST = args.courtcast
     counts = [int(n) for n in args.n.split(",")]
-    budget = len(counts) * (90 + args.warmup_timeout + args.seconds) + 120
+    modes = args.record.split(",")
+    budget = len(counts) * len(modes) * (90 + args.warmup_timeout + args.seconds) + 120
     if args.profile in counts:
         budget += args.seconds + 60
     if args.browser in counts:
@@ -728,18 +790,59 @@ def main() -> None:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ingest-hls-") as tmp:
         clip = make_clip(Path(tmp) / "clip.mp4", args.clip_seconds)
-        for n in counts:
-            work = Path(tmp) / f"n{n}"
+        s3, s3_gen = start_s3(Path(tmp)) if "s3" in modes else (None, None)
+        try:
+            run_all(counts, modes, args, clip, Path(tmp), s3, rows)
+        finally:
+            if s3_gen is not None:
+                s3_gen.close()  # the fixture's own teardown: stops weed
+    print_tables(rows)
+    print_ratios(rows)
+    if args.json:
+        args.json.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows], indent=1))
+
+
+def run_all(
+    counts: list[int],
+    modes: list[str],
+    args: argparse.Namespace,
+    clip: Path,
+    tmp: Path,
+    s3: Any,
+    rows: list[Row],
+) -> None:
+    """Modes alternate inside each N, so that they share the machine's load of the moment."""
+    for n in counts:
+        for mode in modes:
+            work = tmp / f"n{n}-{mode}"
             work.mkdir()
-            rows.append(run_n(n, args, clip, work))
+            rows.append(run_n(n, mode, args, clip, work, s3))
             print_tables(rows[-1:])
             rows[-1].saturated = saturated(rows[-1]) or ""
             if rows[-1].saturated:
-                log(f"N={n}: {rows[-1].saturated}: the machine is saturated, stopping here")
-                break
-    print_tables(rows)
-    if args.json:
-        args.json.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows], indent=1))
+                log(f"N={n} {mode}: {rows[-1].saturated}: the machine is saturated")
+
+
+def start_s3(root: Path) -> tuple[Any, Any]:
+    """A SeaweedFS like the tests' (their fixture's generator, driven by hand)."""
+    from bench.recorder import start_s3 as start
+
+    return start(root)
+
+
+def print_ratios(rows: list[Row]) -> None:
+    """The comparisons: courtcast against nginx-rtmp doing the same work, and what
+    recording costs each side over its own HLS-only run at the same N."""
+    print("\nRatios (courtcast / nginx-rtmp, CPU per stream-second, same work)")
+    hls = {r.n: r for r in rows if r.mode == "hls"}
+    for r in rows:
+        label = {"hls": "HLS only", "disk": "HLS + recording (disk)", "s3": "HLS + recording (S3)"}
+        extra = ""
+        if r.mode != "hls" and r.n in hls:
+            ours = r.ours.cpu_ms_per_stream_s - hls[r.n].ours.cpu_ms_per_stream_s
+            theirs = r.nginx.cpu_ms_per_stream_s - hls[r.n].nginx.cpu_ms_per_stream_s
+            extra = f"; recording adds {ours:+.2f} ms (ours) and {theirs:+.2f} ms (nginx)"
+        print(f"  N={r.n:<3} {label[r.mode]:<24} {r.ratio:.2f}x{extra}")
 
 
 def saturated(row: Row) -> str | None:
@@ -775,6 +878,16 @@ def parse_args() -> argparse.Namespace:
         "e.g. PYSPY_ARGS=--native)",
     )
     p.add_argument("--profile-out", type=Path, default=Path("/tmp/ingest_hls_profile.txt"))
+    p.add_argument(
+        "--profile-modes",
+        default="disk",
+        help="profile in these modes (the file name gets -MODE before its suffix)",
+    )
+    p.add_argument(
+        "--record",
+        default="hls",
+        help="modes, comma-separated: hls (HLS only), disk, s3 (HLS + recording; module doc)",
+    )
     p.add_argument(
         "--courtcast",
         type=Path,

@@ -31,7 +31,7 @@ from media_server.hls.segmenter import Change, Segment, Segmenter
 from media_server.hub import Hub
 from media_server.media import Packet, Skipped, StreamEnd, StreamStart, Track
 from recorder.audio import AudioWatch, audio_origin
-from recorder.checkpoints import ManifestCheckpoints
+from recorder.checkpoints import CHECKPOINT_EVERY_S, ManifestCheckpoints
 from recorder.index import RecordingIndex
 from recorder.manifest import Gap, GapCause, InitEntry, Manifest, sha256_hex
 from recorder.recovery import recover
@@ -54,6 +54,7 @@ class RecorderOptions:
     spool_dir: Path = Path("spool")
     spool_limit_bytes: int = 2 << 30
     node: str = "node-1"
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S  # recorder/checkpoints.py
     meter: SpoolMeter = field(default_factory=SpoolMeter)  # shared by the node's recordings
 
 
@@ -111,7 +112,13 @@ class Recording:
         self.segmenter.listen(self._on_change)
         self.uploads = UploadQueue(store, self.id)
         self.checkpoints = ManifestCheckpoints(
-            manifest, self.spool, self.uploads, signer, index, options.node
+            manifest,
+            self.spool,
+            self.uploads,
+            signer,
+            index,
+            options.node,
+            options.checkpoint_every_s,
         )
         self.spool_alert = False
         self.closing = False  # close() began: nothing may be queued any more (backfill)
@@ -175,7 +182,10 @@ class Recording:
             self._s.gap.end = round(max(time.time(), self._s.gap.start), 6)
             self.manifest.gaps.append(self._s.gap)
             self._s.gap = None
-        await asyncio.wait_for(self.uploads.drain(), timeout_s)
+        try:
+            await asyncio.wait_for(self.uploads.drain(), timeout_s)
+        finally:
+            self.checkpoints.cancel()
         self.uploads.stop()
         await self.checkpoints.close()
         self.spool.remove()
@@ -195,8 +205,13 @@ class Recording:
         self._end_run()
         self._collect()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.uploads.drain(), timeout_s)
+            await asyncio.wait_for(self._drain_and_list(), timeout_s)
+        self.checkpoints.cancel()
         self.uploads.stop()
+
+    async def _drain_and_list(self) -> None:
+        await self.uploads.drain()
+        await self.checkpoints.flush()  # a restart need not upload them again
 
     async def _stop_reading(self) -> None:
         if self._sub is not None:

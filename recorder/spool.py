@@ -41,7 +41,9 @@ from typing import IO, Any
 
 JOURNAL = "journal"
 JOURNAL_COMPACT_BYTES = 1 << 20
-SPARES = 2  # uploaded segment files kept to be written over by the next segments
+# uploaded segment files kept to be written over by the next segments; a manifest
+# checkpoint lets go of up to 3 segments at once (recorder/checkpoints.py)
+SPARES = 4
 
 
 def write_atomic(path: Path, data: bytes) -> None:
