@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -65,8 +66,9 @@ def add_users_and_streams(data: Path, count: int) -> None:
 
 def start_node(procs: Procs, data: Path, port: int) -> subprocess.Popen[Any]:
     args = ["up", "--data-dir", str(data), "--http-port", str(port)]
-    return procs.start(
+    return procs.start(  # asked to stop as Ctrl-C does: it stops its embedded Redis too
         [*COURTCAST, *args, "--rtmp-port", str(free_port())],
+        stop_signal=signal.SIGINT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
