@@ -17,6 +17,12 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+
+# Loaded now, at collection, not lazily inside the `operations` fixture: pytest rewrites
+# schemathesis (a pytest plugin) as it imports it, and CPython 3.11.7's parser raised
+# "SystemError: AST constructor recursion depth mismatch" doing that deep in a full run's
+# stack (the fixture then errored for every test of this file).
+import schemathesis.specs.openapi.schemas
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable

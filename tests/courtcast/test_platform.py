@@ -100,20 +100,16 @@ async def cancel(task: asyncio.Task[Any]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def probe(path: Path) -> dict[str, Any]:
+async def probe(path: Path | str, authorization: str | None = None) -> dict[str, Any]:
+    """ffprobe (frames counted) of a file or URL; `authorization`: the header's value, for
+    URLs of signed-in users only (recordings are evidence)."""
+    headers = ["-headers", f"Authorization: {authorization}\r\n"] if authorization else []
     code, out = await run(
-        "ffprobe",
-        "-v",
-        "error",
-        "-count_frames",
-        "-show_streams",
-        "-show_format",
-        "-of",
-        "json",
-        str(path),
-    )
+        "ffprobe", "-v", "error", *headers, "-count_frames",
+        "-show_streams", "-show_format", "-of", "json", str(path),
+    )  # fmt: skip
     assert code == 0, out
-    return json.loads(out)
+    return dict(json.loads(out))
 
 
 async def scrape(node: Platform) -> dict[tuple[str, str | None], float]:

@@ -33,6 +33,7 @@ from storage.recording_keys import manifest_key
 from tests.courtcast.test_platform import base_url, media_role, probe, record_hls, start_platform
 from tests.device_agents.helpers import until
 from tests.fixtures.tcp_proxy import Link, ProxyFactory
+from tests.recorder.test_backfill import clerk
 from tests.recorder.test_platform_recording import cli, recorder_role
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.wan_cut]
@@ -174,7 +175,10 @@ async def test_wan_cut_live_resumes_and_backfill_closes_the_gap(
         covered = sum(min(s.end, gaps[0].end) - max(s.start, gaps[0].start) for s in backfilled)
         assert covered >= CUT_S - 2, covered
         # the recording plays through the cut: decoded length ~ what the manifest holds
-        played = await probe(f"{base_url(node)}/api/v1/recordings/{rid}/index.m3u8")  # type: ignore[arg-type]
+        staff = await clerk(node)  # recordings are evidence: signed-in staff only
+        bearer = str(staff.headers["authorization"])
+        await staff.aclose()
+        played = await probe(f"{base_url(node)}/api/v1/recordings/{rid}/index.m3u8", bearer)
         frames = next(s for s in played["streams"] if s["codec_type"] == "video")
         assert abs(int(frames["nb_read_frames"]) / FPS - manifest.duration) <= 2.0
         print(

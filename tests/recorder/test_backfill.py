@@ -47,7 +47,6 @@ from tests.courtcast.test_platform import (
     media_role,
     probe,
     push,
-    run,
     start_platform,
 )
 from tests.fixtures.s3 import S3Server
@@ -301,19 +300,9 @@ async def run_backfill_scenario(
     manifest = Manifest.from_bytes(await objects.get(manifest_key(rid)))
     assert [g.filled_by for g in manifest.gaps] == ["backfill"]
     recorded = sum(s.duration for s in manifest.segments)
-    info = await probe_as(bearer, f"{base_url(node)}/api/v1/recordings/{rid}/index.m3u8")
+    info = await probe(f"{base_url(node)}/api/v1/recordings/{rid}/index.m3u8", bearer)
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
     assert abs(int(video["nb_read_frames"]) / FPS - recorded) <= 1.0, (video, recorded)
-
-
-async def probe_as(authorization: str, url: str) -> dict[str, Any]:
-    """ffprobe of a recording's playlist as a signed-in user (frames counted)."""
-    code, out = await run(
-        "ffprobe", "-v", "error", "-headers", f"Authorization: {authorization}\r\n",
-        "-count_frames", "-show_streams", "-show_format", "-of", "json", url,
-    )  # fmt: skip
-    assert code == 0, out
-    return dict(json.loads(out))
 
 
 async def check_open_playlists(http: httpx.AsyncClient, rid: str) -> None:
@@ -353,7 +342,7 @@ async def export_across(
         await http.aclose()
     assert response.status_code == 200, response.text
     out.write_bytes(response.content)
-    info = await probe(out)  # type: ignore[arg-type]
+    info = await probe(out)
     assert abs(float(info["format"]["duration"]) - (end - start)) <= 0.5, info["format"]
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
     assert video["codec_tag_string"] == "avc3", video  # the agent's parameter sets in-band

@@ -97,7 +97,7 @@ async def test_session_recorded_played_back_exported_and_verified(tmp_path: Path
         recorded = sum(s["duration"] for s in manifest["segments"])
         assert 8.0 <= recorded <= 11.0, recorded
         # HLS VOD playback decodes to the recorded duration
-        info = await probe(f"{base}/recordings/{rid}/index.m3u8")  # type: ignore[arg-type]
+        info = await probe(f"{base}/recordings/{rid}/index.m3u8")
         video = next(s for s in info["streams"] if s["codec_type"] == "video")
         assert abs(int(video["nb_read_frames"]) / FPS - recorded) <= 1.0
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
@@ -294,7 +294,7 @@ async def test_a_token_echoed_into_a_recording_playlist_is_encoded_and_plays(
         assert not any("evil.example/" in line for line in lines)
         assert all(line.count('"') % 2 == 0 for line in lines), playlist
         # a player following those URIs (token and all) decodes the recording
-        info = await probe(f"{base}{url}{echoed}")  # type: ignore[arg-type]
+        info = await probe(f"{base}{url}{echoed}")
         video = next(s for s in info["streams"] if s["codec_type"] == "video")
         assert int(video["nb_read_frames"]) >= 3 * FPS, video
     finally:

@@ -72,7 +72,7 @@ async def test_sixty_seconds_over_rtmp_into_s3(tmp_path: Path, s3_server: S3Serv
             assert response.status_code == 200, response.text
             assert response.headers["x-courtcast-signature"]
             clip_out.write_bytes(response.content)
-        info = await probe(f"{base}/index.m3u8")  # type: ignore[arg-type]
+        info = await probe(f"{base}/index.m3u8")
         video = next(s for s in info["streams"] if s["codec_type"] == "video")
         assert abs(int(video["nb_read_frames"]) / FPS - 60.0) <= GOP_S
         exported = float((await probe(clip_out))["format"]["duration"])
