@@ -78,6 +78,9 @@ class Platform:
         # every listening socket is bound before any role starts: a busy port is a config
         # error reported before anything runs
         self._http_sock = bind_socket(config.http.host, config.http.port, "http.port")
+        if config.http.port == 0:  # a free port: the URLs this node hands out name the one it got
+            http = config.http.model_copy(update={"port": self._http_sock.getsockname()[1]})
+            self.config = config = config.model_copy(update={"http": http})
         self.rtmp_sock: socket.socket | None = None
         if "media_server" in self.role_names and config.rtmp.enabled:
             try:
@@ -181,7 +184,7 @@ class Platform:
                 self.metrics,
                 session_resolver(storage.state),
                 self.rtmp_sock,
-                self.config.http.public_url or f"http://{self.config.http.host}:{self.http_port}",
+                self.config.public_url,
             )
             self.roles.append(media)
             await media.start()
