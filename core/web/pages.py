@@ -1,14 +1,15 @@
 """HTML pages in the person's language from the first paint.
 
-A page is a plain HTML file beside the role that serves it. It names its catalogues on
-<html data-catalogues="...">, marks translated text with data-i18n="key" (an element that
-holds text only) and attributes with data-i18n-title / -placeholder / -aria-label / -alt,
-and puts `<header data-shell>...</header>` where the shared header goes (the app's name, the
-page's own header content, the signed-in user, the language switch). It loads its code as
-ES modules from /static/ and has no inline script, style or on* handler (the pages run under
-script-src 'self'); a page breaking that, or asking for a key a catalogue lacks, fails when
-its route is built, not when a person opens it. The browser side (static/js/i18n.js) keeps
-the text in step when the person switches language.
+A page is a plain HTML file beside the role that serves it. It names its catalogues on <html
+data-catalogues="...">, marks translated text with data-i18n="key" (an element that holds
+text only) and attributes with data-i18n-title / -placeholder / -aria-label / -alt, and puts
+`<header data-shell>...</header>` where the shared header goes (the app's name, the page's
+own header content, the signed-in user, the language switch) and `<form data-signin>
+</form>` where the shared sign-in form goes (#signin-form: name, password, submit). It loads
+its code as ES modules from /static/ and has no inline script, style or on* handler (the
+pages run under script-src 'self'); a page breaking that, or asking for a key a catalogue
+lacks, fails when its route is built, not when a person opens it. The browser side
+(static/js/i18n.js) keeps the text in step when the person switches language.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _HTML = re.compile(r"<html\b[^>]*>")
 _CATALOGUES = re.compile(r'\sdata-catalogues="([^"]*)"')
 _LANG = re.compile(r'\slang="[^"]*"')
 _SHELL = re.compile(r"<header data-shell>(.*?)</header>", re.S)
+_SIGNIN = re.compile(r"<form data-signin>\s*</form>")
 _TEXT = re.compile(r'(<(\w+)\b[^>]*?\sdata-i18n="([^"]+)"[^>]*>)[^<]*(</\2\s*>)')
 _ATTR = re.compile(r"\sdata-i18n-(" + "|".join(ATTRIBUTES) + r')="([^"]+)"')
 _TAG_WITH_ATTR = re.compile(r"<\w+\b[^>]*\sdata-i18n-(?:" + "|".join(ATTRIBUTES) + r")=[^>]*>")
@@ -46,6 +48,14 @@ SHELL = """<header class="shell">
   <span class="shell-user" data-shell-user hidden></span>
   <nav class="lang-switch" data-lang-switch data-i18n-aria-label="common.language">{switch}</nav>
 </header>"""
+
+SIGNIN = """<form id="signin-form" class="inline">
+    <label><span data-i18n="common.signin.user"></span>
+      <input name="name" autocomplete="username" required></label>
+    <label><span data-i18n="common.signin.password"></span>
+      <input name="password" type="password" autocomplete="current-password" required></label>
+    <button type="submit" data-i18n="common.signin.submit"></button>
+  </form>"""
 
 
 class PageError(ValueError):
@@ -65,6 +75,7 @@ def render(template: str, lang: str, name: str = "page") -> str:
     tag = _LANG.sub("", head[0])[:-1] + f' lang="{lang}">'
     page = template[: head.start()] + tag + template[head.end() :]
     page = _SHELL.sub(lambda m: SHELL.format(page=m[1].strip(), switch=_switch(lang)), page, 1)
+    page = _SIGNIN.sub(SIGNIN, page, 1)
     page = _TEXT.sub(lambda m: m[1] + html.escape(translate(table, m[3]), quote=False) + m[4], page)
     return _TAG_WITH_ATTR.sub(lambda m: _translate_attributes(m[0], table), page)
 
