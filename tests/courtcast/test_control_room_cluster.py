@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from websockets.sync.client import ClientConnection, connect
 
 from tests.fixtures.cluster import ClusterProcess, ProcessCluster
@@ -132,3 +133,45 @@ def test_a_sign_in_hold_on_one_control_room_holds_on_the_other(
     held = sign_in(two)  # the right password, on the other process, while held
     assert held.status_code == 429, held.text
     assert 1 <= int(held.headers["Retry-After"]) <= hold_s
+
+
+def wall_tiles(node: ClusterProcess, cookie: str) -> list[str | None]:
+    wall = httpx.get(f"{node.url}/api/v1/walls/big", cookies={"cc_session": cookie})
+    return wall.json()["tiles"]  # type: ignore[no-any-return]
+
+
+def wait_tiles(
+    node: ClusterProcess, cookie: str, tiles: list[str | None], timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (now := wall_tiles(node, cookie)) != tiles:
+        assert time.monotonic() < deadline, f"wall big: {now}, not {tiles}"
+        time.sleep(0.2)
+
+
+def test_a_rule_s_hold_ends_though_the_control_room_that_pushed_it_died(
+    process_cluster: ProcessCluster,
+) -> None:
+    """An alert rule puts a camera on a tile for hold_s; the control room that pushed it is
+    killed during the hold; another brings the tile's stream back."""
+    one = process_cluster.start("control-room", "control-1")
+    process_cluster.cli("users", "add", "op", "--role", "admin", stdin=PASSWORD + "\n")
+    for stream in ("gate", "hall"):
+        process_cluster.cli("streams", "add", stream, "--class", "security", "--court", "zz")
+    cookie = sign_in(one).cookies["cc_session"]
+    put = {"cookies": {"cc_session": cookie}}
+    wall = {"layout": "2x2", "tiles": ["hall", None, None, None]}
+    assert httpx.put(f"{one.url}/api/v1/walls/big", json=wall, **put).status_code == 200
+    rule = {"types": ["motion"], "streams": ["gate"], "wall": "big", "tile": 0, "hold_s": 3}
+    answer = httpx.put(f"{one.url}/api/v1/alert-rules/gate", json=rule, **put)
+    assert answer.status_code == 200, answer.text
+
+    alert = {"id": "a1", "stream": "gate", "type": "motion", "court": "zz"}
+    message = json.dumps({"type": "alert", "phase": "start", "alert": alert})
+    with redis.Redis.from_url(process_cluster.redis.url) as client:
+        assert client.publish("cc:chan:alerts", message) == 2  # its rules and events
+    wait_tiles(one, cookie, ["gate", None, None, None], 10)
+    process_cluster.kill("control-1")  # SIGKILL during the hold
+
+    two = process_cluster.start("control-room", "control-2")
+    wait_tiles(two, cookie, ["hall", None, None, None], 10)
