@@ -9,8 +9,14 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-# a checkout's configs/ (cluster-demo runs from one; the image carries /app/configs)
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+def _configs() -> Path:
+    """A checkout's configs/; installed (the image), the one in the working dir (/app)."""
+    beside = Path(__file__).resolve().parents[1] / "configs"
+    return beside if beside.is_dir() else Path("configs").resolve()
+
+
+CONFIGS = _configs()
 TEMPLATE = CONFIGS / "nginx.conf"
 UPSTREAM = re.compile(r"^(\s*)upstream (\w+) \{\n(.*?)^\1\}", re.MULTILINE | re.DOTALL)
 SERVER_LINE = re.compile(r"^\s*server \S+:\d+(?P<options>[^;]*);\n", re.MULTILINE)
