@@ -140,6 +140,8 @@ class WeedS3:
         self.access_key = f"cc{secrets.token_hex(8)}"
         self.secret_key = secrets.token_hex(20)
         self.ports = {flag: free_port() for flag in WEED_PORTS}
+        # gRPC ports default to port + 10000, which may be taken: each is chosen
+        self.grpc_ports = {f"{flag}.grpc": free_port() for flag in WEED_PORTS}
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -162,9 +164,7 @@ class WeedS3:
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }
         identities.write_text(json.dumps({"identities": [identity]}))
-        ports = [f"-{flag}={port}" for flag, port in self.ports.items()]
-        # gRPC ports default to port + 10000, which may be taken: each is chosen
-        ports += [f"-{flag}.grpc={free_port()}" for flag in self.ports]
+        ports = [f"-{flag}={port}" for flag, port in (self.ports | self.grpc_ports).items()]
         admin = _free_port_pair()
         args = [weed, "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
         args += [*ports, f"-admin.port={admin[0]}", f"-admin.port.grpc={admin[1]}"]
@@ -186,6 +186,9 @@ class WeedS3:
     def stop(self) -> None:
         if self.process is not None:
             stop(self.process)
+        # weed keeps its gRPC unix sockets in /tmp whatever it is told, and may leave them
+        for flag, port in self.grpc_ports.items():
+            Path(f"/tmp/seaweedfs-{flag.split('.')[0]}-grpc-{port}.sock").unlink(missing_ok=True)
 
 
 def _free_port_pair() -> tuple[int, int]:
