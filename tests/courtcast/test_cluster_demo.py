@@ -111,8 +111,14 @@ def test_cluster_demo_plays_through_nginx_and_stops_clean(tmp_path: Path) -> Non
         text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    assert launcher.stdout is not None
-    threading.Thread(target=lambda: [lines.put(x) for x in launcher.stdout], daemon=True).start()  # type: ignore[union-attr]
+    output = launcher.stdout
+    assert output is not None
+
+    def pump() -> None:
+        for line in output:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     publisher: subprocess.Popen[bytes] | None = None
     try:
         told = read_until(lines, "logs:", START_TIMEOUT_S)

@@ -134,7 +134,7 @@ def nginx_conf_text() -> str:
     service = compose()["services"]["nginx"]
     mounted = [v.split(":") for v in service["volumes"] if v.startswith("./")]
     assert [target for _, target, *_ in mounted] == ["/etc/nginx/nginx.conf"]
-    return (REPO / mounted[0][0]).read_text()
+    return (REPO / str(mounted[0][0])).read_text()
 
 
 def test_nginx_sends_each_kind_of_request_to_the_services_that_serve_it() -> None:
