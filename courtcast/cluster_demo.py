@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,9 +209,9 @@ def _free_port_pair() -> tuple[int, int]:
 
 
 def _wait_until(
-    ready: object, timeout_s: float, process: subprocess.Popen[bytes], what: str
+    ready: Callable[[], bool], timeout_s: float, process: subprocess.Popen[bytes], what: str
 ) -> None:
-    assert callable(ready)
+    """Poll ready() until true; the process ending first, or the time running out, is an error."""
     deadline = time.monotonic() + timeout_s
     while not ready():
         if process.poll() is not None:
