@@ -4,11 +4,13 @@ then the tile's previous stream comes back, unless someone changed the wall mean
 
 Every control room hears each alert's start on the live channel; the first to count the
 (alert, rule) pair in the state store acts (an atomic counter, forgotten after an hour), so a
-cluster pushes once. The hold (what the tile showed before, the version the push made) is kept
-beside the wall and read and written under the wall's lock: a second push on a held tile keeps
-the first one's "before", and a restore acts only while the wall is still at its push's version.
-Pushes and restores are audited as `wall.rule`. A control room stopped during a hold leaves
-the camera up (its timer is gone); the next change of the wall replaces it.
+cluster pushes once. The hold (what the tile showed before, the version the push made, when it
+ends) is kept beside the wall and read and written under the wall's lock: a second push on a
+held tile keeps the first one's "before", and a restore acts only while the wall is still at
+its push's version.
+Every control room looks for ended holds every SWEEP_S, so a hold ends on time even when the
+control room that pushed it has died (no timer lives in one process); the wall's lock makes
+the restore happen once. Pushes and restores are audited as `wall.rule`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ CLAIM_SCOPE = "alert-rule-claim"
 CLAIM_S = 3600.0  # an alert's start is heard once; the claim outlives any redelivery
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_TILE = 24  # the largest layout (5x5) has 25 tiles
+SWEEP_S = 0.5  # how late past its end a hold may be restored
 
 
 class AlertRule(BaseModel):
@@ -123,14 +126,17 @@ class RuleEngine:
         self._walls = walls
         self._tree = tree
         self.rules = RuleStore(state)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name="alert-rules")
+        self._tasks = [
+            asyncio.create_task(self._follow(), name="alert-rules"),
+            asyncio.create_task(self._sweep(), name="alert-rule-holds"),
+        ]
 
     async def stop(self) -> None:
-        tasks = [t for t in [self._task, *self._pending] if t is not None]
+        tasks = [*self._tasks, *self._pending]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -181,46 +187,62 @@ class RuleEngine:
             before.append(hold["previous"] if hold is not None and held else wall.tiles[rule.tile])
             wall.tiles[rule.tile] = stream
             record = {"version": wall.version + 1, "previous": before[0], "stream": stream}
-            await self._state.put_record(HOLD_KIND, key, {**record, "rule": name})
+            ends = round(time.time() + rule.hold_s, 3)
+            await self._state.put_record(
+                HOLD_KIND, key, {**record, "rule": name, "until": ends, "alert": _brief(alert)}
+            )
             return True
 
         wall = await self._walls.edit(rule.wall, change, f"rule:{name}")
         if wall is None:
             return
-        await self._audit("push", name, rule, alert, wall, before=before[0])
-        self._spawn(self._restore_later(name, rule, alert, wall.version))
+        await self._audit("push", name, rule.wall, rule.tile, alert, wall, before=before[0])
 
-    async def _restore_later(
-        self, name: str, rule: AlertRule, alert: dict[str, Any], pushed: int
-    ) -> None:
-        await asyncio.sleep(rule.hold_s)
-        key = f"{rule.wall}/{rule.tile}"
-        outcome: list[str | None] = []
+    async def _sweep(self) -> None:
+        """Restore every hold that has ended, whoever pushed it."""
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                holds = await self._state.list_records(HOLD_KIND)
+                now = time.time()
+                for hold in holds:
+                    if float(hold.get("until", 0.0)) <= now:
+                        await self._restore(str(hold["id"]), hold)
+            except Exception:  # Redis away: the next sweep
+                log.warning("alert rules: holds not swept", exc_info=True)
+
+    async def _restore(self, key: str, seen: dict[str, Any]) -> None:
+        """Put back the stream the push on `key` ("<wall>/<tile>") replaced, unless a later
+        push holds the tile or someone changed the wall since."""
+        wall_name, _, tile_text = key.rpartition("/")
+        tile, pushed, name = int(tile_text), seen.get("version"), str(seen.get("rule", ""))
+        ended: list[dict[str, Any]] = []
 
         async def change(wall: Wall) -> bool:
             hold = await self._state.get_record(HOLD_KIND, key)
             if hold is None or hold.get("version") != pushed:
-                return False  # a later push holds the tile now: its restore comes later
+                return False  # restored already, or a later push holds the tile now
             await self._state.delete_record(HOLD_KIND, key)
-            if wall.version != pushed:
+            if wall.version != pushed or tile >= len(wall.tiles):
                 return False  # changed by someone meanwhile: their wall stands
-            outcome.append(hold.get("previous"))
-            wall.tiles[rule.tile] = outcome[0]
+            ended.append(hold)
+            wall.tiles[tile] = hold.get("previous")
             return True
 
-        try:
-            wall = await self._walls.edit(rule.wall, change, f"rule:{name}")
-        except Exception:  # Redis away: the camera stays up until the wall is next changed
-            log.warning("rule %s: tile %s not restored", name, key, exc_info=True)
-            return
-        if wall is not None:
-            await self._audit("restore", name, rule, alert, wall, restored=outcome[0])
+        wall = await self._walls.edit(wall_name, change, f"rule:{name}")
+        if wall is not None and ended:
+            hold = ended[0]
+            alert = dict(hold.get("alert") or {})
+            await self._audit(
+                "restore", name, wall_name, tile, alert, wall, restored=hold.get("previous")
+            )
 
     async def _audit(
         self,
         phase: str,
         name: str,
-        rule: AlertRule,
+        wall_name: str,
+        tile: int,
         alert: dict[str, Any],
         wall: Wall,
         **details: Any,
@@ -234,10 +256,15 @@ class RuleEngine:
             alert=alert.get("id"),
             type=alert.get("type"),
             stream=alert.get("stream"),
-            wall=rule.wall,
-            tile=rule.tile,
+            wall=wall_name,
+            tile=tile,
             version=wall.version,
             tiles=wall.tiles,
             court=alert.get("court", ""),
             **details,
         )
+
+
+def _brief(alert: dict[str, Any]) -> dict[str, Any]:
+    """What the restore's audit entry tells of the alert."""
+    return {k: alert.get(k) for k in ("id", "type", "stream", "court")}

@@ -12,6 +12,7 @@ import sys
 
 from core.config import ConfigError
 from courtcast.cli.agent import add_agent_commands
+from courtcast.cli.cluster_demo import add_cluster_demo_command
 from courtcast.cli.common import EXIT_USAGE, UsageError
 from courtcast.cli.courts import add_courts_commands
 from courtcast.cli.devices import add_devices_commands
@@ -31,6 +32,7 @@ NOUNS = (
     add_recordings_commands,
     add_agent_commands,
     add_devices_commands,
+    add_cluster_demo_command,
 )
 
 

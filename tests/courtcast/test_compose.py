@@ -4,6 +4,8 @@ runs here, so this is how they are kept honest)."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -12,7 +14,9 @@ import pytest
 import yaml
 
 from core.config import ConfigError, check_secrets, load_config
+from courtcast import nginx_conf
 from courtcast.cli import build_parser
+from tests.netutil import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "configs/cluster.yaml"
@@ -94,13 +98,73 @@ def test_roles_run_the_cluster_config_with_real_subcommands() -> None:
         assert command[1:] == ["--config", "/app/configs/cluster.yaml"]
 
 
-def test_published_ports_match_the_config() -> None:
+def test_the_topology_of_issue_18() -> None:
+    """Two media nodes, two recorders, control rooms, each its own node name; media nodes
+    advertise their compose address (relays) and publish RTMP, nothing else publishes
+    courtcast's HTTP port: nginx is the one way in."""
     config = load_config(CLUSTER, environ={})
+    roles: dict[str, list[str]] = {}
+    names = set()
     for name, service in courtcast_services().items():
-        container_ports = {int(p.split(":")[1].split()[0]) for p in service["ports"]}
-        assert config.http.port in container_ports, name
-    media_ports = {p.split(":")[1] for p in courtcast_services()["media-server"]["ports"]}
-    assert str(config.rtmp.port) in media_ports
+        roles.setdefault(service["command"][0], []).append(name)
+        names.add(service["environment"]["COURTCAST_NODE__NAME"])
+        ports = [str(p).split(":")[1] for p in service.get("ports", [])]
+        assert str(config.http.port) not in ports, f"{name} publishes HTTP past nginx"
+        if service["command"][0] == "media-server":
+            assert ports == [str(config.rtmp.port)], name
+            url = service["environment"]["COURTCAST_HTTP__PUBLIC_URL"]
+            assert url == f"http://{name}:{config.http.port}", name
+    assert len(roles["media-server"]) == 2 and len(roles["recorder"]) == 2
+    assert len(roles["control-room"]) >= 1
+    assert len(names) == len(courtcast_services()), "node names must differ"
+
+
+def test_every_secret_comes_from_the_environment() -> None:
+    """No secret, password or key in compose has a value of its own: each is ${VAR:?...}."""
+    for name, service in compose()["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if re.search(r"SECRET|PASSWORD|_KEY$", key):
+                assert re.fullmatch(r"\$\{\w+:\?[^}]*\}", str(value)), f"{name}: {key}"
+        if name != "redis":
+            url = (service.get("environment") or {}).get("COURTCAST_STATE__REDIS_URL")
+            assert url is None or ":${REDIS_PASSWORD:?" in url, name
+
+
+def nginx_conf_text() -> str:
+    service = compose()["services"]["nginx"]
+    mounted = [v.split(":") for v in service["volumes"] if v.startswith("./")]
+    assert [target for _, target, *_ in mounted] == ["/etc/nginx/nginx.conf"]
+    return (REPO / str(mounted[0][0])).read_text()
+
+
+def test_nginx_sends_each_kind_of_request_to_the_services_that_serve_it() -> None:
+    config = load_config(CLUSTER, environ={})
+    by_role: dict[str, set[str]] = {}
+    for name, service in courtcast_services().items():
+        by_role.setdefault(service["command"][0], set()).add(f"{name}:{config.http.port}")
+    upstreams = {k: set(v) for k, v in nginx_conf.upstreams(nginx_conf_text()).items()}
+    assert upstreams == {
+        "media": by_role["media-server"],
+        "recorders": by_role["recorder"],
+        "control": by_role["control-room"],
+    }
+    assert compose()["services"]["nginx"]["ports"] == ["8080:80"]
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_the_nginx_config_parses(tmp_path: Path) -> None:
+    """`nginx -t` on the file rendered for loopback (the compose hosts do not resolve here)."""
+    servers = {
+        name: [f"127.0.0.1:{free_port()}" for _ in hosts]
+        for name, hosts in nginx_conf.upstreams(nginx_conf_text()).items()
+    }
+    conf = nginx_conf.write(tmp_path, free_port(), servers)
+    test = subprocess.run(
+        ["nginx", "-t", "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "e.log")],
+        capture_output=True,
+        text=True,
+    )
+    assert test.returncode == 0, test.stderr
 
 
 def test_environment_overrides_are_real_config_keys() -> None:
