@@ -107,10 +107,34 @@ def publish(procs: Procs, clip: Path, node: Node, streams: list[str]) -> subproc
 def play(procs: Procs, node: Node, stream: str, work: Path) -> Player:
     progress = work / f"{stream}-on-{node.name}.progress"
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
-    cmd += ["-i", f"rtmp://127.0.0.1:{node.rtmp}/live/{stream}", "-c", "copy", "-f", "null", "-"]
     cmd += ["-progress", str(progress), "-stats_period", "0.5"]
-    proc = procs.start(cmd, signal.SIGKILL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd += ["-i", f"rtmp://127.0.0.1:{node.rtmp}/live/{stream}", "-c", "copy", "-f", "null", "-"]
+    with open(progress.with_suffix(".log"), "wb") as errors:
+        proc = procs.start(cmd, signal.SIGKILL, stdout=subprocess.DEVNULL, stderr=errors)
     return Player(stream, progress, proc)
+
+
+def wait_origins(nodes: list[Node], expected: list[int], timeout_s: float = 60.0) -> None:
+    """Until every node holds the origin leases of the streams published to it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        held = [len(n.health()["roles"]["media_server"]["cluster"]["origins"]) for n in nodes]
+        if held == expected:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"origins held {held}, expected {expected}")
+
+
+def redis_calls(port: int) -> dict[str, int]:
+    """Redis's commands so far, by command (INFO commandstats)."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
 def load_average() -> str:
@@ -135,8 +159,11 @@ def run(k: int, n: int, seconds: float, work: Path, clip: Path) -> dict[str, Any
             publish(procs, clip, node, [s for i, s in enumerate(streams) if i % k == j])
             for j, node in enumerate(nodes)
         ]
-        time.sleep(3.0)  # live on their origins before anyone plays
-        players = [play(procs, nodes[(i + 1) % k], s, work) for i, s in enumerate(streams)]
+        wait_origins(nodes, [len(range(j, n, k)) for j in range(k)])
+        players = []
+        for i, stream in enumerate(streams):
+            players.append(play(procs, nodes[(i + 1) % k], stream, work))
+            time.sleep(0.1)  # players arrive over a few seconds, not all in one instant
         load += [p.proc for p in players]
         time.sleep(WARMUP_S)
         cpu0, frames0, busy0 = (
@@ -145,6 +172,7 @@ def run(k: int, n: int, seconds: float, work: Path, clip: Path) -> dict[str, Any
             machine_busy(),
         )
         ffmpeg0 = cpu_s([pid for p in load for pid in tree(p.pid)])
+        calls0 = redis_calls(port)
         time.sleep(seconds)
         cpu1, frames1, busy1 = (
             [n.cpu() for n in nodes],
@@ -152,15 +180,20 @@ def run(k: int, n: int, seconds: float, work: Path, clip: Path) -> dict[str, Any
             machine_busy(),
         )
         ffmpeg1 = cpu_s([pid for p in load for pid in tree(p.pid)])
+        calls1 = redis_calls(port)
+        calls = {c: (v - calls0.get(c, 0)) / seconds for c, v in calls1.items()}
+        calls = {c: v for c, v in calls.items() if v > 0}
         stats = [node.health().get("roles", {}).get("media_server", {}) for node in nodes]
         result = {
             "k": k,
             "n": n,
             "cpu_s": [b - a for a, b in zip(cpu0, cpu1, strict=True)],
             "fps": [(b - a) / seconds for a, b in zip(frames0, frames1, strict=True)],
+            "players_exited": sum(p.proc.poll() is not None for p in players),
             "origins": [len(s.get("cluster", {}).get("origins", [])) for s in stats],
             "relays": [len(s.get("cluster", {}).get("relays", {})) for s in stats],
             "ffmpeg_cpu_s": ffmpeg1 - ffmpeg0,
+            "redis_calls_s": dict(sorted(calls.items(), key=lambda kv: -kv[1])),
             "busy": (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]),
             "load": load_average(),
         }
@@ -186,7 +219,8 @@ def report(row: dict[str, Any], seconds: float) -> str:
         f"| {row['k']} | {row['n']} | {load} "
         f"| {' / '.join(f'{o}+{r}' for o, r in zip(row['origins'], row['relays'], strict=True))} "
         f"| {' / '.join(per_node)} | {cluster_ms:.1f} | {min(fps):.1f} / {sum(fps) / len(fps):.1f} "
-        f"| {'yes' if full else 'no'} | {row['ffmpeg_cpu_s'] / seconds * 100:.0f} "
+        f"| {'yes' if full and not row['players_exited'] else 'no'} | {row['players_exited']} | {row['ffmpeg_cpu_s'] / seconds * 100:.0f} "
+        f"| {sum(row['redis_calls_s'].values()):.0f} "
         f"| {row['busy'] * 100:.0f}% | {row['load']} |"
     )
 
@@ -202,6 +236,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         work = Path(os.environ.get("BENCH_WORK") or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         clip = main_stream(work)
         for k in sizes:
             for m in per_node:
@@ -216,10 +251,10 @@ def main() -> None:
     print(
         "| nodes | streams | node CPU % of a core | origins+relays per node "
         "| node CPU ms per stream-second | cluster CPU ms per published stream-second "
-        "| player fps min / mean | full rate | ffmpeg CPU % (publishers + players) "
-        "| machine busy | load avg |"
+        "| player fps min / mean | full rate | players refused | ffmpeg CPU % (publishers + players) "
+        "| Redis commands/s | machine busy | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(report(row, args.seconds))
 
