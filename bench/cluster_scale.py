@@ -219,7 +219,8 @@ def report(row: dict[str, Any], seconds: float) -> str:
         f"| {row['k']} | {row['n']} | {load} "
         f"| {' / '.join(f'{o}+{r}' for o, r in zip(row['origins'], row['relays'], strict=True))} "
         f"| {' / '.join(per_node)} | {cluster_ms:.1f} | {min(fps):.1f} / {sum(fps) / len(fps):.1f} "
-        f"| {'yes' if full and not row['players_exited'] else 'no'} | {row['players_exited']} | {row['ffmpeg_cpu_s'] / seconds * 100:.0f} "
+        f"| {'yes' if full and not row['players_exited'] else 'no'} | {row['players_exited']} "
+        f"| {row['ffmpeg_cpu_s'] / seconds * 100:.0f} "
         f"| {sum(row['redis_calls_s'].values()):.0f} "
         f"| {row['busy'] * 100:.0f}% | {row['load']} |"
     )
@@ -251,12 +252,17 @@ def main() -> None:
     print(
         "| nodes | streams | node CPU % of a core | origins+relays per node "
         "| node CPU ms per stream-second | cluster CPU ms per published stream-second "
-        "| player fps min / mean | full rate | players refused | ffmpeg CPU % (publishers + players) "
+        "| player fps min / mean | full rate | players refused "
+        "| ffmpeg CPU % (publishers + players) "
         "| Redis commands/s | machine busy | load avg |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(report(row, args.seconds))
+    print()
+    for row in rows:
+        top = ", ".join(f"{c} {v:.0f}" for c, v in list(row["redis_calls_s"].items())[:6])
+        print(f"Redis at {row['k']} node(s), {row['n']} streams, per second: {top}")
 
 
 if __name__ == "__main__":
