@@ -14,7 +14,8 @@ player's frames over the window (ffmpeg -progress). Reported per node: CPU ms pe
 stream-second, where a node's streams are the ones it holds as origin plus the ones it
 relays; and for the cluster: CPU ms per published stream-second over all nodes. A run is
 "at full rate" when every player received at least 95 % of the source's frames; the largest
-such N is what the cluster size sustains here.
+such N is what the cluster size sustains here. Redis's commands per second over the
+window come from INFO commandstats (docs/scale.md sizes one Redis with them).
 
     .venv/bin/python bench/cluster_scale.py [--per-node 8,16,24] [--seconds 15]
 """
