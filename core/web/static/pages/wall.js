@@ -1,6 +1,7 @@
 // /wall/{name} (control_room/pages/wall.html): the wall full screen. It follows the wall over
 // /api/v1/events, applies each version it is sent (layout and tiles) and acknowledges it, so
-// the operator who dispatched sees it arrive. window.wall exposes the state to tests.
+// the operator who dispatched sees it arrive. A tile plays the room's sub stream when it has
+// one (`<id>-sub`). window.wall exposes the state to tests.
 
 import { ready, setText } from "/static/js/i18n.js";
 import { showSignedIn } from "/static/js/shell.js";
@@ -10,7 +11,8 @@ import { connectEvents } from "/static/js/events.js";
 const LAYOUTS = {"1": 1, "2x2": 4, "3x3": 9, "4x4": 16, "5x5": 25, "1+5": 6};
 const name = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
 const $ = (id) => document.getElementById(id);
-const state = window.wall = {name, layout: null, version: 0, tiles: [], streams: {}};
+const state = window.wall = {name, layout: null, version: 0, tiles: [], wallTiles: [],
+  streams: {}};
 
 function say(key, params, error) {
   setText($("status"), key, params);
@@ -39,15 +41,29 @@ function apply(wall) {
     return;
   }
   if (wall.layout !== state.layout) build(wall.layout);
-  wall.tiles.forEach((streamId, i) => {
-    const tile = state.tiles[i];
-    tile.play(streamId);
-    const known = streamId && state.streams[streamId];
-    if (known && known.state === "offline") tile.streamState("offline");
-  });
+  state.wallTiles = wall.tiles;
+  playTiles();
   state.version = wall.version;
   events.ack(name, wall.version);
   say("wall.status.applied", {version: wall.version});
+}
+
+/** What a tile plays for a stream: the room's sub stream when it has one, as the console's
+ * tiles do (a wall is small tiles; main streams would fill a thin WAN link). */
+function source(streamId) {
+  const known = streamId && state.streams[streamId];
+  return known && known.sub ? known.sub : streamId;
+}
+
+function playTiles() {
+  state.wallTiles.forEach((streamId, i) => {
+    const tile = state.tiles[i];
+    if (!tile) return;
+    const playing = source(streamId);
+    tile.play(playing);
+    const known = playing && state.streams[playing];
+    if (known && known.state === "offline") tile.streamState("offline");
+  });
 }
 
 function streamNews(id, news) {
@@ -85,6 +101,7 @@ async function start() {
   events = connectEvents({
     hello(message) {
       for (const stream of message.streams) streamNews(stream.id, stream);
+      playTiles();  // a wall applied before the streams were known: their sub streams now
     },
     stream(message) { streamNews(message.id, message); },
     wall: apply,
