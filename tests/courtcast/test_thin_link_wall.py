@@ -211,6 +211,7 @@ def test_a_16_tile_wall_across_a_10_mbit_link_plays_every_tile_from_its_sub_stre
     tcp_proxy: ProxyFactory,
     background: Background,  # noqa: F811
     chromium_browser: Any,
+    screenshot: Any,
     tmp_path: Path,
 ) -> None:
     origin, rtmp_port = start_origin(process_cluster, thin_link, tcp_proxy)
@@ -258,6 +259,7 @@ def test_a_16_tile_wall_across_a_10_mbit_link_plays_every_tile_from_its_sub_stre
             assert new["framesDecoded"] > old["framesDecoded"] > 0, (i, new)
             assert (new["width"], new["height"]) == SUB[0], (i, new)
         assert page.evaluate(TILES).count(":live") == 16, page.evaluate(TILES)
+        screenshot(page, "16-tiles")
 
         # B pulls the 16 sub streams from A, once each, and no main stream
         relays = media_role(node_b).cluster.stats()["relays"]
