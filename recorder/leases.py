@@ -92,13 +92,20 @@ class RecordingLeases:
                 break
             if key in self.held:
                 continue
-            asked = time.monotonic()
-            value = await self.state.fenced_lease(SCOPE, lease_id(key), self.holder, self.ttl_s)
-            if value.startswith(f"{self.holder}/"):
-                grant = self.held[key] = Grant(key, value, asked + self.ttl_s)
+            grant = await self.take(key)
+            if grant is not None:
                 taken.append(grant)
                 mine += 1
         return taken
+
+    async def take(self, key: Key) -> Grant | None:
+        """The key's lease for this recorder if it is free (or already this one's)."""
+        asked = time.monotonic()
+        value = await self.state.fenced_lease(SCOPE, lease_id(key), self.holder, self.ttl_s)
+        if not value.startswith(f"{self.holder}/"):
+            return None
+        grant = self.held[key] = Grant(key, value, asked + self.ttl_s)
+        return grant
 
     def _order(self, key: Key) -> bytes:
         return hashlib.sha256(f"{self.holder}|{lease_id(key)}".encode()).digest()

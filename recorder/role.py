@@ -118,6 +118,7 @@ class RecorderRole:
         self.active: dict[tuple[str, str], Recording] = {}
         self._closing: set[asyncio.Task[Any]] = set()
         self._closing_ids: set[str] = set()  # recordings being closed here (not to take over)
+        self._orphans_due = 0.0  # monotonic: when a fleet recorder next looks for orphans
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -277,6 +278,34 @@ class RecorderRole:
         log.info("recording %s taken over (%s, grant %s)", rid, cause, grant and grant.value)
         return recording
 
+    async def _close_orphans(self) -> None:
+        """Fleet, every few lease times: an open recording that no recorder writes and that
+        is no longer wanted (its writer died, and its session closed before another took it
+        over) is taken over here and closed, with its recorder-failover gap."""
+        if self.fleet is None or time.monotonic() < self._orphans_due:
+            return
+        self._orphans_due = time.monotonic() + 3 * self.fleet.leases.ttl_s
+        wanted = await self.wanted()
+        for record in await self.index.search(state="recording"):
+            key = (str(record.get("stream", "")), str(record.get("session", "")))
+            if key in wanted or key in self.active or record["id"] in self._closing_ids:
+                continue
+            grant = await self.fleet.leases.take(key)
+            if grant is None:  # its writer lives (and is closing it), or another took it
+                continue
+            try:
+                manifest = await load_manifest(
+                    self.storage.objects, self.options.spool_dir, str(record["id"])
+                )
+            except (LookupError, ValueError) as exc:
+                log.error("recording %s left open, cannot be closed: %s", record["id"], exc)
+                await self.fleet.leases.release(key)
+                continue
+            recording = self._recording(manifest, grant)
+            await recording.start(resumed=True, cause=GapCause.recorder_failover)
+            log.info("recording %s left open by a dead recorder: closed here", recording.id)
+            self._close_later(recording, release=True)
+
     async def _open_of(self, key: tuple[str, str]) -> dict[str, Any] | None:
         """The index record of the key's open recording, if one was left."""
         found = await self.index.search(stream=key[0], session=key[1], state="recording")
@@ -410,6 +439,7 @@ class RecorderRole:
             try:
                 await self.sessions.open_due()
                 await self.reconcile()
+                await self._close_orphans()
                 await self._touch_recorded()
                 await self.sync_broadcasts()
             except Exception:  # Redis away or a bad definition: the next round retries

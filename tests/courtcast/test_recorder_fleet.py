@@ -178,3 +178,24 @@ def test_a_paused_recorder_cannot_write_after_its_lease_passed(
     assert recording(cluster)["node"] == "rec-2"  # type: ignore[index]
     report = close_and_verify(cluster, session, "rec-2", tmp_path)
     assert "recorder-failover" in [g["cause"] for g in report["remaining_gaps"]], report
+
+
+def test_a_recording_left_open_by_a_dead_recorder_is_closed_by_another(
+    publishing: ProcessCluster, tmp_path: Path
+) -> None:
+    """The session closed while its only recorder was dead: the next recorder closes it."""
+    cluster = publishing
+    cluster.start("recorder", "rec-1")
+    session = open_session(cluster)
+    rid = eventually(lambda: (r := recording(cluster)) and r["id"], 20, "a recording")
+    eventually(lambda: segments_by(cluster, rid, 1) >= 1, 30, "a segment listed")
+    cluster.kill("rec-1")
+    cluster.cli("sessions", "close", session)
+    cluster.start("recorder", "rec-2")
+    eventually(lambda: recording(cluster)["state"] == "closed", 6 * LEASE_S, "closed")  # type: ignore[index]
+    pem = httpx.get(f"{cluster.processes['rec-2'].url}/api/v1/recordings/signing-key").text
+    (tmp_path / "key.pem").write_text(pem)
+    args = ("recordings", "verify", rid, "--public-key", str(tmp_path / "key.pem"), "--json")
+    report = json.loads(cluster.cli(*args))
+    assert report["ok"], report
+    assert [g["cause"] for g in report["remaining_gaps"]][-1] == "recorder-failover", report
