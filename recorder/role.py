@@ -42,6 +42,7 @@ from recorder.index import RecordingIndex
 from recorder.leases import FencedIndex, FencedStore, Grant
 from recorder.manifest import GapCause, Manifest
 from recorder.manifest_store import load_manifest
+from recorder.orphans import adopt
 from recorder.recording import RecorderOptions, Recording
 from recorder.sessions import CHANGES as SESSION_CHANGES
 from recorder.sessions import TrialSession, TrialSessions, room_streams
@@ -272,6 +273,8 @@ class RecorderRole:
         except (LookupError, ValueError) as exc:
             log.error("recording %s cannot be taken over (%s): a new one starts", rid, exc)
             return await self._start(w, grant)
+        if not mine and grant is not None:  # what the dead writer stored but never listed
+            await adopt(self.storage.objects, manifest, grant.first_seq)
         recording = self._recording(manifest, grant)
         cause = GapCause.recorder_restart if mine else GapCause.recorder_failover
         await recording.start(resumed=True, cause=cause)
@@ -301,6 +304,7 @@ class RecorderRole:
                 log.error("recording %s left open, cannot be closed: %s", record["id"], exc)
                 await self.fleet.leases.release(key)
                 continue
+            await adopt(self.storage.objects, manifest, grant.first_seq)
             recording = self._recording(manifest, grant)
             await recording.start(resumed=True, cause=GapCause.recorder_failover)
             log.info("recording %s left open by a dead recorder: closed here", recording.id)

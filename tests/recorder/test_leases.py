@@ -12,8 +12,12 @@ import pytest
 from recorder.index import RecordingIndex
 from recorder.leases import SEQS_PER_EPOCH, FencedIndex, FencedStore, FenceLost, RecordingLeases
 from recorder.manifest import Gap, GapCause, Manifest
-from storage.objects import ObjectNotFound, open_object_store
+from recorder.orphans import adopt
+from recorder.recording import RecorderOptions
+from recorder.signing import Signer
+from storage.objects import ObjectNotFound, ObjectStore, open_object_store
 from storage.state import StateStore
+from tests.recorder.test_recording import record_clip
 
 KEYS = [("cam-1", "s1"), ("cam-2", "s1")]
 
@@ -75,3 +79,31 @@ def test_backfill_may_fill_a_recorder_failover_gap() -> None:
     manifest.gaps.append(gap)
     assert manifest.fillable_gaps() == [gap]
     assert manifest.backfill_room(100.0, 110.0) == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("objects", ["disk"], indirect=True)
+async def test_a_takeover_lists_the_segments_its_last_writer_stored_unlisted(
+    tmp_path: Path,
+    objects: ObjectStore,
+    index: RecordingIndex,
+    signer: Signer,
+    options: RecorderOptions,
+) -> None:
+    """Killed between a segment's upload and its checkpoint: the segment is in the store,
+    not in the manifest; the next writer reads it and lists it (else verify fails: extra)."""
+    recorded = await record_clip(tmp_path, objects, index, signer, options)
+    left = Manifest.from_bytes(recorded.to_bytes())
+    left.segments = left.segments[:-2]  # uploaded, never listed
+    assert await adopt(objects, left, SEQS_PER_EPOCH) == 2
+    for got, want in zip(left.segments[-2:], recorded.segments[-2:], strict=True):
+        assert (got.seq, got.sha256, got.bytes, got.init) == (
+            want.seq,
+            want.sha256,
+            want.bytes,
+            want.init,
+        )
+        assert got.duration == pytest.approx(want.duration, abs=0.05)
+        assert got.media_start == pytest.approx(want.media_start, abs=0.05)
+        assert got.start == pytest.approx(want.start, abs=0.1)
+    assert left.segments[-1].prev == left.segments[-2].entry_hash()
+    assert await adopt(objects, left, SEQS_PER_EPOCH) == 0  # nothing more to list
