@@ -8,9 +8,9 @@
 - Fencing, so that a paused old writer (SIGSTOP, a long GC, a frozen VM) cannot write after
   its lease passed on: its index writes are one Lua step with the grant check
   (FencedIndex); each object put is preceded by a check of the grant (FencedStore); and a
-  writer numbers its segments from (epoch - 1) * SEQS_PER_EPOCH, so the objects of two
-  writers never share a key: a put already on its way when the lease passed lands on a
-  name the new writer never lists.
+  writer taking a recording over numbers its segments from (epoch - 1) * SEQS_PER_EPOCH
+  (a new recording from 0), so the objects of two writers never share a key: a put
+  already on its way when the lease passed lands on a name the new writer never uses.
 - Recorders spread the work: each takes at most ceil(wanted / live recorders) keys, the
   live recorders being those whose presence (renewed with the grants) has not run out.
 """

@@ -275,7 +275,7 @@ class RecorderRole:
             return await self._start(w, grant)
         if not mine and grant is not None:  # what the dead writer stored but never listed
             await adopt(self.storage.objects, manifest, grant.first_seq)
-        recording = self._recording(manifest, grant)
+        recording = self._recording(manifest, grant, takeover=True)
         cause = GapCause.recorder_restart if mine else GapCause.recorder_failover
         await recording.start(resumed=True, cause=cause)
         log.info("recording %s taken over (%s, grant %s)", rid, cause, grant and grant.value)
@@ -305,7 +305,7 @@ class RecorderRole:
                 await self.fleet.leases.release(key)
                 continue
             await adopt(self.storage.objects, manifest, grant.first_seq)
-            recording = self._recording(manifest, grant)
+            recording = self._recording(manifest, grant, takeover=True)
             await recording.start(resumed=True, cause=GapCause.recorder_failover)
             log.info("recording %s left open by a dead recorder: closed here", recording.id)
             self._close_later(recording, release=True)
@@ -316,15 +316,19 @@ class RecorderRole:
         found = [r for r in found if r["id"] not in self._closing_ids]  # a rotation's
         return next((r for r in found if r.get("session", "") == key[1]), None)
 
-    def _recording(self, manifest: Manifest, grant: Grant | None) -> Recording:
-        """A Recording; in a fleet, writing only while its grant holds, numbering its
-        segments from the grant's range, and listing each segment in the stored manifest
-        as soon as it is stored (a takeover then finds no object the manifest lacks)."""
+    def _recording(
+        self, manifest: Manifest, grant: Grant | None, takeover: bool = False
+    ) -> Recording:
+        """A Recording; in a fleet, writing only while its grant holds, listing each
+        segment in the stored manifest as soon as it is stored (a takeover then finds
+        little the manifest lacks), and, taking over another writer's recording, numbering
+        its segments from the grant's range (their objects never share a key)."""
         store, index, options = self.storage.objects, self.index, self.options
         if grant is not None and self.fleet is not None:
             store = FencedStore(store, self.fleet.leases, grant)
             index = FencedIndex(self.storage.state, grant)
-            options = replace(options, first_seq=grant.first_seq, checkpoint_every_s=0.0)
+            first = grant.first_seq if takeover else 0  # a new recording has no other writer
+            options = replace(options, first_seq=first, checkpoint_every_s=0.0)
         return Recording(self.hub_or_fail(), store, index, self.signer, manifest, options)
 
     async def _lost(self, grant: Grant) -> None:

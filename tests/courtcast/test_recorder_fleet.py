@@ -126,7 +126,7 @@ def test_a_recorder_apart_from_the_media_node_records_a_session(
     session = open_session(cluster)
     rid = eventually(lambda: (r := recording(cluster)) and r["id"], 20, "a recording")
     assert recording(cluster)["node"] == "rec-1"  # type: ignore[index]
-    eventually(lambda: segments_by(cluster, rid, 1) >= 2, 30, "two segments listed")
+    eventually(lambda: segments_by(cluster, rid, 1) >= 1, 30, "a segment listed")
     report = close_and_verify(cluster, session, "rec-1", tmp_path)
     # recorded from the start through the relay: no gap but a first "not live yet" moment
     assert all(g["cause"] != "recorder-failover" for g in report["remaining_gaps"]), report
@@ -142,7 +142,7 @@ def test_a_killed_recorder_is_taken_over_with_a_failover_gap(
     rid = eventually(lambda: (r := recording(cluster)) and r["id"], 20, "a recording")
     first = recording(cluster)["node"]  # type: ignore[index]
     second = "rec-2" if first == "rec-1" else "rec-1"
-    eventually(lambda: segments_by(cluster, rid, 1) >= 2, 30, "two segments listed")
+    eventually(lambda: segments_by(cluster, rid, 1) >= 1, 30, "a segment listed")
     cluster.kill(first)
     killed = time.monotonic()
     eventually(lambda: recording(cluster)["node"] == second, 3 * LEASE_S, "a takeover")  # type: ignore[index]
@@ -161,7 +161,7 @@ def test_a_paused_recorder_cannot_write_after_its_lease_passed(
     cluster.start("recorder", "rec-1")
     session = open_session(cluster)
     rid = eventually(lambda: (r := recording(cluster)) and r["id"], 20, "a recording")
-    eventually(lambda: segments_by(cluster, rid, 1) >= 2, 30, "two segments listed")
+    eventually(lambda: segments_by(cluster, rid, 1) >= 1, 30, "a segment listed")
     cluster.kill("rec-1", signal.SIGSTOP)
     cluster.start("recorder", "rec-2")
     eventually(lambda: recording(cluster)["node"] == "rec-2", 4 * LEASE_S, "a takeover")  # type: ignore[index]
