@@ -191,9 +191,12 @@ class Platform:
         if "recorder" in self.role_names:
             from recorder.role import RecorderRole
 
-            # the recorder subscribes to this process's hub (a relay from other nodes is
-            # not built yet); without a media server it still serves recordings
-            hub = media.hub if media is not None else None
+            # alone, the recorder records this process's hub; in a cluster, recording is
+            # the recorder processes' (`courtcast recorder`: a hub of their own filled by
+            # relays, recordings claimed with leases), and a media node's recorder serves
+            # recordings only, so that each recording has one writer
+            cluster = self.config.cluster.enabled
+            hub = media.hub if media is not None and not cluster else None
             public = media.public if media is not None else None
             devices = DeviceRegistry(storage.state)
             recorder = RecorderRole(
@@ -203,6 +206,7 @@ class Platform:
                 hub,
                 devices.streams_of,
                 public,
+                self._recorder_fleet(storage) if cluster and media is None else None,
             )
             self.roles.append(recorder)
             await recorder.start()
@@ -214,6 +218,14 @@ class Platform:
             )
             self.roles.append(control)
             await control.start()
+
+    def _recorder_fleet(self, storage: Any) -> Any:
+        """A recorder process's side of the cluster (recorder/fleet.py)."""
+        from recorder.fleet import RecorderFleet
+
+        node = self.config.node
+        secret = self.config.security.url_signing_secret
+        return RecorderFleet(self.config.cluster, storage.state, node.name, node.data_dir, secret)
 
     async def _start_http(self) -> None:
         front = FrontDoor(SecurityHeaders(self.app))

@@ -39,7 +39,14 @@ class RecordingIndex:
             state.declare_index(KIND, field)
 
     async def put(self, manifest: Manifest, node: str, **extra: Any) -> None:
-        record = {
+        await self.state.put_record(
+            KIND, manifest.recording_id, self.record(manifest, node, **extra)
+        )
+
+    @staticmethod
+    def record(manifest: Manifest, node: str, **extra: Any) -> Record:
+        """The index record of a manifest written by node."""
+        return {
             "stream": manifest.stream,
             "session": manifest.session,
             "court": manifest.court,
@@ -58,7 +65,6 @@ class RecordingIndex:
             "updated": time.time(),
             **extra,
         }
-        await self.state.put_record(KIND, manifest.recording_id, record)
 
     async def get(self, recording_id: str) -> Record | None:
         return await self.state.get_record(KIND, recording_id)

@@ -34,6 +34,7 @@ class GapCause(StrEnum):
     publisher_lost = "publisher-lost"
     recess = "recess"
     recorder_restart = "recorder-restart"
+    recorder_failover = "recorder-failover"  # another recorder of the fleet took it over
     storage_outage = "storage-outage"
     recorder_overload = "recorder-overload"  # the recorder fell behind the hub and skipped
     audio_lost = "audio-lost"  # in audio_gaps: the source's audio stopped, its video went on

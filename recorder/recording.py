@@ -56,6 +56,7 @@ class RecorderOptions:
     node: str = "node-1"
     checkpoint_every_s: float = CHECKPOINT_EVERY_S  # recorder/checkpoints.py
     meter: SpoolMeter = field(default_factory=SpoolMeter)  # shared by the node's recordings
+    first_seq: int = 0  # a fleet writer's segment numbers start here (recorder/leases.py)
 
 
 def codec_string(track: Track) -> str:
@@ -138,15 +139,18 @@ class Recording:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def start(self, resumed: bool = False) -> None:
-        """Subscribe and write. resumed: a recording found open after a restart; what the
-        spool holds is recovered first, and a recorder-restart gap opens."""
+    async def start(
+        self, resumed: bool = False, cause: GapCause = GapCause.recorder_restart
+    ) -> None:
+        """Subscribe and write. resumed: a recording found open after a restart (or taken
+        over from another recorder: cause); what the spool holds is recovered first, and a
+        gap of that cause opens."""
         self.manifest.signing_key_id = self.signer.key_id
-        self._s.next_seq = self.manifest.next_seq
+        self._s.next_seq = max(self.manifest.next_seq, self.options.first_seq)
         self._s.init_names = {}
         if resumed:
             self.checkpoints.inherited = [*self.manifest.inits, *self.manifest.segments]
-            self._recover()
+            self._recover(cause)
         stream = self.hub.stream(self.manifest.stream)
         if not resumed and not stream.live:
             self._open_gap(self.manifest.opened_at, GapCause.publisher_lost, "not live yet")
@@ -224,7 +228,7 @@ class Recording:
         if not self._s.paused:
             self.segmenter.end_run()
 
-    def _recover(self) -> None:
+    def _recover(self, cause: GapCause) -> None:
         """Queue what a killed writer left in the spool; open a recorder-restart gap from
         the end of the last media it kept."""
         found = recover(self.spool, self.manifest, self.uploads, self._s.next_seq)
@@ -233,7 +237,8 @@ class Recording:
         # plays (and exports) as one fMP4 timeline
         self.segmenter.continue_timeline(found.media_end)
         self._s.wallclock_end = found.wallclock_end
-        self._open_gap(found.wallclock_end, GapCause.recorder_restart, "recorder restarted")
+        reason = "recorder restarted" if cause == GapCause.recorder_restart else str(cause)
+        self._open_gap(found.wallclock_end, cause, reason)
 
     # -- reading the hub ----------------------------------------------------------------
 

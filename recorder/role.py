@@ -8,8 +8,11 @@ What is recorded (reconciled on every session or stream change, and every few se
 - every side of an arraignment room from the moment it is on air, session or not;
 - with recorder.record_all, every live stream of this node's hub, continuously.
 
-It needs the hub of the media server in the same process (DESIGN.md §9: recording a
-stream of another node needs the on-demand relay, not built yet).
+Where the media comes from: the hub of the media server in the same process; or, in a
+recorder process of a cluster (recorder/fleet.py), a hub of its own filled by relays from
+the media nodes. A fleet's recorders claim the recordings with fenced Redis leases
+(recorder/leases.py): each writes those it holds, takes a free one up to its fair share,
+and takes over the open recording of a key whose writer died (a recorder-failover gap).
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import contextlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -36,13 +39,19 @@ from media_server.streams import CHANGES as STREAM_CHANGES
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
 from recorder.broadcast import Broadcasts
 from recorder.index import RecordingIndex
-from recorder.manifest import Manifest
+from recorder.leases import FencedIndex, FencedStore, Grant
+from recorder.manifest import GapCause, Manifest
 from recorder.manifest_store import load_manifest
+from recorder.orphans import adopt
 from recorder.recording import RecorderOptions, Recording
 from recorder.sessions import CHANGES as SESSION_CHANGES
 from recorder.sessions import TrialSession, TrialSessions, room_streams
 from recorder.signing import SignatureError, Signer
+from recorder.spool import Spool
 from storage.role import StorageRole
+
+if TYPE_CHECKING:
+    from recorder.fleet import RecorderFleet
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +88,11 @@ class RecorderRole:
         hub: Hub | None,
         device_streams: DeviceStreams = no_devices,
         public: PublicRenditions | None = None,
+        fleet: RecorderFleet | None = None,
     ) -> None:
         self.config = config
+        self.fleet = fleet  # a recorder process of a cluster: its own hub, relays, leases
+        hub = fleet.hub if fleet is not None else hub
         self.device_streams = device_streams  # who may upload backfill, and for which streams
         self.storage = storage
         self.app = app
@@ -106,6 +118,8 @@ class RecorderRole:
         )
         self.active: dict[tuple[str, str], Recording] = {}
         self._closing: set[asyncio.Task[Any]] = set()
+        self._closing_ids: set[str] = set()  # recordings being closed here (not to take over)
+        self._orphans_due = 0.0  # monotonic: when a fleet recorder next looks for orphans
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -129,7 +143,10 @@ class RecorderRole:
             log.warning("recorder: no media server in this process, nothing to record")
             return
         self._tasks.append(asyncio.create_task(self.news.run(), name="recording-news"))
-        await self._resume_open()
+        if self.fleet is not None:  # leases decide what this process resumes
+            self.fleet.start(self._lost, lambda: {sid for sid, _ in self.active})
+        else:
+            await self._resume_open()
         await self.reconcile()
         await self.sync_broadcasts()
         self.hub.on_publish.append(self._on_publish)
@@ -147,6 +164,9 @@ class RecorderRole:
         self.active.clear()
         for task in self._closing:
             task.cancel()
+        if self.fleet is not None:  # handed back: another recorder takes them over at once
+            await self.fleet.leases.release_all()
+            await self.fleet.stop()
 
     async def health(self) -> dict[str, Any]:
         outage = any(r.outage_since is not None for r in self.active.values())
@@ -157,6 +177,7 @@ class RecorderRole:
             "spooling": outage,
             "spool_over_80_percent": full,
             "signing_key_id": self.signer.key_id,
+            **({"leases": len(self.fleet.leases.held)} if self.fleet is not None else {}),
         }
 
     # -- what to record -----------------------------------------------------------------
@@ -170,6 +191,8 @@ class RecorderRole:
                 wanted[w.key] = w
         by_id = {d.id: d for d in definitions}
         live = {s.id for s in self.hub.streams() if s.live} if self.hub is not None else set()
+        if self.fleet is not None:  # live on any media node of the cluster
+            live |= set(await self.storage.state.present(presence.STREAM_LIVE))
         recorded = {sid for sid, sess in self.active if sess == CONTINUOUS}
         continuous = [
             d for d in definitions if d.enabled and d.stream_class == StreamClass.security
@@ -199,11 +222,14 @@ class RecorderRole:
             wanted = await self.wanted()
             for key, recording in list(self.active.items()):
                 if key not in wanted or self._due_for_rotation(key, recording):
-                    self._close_later(self.active.pop(key))
+                    self._close_later(self.active.pop(key), release=key not in wanted)
+            grants = await self._claim(wanted)
             for key, w in wanted.items():
                 found = self.active.get(key)
+                if found is None and self.fleet is not None and key not in grants:
+                    continue  # another recorder's, or over this one's share
                 if found is None:
-                    found = self.active[key] = await self._start(w)
+                    found = self.active[key] = await self._take(w, grants.get(key))
                 if w.session is not None and w.session.state == "recess":
                     found.pause(w.session.reason)
                 else:
@@ -224,7 +250,101 @@ class RecorderRole:
         infos = {stream_id: {"at": now} for stream_id in self._recorded}
         await self.storage.state.touch_presences(presence.STREAM_RECORDING, RECORDING_TTL_S, infos)
 
-    async def _start(self, w: Wanted) -> Recording:
+    async def _claim(self, wanted: dict[tuple[str, str], Wanted]) -> dict[tuple[str, str], Grant]:
+        """In a fleet: the grants this recorder holds (free keys taken up to its share), the
+        streams of the new ones pulled here first. Alone: none."""
+        if self.fleet is None:
+            return {}
+        taken = await self.fleet.leases.claim(wanted)
+        await self.fleet.want(g.key[0] for g in taken if g.key not in self.active)
+        return {k: g for k, g in self.fleet.leases.held.items() if k in wanted}
+
+    async def _take(self, w: Wanted, grant: Grant | None) -> Recording:
+        """A new recording of the key, or (fleet) the open one another writer left."""
+        record = await self._open_of(w.key) if grant is not None else None
+        if record is None:
+            return await self._start(w, grant)
+        rid = str(record["id"])
+        mine = record.get("node") == self.options.node  # this node before a restart
+        if not mine:  # what this node's spool has of it predates the other writer's part
+            Spool(self.options.spool_dir, rid).remove()
+        try:
+            manifest = await load_manifest(self.storage.objects, self.options.spool_dir, rid)
+        except (LookupError, ValueError) as exc:
+            log.error("recording %s cannot be taken over (%s): a new one starts", rid, exc)
+            return await self._start(w, grant)
+        if not mine and grant is not None:  # what the dead writer stored but never listed
+            await adopt(self.storage.objects, manifest, grant.first_seq)
+        recording = self._recording(manifest, grant, takeover=True)
+        cause = GapCause.recorder_restart if mine else GapCause.recorder_failover
+        await recording.start(resumed=True, cause=cause)
+        log.info("recording %s taken over (%s, grant %s)", rid, cause, grant and grant.value)
+        return recording
+
+    async def _close_orphans(self) -> None:
+        """Fleet, every few lease times: an open recording that no recorder writes and that
+        is no longer wanted (its writer died, and its session closed before another took it
+        over) is taken over here and closed, with its recorder-failover gap."""
+        if self.fleet is None or time.monotonic() < self._orphans_due:
+            return
+        self._orphans_due = time.monotonic() + 3 * self.fleet.leases.ttl_s
+        wanted = await self.wanted()
+        for record in await self.index.search(state="recording"):
+            key = (str(record.get("stream", "")), str(record.get("session", "")))
+            if key in wanted or key in self.active or record["id"] in self._closing_ids:
+                continue
+            grant = await self.fleet.leases.take(key)
+            if grant is None:  # its writer lives (and is closing it), or another took it
+                continue
+            try:
+                manifest = await load_manifest(
+                    self.storage.objects, self.options.spool_dir, str(record["id"])
+                )
+            except (LookupError, ValueError) as exc:
+                log.error("recording %s left open, cannot be closed: %s", record["id"], exc)
+                await self.fleet.leases.release(key)
+                continue
+            await adopt(self.storage.objects, manifest, grant.first_seq)
+            recording = self._recording(manifest, grant, takeover=True)
+            await recording.start(resumed=True, cause=GapCause.recorder_failover)
+            log.info("recording %s left open by a dead recorder: closed here", recording.id)
+            self._close_later(recording, release=True)
+
+    async def _open_of(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        """The index record of the key's open recording, if one was left."""
+        found = await self.index.search(stream=key[0], session=key[1], state="recording")
+        found = [r for r in found if r["id"] not in self._closing_ids]  # a rotation's
+        return next((r for r in found if r.get("session", "") == key[1]), None)
+
+    def _recording(
+        self, manifest: Manifest, grant: Grant | None, takeover: bool = False
+    ) -> Recording:
+        """A Recording; in a fleet, writing only while its grant holds, listing each
+        segment in the stored manifest as soon as it is stored (a takeover then finds
+        little the manifest lacks), and, taking over another writer's recording, numbering
+        its segments from the grant's range (their objects never share a key)."""
+        store, index, options = self.storage.objects, self.index, self.options
+        if grant is not None and self.fleet is not None:
+            store = FencedStore(store, self.fleet.leases, grant)
+            index = FencedIndex(self.storage.state, grant)
+            first = grant.first_seq if takeover else 0  # a new recording has no other writer
+            options = replace(options, first_seq=first, checkpoint_every_s=0.0)
+        return Recording(self.hub_or_fail(), store, index, self.signer, manifest, options)
+
+    async def _lost(self, grant: Grant) -> None:
+        """The lease passed to another recorder (or ran out): stop writing at once. What
+        this process has of it is no use to the new writer: its spool goes."""
+        async with self._lock:
+            recording = self.active.pop(grant.key, None)
+        if recording is None:
+            return
+        log.error("recording %s: lease lost, this recorder stops writing it", recording.id)
+        recording.uploads.stop()
+        with contextlib.suppress(Exception):
+            await recording.stop(0.0)
+        recording.spool.remove()
+
+    async def _start(self, w: Wanted, grant: Grant | None = None) -> Recording:
         now = time.time()
         d, s = w.stream, w.session
         manifest = Manifest(
@@ -238,14 +358,7 @@ class RecorderRole:
             opened_at=round(now, 6),
             public=bool(s is not None and s.public and d.stream_class == StreamClass.trial),
         )
-        recording = Recording(
-            self.hub_or_fail(),
-            self.storage.objects,
-            self.index,
-            self.signer,
-            manifest,
-            self.options,
-        )
+        recording = self._recording(manifest, grant)
         await recording.start()
         log.info(
             "recording %s started (%s)",
@@ -277,11 +390,22 @@ class RecorderRole:
             raise RuntimeError("the recorder needs a media server in the same process")
         return self.hub
 
-    def _close_later(self, recording: Recording) -> None:
-        """Close (upload, sign) without holding up the reconcile of other streams."""
-        task = asyncio.create_task(recording.close(), name=f"close {recording.id}")
+    def _close_later(self, recording: Recording, release: bool = False) -> None:
+        """Close (upload, sign) without holding up the reconcile of other streams; release:
+        then hand its lease back (a fleet's key no longer wanted)."""
+        task = asyncio.create_task(self._close(recording, release), name=f"close {recording.id}")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    async def _close(self, recording: Recording, release: bool) -> None:
+        self._closing_ids.add(recording.id)
+        try:
+            await recording.close()
+        finally:
+            self._closing_ids.discard(recording.id)
+            key = (recording.manifest.stream, recording.manifest.session)
+            if release and self.fleet is not None and key not in self.active:
+                await self.fleet.leases.release(key)
 
     async def wait_closed(self, timeout_s: float = 30.0) -> None:
         """Wait for recordings being closed (tests, and the CLI waiting for signatures)."""
@@ -318,15 +442,23 @@ class RecorderRole:
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), RECONCILE_S)
+                await asyncio.wait_for(self._changed.wait(), self._round_s())
             self._changed.clear()
             try:
                 await self.sessions.open_due()
                 await self.reconcile()
+                await self._close_orphans()
                 await self._touch_recorded()
                 await self.sync_broadcasts()
             except Exception:  # Redis away or a bad definition: the next round retries
                 log.exception("recorder: reconcile failed")
+
+    def _round_s(self) -> float:
+        """Between reconciles: in a fleet, a fifth of the lease time, so a lease that ran
+        out is taken over soon after."""
+        if self.fleet is None:
+            return RECONCILE_S
+        return min(RECONCILE_S, self.fleet.leases.ttl_s / 5)
 
     async def sync_broadcasts(self) -> None:
         """Public renditions as the sessions now say (also called by the API at once)."""

@@ -65,6 +65,7 @@ _NOT_CLAIMS = {
     "count",
     "hold",
     "lease",
+    "epoch",
 }
 
 
@@ -124,6 +125,37 @@ _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# A fenced lease: KEYS[1] the lease, KEYS[2] its epoch counter; ARGV holder, ttl ms. Free:
+# a new grant "holder/epoch" (epoch from INCR, so every grant of the key has a higher one);
+# held by holder: renewed. Returns the grant held after the call.
+_FENCED_LEASE_LUA = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  cur = ARGV[1] .. '/' .. redis.call('INCR', KEYS[2])
+end
+if string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. '/' then
+  redis.call('SET', KEYS[1], cur, 'PX', ARGV[2])
+end
+return cur
+"""
+
+# Renews grant ARGV[1] of KEYS[1] for ARGV[2] ms if it is still the one held; 1 if it was.
+_FENCED_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# _PUT_LUA behind a fence: KEYS[3] must hold the grant ARGV[1] (else 0, nothing written).
+_FENCED_PUT_LUA = (
+    """
+local fence = table.remove(ARGV, 1)
+if redis.call('GET', KEYS[3]) ~= fence then return 0 end
+"""
+    + _PUT_LUA
+)
 
 # Ids of a kind that are still present, with their info; expired ones leave the id set.
 # KEYS: presence id set. ARGV: presence key prefix (ends with ':').
@@ -200,6 +232,9 @@ class StateStore:
         self._present_script = self._redis.register_script(_PRESENT_LUA)
         self._lease_script = self._redis.register_script(_LEASE_LUA)
         self._release_script = self._redis.register_script(_RELEASE_LUA)
+        self._fenced_lease_script = self._redis.register_script(_FENCED_LEASE_LUA)
+        self._fenced_renew_script = self._redis.register_script(_FENCED_RENEW_LUA)
+        self._fenced_put_script = self._redis.register_script(_FENCED_PUT_LUA)
         self._health: Health = {"state": "degraded", "error": "not connected"}
         self._health_interval_s = health_interval_s
         self._watch_task: asyncio.Task[None] | None = None
@@ -304,14 +339,26 @@ class StateStore:
 
     async def put_record(self, kind: str, id: str, mapping: Mapping[str, Any]) -> None:
         """Create or replace the record `kind`/`id` (fields not in `mapping` are dropped)."""
+        keys, args = self._record_args(kind, id)
+        await self._put_script(keys=keys, args=[*args, *self._record_pairs(kind, id, mapping)])
+
+    async def put_record_fenced(
+        self, kind: str, id: str, mapping: Mapping[str, Any], fence: tuple[str, str, str]
+    ) -> bool:
+        """put_record while the grant of a fenced lease (fenced_lease) holds it, in the same
+        atomic step; fence: (scope, id, grant). False, nothing written, when it does not."""
+        keys, args = self._record_args(kind, id)
+        keys.append(self._counter_key("lease", fence[0], fence[1]))
+        pairs = self._record_pairs(kind, id, mapping)
+        return bool(await self._fenced_put_script(keys=keys, args=[fence[2], *args, *pairs]))
+
+    def _record_pairs(self, kind: str, id: str, mapping: Mapping[str, Any]) -> list[str]:
         fields = {k: v for k, v in mapping.items() if k != "id"}
         if mapping.get("id", id) != id:
             raise ValueError(f"record id {id!r} differs from its 'id' field {mapping['id']!r}")
         if not fields:
             raise ValueError(f"record {kind}/{id} needs at least one field besides 'id'")
-        keys, args = self._record_args(kind, id)
-        pairs = [part for item in _encode_fields(fields).items() for part in item]
-        await self._put_script(keys=keys, args=[*args, *pairs])
+        return [part for item in _encode_fields(fields).items() for part in item]
 
     async def get_record(self, kind: str, id: str) -> Record | None:
         _check_name("kind", kind)
@@ -516,6 +563,22 @@ class StateStore:
         """End `holder`'s lease on `scope`/`id` at once; another's lease is left alone."""
         key = self._counter_key("lease", scope, id)
         return bool(await self._release_script(keys=[key], args=[holder]))
+
+    async def fenced_lease(self, scope: str, id: str, holder: str, ttl_s: float) -> str:
+        """Take or renew `scope`/`id` for `holder` for `ttl_s` seconds, fenced: each new
+        grant is "holder/epoch" with an epoch higher than every earlier grant of the key
+        (INCR), and writes can be made conditional on it (put_record's fence, holds).
+        Returns the grant held now: holder's when taken or kept, else another's."""
+        key = self._counter_key("lease", scope, id)
+        epochs = self._counter_key("epoch", scope, id)
+        ttl_ms = max(1, int(ttl_s * 1000))
+        return str(await self._fenced_lease_script(keys=[key, epochs], args=[holder, ttl_ms]))
+
+    async def renew_fenced(self, scope: str, id: str, grant: str, ttl_s: float) -> bool:
+        """Extend `grant` by `ttl_s` if it still holds the lease; False when it was lost."""
+        key = self._counter_key("lease", scope, id)
+        ttl_ms = max(1, int(ttl_s * 1000))
+        return bool(await self._fenced_renew_script(keys=[key], args=[grant, ttl_ms]))
 
     async def lease_holder(self, scope: str, id: str) -> str | None:
         raw = await self._redis.get(self._counter_key("lease", scope, id))

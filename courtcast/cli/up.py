@@ -16,8 +16,10 @@ from courtcast.cli.common import config_from, state_args
 if TYPE_CHECKING:
     from control_room.first_run import FirstRun
 
-# the recorder records the hub of its own process (no relay between nodes yet), so it
-# runs with the media server; alone it serves, verifies and exports recordings
+# Alone, a media server records its own hub. In a cluster, `courtcast recorder` processes
+# record (each pulls the streams it records through the on-demand relay and claims the
+# recordings with leases, recorder/fleet.py) and a media server's recorder serves,
+# verifies and exports recordings only.
 SINGLE_ROLES = (
     ("media-server", ("storage", "media_server", "recorder")),
     ("control-room", ("storage", "control_room")),

@@ -33,9 +33,10 @@ READ_TIMEOUT_S = 10.0  # a live origin sends every frame; this long silent: the 
 RETRY_S = 1.0  # after a relay failed, viewers' requests do not start another sooner
 
 
-# Consumers every node attaches to a stream whether anyone asked or not (the recorder's
+# Consumers a media node attaches to a stream whether anyone asked or not (the recorder's
 # continuous recordings, security analysis): they neither start a relay nor hold one, or a
-# relay once opened for a viewer would never end.
+# relay once opened for a viewer would never end. A recorder process of a fleet has a hub
+# of its own, where its recordings are what the relays are for: it gives no background.
 BACKGROUND = ("recorder ", "analysis")
 
 
@@ -145,8 +146,10 @@ class Relays:
         tokens: NodeTokens,
         idle_s: float,
         wait_s: float,
+        background: tuple[str, ...] = BACKGROUND,
     ) -> None:
         self.hub = hub
+        self.background = background
         self.node = node
         self.origins = origins
         self.directory = directory
@@ -207,7 +210,7 @@ class Relays:
         for stream_id, relay in list(self.active.items()):
             stream = self.hub.find(stream_id)
             subs = stream.subscribers if stream is not None else []
-            if any(not sub.name.startswith(BACKGROUND) for sub in subs):
+            if any(not sub.name.startswith(self.background) for sub in subs):
                 relay.wanted = now
             elif now - relay.wanted >= self.idle_s:
                 log.info("relay %s: no consumer here for %.0f s, dropped", stream_id, self.idle_s)

@@ -310,15 +310,18 @@ async def test_a_camera_is_pulled_by_one_node_and_relayed_to_the_other(tmp_path:
 async def test_background_consumers_on_b_neither_hold_nor_start_a_relay(
     nodes: tuple[Platform, Platform], tmp_path: Path
 ) -> None:
-    """A security camera: every node's recorder and analysis attach to it whether anyone
-    watches or not. On B they must not keep the relay alive once the viewer left."""
+    """A security camera: a media node's analysis (and a recorder in its process) attach to
+    it whether anyone watches or not. On B they must not keep the relay alive once the
+    viewer left. (In a cluster a media node's recorder records nothing: the consumers are
+    attached here.)"""
     a, b = nodes
     clip = make_clip(tmp_path, seconds=4, fps=25, gop=25, size=(320, 240))
     key = await define(a, "cam-9", stream_class=StreamClass.security)
     publisher = push_loop(clip, f"rtmp://127.0.0.1:{media_role(a).rtmp_port}/live/cam-9?key={key}")
     try:
         await wait_live(a, "cam-9")
-        await eventually(lambda: bool(media_role(b).hub.find("cam-9")))  # B's background
+        for name in ("recorder cam-9-x", "analysis cam-9"):  # B's background consumers
+            media_role(b).hub.subscribe("cam-9", name, 100)
         await asyncio.sleep(1.0)
         assert media_role(b).cluster.relays.opened == 0, "a background consumer pulled it"
         token = media_role(b).tokens.make("cam-9")
