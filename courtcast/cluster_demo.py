@@ -221,6 +221,15 @@ def _wait_until(
         time.sleep(0.2)
 
 
+def fleet_signing_key(root: Path) -> Path:
+    """One recordings signing key for every recorder of the cluster (made once under root),
+    so one public key verifies every recording, whichever recorder wrote or took it over."""
+    from recorder.signing import KEY_FILE, Signer
+
+    Signer.for_data_dir(root)
+    return root / "secrets" / KEY_FILE
+
+
 def role_command(role: str, config: Path = CONFIG) -> list[str]:
     return [sys.executable, "-m", "courtcast.cli", role, "--config", str(config)]
 
@@ -300,6 +309,7 @@ class ClusterDemo:
             "COURTCAST_OBJECTS__S3__SECRET_KEY": self.s3.secret_key,
             "COURTCAST_OBJECTS__S3__BUCKET": "courtcast",
             "COURTCAST_SECURITY__URL_SIGNING_SECRET": self.signing_secret,
+            "COURTCAST_RECORDER__SIGNING_KEY_FILE": str(fleet_signing_key(self.root)),
             "PYTHONUNBUFFERED": "1",
         }
 
