@@ -159,7 +159,9 @@ class MediaServerRole:
         rtmp = (
             f"{self.config.rtmp.host}:{self._rtmp_sock.getsockname()[1]}" if self._rtmp_sock else ""
         )
-        directory = NodeDirectory(self.storage.state, node.name, self.node_url, rtmp, cfg.lease_s)
+        directory = NodeDirectory(
+            self.storage.state, node.name, self.node_url, rtmp, cfg.node_timeout_s
+        )
         tokens = NodeTokens.for_node(node.data_dir, self.config.security.url_signing_secret)
         self.cluster = Cluster(
             cfg, self.hub, self.storage.state, directory, tokens, pulled=self.pulls.keys

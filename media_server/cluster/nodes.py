@@ -24,6 +24,10 @@ class NodeDirectory:
     async def leave(self) -> None:
         await self.state.drop_presence(presence.MEDIA_NODE, self.name)
 
+    async def alive(self, node: str) -> bool:
+        """Whether node's heartbeat is in the directory (its last one within ttl_s)."""
+        return await self.state.is_present(presence.MEDIA_NODE, node)
+
     async def url_of(self, node: str) -> str | None:
         """A live node's HTTP base, None once its heartbeat expired."""
         info = await self.state.get_presence(presence.MEDIA_NODE, node)

@@ -1,11 +1,17 @@
 """Where each live stream is published: its origin node holds a lease on the stream id in
 Redis, renewed while the publisher lives and gone with the node. A stream id is published
-on one node of the cluster at a time; relayed copies never take the lease."""
+on one node of the cluster at a time; relayed copies never take the lease.
+
+A node that dies holds its leases until they run out (lease_s), but a publisher moving
+over from it (an agent failing over, issue 18) need not wait that long: once the holder's
+heartbeat is gone from the node directory (cluster.node_timeout_s, shorter than lease_s)
+the lease is taken at once. A live holder keeps it, and a second publisher is refused."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from storage.state import StateStore
 
@@ -25,19 +31,41 @@ class OriginBusy(Exception):
 class Origins:
     """This node's origin leases."""
 
-    def __init__(self, state: StateStore, node: str, ttl_s: float) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        node: str,
+        ttl_s: float,
+        alive: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self.state = state
         self.node = node
         self.ttl_s = ttl_s
+        self.alive = alive  # is that node's heartbeat in the directory? None: wait out leases
+        self.taken_over = 0  # leases taken from a dead node before they ran out
         self.held: dict[str, float] = {}  # stream id -> when taken or last renewed here
         self._warned: set[str] = set()
 
     async def claim(self, stream_id: str) -> None:
         """Take (or keep) the stream's lease for this node; OriginBusy if another holds it."""
         holder = await self.state.lease(SCOPE, stream_id, self.node, self.ttl_s)
+        if holder != self.node and self.alive is not None and not await self.alive(holder):
+            holder = await self._take_over(stream_id, holder)
         if holder != self.node:
             raise OriginBusy(stream_id, holder)
         self.held[stream_id] = time.monotonic()
+
+    async def _take_over(self, stream_id: str, dead: str) -> str:
+        """The dead node's lease ends now (only if it is still the dead node's: release
+        compares the holder), and this node takes it like any free one."""
+        await self.state.release(SCOPE, stream_id, dead)
+        holder = await self.state.lease(SCOPE, stream_id, self.node, self.ttl_s)
+        if holder == self.node:
+            self.taken_over += 1
+            log.warning(
+                "stream %s: taken over from node %s, whose heartbeat is gone", stream_id, dead
+            )
+        return holder
 
     async def renew(self, live: set[str]) -> None:
         """Keep the leases of the streams published here; let go of those claimed by a

@@ -45,7 +45,7 @@ class Cluster:
         self.node = directory.name
         self.directory = directory
         self.tokens = tokens
-        self.origins = Origins(state, self.node, config.lease_s)
+        self.origins = Origins(state, self.node, config.lease_s, directory.alive)
         self.relays = Relays(
             hub,
             self.node,
@@ -88,6 +88,7 @@ class Cluster:
             "origins": sorted(self.origins.held),
             "relays": {sid: relay.origin for sid, relay in self.relays.active.items()},
             "relays_opened": self.relays.opened,
+            "origins_taken_over": self.origins.taken_over,
         }
 
     def _local_origins(self) -> set[str]:
