@@ -6,16 +6,34 @@ gets new segments again within seconds."""
 from __future__ import annotations
 
 import asyncio
+import io
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import av
+import httpx
 import pytest
 
+from device_agents.config import (
+    AgentConfig,
+    SourceConfig,
+    SpoolConfig,
+    StreamConfig,
+    write_agent_config,
+)
 from media_server.cluster.nodes import NodeDirectory
 from media_server.cluster.origins import SCOPE, OriginBusy, Origins
 from storage.redis_server import EmbeddedRedis
 from storage.state import StateStore
+from tests.device_agents.helpers import until
+from tests.fixtures.cluster import REPO, ProcessCluster, _die_with_parent
+from tests.fixtures.nginx_lb import NginxLB
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -60,3 +78,191 @@ async def test_a_dead_nodes_origin_is_taken_at_once_a_live_ones_is_not(
     assert b.taken_over == 1
     with pytest.raises(OriginBusy, match="node-b"):
         await a.claim("court-1")  # A back (a paused process): B, alive, keeps it
+
+
+# -- the whole failover, as processes -------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """One segment the viewer decoded: when it arrived, its program date-time, which node
+    answered the playlist that listed it, how many video frames it held."""
+
+    arrived: float  # time.monotonic()
+    pdt: float
+    node: str
+    frames: int
+
+
+def segments_of(playlist: str) -> tuple[str | None, list[tuple[str, float]]]:
+    """The init URI and each complete segment's URI with its program date-time."""
+    init, found, pdt, duration = None, [], None, 0.0
+    for line in playlist.splitlines():
+        if line.startswith("#EXT-X-MAP:"):
+            init = line.split('URI="', 1)[1].split('"', 1)[0]
+        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            pdt = datetime.fromisoformat(line.split(":", 1)[1].replace("Z", "+00:00")).timestamp()
+        elif line.startswith("#EXTINF:"):
+            duration = float(line.split(":", 1)[1].split(",", 1)[0])
+        elif line and not line.startswith("#") and pdt is not None:
+            found.append((line, pdt))
+            pdt += duration
+    return init, found
+
+
+def video_frames(init: bytes, segment: bytes) -> int:
+    with av.open(io.BytesIO(init + segment)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+class LbViewer:
+    """A plain-HLS player through the load balancer: reloads the playlist every poll_s,
+    fetches every segment newer than the newest it has, decodes it. Errors (a node dying
+    under a request, a 502 while nginx fails over) are retried at the next reload, as a
+    player does."""
+
+    def __init__(self, base: str, stream_id: str, poll_s: float = 0.25) -> None:
+        self.url = f"{base}/live/{stream_id}/"
+        self.poll_s = poll_s
+        self.seen: list[Seen] = []
+        self.errors = 0
+        self._newest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="lb viewer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+            while True:
+                try:
+                    await self._reload(http)
+                except (httpx.HTTPError, av.error.FFmpegError, AssertionError):
+                    self.errors += 1
+                await asyncio.sleep(self.poll_s)
+
+    async def _reload(self, http: httpx.AsyncClient) -> None:
+        answer = await http.get(self.url + "index.m3u8")
+        if answer.status_code != 200:
+            raise AssertionError(f"playlist: HTTP {answer.status_code}")
+        node = answer.headers.get("x-upstream", "?").split(",")[-1].strip()
+        init_uri, segments = segments_of(answer.text)
+        fresh = [(uri, pdt) for uri, pdt in segments if pdt > self._newest + 0.001]
+        if not fresh or init_uri is None:
+            return
+        init = (await http.get(self.url + init_uri)).raise_for_status().content
+        for uri, pdt in fresh:
+            data = (await http.get(self.url + uri)).raise_for_status().content
+            frames = await asyncio.to_thread(video_frames, init, data)
+            self.seen.append(Seen(time.monotonic(), pdt, node, frames))
+            self._newest = max(self._newest, pdt)
+
+
+def agent_process(cluster: ProcessCluster, stream: tuple[str, str], servers: list[str]) -> Any:
+    """`courtcast agent run` with a test-pattern source and the media nodes' RTMP URLs."""
+    path = cluster.root / "agent.yaml"
+    config = AgentConfig(
+        server=cluster.processes["node-a"].url,  # no control room here: the link retries
+        rtmp_url=servers[0],
+        rtmp_urls=servers[1:],
+        device_id="dev-failover",
+        device_secret="not-enrolled",
+        court="c",
+        room="r",
+        sources={
+            "cam": SourceConfig(
+                kind="test",
+                url="test:320x240",
+                main=StreamConfig(stream_id=stream[0], key=stream[1]),
+            )
+        },
+        spool=SpoolConfig(dir=cluster.root / "agent-spool", max_bytes=1 << 28),
+    )
+    write_agent_config(path, config)
+    with open(cluster.root / "agent.log", "ab") as log:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "courtcast.cli", "agent", "run", "--config", str(path)],
+            env=cluster.base_env(),
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+
+
+@dataclass
+class Failover:
+    publisher_move_s: float  # SIGKILL of A -> B holds the stream's origin (publishing there)
+    viewer_recovery_s: float  # SIGKILL of A -> the viewer decodes a new segment through nginx
+    viewer_errors: int
+
+
+async def wait_holder(state: StateStore, stream_id: str, node: str, timeout: float) -> float:
+    """Wait until node holds the stream's origin lease (its publisher is on it); when."""
+    deadline = time.monotonic() + timeout
+    while (holder := await state.lease_holder(SCOPE, stream_id)) != node:
+        assert time.monotonic() < deadline, f"{stream_id} on {holder}, not {node}"
+        await asyncio.sleep(0.05)
+    return time.monotonic()
+
+
+async def kill_and_watch(
+    cluster: ProcessCluster, lb: NginxLB, stream_id: str, agent: Any
+) -> Failover:
+    """Node A publishing (the agent on it), a viewer through lb: SIGKILL A, time the move
+    and the viewer's first new segment. Used by the test and bench/node_failover.py."""
+    a, b = cluster.processes["node-a"], cluster.processes["node-b"]
+    state = StateStore(cluster.redis.url)
+    await state.connect()
+    viewer = LbViewer(lb.url, stream_id)
+    try:
+        await wait_holder(state, stream_id, "node-a", 30)
+        viewer.start()
+        await until(lambda: len(viewer.seen) >= 2, 30, "the viewer playing through nginx")
+        assert all(s.node.endswith(f":{a.http_port}") for s in viewer.seen), viewer.seen
+        before = len(viewer.seen)
+        killed = time.monotonic()
+        await asyncio.to_thread(cluster.kill, "node-a")
+        moved = await wait_holder(state, stream_id, "node-b", 20)
+        await until(lambda: len(viewer.seen) > before, 20, "a new segment through nginx")
+        first = viewer.seen[before]
+        assert first.frames > 0 and first.node.endswith(f":{b.http_port}"), first
+        assert agent.poll() is None, "the agent died"
+        return Failover(moved - killed, first.arrived - killed, viewer.errors)
+    finally:
+        await viewer.stop()
+        await state.close()
+
+
+def start_pair(cluster: ProcessCluster) -> tuple[str, str]:
+    """Nodes A and B, and a public conference stream; its id and publish key."""
+    cluster.start("media-server", "node-a")
+    cluster.start("media-server", "node-b")
+    out = cluster.cli("streams", "add", "court-f", "--class", "conference", "--public")
+    key = out.split("publish key:", 1)[1].split()[0]
+    return "court-f", key
+
+
+async def test_a_killed_node_the_agent_moves_and_the_viewer_plays_on_through_nginx(
+    process_cluster: ProcessCluster, nginx_lb: Any
+) -> None:
+    stream = start_pair(process_cluster)
+    nodes = [process_cluster.processes[n] for n in ("node-a", "node-b")]
+    agent = agent_process(process_cluster, stream, [f"{n.rtmp_url}/live" for n in nodes])
+    try:
+        lb = nginx_lb([n.http_port for n in nodes], backup_last=True)
+        result = await kill_and_watch(process_cluster, lb, stream[0], agent)
+        # the few seconds the issue asks: node_timeout_s (3 s) + the agent's next try +
+        # B's first 2 s segment; generous for a loaded 2-core box (bench: p50/p95)
+        assert result.publisher_move_s < 12, result
+        assert result.viewer_recovery_s < 20, result
+        assert "taken over from node node-a" in nodes[1].log_tail(200)
+    finally:
+        agent.terminate()
+        agent.wait(10)
