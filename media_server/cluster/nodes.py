@@ -4,6 +4,7 @@ reached (its HTTP base and RTMP address) and how loaded it is."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from core import presence
 from storage.state import StateStore
@@ -35,3 +36,28 @@ class NodeDirectory:
 
     async def nodes(self) -> dict[str, dict[str, Any]]:
         return await self.state.present(presence.MEDIA_NODE)
+
+
+WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+
+
+def publish_urls(nodes: dict[str, dict[str, Any]]) -> list[str]:
+    """The RTMP publish URLs (rtmp://host:port/live) of the nodes in the directory, the
+    least loaded first: what an agent enrolling in a cluster is given. A node listening on
+    a wildcard address is reached at its public URL's host."""
+    ranked = sorted(nodes.items(), key=lambda n: (n[1].get("load", {}).get("streams", 0), n[0]))
+    urls = []
+    for _, info in ranked:
+        host, _, port = str(info.get("rtmp", "")).rpartition(":")
+        if not port:
+            continue  # a node without RTMP
+        if host in WILDCARD_HOSTS:
+            host = urlsplit(str(info.get("url", ""))).hostname or ""
+        if host:
+            urls.append(f"rtmp://{host}:{port}/live")
+    return urls
+
+
+async def cluster_publish_urls(state: StateStore) -> list[str]:
+    """publish_urls of the media nodes alive now (none outside a cluster)."""
+    return publish_urls(await state.present(presence.MEDIA_NODE))

@@ -20,13 +20,8 @@ import av
 import httpx
 import pytest
 
-from device_agents.config import (
-    AgentConfig,
-    SourceConfig,
-    SpoolConfig,
-    StreamConfig,
-    write_agent_config,
-)
+from device_agents.config import load_agent_config
+from media_server.access import PlayTokens
 from media_server.cluster.nodes import NodeDirectory
 from media_server.cluster.origins import SCOPE, OriginBusy, Origins
 from storage.redis_server import EmbeddedRedis
@@ -121,8 +116,9 @@ class LbViewer:
     under a request, a 502 while nginx fails over) are retried at the next reload, as a
     player does."""
 
-    def __init__(self, base: str, stream_id: str, poll_s: float = 0.25) -> None:
+    def __init__(self, base: str, stream_id: str, token: str, poll_s: float = 0.25) -> None:
         self.url = f"{base}/live/{stream_id}/"
+        self.query = f"?token={token}"  # the playlist passes it on to what it lists
         self.poll_s = poll_s
         self.seen: list[Seen] = []
         self.errors = 0
@@ -147,7 +143,7 @@ class LbViewer:
                 await asyncio.sleep(self.poll_s)
 
     async def _reload(self, http: httpx.AsyncClient) -> None:
-        answer = await http.get(self.url + "index.m3u8")
+        answer = await http.get(self.url + "index.m3u8" + self.query)
         if answer.status_code != 200:
             raise AssertionError(f"playlist: HTTP {answer.status_code}")
         node = answer.headers.get("x-upstream", "?").split(",")[-1].strip()
@@ -163,30 +159,26 @@ class LbViewer:
             self._newest = max(self._newest, pdt)
 
 
-def agent_process(cluster: ProcessCluster, stream: tuple[str, str], servers: list[str]) -> Any:
-    """`courtcast agent run` with a test-pattern source and the media nodes' RTMP URLs."""
+def enrol_agent(cluster: ProcessCluster) -> Path:
+    """Enrol an agent with a test-pattern source through the control-room process, as a
+    technician does (`courtcast devices enrol-token`, `courtcast agent enroll`); its config."""
+    token = cluster.cli("devices", "enrol-token", "--court", "court-x", "--room", "room-f")
     path = cluster.root / "agent.yaml"
-    config = AgentConfig(
-        server=cluster.processes["node-a"].url,  # no control room here: the link retries
-        rtmp_url=servers[0],
-        rtmp_urls=servers[1:],
-        device_id="dev-failover",
-        device_secret="not-enrolled",
-        court="c",
-        room="r",
-        sources={
-            "cam": SourceConfig(
-                kind="test",
-                url="test:320x240",
-                main=StreamConfig(stream_id=stream[0], key=stream[1]),
-            )
-        },
-        spool=SpoolConfig(dir=cluster.root / "agent-spool", max_bytes=1 << 28),
-    )
-    write_agent_config(path, config)
+    done = subprocess.run(
+        [sys.executable, "-m", "courtcast.cli", "agent", "enroll", "--server",
+         cluster.processes["control-1"].url, "--token", token.strip(), "--out", str(path),
+         "--source", "cam=test:320x240"],
+        env=cluster.base_env(), cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return path
+
+
+def agent_process(cluster: ProcessCluster, config: Path) -> subprocess.Popen[bytes]:
+    """`courtcast agent run --config F`, its log in the cluster's root."""
     with open(cluster.root / "agent.log", "ab") as log:  # the child keeps its own copy
         return subprocess.Popen(
-            [sys.executable, "-m", "courtcast.cli", "agent", "run", "--config", str(path)],
+            [sys.executable, "-m", "courtcast.cli", "agent", "run", "--config", str(config)],
             env=cluster.base_env(),
             cwd=REPO,
             stdin=subprocess.DEVNULL,
@@ -213,14 +205,14 @@ async def wait_holder(state: StateStore, stream_id: str, node: str, timeout: flo
 
 
 async def kill_and_watch(
-    cluster: ProcessCluster, lb: NginxLB, stream_id: str, agent: Any
+    cluster: ProcessCluster, lb: NginxLB, stream_id: str, agent: subprocess.Popen[bytes]
 ) -> Failover:
     """Node A publishing (the agent on it), a viewer through lb: SIGKILL A, time the move
     and the viewer's first new segment. Used by the test and bench/node_failover.py."""
     a, b = cluster.processes["node-a"], cluster.processes["node-b"]
     state = StateStore(cluster.redis.url)
     await state.connect()
-    viewer = LbViewer(lb.url, stream_id)
+    viewer = LbViewer(lb.url, stream_id, play_token(cluster, stream_id))
     try:
         await wait_holder(state, stream_id, "node-a", 30)
         viewer.start()
@@ -240,24 +232,36 @@ async def kill_and_watch(
         await state.close()
 
 
-def start_pair(cluster: ProcessCluster) -> tuple[str, str]:
-    """Nodes A and B, and a public conference stream; its id and publish key."""
-    cluster.start("media-server", "node-a")
-    cluster.start("media-server", "node-b")
-    out = cluster.cli("streams", "add", "court-f", "--class", "conference", "--public")
-    key = out.split("publish key:", 1)[1].split()[0]
-    return "court-f", key
+def start_scene(cluster: ProcessCluster) -> tuple[str, subprocess.Popen[bytes]]:
+    """Nodes A and B, a control room, an agent enrolled there and running: it was given
+    both nodes (A first: neither carries a stream yet, so by name). Its stream id, and it."""
+    started = [
+        cluster.start(role, name, wait=False)
+        for role, name in (("media-server", "node-a"), ("media-server", "node-b"))
+    ] + [cluster.start("control-room", "control-1", wait=False)]
+    for process in started:  # the three start together: quicker on a busy box
+        cluster.wait_ready(process)
+    a, b = started[:2]
+    path = enrol_agent(cluster)
+    config = load_agent_config(path)
+    assert config.media_servers == [f"{n.rtmp_url}/live" for n in (a, b)], config
+    return config.sources["cam"].main.stream_id, agent_process(cluster, path)
+
+
+def play_token(cluster: ProcessCluster, stream_id: str) -> str:
+    """A signed play token, as the control room hands an operator (the stream is a trial's,
+    never public)."""
+    return PlayTokens(cluster.signing_secret.encode(), 3600).make(stream_id)
 
 
 async def test_a_killed_node_the_agent_moves_and_the_viewer_plays_on_through_nginx(
     process_cluster: ProcessCluster, nginx_lb: Any
 ) -> None:
-    stream = start_pair(process_cluster)
+    stream_id, agent = start_scene(process_cluster)
     nodes = [process_cluster.processes[n] for n in ("node-a", "node-b")]
-    agent = agent_process(process_cluster, stream, [f"{n.rtmp_url}/live" for n in nodes])
     try:
         lb = nginx_lb([n.http_port for n in nodes], backup_last=True)
-        result = await kill_and_watch(process_cluster, lb, stream[0], agent)
+        result = await kill_and_watch(process_cluster, lb, stream_id, agent)
         # the few seconds the issue asks: node_timeout_s (3 s) + the agent's next try +
         # B's first 2 s segment; generous for a loaded 2-core box (bench: p50/p95)
         assert result.publisher_move_s < 12, result
