@@ -130,7 +130,7 @@ class Publisher:
             reason = await self._pump(session)
             self._set("reconnecting", reason)
         except PublishRefused as exc:
-            self._set("refused", f"publish refused by {self._where}: {exc}")
+            self._set("refused", f"publish refused: {exc}{self._at}")
             self._refused_in_row += 1
             self._move()
             if self._refused_in_row >= len(self.servers):
@@ -138,7 +138,7 @@ class Publisher:
             return self.backoff.next()
         except LinkDown as exc:
             self._refused_in_row = 0
-            self._set("reconnecting", f"uplink down ({self._where}): {exc}")
+            self._set("reconnecting", f"uplink down: {exc}{self._at}")
         finally:
             await session.close()
         if asyncio.get_running_loop().time() - started > STABLE_S:
@@ -157,6 +157,11 @@ class Publisher:
     def _where(self) -> str:
         parts = self.rtmp_url.split("/")
         return parts[2] if len(parts) > 2 else self.rtmp_url  # host:port, never the key
+
+    @property
+    def _at(self) -> str:
+        """Which server a problem was met at, when there are several to tell apart."""
+        return f" (at {self._where})" if len(self.servers) > 1 else ""
 
     def _move(self) -> None:
         """On to the next server of the list (nothing to do with one)."""

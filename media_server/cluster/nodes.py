@@ -29,6 +29,12 @@ class NodeDirectory:
         """Whether node's heartbeat is in the directory (its last one within ttl_s)."""
         return await self.state.is_present(presence.MEDIA_NODE, node)
 
+    async def silent_for(self, node: str) -> float | None:
+        """How long since node's last heartbeat (every node beats with the same ttl_s);
+        None once it is gone from the directory."""
+        left = await self.state.presence_left_s(presence.MEDIA_NODE, node)
+        return None if left is None else max(0.0, self.ttl_s - left)
+
     async def url_of(self, node: str) -> str | None:
         """A live node's HTTP base, None once its heartbeat expired."""
         info = await self.state.get_presence(presence.MEDIA_NODE, node)

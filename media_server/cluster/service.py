@@ -45,7 +45,14 @@ class Cluster:
         self.node = directory.name
         self.directory = directory
         self.tokens = tokens
-        self.origins = Origins(state, self.node, config.lease_s, directory.alive)
+        self.origins = Origins(
+            state,
+            self.node,
+            config.lease_s,
+            directory.silent_for,
+            config.heartbeat_s,
+            config.node_timeout_s,
+        )
         self.relays = Relays(
             hub,
             self.node,
@@ -76,8 +83,9 @@ class Cluster:
         await self.directory.leave()
 
     async def check_publish(self, stream_id: str) -> None:
-        """Raises OriginBusy while another node holds the stream."""
-        await self.origins.claim(stream_id)
+        """Raises OriginBusy while another node holds the stream (once a silent holder's
+        verdict is in: origins.py)."""
+        await self.origins.claim(stream_id, wait=True)
 
     async def want(self, stream_id: str) -> None:
         await self.relays.want(stream_id)

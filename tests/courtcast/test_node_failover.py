@@ -22,7 +22,7 @@ import pytest
 
 from device_agents.config import load_agent_config
 from media_server.access import PlayTokens
-from media_server.cluster.nodes import NodeDirectory
+from media_server.cluster.nodes import NodeDirectory, publish_urls
 from media_server.cluster.origins import SCOPE, OriginBusy, Origins
 from storage.redis_server import EmbeddedRedis
 from storage.state import StateStore
@@ -47,32 +47,52 @@ async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
 async def test_a_dead_nodes_origin_is_taken_at_once_a_live_ones_is_not(
     state: StateStore,
 ) -> None:
-    """Leases of 30 s: node B takes node A's stream once A's heartbeat (0.6 s) is gone,
-    long before the lease would run out; while A beats, B is refused."""
+    """Leases of 30 s, heartbeats every 0.5 s, a node dead after 1.5 s of silence: node B
+    takes node A's stream once A's heartbeat is gone, long before the lease would run out;
+    a publisher arriving while A is silent is held for the verdict; while A beats, B is
+    refused, even when A's beat came late."""
+    beat_s, timeout_s = 0.5, 1.5
     nodes = {
-        name: NodeDirectory(state, name, f"http://{name}", f"{name}:1935", 0.6)
+        name: NodeDirectory(state, name, f"http://{name}", f"{name}:1935", timeout_s)
         for name in ("node-a", "node-b")
     }
-    a = Origins(state, "node-a", 30.0, nodes["node-a"].alive)
-    b = Origins(state, "node-b", 30.0, nodes["node-b"].alive)
+    a, b = (
+        Origins(state, name, 30.0, nodes[name].silent_for, beat_s, timeout_s)
+        for name in ("node-a", "node-b")
+    )
     await nodes["node-a"].heartbeat({})
-    await nodes["node-b"].heartbeat({})
     await a.claim("court-1")
     with pytest.raises(OriginBusy, match="node-a"):
-        await b.claim("court-1")  # A lives: a second publisher is refused, as ever
+        await b.claim("court-1", wait=True)  # A beats: a second publisher is refused
+
+    await asyncio.sleep(0.9)  # A has missed a beat; it beats again while B waits
+    late_beat = asyncio.create_task(asyncio.sleep(0.3))
+    late_beat.add_done_callback(lambda _: asyncio.create_task(nodes["node-a"].heartbeat({})))
+    started = time.monotonic()
+    with pytest.raises(OriginBusy, match="node-a"):
+        await b.claim("court-1", wait=True)
+    assert 0.2 < time.monotonic() - started < 1.0  # refused at A's late beat
     assert await state.lease_holder(SCOPE, "court-1") == "node-a"
 
-    # A stops beating (SIGKILL); B beats on
-    deadline = time.monotonic() + 5
-    while await nodes["node-b"].alive("node-a"):
-        assert time.monotonic() < deadline, "node A's heartbeat did not expire"
-        await nodes["node-b"].heartbeat({})
-        await asyncio.sleep(0.1)
-    await b.claim("court-1")
+    await asyncio.sleep(0.9)  # A stops beating (SIGKILL): suspect, not yet gone
+    assert await nodes["node-b"].alive("node-a")
+    started = time.monotonic()
+    await b.claim("court-1", wait=True)  # held until A's heartbeat runs out, then taken
+    assert time.monotonic() - started < timeout_s
     assert await state.lease_holder(SCOPE, "court-1") == "node-b"
-    assert b.taken_over == 1
+    assert b.taken_over == 1 and not await nodes["node-b"].alive("node-a")
+    await nodes["node-b"].heartbeat({})
     with pytest.raises(OriginBusy, match="node-b"):
-        await a.claim("court-1")  # A back (a paused process): B, alive, keeps it
+        await a.claim("court-1")  # A back (a paused process): B beats, A does not take it
+
+
+def test_enrolment_lists_the_nodes_least_loaded_first_at_reachable_hosts() -> None:
+    nodes = {
+        "node-a": {"url": "http://a.court:8080", "rtmp": "0.0.0.0:1935", "load": {"streams": 9}},
+        "node-b": {"url": "http://b.court:8080", "rtmp": "10.0.0.2:1936", "load": {"streams": 1}},
+        "node-c": {"url": "http://c.court:8080", "rtmp": "", "load": {"streams": 0}},  # no RTMP
+    }
+    assert publish_urls(nodes) == ["rtmp://10.0.0.2:1936/live", "rtmp://a.court:1935/live"]
 
 
 # -- the whole failover, as processes -------------------------------------------------
