@@ -6,9 +6,10 @@ A node that dies holds its leases until they run out (lease_s), but a publisher 
 over from it (an agent failing over, issue 18) need not wait that long: once the holder's
 heartbeat is gone from the node directory (cluster.node_timeout_s, shorter than lease_s)
 the lease is taken at once. A live holder keeps it, and a second publisher is refused.
-A publisher arriving while the holder has missed a beat (it may be dead) is held until
-the verdict, beat or timeout, so it is let in the moment the holder counts as dead rather
-than at its next try some seconds later."""
+A publisher arriving while another node holds the stream is held until the verdict: the
+holder's next heartbeat (alive: refused, within one heartbeat_s) or its heartbeat running
+out (dead: let in at once), so an agent failing over is let in the moment the dead node
+counts as dead rather than at its next try some seconds later."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from storage.state import StateStore
 log = logging.getLogger(__name__)
 
 SCOPE = "origin"
-SUSPECT_BEATS = 1.5  # a holder silent this many heartbeats may be dead: wait for the verdict
 VERDICT_POLL_S = 0.1
 
 
@@ -43,7 +43,6 @@ class Origins:
         node: str,
         ttl_s: float,
         silent_for: Callable[[str], Awaitable[float | None]] | None = None,
-        beat_s: float = 1.0,
         node_timeout_s: float = 3.0,
     ) -> None:
         self.state = state
@@ -52,15 +51,15 @@ class Origins:
         # since a node's last heartbeat, None once it is gone (NodeDirectory.silent_for);
         # without it a dead node's leases are waited out
         self.silent_for = silent_for
-        self.beat_s, self.node_timeout_s = beat_s, node_timeout_s
+        self.node_timeout_s = node_timeout_s
         self.taken_over = 0  # leases taken from a dead node before they ran out
         self.held: dict[str, float] = {}  # stream id -> when taken or last renewed here
         self._warned: set[str] = set()
 
     async def claim(self, stream_id: str, *, wait: bool = False) -> None:
         """Take (or keep) the stream's lease for this node; OriginBusy if another holds it.
-        wait: a publisher at the door, who may wait for a silent holder's verdict (never
-        the heartbeat's renewals: this node's own beat must not wait)."""
+        wait: a publisher at the door, who waits for the holder's verdict (never the
+        heartbeat's renewals: this node's own beat must not wait)."""
         holder = await self.state.lease(SCOPE, stream_id, self.node, self.ttl_s)
         if holder != self.node and await self._dead(holder, wait):
             holder = await self._take_over(stream_id, holder)
@@ -69,20 +68,17 @@ class Origins:
         self.held[stream_id] = time.monotonic()
 
     async def _dead(self, holder: str, wait: bool) -> bool:
-        """Whether the holder's heartbeat is gone. With wait, a holder that missed a beat is
-        watched until it beats again (alive) or its heartbeat runs out (dead)."""
+        """Whether the holder's heartbeat is gone. With wait, the holder is watched until it
+        beats again (alive) or its heartbeat runs out (dead)."""
         if self.silent_for is None:
             return False
         silent = await self.silent_for(holder)
         deadline = time.monotonic() + self.node_timeout_s  # the heartbeat runs out before
-        while (
-            wait
-            and silent is not None
-            and silent > SUSPECT_BEATS * self.beat_s
-            and time.monotonic() < deadline
-        ):
+        while wait and silent is not None and time.monotonic() < deadline:
             await asyncio.sleep(VERDICT_POLL_S)
-            silent = await self.silent_for(holder)
+            before, silent = silent, await self.silent_for(holder)
+            if silent is not None and silent < before:
+                return False  # a new beat: alive
         return silent is None
 
     async def _take_over(self, stream_id: str, dead: str) -> str:

@@ -50,7 +50,6 @@ class Cluster:
             self.node,
             config.lease_s,
             directory.silent_for,
-            config.heartbeat_s,
             config.node_timeout_s,
         )
         self.relays = Relays(

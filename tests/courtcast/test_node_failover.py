@@ -47,38 +47,41 @@ async def state(tmp_path: Path) -> AsyncIterator[StateStore]:
 async def test_a_dead_nodes_origin_is_taken_at_once_a_live_ones_is_not(
     state: StateStore,
 ) -> None:
-    """Leases of 30 s, heartbeats every 0.5 s, a node dead after 1.5 s of silence: node B
-    takes node A's stream once A's heartbeat is gone, long before the lease would run out;
-    a publisher arriving while A is silent is held for the verdict; while A beats, B is
-    refused, even when A's beat came late."""
+    """Leases of 30 s, heartbeats every 0.5 s, a node dead after 1.5 s of silence: a
+    publisher at node B for node A's stream is held for the verdict, A's next beat (refused)
+    or A's heartbeat gone (taken at once, long before the lease would run out)."""
     beat_s, timeout_s = 0.5, 1.5
     nodes = {
         name: NodeDirectory(state, name, f"http://{name}", f"{name}:1935", timeout_s)
         for name in ("node-a", "node-b")
     }
     a, b = (
-        Origins(state, name, 30.0, nodes[name].silent_for, beat_s, timeout_s)
+        Origins(state, name, 30.0, nodes[name].silent_for, timeout_s)
         for name in ("node-a", "node-b")
     )
     await nodes["node-a"].heartbeat({})
     await a.claim("court-1")
     with pytest.raises(OriginBusy, match="node-a"):
-        await b.claim("court-1", wait=True)  # A beats: a second publisher is refused
+        await b.claim("court-1")  # not waiting (the heartbeat's renewals): refused at once
 
-    await asyncio.sleep(0.9)  # A has missed a beat; it beats again while B waits
-    late_beat = asyncio.create_task(asyncio.sleep(0.3))
-    late_beat.add_done_callback(lambda _: asyncio.create_task(nodes["node-a"].heartbeat({})))
+    async def beats() -> None:
+        while True:
+            await asyncio.sleep(beat_s)
+            await nodes["node-a"].heartbeat({})
+
+    beating = asyncio.create_task(beats())
     started = time.monotonic()
     with pytest.raises(OriginBusy, match="node-a"):
-        await b.claim("court-1", wait=True)
-    assert 0.2 < time.monotonic() - started < 1.0  # refused at A's late beat
+        await b.claim("court-1", wait=True)  # A beats: a second publisher is refused
+    assert time.monotonic() - started < beat_s + 0.4  # at A's next beat
+    beating.cancel()
     assert await state.lease_holder(SCOPE, "court-1") == "node-a"
 
-    await asyncio.sleep(0.9)  # A stops beating (SIGKILL): suspect, not yet gone
+    await asyncio.gather(beating, return_exceptions=True)  # A stops beating (SIGKILL)
     assert await nodes["node-b"].alive("node-a")
     started = time.monotonic()
     await b.claim("court-1", wait=True)  # held until A's heartbeat runs out, then taken
-    assert time.monotonic() - started < timeout_s
+    assert time.monotonic() - started < timeout_s + 0.5  # A beat just before it stopped
     assert await state.lease_holder(SCOPE, "court-1") == "node-b"
     assert b.taken_over == 1 and not await nodes["node-b"].alive("node-a")
     await nodes["node-b"].heartbeat({})
