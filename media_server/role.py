@@ -176,19 +176,19 @@ class MediaServerRole:
         if self.cluster is None or stream_id in self.pulls:
             return True
         try:
-            await self._claim_origin(stream_id)
+            await self._claim_origin(stream_id, wait=False)  # each camera in turn: no wait
         except AccessDenied:
             return False
         return True
 
-    async def _claim_origin(self, stream_id: str) -> None:
+    async def _claim_origin(self, stream_id: str, wait: bool = True) -> None:
         """A publisher is let in only while no other node publishes the stream."""
         if self.cluster is None:
             return
         from media_server.cluster.origins import OriginBusy
 
         try:
-            await self.cluster.check_publish(stream_id)
+            await self.cluster.check_publish(stream_id, wait=wait)
         except OriginBusy as exc:
             raise AccessDenied(str(exc), 409) from None
 

@@ -81,10 +81,10 @@ class Cluster:
         await self.origins.release_all()
         await self.directory.leave()
 
-    async def check_publish(self, stream_id: str) -> None:
-        """Raises OriginBusy while another node holds the stream (once a silent holder's
-        verdict is in: origins.py)."""
-        await self.origins.claim(stream_id, wait=True)
+    async def check_publish(self, stream_id: str, wait: bool = True) -> None:
+        """Raises OriginBusy while another node holds the stream; with wait, once the
+        holder's verdict is in (origins.py): a publisher at the door."""
+        await self.origins.claim(stream_id, wait=wait)
 
     async def want(self, stream_id: str) -> None:
         await self.relays.want(stream_id)
