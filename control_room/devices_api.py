@@ -24,6 +24,7 @@ from core.rights import PROVINCE, Caller
 from core.scope import sees
 from core.web.pages import Page
 from device_agents.protocol import ENROLL_PATH, CommandName, EnrolRequest, EnrolResponse
+from media_server.cluster.nodes import cluster_publish_urls
 from media_server.streams import StreamClass
 from storage.objects import ObjectNotFound
 
@@ -104,6 +105,7 @@ def build_devices_router(role: "ControlRoomRole") -> APIRouter:
             raise HTTPException(exc.status, exc.message) from None
         except ValueError as exc:  # a source name that makes no valid stream id
             raise HTTPException(422, str(exc)) from None
+        answer.rtmp_urls = await cluster_publish_urls(state)  # issue 18: failover list
         peer = request.client.host if request.client else "?"
         await audit(
             state,

@@ -148,9 +148,24 @@ class ClusterConfig(_Model):
 
     enabled: bool = False
     heartbeat_s: float = Field(default=1.0, gt=0)
-    lease_s: float = Field(default=5.0, gt=0)  # a node or origin not renewed this long is gone
+    lease_s: float = Field(default=5.0, gt=0)  # an origin not renewed this long is free
+    # a node whose heartbeat is this old is dead: gone from the directory, and a publisher
+    # moving to another node takes its origin leases at once (media_server/cluster/origins.py);
+    # unset: 3 heartbeats and 3 s at least, but lease_s if that is shorter (as before)
+    node_timeout_s: float = Field(default=0.0, ge=0)
     relay_idle_s: float = Field(default=10.0, ge=0)  # a relay with no local consumer this long
     relay_wait_s: float = Field(default=5.0, gt=0)  # a viewer waits this long for a relay
+
+    @model_validator(mode="after")
+    def _beats_within_timeout(self) -> ClusterConfig:
+        if not self.node_timeout_s:  # three beats, 3 s at least, never past the leases
+            self.node_timeout_s = min(max(3.0, 3 * self.heartbeat_s), self.lease_s)
+        elif self.node_timeout_s <= self.heartbeat_s:
+            raise ValueError(
+                f"node_timeout_s ({self.node_timeout_s:g}) must be longer than heartbeat_s "
+                f"({self.heartbeat_s:g}), three beats or more: a late beat must not kill a node"
+            )
+        return self
 
 
 class DemoConfig(_Model):

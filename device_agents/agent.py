@@ -67,7 +67,7 @@ class Agent:
     def _unit(self, name: str) -> SourceUnit:
         cfg = self.config
         return SourceUnit(
-            self.hub, self.ring, name, cfg.sources[name], cfg.rtmp_url, cfg.spool.segment_s
+            self.hub, self.ring, name, cfg.sources[name], cfg.media_servers, cfg.spool.segment_s
         )
 
     async def start(self) -> None:

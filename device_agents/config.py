@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -64,9 +64,14 @@ class SpoolConfig(_Model):
     segment_s: float = Field(default=2.0, ge=1.0, le=4.0)
 
 
+RtmpUrl = Annotated[str, Field(pattern=r"^rtmp://")]
+
+
 class AgentConfig(_Model):
     server: str = Field(pattern=r"^https?://")  # the control plane's HTTP base URL
-    rtmp_url: str = Field(pattern=r"^rtmp://")  # rtmp://host:port/live
+    rtmp_url: RtmpUrl  # rtmp://host:port/live: the media node it publishes to first
+    # more media nodes of a cluster, tried in turn when the one in use fails or refuses
+    rtmp_urls: list[RtmpUrl] = []
     device_id: str
     device_secret: str
     court: str
@@ -75,6 +80,11 @@ class AgentConfig(_Model):
     model: str = ""
     sources: dict[str, SourceConfig] = {}
     spool: SpoolConfig = SpoolConfig()
+
+    @property
+    def media_servers(self) -> list[str]:
+        """rtmp_url then rtmp_urls, each once: the order a publisher tries them in."""
+        return list(dict.fromkeys([self.rtmp_url, *self.rtmp_urls]))
 
 
 def load_agent_config(path: Path) -> AgentConfig:
@@ -97,6 +107,8 @@ def write_agent_config(path: Path, config: AgentConfig, *, exclusive: bool = Tru
     if exclusive and path.exists():
         raise FileExistsError(str(path))
     data = config.model_dump(mode="json", exclude_none=True)
+    if not data.get("rtmp_urls"):
+        data.pop("rtmp_urls", None)  # a one-node agent's file stays as it always was
     text = "# courtcast device agent: holds secrets, keep it 0600\n" + yaml.safe_dump(
         data, sort_keys=False
     )

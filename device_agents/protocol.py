@@ -92,6 +92,7 @@ class EnrolResponse(_Model):
     court: str
     room: str
     rtmp_url: str  # rtmp://host:port/live
+    rtmp_urls: list[str] = []  # a cluster's media nodes, least loaded first (failover)
     heartbeat_s: float = 5.0
     streams: dict[str, SourceStreams]  # by source name
 

@@ -3,6 +3,16 @@ for ever: it waits for the source, connects, sends from the cached keyframe on, 
 the link dies (EOF, reset, or nothing drained for write_timeout_s) it reconnects with a
 growing wait and starts again from the next keyframe. A refused key is retried slowly.
 
+Media servers: the agent may know several nodes of a cluster (AgentConfig.media_servers).
+It stays on the one in use while it works; when that connection fails or is refused it
+moves to the next one in the list (round robin), with the same growing wait between tries.
+It does not go back to the first node once that one is up again: every move cuts live for
+the viewers and leaves a gap for the recorder to explain, so one failover costs one cut,
+not two. A refusal counts as "refused" (the slow retry) only once every server of the list
+refused in a row: during a failover the new node may refuse for a moment while the dead
+node still holds the stream (media_server/cluster/origins.py), and that must not cost
+the slow wait.
+
 It reads through a queued hub consumer: a slow uplink makes it skip to the next keyframe;
 the source and the ring never wait for it. While the link keeps up (nothing queued, the
 socket's buffer under its low-water mark), packets are written to it inside the hub's push
@@ -34,7 +44,7 @@ class Publisher:
         self,
         hub: Hub,
         stream_id: str,
-        rtmp_url: str,
+        rtmp_url: str | list[str],
         key: str,
         *,
         write_timeout_s: float = 5.0,
@@ -42,13 +52,19 @@ class Publisher:
         refused_backoff: Backoff | None = None,
     ) -> None:
         self.hub, self.stream_id = hub, stream_id
-        self.rtmp_url, self.key = rtmp_url, key
+        self.servers = [rtmp_url] if isinstance(rtmp_url, str) else list(rtmp_url)
+        if not self.servers:
+            raise ValueError("a publisher needs at least one rtmp:// URL")
+        self.server = 0  # index of the server in use
+        self.moves = 0  # times it moved to another server
+        self.key = key
         self.write_timeout_s = write_timeout_s
         self.backoff = backoff or Backoff(first_s=0.5, cap_s=5.0)  # a link back is used soon
         self.refused_backoff = refused_backoff or Backoff(first_s=15.0, cap_s=120.0)
         self.state = "stopped"
         self.problem = ""  # why it is not publishing now, for the heartbeat
         self.reconnects = 0
+        self._refused_in_row = 0
         self.sessions = 0  # sessions that reached "publishing"
         self.dropped = 0  # packets the uplink was too slow for
         self._task: asyncio.Task[None] | None = None
@@ -108,21 +124,51 @@ class Publisher:
         try:
             await session.open()
             self.refused_backoff.reset()
+            self._refused_in_row = 0
             self.sessions += 1
             self._set("publishing")
             reason = await self._pump(session)
             self._set("reconnecting", reason)
         except PublishRefused as exc:
-            self._set("refused", f"publish refused: {exc}")
-            await session.close()
-            return self.refused_backoff.next()
+            self._set("refused", f"publish refused: {exc}{self._at}")
+            self._refused_in_row += 1
+            self._move()
+            if self._refused_in_row >= len(self.servers):
+                return self.refused_backoff.next()
+            return self.backoff.next()
         except LinkDown as exc:
-            self._set("reconnecting", f"uplink down: {exc}")
+            self._refused_in_row = 0
+            self._set("reconnecting", f"uplink down: {exc}{self._at}")
         finally:
             await session.close()
         if asyncio.get_running_loop().time() - started > STABLE_S:
             self.backoff.reset()
-        return self.backoff.next() if not self.problem.startswith("source") else 0.0
+        if self.problem.startswith("source"):
+            return 0.0  # the source went away, not the server: stay, and go on at once
+        self._move()
+        return self.backoff.next()
+
+    @property
+    def rtmp_url(self) -> str:
+        """The server in use (or tried next)."""
+        return self.servers[self.server]
+
+    @property
+    def _where(self) -> str:
+        parts = self.rtmp_url.split("/")
+        return parts[2] if len(parts) > 2 else self.rtmp_url  # host:port, never the key
+
+    @property
+    def _at(self) -> str:
+        """Which server a problem was met at, when there are several to tell apart."""
+        return f" (at {self._where})" if len(self.servers) > 1 else ""
+
+    def _move(self) -> None:
+        """On to the next server of the list (nothing to do with one)."""
+        if len(self.servers) > 1:
+            self.server = (self.server + 1) % len(self.servers)
+            self.moves += 1
+            log.info("publish %s: trying %s next", self.stream_id, self._where)
 
     async def _pump(self, session: RtmpPublishSession) -> str:
         """Hub items -> FLV messages until the link or the source ends."""

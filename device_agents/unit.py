@@ -20,7 +20,13 @@ from media_server.hub import Hub
 
 class SourceUnit:
     def __init__(
-        self, hub: Hub, ring: Ring, name: str, config: SourceConfig, rtmp_url: str, segment_s: float
+        self,
+        hub: Hub,
+        ring: Ring,
+        name: str,
+        config: SourceConfig,
+        rtmp_url: str | list[str],
+        segment_s: float,
     ) -> None:
         self.hub, self.ring, self.name, self.config = hub, ring, name, config
         self.feeds = {"main": Feed(hub, name, "main", config.kind, config.url)}

@@ -159,7 +159,9 @@ class MediaServerRole:
         rtmp = (
             f"{self.config.rtmp.host}:{self._rtmp_sock.getsockname()[1]}" if self._rtmp_sock else ""
         )
-        directory = NodeDirectory(self.storage.state, node.name, self.node_url, rtmp, cfg.lease_s)
+        directory = NodeDirectory(
+            self.storage.state, node.name, self.node_url, rtmp, cfg.node_timeout_s
+        )
         tokens = NodeTokens.for_node(node.data_dir, self.config.security.url_signing_secret)
         self.cluster = Cluster(
             cfg, self.hub, self.storage.state, directory, tokens, pulled=self.pulls.keys
@@ -174,19 +176,19 @@ class MediaServerRole:
         if self.cluster is None or stream_id in self.pulls:
             return True
         try:
-            await self._claim_origin(stream_id)
+            await self._claim_origin(stream_id, wait=False)  # each camera in turn: no wait
         except AccessDenied:
             return False
         return True
 
-    async def _claim_origin(self, stream_id: str) -> None:
+    async def _claim_origin(self, stream_id: str, wait: bool = True) -> None:
         """A publisher is let in only while no other node publishes the stream."""
         if self.cluster is None:
             return
         from media_server.cluster.origins import OriginBusy
 
         try:
-            await self.cluster.check_publish(stream_id)
+            await self.cluster.check_publish(stream_id, wait=wait)
         except OriginBusy as exc:
             raise AccessDenied(str(exc), 409) from None
 

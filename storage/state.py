@@ -436,6 +436,12 @@ class StateStore:
         _check_name("kind", kind)
         return bool(await self._redis.exists(self._presence_prefix(kind) + id))
 
+    async def presence_left_s(self, kind: str, id: str) -> float | None:
+        """How long id's last heartbeat has yet to live (Redis's clock), None once gone."""
+        _check_name("kind", kind)
+        left_ms = int(await self._redis.pttl(self._presence_prefix(kind) + id))
+        return left_ms / 1000 if left_ms >= 0 else None
+
     async def present(self, kind: str) -> dict[str, dict[str, Any]]:
         """Every present id of a kind with the info of its last heartbeat."""
         _check_name("kind", kind)

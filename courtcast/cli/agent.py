@@ -114,7 +114,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     configs = _source_configs(answer, sources, subs, kinds)
     config = AgentConfig(
         server=args.server.rstrip("/"),
-        rtmp_url=answer.rtmp_url,
+        # a cluster's nodes when it has some (the control room may run no RTMP itself)
+        rtmp_url=(answer.rtmp_urls or [answer.rtmp_url])[0],
+        rtmp_urls=answer.rtmp_urls[1:],
         device_id=answer.device_id,
         device_secret=answer.device_secret,
         court=answer.court,

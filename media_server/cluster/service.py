@@ -45,7 +45,13 @@ class Cluster:
         self.node = directory.name
         self.directory = directory
         self.tokens = tokens
-        self.origins = Origins(state, self.node, config.lease_s)
+        self.origins = Origins(
+            state,
+            self.node,
+            config.lease_s,
+            directory.silent_for,
+            config.node_timeout_s,
+        )
         self.relays = Relays(
             hub,
             self.node,
@@ -75,9 +81,10 @@ class Cluster:
         await self.origins.release_all()
         await self.directory.leave()
 
-    async def check_publish(self, stream_id: str) -> None:
-        """Raises OriginBusy while another node holds the stream."""
-        await self.origins.claim(stream_id)
+    async def check_publish(self, stream_id: str, wait: bool = True) -> None:
+        """Raises OriginBusy while another node holds the stream; with wait, once the
+        holder's verdict is in (origins.py): a publisher at the door."""
+        await self.origins.claim(stream_id, wait=wait)
 
     async def want(self, stream_id: str) -> None:
         await self.relays.want(stream_id)
@@ -88,6 +95,7 @@ class Cluster:
             "origins": sorted(self.origins.held),
             "relays": {sid: relay.origin for sid, relay in self.relays.active.items()},
             "relays_opened": self.relays.opened,
+            "origins_taken_over": self.origins.taken_over,
         }
 
     def _local_origins(self) -> set[str]:

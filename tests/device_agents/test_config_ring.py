@@ -30,6 +30,27 @@ def test_config_is_written_0600_and_read_back(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["agent.yaml"]  # no temp file left
 
 
+def test_a_list_of_media_servers_extends_the_one_rtmp_url(tmp_path: Path) -> None:
+    """rtmp_url stays (a one-node agent's file is unchanged); rtmp_urls adds failover
+    nodes, tried after it in order, each once."""
+    cams = {"cam": source("test", "test:", ("c-r-cam", "key1"))}
+    one = agent_config(tmp_path, 1935, cams)
+    assert one.media_servers == ["rtmp://127.0.0.1:1935/live"]
+    write_agent_config(tmp_path / "one.yaml", one)
+    assert "rtmp_urls" not in (tmp_path / "one.yaml").read_text()
+    more = ["rtmp://127.0.0.1:1936/live", "rtmp://127.0.0.1:1935/live"]
+    many = agent_config(tmp_path, 1935, cams, rtmp_urls=more)
+    assert many.media_servers == ["rtmp://127.0.0.1:1935/live", "rtmp://127.0.0.1:1936/live"]
+    write_agent_config(tmp_path / "many.yaml", many)
+    assert load_agent_config(tmp_path / "many.yaml") == many
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        (tmp_path / "many.yaml").read_text().replace("rtmp://127.0.0.1:1936", "http://x")
+    )
+    with pytest.raises(ConfigError, match=r"rtmp_urls\.0: String should match"):
+        load_agent_config(path)
+
+
 def test_config_errors_are_one_line_naming_the_key(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     text = EXAMPLE.read_text().replace("heartbeat_s: 5", "heartbeat_s: 5\nheartbeat: 3")
