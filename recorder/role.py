@@ -42,6 +42,7 @@ from recorder.recording import RecorderOptions, Recording
 from recorder.sessions import CHANGES as SESSION_CHANGES
 from recorder.sessions import TrialSession, TrialSessions, room_streams
 from recorder.signing import SignatureError, Signer
+from recorder.uploads import durable_ms
 from storage.role import StorageRole
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ class RecorderRole:
             "spooling": outage,
             "spool_over_80_percent": full,
             "signing_key_id": self.signer.key_id,
+            "durable_ms": durable_ms(r.uploads for r in self.active.values()),
         }
 
     # -- what to record -----------------------------------------------------------------

@@ -14,6 +14,7 @@ from recorder.index import RecordingIndex
 from recorder.manifest import GapCause, Manifest
 from recorder.recording import RecorderOptions, Recording
 from recorder.signing import Signer
+from recorder.uploads import durable_ms
 from recorder.verify import verify_recording
 from storage.objects import ObjectStore
 from storage.recording_keys import manifest_key, object_key, recording_prefix
@@ -194,5 +195,7 @@ async def test_recorder_keeps_no_spooled_media_in_memory(
     assert held == [], f"{len(held)} parts of spooled segments still in memory"
     manifest = await recording.close()
     assert abs(manifest.duration - 12.0) <= 2 / FPS
+    # each segment's closed -> durable time was noted (health, bench/ingest_hls.py)
+    assert durable_ms([recording.uploads])["segments"] == len(manifest.segments)
     report = await verify_recording(objects, manifest.recording_id, signer.public)
     assert report.ok and report.signed, report.summary()
