@@ -347,6 +347,8 @@ class Row:
     load_avg: float = 0.0  # 1-minute load average at the start of the window
     store_ms_per_stream_s: float = 0.0  # SeaweedFS (mode s3), not in courtcast's figure
     recorded_mb: dict[str, float] = field(default_factory=dict)  # on disk at the end
+    # courtcast's segment closed -> durable in the store (health), whole run: p50, p99, max
+    durable_ms: dict[str, float] = field(default_factory=dict)
     machine_busy_pct: float = 0.0
     publisher_ms_per_stream_s: float = 0.0
     ours: Side = field(default_factory=Side)
@@ -401,6 +403,8 @@ def _run_n(
     store = [s3.process.pid] if mode == "s3" else []
     clocks = measure(row, servers, readers, publishers, taps, args.seconds, store)
     row.recorded_mb = {"ours": du_mb(work / "cc"), "nginx": du_mb(work / "rec")}
+    if mode != "hls":
+        row.durable_ms = durability(servers["ours"])
     if args.browser == n:
         row.browser = browser(servers, readers, clocks, args.seconds)
     if args.profile == n and mode in args.profile_modes.split(","):
@@ -523,6 +527,13 @@ def delivered(side: Side, report: dict[str, Any], span: float) -> None:
     side.mbit_per_stream = sum(c["bytes"] for c in report.values()) * 8 / span / len(report) / 1e6
     side.reader_errors = sum(c["errors"] for c in report.values())
     side.latency = {"records": report["s0"]["records"]}
+
+
+def durability(server: Server) -> dict[str, float]:
+    """What courtcast's recorder measured (recorder/uploads.py durable_ms), or {} if the
+    code run (--courtcast) does not say."""
+    health = json.loads(fetch_text(server, "/api/v1/health"))
+    return dict(health.get("roles", {}).get("recorder", {}).get("durable_ms", {}))
 
 
 def fetch_text(server: Server, path: str) -> str:
@@ -734,6 +745,14 @@ def print_tables(rows: list[Row]) -> None:
             f"errors {r.ours.reader_errors} | nginx {r.nginx.media_per_stream_s} "
             f"{r.nginx.mbit_per_stream:.2f} Mbit/s errors {r.nginx.reader_errors}"
         )
+    print("\nDurability (courtcast: segment closed -> durable in the store, ms, whole run)")
+    for r in rows:
+        d = r.durable_ms
+        if d.get("segments"):
+            print(
+                f"{r.mode:>5} {r.n:>4} p50 {d['p50']:.0f} p99 {d['p99']:.0f} max {d['max']:.0f} "
+                f"({d['segments']:.0f} segments)"
+            )
     print("\nLatency of s0 (seconds): edge p50/p95, at the player (estimate, range)")
     for r in rows:
         print(

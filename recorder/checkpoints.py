@@ -28,6 +28,7 @@ from recorder.manifest_store import JSON, EvidenceError, save_manifest, seal_man
 from recorder.signing import Signer
 from recorder.spool import PendingSegment, Spool
 from recorder.uploads import UploadJob, UploadQueue
+from storage.objects import ObjectInfo
 from storage.recording_keys import manifest_key
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,9 @@ class ManifestCheckpoints:
         # listed by an earlier run of the recording (resumed): hashed again before signing
         self.inherited: list[InitEntry | SegmentEntry] = []
 
-    async def uploaded(self, job: UploadJob, data: bytes) -> None:
-        """A job of the upload queue is done: list its object (data: its bytes), then
-        checkpoint."""
+    async def uploaded(self, job: UploadJob, info: ObjectInfo | None) -> None:
+        """A job of the upload queue is done: list its object (info: what the store says
+        of it), then checkpoint."""
         if job.checkpoint:
             await self.checkpoint()
             return
@@ -73,6 +74,7 @@ class ManifestCheckpoints:
             self.manifest.inits.append(job.init)
             job.path.unlink(missing_ok=True)
         if job.segment is not None:
+            assert info is not None
             meta = job.segment.meta
             backfilled = bool(meta.get("backfilled"))
             # seq from the job: a backfilled segment may take a seq while the live one
@@ -80,8 +82,8 @@ class ManifestCheckpoints:
             self.manifest.append(
                 start=meta["start"],
                 duration=meta["duration"],
-                data_sha256=sha256_hex(data),
-                size=len(data),
+                data_sha256=await _sha256(info, job),
+                size=info.size,
                 init=meta["init"],
                 media_start=meta["media_start"],
                 discontinuity=meta["discontinuity"],
@@ -178,3 +180,11 @@ class ManifestCheckpoints:
         with contextlib.suppress(Exception):  # the index is a catalogue; the next one fixes it
             await self.index.put(m, self.node)
             self._indexed = (what, now)
+
+
+async def _sha256(info: ObjectInfo, job: UploadJob) -> str:
+    """The SHA-256 the store computed as it wrote the object; both stores give it on put
+    (hashed from the spool file in a thread, if a store ever did not)."""
+    if info.sha256:
+        return info.sha256
+    return await asyncio.to_thread(lambda: sha256_hex(job.path.read_bytes()))

@@ -72,6 +72,8 @@ class _State:
     parts_spooled: dict[int, int] = field(default_factory=dict)
     seen_msn: int = -1
     unspooled: bool = False  # the segmenter closed parts or segments not spooled yet
+    # closed segments (with their init's bytes) not spooled yet, oldest first
+    closed: list[tuple[Segment, bytes | None]] = field(default_factory=list)
     next_seq: int = 0
     init_names: dict[bytes, str] = field(default_factory=dict)  # init bytes -> name
     gap: Gap | None = None  # open: its end is the start of the next segment
@@ -103,10 +105,12 @@ class Recording:
         self.options = options
         self.id = manifest.recording_id
         self.spool = Spool(options.spool_dir, self.id, options.meter)
+        # no window: each closed segment is handed over by the listener (_on_change) and
+        # read once; a window of 8 kept ~8 MB per stream for nothing (bench/RESULTS.md)
         self.segmenter = Segmenter(
             options.segment_target_s,
             options.part_target_s,
-            window_segments=8,
+            window_segments=0,
             first_msn=0,
             prft=True,
         )
@@ -287,6 +291,10 @@ class Recording:
             self.segmenter.end_run()
 
     def _on_change(self, change: Change, segment: Segment | None) -> None:
+        if change is Change.segment and segment is not None:
+            # its init too: the segmenter may drop it once a segment of a newer one closes
+            init = self.segmenter.inits.get(segment.init_id)
+            self._s.closed.append((segment, init))
         if change in (Change.part, Change.segment):
             self._s.unspooled = True
 
@@ -300,9 +308,10 @@ class Recording:
         """Spool the parts and segments the segmenter made since the last look."""
         seg = self.segmenter
         self._s.unspooled = False
-        for done in seg.segments:
+        closed, self._s.closed = self._s.closed, []
+        for done, init in closed:
             if done.msn > self._s.seen_msn:
-                self._segment_closed(done)
+                self._segment_closed(done, init)
                 self._s.seen_msn = done.msn
         if seg.open is not None and seg.open.parts and seg.open.msn > self._s.seen_msn:
             self._spool_parts(seg.open)
@@ -314,7 +323,7 @@ class Recording:
             self._s.next_seq += 1
         return seq
 
-    def _segment_meta(self, seg: Segment) -> dict[str, Any]:
+    def _segment_meta(self, seg: Segment, init: bytes | None = None) -> dict[str, Any]:
         if self._s.gap is not None:
             self._s.gap.end = round(max(seg.wallclock, self._s.gap.start), 6)
             self.manifest.gaps.append(self._s.gap)
@@ -325,7 +334,7 @@ class Recording:
         return {
             "start": seg.wallclock,
             "media_start": seg.start,
-            "init": self._init_name(seg),
+            "init": self._init_name(seg, init),
             "discontinuity": discontinuity,
         }
 
@@ -341,12 +350,13 @@ class Recording:
         done = self._s.parts_spooled.get(seq, 0)
         for part in seg.parts[done:]:
             self.spool.put_part(seq, part.data, part.duration)
+            part.data = b""  # in the spool now; the recorder never reads a part again
         self._s.parts_spooled[seq] = len(seg.parts)
 
-    def _segment_closed(self, seg: Segment) -> None:
+    def _segment_closed(self, seg: Segment, init: bytes | None) -> None:
         new = seg.msn not in self._s.seq_of_msn
         seq = self._seq(seg)
-        meta = self._segment_meta(seg) if new else self.spool.open_meta(seq)
+        meta = self._segment_meta(seg, init) if new else self.spool.open_meta(seq)
         meta["duration"] = seg.duration
         self._s.wallclock_end = seg.wallclock + seg.duration
         if self._spool_full(seq):
@@ -378,8 +388,8 @@ class Recording:
             )
         return used > limit
 
-    def _init_name(self, seg: Segment) -> str:
-        data = self.segmenter.inits.get(seg.init_id) or init_segment(self.segmenter.tracks)
+    def _init_name(self, seg: Segment, init: bytes | None = None) -> str:
+        data = init or self.segmenter.inits.get(seg.init_id) or init_segment(self.segmenter.tracks)
         name = self._s.init_names.get(data)
         if name is not None:
             return name

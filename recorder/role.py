@@ -48,6 +48,7 @@ from recorder.sessions import CHANGES as SESSION_CHANGES
 from recorder.sessions import TrialSession, TrialSessions, room_streams
 from recorder.signing import SignatureError, Signer
 from recorder.spool import Spool
+from recorder.uploads import durable_ms
 from storage.role import StorageRole
 
 if TYPE_CHECKING:
@@ -177,6 +178,7 @@ class RecorderRole:
             "spooling": outage,
             "spool_over_80_percent": full,
             "signing_key_id": self.signer.key_id,
+            "durable_ms": durable_ms(r.uploads for r in self.active.values()),
             **({"leases": len(self.fleet.leases.held)} if self.fleet is not None else {}),
         }
 

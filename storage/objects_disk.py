@@ -1,18 +1,21 @@
 """Object store on a local directory: the single-node default, under the data dir.
 
 Layout: the object `recordings/r1/seg-1.m4s` is the file `<root>/recordings/r1/seg-1.m4s`;
-its metadata (sha256, content type) is the sidecar `<root>/recordings/r1/.seg-1.m4s.meta`.
-Names starting with "." are never object keys (objects.validate_key), so temp files and
-sidecars cannot collide with objects and are skipped by list().
+its metadata (sha256, content type) is the file's extended attribute `user.courtcast.meta`
+(JSON). On a file system without user xattrs, and for objects stored before they were
+used, it is the sidecar `<root>/recordings/r1/.seg-1.m4s.meta`. Names starting with "."
+are never object keys (objects.validate_key), so temp files and sidecars cannot collide
+with objects and are skipped by list().
 
-Crash safety, in write order:
-1. data goes to a temp file `.<name>.tmp-XXXX` in the same directory, is fsynced, then
-   renamed over `<name>` (rename is atomic: readers see the old object or the new one);
-2. the sidecar is written the same way (temp, fsync, rename), then the directory is fsynced.
-A crash during 1 leaves only a temp file: invisible, swept by remove_leftovers(). A crash
-between 1 and 2 leaves the new data with no sidecar or the previous object's sidecar; the
-sidecar records the data file's inode, size and mtime, so stat() notices it does not match,
-recomputes the SHA-256 from the data and rewrites the sidecar.
+Crash safety, in write order: data goes to a temp file `.<name>.tmp-XXXX` in the same
+directory, its metadata is set on it, the file is fsynced (data and xattr: one fsync), renamed
+over `<name>` (atomic: readers see the old object or the new one), and the directory is
+fsynced (the rename is durable when put() returns: a closed segment is durable at once,
+DESIGN.md). Two fsyncs per object; the sidecar way took three and four file operations
+more (bench/RESULTS.md, issue 19). A crash before the rename leaves only a temp file:
+invisible, swept by remove_leftovers(). The metadata records the data file's inode, size
+and mtime, so stat() notices data changed without it (a sidecar left from an older
+version, a file written by hand), recomputes the SHA-256 and stores it again.
 
 All file I/O runs in worker threads (asyncio.to_thread): the event loop never blocks on disk.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import errno
 import hashlib
 import hmac
 import json
@@ -57,8 +61,23 @@ MIN_SECRET_BYTES = 16
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
+META_XATTR = "user.courtcast.meta"
+_NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM}  # the file system has none
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_name(f".{path.name}.meta")
+
+
+def _set_meta_xattr(fd: int, meta: dict[str, Any]) -> bool:
+    """Set the metadata on the open file; False if the file system takes no user xattrs."""
+    try:
+        os.setxattr(fd, META_XATTR, json.dumps(meta).encode())
+    except OSError as exc:
+        if exc.errno in _NO_XATTR:
+            return False
+        raise
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -116,10 +135,19 @@ class _TempFile:
             while chunk := src.read(CHUNK_SIZE):
                 self.write(chunk)
 
-    def commit(self) -> os.stat_result:
+    def commit(self, content_type: str | None = None) -> tuple[os.stat_result, dict[str, Any]]:
+        """Make the file `final`, durable; with content_type, its metadata goes with it
+        (xattr, or a sidecar where the file system has none). Returns its stat and
+        metadata ({} without content_type)."""
         self.file.flush()
-        os.fsync(self.file.fileno())
-        st = os.fstat(self.file.fileno())
+        fd = self.file.fileno()
+        st = os.fstat(fd)
+        meta: dict[str, Any] = {}
+        sidecar = False
+        if content_type is not None:
+            meta = {"sha256": self.sha.hexdigest(), "content_type": content_type, **_identity(st)}
+            sidecar = not _set_meta_xattr(fd, meta)
+        os.fsync(fd)
         self.file.close()
         if self.final.is_dir():
             raise ValueError(
@@ -127,7 +155,11 @@ class _TempFile:
                 "prefix of other objects (e.g. 'a' when 'a/b' exists)"
             )
         os.replace(self.tmp, self.final)
-        return st
+        if sidecar:  # (a sidecar of an older version beside an xattr is ignored: _read_meta)
+            _write_atomic(_sidecar(self.final), json.dumps(meta).encode())
+        if content_type is not None:
+            _fsync_dir(self.final.parent)  # the rename(s) durable
+        return st, meta
 
     def abort(self) -> None:
         self.file.close()
@@ -139,6 +171,21 @@ def _write_atomic(path: Path, payload: bytes) -> None:
     try:
         tmp.write(payload)
         tmp.commit()
+    except BaseException:
+        tmp.abort()
+        raise
+
+
+def _put_whole(
+    path: Path, data: Path | bytes | bytearray | memoryview, content_type: str
+) -> tuple[os.stat_result, dict[str, Any]]:
+    tmp = _TempFile(path)
+    try:
+        if isinstance(data, Path):
+            tmp.copy_from(data)
+        else:
+            tmp.write(data)
+        return tmp.commit(content_type)
     except BaseException:
         tmp.abort()
         raise
@@ -209,32 +256,25 @@ class DiskObjectStore(ObjectStore):
         self, key: str, data: PutData, content_type: str = DEFAULT_CONTENT_TYPE
     ) -> ObjectInfo:
         path = self._path(key)
+        if isinstance(data, Path | bytes | bytearray | memoryview):
+            # the whole put in one worker-thread call: each call waits its turn in the
+            # default pool, which all the node's recordings share (durability latency)
+            st, meta = await self._io(_put_whole, path, data, content_type)
+            return self._info(key, st, meta)
         tmp = await self._io(_TempFile, path)
         try:
-            if isinstance(data, Path):
-                await self._io(tmp.copy_from, data)
-            elif isinstance(data, bytes | bytearray | memoryview):
-                await self._io(tmp.write, data)
-            else:
-                await self._write_stream(tmp, data)
-            st = await self._io(tmp.commit)
+            await self._write_stream(tmp, data)
+            st, meta = await self._io(tmp.commit, content_type)
         except BaseException:
             # Also on cancellation: a plain unlink, quick enough to do inline.
             tmp.abort()
             raise
-        meta = {"sha256": tmp.sha.hexdigest(), "content_type": content_type, **_identity(st)}
-        await self._io(self._write_sidecar, path, meta)
         return self._info(key, st, meta)
 
     async def _write_stream(self, tmp: _TempFile, data: AsyncIterable[bytes]) -> None:
         async for chunk in data:
             if chunk:
                 await self._io(tmp.write, chunk)
-
-    @staticmethod
-    def _write_sidecar(path: Path, meta: dict[str, Any]) -> None:
-        _write_atomic(_sidecar(path), json.dumps(meta).encode())
-        _fsync_dir(path.parent)  # makes both renames (data, then sidecar) durable
 
     async def delete(self, key: str) -> None:
         path = self._path(key)
@@ -280,31 +320,46 @@ class DiskObjectStore(ObjectStore):
         st = path.stat()
         if not path.is_file():
             raise FileNotFoundError(2, "not an object", str(path))
-        meta = self._read_sidecar(path)
+        meta = self._read_meta(path)
         if meta is None or {k: meta.get(k) for k in ("ino", "size", "mtime_ns")} != _identity(st):
-            meta = self._rebuild_sidecar(path, meta)
+            meta = self._rebuild_meta(path, meta)
             st = path.stat()
         return st, meta
 
     @staticmethod
-    def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    def _read_meta(path: Path) -> dict[str, Any] | None:
+        """The xattr, else the sidecar (no xattrs here, or an object from before them)."""
         try:
-            meta = json.loads(_sidecar(path).read_bytes())
-        except (FileNotFoundError, ValueError):
+            raw = os.getxattr(path, META_XATTR)
+        except OSError as exc:
+            if exc.errno not in (errno.ENODATA, *_NO_XATTR):
+                raise
+            try:
+                raw = _sidecar(path).read_bytes()
+            except FileNotFoundError:
+                return None
+        try:
+            meta = json.loads(raw)
+        except ValueError:
             return None
         return meta if isinstance(meta, dict) else None
 
-    def _rebuild_sidecar(self, path: Path, stale: dict[str, Any] | None) -> dict[str, Any]:
-        """After a crash between data and sidecar renames: hash the data again."""
+    def _rebuild_meta(self, path: Path, stale: dict[str, Any] | None) -> dict[str, Any]:
+        """Data without matching metadata (module docstring): hash it again."""
         log.info("object %s has no matching metadata; recomputing its SHA-256", path)
         sha = hashlib.sha256()
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             while chunk := f.read(CHUNK_SIZE):
                 sha.update(chunk)
-        guessed = mimetypes.guess_type(path.name)[0] or DEFAULT_CONTENT_TYPE
-        meta = {"sha256": sha.hexdigest(), "content_type": guessed, **_identity(st)}
-        self._write_sidecar(path, meta)
+            guessed = mimetypes.guess_type(path.name)[0] or DEFAULT_CONTENT_TYPE
+            meta = {"sha256": sha.hexdigest(), "content_type": guessed, **_identity(st)}
+            if _set_meta_xattr(f.fileno(), meta):
+                os.fsync(f.fileno())
+                _sidecar(path).unlink(missing_ok=True)
+                return meta
+        _write_atomic(_sidecar(path), json.dumps(meta).encode())
+        _fsync_dir(path.parent)
         return meta
 
     def _info(self, key: str, st: os.stat_result, meta: dict[str, Any]) -> ObjectInfo:

@@ -14,6 +14,7 @@ from recorder.index import RecordingIndex
 from recorder.manifest import GapCause, Manifest
 from recorder.recording import RecorderOptions, Recording
 from recorder.signing import Signer
+from recorder.uploads import durable_ms
 from recorder.verify import verify_recording
 from storage.objects import ObjectStore
 from storage.recording_keys import manifest_key, object_key, recording_prefix
@@ -160,3 +161,41 @@ async def test_verify_names_the_first_bad_object(
     assert not report.ok
     assert report.first is not None
     assert (report.first.object, report.first.why) == expected, report.summary()
+
+
+@pytest.mark.parametrize("objects", ["disk"], indirect=True)
+async def test_recorder_keeps_no_spooled_media_in_memory(
+    tmp_path: Path,
+    objects: ObjectStore,
+    index: RecordingIndex,
+    signer: Signer,
+    options: RecorderOptions,
+) -> None:
+    """What is in the spool is not kept in memory too: the recorder's segmenter held its
+    last 8 closed segments (~8 MB per 2 Mbit/s stream, bench/RESULTS.md issue 19)."""
+    clip = make_clip(tmp_path, seconds=4, fps=FPS, gop=FPS, bframes=2)
+    tracks, packets = load_clip(clip)
+    hub = Hub()
+    recording = Recording(hub, objects, index, signer, new_manifest(), options)
+    pub = hub.publish("room-1", tracks, "test")
+    await recording.start()
+    await publish(
+        hub,
+        "room-1",
+        tracks,
+        looped(tracks, packets, 4, 3),
+        realtime=False,
+        publication=pub,
+        close=False,
+    )
+    await asyncio.sleep(0.3)  # the reader has spooled what the segmenter made
+    seg = recording.segmenter
+    assert seg.open is not None and seg.open.parts, "an open segment with spooled parts"
+    held = [s for s in [*seg.segments, seg.open] for p in s.parts if p.data]
+    assert held == [], f"{len(held)} parts of spooled segments still in memory"
+    manifest = await recording.close()
+    assert abs(manifest.duration - 12.0) <= 2 / FPS
+    # each segment's closed -> durable time was noted (health, bench/ingest_hls.py)
+    assert durable_ms([recording.uploads])["segments"] == len(manifest.segments)
+    report = await verify_recording(objects, manifest.recording_id, signer.public)
+    assert report.ok and report.signed, report.summary()

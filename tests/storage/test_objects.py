@@ -370,28 +370,42 @@ async def disk_store(tmp_path: Path) -> DiskObjectStore:
     return store
 
 
-async def test_disk_metadata_survives_a_crash_between_data_and_sidecar(
+async def test_disk_metadata_goes_with_the_data_and_is_rebuilt_when_stale(
     disk_store: DiskObjectStore,
 ) -> None:
     await disk_store.put("m/seg.m4s", b"first", content_type="video/iso.segment")
     path = disk_store.root / "m" / "seg.m4s"
     sidecar = path.with_name(".seg.m4s.meta")
-    assert sidecar.exists()
+    # one file per object: the metadata is the data file's xattr, renamed in with it
+    assert json.loads(os.getxattr(path, "user.courtcast.meta"))["content_type"] == (
+        "video/iso.segment"
+    )
+    assert not sidecar.exists()
 
-    # New data renamed in, then a crash before its sidecar: the old sidecar is stale.
+    # New data renamed in without metadata (a file put there by hand): recomputed.
     fresh = path.with_name(".seg.m4s.tmp-test")
     fresh.write_bytes(b"second version")
     os.replace(fresh, path)
     stat = await disk_store.stat("m/seg.m4s")
     assert stat.sha256 == hashlib.sha256(b"second version").hexdigest()
+    assert stat.content_type == (mimetypes.guess_type("seg.m4s")[0] or "application/octet-stream")
 
-    sidecar.unlink()  # no sidecar at all: recomputed, the type guessed from the name
-    path.write_bytes(b"third")
+    path.write_bytes(b"third")  # rewritten in place: the xattr no longer matches it
     stat = await disk_store.stat("m/seg.m4s")
     assert stat.sha256 == hashlib.sha256(b"third").hexdigest()
-    assert stat.content_type == (mimetypes.guess_type("seg.m4s")[0] or "application/octet-stream")
-    assert [i.key for i in await disk_store.list()] == ["m/seg.m4s"]
 
+    # an object stored before xattrs (or where the file system has none): its sidecar
+    os.removexattr(path, "user.courtcast.meta")
+    st = path.stat()
+    old = {"sha256": "ab" * 32, "content_type": "video/mp4"}
+    sidecar.write_text(json.dumps({**old, "ino": st.st_ino, "size": 5, "mtime_ns": st.st_mtime_ns}))
+    stat = await disk_store.stat("m/seg.m4s")
+    assert (stat.sha256, stat.content_type) == (old["sha256"], old["content_type"])
+    assert [i.key for i in await disk_store.list()] == ["m/seg.m4s"]
+    await disk_store.delete("m/seg.m4s")
+    assert not sidecar.exists()
+
+    await disk_store.put("m/seg.m4s", b"fourth")
     (disk_store.root / "m" / ".other.tmp-abc123").write_bytes(b"half")  # a crashed write
     assert [i.key for i in await disk_store.list()] == ["m/seg.m4s"]
     with pytest.raises(ObjectNotFound):
