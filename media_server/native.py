@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # each with its .pxd of C types beside it
-SOURCES = ("media_server/rtmp/chunk.py",)
+SOURCES = ("media_server/rtmp/chunk.py", "media_server/webrtc/frame_send_c.pyx")
 
 
 def built(source: Path) -> Path | None:
