@@ -31,8 +31,12 @@ FRAMES: list[tuple[list[bytes], int, int]] = [
 ]
 
 
-def outbound() -> Session:
-    return Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+GCM = Policy.SRTP_PROFILE_AEAD_AES_128_GCM  # what aiortc and Chromium negotiate
+CM = Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+
+
+def outbound(profile: int = CM) -> Session:
+    return Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
 
 
 def compiled() -> type[Any]:
@@ -57,8 +61,10 @@ def sockets() -> Iterator[tuple[socket.socket, socket.socket]]:
     server.close()
 
 
-def send_all(sender_type: type[Any], server: socket.socket, viewer: socket.socket, gso: bool):  # type: ignore[no-untyped-def]
-    sender = sender_type(outbound(), server, viewer.getsockname(), gso)
+def send_all(  # type: ignore[no-untyped-def]
+    sender_type: type[Any], server: socket.socket, viewer: socket.socket, gso: bool, profile: int
+):
+    sender = sender_type(outbound(profile), server, viewer.getsockname(), gso)
     history: dict[int, Any] = {}
     sizes, datagrams = [], []
     for payloads, seq, ts in FRAMES:
@@ -69,20 +75,21 @@ def send_all(sender_type: type[Any], server: socket.socket, viewer: socket.socke
     return sizes, datagrams, history, sender.batches
 
 
+@pytest.mark.parametrize("profile", [GCM, CM], ids=["aes-gcm", "aes-cm-sha1"])
 @pytest.mark.parametrize("gso", [True, False], ids=["gso", "sendto"])
 def test_compiled_and_python_send_the_same_bytes(
-    sockets: tuple[socket.socket, socket.socket], gso: bool
+    sockets: tuple[socket.socket, socket.socket], gso: bool, profile: int
 ) -> None:
     viewer, server = sockets
-    py = send_all(frame_send.FrameSender, server, viewer, gso)
-    c = send_all(compiled(), server, viewer, gso)
+    py = send_all(frame_send.FrameSender, server, viewer, gso, profile)
+    c = send_all(compiled(), server, viewer, gso, profile)
     assert c[1] == py[1], "the same datagrams, in the same order"
     assert c[0] == py[0], "the same bytes counted per frame"
     assert sum(c[0]) == sum(map(len, c[1]))
     assert c[2] == py[2], "the same NACK history"
     assert c[3] == py[3], "the same syscall batching"
     # a receiver decrypts each to the RTP packet built, marker on each frame's last
-    inbound = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    inbound = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile))
     plain = [inbound.unprotect(d) for d in c[1]]
     expected: list[bytes] = []
     for payloads, seq, ts in FRAMES:
