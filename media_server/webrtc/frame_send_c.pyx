@@ -163,11 +163,13 @@ cdef class FrameSender:
         """Send one frame; (bytes on the wire, packets left because the socket buffer was
         full: the caller queues them)."""
         cdef Py_ssize_t count = len(payloads)
-        cdef Py_ssize_t i, ext_len = len(extension), total = 0
+        cdef Py_ssize_t i, size, ext_len = len(extension), total = 0
         cdef Py_buffer view
         cdef uint8_t *p
         cdef int rc
-        _reserve(count)
+        cdef list plain = []
+        # first every Python object (the history's bytes), then C only: the shared slots
+        # are filled, protected and sent with no Python code (a GC finalizer) in between
         for i in range(count):
             PyObject_GetBuffer(payloads[i], &view, PyBUF_SIMPLE)
             try:
@@ -187,13 +189,17 @@ cdef class FrameSender:
             finally:
                 PyBuffer_Release(&view)
             history[seq % HISTORY] = (seq, data)
-            memcpy(_slots + i * SLOT, p, size)
-            _sizes[i] = size
+            plain.append(data)
+            seq = (seq + 1) & 0xFFFF
+        _reserve(count)
+        for i in range(count):
+            data = plain[i]
+            _sizes[i] = len(<bytes>data)
+            memcpy(_slots + i * SLOT, PyBytes_AS_STRING(data), _sizes[i])
             rc = self._protect(self._ctx, _slots + i * SLOT, &_sizes[i])
             if rc != 0:
                 raise RuntimeError(f"srtp_protect failed with status {rc}")
             total += _sizes[i]
-            seq = (seq + 1) & 0xFFFF
         cdef Py_ssize_t start = 0, end, sent
         while start < count:
             end = _run_end(start, count)
