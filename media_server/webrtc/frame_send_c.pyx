@@ -73,6 +73,7 @@ cdef extern from "<errno.h>":
     int ENOPROTOOPT, EOPNOTSUPP, EWOULDBLOCK
 
 ctypedef int (*srtp_protect_t)(void *ctx, void *rtp, int *length)
+SRTP_PROTECT = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"  # cffi's spelling
 
 cdef enum:
     SOL_UDP_ = 17  # linux/socket.h
@@ -122,10 +123,17 @@ cdef class FrameSender:
 
         if type(session) is not Session:
             raise TypeError("not a pylibsrtp Session")
+        # the libsrtp 2 call this file declares (libsrtp 3 takes separate in/out buffers)
+        if ffi.typeof(lib.srtp_protect).cname != SRTP_PROTECT:
+            raise TypeError(f"pylibsrtp's srtp_protect is {ffi.typeof(lib.srtp_protect).cname}")
+        try:
+            ctx = session._srtp[0]  # pylibsrtp 1.0's srtp_t, freed with the Session
+        except (AttributeError, TypeError) as exc:
+            raise TypeError(f"pylibsrtp's Session changed: {exc}") from None
         self._protect = <srtp_protect_t><uintptr_t>int(
             ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))
         )
-        self._ctx = <void *><uintptr_t>int(ffi.cast("uintptr_t", session._srtp[0]))
+        self._ctx = <void *><uintptr_t>int(ffi.cast("uintptr_t", ctx))
         self._session = session
         self._sock = sock  # keeps the fd open
         self._fd = sock.fileno()
