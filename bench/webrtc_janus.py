@@ -10,7 +10,7 @@ server CPU (from /proc) between the smallest and the largest N, and the ratio of
 slopes is printed. Needs root (ip netns) and `apt-get install janus`.
 
     .venv/bin/python bench/webrtc_janus.py [--viewers 1,20] [--seconds 6]
-                                           [--janus-event-loops 0]
+                                           [--janus-event-loops 0] [--python-too]
 """
 
 from __future__ import annotations
@@ -94,7 +94,9 @@ def stop(proc: subprocess.Popen[str]) -> None:
 # -- courtcast --
 
 
-def run_courtcast(clip: Path, counts: list[int], seconds: float) -> list[dict[str, Any]]:
+def run_courtcast(
+    clip: Path, counts: list[int], seconds: float, compiled: bool = True
+) -> list[dict[str, Any]]:
     from webrtc_viewers import wait_up
 
     port = 8000
@@ -111,6 +113,8 @@ def run_courtcast(clip: Path, counts: list[int], seconds: float) -> list[dict[st
         "1",
         "--host",
         NS_IP,
+        "--compiled",
+        "1" if compiled else "0",
     )
     try:
         wait_up(port, NS_IP)
@@ -351,7 +355,7 @@ async def _viewers(count: int, seconds: float, host: str) -> None:
 # -- the orchestrator --
 
 
-def bench(counts: list[int], seconds: float, event_loops: int) -> None:
+def bench(counts: list[int], seconds: float, event_loops: int, python_too: bool) -> None:
     from tests.fixtures.clip import make_test_clip
 
     with tempfile.TemporaryDirectory() as tmp, namespace():
@@ -363,6 +367,12 @@ def bench(counts: list[int], seconds: float, event_loops: int) -> None:
             f"({NS_IP}), viewers here ({HOST_IP}) over veth; {seconds:.0f} s per measurement"
         )
         ours = report("courtcast WHEP (shared packetization)", run_courtcast(clip, counts, seconds))
+        python = None
+        if python_too:
+            python = report(
+                "courtcast WHEP, compiled send path off (frame_send, its Python twin)",
+                run_courtcast(clip, counts, seconds, compiled=False),
+            )
         janus = report(
             f"Janus 1.1.2 streaming plugin (RTP from ffmpeg), event_loops={event_loops}",
             run_janus(clip, counts, seconds, event_loops),
@@ -372,6 +382,8 @@ def bench(counts: list[int], seconds: float, event_loops: int) -> None:
             f"\nJanus / courtcast CPU per viewer: {janus / ours:.2f} "
             f"(viewers per core: Janus ~{1 / janus:.0f}, courtcast ~{1 / ours:.0f})"
         )
+    if python and janus:
+        print(f"Janus / courtcast without frame_send_c: {janus / python:.2f}")
 
 
 def main() -> None:
@@ -388,11 +400,17 @@ def main() -> None:
         default=0,
         help="0 (Janus default): a loop thread per handle; N: N shared loops",
     )
+    parser.add_argument(
+        "--python-too",
+        action="store_true",
+        help="also measure courtcast with its compiled send path off, in the same run",
+    )
     args = parser.parse_args()
     if args.role == "viewers":
         asyncio.run(_viewers(args.count, args.seconds, args.host))
     else:
-        bench([int(n) for n in args.viewers.split(",")], args.seconds, args.janus_event_loops)
+        counts = [int(n) for n in args.viewers.split(",")]
+        bench(counts, args.seconds, args.janus_event_loops, args.python_too)
 
 
 if __name__ == "__main__":

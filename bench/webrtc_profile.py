@@ -3,11 +3,13 @@
 Starts the same server and viewers as bench/webrtc_viewers.py (shared packetization),
 samples the server with py-spy (`pip install py-spy` into the venv; not a project
 dependency) and splits the samples into the costs that matter per viewer. A sample goes
-to the first group whose rule matches its innermost Python frame (the source line it
-was on: a line calling sendmsg/sendto is the syscall, one calling protect() is SRTP),
-else to the first group whose rule matches any frame of its stack.
+to the first group whose rule matches its innermost C frames (py-spy --native: libc's
+sendmsg/sendto, libsrtp) or its innermost Python frame (the source line it was on: a line
+calling sendmsg/sendto is the syscall, one calling protect() is SRTP), else to the first
+group whose rule matches any frame of its stack.
 
     .venv/bin/python bench/webrtc_profile.py [--viewers 20] [--seconds 10] [--raw out.txt]
+                                             [--python]  (frame_send_c off)
 """
 
 from __future__ import annotations
@@ -53,7 +55,17 @@ LEAF: tuple[tuple[str, Rule], ...] = (
         ),
     ),
     ("UDP send syscalls (sendmsg with GSO / sendto)", line_has(".sendmsg(", "sendto(")),
-    ("SRTP protect (pylibsrtp)", lambda f: "pylibsrtp" in f[1] or "protect(" in f[2]),
+    (
+        "UDP send syscalls (sendmsg with GSO / sendto)",
+        lambda f: f[0].startswith(("sendmsg (libc", "sendto (libc")),  # --native
+    ),
+    (
+        "SRTP protect (pylibsrtp)",
+        lambda f: (
+            any(s in f[0] + f[1] for s in ("pylibsrtp", "srtp.c", "libcrypto"))
+            or "protect(" in f[2]
+        ),
+    ),
     (
         "task wake-ups, callbacks, futures (asyncio)",
         in_file(
@@ -71,6 +83,7 @@ LEAF: tuple[tuple[str, Rule], ...] = (
 # any-frame rules, in order
 STACK: tuple[tuple[str, Rule], ...] = (
     ("AAC->Opus transcoder (worker thread)", in_file("webrtc/audio.py")),
+    ("compiled send path: RTP headers, history, copies (frame_send_c)", in_file("frame_send_c")),
     (
         "our send path: RTP headers, history, batching (rtp_out, udp_path, the sender patch)",
         in_file("webrtc/rtp_out.py", "webrtc/udp_path.py", "patches/aiortc_fast_sender.py"),
@@ -92,9 +105,15 @@ def parse(frame: str) -> Frame:
 
 
 def group(stack: list[Frame]) -> str:
-    leaf = stack[-1]
+    # with py-spy --native, C frames (libc, libsrtp, frame_send_c) follow the Python ones:
+    # a syscall or SRTP among them decides; else the innermost Python frame does, as before
+    python = [i for i, f in enumerate(stack) if f[1].endswith(".py")]
+    native = stack[python[-1] + 1 :] if python else stack
+    for name, rule in LEAF[1:]:
+        if any(rule(f) for f in native):
+            return name
     for name, rule in LEAF:
-        if rule(leaf):
+        if python and rule(stack[python[-1]]):
             return name
     for name, rule in STACK:
         if any(rule(f) for f in stack):
@@ -113,7 +132,7 @@ def summarize(raw: Path) -> Counter[str]:
     return groups
 
 
-def profile(viewers: int, seconds: float, raw: Path) -> None:
+def profile(viewers: int, seconds: float, raw: Path, compiled: bool = True) -> None:
     from webrtc_viewers import free_port, wait_up
 
     from tests.fixtures.clip import make_test_clip
@@ -139,6 +158,8 @@ def profile(viewers: int, seconds: float, raw: Path) -> None:
                 str(clip),
                 "--shared",
                 "1",
+                "--compiled",
+                "1" if compiled else "0",
             ]
         )
         try:
@@ -179,6 +200,7 @@ def _record(
                 str(int(seconds)),
                 "--rate",
                 "200",
+                "--native",
                 "--format",
                 "raw",
                 "--output",
@@ -211,9 +233,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--raw", type=Path, default=Path("/tmp/webrtc_profile.txt"))
     parser.add_argument("--summarize", action="store_true", help="only read an existing --raw")
+    parser.add_argument(
+        "--python", action="store_true", help="the compiled send path off (frame_send_c)"
+    )
     args = parser.parse_args()
     if not args.summarize:
-        profile(args.viewers, args.seconds, args.raw)
+        profile(args.viewers, args.seconds, args.raw, compiled=not args.python)
     report(summarize(args.raw))
 
 

@@ -6,13 +6,14 @@ do not decode (their receivers count packets instead). Server CPU (user + system
 threads, from /proc) is measured over a window at each N, for both modes:
 
 - shared: each frame's RTP payloads are computed once per stream, viewers add headers/SRTP
+- shared-python: the same, with the compiled send path (frame_send_c) off: its Python twin
 - per-viewer: aiortc's own H.264 packetizer runs for every viewer (av.Packet pass-through)
 
 The cost per viewer is the slope between the smallest and the largest N (the AAC->Opus
 transcoder and the publisher are fixed costs, counted at N=1).
 
     .venv/bin/python bench/webrtc_viewers.py [--viewers 1,10,20] [--seconds 8]
-                                             [--modes shared,shared-no-gso,per-viewer]
+                                             [--modes shared,shared-no-gso,shared-python,per-viewer]
 """
 
 from __future__ import annotations
@@ -40,13 +41,16 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # -- the server process --
 
 
-def serve(port: int, clip: Path, shared: bool, gso: bool, host: str = "127.0.0.1") -> None:
+def serve(
+    port: int, clip: Path, shared: bool, gso: bool, host: str = "127.0.0.1", compiled: bool = True
+) -> None:
     import uvicorn
     from fastapi import FastAPI
 
     from media_server.webrtc import udp_path
 
     udp_path.USE_GSO = gso
+    udp_path.USE_COMPILED = compiled
 
     from media_server.hub import Hub
     from media_server.webrtc import IceConfig, WebRTCOptions, make_webrtc_router
@@ -198,7 +202,12 @@ def measure(
 
 
 def run_mode(
-    clip: Path, shared: bool, counts: list[int], seconds: float, gso: bool = True
+    clip: Path,
+    shared: bool,
+    counts: list[int],
+    seconds: float,
+    gso: bool = True,
+    compiled: bool = True,
 ) -> list[dict[str, Any]]:
     port = free_port()
     server = subprocess.Popen(
@@ -215,6 +224,8 @@ def run_mode(
             "1" if shared else "0",
             "--gso",
             "1" if gso else "0",
+            "--compiled",
+            "1" if compiled else "0",
         ]
     )
     try:
@@ -268,14 +279,22 @@ def main() -> None:
     parser.add_argument(
         "--modes",
         default="shared,per-viewer",
-        help="which of shared, per-viewer, shared-no-gso to measure",
+        help="which of shared, per-viewer, shared-no-gso, shared-python to measure",
     )
     parser.add_argument("--gso", default="1", help=argparse.SUPPRESS)
+    parser.add_argument("--compiled", default="1", help=argparse.SUPPRESS)
     parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     parser.add_argument("--server", default="127.0.0.1", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "server":
-        serve(args.port, args.clip, args.shared == "1", args.gso == "1", args.host)
+        serve(
+            args.port,
+            args.clip,
+            args.shared == "1",
+            args.gso == "1",
+            args.host,
+            args.compiled == "1",
+        )
     elif args.role == "viewers":
         viewers(args.port, args.count, args.seconds, args.host, args.server)
     else:
@@ -295,13 +314,14 @@ def bench(args: argparse.Namespace) -> None:
             f"{args.seconds:.0f} s per measurement"
         )
         modes = args.modes.split(",")
-        for key, title, shared, gso in (
-            ("shared", "shared packetization (default)", True, True),
-            ("shared-no-gso", "shared packetization, UDP GSO off", True, False),
-            ("per-viewer", "per-viewer packetization (aiortc pack)", False, True),
+        for key, title, shared, gso, compiled in (
+            ("shared", "shared packetization (default)", True, True, True),
+            ("shared-no-gso", "shared packetization, UDP GSO off", True, False, True),
+            ("shared-python", "shared packetization, frame_send_c off", True, True, False),
+            ("per-viewer", "per-viewer packetization (aiortc pack)", False, True, True),
         ):
             if key in modes:
-                report(title, run_mode(clip, shared, counts, args.seconds, gso))
+                report(title, run_mode(clip, shared, counts, args.seconds, gso, compiled))
 
 
 if __name__ == "__main__":

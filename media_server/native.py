@@ -11,8 +11,8 @@ import importlib.machinery
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# each with its .pxd of C types beside it
-SOURCES = ("media_server/rtmp/chunk.py",)
+# a .py with its .pxd of C types beside it, or a .pyx whose plain-Python twin runs unbuilt
+SOURCES = ("media_server/rtmp/chunk.py", "media_server/webrtc/frame_send_c.pyx")
 
 
 def built(source: Path) -> Path | None:

@@ -4,9 +4,10 @@ aiortc's sender pulls each frame from its track (one task wake-up per frame per 
 builds an RtpPacket object per packet, reads the wall clock through datetime per packet
 and goes down four coroutine layers to the socket per packet. Here a viewer's frame is
 sent by a plain call, from whoever has it (the stream's fan-out, the AAC->Opus
-transcoder): the header extension block is made once per frame, each packet costs one
-struct.pack for its 12-byte header and one SRTP protect, and a frame's packets leave in as
-few syscalls as the kernel allows (udp_path.UdpPath).
+transcoder): the header extension block is made once per frame, and the frame goes to
+udp_path.UdpPath, which writes each packet's 12-byte header, protects it and sends the
+frame's packets in as few syscalls as the kernel allows, in one compiled call where
+setup.py built frame_send_c.
 
 The sender's own task, replaced by patches/aiortc_fast_sender, only binds an RtpOut to the
 track and then waits; it sends only where the fast path cannot (TURN relays, tests), from
@@ -26,7 +27,12 @@ from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensions
 from aiortc.utils import random32
 
 from media_server.patches import aiortc_fast_sender as internals
+from media_server.webrtc.frame_send import RTP_HISTORY_SIZE as HISTORY
+from media_server.webrtc.frame_send import rtp_packets
 from media_server.webrtc.udp_path import UdpPath
+
+if HISTORY != RTP_HISTORY_SIZE:  # frame_send (and its compiled twin) fill aiortc's history
+    raise ImportError(f"aiortc's RTP history holds {RTP_HISTORY_SIZE} packets, not {HISTORY}")
 
 ABS_SEND_SENTINEL = 0xABCDEF  # located once in aiortc's serialized block, then patched
 
@@ -80,40 +86,38 @@ class RtpOut:
         extension = self._extension()
         first = 0x90 if extension else 0x80
         timestamp = (self.origin + timestamp) & 0xFFFFFFFF
-        seq, ssrc, history, last = self.seq, self.ssrc, self.history, len(payloads) - 1
-        packets = []
-        for i, payload in enumerate(payloads):
-            data = (
-                pack(
-                    "!BBHLL",
-                    first,
-                    (0x80 if i == last else 0) | self.payload_type,
-                    seq,
-                    timestamp,
-                    ssrc,
-                )
-                + extension
-                + payload
-            )
-            history[seq % RTP_HISTORY_SIZE] = (seq, data)
-            packets.append(data)
-            seq = (seq + 1) & 0xFFFF
-        self.seq = seq
-        self._send(packets)
-        self.frames += 1
-        internals.count_sent(self.sender, timestamp, sum(map(len, payloads)), len(payloads))
-
-    def _send(self, packets: list[bytes]) -> None:
         path = self._path
         if path is None:
             path = self._path = UdpPath.of(self.sender.transport)
         if path is None:
+            packets = rtp_packets(
+                first,
+                self.payload_type,
+                self.seq,
+                timestamp,
+                self.ssrc,
+                extension,
+                payloads,
+                self.history,
+            )
             for data in packets:
                 self._slow.put_nowait(data)
         elif path.up:
-            path.send(packets)
+            path.send_frame(
+                first,
+                self.payload_type,
+                self.seq,
+                timestamp,
+                self.ssrc,
+                extension,
+                payloads,
+                self.history,
+            )
             path.account()
         # else: DTLS is closing; the session ends, the frame is dropped like aiortc does
+        self.seq = (self.seq + len(payloads)) & 0xFFFF
+        self.frames += 1
+        internals.count_sent(self.sender, timestamp, sum(map(len, payloads)), len(payloads))
 
     def stop(self) -> None:
         self._slow.put_nowait(None)

@@ -31,6 +31,7 @@ from media_server.patches import (
     aiortc_receiver_tap,
 )
 from media_server.patches.aiortc_ice_addresses import bind_candidate_addresses
+from media_server.webrtc import udp_path
 from media_server.webrtc.ice import IceConfig, new_peer_connection
 from media_server.webrtc.rtp_out import RtpOut
 from media_server.webrtc.service import WebRTCOptions, WebRTCService
@@ -88,7 +89,11 @@ def stats_of(report: RTCStatsReport, kind: str) -> Any:
     return next(s for s in report.values() if s.type == kind)
 
 
-async def test_the_patched_sender_sends_rtp_an_aiortc_receiver_decodes_and_counts() -> None:
+@pytest.mark.parametrize("compiled", [True, False], ids=["frame_send_c", "frame_send"])
+async def test_the_patched_sender_sends_rtp_an_aiortc_receiver_decodes_and_counts(
+    compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(udp_path, "USE_COMPILED", compiled)
     sending, receiving = new_peer_connection(IceConfig()), new_peer_connection(IceConfig())
     track = PushedTrack()
     sender = sending.addTrack(track)
@@ -105,6 +110,8 @@ async def test_the_patched_sender_sends_rtp_an_aiortc_receiver_decodes_and_count
             out.send_frame(payloads, timestamp)
             sent += len(payloads)
         picture = await asyncio.wait_for((await remote).recv(), 10)
+        assert out._path is not None
+        assert type(out._path.out).__module__.endswith("frame_send_c" if compiled else "frame_send")
         assert (picture.width, picture.height) == (640, 480), "decoded by aiortc's receiver"
         assert stats_of(await sender.getStats(), "outbound-rtp").packetsSent == sent
         receiver = receiving.getTransceivers()[0].receiver

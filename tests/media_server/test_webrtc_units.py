@@ -486,13 +486,16 @@ async def test_udp_path_sends_a_frame_in_few_syscalls_and_the_viewer_gets_every_
         )
         path = UdpPath(dtls, pair)
         frame = [b"s" * 30] + [bytes([i]) * 1200 for i in range(6)] + [b"z" * 1190]
-        path.send(frame)
+        history: dict[int, tuple[int, bytes]] = {}
+        path.send_frame(0x80, 96, 7, 9000, 1, b"", frame, history)
         got = []
         while len(got) < len(frame):
             got.append(await loop.sock_recv(viewer, 2048))
-        assert got == [p + b"T" * 10 for p in frame], "in order, each its own datagram"
+        packets = [history[7 + i][1] for i in range(len(frame))]
+        assert [p[12:] for p in packets] == frame
+        assert got == [p + b"T" * 10 for p in packets], "in order, each its own datagram"
         assert path.packets == len(frame)
-        assert path.batches == (2 if path.sock is not None else 0), "GSO: STAP-A, then FU-As"
+        assert path.batches == 2, "GSO: STAP-A, then FU-As"
     finally:
         transport.close()
         viewer.close()
