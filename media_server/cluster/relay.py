@@ -180,9 +180,12 @@ class Relays:
     async def _open(self, stream_id: str) -> Relay | None:
         origin = await self.origins.holder(stream_id)
         if origin is None or origin == self.node:
+            log.debug("relay %s: live on no other node", stream_id)
             return None
         url = await self.directory.url_of(origin)
         if url is None or stream_id in self.active:  # gone, or opened while we asked
+            if url is None:
+                log.info("relay %s: its origin %s is not in the node directory", stream_id, origin)
             return self.active.get(stream_id)
         auth = f"Bearer {self.tokens.make(stream_id, self.node)}"
         relay = self.active[stream_id] = Relay(self.hub, stream_id, origin, url, auth)
@@ -216,6 +219,21 @@ class Relays:
                 log.info("relay %s: no consumer here for %.0f s, dropped", stream_id, self.idle_s)
                 del self.active[stream_id]
                 await relay.stop()
+        await self._retry_waiting(now)
+
+    async def _retry_waiting(self, now: float) -> None:
+        """A consumer here waits on a stream neither published nor relayed here (an RTMP
+        player that came before the publisher, or whose relay could not open or ended):
+        pull the stream for it once some node has it, trying at most every RETRY_S."""
+        for stream in self.hub.streams():
+            if stream.live or stream.id in self.active:
+                continue
+            if not any(not sub.name.startswith(self.background) for sub in stream.subscribers):
+                continue
+            if now - self._failed.get(stream.id, -RETRY_S) < RETRY_S:
+                continue
+            self._failed[stream.id] = now
+            await self._open(stream.id)
 
     async def close(self) -> None:
         relays, self.active = list(self.active.values()), {}

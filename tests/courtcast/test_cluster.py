@@ -336,3 +336,30 @@ async def test_background_consumers_on_b_neither_hold_nor_start_a_relay(
     finally:
         publisher.cancel()
         await asyncio.gather(publisher, return_exceptions=True)
+
+
+async def test_a_player_on_b_waiting_before_the_publish_on_a_gets_the_stream(
+    nodes: tuple[Platform, Platform], tmp_path: Path
+) -> None:
+    """An RTMP player on B that came before any publisher (no origin to pull from yet, as
+    when a relay could not open): once the stream is live on A, B pulls it for the player,
+    who does not wait for good on an empty stream."""
+    a, b = nodes
+    clip = make_clip(tmp_path, seconds=4, fps=25, gop=25, size=(320, 240))
+    key = await define(a, "early-bird")
+    token = media_role(b).tokens.make("early-bird")
+    play = f"rtmp://127.0.0.1:{media_role(b).rtmp_port}/live/early-bird?key={token}"
+    player = asyncio.create_task(record_hls(play, tmp_path / "p.mp4", 2))
+    await eventually(lambda: media_role(b).hub.find("early-bird") is not None)
+    await asyncio.sleep(1.5)  # the player waits; nothing is published anywhere
+    url = f"rtmp://127.0.0.1:{media_role(a).rtmp_port}/live/early-bird?key={key}"
+    publisher = push_loop(clip, url)
+    try:
+        info = await asyncio.wait_for(asyncio.shield(player), 30)
+        video = next(s for s in info["streams"] if s["codec_type"] == "video")
+        assert (video["width"], video["height"]) == (320, 240)
+        assert media_role(b).cluster.relays.opened == 1
+    finally:
+        player.cancel()
+        publisher.cancel()
+        await asyncio.gather(player, publisher, return_exceptions=True)
