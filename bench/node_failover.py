@@ -4,9 +4,10 @@ and until a viewer through the load balancer decodes new video again.
     .venv/bin/python bench/node_failover.py --runs 6
 
 Each run is the test's scene (tests/courtcast/test_node_failover.py), fresh: a password
-Redis, two `courtcast media-server` processes and a control room from configs/cluster.yaml +
-the §9 environment (one SeaweedFS for all runs), `courtcast agent run` enrolled there (so
-given both nodes' RTMP URLs) publishing a test pattern (320x240, 25 fps, 2 s GOP), and nginx
+Redis, two `courtcast media-server` processes, a control room and a recorder (idle: no
+session) from configs/cluster.yaml + the §9 environment (one SeaweedFS for all runs),
+`courtcast agent run` enrolled through nginx in front of them (configs/nginx.conf; so given
+both nodes' RTMP URLs) publishing a test pattern (320x240, 25 fps, 2 s GOP), and nginx
 in front of the nodes (node B a backup, so the viewer is on the node that dies: the worst
 case). The viewer is a plain-HLS player (playlist every 0.25 s, each new segment fetched and
 decoded). Then SIGKILL node A:
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -43,8 +45,8 @@ from tests.fixtures.nginx_lb import NginxLB
 
 
 def one_run(root: Path, s3: object) -> Failover:
-    with ProcessCluster(root, s3) as cluster:  # type: ignore[arg-type]
-        stream_id, agent = start_scene(cluster)
+    with ProcessCluster(root, s3) as cluster, contextlib.ExitStack() as stack:  # type: ignore[arg-type]
+        stream_id, agent = start_scene(cluster, stack)
         nodes = [cluster.processes[n] for n in ("node-a", "node-b")]
         try:
             with NginxLB(root, [n.http_port for n in nodes], backup_last=True) as lb:

@@ -5,6 +5,7 @@ and `nginx -t` checks it (tests/courtcast/test_compose.py)."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -60,6 +61,8 @@ def render(
     temp = "".join(f"    {kind}_temp_path {root / 'temp' / kind};\n" for kind in TEMP_PATHS)
     text = text.replace("http {\n", "http {\n" + temp, 1)
     head = f"pid {root / 'nginx.pid'};\nerror_log {root / 'error.log'} warn;\n"
+    if os.geteuid() == 0:  # root's workers would run as nobody, who cannot write under
+        head += "user root;\n"  # root's private dirs: uploads' temp files, the cache
     return head + text
 
 

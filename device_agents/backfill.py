@@ -15,6 +15,11 @@ also answers "duplicate" for content it has, as a second guard.
 
 Network errors end a round; the next comes after a growing wait (1 s .. 30 s), reset by a
 round that worked.
+
+A gap whose end the ring has not recorded past yet (a short one: a media node died and the
+publisher moved on within seconds) is asked about again in the next rounds, soon, until the
+ring has its last segment: the server may mark it filled as soon as the first segments
+cover it within its edge tolerance, and then no longer lists it.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ INTERVAL_S = 10.0
 MIN_OVERLAP_S = 0.1  # as the server (recorder/backfill.py): less is not worth sending
 BACKOFF_FIRST_S, BACKOFF_CAP_S = 1.0, 30.0
 POLL_S = 1.0  # how often the loop looks whether the uplink came back (sessions grew)
+UNFINISHED_S = 2.0  # the next round, when the ring has not recorded past a gap's end yet
+UNFINISHED_FOR_S = 60.0  # a gap's end this long ago: the ring will not get further (no source)
 
 
 class UplinkDown(Exception):
@@ -93,6 +100,7 @@ class Backfill:
         self.last_error = ""
         self._done = self._load_state()
         self._init_names: dict[tuple[str, str, str], str] = {}  # (rec, stream, file) -> name
+        self._unfinished: dict[str, list[GapOut]] = {}  # stream -> gaps the ring is not past
         self._kicked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
@@ -123,7 +131,8 @@ class Backfill:
             self._kicked.clear()
             try:
                 await self.run_once()
-                wait, delay = BACKOFF_FIRST_S, self.interval_s
+                wait = BACKOFF_FIRST_S
+                delay = min(self.interval_s, UNFINISHED_S) if self.unfinished else self.interval_s
             except UplinkDown as exc:
                 self.last_error = str(exc)
                 delay, wait = wait, min(wait * 2, BACKOFF_CAP_S)
@@ -151,7 +160,9 @@ class Backfill:
         todo: list[_Todo] = []
         for stream in self.streams:
             gaps = await self._gaps(stream)
+            gaps += [g for g in self._unfinished.get(stream, []) if g not in gaps]
             todo += self._overlapping(stream, gaps)
+            self._unfinished[stream] = self._not_past(stream, gaps)
         self.pending = len(todo)
         stored = 0
         for item in todo:
@@ -159,6 +170,16 @@ class Backfill:
                 stored += 1
             self.pending -= 1
         return stored
+
+    @property
+    def unfinished(self) -> int:
+        """Gaps whose end the ring has not recorded past yet."""
+        return sum(map(len, self._unfinished.values()))
+
+    def _not_past(self, stream: str, gaps: list[GapOut]) -> list[GapOut]:
+        newest = max((e.start + e.duration for e in self.ring.entries(stream)), default=0.0)
+        now = time.time()
+        return [g for g in gaps if g.end > newest and now - g.end < UNFINISHED_FOR_S]
 
     def _overlapping(self, stream: str, gaps: list[GapOut]) -> list[_Todo]:
         todo = []

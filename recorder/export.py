@@ -146,11 +146,24 @@ def _runs(segments: list[SegmentEntry]) -> list[list[SegmentEntry]]:
     return runs
 
 
+def _shown(segments: list[SegmentEntry]) -> list[SegmentEntry]:
+    """In wall-clock order, without the segments an earlier one covers whole: a live
+    recording's short last segment before a gap, inside the agent's backfilled segment
+    that began before it, would otherwise end that one (and the rest of its gap)."""
+    out: list[SegmentEntry] = []
+    reach = -math.inf
+    for seg in sorted(segments, key=lambda s: s.start):
+        if seg.end > reach + EPS_S:
+            out.append(seg)
+            reach = max(reach, seg.end)
+    return out
+
+
 def plan(manifest: Manifest, start: float, end: float) -> list[Piece]:
     """The pieces of [start, end) in wall-clock order. A piece ends where the next one
     starts (overlaps at a backfilled gap's edges are shown once), `from` and `to` cut
     the first and the last."""
-    runs = _runs(sorted(select(manifest, start, end), key=lambda s: s.start))
+    runs = _runs(_shown(select(manifest, start, end)))
     pieces = []
     for n, run in enumerate(runs):
         following = runs[n + 1][0].start if n + 1 < len(runs) else math.inf

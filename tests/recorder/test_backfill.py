@@ -38,7 +38,7 @@ from device_agents.protocol import (
 from device_agents.ring import Ring
 from media_server.hls.segmenter import Segment, Segmenter
 from media_server.media import StreamStart
-from recorder.manifest import Manifest
+from recorder.manifest import FILL_HOLE_S, Manifest, merged, overlap
 from recorder.verify import verify_recording
 from storage.recording_keys import manifest_key, recording_prefix
 from tests.courtcast.test_platform import (
@@ -412,6 +412,47 @@ async def test_agent_uploader_fills_from_its_ring_once(tmp_path: Path) -> None:
         backfilled = [s for s in live.manifest.segments if s.backfilled]
         assert len(backfilled) == first.uploaded + second.uploaded
         assert len({s.sha256 for s in backfilled}) == len(backfilled)
+        await publisher
+    finally:
+        await node.stop()
+
+
+async def test_agent_uploader_comes_back_for_a_short_gap_its_ring_was_not_past(
+    tmp_path: Path,
+) -> None:
+    """A short gap (a media node died, the publisher moved within seconds): the round runs
+    while the ring has recorded only into the gap; the server marks the gap filled within
+    its edge tolerance and no longer lists it. The same uploader's next round still sends
+    the ring's segment that reaches past the gap's end: the gap is covered whole."""
+    node = await start_platform(tmp_path, **{"recorder.segment_target_s": 2.0})
+    try:
+        device = await enrol_device(node, "r1")
+        stream = device.streams["cam"].main.stream_id
+        rid, publisher = await record_with_gap(
+            node, tmp_path, stream, device.streams["cam"].main.key, away_s=1.0
+        )
+        live = recorder_role(node).find(rid)
+        assert live is not None
+        [gap] = [g for g in live.manifest.gaps if g.cause == "publisher-lost"]
+        made = agent_segments(
+            make_clip(tmp_path, seconds=4, fps=FPS, gop=FPS // 2),
+            gap.start - 1.5,  # the first segment ends ~1 s into the gap: filled (tolerance)
+            gap.end - gap.start + 5.0,
+        )
+        ring = Ring(tmp_path / "spool", 1 << 30)
+        name = ring.add_init(stream, made.init)
+        uploader = Backfill(ring, base_url(node), bearer(device.device_id, device.device_secret),
+                            [stream])  # fmt: skip
+        try:
+            for seg in made.segments:  # the ring records on; a round after each segment
+                ring.add_segment(stream, name, seg.wallclock, seg.duration, seg.start, seg.data())
+                await uploader.run_once()
+            spans = merged(sorted((s.start, s.end) for s in live.manifest.segments if s.backfilled))
+            covered = sum(overlap(a, b, gap.start, gap.end) for a, b in spans)
+            assert gap.filled and covered >= gap.end - gap.start - FILL_HOLE_S, (gap, spans)
+            assert uploader.unfinished == 0
+        finally:
+            await uploader.stop()
         await publisher
     finally:
         await node.stop()

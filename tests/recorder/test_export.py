@@ -183,6 +183,27 @@ def test_plan_shows_an_overlap_once() -> None:
     assert (pieces[1].media_from, pieces[1].media_to) == (50.0, 55.0)
 
 
+def test_plan_a_live_tail_inside_a_backfilled_segment_does_not_cut_it() -> None:
+    """A media node died (tests/courtcast/test_node_failover.py): the live recording ends
+    on a short segment that lies inside the agent's first backfilled one, which started a
+    little before it (keyframes). That backfilled segment is shown whole, not cut where
+    the tail starts with the rest of the gap lost."""
+    m = Manifest(recording_id="r", stream="s", opened_at=100.0)
+    for start, duration, media, new_run in ((100.0, 4.0, 0.0, False), (104.0, 0.28, 4.0, False),
+                                            (107.6, 4.0, 4.28, True)):  # fmt: skip
+        m.append(start=start, duration=duration, data_sha256="x", size=1, init="init.mp4",
+                 media_start=media, discontinuity=new_run)  # fmt: skip
+    for n, at in enumerate((103.5, 105.5)):
+        m.append(start=at, duration=2.0, data_sha256="x", size=1, init="init-bf0.mp4",
+                 media_start=12.0 + 2 * n, discontinuity=True, backfilled=True)  # fmt: skip
+    pieces = plan(m, 101.0, 110.0)
+    assert [(p.init, p.wall_from, p.wall_to) for p in pieces] == [
+        ("init.mp4", 101.0, 103.5),
+        ("init-bf0.mp4", 103.5, 107.5),
+        ("init.mp4", 107.6, 110.0),
+    ]
+
+
 async def test_codec_change_inside_a_stretch_is_refused(
     objects: ObjectStore, tmp_path: Path, signer: Signer
 ) -> None:
