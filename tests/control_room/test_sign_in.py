@@ -32,6 +32,7 @@ async def login(
     )
 
 
+@pytest.mark.serial  # measures event-loop stalls
 async def test_password_hashing_never_stalls_the_event_loop(platform: Platform) -> None:
     await control(platform).users.add("ada", "admin", PASSWORD)
     gaps: list[float] = []

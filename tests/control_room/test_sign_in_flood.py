@@ -22,7 +22,7 @@ from courtcast.platform import Platform
 from tests.control_room.conftest import base_url, media, signed_in
 from tests.mediafiles import load_clip, looped, make_clip, publish
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = [pytest.mark.timeout(150), pytest.mark.serial]  # p95 latency: alone on the CPU
 
 QUIET_S = 10.0
 FLOOD_S = 30.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.config import load_config
-from courtcast.platform import Platform
+from courtcast.platform import Platform, bind_socket
 from media_server.access import PLAY_CACHE_S
 from media_server.streams import StreamClass, StreamDefinition, StreamRegistry
 from tests.mediafiles import make_clip
@@ -384,3 +385,26 @@ async def test_a_start_that_fails_stops_what_it_started(
     assert not left, f"tasks left running: {sorted(t.get_name() for t in left)}"
     encoders = [t.name for t in threading.enumerate() if t.name.startswith("demo-")]
     assert not encoders, f"demo encoders left running: {encoders}"
+
+
+async def test_accepted_connections_send_small_writes_at_once() -> None:
+    # asyncio turns Nagle off only on sockets made with proto IPPROTO_TCP; with Nagle on,
+    # a response written as headers then body waits ~40 ms for the client's delayed ACK
+    # on every kept-alive request (measured: 44 ms for a refused LL-HLS play)
+    nodelay: list[int] = []
+
+    async def accepted(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(accepted, sock=bind_socket("127.0.0.1", 0, "http.port"))
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(100):
+            if nodelay:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+    assert nodelay and nodelay[0] != 0, f"TCP_NODELAY on the accepted socket: {nodelay}"

@@ -158,6 +158,7 @@ def plays_within(page: Any, timeout_s: float) -> None:
         wait_state(page, "live", timeout_s)
 
 
+@pytest.mark.serial  # a playback latency bound
 def test_the_portal_lists_a_live_trial_whose_page_plays_it_the_delay_late(
     chromium_browser: Any, node: Node, screenshot: Callable[[Any, str], Path]
 ) -> None:

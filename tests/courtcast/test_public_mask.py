@@ -45,6 +45,7 @@ def video_samples(init: bytes, data: bytes) -> list[bytes]:
         return [bytes(p) for p in container.demux(video=0) if p.size]
 
 
+@pytest.mark.serial  # a real-time decode, blur and encode (failed once under -n 2: 404 for a part)
 async def test_faces_are_blurred_in_the_broadcast_and_kept_in_the_recording(
     platform: Platform,  # noqa: F811
     tmp_path: Path,

@@ -56,6 +56,7 @@ async def test_flv_audio_clock_apart_is_in_sync(
     assert -0.002 <= lead < 1 / 30, f"audio starts {lead:+.3f} s from the video"
 
 
+@pytest.mark.serial  # live capture timed to a frame
 @pytest.mark.parametrize("rtp_info", [True, False], ids=["rtp-info", "no-rtp-info"])
 async def test_rtsp_audio_starting_late_stays_late_by_as_much(
     rtp_info: bool, rtsp_camera: Callable[..., RtspCamera], tmp_path: Path

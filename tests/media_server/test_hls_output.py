@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from media_server.hls.output import HlsOptions, HlsOutputs
 from media_server.hub import Hub
 from media_server.media import Packet
@@ -54,6 +56,7 @@ async def test_requests_keep_an_output_alive_and_it_outlives_the_publisher() -> 
     assert hub.stream("court-1").subscribers == []
 
 
+@pytest.mark.serial  # a wake-up within 5 ms
 async def test_a_blocked_reader_wakes_within_milliseconds_of_its_part() -> None:
     hub = Hub()
     outputs = HlsOutputs(hub)

@@ -160,6 +160,7 @@ def watch(page: Any, seconds: float = 2.0) -> dict[str, int]:
     return {"decoded": decoded, "dropped": dropped}
 
 
+@pytest.mark.serial  # a real-time transcode and decode rate
 def test_chromium_plays_rtmp_with_b_frames_and_an_h265_camera(
     chromium_browser: Any,
     server: LiveServer,
