@@ -7,19 +7,12 @@ BIN := $(VENV)/bin
 run: setup
 	$(BIN)/courtcast up --demo
 
-# PYTEST_WORKERS=2: the suite on 2 pytest-xdist workers (a test module stays on one worker,
-# its module fixtures start once), then the `serial` tests (timing measurements) alone.
-# 0 (the default until -n 2 has run green twice on a quiet machine): one process, as before.
-PYTEST_WORKERS ?= 0
+# the suite on PYTEST_WORKERS pytest-xdist workers, 0: one process (scripts/test.sh says how)
+PYTEST_WORKERS ?= 2
 
 test: setup-test
 	@$(MAKE) --no-print-directory check
-ifeq ($(PYTEST_WORKERS),0)
-	$(BIN)/pytest -q
-else
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadscope -m "not serial"
-	$(BIN)/pytest -q -m serial
-endif
+	PYTEST_WORKERS=$(PYTEST_WORKERS) scripts/test.sh
 
 # the house: lint and format, types, import rules (pyproject.toml holds each tool's config)
 check:
