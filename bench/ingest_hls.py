@@ -401,7 +401,7 @@ def _run_n(
     publishers = start_publishers(procs, clip, n, servers, taps)
     warm_up(readers, n, args.warmup_timeout)
     store = [s3.process.pid] if mode == "s3" else []
-    clocks = measure(row, servers, readers, publishers, taps, args.seconds, store)
+    clocks = measure(row, servers, readers, publishers, taps, args.seconds, store, args.rss_every)
     row.recorded_mb = {"ours": du_mb(work / "cc"), "nginx": du_mb(work / "rec")}
     if mode != "hls":
         row.durable_ms = durability(servers["ours"])
@@ -467,6 +467,7 @@ def measure(
     taps: list[RtmpTap],
     seconds: float,
     store: list[int],
+    rss_every: float = 0.0,
 ) -> dict[str, Clock]:
     for r in readers.values():
         r.command("mark")
@@ -478,7 +479,7 @@ def measure(
     store0 = cpu_s(store)
     row.load_avg = os.getloadavg()[0]
     log(f"N={row.n}: measuring {seconds:.0f} s")
-    time.sleep(seconds)
+    sleep_sampling_rss(servers, row, seconds, rss_every)
     cpu1 = {k: cpu_s(p) for k, p in pids.items()}
     sys1 = {k: sys_s(p) for k, p in pids.items()}
     pub1, busy1, span = cpu_s(pub_pids), machine_busy(), time.monotonic() - t0
@@ -503,6 +504,20 @@ def measure(
     row.ours.latency = latency_ours(recs["ours"], clocks["ours"], playlists["ours"])
     row.nginx.latency = latency_nginx(recs["nginx"], clocks["nginx"], playlists["nginx"])
     return clocks
+
+
+def sleep_sampling_rss(servers: dict[str, Server], row: Row, seconds: float, every: float) -> None:
+    """Sleep through the window; with every > 0, log each server's RSS per stream every
+    `every` seconds (memory over a long run: flat, or growing)."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(every, left) if every > 0 else left)
+        if every > 0:
+            per = {
+                k: (rss_mb(s.pids()) - getattr(row, k).rss_idle_mb) / row.n
+                for k, s in servers.items()
+            }
+            log("RSS per stream: " + ", ".join(f"{k} {v:.2f} MB" for k, v in per.items()))
 
 
 def sys_s(pids: list[int]) -> float:
@@ -881,6 +896,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", default="1,10,25", help="publishers per server, comma-separated")
     p.add_argument("--seconds", type=float, default=20.0, help="measurement window")
+    p.add_argument(
+        "--rss-every", type=float, default=0.0, help="log RSS per stream every S s of the window"
+    )
     p.add_argument("--clip-seconds", type=int, default=30)
     p.add_argument("--warmup-timeout", type=float, default=40.0)
     p.add_argument(
