@@ -165,10 +165,12 @@ def _handlers(outputs: HlsOutputs, authorize: Authorize) -> list[tuple[str, Hand
     async def segment(request: Request, params: dict[str, Any]) -> tuple[bytes, Headers]:
         await authorize(request, params["stream_id"])
         msn: int = params["msn"]
-        found = live_output(params["stream_id"]).segmenter.segment(msn)
-        if found is None:
+        output = live_output(params["stream_id"])
+        found = output.segmenter.segment(msn)
+        data = None if found is None else output.segment_bytes(found)
+        if data is None:
             raise HTTPException(404, f"segment {msn} is not in the live window")
-        return found.data(), segment_headers
+        return data, segment_headers
 
     async def part(request: Request, params: dict[str, Any]) -> tuple[bytes, Headers]:
         await authorize(request, params["stream_id"])
@@ -181,9 +183,10 @@ def _handlers(outputs: HlsOutputs, authorize: Authorize) -> list[tuple[str, Hand
             await output.wait_part(msn, index, options.block_timeout_s)
             await authorize(request, params["stream_id"])  # it may be private by now
             found = output.segmenter.part(msn, index)
-        if found is None:
+        data = None if found is None else output.part_bytes(found)
+        if data is None:
             raise HTTPException(404, f"part {msn}.{index} is not in the live window")
-        return found.data, segment_headers
+        return data, segment_headers
 
     # the paths are disjoint, so the order only decides how many patterns a request is
     # tried against: the most frequent first (an LL-HLS player asks for parts and

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from media_server.hls import playlist
-from media_server.hls.segmenter import Change, Segment, Segmenter
+from media_server.hls.segmenter import Change, Part, Segment, Segmenter
+from media_server.hls.window_files import WindowFiles, WindowSpill
 from media_server.hub import Hub
 from media_server.tap import tap
 
@@ -24,13 +25,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HlsOptions:
-    """Knobs; the first four have the names of core.config.HlsConfig's fields, so
+    """Knobs; the first five have the names of core.config.HlsConfig's fields, so
     `HlsOptions(**config.hls.model_dump())` works."""
 
     segment_target_s: float = 2.0
     part_target_s: float = 0.5
     window_segments: int = 6
     idle_timeout_s: float = 30.0
+    window_in_files: bool = False  # HlsOutputs given WindowFiles: see core.config.HlsConfig
     first_segment_wait_s: float = 4.0  # a first playlist request waits this long for video
     max_age_s: int = 60  # Cache-Control of init, parts and segments (their names never repeat)
     prft: bool = True  # wall-clock (prft box) at the start of each segment
@@ -45,8 +47,9 @@ class SegmentWindow:
     """The window of parts and segments one segmenter holds, rendered as a playlist and
     awaited by blocking requests. What feeds the segmenter is the subclass's business."""
 
-    def __init__(self, options: HlsOptions) -> None:
+    def __init__(self, options: HlsOptions, spill: WindowSpill | None = None) -> None:
         self.options = options
+        self._spill = spill  # None: the window's parts stay in memory
         # time-based first number: names (seg-N, part-N.i, init-N) of a later output for
         # the same stream never repeat an earlier one's, so caches cannot serve stale media
         self.first_msn = int(time.time())
@@ -63,7 +66,25 @@ class SegmentWindow:
 
     def _on_change(self, change: Change, segment: Segment | None) -> None:
         self._rendered = None
+        if self._spill is not None and segment is not None:
+            if change is Change.part:
+                self._spill.part_closed(segment)
+            elif change is Change.segment:
+                self._spill.keep_from(self.segmenter.segments[0].msn)
         self._wake()
+
+    def part_bytes(self, part: Part) -> bytes | None:
+        """A part's bytes, from memory or its file; None if its file failed us."""
+        return part.data if self._spill is None else self._spill.part_bytes(part)
+
+    def segment_bytes(self, seg: Segment) -> bytes | None:
+        return seg.data() if self._spill is None else self._spill.segment_bytes(seg)
+
+    def drop_files(self) -> None:
+        """Let go of the window's files (the output closed)."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
 
     def _wake(self) -> None:
         self._changed.set()
@@ -120,8 +141,10 @@ class SegmentWindow:
 class HlsOutput(SegmentWindow):
     """The LL-HLS rendition of one stream."""
 
-    def __init__(self, hub: Hub, stream_id: str, options: HlsOptions) -> None:
-        super().__init__(options)
+    def __init__(
+        self, hub: Hub, stream_id: str, options: HlsOptions, files: WindowFiles | None = None
+    ) -> None:
+        super().__init__(options, files.window(stream_id) if files is not None else None)
         self.stream_id = stream_id
         self.last_request = time.monotonic()
         # the segmenter listens before the tap: the tap replays the GOP at once
@@ -141,15 +164,19 @@ class HlsOutput(SegmentWindow):
 
     async def close(self) -> None:
         self._tap.close()
+        self.drop_files()
         self._wake()
 
 
 class HlsOutputs:
     """All LL-HLS outputs of this node: get-or-create on request, drop when idle."""
 
-    def __init__(self, hub: Hub, options: HlsOptions | None = None) -> None:
+    def __init__(
+        self, hub: Hub, options: HlsOptions | None = None, files: WindowFiles | None = None
+    ) -> None:
         self.hub = hub
         self.options = options or HlsOptions()
+        self.files = files  # None: windows in memory
         self._outputs: dict[str, HlsOutput] = {}
         self._reaper: asyncio.Task[None] | None = None
 
@@ -161,7 +188,8 @@ class HlsOutputs:
             stream = self.hub.find(stream_id)
             if stream is None or not stream.live:
                 return None
-            output = self._outputs[stream_id] = HlsOutput(self.hub, stream_id, self.options)
+            output = HlsOutput(self.hub, stream_id, self.options, self.files)
+            self._outputs[stream_id] = output
             log.info("hls %s: output started", stream_id)
             self._start_reaper()
         output.touch()
@@ -199,3 +227,5 @@ class HlsOutputs:
         outputs, self._outputs = list(self._outputs.values()), {}
         for output in outputs:
             await output.close()
+        if self.files is not None:
+            self.files.close()

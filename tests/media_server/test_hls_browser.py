@@ -56,7 +56,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, hlsjs: Path) -> Iterator[Live
 
     # B-frames as OBS sends them by default
     clip = make_clip(tmp_path_factory.mktemp("clips"), seconds=CLIP_S, fps=25, gop=25, bframes=2)
-    server = LiveServer(clip, HlsOptions(), extra)
+    server = LiveServer(clip, HlsOptions(), tmp_path_factory.mktemp("hls-window"), extra)
     server.publish_forever("court-1")
     try:
         server.wait_ready("court-1")

@@ -24,6 +24,7 @@ from core.web.assets import mount_assets
 from courtcast.http_front import FrontDoor
 from media_server.hls.http import LiveFastPath, make_hls_router
 from media_server.hls.output import HlsOptions, HlsOutputs
+from media_server.hls.window_files import WindowFiles
 from media_server.hub import Hub
 from tests.mediafiles import load_clip, looped, make_clip, publish
 
@@ -37,9 +38,16 @@ class LiveServer:
     thread; publishers loop a clip in real time. Tests talk to it over HTTP.
 
     `url` is served as the platform serves it: the front door with the LL-HLS fast path
-    ahead of the app. `app_url` serves the same app without it (the FastAPI routes)."""
+    ahead of the app. `app_url` serves the same app without it (the FastAPI routes). The
+    windows' parts go to files under window_dir, as the platform keeps them."""
 
-    def __init__(self, clip: Path, options: HlsOptions, extra: APIRouter | None = None) -> None:
+    def __init__(
+        self,
+        clip: Path,
+        options: HlsOptions,
+        window_dir: Path,
+        extra: APIRouter | None = None,
+    ) -> None:
         self.options = options
         self.calls: list[tuple[str, str]] = []
         self.loop = asyncio.new_event_loop()
@@ -47,7 +55,7 @@ class LiveServer:
         self._thread.start()
         self.tracks, self.packets = load_clip(clip)
         self.hub: Hub = self.run(self._make_hub())
-        self.outputs = HlsOutputs(self.hub, options)
+        self.outputs = HlsOutputs(self.hub, options, WindowFiles(window_dir))
         app = FastAPI()
         app.include_router(make_hls_router(self.outputs, self._authorize))
         if extra is not None:
@@ -115,7 +123,8 @@ class LiveServer:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     clip = make_clip(tmp_path_factory.mktemp("clips"), seconds=CLIP_S, fps=FPS, gop=FPS)
-    server = LiveServer(clip, HlsOptions(first_segment_wait_s=1.0))
+    window_dir = tmp_path_factory.mktemp("hls-window")
+    server = LiveServer(clip, HlsOptions(first_segment_wait_s=1.0), window_dir)
     server.publish_forever("court-1")
     server.publish_forever("private-1")
     try:
