@@ -165,7 +165,9 @@ S3_CONFIG = """objects:
 """
 
 
-def start_courtcast(procs: Procs, work: Path, mode: str, s3: Any = None) -> Server:
+def start_courtcast(
+    procs: Procs, work: Path, mode: str, s3: Any = None, heap: bool = False
+) -> Server:
     http, rtmp = free_port(), free_port()
     cmd = [
         str(COURTCAST),
@@ -189,7 +191,8 @@ def start_courtcast(procs: Procs, work: Path, mode: str, s3: Any = None) -> Serv
         )
         cmd += ["--config", str(conf)]
     out = open(work / "courtcast.log", "wb")
-    proc = procs.start(cmd, signal.SIGTERM, stdout=out, stderr=subprocess.STDOUT)
+    env = {**os.environ, "PYTHONTRACEMALLOC": "1"} if heap else None  # courtcast/heap_snapshots.py
+    proc = procs.start(cmd, signal.SIGTERM, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server("courtcast", proc, http, rtmp, "/live/{id}/index.m3u8")
     wait_http(server, "/api/v1/health")
     return server
@@ -387,7 +390,7 @@ def _run_n(
     row = Row(n, args.seconds, mode)
     log(f"N={n} {mode}: starting courtcast and nginx-rtmp")
     servers = {
-        "ours": start_courtcast(procs, work, mode, s3),
+        "ours": start_courtcast(procs, work, mode, s3, args.heap_diff),
         "nginx": start_nginx(procs, work, record=mode != "hls"),
     }
     idle(servers, row)
@@ -401,7 +404,10 @@ def _run_n(
     publishers = start_publishers(procs, clip, n, servers, taps)
     warm_up(readers, n, args.warmup_timeout)
     store = [s3.process.pid] if mode == "s3" else []
+    heap = [heap_snapshot(servers["ours"], work / "cc" / "heap")] if args.heap_diff else []
     clocks = measure(row, servers, readers, publishers, taps, args.seconds, store, args.rss_every)
+    if heap:
+        print_heap_diff(heap[0], heap_snapshot(servers["ours"], work / "cc" / "heap"), n)
     row.recorded_mb = {"ours": du_mb(work / "cc"), "nginx": du_mb(work / "rec")}
     if mode != "hls":
         row.durable_ms = durability(servers["ours"])
@@ -411,6 +417,36 @@ def _run_n(
         out = args.profile_out.with_name(f"{args.profile_out.stem}-{mode}{args.profile_out.suffix}")
         profile(servers["ours"], args.seconds, out)
     return row
+
+
+def heap_snapshot(server: Server, folder: Path, timeout: float = 120.0) -> Path:
+    """SIGUSR2 to courtcast (traced with --heap-diff): the snapshot it writes."""
+    before = set(folder.glob("*.snap")) if folder.exists() else set()
+    server.proc.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = set(folder.glob("*.snap")) - before if folder.exists() else set()
+        if new:
+            return new.pop()
+        time.sleep(0.5)
+    raise RuntimeError(f"no heap snapshot in {folder} after {timeout:.0f} s")
+
+
+def print_heap_diff(first: Path, last: Path, n: int, top: int = 15) -> None:
+    """What grew on courtcast's Python heap over the window, per stream, by line."""
+    import tracemalloc
+
+    a, b = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(last))
+    total = sum(s.size for s in b.statistics("filename")) - sum(
+        s.size for s in a.statistics("filename")
+    )
+    print(f"\nPython heap over the window: {total / 1e3 / n:+.1f} KB per stream; by line:")
+    for stat in b.compare_to(a, "lineno")[:top]:
+        frame = stat.traceback[0]
+        print(
+            f"{stat.size_diff / 1e3 / n:+9.1f} KB per stream {stat.count_diff / n:+9.1f} blocks"
+            f"  {frame.filename.split('site-packages/')[-1]}:{frame.lineno}"
+        )
 
 
 def du_mb(path: Path) -> float:
@@ -930,6 +966,12 @@ def parse_args() -> argparse.Namespace:
         type=Path,
         default=COURTCAST,
         help="the courtcast command to run (e.g. from another venv)",
+    )
+    p.add_argument(
+        "--heap-diff",
+        action="store_true",
+        help="trace courtcast's allocations (PYTHONTRACEMALLOC=1, slower) and print what "
+        "grew on its heap over the window",
     )
     p.add_argument("--json", type=Path, help="write the rows (and latency records) here")
     return p.parse_args()

@@ -478,8 +478,12 @@ class MediaServerRole:
     def _mount_hls(self) -> None:
         from media_server.hls.http import LiveFastPath, make_hls_router
         from media_server.hls.output import HlsOptions, HlsOutputs
+        from media_server.hls.window_files import WindowFiles
 
-        self.hls = HlsOutputs(self.hub, HlsOptions(**self.config.hls.model_dump()))
+        options = HlsOptions(**self.config.hls.model_dump())
+        root = self.config.node.data_dir / "hls-window"
+        files = WindowFiles(root) if options.window_in_files else None
+        self.hls = HlsOutputs(self.hub, options, files)
         self.app.include_router(make_hls_router(self.hls, self.authorize_play))
         # the same routes for the process's front door, ahead of the app's middleware
         self.hot_paths["/live/"] = LiveFastPath(self.hls, self.authorize_play)

@@ -63,6 +63,7 @@ def run_fast(main: Coroutine[Any, Any, int]) -> int:
 
 
 async def _run_platform(config: Config, roles: tuple[str, ...]) -> int:
+    from courtcast import heap_snapshots
     from courtcast.platform import Platform
     from media_server import native
 
@@ -81,6 +82,7 @@ async def _run_platform(config: Config, roles: tuple[str, ...]) -> int:
             raise ConfigError(str(exc)) from None
         raise
     print_welcome(platform)
+    heap_snapshots.install(config.data_dir)
     # the start-up heap (modules, the app and its routes, pydantic models) lives as long as
     # the process: keep it out of the collections the media path's garbage triggers
     gc.freeze()

@@ -144,7 +144,9 @@ class HlsOutput(SegmentWindow):
     def __init__(
         self, hub: Hub, stream_id: str, options: HlsOptions, files: WindowFiles | None = None
     ) -> None:
-        super().__init__(options, files.window(stream_id) if files is not None else None)
+        # the window's closed segments, the open one, one free
+        slots = options.window_segments + 2
+        super().__init__(options, files.window(stream_id, slots) if files is not None else None)
         self.stream_id = stream_id
         self.last_request = time.monotonic()
         # the segmenter listens before the tap: the tap replays the GOP at once

@@ -4,16 +4,19 @@ A window holds ~14 s of media per stream (6 closed 2 s segments and the open one
 2 Mbit/s about 3.7 MB, most of a node's memory per stream. Each part is written, as it
 closes, into its segment's file at its offset, and its bytes in memory are let go once
 written; requests read it back from the page cache. nginx-rtmp serves HLS from files the
-same way. The files are scratch: no fsync, deleted when their segment leaves the window
-(mostly before the kernel would write them back), and a killed process's are removed by
-the next one.
+same way. The files are scratch: no fsync, and a killed process's are removed by the next.
 
-One writer thread per node takes the writes and deletes in order, so the event loop does
-no file writes and no wake-up per part: the loop queues (path, offset, part) and the thread
-clears the part's bytes after the write. A part whose write failed (a full disk) keeps its
-bytes in memory, where the window bounds them; so does every part while the writer is
-behind by more than MAX_QUEUED writes. Reads stay on the loop: a pread of a part written
-a moment ago comes from the page cache.
+A window's files are a ring of `slots` files (the window's segments and the open one, plus
+one), segment n in file n % slots: a segment's file is written over once it left the window,
+never deleted and created again. Freeing a file's fresh pages and allocating new ones cost
+more than the write itself (the spool found the same, recorder/spool.py).
+
+One writer thread per node takes the writes in order, so the event loop does no file
+writes and no wake-up per part: the loop queues (path, offset, part) and the thread clears
+the part's bytes after the write. A part whose write failed (a full disk) keeps its bytes
+in memory, where the window bounds them; so does every part while the writer is behind by
+more than MAX_QUEUED writes. Reads stay on the loop: a pread of a part written a moment
+ago comes from the page cache.
 """
 
 from __future__ import annotations
@@ -74,9 +77,10 @@ class WindowFiles:
         self._thread = threading.Thread(target=self._run, name="hls-files", daemon=True)
         self._thread.start()
 
-    def window(self, name: str) -> WindowSpill:
+    def window(self, name: str, slots: int) -> WindowSpill:
+        """The files of a window that holds at most slots - 1 segments at once."""
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64]
-        return WindowSpill(self, self.dir / f"{next(self._names)}-{safe}")
+        return WindowSpill(self, self.dir / f"{next(self._names)}-{safe}", slots)
 
     def submit(self, job: _Write | _Remove) -> bool:
         if isinstance(job, _Write) and self._queue.qsize() > MAX_QUEUED:
@@ -151,11 +155,12 @@ def _alive(pid: int) -> bool:
 
 
 class WindowSpill:
-    """The files of one window: a file per segment (a directory per window)."""
+    """The files of one window: a directory, a ring of files in it."""
 
-    def __init__(self, files: WindowFiles, directory: Path) -> None:
+    def __init__(self, files: WindowFiles, directory: Path, slots: int) -> None:
         self._files = files
         self._dir = directory
+        self._slots = slots
         self._segments: dict[int, _SegmentFile] = {}
 
     def part_closed(self, seg: Segment) -> None:
@@ -163,7 +168,8 @@ class WindowSpill:
         part = seg.parts[-1]
         f = self._segments.get(seg.msn)
         if f is None:
-            f = self._segments[seg.msn] = _SegmentFile(self._dir / f"{seg.msn}.m4s")
+            path = self._dir / f"{seg.msn % self._slots}.m4s"
+            f = self._segments[seg.msn] = _SegmentFile(path)
         if part.index != len(f.spans):
             return  # not the next part of this file (cannot happen): stays in memory
         offset = f.size
@@ -172,9 +178,9 @@ class WindowSpill:
         self._files.submit(_Write(f.path, offset, part))
 
     def keep_from(self, msn: int) -> None:
-        """Let go of the files of segments older than msn (out of the window)."""
+        """Forget segments older than msn (out of the window): their files are free."""
         for old in [k for k in self._segments if k < msn]:
-            self._files.submit(_Remove(self._segments.pop(old).path))
+            del self._segments[old]
 
     def part_bytes(self, part: Part) -> bytes | None:
         data = part.data
