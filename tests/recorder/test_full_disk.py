@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,8 @@ async def test_a_full_disk_is_a_clear_error_a_gap_and_recording_resumes(
         await asyncio.sleep(4)
         recordings = list(role.active.values())
         assert len(recordings) == 2
-        filler = fill(small_disk, leave=64 << 10)
+        filler = fill(small_disk, leave=0)
+        filled_at = time.time()
         await asyncio.sleep(10)
 
         # (a) bounded memory: each recording still reads the hub (its queue does not fill)
@@ -121,7 +123,7 @@ async def test_a_full_disk_is_a_clear_error_a_gap_and_recording_resumes(
             assert r._reader is not None and not r._reader.done(), (
                 f"{r.id}: the recorder stopped reading: {r._reader and r._reader.exception()!r}"
             )
-            assert r._sub is not None and r._sub.queued() < QUEUE_PACKETS // 10, r._sub.queued()
+            assert r._sub is not None and r._sub.queued < QUEUE_PACKETS // 10, r._sub.queued
             assert held_bytes(r) < 2 << 20, held_bytes(r)
 
         # (b) health says plainly that the disk is full, and where; an alert says so too
@@ -133,6 +135,7 @@ async def test_a_full_disk_is_a_clear_error_a_gap_and_recording_resumes(
             error = str(recorder.get("disk_error"))
             assert "ENOSPC" in error and "disk full" in error, recorder
             assert str(small_disk / "spool") in error, recorder
+            assert "No space left on device" in str(recorder.get("store_error")), recorder
             for s in STREAMS:
                 playlist = await http.get(f"/live/{s}/index.m3u8")
                 assert playlist.status_code == 200, playlist.text
@@ -141,6 +144,7 @@ async def test_a_full_disk_is_a_clear_error_a_gap_and_recording_resumes(
 
         # (d) space comes back: recording resumes, and what was lost is a disk-full gap
         filler.unlink()
+        freed_at = time.time()
         await asyncio.sleep(10)
         async with httpx.AsyncClient(base_url=base_url(node), timeout=10) as http:
             health = (await http.get("/api/v1/health", headers=auth)).json()
@@ -150,6 +154,13 @@ async def test_a_full_disk_is_a_clear_error_a_gap_and_recording_resumes(
             gaps = [g for g in manifest.gaps if g.cause == "disk-full"]
             assert len(gaps) == 1, manifest.gaps
             assert "ENOSPC" in gaps[0].reason, gaps[0]
+            # no more than the full time is lost, give or take the segment (2 s) being
+            # written as the disk filled and the one being written as space came back
+            assert filled_at - 3 <= gaps[0].start and gaps[0].end <= freed_at + 5, (
+                gaps[0],
+                filled_at,
+                freed_at,
+            )
             after = [s for s in manifest.segments if s.start >= gaps[0].end]
             assert len(after) >= 3, "recording did not resume once space came back"
             assert after[0].discontinuity
