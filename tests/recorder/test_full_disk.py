@@ -8,10 +8,7 @@ recorder stopped recording silently and its memory rose from 5 to 14.8 MB per st
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,47 +29,12 @@ from tests.courtcast.test_platform import (
     wait_live,
 )
 from tests.mediafiles import make_clip
-from tests.recorder.conftest import assemble, decoded_video
+from tests.recorder.conftest import assemble, decoded_video, fill
 from tests.recorder.test_platform_recording import recorder_role
 
 pytestmark = pytest.mark.timeout(150)
 FPS = 25
 STREAMS = ("cam-1", "cam-2")
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 24 MB file system of its own (tmpfs), unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path, leave: int) -> Path:
-    """A filler file taking all the free space but `leave` bytes."""
-    st = os.statvfs(disk)
-    filler = disk / "filler"
-    with open(filler, "wb") as f:
-        f.truncate(0)
-        left = st.f_bavail * st.f_frsize - leave
-        chunk = b"\0" * (1 << 20)
-        while left > 0:
-            try:
-                left -= f.write(chunk[: min(left, len(chunk))])
-            except OSError:
-                break
-    return filler
 
 
 def held_bytes(recording: Recording) -> int:
