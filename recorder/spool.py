@@ -161,7 +161,7 @@ class Spool:
         self.dir = root / recording_id
         self.meter = meter or SpoolMeter()
         self.meter.measure(root)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._made = self._make_dir(quiet=True)
         try:
             self._entries = replay((self.dir / JOURNAL).read_text())
         except FileNotFoundError:
@@ -172,6 +172,23 @@ class Spool:
         # once a local copy exists it is kept current (it must never be older than the store's)
         self.has_manifest = (self.dir / "manifest.json").exists()
 
+    def _make_dir(self, quiet: bool = False) -> bool:
+        """Its directory; on a full disk (mkdir needs a block), made by the first write
+        that finds space (quiet: not yet: a recording starts all the same)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            if not quiet:
+                raise
+            return False
+        return True
+
+    def _writable(self, name: str) -> Path:
+        """The path of a file to write in the spool's directory, made if it is not yet."""
+        if not self._made:
+            self._made = self._make_dir()
+        return self.dir / name
+
     # -- the journal --
     def _log(self, line: str) -> None:
         if self._journal is None:
@@ -179,7 +196,7 @@ class Spool:
         write_all(self._journal, line.encode())  # unbuffered: a kill -9 keeps it
 
     def _open_journal(self) -> IO[bytes]:
-        return open(self.dir / JOURNAL, "ab", buffering=0)  # kept open
+        return open(self._writable(JOURNAL), "ab", buffering=0)  # kept open
 
     def _compact(self) -> None:
         if self._journal is None or self._journal.tell() < JOURNAL_COMPACT_BYTES:
@@ -193,7 +210,7 @@ class Spool:
 
     # -- manifest checkpoint --
     def save_manifest(self, data: bytes) -> None:
-        write_atomic(self.dir / "manifest.json", data)
+        write_atomic(self._writable("manifest.json"), data)
         self.has_manifest = True
 
     def forget_manifest(self) -> None:
@@ -208,7 +225,7 @@ class Spool:
 
     # -- inits --
     def put_init(self, name: str, data: bytes) -> Path:
-        path = self.dir / f"init-file-{name}"
+        path = self._writable(f"init-file-{name}")
         write_atomic(path, data)
         return path
 
@@ -219,7 +236,7 @@ class Spool:
     def put_segment(self, seq: int, data: bytes, meta: dict[str, Any]) -> PendingSegment:
         """A closed segment: its file as the parts left it when it holds exactly `data`
         (every part was spooled), else written anew."""
-        path = self.dir / f"seg-{seq}.m4s"
+        path = self._writable(f"seg-{seq}.m4s")
         media = self._media.pop(seq, None)
         spooled = 0
         if media is not None:
@@ -271,7 +288,7 @@ class Spool:
 
     # -- the open segment's parts --
     def open_segment(self, seq: int, meta: dict[str, Any]) -> None:
-        path = self.dir / f"seg-{seq}.m4s"
+        path = self._writable(f"seg-{seq}.m4s")
         # unbuffered: a part is one write, and a failed one holds no bytes in a buffer
         if self._spares:
             os.replace(self._spares.pop(), path)

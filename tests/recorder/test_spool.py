@@ -4,6 +4,7 @@ what is pending, a full disk leaves whole journal lines."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,24 @@ def test_a_full_disk_leaves_the_spool_as_it_was(small_disk: Path) -> None:
     assert (closed.seq, closed.meta) == (0, {"start": 0.0, "duration": 1.0})
     assert closed.path.read_bytes() == b"a" * 1000 + b"c" * 1000
     assert [s.seq for s in again.open_segments() if s.parts] == []
+
+
+def test_a_spool_opened_on_a_full_disk_is_made_by_its_first_write(small_ext4: Path) -> None:
+    """A recording starting while the disk is full (mkdir needs a block on ext4) starts:
+    its spool's writes fail with ENOSPC until there is space, then it is made."""
+    filler = fill(small_ext4, leave=0)
+    for n in range(1000):  # the last blocks, down to none
+        try:
+            (small_ext4 / f"small-{n}").write_bytes(b"x")
+        except OSError:
+            break
+    spool = Spool(small_ext4 / "spool", "r1")
+    with pytest.raises(OSError) as refused:
+        spool.open_segment(0, {"start": 0.0})
+    assert refused.value.errno == errno.ENOSPC
+    filler.unlink()
+    spool.open_segment(0, {"start": 0.0})
+    spool.put_part(0, b"a" * 100, 0.5)
+    spool.close_segment(0, {"start": 0.0, "duration": 0.5})
+    [closed] = Spool(small_ext4 / "spool", "r1").pending_segments()
+    assert closed.path.read_bytes() == b"a" * 100
