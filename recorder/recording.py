@@ -350,7 +350,7 @@ class Recording:
         return seq
 
     def _segment_meta(self, seg: Segment, init: bytes | None = None) -> dict[str, Any]:
-        # after a gap, a discontinuity; the gap ends once the segment is spooled (_opened)
+        # after a gap, a discontinuity; the gap ends once it is in the spool (_open_in_spool)
         s = self._s
         return {
             "start": seg.wallclock,

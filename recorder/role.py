@@ -172,7 +172,8 @@ class RecorderRole:
     async def health(self) -> dict[str, Any]:
         outage = any(r.outage_since is not None for r in self.active.values())
         full = any(r.spool_alert for r in self.active.values())
-        disk_error = self.options.meter.error  # a full disk: media dropped (disk-full gaps)
+        # a full disk: media dropped (disk-full gaps) until a segment is spooled again
+        disk_error = self.options.meter.error if self.active else None
         store_error = next((r.uploads.error for r in self.active.values() if r.uploads.error), None)
         return {
             "state": "degraded" if outage or full or disk_error else "ok",
