@@ -44,7 +44,7 @@ from recorder.manifest_store import (
     seal_manifest,
     signed_bytes,
 )
-from recorder.recording import Recording, RecordingClosing
+from recorder.recording import Recording, RecordingClosing, disk_error
 from storage.objects import ObjectNotFound
 from storage.recording_keys import backfill_init_name, manifest_key, object_key, segment_key
 
@@ -188,10 +188,21 @@ class _Live:
         return [*self.manifest.inits, *self.recording.queued_inits()]
 
     async def add_init(self, entry: InitEntry, data: bytes) -> None:
-        await self.recording.add_init(entry, data)
+        try:
+            await self.recording.add_init(entry, data)
+        except OSError as exc:
+            raise self._disk_full(exc) from None
 
     async def add_segment(self, data: bytes, meta: dict[str, Any]) -> int:
-        return await self.recording.add_segment(data, meta)
+        try:
+            return await self.recording.add_segment(data, meta)
+        except OSError as exc:
+            raise self._disk_full(exc) from None
+
+    def _disk_full(self, exc: OSError) -> BackfillError:
+        """The spool could not take it (a full disk): the agent keeps it and tries later."""
+        spool = self.recording.options.spool_dir
+        return BackfillError(507, f"{disk_error(exc, spool)}; try again later")
 
 
 class _Stored:

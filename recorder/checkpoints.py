@@ -105,13 +105,26 @@ class ManifestCheckpoints:
         data = self.manifest.to_bytes()
         if self.uploads.outage_since is not None or self.spool.has_manifest:
             # the store may not have it: a restart during the outage resumes from this copy
-            self.spool.save_manifest(data)
+            self._save_local(data)
         await save_manifest(self.uploads.put, self.manifest, self.signer, data)
         self._stored = (self._what(), time.monotonic())
         for pending in self._unlisted:  # listed now: the spool may let them go
             self.spool.done(pending)
         self._unlisted.clear()
         await self._refresh_index()
+
+    def _save_local(self, data: bytes) -> None:
+        try:
+            self.spool.save_manifest(data)
+        except OSError as exc:
+            # a full disk: no local copy rather than one older than the store's (the
+            # store's own, or its next put, then says what is listed)
+            self.spool.forget_manifest()
+            log.error(
+                "recording %s: manifest not spooled (%s); the object store's is kept",
+                self.manifest.recording_id,
+                exc,
+            )
 
     async def flush(self) -> None:
         """Checkpoint now if a segment waits to be listed (the process is stopping)."""

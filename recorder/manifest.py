@@ -37,6 +37,7 @@ class GapCause(StrEnum):
     recorder_failover = "recorder-failover"  # another recorder of the fleet took it over
     storage_outage = "storage-outage"
     recorder_overload = "recorder-overload"  # the recorder fell behind the hub and skipped
+    disk_full = "disk-full"  # the spool's disk was full (ENOSPC) or failed: media dropped
     audio_lost = "audio-lost"  # in audio_gaps: the source's audio stopped, its video went on
 
 

@@ -10,21 +10,25 @@ store is away), then into the manifest, which is checkpointed each time
 holds (recorder/recovery.py).
 
 Gaps: a publisher going away, a recess, a restart of the recorder, a full spool during a
-storage outage, the recorder falling behind the hub; each is written with its start, end
-and cause.
+storage outage, a full disk (a spool write failed: the segment is dropped, and each new
+segment tries again), the recorder falling behind the hub; each is written with its
+start, end and cause.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.alerts import alert
 from media_server.consumer import QueuedConsumer
 from media_server.fmp4 import init_segment
 from media_server.hls.segmenter import Change, Segment, Segmenter
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_PACKETS = 3000  # ~40 s of 30 fps + AAC: a slow store must not make the hub skip us
 SPOOL_ALERT = 0.8  # share of the spool limit that raises an alert
+DISK_ALERT_EVERY_S = 300.0  # a full disk raises an alert at most this often per node
 
 
 @dataclass
@@ -80,6 +85,7 @@ class _State:
     force_discontinuity: bool = False
     paused: bool = False
     wallclock_end: float | None = None
+    dropped_msn: int = -1  # the segment being dropped: the spool failed to take it
 
 
 class RecordingClosing(Exception):
@@ -130,6 +136,7 @@ class Recording:
         self._s = _State()
         self._audio = AudioWatch(manifest.audio_gaps)
         self._sub: QueuedConsumer | None = None
+        self._alerts: set[asyncio.Task[None]] = set()  # disk-full alerts being raised
         self._reader: asyncio.Task[None] | None = None
 
     @property
@@ -302,6 +309,25 @@ class Recording:
         if self._s.gap is None:
             self._s.gap = Gap(round(start, 6), round(start, 6), str(cause), reason)
 
+    def _end_gap(self, start: float) -> None:
+        """The segment starting at `start` is in the spool: an open gap ends there."""
+        if self._s.gap is not None:
+            self._s.gap.end = round(max(start, self._s.gap.start), 6)
+            self.manifest.gaps.append(self._s.gap)
+            self._s.gap = None
+        self._s.force_discontinuity = False
+
+    def _drop_gap(self, start: float, cause: str, reason: str) -> None:
+        """Media from `start` on is dropped: a gap of this cause opens there (one of
+        another cause still open ends there)."""
+        gaps, at = self.manifest.gaps, round(start, 6)
+        if self._s.gap is not None and self._s.gap.cause != cause:
+            self._end_gap(start)
+        elif self._s.gap is None and gaps and (gaps[-1].cause, gaps[-1].end) == (cause, at):
+            # the segment that ended it was dropped too (a disk on the edge of full)
+            self._s.gap = gaps.pop()
+        self._open_gap(start, cause, reason)
+
     # -- what the segmenter made --------------------------------------------------------
 
     def _collect(self) -> None:
@@ -324,26 +350,32 @@ class Recording:
         return seq
 
     def _segment_meta(self, seg: Segment, init: bytes | None = None) -> dict[str, Any]:
-        if self._s.gap is not None:
-            self._s.gap.end = round(max(seg.wallclock, self._s.gap.start), 6)
-            self.manifest.gaps.append(self._s.gap)
-            self._s.gap = None
-            self._s.force_discontinuity = True
-        discontinuity = seg.discontinuity or self._s.force_discontinuity
-        self._s.force_discontinuity = False
+        # after a gap, a discontinuity; the gap ends once it is in the spool (_open_in_spool)
+        s = self._s
         return {
             "start": seg.wallclock,
             "media_start": seg.start,
             "init": self._init_name(seg, init),
-            "discontinuity": discontinuity,
+            "discontinuity": seg.discontinuity or s.force_discontinuity or s.gap is not None,
         }
 
+    def _open_in_spool(self, seq: int, meta: dict[str, Any]) -> None:
+        self.spool.open_segment(seq, meta)
+        self._end_gap(meta["start"])
+
     def _spool_parts(self, seg: Segment) -> None:
+        if seg.msn == self._s.dropped_msn:
+            _release(seg)
+            return
         new = seg.msn not in self._s.seq_of_msn
         seq = self._seq(seg)
-        if new:
-            self.spool.open_segment(seq, self._segment_meta(seg))
-        self._append_parts(seq, seg)
+        try:
+            if new:
+                self._open_in_spool(seq, self._segment_meta(seg))
+            self._append_parts(seq, seg)
+        except OSError as exc:
+            self._spool_failed(seq, seg, exc)
+            return
         self._s.wallclock_end = seg.wallclock + sum(p.duration for p in seg.parts)
 
     def _append_parts(self, seq: int, seg: Segment) -> None:
@@ -354,26 +386,67 @@ class Recording:
         self._s.parts_spooled[seq] = len(seg.parts)
 
     def _segment_closed(self, seg: Segment, init: bytes | None) -> None:
+        if seg.msn == self._s.dropped_msn:
+            return  # its gap is open; the next segment tries the spool again
         new = seg.msn not in self._s.seq_of_msn
         seq = self._seq(seg)
-        meta = self._segment_meta(seg, init) if new else self.spool.open_meta(seq)
-        meta["duration"] = seg.duration
         self._s.wallclock_end = seg.wallclock + seg.duration
         if self._spool_full(seq):
             self.spool.drop_open(seq)
             self._s.parts_spooled.pop(seq, None)
-            self._open_gap(seg.wallclock, GapCause.storage_outage, "spool full")
+            self._drop_gap(seg.wallclock, GapCause.storage_outage, "spool full")
             return
         # the parts that closed with the segment join the spooled ones, so the spool keeps
         # the file it has rather than writing the segment again (a new file per segment
         # was the recorder's largest cost: bench/RESULTS.md), and the parts are never
         # joined in memory
-        if new:
-            self.spool.open_segment(seq, meta)
-        self._append_parts(seq, seg)
+        try:
+            meta = self._segment_meta(seg, init) if new else self.spool.open_meta(seq)
+            meta["duration"] = seg.duration
+            if new:
+                self._open_in_spool(seq, meta)
+            self._append_parts(seq, seg)
+            pending = self.spool.close_segment(seq, meta)
+        except OSError as exc:
+            self._spool_failed(seq, seg, exc)
+            return
+        meter = self.options.meter
+        if meter.error is not None:  # a whole segment spooled: the disk takes writes again
+            log.warning("spool %s takes writes again: recording resumes", self.options.spool_dir)
+            meter.error = None
         self._s.parts_spooled.pop(seq, None)
-        pending = self.spool.close_segment(seq, meta)
         self.uploads.add(UploadJob.for_segment(self.id, pending))
+
+    def _spool_failed(self, seq: int, seg: Segment, exc: OSError) -> None:
+        """The spool could not take segment seq (a full disk): it is dropped, not kept in
+        memory, and a disk-full gap opens at its start."""
+        with contextlib.suppress(OSError):
+            self.spool.drop_open(seq)
+        self._s.parts_spooled.pop(seq, None)
+        self._s.dropped_msn = seg.msn
+        _release(seg)
+        reason = disk_error(exc, self.options.spool_dir)
+        self._drop_gap(seg.wallclock, GapCause.disk_full, reason)
+        meter = self.options.meter
+        if meter.error is None:
+            log.error("recording %s: %s; segment %d dropped", self.id, reason, seq)
+        meter.error = reason
+        if time.monotonic() - meter.alerted >= DISK_ALERT_EVERY_S:
+            meter.alerted = time.monotonic()
+            self._alert(reason)
+
+    def _alert(self, reason: str) -> None:
+        message = f"{reason}: recordings have gaps until space is freed on that disk"
+        raised = alert(
+            self.index.state,
+            "disk-full",
+            message,
+            path=str(self.options.spool_dir),
+            node=self.options.node,
+        )
+        task = asyncio.get_running_loop().create_task(_quietly(raised))
+        self._alerts.add(task)
+        task.add_done_callback(self._alerts.discard)
 
     def _spool_full(self, seq: int) -> bool:
         """Whether the node's spool is over its limit (segment seq is then dropped); past
@@ -445,3 +518,23 @@ class Recording:
         if self.closing:  # the uploader may be gone: the caller uses the closed path
             raise RecordingClosing(self.id)
         await self.uploads.add_and_wait(job)
+
+
+def _release(seg: Segment) -> None:
+    """Let go of the media of a segment the spool did not take (memory stays bounded)."""
+    for part in seg.parts:
+        part.data = b""
+
+
+def disk_error(exc: OSError, spool_dir: Path) -> str:
+    """A spool write's failure as a person running the node should read it."""
+    code = errno.errorcode.get(exc.errno or 0, "EIO")
+    what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "disk write failed"
+    return f"{what} ({code}: {exc.strerror}) writing the recordings spool {spool_dir}"
+
+
+async def _quietly(raised: Awaitable[str]) -> None:
+    try:
+        await raised
+    except Exception:  # the state store away too: health and the log still say it
+        log.exception("disk-full alert not raised")

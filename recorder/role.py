@@ -172,11 +172,16 @@ class RecorderRole:
     async def health(self) -> dict[str, Any]:
         outage = any(r.outage_since is not None for r in self.active.values())
         full = any(r.spool_alert for r in self.active.values())
+        # a full disk: media dropped (disk-full gaps) until a segment is spooled again
+        disk_error = self.options.meter.error if self.active else None
+        store_error = next((r.uploads.error for r in self.active.values() if r.uploads.error), None)
         return {
-            "state": "degraded" if outage or full else "ok",
+            "state": "degraded" if outage or full or disk_error else "ok",
             "recording": len(self.active),
             "spooling": outage,
             "spool_over_80_percent": full,
+            "disk_error": disk_error,
+            "store_error": store_error,  # why the object store refuses puts (spooling)
             "signing_key_id": self.signer.key_id,
             "durable_ms": durable_ms(r.uploads for r in self.active.values()),
             **({"leases": len(self.fleet.leases.held)} if self.fleet is not None else {}),

@@ -27,11 +27,17 @@ created or deleted per segment in the steady state (there were three created and
 deleted, and a fourth when a closing segment was written again). Past
 JOURNAL_COMPACT_BYTES the journal is rewritten with only what is still pending, so a long
 trial's restart replays little.
+
+A write that fails (a full disk: ENOSPC) raises OSError and leaves the spool as it was:
+a journal line is written whole or cut off again, an atomic file is whole or absent, and
+a part's bytes count only once its line is written. The caller drops what it could not
+spool (recorder/recording.py: a `disk-full` gap).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -48,9 +54,32 @@ SPARES = 4
 
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep half a file
+        raise
     os.replace(tmp, path)
+
+
+def write_all(f: IO[bytes], data: bytes) -> None:
+    """All of data at the end of an unbuffered file, or none of it: a failed or short
+    write (a full disk) is cut off again and raises OSError, so the next write follows
+    whole lines."""
+    start = f.tell()
+    try:
+        done = 0
+        while done < len(data):
+            n = f.write(data[done:])
+            if not n:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f.name)
+            done += n
+    except OSError:
+        with contextlib.suppress(OSError):
+            f.truncate(start)
+            f.seek(start)
+        raise
 
 
 @dataclass(slots=True)
@@ -110,11 +139,16 @@ def replay(text: str) -> dict[int, _Entry]:
 
 
 class SpoolMeter:
-    """Bytes in a spool root, shared by its recordings (counted, never rescanned)."""
+    """Bytes in a spool root, shared by its recordings (counted, never rescanned), and
+    whether its disk takes writes."""
 
     def __init__(self) -> None:
         self.used = 0
         self._measured: set[Path] = set()
+        # a write that failed (a full disk), as a person should read it; None once a
+        # recording's next segment is spooled again
+        self.error: str | None = None
+        self.alerted = 0.0  # monotonic: when the last disk-full alert was raised
 
     def measure(self, root: Path) -> None:
         if root not in self._measured and root.exists():
@@ -127,7 +161,7 @@ class Spool:
         self.dir = root / recording_id
         self.meter = meter or SpoolMeter()
         self.meter.measure(root)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._made = self._make_dir(quiet=True)
         try:
             self._entries = replay((self.dir / JOURNAL).read_text())
         except FileNotFoundError:
@@ -138,25 +172,50 @@ class Spool:
         # once a local copy exists it is kept current (it must never be older than the store's)
         self.has_manifest = (self.dir / "manifest.json").exists()
 
+    def _make_dir(self, quiet: bool = False) -> bool:
+        """Its directory; on a full disk (mkdir needs a block), made by the first write
+        that finds space (quiet: not yet: a recording starts all the same)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            if not quiet:
+                raise
+            return False
+        return True
+
+    def _writable(self, name: str) -> Path:
+        """The path of a file to write in the spool's directory, made if it is not yet."""
+        if not self._made:
+            self._made = self._make_dir()
+        return self.dir / name
+
     # -- the journal --
     def _log(self, line: str) -> None:
         if self._journal is None:
-            self._journal = open(self.dir / JOURNAL, "ab")  # noqa: SIM115 - kept open
-        self._journal.write(line.encode())
-        self._journal.flush()  # to the kernel: a kill -9 keeps it
+            self._journal = self._open_journal()
+        write_all(self._journal, line.encode())  # unbuffered: a kill -9 keeps it
+
+    def _open_journal(self) -> IO[bytes]:
+        return open(self._writable(JOURNAL), "ab", buffering=0)  # kept open
 
     def _compact(self) -> None:
         if self._journal is None or self._journal.tell() < JOURNAL_COMPACT_BYTES:
             return
         self._journal.close()
         text = "".join(e.lines(seq) for seq, e in sorted(self._entries.items()))
-        write_atomic(self.dir / JOURNAL, text.encode())
-        self._journal = open(self.dir / JOURNAL, "ab")  # noqa: SIM115 - kept open
+        try:
+            write_atomic(self.dir / JOURNAL, text.encode())
+        finally:  # a full disk: the long journal goes on, compacted later
+            self._journal = self._open_journal()
 
     # -- manifest checkpoint --
     def save_manifest(self, data: bytes) -> None:
-        write_atomic(self.dir / "manifest.json", data)
+        write_atomic(self._writable("manifest.json"), data)
         self.has_manifest = True
+
+    def forget_manifest(self) -> None:
+        (self.dir / "manifest.json").unlink(missing_ok=True)
+        self.has_manifest = False
 
     def load_manifest(self) -> bytes | None:
         try:
@@ -166,7 +225,7 @@ class Spool:
 
     # -- inits --
     def put_init(self, name: str, data: bytes) -> Path:
-        path = self.dir / f"init-file-{name}"
+        path = self._writable(f"init-file-{name}")
         write_atomic(path, data)
         return path
 
@@ -177,7 +236,7 @@ class Spool:
     def put_segment(self, seq: int, data: bytes, meta: dict[str, Any]) -> PendingSegment:
         """A closed segment: its file as the parts left it when it holds exactly `data`
         (every part was spooled), else written anew."""
-        path = self.dir / f"seg-{seq}.m4s"
+        path = self._writable(f"seg-{seq}.m4s")
         media = self._media.pop(seq, None)
         spooled = 0
         if media is not None:
@@ -221,27 +280,36 @@ class Spool:
                 self._spares.append(spare)
         path.unlink(missing_ok=True)
         if self._entries.pop(seq, None) is not None:
-            self._log(f"d {seq}\n")
-            self._compact()
+            # on a full disk the line may not be written: a restart then finds the segment
+            # listed in the manifest, or its file gone (recorder/recovery.py)
+            with contextlib.suppress(OSError):
+                self._log(f"d {seq}\n")
+                self._compact()
 
     # -- the open segment's parts --
     def open_segment(self, seq: int, meta: dict[str, Any]) -> None:
-        path = self.dir / f"seg-{seq}.m4s"
+        path = self._writable(f"seg-{seq}.m4s")
+        # unbuffered: a part is one write, and a failed one holds no bytes in a buffer
         if self._spares:
             os.replace(self._spares.pop(), path)
-            self._media[seq] = open(path, "r+b")  # noqa: SIM115 - kept open
+            self._media[seq] = open(path, "r+b", buffering=0)  # noqa: SIM115 - kept open
         else:
-            self._media[seq] = open(path, "wb")  # noqa: SIM115 - kept open
+            self._media[seq] = open(path, "wb", buffering=0)  # noqa: SIM115 - kept open
         self._entries[seq] = _Entry(meta)
         self._log(f"o {seq} {json.dumps(meta)}\n")
 
     def put_part(self, seq: int, data: bytes, duration: float) -> None:
         media, entry = self._media[seq], self._entries[seq]
-        media.write(data)
-        media.flush()  # its bytes before its line
+        start = media.tell()
+        write_all(media, data)  # its bytes before its line
+        try:
+            self._log(f"p {seq} {media.tell()} {duration}\n")
+        except OSError:
+            media.truncate(start)
+            media.seek(start)
+            raise
         entry.end = media.tell()
         entry.duration += duration
-        self._log(f"p {seq} {entry.end} {duration}\n")
         self.meter.used += len(data)
 
     def open_segments(self) -> list[OpenSegment]:

@@ -68,6 +68,7 @@ class UploadQueue:
         self.jobs: deque[UploadJob] = deque()
         self.latencies: deque[float] = deque(maxlen=LATENCIES_KEPT)  # segment closed -> stored
         self.outage_since: float | None = None  # wall-clock of the first failed put
+        self.error: str | None = None  # why the store refuses puts (health), during an outage
         self._added = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -129,6 +130,7 @@ class UploadQueue:
             try:
                 info = await self.store.put(key, data, content_type)
             except (StorageError, OSError) as exc:
+                self.error = str(exc)
                 if self.outage_since is None:
                     self.outage_since = time.time()
                     log.warning(
@@ -145,6 +147,7 @@ class UploadQueue:
                     time.time() - self.outage_since,
                 )
                 self.outage_since = None
+                self.error = None
             return info
 
 

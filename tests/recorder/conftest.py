@@ -1,13 +1,15 @@
 """Recorder test setup: a real Redis (embedded), real object stores (disk, and S3 through
-SeaweedFS), a signing key in a tmp data dir, and helpers to record a published clip."""
+SeaweedFS), a signing key in a tmp data dir, helpers to record a published clip, and a
+small disk of its own (tmpfs) to fill up."""
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +136,58 @@ def decoded_video(path: Path) -> list[float]:
 def decoded_seconds(info: dict[str, Any], fps: int) -> float:
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
     return int(video["nb_read_frames"]) / fps
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MB file system of its own (tmpfs), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """A filler file taking all the free space but `leave` bytes."""
+    st = os.statvfs(disk)
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        left = st.f_bavail * st.f_frsize - leave
+        chunk = b"\0" * (1 << 20)
+        while left > 0:
+            try:
+                left -= f.write(chunk[: min(left, len(chunk))])
+            except OSError:
+                break
+    return filler
+
+
+@pytest.fixture
+def small_ext4(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MB ext4 file system (a loop device, no blocks reserved for root), where a full
+    disk also refuses new directories (tmpfs does not)."""
+    image, mount = tmp_path / "ext4.img", tmp_path / "ext4"
+    mount.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(8 << 20)
+    for cmd in (
+        ["mkfs.ext4", "-q", "-F", "-m", "0", str(image)],
+        ["mount", "-o", "loop", str(image), str(mount)],
+    ):
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot make a small ext4 here: {cmd[0]}: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

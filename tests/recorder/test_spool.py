@@ -1,15 +1,17 @@
 """The spool's journal and spare files (recorder/spool.py): what a killed writer left is
 read back exactly, a spare's old bytes never leak into a segment, compaction keeps only
-what is pending."""
+what is pending, a full disk leaves whole journal lines."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 
 from recorder import spool as spool_module
 from recorder.spool import JOURNAL, Spool, replay
+from tests.recorder.conftest import fill
 
 
 def test_a_killed_writer_leaves_closed_and_open_segments(tmp_path: Path) -> None:
@@ -64,3 +66,48 @@ def test_compaction_keeps_only_what_is_pending(
     entries = replay(journal)
     assert sorted(entries) == [7, 40] and entries[7].closed and entries[40].end == 3
     assert [p.seq for p in Spool(tmp_path, "r1").pending_segments()] == [7]
+
+
+def test_a_full_disk_leaves_the_spool_as_it_was(small_disk: Path) -> None:
+    """Writes that fail with ENOSPC are cut back: the journal keeps whole lines and a
+    segment's file its spooled parts, so what comes once space returns replays."""
+    spool = Spool(small_disk, "r1")
+    spool.open_segment(0, {"start": 0.0})
+    spool.put_part(0, b"a" * 1000, 0.5)
+    filler = fill(small_disk, leave=0)
+    with pytest.raises(OSError):
+        spool.put_part(0, b"b" * 100_000, 0.5)
+    with pytest.raises(OSError):  # a journal line longer than the space left
+        spool.open_segment(1, {"start": 1.0, "note": "n" * 100_000})
+    spool.drop_open(1)
+    filler.unlink()
+    spool.put_part(0, b"c" * 1000, 0.5)
+    spool.close_segment(0, {"start": 0.0, "duration": 1.0})
+    journal = (small_disk / "r1" / JOURNAL).read_text()
+    assert all(len(line) < 1000 for line in journal.splitlines()), "a cut line was kept"
+    again = Spool(small_disk, "r1")
+    [closed] = again.pending_segments()
+    assert (closed.seq, closed.meta) == (0, {"start": 0.0, "duration": 1.0})
+    assert closed.path.read_bytes() == b"a" * 1000 + b"c" * 1000
+    assert [s.seq for s in again.open_segments() if s.parts] == []
+
+
+def test_a_spool_opened_on_a_full_disk_is_made_by_its_first_write(small_ext4: Path) -> None:
+    """A recording starting while the disk is full (mkdir needs a block on ext4) starts:
+    its spool's writes fail with ENOSPC until there is space, then it is made."""
+    filler = fill(small_ext4, leave=0)
+    for n in range(1000):  # the last blocks, down to none
+        try:
+            (small_ext4 / f"small-{n}").write_bytes(b"x")
+        except OSError:
+            break
+    spool = Spool(small_ext4 / "spool", "r1")
+    with pytest.raises(OSError) as refused:
+        spool.open_segment(0, {"start": 0.0})
+    assert refused.value.errno == errno.ENOSPC
+    filler.unlink()
+    spool.open_segment(0, {"start": 0.0})
+    spool.put_part(0, b"a" * 100, 0.5)
+    spool.close_segment(0, {"start": 0.0, "duration": 0.5})
+    [closed] = Spool(small_ext4 / "spool", "r1").pending_segments()
+    assert closed.path.read_bytes() == b"a" * 100
