@@ -69,7 +69,10 @@ class WindowFiles:
         _remove_dead_processes(root)
         self.dir = root / str(os.getpid())
         shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
+        try:
+            self.dir.mkdir(parents=True)
+        except OSError as exc:  # e.g. a full disk: made by the first write that can
+            log.error("hls: cannot make %s (%s); windows stay in memory until it can be", root, exc)
         self.failures = 0  # part writes that failed (the parts stayed in memory)
         self._names = itertools.count()
         self._queue: queue.SimpleQueue[_Write | _Remove | None] = queue.SimpleQueue()
@@ -121,7 +124,7 @@ class WindowFiles:
 
 def _write(job: _Write) -> None:
     data = job.part.data
-    job.path.parent.mkdir(exist_ok=True)
+    job.path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(job.path, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         view, offset = memoryview(data), job.offset
@@ -139,7 +142,7 @@ def _remove_dead_processes(root: Path) -> None:
     """Remove what killed processes left (their pid's directory)."""
     if not root.is_dir():
         return
-    for child in root.iterdir():
+    for child in list(root.iterdir()):
         if child.name.isdigit() and not _alive(int(child.name)):
             shutil.rmtree(child, ignore_errors=True)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -80,9 +79,10 @@ async def test_a_window_that_cannot_be_written_stays_in_memory_and_served(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     hub = Hub()
-    files = WindowFiles(tmp_path)
-    shutil.rmtree(files.dir)
-    files.dir.write_text("not a directory")  # every write now fails, as on a broken disk
+    (tmp_path / "disk").write_text("not a directory")  # no directory can be made under it
+    with caplog.at_level(logging.ERROR, "media_server.hls.window_files"):
+        files = WindowFiles(tmp_path / "disk" / "hls-window")  # starts all the same
+    assert "cannot make" in caplog.text
     outputs = HlsOutputs(hub, files=files)
     pub = hub.publish("court-1", (VIDEO, AUDIO), "test")
     output = outputs.get("court-1")
