@@ -3,8 +3,9 @@
 A window holds ~14 s of media per stream (6 closed 2 s segments and the open one): at
 2 Mbit/s about 3.7 MB, most of a node's memory per stream. Each part is written, as it
 closes, into its segment's file at its offset, and its bytes in memory are let go once
-written; requests read it back from the page cache. nginx-rtmp serves HLS from files the
-same way. The files are scratch: no fsync, and a killed process's are removed by the next.
+the next part is written; requests read it back from the page cache. nginx-rtmp serves
+HLS from files the same way. The files are scratch: no fsync, and a killed process's are
+removed by the next.
 
 A window's files are a ring of `slots` files (the window's segments and the open one, plus
 one), segment n in file n % slots: a segment's file is written over once it left the window,
@@ -13,10 +14,11 @@ more than the write itself (the spool found the same, recorder/spool.py).
 
 One writer thread per node takes the writes in order, so the event loop does no file
 writes and no wake-up per part: the loop queues (path, offset, part) and the thread clears
-the part's bytes after the write. A part whose write failed (a full disk) keeps its bytes
-in memory, where the window bounds them; so does every part while the writer is behind by
-more than MAX_QUEUED writes. Reads stay on the loop: a pread of a part written a moment
-ago comes from the page cache.
+the bytes of the part written before it (the newest part stays: every LL-HLS player asks
+for it at once, so those reads come from memory). A part whose write failed (a full disk)
+keeps its bytes in memory, where the window bounds them; so does every part while the
+writer is behind by more than MAX_QUEUED writes. Reads stay on the loop: a pread of a
+part written a moment ago comes from the page cache.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ LOG_EVERY_S = 60.0  # a failing disk is logged at most this often
 
 @dataclass(slots=True)
 class _Write:
+    window: WindowSpill
     path: Path
     offset: int
     part: Part
@@ -77,6 +80,7 @@ class WindowFiles:
         self._names = itertools.count()
         self._queue: queue.SimpleQueue[_Write | _Remove | None] = queue.SimpleQueue()
         self._logged = 0.0
+        self._made: set[Path] = set()  # window directories made (by the thread)
         self._thread = threading.Thread(target=self._run, name="hls-files", daemon=True)
         self._thread.start()
 
@@ -100,11 +104,10 @@ class WindowFiles:
         while (job := self._queue.get()) is not None:
             try:
                 if isinstance(job, _Write):
-                    _write(job)
-                elif job.path.is_dir():
-                    shutil.rmtree(job.path, ignore_errors=True)
+                    self._write(job)
                 else:
-                    job.path.unlink(missing_ok=True)
+                    self._made.discard(job.path)
+                    shutil.rmtree(job.path, ignore_errors=True)
             except OSError as exc:
                 self._failed(exc)
 
@@ -121,21 +124,29 @@ class WindowFiles:
                 self.failures,
             )
 
+    def _write(self, job: _Write) -> None:
+        folder = job.path.parent
+        if folder not in self._made:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
+        _write_at(job.path, job.offset, job.part.data)
+        # on disk now. The window's newest part keeps its bytes: it is the one LL-HLS
+        # players ask for right now. The part written before it lets go of them (an
+        # attribute store: a reader on the loop sees the bytes, or b"" and reads the file).
+        held, job.window.held = job.window.held, job.part
+        if held is not None:
+            held.data = b""
 
-def _write(job: _Write) -> None:
-    data = job.part.data
-    job.path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(job.path, os.O_WRONLY | os.O_CREAT, 0o600)
+
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        view, offset = memoryview(data), job.offset
+        view = memoryview(data)
         while view:
             n = os.pwrite(fd, view, offset)
             view, offset = view[n:], offset + n
     finally:
         os.close(fd)
-    # on disk now: let go of the bytes (an attribute store; a reader on the loop sees the
-    # bytes or b"" and then reads the file, which holds them)
-    job.part.data = b""
 
 
 def _remove_dead_processes(root: Path) -> None:
@@ -165,6 +176,7 @@ class WindowSpill:
         self._dir = directory
         self._slots = slots
         self._segments: dict[int, _SegmentFile] = {}
+        self.held: Part | None = None  # the newest part written (the thread's business)
 
     def part_closed(self, seg: Segment) -> None:
         """Queue the segment's newest part for its file."""
@@ -178,7 +190,7 @@ class WindowSpill:
         offset = f.size
         f.spans.append((offset, len(part.data)))
         f.size += len(part.data)
-        self._files.submit(_Write(f.path, offset, part))
+        self._files.submit(_Write(self, f.path, offset, part))
 
     def keep_from(self, msn: int) -> None:
         """Forget segments older than msn (out of the window): their files are free."""
