@@ -56,7 +56,14 @@ async def test_cut_link_publisher_comes_back_and_ring_has_no_hole(
         # a connect made into the blackhole hangs until its 5 s timeout, then the backoff
         # (up to 5 s) and the next keyframe: up to ~12 s, more on a loaded machine
         await until(
-            lambda: stream.live and stream.epoch > epoch and stream.stats.keyframes,
+            # the publisher counts its session once the server's answer reaches it, which
+            # may come after the hub sees the stream live
+            lambda: (
+                stream.live
+                and stream.epoch > epoch
+                and stream.stats.keyframes
+                and publisher.sessions >= 2
+            ),
             25 if blackhole else 15,
             "live again after the cut",
         )

@@ -217,7 +217,13 @@ async def test_private_recordings_need_a_signed_in_clerk(tmp_path: Path) -> None
                     break
                 await asyncio.sleep(0.1)
             [record] = found["recordings"]
-            assert (await clerk.get(f"/recordings/{record['id']}/index.m3u8")).status_code == 200
+            # listed once indexed; its manifest reaches the store a moment later (404 till then)
+            for _ in range(50):
+                played = await clerk.get(f"/recordings/{record['id']}/index.m3u8")
+                if played.status_code != 404:
+                    break
+                await asyncio.sleep(0.1)
+            assert played.status_code == 200, played.text
             assert (await clerk.get("/recordings/no-such-rec/verify")).status_code == 404
         async with httpx.AsyncClient(base_url=base, timeout=30) as anon:
             # recordings are evidence: the public replays only /public/{id}/replay/
