@@ -286,6 +286,10 @@ def test_only_get_is_allowed(live: LiveServer) -> None:
     assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
 
 
+def _moment_free(body: bytes) -> bytes:
+    return re.sub(rb"last segment \d+", b"last segment N", body)
+
+
 def test_the_fast_path_answers_as_the_app_routes_do(live: LiveServer) -> None:
     """Statuses, headers and bodies of the front door's fast path equal the FastAPI
     routes', for good, bad, private, blocking and unknown requests and other methods."""
@@ -322,7 +326,8 @@ def test_the_fast_path_answers_as_the_app_routes_do(live: LiveServer) -> None:
                 assert a.status_code == b.status_code, (method, path)
                 assert _comparable(a.headers) == _comparable(b.headers), (method, path)
                 if a.status_code != 200:  # media bodies differ only by moment
-                    assert a.content == b.content, (method, path)
+                    # so may "last segment N" of a 400: a segment can close between the two
+                    assert _moment_free(a.content) == _moment_free(b.content), (method, path)
                 compared += 1
     assert compared == len(paths) * 4
 
