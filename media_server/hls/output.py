@@ -81,10 +81,10 @@ class SegmentWindow:
         return seg.data() if self._spill is None else self._spill.segment_bytes(seg)
 
     def drop_files(self) -> None:
-        """Let go of the window's files (the output closed)."""
+        """Let go of the window's files (the output closed): from now on a part whose bytes
+        were in a file is answered as gone (None), never as an empty body."""
         if self._spill is not None:
             self._spill.close()
-            self._spill = None
 
     def _wake(self) -> None:
         self._changed.set()
