@@ -143,18 +143,18 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 24 MB file system of its own (tmpfs), unmounted afterwards."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    _run_or_skip(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], "a tmpfs")
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _run_or_skip(cmd: list[str], what: str) -> None:
+    """Run cmd; skip the test, saying why, where this machine refuses it (no mounts)."""
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make {what} here: {cmd[0]}: {done.stderr.strip()}")
 
 
 def fill(disk: Path, leave: int) -> Path:
@@ -180,13 +180,8 @@ def small_ext4(tmp_path: Path) -> Iterator[Path]:
     mount.mkdir()
     with open(image, "wb") as f:
         f.truncate(8 << 20)
-    for cmd in (
-        ["mkfs.ext4", "-q", "-F", "-m", "0", str(image)],
-        ["mount", "-o", "loop", str(image), str(mount)],
-    ):
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"cannot make a small ext4 here: {cmd[0]}: {done.stderr.strip()}")
+    _run_or_skip(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], "a small ext4")
+    _run_or_skip(["mount", "-o", "loop", str(image), str(mount)], "a small ext4")
     try:
         yield mount
     finally:
